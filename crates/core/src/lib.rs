@@ -1,0 +1,15 @@
+//! Domain types of MisterSmith: tasks, events, agents, nodes and error codes — no I/O, no runtime.
+
+pub mod agent;
+pub mod error;
+pub mod event;
+pub mod node;
+pub mod task;
+pub mod time;
+
+pub use agent::{AgentDef, AgentSummary, ExecutorKind, InputMode};
+pub use error::{Code, Error, Result};
+pub use event::{Event, EventDraft, EventKind};
+pub use node::{Node, NodeRole, NodeStatus};
+pub use task::{NewTask, Outcome, Task, TaskError, TaskId, TaskStatus, Usage};
+pub use time::Micros;

@@ -1,0 +1,304 @@
+//! Tasks: one unit of work for one agent, its lifecycle states and its outcome.
+
+use crate::error::{Error, Result};
+use crate::time::Micros;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+use std::str::FromStr;
+
+/// A task id: a UUIDv7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(pub uuid::Uuid);
+
+impl TaskId {
+    pub fn new() -> Self {
+        TaskId(uuid::Uuid::now_v7())
+    }
+}
+
+impl Default for TaskId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.as_hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        uuid::Uuid::try_parse(s)
+            .map(TaskId)
+            .map_err(|_| Error::invalid(format!("malformed task id {:?}: expected a UUID", truncate(s, 64))))
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 6] = [
+        TaskStatus::Queued,
+        TaskStatus::Running,
+        TaskStatus::Succeeded,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+        TaskStatus::TimedOut,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+            TaskStatus::TimedOut => "timed_out",
+        }
+    }
+
+    /// Terminal states never change again.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, TaskStatus::Queued | TaskStatus::Running)
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskStatus {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        TaskStatus::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            Error::invalid(format!(
+                "unknown status {:?}: expected one of queued, running, succeeded, failed, cancelled, timed_out",
+                truncate(s, 64)
+            ))
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskError {
+    pub code: String,
+    pub message: String,
+}
+
+impl TaskError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        TaskError { code: code.into(), message: message.into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl Usage {
+    pub fn is_zero(&self) -> bool {
+        self.input_tokens == 0 && self.output_tokens == 0 && self.cost_usd == 0.0
+    }
+}
+
+/// A task as stored and served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: TaskId,
+    pub agent: String,
+    pub input: Value,
+    pub status: TaskStatus,
+    pub priority: u8,
+    pub timeout_ms: Option<u64>,
+    pub max_attempts: u32,
+    pub attempt: u32,
+    pub idempotency_key: Option<String>,
+    pub session_id: Option<String>,
+    pub tenant: String,
+    pub metadata: Value,
+    pub result: Option<Value>,
+    pub error: Option<TaskError>,
+    pub usage: Usage,
+    pub cancel_requested: bool,
+    pub created_at: Micros,
+    pub started_at: Option<Micros>,
+    pub finished_at: Option<Micros>,
+    pub worker: Option<String>,
+}
+
+pub const MAX_PRIORITY: u8 = 9;
+pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
+pub const MAX_KEY_LEN: usize = 256;
+pub const DEFAULT_TENANT: &str = "default";
+
+/// A validated submission.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    pub id: TaskId,
+    pub agent: String,
+    pub input: Value,
+    pub priority: u8,
+    /// `None`: the agent definition's timeout.
+    pub timeout_ms: Option<u64>,
+    /// `None`: the agent definition's `max_attempts`.
+    pub max_attempts: Option<u32>,
+    pub idempotency_key: Option<String>,
+    pub session_id: Option<String>,
+    pub tenant: String,
+    pub metadata: Value,
+}
+
+impl NewTask {
+    pub fn new(agent: impl Into<String>, input: Value) -> Self {
+        NewTask {
+            id: TaskId::new(),
+            agent: agent.into(),
+            input,
+            priority: 0,
+            timeout_ms: None,
+            max_attempts: None,
+            idempotency_key: None,
+            session_id: None,
+            tenant: DEFAULT_TENANT.into(),
+            metadata: Value::Object(Default::default()),
+        }
+    }
+
+    /// Checks every field's range; the message names the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.priority > MAX_PRIORITY {
+            return Err(Error::unprocessable(format!("priority must be 0..=9, got {}", self.priority)));
+        }
+        if let Some(m) = self.max_attempts {
+            if m == 0 || m > MAX_ATTEMPTS_LIMIT {
+                return Err(Error::unprocessable(format!("max_attempts must be 1..={MAX_ATTEMPTS_LIMIT}, got {m}")));
+            }
+        }
+        if let Some(t) = self.timeout_ms {
+            if t == 0 || t > MAX_TIMEOUT_MS {
+                return Err(Error::unprocessable(format!("timeout_ms must be 1..={MAX_TIMEOUT_MS}, got {t}")));
+            }
+        }
+        if let Some(k) = &self.idempotency_key {
+            if k.is_empty() || k.len() > MAX_KEY_LEN {
+                return Err(Error::unprocessable(format!("idempotency_key must be 1..={MAX_KEY_LEN} bytes")));
+            }
+        }
+        if let Some(s) = &self.session_id {
+            if s.is_empty() || s.len() > MAX_KEY_LEN {
+                return Err(Error::unprocessable(format!("session_id must be 1..={MAX_KEY_LEN} bytes")));
+            }
+        }
+        if !(self.metadata.is_object() || self.metadata.is_null()) {
+            return Err(Error::unprocessable("metadata must be a JSON object"));
+        }
+        crate::agent::validate_name(&self.agent)
+    }
+}
+
+/// How an attempt ended, as reported by the worker that ran it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Succeeded { result: Value, usage: Usage },
+    /// `retryable` failures go back to the queue while attempts are left.
+    Failed { error: TaskError, retryable: bool, usage: Usage },
+    Cancelled { usage: Usage },
+    TimedOut { usage: Usage },
+}
+
+impl Outcome {
+    pub fn usage(&self) -> Usage {
+        match self {
+            Outcome::Succeeded { usage, .. }
+            | Outcome::Failed { usage, .. }
+            | Outcome::Cancelled { usage }
+            | Outcome::TimedOut { usage } => *usage,
+        }
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded { .. } => "succeeded",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Cancelled { .. } => "cancelled",
+            Outcome::TimedOut { .. } => "timed_out",
+        }
+    }
+}
+
+/// Exponential retry backoff: `base * 2^(attempt-1)`, capped, with up to 10% jitter added by the caller.
+pub fn retry_backoff_ms(base_ms: u64, attempt: u32, cap_ms: u64) -> u64 {
+    let shift = attempt.saturating_sub(1).min(30);
+    base_ms.saturating_mul(1u64 << shift).min(cap_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> NewTask {
+        NewTask::new("echo", Value::from("hi"))
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let cases: Vec<(fn(&mut NewTask), &str)> = vec![
+            (|t| t.priority = 10, "priority"),
+            (|t| t.max_attempts = Some(0), "max_attempts"),
+            (|t| t.timeout_ms = Some(0), "timeout_ms"),
+            (|t| t.idempotency_key = Some(String::new()), "idempotency_key"),
+            (|t| t.metadata = Value::from(3), "metadata"),
+            (|t| t.agent = "bad name".into(), "agent"),
+        ];
+        for (mutate, field) in cases {
+            let mut t = sample();
+            mutate(&mut t);
+            let err = t.validate().unwrap_err();
+            assert!(err.message.contains(field), "{field}: {}", err.message);
+        }
+        sample().validate().unwrap();
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(retry_backoff_ms(100, 1, 1000), 100);
+        assert_eq!(retry_backoff_ms(100, 2, 1000), 200);
+        assert_eq!(retry_backoff_ms(100, 3, 1000), 400);
+        assert_eq!(retry_backoff_ms(100, 9, 1000), 1000);
+        assert_eq!(retry_backoff_ms(100, 200, 1000), 1000);
+    }
+
+    #[test]
+    fn ids_parse_and_reject_garbage() {
+        let id = TaskId::new();
+        assert_eq!(id.to_string().parse::<TaskId>().unwrap(), id);
+        assert!("not-a-uuid".parse::<TaskId>().is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! The durable store: tasks as a leased priority queue, per-task event logs, agents and nodes.
+//!
+//! Backends sit behind the object-safe [`Store`] trait and are chosen by URL in [`open`].
+//! Every backend passes the same [`conformance`] suite.
+
+pub mod conformance;
+mod error;
+pub mod sqlite;
+
+pub use error::{Error, Result};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use smith_core::{AgentDef, AgentSummary, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId, TaskStatus};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The result of a submission: the task, whether it was created now (false: an existing task
+/// with the same idempotency key), and the events written.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub task: Task,
+    pub created: bool,
+    pub events: Vec<Event>,
+}
+
+/// A task claimed by a worker, with its `task.started` event.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub task: Task,
+    pub event: Event,
+}
+
+/// What a worker asks for: up to `n` tasks of each agent.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub worker: String,
+    pub lease: Duration,
+    pub wants: Vec<(String, u32)>,
+}
+
+/// A task's state change and the events it wrote.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub task: Task,
+    pub events: Vec<Event>,
+}
+
+/// A task still held by a worker after renewing its leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub id: TaskId,
+    pub attempt: u32,
+    pub cancel_requested: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TaskQuery {
+    pub status: Option<TaskStatus>,
+    pub agent: Option<String>,
+    pub tenant: Option<String>,
+    pub limit: usize,
+    /// Opaque: the `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskPage {
+    pub items: Vec<Task>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FeedFilter {
+    pub agent: Option<String>,
+    pub kinds: Vec<EventKind>,
+    pub tenant: Option<String>,
+}
+
+impl FeedFilter {
+    pub fn matches(&self, e: &Event) -> bool {
+        if !self.kinds.is_empty() && !self.kinds.contains(&e.kind) {
+            return false;
+        }
+        if let Some(a) = &self.agent {
+            if e.agent.as_deref() != Some(a.as_str()) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// A page of the all-events feed. Every event at or below `cursor` is committed and was
+/// considered (returned, or filtered out): a reader resumes after `cursor` without gaps.
+#[derive(Debug, Clone)]
+pub struct FeedPage {
+    pub events: Vec<Event>,
+    pub cursor: u64,
+    /// True when the page was cut by the limit and more events may follow at once.
+    pub more: bool,
+}
+
+/// Counts of the queue, for readiness and metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueStats {
+    pub queued: u64,
+    pub running: u64,
+    /// Age of the oldest runnable queued task.
+    pub oldest_queued_age: Option<Duration>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a task and its `task.queued` event in one transaction; a repeated
+    /// `(tenant, idempotency_key)` returns the existing task with `created = false`.
+    /// Fills `max_attempts` and `timeout_ms` from the agent definition; an unknown agent is an error.
+    async fn submit(&self, task: NewTask) -> Result<Submitted>;
+
+    async fn get_task(&self, id: TaskId) -> Result<Option<Task>>;
+
+    /// Newest first.
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage>;
+
+    /// Claims runnable queued tasks by priority, then age: each becomes `running` with
+    /// `attempt + 1`, `worker` and a lease, and gets its `task.started` event.
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>>;
+
+    /// Appends events to a running task, fenced: only while the task is `running` at `attempt`.
+    async fn append(&self, id: TaskId, attempt: u32, drafts: Vec<EventDraft>) -> Result<Vec<Event>>;
+
+    /// Appends the last events and records the outcome in one fenced transaction. A retryable
+    /// failure with attempts left goes back to `queued` after a backoff (`task.retrying`).
+    async fn complete(&self, id: TaskId, attempt: u32, drafts: Vec<EventDraft>, outcome: Outcome) -> Result<Change>;
+
+    /// Renews the leases of every task the worker holds, in one statement; returns them.
+    async fn renew(&self, worker: &str, lease: Duration) -> Result<Vec<Held>>;
+
+    /// Hands tasks back for immediate requeue without spending an attempt (drain).
+    async fn release(&self, worker: &str, tasks: &[(TaskId, u32)], reason: &str) -> Result<Vec<Change>>;
+
+    /// Requeues (or fails, when attempts are spent) running tasks whose lease ended before `now`,
+    /// and those held by a worker that is not alive.
+    async fn reap(&self, now: Micros) -> Result<Vec<Change>>;
+
+    /// Records a cancel request. A queued task is cancelled at once; a running task is flagged
+    /// for its worker (returned with `status = running`); a terminal task is returned unchanged.
+    async fn request_cancel(&self, id: TaskId) -> Result<Change>;
+
+    /// A task's events with `seq > after`, in order.
+    async fn events(&self, id: TaskId, after: u64, limit: usize) -> Result<Vec<Event>>;
+
+    /// The all-events feed after `cursor`, commit-ordered.
+    async fn feed(&self, cursor: u64, filter: &FeedFilter, limit: usize) -> Result<FeedPage>;
+
+    /// Appends a fleet event (`kind = system`) to the feed.
+    async fn append_system(&self, data: Value) -> Result<Event>;
+
+    /// Replaces the stored agent definitions (built-ins are always kept).
+    async fn put_agents(&self, defs: &[AgentDef]) -> Result<()>;
+
+    async fn agents(&self) -> Result<Vec<AgentSummary>>;
+
+    /// Registers or refreshes a node (its heartbeat).
+    async fn heartbeat(&self, node: &Node) -> Result<()>;
+
+    async fn set_node_status(&self, id: &str, status: NodeStatus) -> Result<()>;
+
+    async fn nodes(&self) -> Result<Vec<Node>>;
+
+    /// Marks alive or draining nodes whose last heartbeat is older than `stale_before` as dead.
+    async fn mark_dead_nodes(&self, stale_before: Micros) -> Result<Vec<Node>>;
+
+    async fn queue_stats(&self) -> Result<QueueStats>;
+
+    /// A cheap round trip, for readiness.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// Opens a store by URL: `sqlite://PATH` (or a bare path).
+pub async fn open(url: &str, options: &OpenOptions) -> Result<Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let store = sqlite::SqliteStore::open(std::path::Path::new(path), options).await?;
+        return Ok(Arc::new(store));
+    }
+    if url.contains("://") {
+        let scheme = url.split("://").next().unwrap_or_default();
+        return Err(Error::Config(format!(
+            "store URL scheme {scheme:?} is not supported by this build (supported: sqlite://PATH)"
+        )));
+    }
+    let store = sqlite::SqliteStore::open(std::path::Path::new(url), options).await?;
+    Ok(Arc::new(store))
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// `true`: fsync every commit (survives power loss). `false`: survives process crashes only.
+    pub fsync: bool,
+    pub readers: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { fsync: true, readers: 4 }
+    }
+}

@@ -1,0 +1,327 @@
+//! The embedded SQLite store: one writer thread that group-commits every write, many WAL readers.
+//!
+//! Why one writer: SQLite serialises writers anyway, and one fsync per task is the wall.
+//! Callers send closures to the writer over a bounded channel; it runs every queued closure
+//! in one transaction (each inside a savepoint, so one failure does not undo its neighbours),
+//! commits once, and only then answers each caller. A caller waits one batch; throughput is
+//! batch-sized. A single writer also makes `events.pos` commit-ordered, which the feed relies on.
+
+mod ops;
+
+use crate::{
+    AgentSummary, ClaimRequest, Claimed, Change, Error, FeedFilter, FeedPage, Held, OpenOptions, QueueStats, Result,
+    Store, Submitted, TaskPage, TaskQuery,
+};
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags};
+use serde_json::Value;
+use smith_core::{AgentDef, Event, EventDraft, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+/// Closures per transaction at most; bounds one batch's latency.
+const MAX_BATCH: usize = 512;
+/// Writes waiting for the writer at most; callers wait (backpressure) beyond that.
+const QUEUE_DEPTH: usize = 8192;
+
+/// A write, run inside the batch transaction; returns whether it succeeded and how to answer.
+/// Given `None` when the transaction could not begin: it must answer without running.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Reply) + Send>;
+/// Called once the batch's commit is known.
+type Reply = Box<dyn FnOnce(&Result<(), String>) + Send>;
+
+pub struct SqliteStore {
+    writer: mpsc::Sender<Job>,
+    readers: Arc<ReadPool>,
+    path: PathBuf,
+}
+
+struct ReadPool {
+    idle: Mutex<Vec<Connection>>,
+    path: PathBuf,
+}
+
+impl ReadPool {
+    fn take(&self) -> Result<Connection> {
+        if let Some(c) = self.idle.lock().expect("pool lock").pop() {
+            return Ok(c);
+        }
+        open_conn(&self.path, true, false)
+    }
+    fn give(&self, c: Connection) {
+        let mut idle = self.idle.lock().expect("pool lock");
+        if idle.len() < 16 {
+            idle.push(c);
+        }
+    }
+}
+
+fn open_conn(path: &Path, read_only: bool, fsync: bool) -> Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
+    }
+    conn.pragma_update(None, "cache_size", -16_000)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(Error::Config(format!(
+            "database schema version {version} is newer than this binary knows ({known}); upgrade smith"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied store migration");
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    pub async fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
+        let path = path.to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let fsync = options.fsync;
+        let p = path.clone();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
+            let mut conn = open_conn(&p, false, fsync)?;
+            migrate(&mut conn)?;
+            ops::put_agents(&conn, &[])?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| Error::Backend(e.to_string()))??;
+
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        std::thread::Builder::new()
+            .name("smith-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| Error::Backend(format!("cannot start writer thread: {e}")))?;
+        let readers = Arc::new(ReadPool { idle: Mutex::new(Vec::new()), path: path.clone() });
+        for _ in 0..options.readers {
+            let c = open_conn(&path, true, false)?;
+            readers.give(c);
+        }
+        Ok(SqliteStore { writer: tx, readers, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` inside the writer's next batch transaction; resolves after the commit.
+    async fn write<R: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<R> + Send + 'static) -> Result<R> {
+        let (tx, rx) = oneshot::channel::<Result<R>>();
+        let job: Job = Box::new(move |conn| {
+            let out = match conn {
+                Some(conn) => f(conn),
+                None => Err(Error::Unavailable("store transaction could not begin".into())),
+            };
+            let ok = out.is_ok();
+            let reply: Reply = Box::new(move |commit| {
+                let res = match commit {
+                    Ok(()) => out,
+                    Err(e) => Err(Error::Unavailable(format!("commit failed: {e}"))),
+                };
+                let _ = tx.send(res);
+            });
+            (ok, reply)
+        });
+        self.writer.send(job).await.map_err(|_| Error::Unavailable("store writer stopped".into()))?;
+        rx.await.map_err(|_| Error::Unavailable("store writer stopped".into()))?
+    }
+
+    async fn read<R: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<R> + Send + 'static) -> Result<R> {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.take()?;
+            let out = f(&conn);
+            pool.give(conn);
+            out
+        })
+        .await
+        .map_err(|e| Error::Backend(format!("reader panicked: {e}")))?
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let begun = conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(e) = begun {
+            let msg = e.to_string();
+            tracing::error!(error = %msg, "store writer cannot begin a transaction");
+            for job in batch.drain(..) {
+                let (_, reply) = job(None);
+                reply(&Err(msg.clone()));
+            }
+            let _ = conn.execute_batch("ROLLBACK");
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        for job in batch.drain(..) {
+            let (_, reply) = run_savepointed(&conn, job);
+            replies.push(reply);
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, "store commit failed");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for reply in replies.drain(..) {
+            reply(&commit);
+        }
+    }
+}
+
+fn run_savepointed(conn: &Connection, job: Job) -> (bool, Reply) {
+    if let Err(e) = conn.prepare_cached("SAVEPOINT job").and_then(|mut s| s.execute([])) {
+        tracing::error!(error = %e, "savepoint failed");
+    }
+    let (ok, reply) = job(Some(conn));
+    if !ok {
+        let _ = conn.prepare_cached("ROLLBACK TO job").and_then(|mut s| s.execute([]));
+    }
+    let _ = conn.prepare_cached("RELEASE job").and_then(|mut s| s.execute([]));
+    (ok, reply)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn submit(&self, task: NewTask) -> Result<Submitted> {
+        task.validate()?;
+        self.write(move |c| ops::submit(c, &task, Micros::now())).await
+    }
+
+    async fn get_task(&self, id: TaskId) -> Result<Option<Task>> {
+        self.read(move |c| ops::get_task(c, id)).await
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage> {
+        let q = query.clone();
+        self.read(move |c| ops::list_tasks(c, &q)).await
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>> {
+        let r = request.clone();
+        self.write(move |c| ops::claim(c, &r, Micros::now())).await
+    }
+
+    async fn append(&self, id: TaskId, attempt: u32, drafts: Vec<EventDraft>) -> Result<Vec<Event>> {
+        if drafts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |c| ops::append(c, id, attempt, &drafts, Micros::now())).await
+    }
+
+    async fn complete(&self, id: TaskId, attempt: u32, drafts: Vec<EventDraft>, outcome: Outcome) -> Result<Change> {
+        self.write(move |c| ops::complete(c, id, attempt, &drafts, &outcome, Micros::now())).await
+    }
+
+    async fn renew(&self, worker: &str, lease: Duration) -> Result<Vec<Held>> {
+        let w = worker.to_string();
+        self.write(move |c| ops::renew(c, &w, Micros::now().plus(lease))).await
+    }
+
+    async fn release(&self, worker: &str, tasks: &[(TaskId, u32)], reason: &str) -> Result<Vec<Change>> {
+        let (w, t, r) = (worker.to_string(), tasks.to_vec(), reason.to_string());
+        self.write(move |c| ops::release(c, &w, &t, &r, Micros::now())).await
+    }
+
+    async fn reap(&self, now: Micros) -> Result<Vec<Change>> {
+        // Look first on a reader: the common answer is "nothing", and it must not hold the writer.
+        let victims = self.read(move |c| ops::reap_candidates(c, now)).await?;
+        if victims.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |c| ops::reap(c, &victims, now)).await
+    }
+
+    async fn request_cancel(&self, id: TaskId) -> Result<Change> {
+        self.write(move |c| ops::request_cancel(c, id, Micros::now())).await
+    }
+
+    async fn events(&self, id: TaskId, after: u64, limit: usize) -> Result<Vec<Event>> {
+        self.read(move |c| ops::events(c, id, after, limit)).await
+    }
+
+    async fn feed(&self, cursor: u64, filter: &FeedFilter, limit: usize) -> Result<FeedPage> {
+        let f = filter.clone();
+        self.read(move |c| ops::feed(c, cursor, &f, limit)).await
+    }
+
+    async fn append_system(&self, data: Value) -> Result<Event> {
+        self.write(move |c| ops::append_system(c, &data, Micros::now())).await
+    }
+
+    async fn put_agents(&self, defs: &[AgentDef]) -> Result<()> {
+        for d in defs {
+            d.validate()?;
+        }
+        let defs = defs.to_vec();
+        self.write(move |c| ops::put_agents(c, &defs)).await
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentSummary>> {
+        self.read(ops::agents).await
+    }
+
+    async fn heartbeat(&self, node: &Node) -> Result<()> {
+        let n = node.clone();
+        self.write(move |c| ops::heartbeat(c, &n)).await
+    }
+
+    async fn set_node_status(&self, id: &str, status: NodeStatus) -> Result<()> {
+        let id = id.to_string();
+        self.write(move |c| ops::set_node_status(c, &id, status)).await
+    }
+
+    async fn nodes(&self) -> Result<Vec<Node>> {
+        self.read(ops::nodes).await
+    }
+
+    async fn mark_dead_nodes(&self, stale_before: Micros) -> Result<Vec<Node>> {
+        self.write(move |c| ops::mark_dead_nodes(c, stale_before)).await
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats> {
+        self.read(|c| ops::queue_stats(c, Micros::now())).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await?;
+        if self.writer.is_closed() {
+            return Err(Error::Unavailable("store writer stopped".into()));
+        }
+        Ok(())
+    }
+}

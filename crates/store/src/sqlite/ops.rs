@@ -1,0 +1,692 @@
+//! The SQL of the SQLite store: every function runs on a connection the caller owns
+//! (the writer's batch transaction, or a reader).
+
+use crate::{ClaimRequest, Claimed, Change, Error, FeedFilter, FeedPage, Held, QueueStats, Result, Submitted, TaskPage, TaskQuery};
+use rusqlite::types::Type;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::{json, Value};
+use smith_core::{
+    task::retry_backoff_ms, AgentDef, AgentSummary, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeRole,
+    NodeStatus, Outcome, Task, TaskError, TaskId, TaskStatus, Usage,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+
+const TASK_COLS: &str = "id, tenant, agent, input, status, priority, timeout_ms, max_attempts, attempt, \
+    idempotency_key, session_id, metadata, result, error, usage, cancel_requested, created_at, started_at, \
+    finished_at, worker, released, backoff_ms, backoff_max_ms, last_seq, rowid";
+const EVENT_COLS: &str = "pos, task_id, seq, kind, agent, attempt, at, data";
+
+/// A task row with the bookkeeping columns the API does not show.
+struct TaskRow {
+    task: Task,
+    released: u32,
+    backoff_ms: u64,
+    backoff_max_ms: u64,
+    last_seq: u64,
+}
+
+fn json_col(r: &Row, i: usize) -> rusqlite::Result<Value> {
+    let s: String = r.get(i)?;
+    serde_json::from_str(&s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
+}
+
+fn opt_json_col<T: serde::de::DeserializeOwned>(r: &Row, i: usize) -> rusqlite::Result<Option<T>> {
+    let s: Option<String> = r.get(i)?;
+    match s {
+        None => Ok(None),
+        Some(s) => serde_json::from_str(&s)
+            .map(Some)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e))),
+    }
+}
+
+fn parse_col<T: std::str::FromStr>(r: &Row, i: usize) -> rusqlite::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let s: String = r.get(i)?;
+    s.parse::<T>().map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
+}
+
+fn task_row(r: &Row) -> rusqlite::Result<TaskRow> {
+    let task = Task {
+        id: parse_col(r, 0)?,
+        tenant: r.get(1)?,
+        agent: r.get(2)?,
+        input: json_col(r, 3)?,
+        status: parse_col(r, 4)?,
+        priority: r.get(5)?,
+        timeout_ms: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+        max_attempts: r.get(7)?,
+        attempt: r.get(8)?,
+        idempotency_key: r.get(9)?,
+        session_id: r.get(10)?,
+        metadata: json_col(r, 11)?,
+        result: opt_json_col(r, 12)?,
+        error: opt_json_col(r, 13)?,
+        usage: opt_json_col(r, 14)?.unwrap_or_default(),
+        cancel_requested: r.get::<_, i64>(15)? != 0,
+        created_at: Micros(r.get(16)?),
+        started_at: r.get::<_, Option<i64>>(17)?.map(Micros),
+        finished_at: r.get::<_, Option<i64>>(18)?.map(Micros),
+        worker: r.get(19)?,
+    };
+    Ok(TaskRow {
+        task,
+        released: r.get(20)?,
+        backoff_ms: r.get::<_, i64>(21)? as u64,
+        backoff_max_ms: r.get::<_, i64>(22)? as u64,
+        last_seq: r.get::<_, i64>(23)? as u64,
+    })
+}
+
+fn event_row(r: &Row) -> rusqlite::Result<Event> {
+    let task_id: Option<String> = r.get(1)?;
+    let task_id = match task_id {
+        None => None,
+        Some(s) => Some(
+            s.parse::<TaskId>()
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, Box::new(e)))?,
+        ),
+    };
+    Ok(Event {
+        pos: r.get::<_, i64>(0)? as u64,
+        task_id,
+        seq: r.get::<_, i64>(2)? as u64,
+        kind: parse_col(r, 3)?,
+        agent: r.get(4)?,
+        attempt: r.get(5)?,
+        at: Micros(r.get(6)?),
+        data: json_col(r, 7)?,
+    })
+}
+
+fn load(c: &Connection, id: TaskId) -> Result<Option<TaskRow>> {
+    let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1");
+    Ok(c.prepare_cached(&sql)?.query_row([id.to_string()], task_row).optional()?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_event(
+    c: &Connection,
+    task: Option<&Task>,
+    seq: u64,
+    kind: EventKind,
+    attempt: u32,
+    at: Micros,
+    data: Value,
+) -> Result<Event> {
+    let mut stmt = c.prepare_cached(
+        "INSERT INTO events (task_id, seq, kind, agent, tenant, attempt, at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    stmt.execute(params![
+        task.map(|t| t.id.to_string()),
+        seq as i64,
+        kind.as_str(),
+        task.map(|t| t.agent.as_str()),
+        task.map(|t| t.tenant.as_str()),
+        attempt,
+        at.0,
+        data.to_string(),
+    ])?;
+    Ok(Event { task_id: task.map(|t| t.id), seq, kind, at, data, agent: task.map(|t| t.agent.clone()), attempt, pos: c.last_insert_rowid() as u64 })
+}
+
+fn agent_def(c: &Connection, name: &str) -> Result<Option<AgentDef>> {
+    let def: Option<String> = c
+        .prepare_cached("SELECT definition FROM agents WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?;
+    Ok(def.map(|d| serde_json::from_str(&d)).transpose()?)
+}
+
+pub(super) fn submit(c: &Connection, t: &NewTask, now: Micros) -> Result<Submitted> {
+    let Some(def) = agent_def(c, &t.agent)? else {
+        return Err(smith_core::Error::unprocessable(format!("unknown agent {:?}", t.agent)).into());
+    };
+    if let Some(key) = &t.idempotency_key {
+        let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE tenant = ?1 AND idempotency_key = ?2");
+        let existing = c.prepare_cached(&sql)?.query_row(params![t.tenant, key], task_row).optional()?;
+        if let Some(row) = existing {
+            return Ok(Submitted { task: row.task, created: false, events: Vec::new() });
+        }
+    }
+    let timeout_ms = t.timeout_ms.or(def.timeout.map(|d| d.as_millis() as u64));
+    let max_attempts = t.max_attempts.unwrap_or(def.max_attempts);
+    let metadata = if t.metadata.is_null() { json!({}) } else { t.metadata.clone() };
+    c.prepare_cached(
+        "INSERT INTO tasks (id, tenant, agent, input, status, priority, timeout_ms, max_attempts, backoff_ms, \
+         backoff_max_ms, idempotency_key, session_id, metadata, created_at, run_at, last_seq) \
+         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, 1)",
+    )?
+    .execute(params![
+        t.id.to_string(),
+        t.tenant,
+        t.agent,
+        t.input.to_string(),
+        t.priority,
+        timeout_ms.map(|v| v as i64),
+        max_attempts,
+        def.retry_backoff.as_millis() as i64,
+        def.retry_backoff_max.as_millis() as i64,
+        t.idempotency_key,
+        t.session_id,
+        metadata.to_string(),
+        now.0,
+    ])?;
+    let task = Task {
+        id: t.id,
+        agent: t.agent.clone(),
+        input: t.input.clone(),
+        status: TaskStatus::Queued,
+        priority: t.priority,
+        timeout_ms,
+        max_attempts,
+        attempt: 0,
+        idempotency_key: t.idempotency_key.clone(),
+        session_id: t.session_id.clone(),
+        tenant: t.tenant.clone(),
+        metadata,
+        result: None,
+        error: None,
+        usage: Usage::default(),
+        cancel_requested: false,
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        worker: None,
+    };
+    let event = insert_event(c, Some(&task), 1, EventKind::Queued, 0, now, json!({"priority": t.priority}))?;
+    Ok(Submitted { task, created: true, events: vec![event] })
+}
+
+pub(super) fn get_task(c: &Connection, id: TaskId) -> Result<Option<Task>> {
+    Ok(load(c, id)?.map(|r| r.task))
+}
+
+pub(super) fn list_tasks(c: &Connection, q: &TaskQuery) -> Result<TaskPage> {
+    let before: i64 = match &q.cursor {
+        None => i64::MAX,
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| smith_core::Error::invalid(format!("malformed cursor {s:?}")))?,
+    };
+    let limit = q.limit.clamp(1, 1000);
+    let mut sql = format!("SELECT {TASK_COLS} FROM tasks WHERE rowid < ?1");
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(before)];
+    if let Some(s) = q.status {
+        args.push(Box::new(s.as_str()));
+        sql.push_str(&format!(" AND status = ?{}", args.len()));
+    }
+    if let Some(a) = &q.agent {
+        args.push(Box::new(a.clone()));
+        sql.push_str(&format!(" AND agent = ?{}", args.len()));
+    }
+    if let Some(t) = &q.tenant {
+        args.push(Box::new(t.clone()));
+        sql.push_str(&format!(" AND tenant = ?{}", args.len()));
+    }
+    args.push(Box::new((limit + 1) as i64));
+    sql.push_str(&format!(" ORDER BY rowid DESC LIMIT ?{}", args.len()));
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())), |r| {
+        Ok((task_row(r)?, r.get::<_, i64>(24)?))
+    })?;
+    let mut items = Vec::with_capacity(limit);
+    let mut next_cursor = None;
+    for row in rows {
+        let (row, rowid) = row?;
+        if items.len() == limit {
+            break;
+        }
+        items.push(row.task);
+        next_cursor = Some(rowid);
+    }
+    let more = items.len() == limit && {
+        // the query asked for one more than the page: a full page means there may be another
+        true
+    };
+    Ok(TaskPage { items, next_cursor: if more { next_cursor.map(|v| v.to_string()) } else { None } })
+}
+
+pub(super) fn claim(c: &Connection, req: &ClaimRequest, now: Micros) -> Result<Vec<Claimed>> {
+    let lease_until = now.plus(req.lease);
+    let sql = format!(
+        "UPDATE tasks SET status = 'running', attempt = attempt + 1, worker = ?1, lease_until = ?2, started_at = ?3, \
+         last_seq = last_seq + 1 \
+         WHERE rowid IN (SELECT rowid FROM tasks WHERE status = 'queued' AND agent = ?4 AND run_at <= ?3 \
+                         ORDER BY priority DESC, rowid LIMIT ?5) \
+         RETURNING {TASK_COLS}"
+    );
+    let mut out = Vec::new();
+    for (agent, n) in &req.wants {
+        if *n == 0 {
+            continue;
+        }
+        let mut rows: Vec<(TaskRow, i64)> = {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let it = stmt.query_map(params![req.worker, lease_until.0, now.0, agent, *n as i64], |r| {
+                Ok((task_row(r)?, r.get::<_, i64>(24)?))
+            })?;
+            it.collect::<rusqlite::Result<_>>()?
+        };
+        rows.sort_by_key(|(r, rowid)| (std::cmp::Reverse(r.task.priority), *rowid));
+        for (row, _) in rows {
+            let task = row.task;
+            let event = insert_event(c, Some(&task), row.last_seq, EventKind::Started, task.attempt, now, json!({"worker": req.worker, "attempt": task.attempt}))?;
+            out.push(Claimed { task, event });
+        }
+    }
+    Ok(out)
+}
+
+/// Fences a write to a running task and reserves `n` sequence numbers; returns the first.
+fn reserve_seq(c: &Connection, id: TaskId, attempt: u32, n: u64) -> Result<(u64, String, String)> {
+    let got = c
+        .prepare_cached(
+            "UPDATE tasks SET last_seq = last_seq + ?1 WHERE id = ?2 AND status = 'running' AND attempt = ?3 \
+             RETURNING last_seq, agent, tenant",
+        )?
+        .query_row(params![n as i64, id.to_string(), attempt], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        })
+        .optional()?;
+    match got {
+        Some((last, agent, tenant)) => Ok((last - n + 1, agent, tenant)),
+        None => Err(Error::Fenced(id)),
+    }
+}
+
+pub(super) fn append(c: &Connection, id: TaskId, attempt: u32, drafts: &[EventDraft], now: Micros) -> Result<Vec<Event>> {
+    let (first, agent, tenant) = reserve_seq(c, id, attempt, drafts.len() as u64)?;
+    let mut stmt = c.prepare_cached(
+        "INSERT INTO events (task_id, seq, kind, agent, tenant, attempt, at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    let mut out = Vec::with_capacity(drafts.len());
+    let id_s = id.to_string();
+    for (i, d) in drafts.iter().enumerate() {
+        let seq = first + i as u64;
+        stmt.execute(params![id_s, seq as i64, d.kind.as_str(), agent, tenant, attempt, now.0, d.data.to_string()])?;
+        out.push(Event {
+            task_id: Some(id),
+            seq,
+            kind: d.kind,
+            at: now,
+            data: d.data.clone(),
+            agent: Some(agent.clone()),
+            attempt,
+            pos: c.last_insert_rowid() as u64,
+        });
+    }
+    Ok(out)
+}
+
+fn add_usage(a: Usage, b: Usage) -> Usage {
+    Usage {
+        input_tokens: a.input_tokens + b.input_tokens,
+        output_tokens: a.output_tokens + b.output_tokens,
+        cost_usd: a.cost_usd + b.cost_usd,
+    }
+}
+
+/// Writes a terminal state (or a requeue) and its event. `row.last_seq` is the last seq used.
+fn finish(c: &Connection, mut row: TaskRow, status: TaskStatus, kind: EventKind, data: Value, now: Micros) -> Result<Change> {
+    let seq = row.last_seq + 1;
+    let t = &mut row.task;
+    t.status = status;
+    t.finished_at = Some(now);
+    c.prepare_cached(
+        "UPDATE tasks SET status = ?2, result = ?3, error = ?4, usage = ?5, finished_at = ?6, lease_until = NULL, \
+         last_seq = ?7 WHERE id = ?1",
+    )?
+    .execute(params![
+        t.id.to_string(),
+        status.as_str(),
+        t.result.as_ref().map(|v| v.to_string()),
+        t.error.as_ref().map(|e| serde_json::to_string(e).expect("error serializes")),
+        serde_json::to_string(&t.usage).expect("usage serializes"),
+        now.0,
+        seq as i64,
+    ])?;
+    let ev = insert_event(c, Some(t), seq, kind, t.attempt, now, data)?;
+    Ok(Change { task: row.task, events: vec![ev] })
+}
+
+/// A failed attempt: back to the queue after a backoff while attempts are left, else `failed`.
+fn fail_or_retry(c: &Connection, mut row: TaskRow, error: TaskError, retryable: bool, now: Micros) -> Result<Change> {
+    if row.task.cancel_requested {
+        return finish(c, row, TaskStatus::Cancelled, EventKind::Cancelled, json!({"reason": "cancel requested"}), now);
+    }
+    let spent = row.task.attempt.saturating_sub(row.released);
+    if retryable && spent < row.task.max_attempts {
+        let delay = retry_backoff_ms(row.backoff_ms, spent, row.backoff_max_ms);
+        let seq = row.last_seq + 1;
+        let run_at = now.plus(Duration::from_millis(delay));
+        c.prepare_cached(
+            "UPDATE tasks SET status = 'queued', error = ?2, usage = ?3, worker = NULL, lease_until = NULL, \
+             run_at = ?4, last_seq = ?5 WHERE id = ?1",
+        )?
+        .execute(params![
+            row.task.id.to_string(),
+            serde_json::to_string(&error).expect("error serializes"),
+            serde_json::to_string(&row.task.usage).expect("usage serializes"),
+            run_at.0,
+            seq as i64,
+        ])?;
+        row.task.status = TaskStatus::Queued;
+        row.task.worker = None;
+        row.task.error = Some(error.clone());
+        let data = json!({"attempt": row.task.attempt, "delay_ms": delay, "error": error, "reason": "failed"});
+        let ev = insert_event(c, Some(&row.task), seq, EventKind::Retrying, row.task.attempt, now, data)?;
+        return Ok(Change { task: row.task, events: vec![ev] });
+    }
+    row.task.error = Some(error.clone());
+    finish(c, row, TaskStatus::Failed, EventKind::Failed, json!({"error": error}), now)
+}
+
+pub(super) fn complete(
+    c: &Connection,
+    id: TaskId,
+    attempt: u32,
+    drafts: &[EventDraft],
+    outcome: &Outcome,
+    now: Micros,
+) -> Result<Change> {
+    let Some(mut row) = load(c, id)? else { return Err(Error::NotFound(id)) };
+    if row.task.status != TaskStatus::Running || row.task.attempt != attempt {
+        return Err(Error::Fenced(id));
+    }
+    let mut events = Vec::new();
+    if !drafts.is_empty() {
+        events = append(c, id, attempt, drafts, now)?;
+        row.last_seq += drafts.len() as u64;
+    }
+    row.task.usage = add_usage(row.task.usage, outcome.usage());
+    let usage = row.task.usage;
+    let change = match outcome {
+        Outcome::Succeeded { result, .. } => {
+            row.task.result = Some(result.clone());
+            row.task.error = None;
+            let data = json!({"result": result, "usage": usage});
+            finish(c, row, TaskStatus::Succeeded, EventKind::Succeeded, data, now)?
+        }
+        Outcome::Failed { error, retryable, .. } => fail_or_retry(c, row, error.clone(), *retryable, now)?,
+        Outcome::Cancelled { .. } => {
+            finish(c, row, TaskStatus::Cancelled, EventKind::Cancelled, json!({"reason": "cancel requested"}), now)?
+        }
+        Outcome::TimedOut { .. } => {
+            let ms = row.task.timeout_ms;
+            row.task.error = Some(TaskError::new("timed_out", format!("attempt {attempt} ran past its timeout of {} ms", ms.unwrap_or(0))));
+            finish(c, row, TaskStatus::TimedOut, EventKind::TimedOut, json!({"timeout_ms": ms}), now)?
+        }
+    };
+    events.extend(change.events);
+    Ok(Change { task: change.task, events })
+}
+
+pub(super) fn renew(c: &Connection, worker: &str, until: Micros) -> Result<Vec<Held>> {
+    let mut stmt = c.prepare_cached(
+        "UPDATE tasks SET lease_until = ?1 WHERE worker = ?2 AND status = 'running' RETURNING id, attempt, cancel_requested",
+    )?;
+    let rows = stmt.query_map(params![until.0, worker], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, i64>(2)? != 0))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, attempt, cancel_requested) = row?;
+        let id = id.parse::<TaskId>()?;
+        out.push(Held { id, attempt, cancel_requested });
+    }
+    Ok(out)
+}
+
+pub(super) fn release(c: &Connection, worker: &str, tasks: &[(TaskId, u32)], reason: &str, now: Micros) -> Result<Vec<Change>> {
+    let mut out = Vec::new();
+    for (id, attempt) in tasks {
+        let Some(mut row) = load(c, *id)? else { continue };
+        let t = &row.task;
+        if t.status != TaskStatus::Running || t.attempt != *attempt || t.worker.as_deref() != Some(worker) {
+            continue;
+        }
+        if t.cancel_requested {
+            out.push(finish(c, row, TaskStatus::Cancelled, EventKind::Cancelled, json!({"reason": "cancel requested"}), now)?);
+            continue;
+        }
+        let seq = row.last_seq + 1;
+        c.prepare_cached(
+            "UPDATE tasks SET status = 'queued', worker = NULL, lease_until = NULL, run_at = ?2, released = released + 1, \
+             last_seq = ?3 WHERE id = ?1",
+        )?
+        .execute(params![id.to_string(), now.0, seq as i64])?;
+        row.task.status = TaskStatus::Queued;
+        row.task.worker = None;
+        let data = json!({"attempt": attempt, "delay_ms": 0, "reason": reason});
+        let ev = insert_event(c, Some(&row.task), seq, EventKind::Retrying, *attempt, now, data)?;
+        out.push(Change { task: row.task, events: vec![ev] });
+    }
+    Ok(out)
+}
+
+/// Running tasks whose lease ended, or whose worker is not alive: `(id, attempt, reason)`.
+pub(super) fn reap_candidates(c: &Connection, now: Micros) -> Result<Vec<(TaskId, u32, &'static str)>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id, attempt, CASE WHEN lease_until < ?1 THEN 'lease_expired' ELSE 'worker_lost' END FROM tasks \
+         WHERE status = 'running' AND (lease_until < ?1 OR worker IS NULL OR worker NOT IN \
+               (SELECT id FROM nodes WHERE status IN ('alive', 'draining')))",
+    )?;
+    let rows = stmt.query_map([now.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, attempt, reason) = row?;
+        let reason = if reason == "lease_expired" { "lease_expired" } else { "worker_lost" };
+        out.push((id.parse::<TaskId>()?, attempt, reason));
+    }
+    Ok(out)
+}
+
+pub(super) fn reap(c: &Connection, victims: &[(TaskId, u32, &'static str)], now: Micros) -> Result<Vec<Change>> {
+    let mut out = Vec::new();
+    for (id, attempt, reason) in victims {
+        let Some(row) = load(c, *id)? else { continue };
+        if row.task.status != TaskStatus::Running || row.task.attempt != *attempt {
+            continue;
+        }
+        let message = match *reason {
+            "lease_expired" => format!("attempt {attempt}: the lease of worker {:?} expired", row.task.worker.as_deref().unwrap_or("?")),
+            _ => format!("attempt {attempt}: worker {:?} is gone", row.task.worker.as_deref().unwrap_or("?")),
+        };
+        out.push(fail_or_retry(c, row, TaskError::new(*reason, message), true, now)?);
+    }
+    Ok(out)
+}
+
+pub(super) fn request_cancel(c: &Connection, id: TaskId, now: Micros) -> Result<Change> {
+    let Some(mut row) = load(c, id)? else { return Err(Error::NotFound(id)) };
+    match row.task.status {
+        TaskStatus::Queued => {
+            row.task.cancel_requested = true;
+            c.prepare_cached("UPDATE tasks SET cancel_requested = 1 WHERE id = ?1")?.execute([id.to_string()])?;
+            finish(c, row, TaskStatus::Cancelled, EventKind::Cancelled, json!({"reason": "cancelled while queued"}), now)
+        }
+        TaskStatus::Running => {
+            if !row.task.cancel_requested {
+                c.prepare_cached("UPDATE tasks SET cancel_requested = 1 WHERE id = ?1")?.execute([id.to_string()])?;
+                row.task.cancel_requested = true;
+            }
+            Ok(Change { task: row.task, events: Vec::new() })
+        }
+        _ => Ok(Change { task: row.task, events: Vec::new() }),
+    }
+}
+
+pub(super) fn events(c: &Connection, id: TaskId, after: u64, limit: usize) -> Result<Vec<Event>> {
+    let sql = format!("SELECT {EVENT_COLS} FROM events WHERE task_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3");
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![id.to_string(), after as i64, limit as i64], event_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) fn feed(c: &Connection, cursor: u64, filter: &FeedFilter, limit: usize) -> Result<FeedPage> {
+    // One read transaction: the high-water mark and the page come from the same snapshot.
+    c.execute_batch("BEGIN")?;
+    let out = feed_in_snapshot(c, cursor, filter, limit);
+    c.execute_batch("COMMIT")?;
+    out
+}
+
+fn feed_in_snapshot(c: &Connection, cursor: u64, filter: &FeedFilter, limit: usize) -> Result<FeedPage> {
+    let high: i64 = c.prepare_cached("SELECT coalesce(max(pos), 0) FROM events")?.query_row([], |r| r.get(0))?;
+    let high = high as u64;
+    if high <= cursor {
+        return Ok(FeedPage { events: Vec::new(), cursor: cursor.max(high), more: false });
+    }
+    let mut sql = format!("SELECT {EVENT_COLS} FROM events WHERE pos > ?1 AND pos <= ?2");
+    if !filter.kinds.is_empty() {
+        // kinds come from the closed enum, so quoting them inline is safe
+        let list: Vec<String> = filter.kinds.iter().map(|k| format!("'{}'", k.as_str())).collect();
+        sql.push_str(&format!(" AND kind IN ({})", list.join(",")));
+    }
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(cursor as i64), Box::new(high as i64)];
+    if let Some(a) = &filter.agent {
+        args.push(Box::new(a.clone()));
+        sql.push_str(&format!(" AND agent = ?{}", args.len()));
+    }
+    if let Some(t) = &filter.tenant {
+        args.push(Box::new(t.clone()));
+        sql.push_str(&format!(" AND (tenant = ?{} OR tenant IS NULL)", args.len()));
+    }
+    args.push(Box::new(limit as i64));
+    sql.push_str(&format!(" ORDER BY pos LIMIT ?{}", args.len()));
+    let mut stmt = c.prepare_cached(&sql)?;
+    let events: Vec<Event> =
+        stmt.query_map(rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())), event_row)?.collect::<rusqlite::Result<_>>()?;
+    if events.len() == limit {
+        let last = events.last().map(|e| e.pos).unwrap_or(cursor);
+        return Ok(FeedPage { events, cursor: last, more: true });
+    }
+    Ok(FeedPage { events, cursor: high, more: false })
+}
+
+pub(super) fn append_system(c: &Connection, data: &Value, now: Micros) -> Result<Event> {
+    insert_event(c, None, 0, EventKind::System, 0, now, data.clone())
+}
+
+/// Upserts the given definitions, and the built-ins unless a definition overrides one.
+pub(super) fn put_agents(c: &Connection, defs: &[AgentDef]) -> Result<()> {
+    let now = Micros::now();
+    let mut all: Vec<AgentDef> = AgentDef::builtins().into_iter().filter(|b| !defs.iter().any(|d| d.name == b.name)).collect();
+    all.extend(defs.iter().cloned());
+    let mut stmt = c.prepare_cached(
+        "INSERT INTO agents (name, definition, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(name) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at",
+    )?;
+    for d in &all {
+        stmt.execute(params![d.name, serde_json::to_string(d)?, now.0])?;
+    }
+    Ok(())
+}
+
+pub(super) fn agents(c: &Connection) -> Result<Vec<AgentSummary>> {
+    let mut counts: HashMap<(String, String), u64> = HashMap::new();
+    {
+        let mut stmt = c.prepare_cached(
+            "SELECT agent, status, count(*) FROM tasks WHERE status IN ('queued', 'running') GROUP BY agent, status",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+        for row in rows {
+            let (a, s, n) = row?;
+            counts.insert((a, s), n as u64);
+        }
+    }
+    let mut stmt = c.prepare_cached("SELECT definition FROM agents ORDER BY name")?;
+    let defs = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for d in defs {
+        let def: AgentDef = serde_json::from_str(&d?)?;
+        let queued = counts.get(&(def.name.clone(), "queued".into())).copied().unwrap_or(0);
+        let running = counts.get(&(def.name.clone(), "running".into())).copied().unwrap_or(0);
+        out.push(AgentSummary { def, queued, running });
+    }
+    Ok(out)
+}
+
+pub(super) fn heartbeat(c: &Connection, n: &Node) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO nodes (id, role, version, address, status, started_at, heartbeat_at, load) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+         ON CONFLICT(id) DO UPDATE SET version = excluded.version, address = excluded.address, \
+             status = excluded.status, heartbeat_at = excluded.heartbeat_at, load = excluded.load",
+    )?
+    .execute(params![
+        n.id,
+        n.role.as_str(),
+        n.version,
+        n.address,
+        n.status.as_str(),
+        n.started_at.0,
+        n.heartbeat_at.0,
+        n.load.to_string()
+    ])?;
+    Ok(())
+}
+
+pub(super) fn set_node_status(c: &Connection, id: &str, status: NodeStatus) -> Result<()> {
+    c.prepare_cached("UPDATE nodes SET status = ?2 WHERE id = ?1")?.execute(params![id, status.as_str()])?;
+    Ok(())
+}
+
+fn node_row(r: &Row) -> rusqlite::Result<Node> {
+    let role: String = r.get(1)?;
+    let status: String = r.get(4)?;
+    let bad = |i: usize, s: &str| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, format!("unknown value {s:?}").into());
+    Ok(Node {
+        id: r.get(0)?,
+        role: NodeRole::parse(&role).ok_or_else(|| bad(1, &role))?,
+        version: r.get(2)?,
+        address: r.get(3)?,
+        status: NodeStatus::parse(&status).ok_or_else(|| bad(4, &status))?,
+        started_at: Micros(r.get(5)?),
+        heartbeat_at: Micros(r.get(6)?),
+        load: json_col(r, 7)?,
+    })
+}
+
+const NODE_COLS: &str = "id, role, version, address, status, started_at, heartbeat_at, load";
+
+pub(super) fn nodes(c: &Connection) -> Result<Vec<Node>> {
+    let sql = format!("SELECT {NODE_COLS} FROM nodes ORDER BY role, started_at, id");
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map([], node_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Stopped and dead nodes are kept this long for `GET /v1/nodes`, then forgotten.
+const NODE_MEMORY: Duration = Duration::from_secs(24 * 3600);
+
+pub(super) fn mark_dead_nodes(c: &Connection, stale_before: Micros) -> Result<Vec<Node>> {
+    let sql = format!(
+        "UPDATE nodes SET status = 'dead' WHERE status IN ('alive', 'draining') AND heartbeat_at < ?1 RETURNING {NODE_COLS}"
+    );
+    let dead: Vec<Node> = c.prepare_cached(&sql)?.query_map([stale_before.0], node_row)?.collect::<rusqlite::Result<_>>()?;
+    let forget_before = Micros(stale_before.0 - NODE_MEMORY.as_micros() as i64);
+    c.prepare_cached("DELETE FROM nodes WHERE status IN ('dead', 'stopped') AND heartbeat_at < ?1")?.execute([forget_before.0])?;
+    Ok(dead)
+}
+
+pub(super) fn queue_stats(c: &Connection, now: Micros) -> Result<QueueStats> {
+    let count = |status: &str| -> Result<u64> {
+        Ok(c.prepare_cached("SELECT count(*) FROM tasks WHERE status = ?1")?.query_row([status], |r| r.get::<_, i64>(0))? as u64)
+    };
+    let oldest: Option<i64> = c
+        .prepare_cached("SELECT created_at FROM tasks WHERE status = 'queued' AND run_at <= ?1 ORDER BY rowid LIMIT 1")?
+        .query_row([now.0], |r| r.get(0))
+        .optional()?;
+    Ok(QueueStats {
+        queued: count("queued")?,
+        running: count("running")?,
+        oldest_queued_age: oldest.map(|t| Duration::from_micros(now.since(Micros(t)) as u64)),
+    })
+}
