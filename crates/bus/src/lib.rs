@@ -1,1 +1,209 @@
-//! placeholder
+//! Subject-based publish/subscribe (NATS semantics) for wake-ups, live event fan-out and control messages.
+//!
+//! The bus is only the fast path: a message may be dropped (a slow subscriber, a
+//! restarted broker), so nothing may depend on seeing every message. The store is the
+//! truth; a bus message tells a reader *when* to look, never *what* is there.
+//!
+//! Backends implement the object-safe [`Bus`] trait and are held as `Arc<dyn Bus>`,
+//! chosen by URL in [`open`]. The in-process [`memory::MemoryBus`] is always compiled;
+//! every backend must pass the [`conformance`] suite.
+
+pub mod conformance;
+pub mod error;
+mod events;
+pub mod memory;
+pub mod subjects;
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+pub use error::{Error, Result};
+pub use events::publish_events;
+
+/// One message as a subscriber sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub subject: String,
+    pub payload: Bytes,
+    /// Where to send the answer, for messages published by [`Bus::request`].
+    pub reply: Option<String>,
+}
+
+/// A live subscription: a bounded buffer of messages. Dropping it unsubscribes.
+///
+/// When the buffer is full, new messages for this subscription are dropped (and
+/// counted in [`Subscription::dropped`]) rather than slowing the publisher down.
+/// It is also a [`futures_util::Stream`] of messages.
+pub struct Subscription {
+    // Shared with the publisher so fan-out costs a reference count, not a copy, per subscriber.
+    rx: mpsc::Receiver<Arc<Message>>,
+    dropped: Arc<AtomicU64>,
+    on_drop: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl Subscription {
+    /// `on_drop` runs once when the subscription is dropped, to unregister it promptly.
+    pub(crate) fn new(
+        rx: mpsc::Receiver<Arc<Message>>,
+        dropped: Arc<AtomicU64>,
+        on_drop: Box<dyn FnOnce() + Send + Sync>,
+    ) -> Self {
+        Subscription {
+            rx,
+            dropped,
+            on_drop: Some(on_drop),
+        }
+    }
+
+    /// The next message; `None` once the bus has shut down.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.rx.recv().await.map(Arc::unwrap_or_clone)
+    }
+
+    /// The next message if one is already buffered.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        self.rx.try_recv().ok().map(Arc::unwrap_or_clone)
+    }
+
+    /// Messages dropped because this subscriber's buffer was full.
+    ///
+    /// Non-zero means this subscriber missed messages: re-read the store.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(unsubscribe) = self.on_drop.take() {
+            unsubscribe();
+        }
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("buffered", &self.rx.len())
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
+impl futures_util::Stream for Subscription {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|message| message.map(Arc::unwrap_or_clone))
+    }
+}
+
+/// A subject-based publish/subscribe bus with NATS semantics.
+///
+/// Delivery is at most once and best effort: the bus is the fast path, the store is the
+/// truth. Messages from one publisher to one subscriber arrive in publish order.
+#[async_trait::async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Fire-and-forget. Subjects are dot-separated tokens; publishing to a subject with
+    /// wildcards is [`Error::InvalidSubject`].
+    async fn publish(&self, subject: &str, payload: Bytes) -> Result<()>;
+
+    /// `pattern` may use `*` (one token) and `>` (one or more trailing tokens).
+    async fn subscribe(&self, pattern: &str) -> Result<Subscription>;
+
+    /// Like [`Bus::subscribe`], but each message goes to exactly one member of `group`.
+    /// Several groups on one subject each get a copy, as does every plain subscriber.
+    async fn queue_subscribe(&self, pattern: &str, group: &str) -> Result<Subscription>;
+
+    /// Publishes with a fresh reply subject and waits for the first reply.
+    /// [`Error::NoResponders`] if nobody is subscribed, [`Error::Timeout`] after `timeout`.
+    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Message>;
+
+    /// Answers a request: publishes to `msg.reply`, an error if there is none.
+    async fn respond(&self, msg: &Message, payload: Bytes) -> Result<()>;
+}
+
+const SUPPORTED_SCHEMES: &str = "memory://, inproc://";
+
+/// Opens the bus named by `url`.
+///
+/// - `memory://`, `memory:` or `inproc://`: an in-process bus (this process only);
+///   `?capacity=N` sets the per-subscriber buffer (default
+///   [`memory::DEFAULT_CAPACITY`]).
+pub async fn open(url: &str) -> Result<Arc<dyn Bus>> {
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return Err(Error::Config(format!(
+            "bus URL `{url}` has no scheme; supported: {SUPPORTED_SCHEMES}"
+        )));
+    };
+    match scheme {
+        "memory" | "inproc" => Ok(Arc::new(memory::MemoryBus::from_url(url, rest)?)),
+        other => Err(Error::Config(format!(
+            "unsupported bus URL scheme `{other}` in `{url}`; supported: {SUPPORTED_SCHEMES}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_memory_urls() {
+        for url in ["memory://", "memory:", "inproc://", "memory://?capacity=8"] {
+            let bus = open(url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+            let mut sub = bus.subscribe("a").await.unwrap();
+            bus.publish("a", Bytes::from_static(b"x")).await.unwrap();
+            assert_eq!(sub.recv().await.unwrap().payload, "x", "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn open_rejects_bad_urls() {
+        // (url, words the message must contain)
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "nats://localhost:4222",
+                &["`nats`", "memory://", "inproc://"],
+            ),
+            ("amqp://x", &["`amqp`", "memory://"]),
+            ("memory", &["no scheme", "memory://"]),
+            ("memory://somewhere", &["somewhere"]),
+            ("memory://?capacity=0", &["capacity"]),
+            ("memory://?capacity=lots", &["capacity"]),
+            ("memory://?size=3", &["`size`"]),
+        ];
+        for &(url, words) in cases {
+            let err = match open(url).await {
+                Ok(_) => panic!("{url} should be rejected"),
+                Err(err) => err,
+            };
+            assert!(matches!(err, Error::Config(_)), "{url}: {err:?}");
+            let text = err.to_string();
+            for word in words {
+                assert!(text.contains(word), "{url}: {text:?} lacks {word:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn error_codes() {
+        use smith_core::Code;
+        assert_eq!(
+            Error::InvalidSubject("x".into()).code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(Error::Timeout.code(), Code::Unavailable);
+        assert_eq!(Error::NoResponders("x".into()).code(), Code::Unavailable);
+        assert_eq!(Error::Config("x".into()).code(), Code::Internal);
+    }
+}

@@ -1,1 +1,172 @@
-//! placeholder
+//! The gateway: the HTTP API and SSE streams of SPEC §4, over the store and the bus.
+//!
+//! It validates, writes through the store, publishes wake-ups and cancels on the bus, and
+//! fans live events out to SSE readers through its [`hub::Hub`]. It never runs agents.
+
+mod error;
+mod hub;
+pub mod metrics;
+mod routes;
+mod stream;
+
+pub use error::{status_of, ApiError};
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use smith_bus::Bus;
+use smith_core::{Code, Event, Micros, Node, NodeRole, NodeStatus};
+use smith_store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Renders the process's metrics as Prometheus text.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+#[derive(Clone)]
+pub struct GatewayOptions {
+    pub node_id: String,
+    /// Bearer token required on every route but `/healthz` and `/readyz`, when set.
+    pub token: Option<String>,
+    pub max_body_bytes: usize,
+    pub keepalive: Duration,
+    /// Frames buffered per SSE stream.
+    pub sse_buffer: usize,
+    /// Events buffered per stream in the hub before the stream is unhooked and re-reads the store.
+    pub hub_buffer: usize,
+    pub slow_reader_timeout: Duration,
+    pub heartbeat: Duration,
+    pub metrics: Option<MetricsRender>,
+}
+
+impl GatewayOptions {
+    pub fn new(node_id: impl Into<String>) -> Self {
+        GatewayOptions {
+            node_id: node_id.into(),
+            token: None,
+            max_body_bytes: 4 << 20,
+            keepalive: Duration::from_secs(15),
+            sse_buffer: 64,
+            hub_buffer: 1024,
+            slow_reader_timeout: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(1),
+            metrics: None,
+        }
+    }
+}
+
+pub(crate) struct AppState {
+    pub opts: GatewayOptions,
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub hub: Arc<hub::Hub>,
+    pub started_at: Micros,
+    pub address: std::sync::Mutex<Option<String>>,
+}
+
+/// A gateway; cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    state: Arc<AppState>,
+}
+
+impl Gateway {
+    pub fn new(opts: GatewayOptions, store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Self {
+        let hub = hub::Hub::new(opts.hub_buffer);
+        Gateway {
+            state: Arc::new(AppState { opts, store, bus, hub, started_at: Micros::now(), address: Default::default() }),
+        }
+    }
+
+    pub fn router(&self) -> axum::Router {
+        let state = self.state.clone();
+        routes::router(state.clone())
+            .layer(axum::middleware::from_fn_with_state(state, guard))
+            .layer(axum::Extension(error::BodyLimit(self.state.opts.max_body_bytes)))
+    }
+
+    /// Serves HTTP on an already-bound listener until `stop`; in-flight requests finish, SSE
+    /// streams are closed (their readers resume elsewhere by id).
+    pub async fn serve(self, listener: TcpListener, stop: CancellationToken) -> Result<(), String> {
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        *self.state.address.lock().expect("address lock") = Some(addr.to_string());
+        tracing::info!(%addr, "gateway listening");
+        let app = self.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .map_err(|e| format!("http server failed: {e}"))
+    }
+
+    /// Feeds the hub from the bus: every committed event, published by any process.
+    pub async fn hub_loop(self, stop: CancellationToken) -> Result<(), String> {
+        let bus = &self.state.bus;
+        let mut events = bus.subscribe(smith_bus::subjects::ALL_EVENTS).await.map_err(|e| e.to_string())?;
+        let mut system = bus.subscribe(smith_bus::subjects::SYSTEM).await.map_err(|e| e.to_string())?;
+        loop {
+            let msg = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                m = events.recv() => m.ok_or("event subscription closed")?,
+                m = system.recv() => m.ok_or("system subscription closed")?,
+            };
+            match serde_json::from_slice::<Event>(&msg.payload) {
+                Ok(event) => self.state.hub.deliver(Arc::new(hub::LiveEvent { event, json: msg.payload })),
+                Err(e) => tracing::warn!(subject = %msg.subject, error = %e, "undecodable event on the bus"),
+            }
+        }
+    }
+
+    /// Registers the gateway as a node and heartbeats with its load.
+    pub async fn heartbeat_loop(self, stop: CancellationToken) -> Result<(), String> {
+        let mut tick = tokio::time::interval(self.state.opts.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    let _ = self.state.store.set_node_status(&self.state.opts.node_id, NodeStatus::Stopped).await;
+                    return Ok(());
+                }
+                _ = tick.tick() => {}
+            }
+            let s = &self.state;
+            let node = Node {
+                id: s.opts.node_id.clone(),
+                role: NodeRole::Gateway,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                address: s.address.lock().expect("address lock").clone(),
+                status: NodeStatus::Alive,
+                started_at: s.started_at,
+                heartbeat_at: Micros::now(),
+                load: serde_json::json!({"sse_connections": s.hub.connections()}),
+            };
+            if let Err(e) = s.store.heartbeat(&node).await {
+                tracing::warn!(error = %e, "gateway heartbeat failed");
+            }
+        }
+    }
+}
+
+/// Authentication and request metrics for every route.
+async fn guard(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let open = matches!(req.uri().path(), "/healthz" | "/readyz");
+    if let (Some(token), false) = (&state.opts.token, open) {
+        let given = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let ok = given.is_some_and(|g| subtle::ConstantTimeEq::ct_eq(g.as_bytes(), token.as_bytes()).into());
+        if !ok {
+            let msg = if given.is_none() { "missing bearer token" } else { "invalid bearer token" };
+            return ApiError::new(Code::Unauthenticated, msg).into_response();
+        }
+    }
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    metrics::request(&route, resp.status().as_u16(), started.elapsed().as_secs_f64());
+    resp
+}

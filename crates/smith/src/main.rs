@@ -1,1 +1,99 @@
-fn main() {}
+//! The `smith` binary: parses flags, loads config, starts telemetry, and runs a role or a
+//! client command.
+
+mod bench;
+mod client;
+mod config;
+mod up;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "smith", version, about = "MisterSmith: supervised, durable AI agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How client commands reach the gateway.
+#[derive(Args, Clone, Debug)]
+pub struct ClientOpts {
+    /// The gateway's base URL.
+    #[arg(long, global = true, env = "SMITH_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Bearer token for the gateway.
+    #[arg(long, global = true, env = "SMITH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run supervisor, worker and gateway in one process on SQLite and an in-process bus.
+    Up(up::UpArgs),
+    /// Submit, inspect, cancel and follow tasks.
+    Task {
+        #[command(subcommand)]
+        command: client::TaskCommand,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List agent definitions with live counts.
+    Agents {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List nodes and their health.
+    Nodes {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Measure a running `smith up`: end-to-end tasks/s and dispatch latency.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("smith: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Task { command, client } => client::task(command, client).await,
+            Command::Agents { client } => client::agents(client).await,
+            Command::Nodes { client } => client::nodes(client).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("smith: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Installs the log subscriber (stderr; `SMITH_LOG` or `RUST_LOG` filter, default info).
+pub fn init_logging() {
+    let filter = std::env::var("SMITH_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("smith-data")
+}

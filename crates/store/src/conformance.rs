@@ -1,1 +1,1258 @@
 //! The conformance suite every store backend must pass (see `store_conformance!`).
+//!
+//! Each function takes a fresh, empty store and panics when the backend breaks the [`Store`]
+//! contract. The suite tests only what the trait promises, never one backend's SQL, so a new
+//! backend is done when `store_conformance!(open_my_backend())` passes. Waits are real but
+//! short: leases and backoffs of tens of milliseconds, or a `now` handed to `reap`.
+
+use crate::{Claimed, ClaimRequest, Error, FeedFilter, Store, TaskQuery};
+use serde_json::{json, Value};
+use smith_core::{
+    AgentDef, Code, Event, EventDraft, EventKind, ExecutorKind, Micros, NewTask, Node, NodeRole, NodeStatus, Outcome,
+    Task, TaskError, TaskId, TaskStatus, Usage,
+};
+use smith_core::task::DEFAULT_TENANT;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+type S = Arc<dyn Store>;
+
+/// A lease nobody outlives in a test.
+const LONG: Duration = Duration::from_secs(600);
+
+/// Expands to one `#[tokio::test]` per suite function, each on a store from `$factory.await`
+/// (an async expression evaluated once per test, yielding `Arc<dyn Store>`). The invoking
+/// crate needs `tokio` with the `macros` and `rt-multi-thread` features.
+#[macro_export]
+macro_rules! store_conformance {
+    ($factory:expr) => {
+        $crate::__store_conformance_tests!($factory;
+            submit_round_trips_every_field,
+            submit_rejects_unknown_agents_and_invalid_fields,
+            idempotency_key_returns_the_original_task,
+            claim_takes_highest_priority_then_oldest,
+            claim_takes_only_wanted_agents_up_to_n,
+            claim_marks_running_and_writes_started,
+            concurrent_claims_never_hand_out_a_task_twice,
+            append_is_fenced_by_status_and_attempt,
+            complete_success_records_result_and_terminal_event,
+            retryable_failure_backs_off_then_exhausts_attempts,
+            non_retryable_failure_fails_at_once,
+            timed_out_and_cancelled_outcomes_are_terminal,
+            stale_attempt_is_fenced_after_reap_and_reclaim,
+            renew_extends_leases_and_reports_cancel,
+            reap_requeues_expired_leases,
+            reap_requeues_tasks_of_workers_not_alive,
+            reap_fails_tasks_with_attempts_exhausted,
+            reap_cancels_cancel_requested_tasks,
+            release_requeues_without_spending_an_attempt,
+            request_cancel_depends_on_status,
+            events_pages_every_event_once_in_order,
+            feed_is_commit_ordered_and_pages_without_gaps,
+            feed_filters_by_kind_agent_and_tenant,
+            feed_includes_system_events,
+            feed_tail_under_concurrent_writers_misses_nothing,
+            list_tasks_newest_first_with_filters_and_paging,
+            list_tasks_rejects_malformed_cursor,
+            agents_lists_builtins_custom_and_counts,
+            nodes_heartbeat_status_and_dead_detection,
+            queue_stats_counts_and_oldest_runnable_age,
+            concurrent_submit_and_drain_finishes_each_task_once,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance_tests {
+    ($factory:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let store: ::std::sync::Arc<dyn $crate::Store> = $factory.await;
+                let run = $crate::conformance::$name(store);
+                ::tokio::time::timeout(::std::time::Duration::from_secs(60), run)
+                    .await
+                    .expect("conformance test hung for 60 s");
+            }
+        )+
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers: each makes a case one line.
+
+fn agent(name: &str, max_attempts: u32, backoff_ms: u64) -> AgentDef {
+    let mut def = AgentDef::new(name, ExecutorKind::Echo);
+    def.max_attempts = max_attempts;
+    def.retry_backoff = Duration::from_millis(backoff_ms);
+    def
+}
+
+async fn define(store: &S, name: &str, max_attempts: u32, backoff_ms: u64) {
+    store.put_agents(&[agent(name, max_attempts, backoff_ms)]).await.expect("put_agents");
+}
+
+fn node(id: &str, status: NodeStatus, heartbeat_at: Micros) -> Node {
+    Node {
+        id: id.into(),
+        role: NodeRole::Worker,
+        version: "test".into(),
+        address: None,
+        status,
+        started_at: Micros(heartbeat_at.0 - 1_000_000),
+        heartbeat_at,
+        load: json!({"running": 0}),
+    }
+}
+
+/// Registers `worker` as an alive node, as a worker does before it claims.
+async fn alive(store: &S, worker: &str) {
+    store.heartbeat(&node(worker, NodeStatus::Alive, Micros::now())).await.expect("heartbeat");
+}
+
+async fn submit(store: &S, agent: &str) -> Task {
+    store.submit(NewTask::new(agent, json!("x"))).await.expect("submit").task
+}
+
+async fn claim(store: &S, worker: &str, agent: &str, n: u32, lease: Duration) -> Vec<Claimed> {
+    let request = ClaimRequest { worker: worker.into(), lease, wants: vec![(agent.into(), n)] };
+    store.claim(&request).await.expect("claim")
+}
+
+async fn claim_one(store: &S, worker: &str, agent: &str, lease: Duration) -> Claimed {
+    let mut got = claim(store, worker, agent, 1, lease).await;
+    assert_eq!(got.len(), 1, "expected one {agent} task to claim, got {got:#?}");
+    got.remove(0)
+}
+
+async fn get(store: &S, id: TaskId) -> Task {
+    store.get_task(id).await.expect("get_task").unwrap_or_else(|| panic!("task {id} is missing"))
+}
+
+async fn log(store: &S, id: TaskId) -> Vec<Event> {
+    store.events(id, 0, 100_000).await.expect("events")
+}
+
+async fn feed_all(store: &S) -> Vec<Event> {
+    store.feed(0, &FeedFilter::default(), 100_000).await.expect("feed").events
+}
+
+fn success(result: Value) -> Outcome {
+    Outcome::Succeeded { result, usage: Usage::default() }
+}
+
+fn failure(retryable: bool) -> Outcome {
+    Outcome::Failed { error: TaskError::new("boom", "it broke"), retryable, usage: Usage::default() }
+}
+
+fn output(n: u64) -> EventDraft {
+    EventDraft::output(json!({"n": n}))
+}
+
+fn kinds(events: &[Event]) -> Vec<EventKind> {
+    events.iter().map(|e| e.kind).collect()
+}
+
+fn ids(tasks: &[Task]) -> Vec<TaskId> {
+    tasks.iter().map(|t| t.id).collect()
+}
+
+fn delay_ms(e: &Event) -> u64 {
+    assert_eq!(e.kind, EventKind::Retrying, "{e:?}");
+    e.data["delay_ms"].as_u64().unwrap_or_else(|| panic!("task.retrying without delay_ms: {e:?}"))
+}
+
+fn terminal_kind(status: TaskStatus) -> Option<EventKind> {
+    match status {
+        TaskStatus::Queued | TaskStatus::Running => None,
+        TaskStatus::Succeeded => Some(EventKind::Succeeded),
+        TaskStatus::Failed => Some(EventKind::Failed),
+        TaskStatus::Cancelled => Some(EventKind::Cancelled),
+        TaskStatus::TimedOut => Some(EventKind::TimedOut),
+    }
+}
+
+#[track_caller]
+fn assert_fenced<T: std::fmt::Debug>(res: crate::Result<T>, id: TaskId, what: &str) {
+    match res {
+        Err(Error::Fenced(got)) => assert_eq!(got, id, "{what}: fenced the wrong task"),
+        other => panic!("{what}: expected Err(Fenced({id})), got {other:?}"),
+    }
+}
+
+/// The invariants of every task's log: seq 1..n starting with `task.queued`, positions
+/// increasing, and exactly one terminal event, last, iff the task is terminal.
+async fn checked_log(store: &S, id: TaskId) -> Vec<Event> {
+    let task = get(store, id).await;
+    let events = log(store, id).await;
+    assert_eq!(events.first().map(|e| e.kind), Some(EventKind::Queued), "task {id}: {events:#?}");
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1, "task {id}: seqs must be 1..n: {events:#?}");
+        assert_eq!(e.task_id, Some(id));
+        assert_eq!(e.agent.as_deref(), Some(task.agent.as_str()));
+        if i > 0 {
+            assert!(e.pos > events[i - 1].pos, "task {id}: pos must grow with seq: {events:#?}");
+        }
+    }
+    let terminals = events.iter().filter(|e| e.kind.is_terminal()).count();
+    match terminal_kind(task.status) {
+        Some(kind) => {
+            assert_eq!(terminals, 1, "task {id} ({}): one terminal event: {events:#?}", task.status);
+            assert_eq!(events.last().map(|e| e.kind), Some(kind), "task {id}: terminal event last");
+        }
+        None => assert_eq!(terminals, 0, "task {id} ({}) has a terminal event: {events:#?}", task.status),
+    }
+    events
+}
+
+// ---------------------------------------------------------------------------------------------
+// Submit
+
+pub async fn submit_round_trips_every_field(store: S) {
+    let mut def = agent("custom", 4, 20);
+    def.timeout = Some(Duration::from_secs(5));
+    store.put_agents(&[def]).await.unwrap();
+
+    let mut new = NewTask::new("custom", json!({"prompt": "hi", "n": [1, 2, 3], "nested": {"x": null}}));
+    new.priority = 7;
+    new.timeout_ms = Some(1234);
+    new.max_attempts = Some(2);
+    new.idempotency_key = Some("key-1".into());
+    new.session_id = Some("session-1".into());
+    new.tenant = "acme".into();
+    new.metadata = json!({"team": "search", "tags": ["a", "b"]});
+    let before = Micros::now();
+    let sub = store.submit(new.clone()).await.expect("submit");
+    let after = Micros::now();
+
+    assert!(sub.created);
+    let t = &sub.task;
+    assert_eq!(t.id, new.id);
+    assert_eq!(t.agent, "custom");
+    assert_eq!(t.input, new.input);
+    assert_eq!(t.status, TaskStatus::Queued);
+    assert_eq!(t.priority, 7);
+    assert_eq!(t.timeout_ms, Some(1234));
+    assert_eq!(t.max_attempts, 2);
+    assert_eq!(t.attempt, 0);
+    assert_eq!(t.idempotency_key.as_deref(), Some("key-1"));
+    assert_eq!(t.session_id.as_deref(), Some("session-1"));
+    assert_eq!(t.tenant, "acme");
+    assert_eq!(t.metadata, new.metadata);
+    assert_eq!((t.result.clone(), t.error.clone(), t.usage), (None, None, Usage::default()));
+    assert!(!t.cancel_requested);
+    assert!(before <= t.created_at && t.created_at <= after, "created_at {:?} not in [{before:?}, {after:?}]", t.created_at);
+    assert_eq!((t.started_at, t.finished_at, t.worker.clone()), (None, None, None));
+    assert_eq!(store.get_task(new.id).await.unwrap().as_ref(), Some(t));
+
+    assert_eq!(sub.events.len(), 1, "{:#?}", sub.events);
+    let e = &sub.events[0];
+    assert_eq!((e.kind, e.seq, e.task_id, e.attempt), (EventKind::Queued, 1, Some(new.id), 0));
+    assert_eq!(e.agent.as_deref(), Some("custom"));
+    assert_eq!(log(&store, new.id).await, sub.events);
+
+    // Unset limits come from the agent definition.
+    let d = store.submit(NewTask::new("custom", json!(null))).await.unwrap().task;
+    assert_eq!((d.timeout_ms, d.max_attempts, d.priority), (Some(5000), 4, 0));
+    assert_eq!(d.tenant, DEFAULT_TENANT);
+    assert_eq!(d.input, Value::Null);
+    assert_eq!(store.get_task(d.id).await.unwrap(), Some(d));
+
+    assert_eq!(store.get_task(TaskId::new()).await.unwrap(), None);
+    store.ping().await.expect("ping");
+}
+
+pub async fn submit_rejects_unknown_agents_and_invalid_fields(store: S) {
+    let mut unknown = NewTask::new("no-such-agent", json!(1));
+    unknown.idempotency_key = Some("k".into());
+    let mut priority = NewTask::new("echo", json!(1));
+    priority.priority = 10;
+    let mut attempts = NewTask::new("echo", json!(1));
+    attempts.max_attempts = Some(0);
+    let cases = [("unknown agent", unknown.clone()), ("priority 10", priority), ("max_attempts 0", attempts)];
+    for (case, new) in cases {
+        let id = new.id;
+        let err = store.submit(new).await.expect_err(case);
+        assert_eq!(err.code(), Code::Unprocessable, "{case}: {err}");
+        assert_eq!(store.get_task(id).await.unwrap(), None, "{case}: wrote the task");
+    }
+    let page = store.list_tasks(&TaskQuery { limit: 100, ..Default::default() }).await.unwrap();
+    assert!(page.items.is_empty(), "rejected submissions wrote tasks: {:#?}", page.items);
+    assert!(feed_all(&store).await.is_empty(), "rejected submissions wrote events");
+    assert_eq!(store.queue_stats().await.unwrap().queued, 0);
+
+    // The rejected submission did not take its idempotency key.
+    define(&store, "no-such-agent", 3, 20).await;
+    let sub = store.submit(unknown).await.unwrap();
+    assert!(sub.created);
+}
+
+pub async fn idempotency_key_returns_the_original_task(store: S) {
+    let keyed = |tenant: &str, input: Value| {
+        let mut t = NewTask::new("echo", input);
+        t.idempotency_key = Some("same-key".into());
+        t.tenant = tenant.into();
+        t
+    };
+    let first = store.submit(keyed("t1", json!(1))).await.unwrap();
+    assert!(first.created);
+    let events_before = feed_all(&store).await;
+
+    let repeat_new = keyed("t1", json!(2));
+    let repeat_id = repeat_new.id;
+    let repeat = store.submit(repeat_new).await.unwrap();
+    assert!(!repeat.created);
+    assert_eq!(repeat.task, first.task, "a repeat returns the original task");
+    assert!(repeat.events.is_empty(), "a repeat writes no events: {:#?}", repeat.events);
+    assert_eq!(store.get_task(repeat_id).await.unwrap(), None);
+    assert_eq!(feed_all(&store).await, events_before, "a repeat wrote events");
+
+    // Concurrent repeats still find the one task.
+    let mut joins = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let (s, new) = (store.clone(), keyed("t1", json!(i)));
+        joins.spawn(async move { s.submit(new).await.expect("submit") });
+    }
+    while let Some(sub) = joins.join_next().await {
+        let sub = sub.unwrap();
+        assert!(!sub.created);
+        assert_eq!(sub.task.id, first.task.id);
+    }
+
+    // Keys are per tenant.
+    let other = store.submit(keyed("t2", json!(3))).await.unwrap();
+    assert!(other.created);
+    assert_ne!(other.task.id, first.task.id);
+
+    // A finished task is still the answer, in its current state.
+    let c = claim_one(&store, "w1", "echo", LONG).await;
+    assert_eq!(c.task.id, first.task.id, "the oldest task is claimed first");
+    store.complete(c.task.id, c.task.attempt, vec![], success(json!("ok"))).await.unwrap();
+    let done = store.submit(keyed(&c.task.tenant, json!(4))).await.unwrap();
+    assert!(!done.created);
+    assert_eq!(done.task, get(&store, c.task.id).await);
+    assert_eq!(done.task.status, TaskStatus::Succeeded);
+    assert_eq!(log(&store, first.task.id).await.len(), 3, "queued, started, succeeded");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Claim
+
+pub async fn claim_takes_highest_priority_then_oldest(store: S) {
+    let mut submitted = Vec::new();
+    for priority in [0, 5, 9, 5, 0] {
+        let mut new = NewTask::new("echo", json!(priority));
+        new.priority = priority;
+        submitted.push(store.submit(new).await.unwrap().task.id);
+    }
+    let mut order = Vec::new();
+    for _ in 0..5 {
+        order.push(claim_one(&store, "w1", "echo", LONG).await.task.id);
+    }
+    let want: Vec<TaskId> = [2, 1, 3, 0, 4].iter().map(|&i| submitted[i]).collect();
+    assert_eq!(order, want, "priority desc, then oldest first");
+    assert!(claim(&store, "w1", "echo", 10, LONG).await.is_empty());
+}
+
+pub async fn claim_takes_only_wanted_agents_up_to_n(store: S) {
+    for agent in ["echo", "echo", "echo", "sleep", "sleep", "sleep", "fail", "fail"] {
+        submit(&store, agent).await;
+    }
+    let request = ClaimRequest {
+        worker: "w1".into(),
+        lease: LONG,
+        wants: vec![("echo".into(), 2), ("sleep".into(), 1), ("stream".into(), 5), ("fail".into(), 0)],
+    };
+    let got = store.claim(&request).await.unwrap();
+    let mut per_agent: HashMap<String, usize> = HashMap::new();
+    for c in &got {
+        *per_agent.entry(c.task.agent.clone()).or_default() += 1;
+    }
+    assert_eq!(per_agent, HashMap::from([("echo".to_string(), 2), ("sleep".to_string(), 1)]), "{got:#?}");
+
+    let rest = claim(&store, "w2", "echo", 10, LONG).await;
+    assert_eq!(rest.len(), 1, "only one echo task is left: {rest:#?}");
+    let earlier: HashSet<TaskId> = got.iter().map(|c| c.task.id).collect();
+    assert!(!earlier.contains(&rest[0].task.id), "handed out a running task again");
+
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.queued, stats.running), (4, 4));
+}
+
+pub async fn claim_marks_running_and_writes_started(store: S) {
+    let t = submit(&store, "echo").await;
+    let before = Micros::now();
+    let c = claim_one(&store, "w1", "echo", LONG).await;
+    assert_eq!(c.task.id, t.id);
+    assert_eq!(c.task.status, TaskStatus::Running);
+    assert_eq!(c.task.attempt, 1);
+    assert_eq!(c.task.worker.as_deref(), Some("w1"));
+    assert!(c.task.started_at.is_some_and(|s| s >= before), "started_at {:?}", c.task.started_at);
+    assert_eq!(c.task.finished_at, None);
+    assert_eq!(c.task.input, t.input);
+    assert_eq!(get(&store, t.id).await, c.task);
+
+    let e = &c.event;
+    assert_eq!((e.kind, e.seq, e.task_id, e.attempt), (EventKind::Started, 2, Some(t.id), 1));
+    let events = checked_log(&store, t.id).await;
+    assert_eq!(kinds(&events), [EventKind::Queued, EventKind::Started]);
+    assert_eq!(&events[1], e);
+
+    assert!(claim(&store, "w2", "echo", 10, LONG).await.is_empty(), "a running task was claimed again");
+}
+
+pub async fn concurrent_claims_never_hand_out_a_task_twice(store: S) {
+    const TASKS: usize = 60;
+    for _ in 0..TASKS {
+        submit(&store, "echo").await;
+    }
+    let mut joins = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let s = store.clone();
+        let worker = if i % 2 == 0 { "w1" } else { "w2" };
+        joins.spawn(async move { (worker, claim(&s, worker, "echo", 5, LONG).await) });
+    }
+    let mut seen: HashMap<TaskId, &str> = HashMap::new();
+    while let Some(res) = joins.join_next().await {
+        let (worker, got) = res.unwrap();
+        for c in got {
+            assert_eq!(c.task.worker.as_deref(), Some(worker));
+            assert_eq!(c.task.attempt, 1);
+            let twice = seen.insert(c.task.id, worker);
+            assert!(twice.is_none(), "task {} handed to {twice:?} and {worker}", c.task.id);
+        }
+    }
+    assert_eq!(seen.len(), TASKS, "120 slots for 60 tasks: every task is claimed");
+    for (id, worker) in seen {
+        assert_eq!(get(&store, id).await.worker.as_deref(), Some(worker));
+        assert_eq!(checked_log(&store, id).await.len(), 2, "one task.started per claim");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Append and complete
+
+pub async fn append_is_fenced_by_status_and_attempt(store: S) {
+    let t = submit(&store, "echo").await;
+    assert_fenced(store.append(t.id, 0, vec![output(0)]).await, t.id, "append to a queued task");
+    assert_fenced(store.append(t.id, 1, vec![output(0)]).await, t.id, "append to a queued task");
+
+    let c = claim_one(&store, "w1", "echo", LONG).await;
+    let first = store.append(t.id, 1, vec![output(1), output(2)]).await.unwrap();
+    let second = store.append(t.id, 1, vec![EventDraft::new(EventKind::Usage, json!({"tokens": 3}))]).await.unwrap();
+    assert_eq!(first.iter().chain(&second).map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
+    assert_eq!(kinds(&second), [EventKind::Usage]);
+    for e in first.iter().chain(&second) {
+        assert_eq!((e.task_id, e.attempt, e.agent.as_deref()), (Some(t.id), 1, Some("echo")));
+    }
+    assert_eq!(first[1].data, json!({"n": 2}));
+    let mut want = vec![log(&store, t.id).await[0].clone(), c.event.clone()];
+    want.extend(first.iter().chain(&second).cloned());
+    assert_eq!(checked_log(&store, t.id).await, want, "append returns what it stored");
+
+    assert_fenced(store.append(t.id, 2, vec![output(9)]).await, t.id, "append at a later attempt");
+    assert_fenced(store.append(t.id, 0, vec![output(9)]).await, t.id, "append at an earlier attempt");
+    store.complete(t.id, 1, vec![], success(json!(1))).await.unwrap();
+    assert_fenced(store.append(t.id, 1, vec![output(9)]).await, t.id, "append after completion");
+    assert_eq!(log(&store, t.id).await.len(), want.len() + 1, "fenced appends wrote events");
+}
+
+pub async fn complete_success_records_result_and_terminal_event(store: S) {
+    let t = submit(&store, "echo").await;
+    let c = claim_one(&store, "w1", "echo", LONG).await;
+    store.append(t.id, 1, vec![output(1)]).await.unwrap();
+    let usage = Usage { input_tokens: 10, output_tokens: 20, cost_usd: 0.5 };
+    let outcome = Outcome::Succeeded { result: json!({"answer": 42}), usage };
+    let drafts = vec![output(2), EventDraft::new(EventKind::Message, json!("bye"))];
+    let change = store.complete(t.id, 1, drafts, outcome.clone()).await.unwrap();
+
+    let done = &change.task;
+    assert_eq!(done.status, TaskStatus::Succeeded);
+    assert_eq!(done.result, Some(json!({"answer": 42})));
+    assert_eq!(done.usage, usage);
+    assert_eq!(done.error, None);
+    assert_eq!(done.attempt, 1);
+    assert!(done.finished_at.is_some_and(|f| Some(f) >= c.task.started_at), "finished_at {:?}", done.finished_at);
+    assert_eq!(&get(&store, t.id).await, done);
+
+    assert_eq!(kinds(&change.events), [EventKind::Output, EventKind::Message, EventKind::Succeeded]);
+    assert_eq!(change.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5, 6]);
+    let events = checked_log(&store, t.id).await;
+    assert_eq!(events[3..], change.events[..], "complete returns what it stored");
+
+    // Terminal rows never change.
+    assert_fenced(store.complete(t.id, 1, vec![output(3)], outcome).await, t.id, "second complete");
+    assert_fenced(store.complete(t.id, 1, vec![], failure(true)).await, t.id, "complete after success");
+    assert_fenced(store.complete(t.id, 2, vec![], success(json!(0))).await, t.id, "complete at another attempt");
+    assert_eq!(&get(&store, t.id).await, done);
+    assert_eq!(log(&store, t.id).await, events);
+    assert!(claim(&store, "w1", "echo", 1, LONG).await.is_empty());
+}
+
+pub async fn retryable_failure_backs_off_then_exhausts_attempts(store: S) {
+    const BASE: u64 = 150;
+    define(&store, "flaky", 3, BASE).await;
+    alive(&store, "w1").await;
+    let t = submit(&store, "flaky").await;
+    for attempt in 1..=2u32 {
+        let c = claim_one(&store, "w1", "flaky", LONG).await;
+        assert_eq!(c.task.attempt, attempt);
+        let change = store.complete(t.id, attempt, vec![], failure(true)).await.unwrap();
+        assert_eq!(change.task.status, TaskStatus::Queued, "attempt {attempt} has a retry left");
+        assert_eq!(change.task.worker, None);
+        assert_eq!(change.task.error.as_ref().map(|e| e.code.as_str()), Some("boom"));
+        assert_eq!(&get(&store, t.id).await, &change.task);
+        let retrying = change.events.last().expect("task.retrying");
+        let delay = delay_ms(retrying);
+        let base = BASE << (attempt - 1);
+        assert!((base..=base + base / 10).contains(&delay), "attempt {attempt}: delay {delay} ms, want {base} ms");
+
+        assert!(claim(&store, "w1", "flaky", 1, LONG).await.is_empty(), "claimable before its backoff ended");
+        tokio::time::sleep(Duration::from_millis(delay + 5)).await;
+    }
+    let c = claim_one(&store, "w1", "flaky", LONG).await;
+    assert_eq!(c.task.attempt, 3);
+    let change = store.complete(t.id, 3, vec![], failure(true)).await.unwrap();
+    assert_eq!(change.task.status, TaskStatus::Failed, "attempts exhausted");
+    assert_eq!(change.task.error, Some(TaskError::new("boom", "it broke")));
+    assert!(change.task.finished_at.is_some());
+    assert_eq!(kinds(&change.events), [EventKind::Failed]);
+    let events = checked_log(&store, t.id).await;
+    use EventKind::*;
+    let want = [Queued, Started, Retrying, Started, Retrying, Started, Failed];
+    assert_eq!(kinds(&events), want);
+    assert!(claim(&store, "w1", "flaky", 1, LONG).await.is_empty());
+}
+
+pub async fn non_retryable_failure_fails_at_once(store: S) {
+    define(&store, "strict", 5, 1).await;
+    let t = submit(&store, "strict").await;
+    claim_one(&store, "w1", "strict", LONG).await;
+    let change = store.complete(t.id, 1, vec![output(1)], failure(false)).await.unwrap();
+    assert_eq!(change.task.status, TaskStatus::Failed);
+    assert_eq!(change.task.error, Some(TaskError::new("boom", "it broke")));
+    assert_eq!(kinds(&change.events), [EventKind::Output, EventKind::Failed]);
+    assert_eq!(get(&store, t.id).await, change.task);
+    assert_eq!(checked_log(&store, t.id).await.len(), 4);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(claim(&store, "w1", "strict", 1, LONG).await.is_empty());
+}
+
+pub async fn timed_out_and_cancelled_outcomes_are_terminal(store: S) {
+    let usage = Usage { input_tokens: 1, output_tokens: 2, cost_usd: 0.25 };
+    let cases = [
+        (Outcome::TimedOut { usage }, TaskStatus::TimedOut, EventKind::TimedOut),
+        (Outcome::Cancelled { usage }, TaskStatus::Cancelled, EventKind::Cancelled),
+    ];
+    for (outcome, status, kind) in cases {
+        let t = submit(&store, "echo").await;
+        claim_one(&store, "w1", "echo", LONG).await;
+        let change = store.complete(t.id, 1, vec![], outcome.clone()).await.unwrap();
+        assert_eq!(change.task.status, status);
+        assert_eq!(change.task.usage, usage);
+        assert!(change.task.finished_at.is_some());
+        assert_eq!(kinds(&change.events), [kind]);
+        assert_eq!(get(&store, t.id).await, change.task);
+        checked_log(&store, t.id).await;
+        assert_fenced(store.complete(t.id, 1, vec![], success(json!(1))).await, t.id, "complete after {status}");
+    }
+    assert!(claim(&store, "w1", "echo", 10, LONG).await.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leases: renew, reap, release
+
+pub async fn stale_attempt_is_fenced_after_reap_and_reclaim(store: S) {
+    define(&store, "quick", 3, 20).await;
+    alive(&store, "w1").await;
+    alive(&store, "w2").await;
+    let t = submit(&store, "quick").await;
+    claim_one(&store, "w1", "quick", Duration::from_millis(30)).await;
+    store.append(t.id, 1, vec![output(1)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+
+    let reaped = store.reap(Micros::now()).await.unwrap();
+    assert_eq!(reaped.iter().map(|c| c.task.id).collect::<Vec<_>>(), [t.id]);
+    let delay = delay_ms(reaped[0].events.last().unwrap());
+    tokio::time::sleep(Duration::from_millis(delay + 5)).await;
+
+    let c = claim_one(&store, "w2", "quick", LONG).await;
+    assert_eq!(c.task.attempt, 2);
+    assert_fenced(store.append(t.id, 1, vec![output(2)]).await, t.id, "append by the stale attempt");
+    assert_fenced(store.complete(t.id, 1, vec![], success(json!("stale"))).await, t.id, "complete by the stale attempt");
+    store.append(t.id, 2, vec![output(3)]).await.unwrap();
+    let done = store.complete(t.id, 2, vec![], success(json!("fresh"))).await.unwrap();
+    assert_eq!(done.task.result, Some(json!("fresh")));
+    assert_eq!(done.task.worker.as_deref(), Some("w2"));
+    let events = checked_log(&store, t.id).await;
+    use EventKind::*;
+    assert_eq!(kinds(&events), [Queued, Started, Output, Retrying, Started, Output, Succeeded]);
+    assert_eq!(events.iter().map(|e| e.attempt).collect::<Vec<_>>()[1..], [1, 1, 1, 2, 2, 2]);
+}
+
+pub async fn renew_extends_leases_and_reports_cancel(store: S) {
+    alive(&store, "w1").await;
+    alive(&store, "w2").await;
+    let a = submit(&store, "echo").await;
+    let b = submit(&store, "echo").await;
+    let other = submit(&store, "sleep").await;
+    claim(&store, "w1", "echo", 2, Duration::from_secs(1)).await;
+    claim_one(&store, "w2", "sleep", Duration::from_secs(1)).await;
+
+    let mut held = store.renew("w1", Duration::from_secs(120)).await.unwrap();
+    held.sort_by_key(|h| h.id);
+    let mut want = vec![
+        crate::Held { id: a.id, attempt: 1, cancel_requested: false },
+        crate::Held { id: b.id, attempt: 1, cancel_requested: false },
+    ];
+    want.sort_by_key(|h| h.id);
+    assert_eq!(held, want);
+    assert!(store.renew("w-nobody", LONG).await.unwrap().is_empty(), "renew for a worker holding nothing");
+
+    // A minute on: w1's renewed leases hold, w2's unrenewed one has ended.
+    let reaped = store.reap(Micros::now().plus(Duration::from_secs(60))).await.unwrap();
+    assert_eq!(reaped.iter().map(|c| c.task.id).collect::<Vec<_>>(), [other.id]);
+    assert_eq!(get(&store, a.id).await.status, TaskStatus::Running);
+    assert_eq!(get(&store, b.id).await.status, TaskStatus::Running);
+    assert!(store.renew("w2", LONG).await.unwrap().is_empty(), "renew returned a reaped task");
+
+    store.request_cancel(a.id).await.unwrap();
+    store.complete(b.id, 1, vec![], success(json!(1))).await.unwrap();
+    let held = store.renew("w1", LONG).await.unwrap();
+    assert_eq!(held, [crate::Held { id: a.id, attempt: 1, cancel_requested: true }], "finished tasks are not held");
+}
+
+pub async fn reap_requeues_expired_leases(store: S) {
+    define(&store, "quick", 3, 20).await;
+    alive(&store, "w1").await;
+    let short = submit(&store, "quick").await;
+    claim_one(&store, "w1", "quick", Duration::from_millis(200)).await;
+    let long = submit(&store, "quick").await;
+    claim_one(&store, "w1", "quick", LONG).await;
+    assert!(store.reap(Micros::now()).await.unwrap().is_empty(), "reaped a live lease");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+
+    let reaped = store.reap(Micros::now()).await.unwrap();
+    assert_eq!(reaped.len(), 1, "{reaped:#?}");
+    let change = &reaped[0];
+    assert_eq!(change.task.id, short.id);
+    assert_eq!(change.task.status, TaskStatus::Queued);
+    assert_eq!(change.task.worker, None);
+    assert_eq!(change.task.error.as_ref().map(|e| e.code.as_str()), Some("lease_expired"));
+    assert_eq!(kinds(&change.events), [EventKind::Retrying]);
+    assert_eq!(get(&store, short.id).await, change.task);
+    assert_eq!(get(&store, long.id).await.status, TaskStatus::Running);
+    checked_log(&store, short.id).await;
+
+    let delay = delay_ms(&change.events[0]);
+    tokio::time::sleep(Duration::from_millis(delay + 5)).await;
+    assert_eq!(claim_one(&store, "w1", "quick", LONG).await.task.attempt, 2);
+    assert!(store.reap(Micros::now()).await.unwrap().is_empty());
+}
+
+pub async fn reap_requeues_tasks_of_workers_not_alive(store: S) {
+    let now = Micros::now();
+    let long_ago = Micros(now.0 - 600_000_000);
+    store.heartbeat(&node("w-stale", NodeStatus::Alive, long_ago)).await.unwrap();
+    for w in ["w-live", "w-drain", "w-stopped"] {
+        alive(&store, w).await;
+    }
+    store.set_node_status("w-drain", NodeStatus::Draining).await.unwrap();
+    store.set_node_status("w-stopped", NodeStatus::Stopped).await.unwrap();
+    let mut held = HashMap::new();
+    for w in ["w-stale", "w-live", "w-drain", "w-stopped", "w-ghost"] {
+        let t = submit(&store, "echo").await;
+        claim_one(&store, w, "echo", LONG).await;
+        held.insert(w, t.id);
+    }
+
+    // Never registered, or stopped: not alive. Draining workers finish what they hold.
+    let mut reaped: Vec<TaskId> = store.reap(Micros::now()).await.unwrap().iter().map(|c| c.task.id).collect();
+    reaped.sort();
+    let mut want = vec![held["w-ghost"], held["w-stopped"]];
+    want.sort();
+    assert_eq!(reaped, want);
+
+    let dead = store.mark_dead_nodes(Micros(now.0 - 60_000_000)).await.unwrap();
+    assert_eq!(dead.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["w-stale"]);
+    let reaped = store.reap(Micros::now()).await.unwrap();
+    assert_eq!(reaped.len(), 1, "{reaped:#?}");
+    let change = &reaped[0];
+    assert_eq!(change.task.id, held["w-stale"]);
+    assert_eq!(change.task.status, TaskStatus::Queued);
+    assert_eq!(change.task.error.as_ref().map(|e| e.code.as_str()), Some("worker_lost"));
+    assert_eq!(kinds(&change.events), [EventKind::Retrying]);
+    delay_ms(&change.events[0]);
+    for w in ["w-live", "w-drain"] {
+        assert_eq!(get(&store, held[w]).await.status, TaskStatus::Running, "{w}'s task was reaped");
+    }
+    for w in ["w-ghost", "w-stopped", "w-stale"] {
+        let t = get(&store, held[w]).await;
+        assert_eq!((t.status, t.error.map(|e| e.code)), (TaskStatus::Queued, Some("worker_lost".into())), "{w}");
+        checked_log(&store, held[w]).await;
+    }
+}
+
+pub async fn reap_fails_tasks_with_attempts_exhausted(store: S) {
+    define(&store, "once", 1, 20).await;
+    alive(&store, "w1").await;
+    let t = submit(&store, "once").await;
+    claim_one(&store, "w1", "once", Duration::from_secs(1)).await;
+    let reaped = store.reap(Micros::now().plus(Duration::from_secs(5))).await.unwrap();
+    assert_eq!(reaped.len(), 1);
+    let change = &reaped[0];
+    assert_eq!(change.task.status, TaskStatus::Failed);
+    assert_eq!(change.task.error.as_ref().map(|e| e.code.as_str()), Some("lease_expired"));
+    assert!(change.task.finished_at.is_some());
+    assert_eq!(kinds(&change.events), [EventKind::Failed]);
+    assert_eq!(get(&store, t.id).await, change.task);
+    checked_log(&store, t.id).await;
+    assert_fenced(store.complete(t.id, 1, vec![], success(json!(1))).await, t.id, "complete after reaped");
+}
+
+pub async fn reap_cancels_cancel_requested_tasks(store: S) {
+    alive(&store, "w1").await;
+    let t = submit(&store, "echo").await;
+    claim_one(&store, "w1", "echo", Duration::from_secs(1)).await;
+    store.request_cancel(t.id).await.unwrap();
+    let reaped = store.reap(Micros::now().plus(Duration::from_secs(5))).await.unwrap();
+    assert_eq!(reaped.len(), 1);
+    assert_eq!(reaped[0].task.status, TaskStatus::Cancelled);
+    assert_eq!(kinds(&reaped[0].events), [EventKind::Cancelled]);
+    assert_eq!(get(&store, t.id).await, reaped[0].task);
+    checked_log(&store, t.id).await;
+    assert!(claim(&store, "w1", "echo", 1, LONG).await.is_empty());
+}
+
+pub async fn release_requeues_without_spending_an_attempt(store: S) {
+    define(&store, "once", 1, 20).await;
+    define(&store, "twice", 2, 20).await;
+    alive(&store, "w1").await;
+    let once = submit(&store, "once").await;
+    claim_one(&store, "w1", "once", LONG).await;
+
+    assert!(store.release("w2", &[(once.id, 1)], "drain").await.unwrap().is_empty(), "another worker released");
+    assert!(store.release("w1", &[(once.id, 2)], "drain").await.unwrap().is_empty(), "another attempt released");
+    assert_eq!(get(&store, once.id).await.status, TaskStatus::Running);
+
+    let changes = store.release("w1", &[(once.id, 1)], "drain").await.unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].task.status, TaskStatus::Queued);
+    assert_eq!(changes[0].task.worker, None);
+    assert_eq!(get(&store, once.id).await, changes[0].task);
+    checked_log(&store, once.id).await;
+
+    // Claimable at once, at a new attempt that fences the released one.
+    let again = claim_one(&store, "w1", "once", LONG).await;
+    assert_eq!(again.task.attempt, 2);
+    assert_fenced(store.append(once.id, 1, vec![output(1)]).await, once.id, "append by the released attempt");
+    let done = store.complete(once.id, 2, vec![], success(json!("ran"))).await.unwrap();
+    assert_eq!(done.task.status, TaskStatus::Succeeded);
+
+    // With two attempts, a release and a failure still leave one retry.
+    let twice = submit(&store, "twice").await;
+    claim_one(&store, "w1", "twice", LONG).await;
+    store.release("w1", &[(twice.id, 1)], "drain").await.unwrap();
+    claim_one(&store, "w1", "twice", LONG).await;
+    let change = store.complete(twice.id, 2, vec![], failure(true)).await.unwrap();
+    assert_eq!(change.task.status, TaskStatus::Queued, "the release spent an attempt");
+    checked_log(&store, twice.id).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cancel
+
+pub async fn request_cancel_depends_on_status(store: S) {
+    let queued = submit(&store, "sleep").await;
+    let change = store.request_cancel(queued.id).await.unwrap();
+    assert_eq!(change.task.status, TaskStatus::Cancelled);
+    assert!(change.task.cancel_requested);
+    assert!(change.task.finished_at.is_some());
+    assert_eq!(kinds(&change.events), [EventKind::Cancelled]);
+    assert_eq!(get(&store, queued.id).await, change.task);
+    assert_eq!(checked_log(&store, queued.id).await.last(), change.events.last());
+    assert!(claim(&store, "w1", "sleep", 1, LONG).await.is_empty(), "a cancelled task was claimed");
+
+    let running = submit(&store, "echo").await;
+    claim_one(&store, "w1", "echo", LONG).await;
+    let before = log(&store, running.id).await;
+    for _ in 0..2 {
+        let change = store.request_cancel(running.id).await.unwrap();
+        assert_eq!(change.task.status, TaskStatus::Running);
+        assert!(change.task.cancel_requested);
+        assert!(change.events.is_empty(), "{:#?}", change.events);
+        assert_eq!(get(&store, running.id).await, change.task);
+    }
+    assert_eq!(log(&store, running.id).await, before, "flagging a running task wrote events");
+    let done = store.complete(running.id, 1, vec![], Outcome::Cancelled { usage: Usage::default() }).await.unwrap();
+    assert_eq!(done.task.status, TaskStatus::Cancelled);
+    checked_log(&store, running.id).await;
+
+    let finished = submit(&store, "echo").await;
+    claim_one(&store, "w1", "echo", LONG).await;
+    store.complete(finished.id, 1, vec![], success(json!(1))).await.unwrap();
+    for id in [queued.id, running.id, finished.id] {
+        let (task, events) = (get(&store, id).await, log(&store, id).await);
+        let change = store.request_cancel(id).await.unwrap();
+        assert_eq!(change.task, task, "a terminal task changed");
+        assert!(change.events.is_empty());
+        assert_eq!((get(&store, id).await, log(&store, id).await), (task, events));
+    }
+
+    let err = store.request_cancel(TaskId::new()).await.expect_err("unknown task");
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events and the feed
+
+pub async fn events_pages_every_event_once_in_order(store: S) {
+    let t = submit(&store, "echo").await;
+    claim_one(&store, "w1", "echo", LONG).await;
+    store.append(t.id, 1, (0..10).map(output).collect()).await.unwrap();
+    let all = checked_log(&store, t.id).await;
+    assert_eq!(all.len(), 12);
+
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.events(t.id, after, 5).await.unwrap();
+        assert!(page.len() <= 5);
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    assert_eq!(store.events(t.id, 7, 2).await.unwrap(), all[7..9]);
+    assert!(store.events(t.id, 12, 10).await.unwrap().is_empty());
+}
+
+/// Writes interleaved events on several tasks of two agents and two tenants, plus a system event.
+async fn busy_history(store: &S) -> Vec<TaskId> {
+    let mut tasks = Vec::new();
+    for (agent, tenant) in [("echo", "t1"), ("sleep", "t1"), ("echo", "t2"), ("sleep", "t2")] {
+        let mut new = NewTask::new(agent, json!(tenant));
+        new.tenant = tenant.into();
+        tasks.push(store.submit(new).await.unwrap().task.id);
+    }
+    let claimed: Vec<Claimed> = [claim(store, "w1", "echo", 2, LONG).await, claim(store, "w1", "sleep", 2, LONG).await].concat();
+    for round in 0..3 {
+        for c in &claimed {
+            store.append(c.task.id, 1, vec![output(round)]).await.unwrap();
+        }
+    }
+    store.append_system(json!({"what": "restart"})).await.unwrap();
+    for (i, c) in claimed.iter().enumerate() {
+        let outcome = if i % 2 == 0 { success(json!(i)) } else { failure(false) };
+        store.complete(c.task.id, 1, vec![], outcome).await.unwrap();
+    }
+    tasks
+}
+
+pub async fn feed_is_commit_ordered_and_pages_without_gaps(store: S) {
+    let tasks = busy_history(&store).await;
+    let all = feed_all(&store).await;
+    for w in all.windows(2) {
+        assert!(w[0].pos < w[1].pos, "feed positions must strictly increase: {w:#?}");
+    }
+    let mut from_logs: Vec<Event> = Vec::new();
+    for id in &tasks {
+        from_logs.extend(checked_log(&store, *id).await);
+    }
+    from_logs.extend(all.iter().filter(|e| e.task_id.is_none()).cloned());
+    from_logs.sort_by_key(|e| e.pos);
+    assert_eq!(all, from_logs, "the feed holds exactly the tasks' events and system events");
+
+    for limit in [1, 3, 7] {
+        let mut cursor = 0;
+        let mut paged = Vec::new();
+        for _ in 0..=all.len() {
+            let page = store.feed(cursor, &FeedFilter::default(), limit).await.unwrap();
+            assert!(page.events.len() <= limit);
+            assert!(page.cursor >= cursor, "the cursor went back from {cursor} to {}", page.cursor);
+            if let Some(last) = page.events.last() {
+                assert!(page.cursor >= last.pos, "cursor {} before the last event {}", page.cursor, last.pos);
+            }
+            if page.events.len() < limit {
+                assert!(!page.more, "a short page says more: {page:?}");
+            }
+            cursor = page.cursor;
+            paged.extend(page.events);
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!(paged, all, "paging by {limit} must give every event exactly once");
+        let end = store.feed(cursor, &FeedFilter::default(), limit).await.unwrap();
+        assert!(end.events.is_empty() && !end.more && end.cursor >= cursor, "{end:?}");
+    }
+}
+
+pub async fn feed_filters_by_kind_agent_and_tenant(store: S) {
+    busy_history(&store).await;
+    let all = feed_all(&store).await;
+    let high = all.last().expect("events").pos;
+    let filters = [
+        FeedFilter { kinds: vec![EventKind::Succeeded, EventKind::Failed], ..Default::default() },
+        FeedFilter { agent: Some("sleep".into()), ..Default::default() },
+        FeedFilter { agent: Some("echo".into()), kinds: vec![EventKind::Output], ..Default::default() },
+        FeedFilter { kinds: vec![EventKind::TimedOut], ..Default::default() },
+    ];
+    for filter in &filters {
+        let want: Vec<Event> = all.iter().filter(|e| filter.matches(e)).cloned().collect();
+        let page = store.feed(0, filter, 1000).await.unwrap();
+        assert_eq!(page.events, want, "{filter:?}");
+        assert!(page.cursor >= high, "{filter:?}: the cursor must pass filtered-out events: {page:?}");
+        assert!(!page.more);
+
+        let mut cursor = 0;
+        let mut paged = Vec::new();
+        for _ in 0..=all.len() {
+            let page = store.feed(cursor, filter, 2).await.unwrap();
+            assert!(page.cursor >= cursor);
+            cursor = page.cursor;
+            paged.extend(page.events);
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!(paged, want, "{filter:?} paged by 2");
+        assert!(cursor >= high, "{filter:?}: paging ended at {cursor}, before {high}");
+    }
+
+    // Tenant filters keep the tenant's task events; whether system events pass is the backend's choice.
+    let t1 = FeedFilter { tenant: Some("t1".into()), ..Default::default() };
+    let got = store.feed(0, &t1, 1000).await.unwrap().events;
+    let mut want = Vec::new();
+    for e in all.iter().filter(|e| e.task_id.is_some()) {
+        if get(&store, e.task_id.unwrap()).await.tenant == "t1" {
+            want.push(e.clone());
+        }
+    }
+    let got_tasks: Vec<Event> = got.into_iter().filter(|e| e.task_id.is_some()).collect();
+    assert_eq!(got_tasks, want);
+}
+
+pub async fn feed_includes_system_events(store: S) {
+    let t = submit(&store, "echo").await;
+    let sys = store.append_system(json!({"node": "w1", "what": "dead"})).await.unwrap();
+    assert_eq!((sys.kind, sys.task_id, sys.seq, sys.agent.clone()), (EventKind::System, None, 0, None));
+    assert_eq!(sys.data, json!({"node": "w1", "what": "dead"}));
+    let all = feed_all(&store).await;
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].task_id, Some(t.id));
+    assert_eq!(all[1], sys);
+
+    let only = FeedFilter { kinds: vec![EventKind::System], ..Default::default() };
+    assert_eq!(store.feed(0, &only, 10).await.unwrap().events, [sys.clone()]);
+    let by_agent = FeedFilter { agent: Some("echo".into()), ..Default::default() };
+    assert_eq!(kinds(&store.feed(0, &by_agent, 10).await.unwrap().events), [EventKind::Queued]);
+    assert_eq!(store.feed(all[0].pos, &FeedFilter::default(), 10).await.unwrap().events, [sys]);
+}
+
+pub async fn feed_tail_under_concurrent_writers_misses_nothing(store: S) {
+    let writing = Arc::new(AtomicUsize::new(4));
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let (s, writing) = (store.clone(), writing.clone());
+        writers.spawn(async move {
+            let worker = format!("w{w}");
+            for _ in 0..10 {
+                submit(&s, "echo").await;
+                for c in claim(&s, &worker, "echo", 1, LONG).await {
+                    s.append(c.task.id, 1, (0..3).map(output).collect()).await.unwrap();
+                    s.complete(c.task.id, 1, vec![output(9)], success(json!(w))).await.unwrap();
+                }
+                s.append_system(json!({"writer": w})).await.unwrap();
+            }
+            writing.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+    let mut cursor = 0;
+    let mut seen: Vec<Event> = Vec::new();
+    loop {
+        // Read the flag before the page: a page read after the last writer ended is complete.
+        let done = writing.load(Ordering::SeqCst) == 0;
+        let page = store.feed(cursor, &FeedFilter::default(), 7).await.unwrap();
+        assert!(page.cursor >= cursor);
+        cursor = page.cursor;
+        seen.extend(page.events);
+        if done && !page.more {
+            break;
+        }
+        if !page.more {
+            tokio::task::yield_now().await;
+        }
+    }
+    while let Some(res) = writers.join_next().await {
+        res.unwrap();
+    }
+    for w in seen.windows(2) {
+        assert!(w[0].pos < w[1].pos, "the tail saw an event twice or out of order: {w:#?}");
+    }
+    let all = feed_all(&store).await;
+    assert_eq!(all.len(), 40 * 7 + 40, "every task's 7 events and the system events");
+    assert_eq!(seen, all, "a reader tailing the feed during writes must see every event once");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tasks, agents, nodes, stats
+
+pub async fn list_tasks_newest_first_with_filters_and_paging(store: S) {
+    let mut submitted = Vec::new();
+    for i in 0..7 {
+        let mut new = NewTask::new(if i % 2 == 0 { "echo" } else { "sleep" }, json!(i));
+        if i == 6 {
+            new.tenant = "other".into();
+        }
+        submitted.push(store.submit(new).await.unwrap().task.id);
+    }
+    let done: Vec<TaskId> = claim(&store, "w1", "echo", 2, LONG).await.iter().map(|c| c.task.id).collect();
+    for id in &done {
+        store.complete(*id, 1, vec![], success(json!(1))).await.unwrap();
+    }
+    let newest_first: Vec<TaskId> = submitted.iter().rev().copied().collect();
+    let query = |f: fn(&mut TaskQuery)| {
+        let mut q = TaskQuery { limit: 100, ..Default::default() };
+        f(&mut q);
+        q
+    };
+
+    let all = store.list_tasks(&query(|_| {})).await.unwrap();
+    assert_eq!(ids(&all.items), newest_first);
+    assert_eq!(all.next_cursor, None);
+    for w in all.items.windows(2) {
+        assert!(w[0].created_at >= w[1].created_at);
+    }
+    for t in &all.items {
+        assert_eq!(t, &get(&store, t.id).await);
+    }
+
+    let cases: [(fn(&mut TaskQuery), fn(&Task) -> bool); 4] = [
+        (|q| q.status = Some(TaskStatus::Succeeded), |t| t.status == TaskStatus::Succeeded),
+        (|q| q.agent = Some("sleep".into()), |t| t.agent == "sleep"),
+        (
+            |q| {
+                q.agent = Some("echo".into());
+                q.status = Some(TaskStatus::Queued);
+            },
+            |t| t.agent == "echo" && t.status == TaskStatus::Queued,
+        ),
+        (|q| q.tenant = Some("other".into()), |t| t.tenant == "other"),
+    ];
+    for (i, (filter, keep)) in cases.into_iter().enumerate() {
+        let want: Vec<TaskId> = all.items.iter().filter(|t| keep(t)).map(|t| t.id).collect();
+        assert!(!want.is_empty(), "case {i} selects nothing");
+        let got = store.list_tasks(&query(filter)).await.unwrap();
+        assert_eq!(ids(&got.items), want, "case {i}");
+
+        for limit in [1, 2, 3] {
+            let mut q = query(filter);
+            q.limit = limit;
+            let mut paged = Vec::new();
+            for _ in 0..=want.len() {
+                let page = store.list_tasks(&q).await.unwrap();
+                assert!(page.items.len() <= limit);
+                paged.extend(ids(&page.items));
+                q.cursor = page.next_cursor;
+                if q.cursor.is_none() {
+                    break;
+                }
+            }
+            assert!(q.cursor.is_none(), "case {i}: paging by {limit} did not end");
+            assert_eq!(paged, want, "case {i}: paging by {limit}");
+        }
+    }
+    assert_eq!(done.len(), 2);
+}
+
+pub async fn list_tasks_rejects_malformed_cursor(store: S) {
+    submit(&store, "echo").await;
+    for cursor in ["!!not-a-cursor!!", "", "\u{0}"] {
+        let q = TaskQuery { limit: 10, cursor: Some(cursor.into()), ..Default::default() };
+        let err = store.list_tasks(&q).await.expect_err(cursor);
+        assert_eq!(err.code(), Code::InvalidArgument, "{cursor:?}: {err}");
+    }
+}
+
+pub async fn agents_lists_builtins_custom_and_counts(store: S) {
+    let by_name = |list: Vec<crate::AgentSummary>| -> HashMap<String, crate::AgentSummary> {
+        list.into_iter().map(|a| (a.def.name.clone(), a)).collect()
+    };
+    let listed = by_name(store.agents().await.unwrap());
+    for b in AgentDef::builtins() {
+        let got = listed.get(&b.name).unwrap_or_else(|| panic!("built-in {} missing", b.name));
+        assert_eq!(got.def, b);
+        assert_eq!((got.queued, got.running), (0, 0));
+    }
+
+    let mut custom = agent("custom", 4, 20);
+    custom.timeout = Some(Duration::from_secs(30));
+    custom.env.insert("KEY".into(), "value".into());
+    store.put_agents(&[custom.clone()]).await.unwrap();
+    for _ in 0..3 {
+        submit(&store, "custom").await;
+    }
+    submit(&store, "echo").await;
+    claim_one(&store, "w1", "custom", LONG).await;
+    let listed = by_name(store.agents().await.unwrap());
+    assert_eq!(listed["custom"].def, custom);
+    assert_eq!((listed["custom"].queued, listed["custom"].running), (2, 1));
+    assert_eq!((listed["echo"].queued, listed["echo"].running), (1, 0));
+    assert_eq!((listed["sleep"].queued, listed["sleep"].running), (0, 0));
+
+    custom.max_attempts = 7;
+    store.put_agents(&[custom.clone()]).await.unwrap();
+    let listed = by_name(store.agents().await.unwrap());
+    assert_eq!(listed["custom"].def.max_attempts, 7, "put_agents replaces a definition");
+    assert_eq!(submit(&store, "custom").await.max_attempts, 7);
+    for b in AgentDef::builtins() {
+        assert!(listed.contains_key(&b.name), "built-in {} dropped", b.name);
+    }
+
+    let mut bad = agent("bad", 3, 20);
+    bad.concurrency = 0;
+    let err = store.put_agents(&[bad]).await.expect_err("concurrency 0");
+    assert_eq!(err.code(), Code::Unprocessable, "{err}");
+    assert!(!by_name(store.agents().await.unwrap()).contains_key("bad"));
+}
+
+pub async fn nodes_heartbeat_status_and_dead_detection(store: S) {
+    let now = Micros::now();
+    let long_ago = Micros(now.0 - 600_000_000);
+    let mut w1 = node("w1", NodeStatus::Alive, now);
+    let mut gw = node("gw", NodeStatus::Alive, now);
+    gw.role = NodeRole::Gateway;
+    gw.address = Some("127.0.0.1:8080".into());
+    store.heartbeat(&w1).await.unwrap();
+    store.heartbeat(&gw).await.unwrap();
+    let find = |nodes: &[Node], id: &str| nodes.iter().find(|n| n.id == id).cloned();
+    let nodes = store.nodes().await.unwrap();
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(find(&nodes, "w1"), Some(w1.clone()));
+    assert_eq!(find(&nodes, "gw"), Some(gw.clone()));
+
+    w1.heartbeat_at = now.plus(Duration::from_millis(500));
+    w1.load = json!({"running": 5});
+    store.heartbeat(&w1).await.unwrap();
+    let nodes = store.nodes().await.unwrap();
+    assert_eq!(nodes.len(), 2, "a heartbeat must update, not insert");
+    assert_eq!(find(&nodes, "w1"), Some(w1.clone()));
+
+    store.set_node_status("w1", NodeStatus::Draining).await.unwrap();
+    assert_eq!(find(&store.nodes().await.unwrap(), "w1").unwrap().status, NodeStatus::Draining);
+
+    store.heartbeat(&node("stale-alive", NodeStatus::Alive, long_ago)).await.unwrap();
+    store.heartbeat(&node("stale-draining", NodeStatus::Draining, long_ago)).await.unwrap();
+    store.heartbeat(&node("stale-stopped", NodeStatus::Stopped, long_ago)).await.unwrap();
+    let mut dead = store.mark_dead_nodes(Micros(now.0 - 60_000_000)).await.unwrap();
+    dead.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(dead.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["stale-alive", "stale-draining"]);
+    assert!(dead.iter().all(|n| n.status == NodeStatus::Dead), "{dead:#?}");
+    assert!(store.mark_dead_nodes(Micros(now.0 - 60_000_000)).await.unwrap().is_empty(), "dead twice");
+
+    let nodes = store.nodes().await.unwrap();
+    let status = |id: &str| find(&nodes, id).map(|n| n.status);
+    assert_eq!(status("stale-alive"), Some(NodeStatus::Dead));
+    assert_eq!(status("stale-stopped"), Some(NodeStatus::Stopped));
+    assert_eq!(status("w1"), Some(NodeStatus::Draining));
+    assert_eq!(status("gw"), Some(NodeStatus::Alive));
+
+    // A dead node that heartbeats again is alive.
+    store.heartbeat(&node("stale-alive", NodeStatus::Alive, Micros::now())).await.unwrap();
+    assert_eq!(find(&store.nodes().await.unwrap(), "stale-alive").unwrap().status, NodeStatus::Alive);
+}
+
+pub async fn queue_stats_counts_and_oldest_runnable_age(store: S) {
+    assert_eq!(store.queue_stats().await.unwrap(), crate::QueueStats::default());
+    define(&store, "slow-retry", 3, 60_000).await;
+    let t = submit(&store, "slow-retry").await;
+    claim_one(&store, "w1", "slow-retry", LONG).await;
+    store.complete(t.id, 1, vec![], failure(true)).await.unwrap();
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.queued, stats.running), (1, 0));
+    assert_eq!(stats.oldest_queued_age, None, "a task waiting out its backoff is not runnable");
+
+    for _ in 0..3 {
+        submit(&store, "echo").await;
+    }
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.queued, stats.running), (4, 0));
+    let age = stats.oldest_queued_age.expect("runnable tasks have an age");
+    assert!(age >= Duration::from_millis(40) && age < Duration::from_secs(30), "age {age:?}");
+
+    let c = claim_one(&store, "w1", "echo", LONG).await;
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.queued, stats.running), (3, 1));
+    store.complete(c.task.id, 1, vec![], success(json!(1))).await.unwrap();
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.queued, stats.running), (3, 0));
+}
+
+pub async fn concurrent_submit_and_drain_finishes_each_task_once(store: S) {
+    const TASKS: usize = 200;
+    let mut submits = tokio::task::JoinSet::new();
+    for i in 0..TASKS {
+        let s = store.clone();
+        submits.spawn(async move {
+            let mut new = NewTask::new("echo", json!(i));
+            new.priority = (i % 10) as u8;
+            s.submit(new).await.expect("submit").task.id
+        });
+    }
+    let mut submitted = HashSet::new();
+    while let Some(id) = submits.join_next().await {
+        assert!(submitted.insert(id.unwrap()));
+    }
+
+    let finished = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let (s, finished) = (store.clone(), finished.clone());
+        workers.spawn(async move {
+            let worker = format!("w{w}");
+            alive(&s, &worker).await;
+            let mut mine = Vec::new();
+            while finished.load(Ordering::SeqCst) < TASKS {
+                let claimed = claim(&s, &worker, "echo", 8, LONG).await;
+                if claimed.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
+                for c in claimed {
+                    let (id, attempt) = (c.task.id, c.task.attempt);
+                    s.append(id, attempt, vec![output(1)]).await.expect("append");
+                    let change = s.complete(id, attempt, vec![], success(c.task.input)).await.expect("complete");
+                    assert_eq!(change.task.status, TaskStatus::Succeeded);
+                    finished.fetch_add(1, Ordering::SeqCst);
+                    mine.push(id);
+                }
+            }
+            mine
+        });
+    }
+    let mut done: HashMap<TaskId, usize> = HashMap::new();
+    while let Some(mine) = workers.join_next().await {
+        for id in mine.unwrap() {
+            *done.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(done.len(), TASKS);
+    assert!(done.values().all(|&n| n == 1), "a task was finished twice");
+    assert_eq!(done.keys().copied().collect::<HashSet<_>>(), submitted);
+
+    let mut q = TaskQuery { status: Some(TaskStatus::Succeeded), limit: 1000, ..Default::default() };
+    assert_eq!(store.list_tasks(&q).await.unwrap().items.len(), TASKS);
+    q.status = None;
+    for t in store.list_tasks(&q).await.unwrap().items {
+        let events = checked_log(&store, t.id).await;
+        use EventKind::*;
+        assert_eq!(kinds(&events), [Queued, Started, Output, Succeeded], "task {}", t.id);
+    }
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.queued, stats.running), (0, 0));
+}

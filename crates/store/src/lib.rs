@@ -153,6 +153,9 @@ pub trait Store: Send + Sync + 'static {
     /// The all-events feed after `cursor`, commit-ordered.
     async fn feed(&self, cursor: u64, filter: &FeedFilter, limit: usize) -> Result<FeedPage>;
 
+    /// The feed's current end: a reader starting here sees only events committed later.
+    async fn feed_head(&self) -> Result<u64>;
+
     /// Appends a fleet event (`kind = system`) to the feed.
     async fn append_system(&self, data: Value) -> Result<Event>;
 

@@ -1,1 +1,352 @@
-//! placeholder
+//! The worker: claims tasks for the agents it runs, runs them under leases, streams their
+//! events, and honours cancels, timeouts and drains.
+//!
+//! A worker is a set of long-lived components — the claim loop, the lease keeper (heartbeat
+//! and lease renewal in one statement) and the cancel listener — that the node's supervision
+//! tree runs, plus one tokio task per running attempt.
+
+mod attempt;
+pub mod metrics;
+
+use smith_bus::Bus;
+use smith_core::{AgentDef, Micros, Node, NodeRole, NodeStatus, TaskId};
+use smith_store::{ClaimRequest, Store};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub node_id: String,
+    pub address: Option<String>,
+    /// Agents this worker runs (built-ins included by the caller).
+    pub agents: Vec<AgentDef>,
+    /// Agents running at once in this worker, over all definitions.
+    pub max_agents: usize,
+    /// How long a claim holds a task without renewal.
+    pub lease: Duration,
+    /// Heartbeat and lease renewal period; well under `lease`.
+    pub heartbeat: Duration,
+    /// Claim poll period when no wake-up arrives (a lost wake-up must not strand a task).
+    pub poll: Duration,
+    /// Most tasks claimed per agent in one claim.
+    pub claim_batch: u32,
+    /// How long an attempt's events may wait to be batched with later ones.
+    pub linger: Duration,
+}
+
+impl WorkerOptions {
+    pub fn new(node_id: impl Into<String>, agents: Vec<AgentDef>) -> Self {
+        WorkerOptions {
+            node_id: node_id.into(),
+            address: None,
+            agents,
+            max_agents: 100_000,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(1),
+            poll: Duration::from_millis(250),
+            claim_batch: 512,
+            linger: Duration::from_millis(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    Cancelled,
+    TimedOut,
+    /// Handed back during a drain.
+    Released,
+    /// The lease is gone: another attempt may own the task now. Write nothing.
+    Lost,
+}
+
+pub(crate) struct Running {
+    pub attempt: u32,
+    pub agent: String,
+    pub cancel: CancellationToken,
+    pub reason: Arc<Mutex<Option<StopReason>>>,
+}
+
+impl Running {
+    /// First reason wins.
+    pub fn stop(&self, reason: StopReason) {
+        let mut r = self.reason.lock().expect("reason lock");
+        if r.is_none() {
+            *r = Some(reason);
+        }
+        drop(r);
+        self.cancel.cancel();
+    }
+}
+
+pub(crate) struct Shared {
+    pub opts: WorkerOptions,
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub defs: HashMap<String, Arc<AgentDef>>,
+    pub executors: HashMap<String, Arc<dyn smith_agents::Executor>>,
+    pub running: Mutex<HashMap<TaskId, Running>>,
+    /// Signalled when an attempt ends (capacity freed, drain progress).
+    pub freed: Notify,
+    pub wake: Notify,
+    pub draining: AtomicBool,
+    /// Set once drained: heartbeats stop overwriting the `stopped` status.
+    pub stopped: AtomicBool,
+    pub started_at: Micros,
+}
+
+/// A worker; cheap to clone.
+#[derive(Clone)]
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+/// Live figures for `GET /v1/nodes` and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    pub running: usize,
+    pub capacity: usize,
+}
+
+impl Worker {
+    pub fn new(opts: WorkerOptions, store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Self {
+        let mut defs = HashMap::new();
+        let mut executors = HashMap::new();
+        for d in &opts.agents {
+            executors.insert(d.name.clone(), smith_agents::executor_for(d));
+            defs.insert(d.name.clone(), Arc::new(d.clone()));
+        }
+        Worker {
+            shared: Arc::new(Shared {
+                opts,
+                store,
+                bus,
+                defs,
+                executors,
+                running: Mutex::new(HashMap::new()),
+                freed: Notify::new(),
+                wake: Notify::new(),
+                draining: AtomicBool::new(false),
+                stopped: AtomicBool::new(false),
+                started_at: Micros::now(),
+            }),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.shared.opts.node_id
+    }
+
+    pub fn load(&self) -> Load {
+        let running = self.shared.running.lock().expect("running lock").len();
+        Load { running, capacity: self.shared.opts.max_agents }
+    }
+
+    fn node(&self, status: NodeStatus) -> Node {
+        let load = self.load();
+        let s = &self.shared;
+        Node {
+            id: s.opts.node_id.clone(),
+            role: NodeRole::Worker,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            address: s.opts.address.clone(),
+            status,
+            started_at: s.started_at,
+            heartbeat_at: Micros::now(),
+            load: serde_json::json!({"running": load.running, "capacity": load.capacity}),
+        }
+    }
+
+    /// Registers the node; call before the components start, so its claims are never orphans.
+    pub async fn register(&self) -> smith_store::Result<()> {
+        self.shared.store.heartbeat(&self.node(NodeStatus::Alive)).await
+    }
+
+    /// The claim loop: claims while there is capacity, waking on bus wake-ups and a poll timer.
+    pub async fn claim_loop(self, stop: CancellationToken) -> Result<(), String> {
+        let s = &self.shared;
+        let mut wakes = s.bus.subscribe(smith_bus::subjects::ALL_WAKES).await.map_err(|e| e.to_string())?;
+        loop {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            if !s.draining.load(Ordering::Acquire) {
+                let (wanted, got) = self.claim_once().await?;
+                if wanted > 0 && got == wanted {
+                    // a full batch: more may be waiting; claim again without sleeping
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                m = wakes.recv() => {
+                    if m.is_none() {
+                        return Err("wake-up subscription closed".into());
+                    }
+                    while wakes.try_recv().is_some() {}
+                }
+                _ = s.wake.notified() => {}
+                _ = tokio::time::sleep(s.opts.poll) => {}
+            }
+        }
+    }
+
+    /// One claim for every agent with free slots; returns (slots asked, tasks got).
+    async fn claim_once(&self) -> Result<(u32, u32), String> {
+        let s = &self.shared;
+        let wants: Vec<(String, u32)> = {
+            let running = s.running.lock().expect("running lock");
+            let mut per_agent: HashMap<&str, u32> = HashMap::new();
+            for r in running.values() {
+                *per_agent.entry(r.agent.as_str()).or_default() += 1;
+            }
+            let mut global_free = s.opts.max_agents.saturating_sub(running.len()) as u32;
+            let mut wants = Vec::new();
+            for d in s.defs.values() {
+                let used = per_agent.get(d.name.as_str()).copied().unwrap_or(0);
+                let free = d.concurrency.saturating_sub(used).min(global_free).min(s.opts.claim_batch);
+                if free > 0 {
+                    global_free -= free;
+                    wants.push((d.name.clone(), free));
+                }
+            }
+            wants
+        };
+        let wanted: u32 = wants.iter().map(|w| w.1).sum();
+        if wanted == 0 {
+            return Ok((0, 0));
+        }
+        let req = ClaimRequest { worker: s.opts.node_id.clone(), lease: s.opts.lease, wants };
+        let claimed = match s.store.claim(&req).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "claim failed");
+                // a store hiccup is not a crash: back off one poll and try again
+                tokio::time::sleep(s.opts.poll).await;
+                return Ok((wanted, 0));
+            }
+        };
+        let got = claimed.len() as u32;
+        for c in claimed {
+            attempt::spawn(self.shared.clone(), c);
+        }
+        Ok((wanted, got))
+    }
+
+    /// Heartbeat and lease renewal in one period; stops attempts whose lease is gone and
+    /// those whose cancel was requested (a lost cancel message must not keep a task running).
+    pub async fn lease_keeper(self, stop: CancellationToken) -> Result<(), String> {
+        let s = &self.shared;
+        let mut tick = tokio::time::interval(s.opts.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tick.tick() => {}
+            }
+            self.keep_leases().await;
+        }
+    }
+
+    async fn keep_leases(&self) {
+        let s = &self.shared;
+        if s.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let status = if s.draining.load(Ordering::Acquire) { NodeStatus::Draining } else { NodeStatus::Alive };
+        if let Err(e) = s.store.heartbeat(&self.node(status)).await {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+        let held = match s.store.renew(&s.opts.node_id, s.opts.lease).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "lease renewal failed");
+                return;
+            }
+        };
+        let held: HashMap<TaskId, (u32, bool)> = held.into_iter().map(|h| (h.id, (h.attempt, h.cancel_requested))).collect();
+        let running = s.running.lock().expect("running lock");
+        for (id, r) in running.iter() {
+            match held.get(id) {
+                Some((attempt, _)) if *attempt != r.attempt => r.stop(StopReason::Lost),
+                Some((_, true)) => r.stop(StopReason::Cancelled),
+                Some(_) => {}
+                None => {
+                    tracing::warn!(task_id = %id, attempt = r.attempt, "lease lost; stopping the attempt");
+                    metrics::lease_lost();
+                    r.stop(StopReason::Lost)
+                }
+            }
+        }
+    }
+
+    /// Stops running attempts whose cancel is published on the bus.
+    pub async fn cancel_listener(self, stop: CancellationToken) -> Result<(), String> {
+        let s = &self.shared;
+        let mut sub = s.bus.subscribe(smith_bus::subjects::CANCEL).await.map_err(|e| e.to_string())?;
+        loop {
+            let msg = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                m = sub.recv() => m.ok_or("cancel subscription closed")?,
+            };
+            let Ok(id) = std::str::from_utf8(&msg.payload).unwrap_or("").parse::<TaskId>() else { continue };
+            if let Some(r) = s.running.lock().expect("running lock").get(&id) {
+                tracing::info!(task_id = %id, "cancel requested");
+                r.stop(StopReason::Cancelled);
+            }
+        }
+    }
+
+    /// Stops claiming, lets running attempts finish until `timeout`, then hands the rest back
+    /// to the queue for immediate requeue. Returns how many were handed back.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let s = &self.shared;
+        s.draining.store(true, Ordering::Release);
+        let _ = s.store.heartbeat(&self.node(NodeStatus::Draining)).await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        tracing::info!(running = self.load().running, timeout_s = timeout.as_secs_f64(), "draining");
+        loop {
+            let freed = s.freed.notified();
+            if self.load().running == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                break;
+            }
+        }
+        let handed_back = {
+            let running = s.running.lock().expect("running lock");
+            for r in running.values() {
+                r.stop(StopReason::Released);
+            }
+            running.len()
+        };
+        if handed_back > 0 {
+            tracing::info!(count = handed_back, "drain deadline reached; handing tasks back");
+        }
+        // released attempts stop promptly; give them a bounded time to write their release
+        let release_deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let freed = s.freed.notified();
+            if self.load().running == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(release_deadline, freed).await.is_err() {
+                tracing::warn!(left = self.load().running, "attempts did not stop in time; their leases will expire");
+                break;
+            }
+        }
+        s.stopped.store(true, Ordering::Release);
+        let _ = s.store.set_node_status(&s.opts.node_id, NodeStatus::Stopped).await;
+        handed_back
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Acquire)
+    }
+}

@@ -279,6 +279,10 @@ impl Store for SqliteStore {
         self.read(move |c| ops::feed(c, cursor, &f, limit)).await
     }
 
+    async fn feed_head(&self) -> Result<u64> {
+        self.read(|c| Ok(c.query_row("SELECT coalesce(max(pos), 0) FROM events", [], |r| r.get::<_, i64>(0))? as u64)).await
+    }
+
     async fn append_system(&self, data: Value) -> Result<Event> {
         self.write(move |c| ops::append_system(c, &data, Micros::now())).await
     }

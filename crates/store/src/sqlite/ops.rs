@@ -138,7 +138,19 @@ fn agent_def(c: &Connection, name: &str) -> Result<Option<AgentDef>> {
         .prepare_cached("SELECT definition FROM agents WHERE name = ?1")?
         .query_row([name], |r| r.get(0))
         .optional()?;
-    Ok(def.map(|d| serde_json::from_str(&d)).transpose()?)
+    def.map(|d| parse_agent_def(&d)).transpose()
+}
+
+/// Reads a stored definition. `AgentDef` writes an unset timeout as `null` but reads only an
+/// absent one as unset (smith-core's `duration::option` rejects `null`), so drop the `null`.
+fn parse_agent_def(s: &str) -> Result<AgentDef> {
+    let mut v: Value = serde_json::from_str(s)?;
+    if let Some(obj) = v.as_object_mut() {
+        if obj.get("timeout").is_some_and(Value::is_null) {
+            obj.remove("timeout");
+        }
+    }
+    Ok(serde_json::from_value(v)?)
 }
 
 pub(super) fn submit(c: &Connection, t: &NewTask, now: Micros) -> Result<Submitted> {
@@ -237,18 +249,17 @@ pub(super) fn list_tasks(c: &Connection, q: &TaskQuery) -> Result<TaskPage> {
     })?;
     let mut items = Vec::with_capacity(limit);
     let mut next_cursor = None;
+    let mut more = false;
     for row in rows {
         let (row, rowid) = row?;
         if items.len() == limit {
+            // the query asked for one more than the page: this row proves another page follows
+            more = true;
             break;
         }
         items.push(row.task);
         next_cursor = Some(rowid);
     }
-    let more = items.len() == limit && {
-        // the query asked for one more than the page: a full page means there may be another
-        true
-    };
     Ok(TaskPage { items, next_cursor: if more { next_cursor.map(|v| v.to_string()) } else { None } })
 }
 
@@ -488,17 +499,21 @@ pub(super) fn reap_candidates(c: &Connection, now: Micros) -> Result<Vec<(TaskId
 }
 
 pub(super) fn reap(c: &Connection, victims: &[(TaskId, u32, &'static str)], now: Micros) -> Result<Vec<Change>> {
+    // The victims were chosen on a reader, before this transaction: a lease renewed or a worker
+    // back alive since then keeps its task, so check again here.
+    let still = reap_candidates(c, now)?;
     let mut out = Vec::new();
-    for (id, attempt, reason) in victims {
+    for (id, attempt, _) in victims {
+        let Some(&(_, _, reason)) = still.iter().find(|(i, a, _)| i == id && a == attempt) else { continue };
         let Some(row) = load(c, *id)? else { continue };
         if row.task.status != TaskStatus::Running || row.task.attempt != *attempt {
             continue;
         }
-        let message = match *reason {
+        let message = match reason {
             "lease_expired" => format!("attempt {attempt}: the lease of worker {:?} expired", row.task.worker.as_deref().unwrap_or("?")),
             _ => format!("attempt {attempt}: worker {:?} is gone", row.task.worker.as_deref().unwrap_or("?")),
         };
-        out.push(fail_or_retry(c, row, TaskError::new(*reason, message), true, now)?);
+        out.push(fail_or_retry(c, row, TaskError::new(reason, message), true, now)?);
     }
     Ok(out)
 }
@@ -605,7 +620,7 @@ pub(super) fn agents(c: &Connection) -> Result<Vec<AgentSummary>> {
     let defs = stmt.query_map([], |r| r.get::<_, String>(0))?;
     let mut out = Vec::new();
     for d in defs {
-        let def: AgentDef = serde_json::from_str(&d?)?;
+        let def = parse_agent_def(&d?)?;
         let queued = counts.get(&(def.name.clone(), "queued".into())).copied().unwrap_or(0);
         let running = counts.get(&(def.name.clone(), "running".into())).copied().unwrap_or(0);
         out.push(AgentSummary { def, queued, running });

@@ -1,0 +1,358 @@
+//! The `process` executor: any command as an agent, in its own process group.
+//!
+//! Input goes on stdin or as the last argument; stdout lines become `output` events (a line is
+//! cut into chunks past [`MAX_LINE`], so no output can grow memory without bound); the tail of
+//! stderr is kept for the error; the exit code decides the outcome. On cancel or timeout the
+//! whole group gets SIGTERM, then SIGKILL after the agent's `kill_grace`; after every run the
+//! group is torn down and reaped, so no descendant outlives its task.
+
+use crate::{input_text, Executor, Failure, RunContext, RunResult, Success};
+use async_trait::async_trait;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
+use serde_json::Value;
+use smith_core::{InputMode, Usage};
+use std::collections::{HashSet, VecDeque};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+/// Longest stdout line sent as one event; longer lines are sent in chunks of this size.
+pub const MAX_LINE: usize = 1 << 20;
+/// How much of stderr's tail is kept for the error message.
+const STDERR_TAIL: usize = 16 * 1024;
+
+/// Main pids of running process agents; tokio reaps those, [`reap_orphans`] the rest.
+static MAIN_PIDS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+/// Makes this process the reaper of its agents' orphaned descendants, so a double-forked
+/// child is still ours to kill and reap. Call once at start-up.
+pub fn become_subreaper() -> std::io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)
+}
+
+fn register(pid: i32) {
+    MAIN_PIDS.lock().expect("pid registry").get_or_insert_with(HashSet::new).insert(pid);
+}
+
+fn unregister(pid: i32) {
+    if let Some(set) = MAIN_PIDS.lock().expect("pid registry").as_mut() {
+        set.remove(&pid);
+    }
+}
+
+/// Reaps zombie children that are not the main process of a running agent (orphans
+/// re-parented to us as subreaper). Returns how many were reaped.
+pub fn reap_orphans() -> usize {
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    let mut reaped = 0;
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(stat) = ProcStat::read(pid) else { continue };
+        if stat.ppid != me || stat.state != 'Z' {
+            continue;
+        }
+        let managed = MAIN_PIDS.lock().expect("pid registry").as_ref().is_some_and(|s| s.contains(&pid));
+        if managed {
+            continue;
+        }
+        if waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)).is_ok() {
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
+/// The fields of `/proc/PID/stat` we need.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcStat {
+    pub state: char,
+    pub ppid: i32,
+    pub pgid: i32,
+}
+
+impl ProcStat {
+    pub fn read(pid: i32) -> Option<ProcStat> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // the command name is in parentheses and may contain spaces: parse after the last ')'
+        let rest = &s[s.rfind(')')? + 2..];
+        let mut f = rest.split_ascii_whitespace();
+        let state = f.next()?.chars().next()?;
+        let ppid = f.next()?.parse().ok()?;
+        let pgid = f.next()?.parse().ok()?;
+        Some(ProcStat { state, ppid, pgid })
+    }
+}
+
+/// Pids of live (non-zombie) processes in a process group.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| ProcStat::read(*pid).is_some_and(|s| s.pgid == pgid && s.state != 'Z'))
+        .collect()
+}
+
+/// Kills the group when dropped, so an attempt abandoned mid-run still leaves nothing behind.
+struct GroupGuard {
+    pgid: i32,
+    armed: bool,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+            unregister(self.pgid);
+        }
+    }
+}
+
+pub struct Process;
+
+/// Replaces `{input}`, `{task_id}`, `{attempt}` and `{agent}` in an argument.
+fn expand(arg: &str, input: &str, ctx: &RunContext) -> String {
+    arg.replace("{input}", input)
+        .replace("{task_id}", &ctx.task.id.to_string())
+        .replace("{attempt}", &ctx.task.attempt.to_string())
+        .replace("{agent}", &ctx.task.agent)
+}
+
+#[async_trait]
+impl Executor for Process {
+    async fn run(&self, ctx: RunContext) -> RunResult {
+        let def = ctx.def.clone();
+        let Some(program) = def.command.clone() else {
+            return Err(Failure::new("misconfigured", "process agent has no command", false));
+        };
+        let input = input_text(&ctx.task.input);
+        let mut cmd = Command::new(&program);
+        for a in &def.args {
+            cmd.arg(expand(a, &input, &ctx));
+        }
+        if def.input == InputMode::Arg {
+            cmd.arg(&input);
+        }
+        if let Some(dir) = &def.cwd {
+            cmd.current_dir(dir);
+        }
+        cmd.envs(&def.env)
+            .env("SMITH_TASK_ID", ctx.task.id.to_string())
+            .env("SMITH_ATTEMPT", ctx.task.attempt.to_string())
+            .env("SMITH_AGENT", &ctx.task.agent)
+            .stdin(if def.input == InputMode::Stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return Err(Failure::new("spawn_failed", format!("cannot start {program:?}: {e}"), false)),
+        };
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        register(pid);
+        let mut guard = GroupGuard { pgid: pid, armed: true };
+
+        if let Some(mut stdin) = child.stdin.take() {
+            let bytes = input.clone().into_bytes();
+            // a child that never reads stdin must not block us: write in the background
+            tokio::spawn(async move {
+                let _ = stdin.write_all(&bytes).await;
+                let _ = stdin.shutdown().await;
+            });
+        }
+        let stdout = child.stdout.take().expect("stdout piped");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let stderr_task = tokio::spawn(read_tail(stderr));
+        let out = read_stdout(stdout, &ctx, def.max_result_bytes);
+
+        let mut cancelled = false;
+        let reading = out.collect_into();
+        tokio::pin!(reading);
+        let mut read_done = false;
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                () = &mut reading, if !read_done => read_done = true,
+                () = ctx.cancel.cancelled() => {
+                    cancelled = true;
+                    break terminate(pid, &mut child, def.kill_grace).await;
+                }
+            }
+        };
+        // The main process is gone; whatever it left in its group goes too. Only then can
+        // stdout reach its end, since a background child may still hold it open.
+        teardown_group(pid, def.kill_grace).await;
+        if !read_done && !cancelled {
+            reading.await;
+        }
+        unregister(pid);
+        guard.armed = false;
+        reap_orphans();
+        let stderr_tail = stderr_task.await.unwrap_or_default();
+
+        if cancelled {
+            return Err(Failure::new("cancelled", "stopped", false));
+        }
+        let (result, truncated) = out.take_result();
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => return Err(Failure::new("wait_failed", format!("waiting for {program:?}: {e}"), true)),
+        };
+        if status.success() {
+            let mut result = Value::String(result);
+            if truncated {
+                result = serde_json::json!({"stdout": result, "truncated": true});
+            }
+            return Ok(Success { result, usage: Usage::default() });
+        }
+        let how = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(sig)) => format!("killed by signal {sig}"),
+            _ => "ended abnormally".to_string(),
+        };
+        let message = if stderr_tail.trim().is_empty() {
+            format!("{program} failed with {how}")
+        } else {
+            format!("{program} failed with {how}: {}", stderr_tail.trim_end())
+        };
+        Err(Failure::new("exit_status", message, true))
+    }
+}
+
+/// SIGTERM the group, wait up to `grace` for the main process, then SIGKILL the group.
+async fn terminate(pgid: i32, child: &mut tokio::process::Child, grace: Duration) -> std::io::Result<std::process::ExitStatus> {
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            child.wait().await
+        }
+    }
+}
+
+/// Ends every process left in the group: SIGTERM, a grace period, SIGKILL; then reaps.
+async fn teardown_group(pgid: i32, grace: Duration) {
+    if group_members(pgid).is_empty() {
+        return;
+    }
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        reap_orphans();
+        if group_members(pgid).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    for _ in 0..100 {
+        reap_orphans();
+        if group_members(pgid).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn read_tail(stderr: impl AsyncRead + Unpin) -> String {
+    let mut reader = BufReader::new(stderr);
+    let mut tail: VecDeque<u8> = VecDeque::new();
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok(b) if !b.is_empty() => b,
+            _ => break,
+        };
+        tail.extend(buf.iter().copied());
+        let n = buf.len();
+        reader.consume(n);
+        while tail.len() > STDERR_TAIL {
+            tail.pop_front();
+        }
+    }
+    String::from_utf8_lossy(tail.make_contiguous()).into_owned()
+}
+
+/// Reads stdout line by line into events and the (bounded) result.
+struct StdoutReader<'a, R> {
+    reader: tokio::sync::Mutex<Option<BufReader<R>>>,
+    ctx: &'a RunContext,
+    max_result: usize,
+    result: Mutex<(Vec<u8>, bool)>,
+}
+
+fn read_stdout<R: AsyncRead + Unpin + Send>(stdout: R, ctx: &RunContext, max_result: usize) -> StdoutReader<'_, R> {
+    StdoutReader {
+        reader: tokio::sync::Mutex::new(Some(BufReader::with_capacity(64 * 1024, stdout))),
+        ctx,
+        max_result,
+        result: Mutex::new((Vec::new(), false)),
+    }
+}
+
+impl<R: AsyncRead + Unpin + Send> StdoutReader<'_, R> {
+    async fn collect_into(&self) {
+        let Some(mut reader) = self.reader.lock().await.take() else { return };
+        let mut line: Vec<u8> = Vec::new();
+        loop {
+            let buf = match reader.fill_buf().await {
+                Ok(b) if !b.is_empty() => b,
+                _ => break,
+            };
+            let (take, complete) = match memchr(buf) {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            line.extend_from_slice(&buf[..take]);
+            reader.consume(take);
+            if complete || line.len() >= MAX_LINE {
+                if !self.flush(&mut line).await {
+                    return;
+                }
+            }
+        }
+        if !line.is_empty() {
+            self.flush(&mut line).await;
+        }
+    }
+
+    /// Sends one line (or chunk) as an event and keeps it for the result.
+    async fn flush(&self, line: &mut Vec<u8>) -> bool {
+        {
+            let mut r = self.result.lock().expect("result lock");
+            let room = self.max_result.saturating_sub(r.0.len());
+            if line.len() > room {
+                r.1 = true;
+            }
+            let n = room.min(line.len());
+            r.0.extend_from_slice(&line[..n]);
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        let text = String::from_utf8_lossy(line).into_owned();
+        line.clear();
+        self.ctx.events.output(text).await
+    }
+
+    fn take_result(&self) -> (String, bool) {
+        let mut r = self.result.lock().expect("result lock");
+        let mut bytes = std::mem::take(&mut r.0);
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+        }
+        (String::from_utf8_lossy(&bytes).into_owned(), r.1)
+    }
+}
+
+fn memchr(buf: &[u8]) -> Option<usize> {
+    buf.iter().position(|b| *b == b'\n')
+}

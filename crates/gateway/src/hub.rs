@@ -1,0 +1,126 @@
+//! The gateway's fan-out hub: one bus subscription per gateway, delivered in-process to the
+//! SSE streams that follow a task or the whole feed.
+//!
+//! Each stream gets a bounded channel. A stream that falls behind is unhooked (never
+//! buffered without bound) and told so by its channel closing with `lagged` set; it then
+//! reads what it missed from the store, which is the truth, and hooks in again.
+
+use bytes::Bytes;
+use smith_core::{Event, TaskId};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// An event as it travels: parsed, and its JSON (the SSE `data`) kept to avoid re-encoding.
+#[derive(Debug)]
+pub struct LiveEvent {
+    pub event: Event,
+    pub json: Bytes,
+}
+
+struct Hook {
+    id: u64,
+    tx: mpsc::Sender<Arc<LiveEvent>>,
+    lagged: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+pub struct Hub {
+    tasks: Mutex<HashMap<TaskId, Vec<Hook>>>,
+    all: Mutex<Vec<Hook>>,
+    next: AtomicU64,
+    buffer: usize,
+}
+
+/// A stream's hook into the hub; unhooks on drop.
+pub struct Tap {
+    pub rx: mpsc::Receiver<Arc<LiveEvent>>,
+    lagged: Arc<AtomicBool>,
+    id: u64,
+    task: Option<TaskId>,
+    hub: Arc<Hub>,
+}
+
+impl Tap {
+    /// True when the hub unhooked this tap because it fell behind.
+    pub fn lagged(&self) -> bool {
+        self.lagged.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        match self.task {
+            Some(t) => {
+                let mut tasks = self.hub.tasks.lock().expect("hub lock");
+                if let Some(hooks) = tasks.get_mut(&t) {
+                    hooks.retain(|h| h.id != self.id);
+                    if hooks.is_empty() {
+                        tasks.remove(&t);
+                    }
+                }
+            }
+            None => self.hub.all.lock().expect("hub lock").retain(|h| h.id != self.id),
+        }
+    }
+}
+
+impl Hub {
+    pub fn new(buffer: usize) -> Arc<Self> {
+        Arc::new(Hub { buffer: buffer.max(1), ..Default::default() })
+    }
+
+    fn hook(&self) -> (Hook, mpsc::Receiver<Arc<LiveEvent>>, Arc<AtomicBool>, u64) {
+        let (tx, rx) = mpsc::channel(self.buffer);
+        let lagged = Arc::new(AtomicBool::new(false));
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        (Hook { id, tx, lagged: lagged.clone() }, rx, lagged, id)
+    }
+
+    pub fn tap_task(self: &Arc<Self>, task: TaskId) -> Tap {
+        let (hook, rx, lagged, id) = self.hook();
+        self.tasks.lock().expect("hub lock").entry(task).or_default().push(hook);
+        Tap { rx, lagged, id, task: Some(task), hub: self.clone() }
+    }
+
+    pub fn tap_all(self: &Arc<Self>) -> Tap {
+        let (hook, rx, lagged, id) = self.hook();
+        self.all.lock().expect("hub lock").push(hook);
+        Tap { rx, lagged, id, task: None, hub: self.clone() }
+    }
+
+    /// Delivers one event to its task's taps and to every feed tap.
+    pub fn deliver(&self, ev: Arc<LiveEvent>) {
+        if let Some(task) = ev.event.task_id {
+            let mut tasks = self.tasks.lock().expect("hub lock");
+            if let Some(hooks) = tasks.get_mut(&task) {
+                offer(hooks, &ev);
+                if hooks.is_empty() {
+                    tasks.remove(&task);
+                }
+            }
+        }
+        let mut all = self.all.lock().expect("hub lock");
+        if !all.is_empty() {
+            offer(&mut all, &ev);
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        let tasks: usize = self.tasks.lock().expect("hub lock").values().map(Vec::len).sum();
+        tasks + self.all.lock().expect("hub lock").len()
+    }
+}
+
+fn offer(hooks: &mut Vec<Hook>, ev: &Arc<LiveEvent>) {
+    hooks.retain(|h| match h.tx.try_send(ev.clone()) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            h.lagged.store(true, Ordering::Release);
+            crate::metrics::lagged();
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    });
+}

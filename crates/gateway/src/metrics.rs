@@ -1,0 +1,50 @@
+//! The gateway's metrics: names and recording helpers, described once.
+
+pub const HTTP_REQUESTS: &str = "smith_http_requests_total";
+pub const HTTP_LATENCY: &str = "smith_http_request_duration_seconds";
+pub const TASKS_SUBMITTED: &str = "smith_tasks_submitted_total";
+pub const SSE_CONNECTIONS: &str = "smith_sse_connections";
+pub const SSE_SLOW_READERS: &str = "smith_sse_slow_readers_cut_total";
+pub const SSE_LAGGED: &str = "smith_sse_lagged_total";
+
+pub fn describe() {
+    metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests, by route and status");
+    metrics::describe_histogram!(HTTP_LATENCY, metrics::Unit::Seconds, "HTTP request latency, by route");
+    metrics::describe_counter!(TASKS_SUBMITTED, "Tasks accepted, by agent");
+    metrics::describe_gauge!(SSE_CONNECTIONS, "Open SSE streams, by kind");
+    metrics::describe_counter!(SSE_SLOW_READERS, "SSE readers cut off for not reading");
+    metrics::describe_counter!(SSE_LAGGED, "SSE streams that fell behind the live feed and re-read the store");
+}
+
+pub(crate) fn submitted(agent: &str) {
+    metrics::counter!(TASKS_SUBMITTED, "agent" => agent.to_string()).increment(1);
+}
+
+pub(crate) fn slow_reader_cut() {
+    metrics::counter!(SSE_SLOW_READERS).increment(1);
+}
+
+pub(crate) fn lagged() {
+    metrics::counter!(SSE_LAGGED).increment(1);
+}
+
+pub(crate) fn request(route: &str, status: u16, secs: f64) {
+    metrics::counter!(HTTP_REQUESTS, "route" => route.to_string(), "status" => status.to_string()).increment(1);
+    metrics::histogram!(HTTP_LATENCY, "route" => route.to_string()).record(secs);
+}
+
+/// Counts an open SSE stream for as long as it lives.
+pub(crate) struct SseConnection(&'static str);
+
+impl SseConnection {
+    pub fn open(kind: &'static str) -> Self {
+        metrics::gauge!(SSE_CONNECTIONS, "kind" => kind).increment(1.0);
+        SseConnection(kind)
+    }
+}
+
+impl Drop for SseConnection {
+    fn drop(&mut self) {
+        metrics::gauge!(SSE_CONNECTIONS, "kind" => self.0).decrement(1.0);
+    }
+}

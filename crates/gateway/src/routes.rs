@@ -1,0 +1,214 @@
+//! The HTTP routes of SPEC §4 (sessions come later) and their request and response shapes.
+
+use crate::error::{ApiError, ApiResult, JsonBody, QueryParams};
+use crate::stream::{self, SseBody};
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use smith_core::{Code, EventKind, NewTask, TaskId, TaskStatus, DEFAULT_TENANT};
+use smith_store::{FeedFilter, TaskQuery};
+use std::sync::Arc;
+
+const OPENAPI: &str = include_str!("openapi.json");
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/tasks", post(submit).get(list))
+        .route("/v1/tasks/{id}", get(get_task))
+        .route("/v1/tasks/{id}/cancel", post(cancel))
+        .route("/v1/tasks/{id}/events", get(task_events))
+        .route("/v1/events", get(feed))
+        .route("/v1/agents", get(agents))
+        .route("/v1/nodes", get(nodes))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> Response {
+    let body = json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this route"}});
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+fn parse_id(s: &str) -> ApiResult<TaskId> {
+    Ok(s.parse::<TaskId>()?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitRequest {
+    agent: String,
+    input: Value,
+    priority: Option<u8>,
+    timeout_ms: Option<u64>,
+    max_attempts: Option<u32>,
+    idempotency_key: Option<String>,
+    session_id: Option<String>,
+    metadata: Option<Value>,
+}
+
+async fn submit(State(s): State<Arc<AppState>>, JsonBody(req): JsonBody<SubmitRequest>) -> ApiResult<Response> {
+    let task = NewTask {
+        id: TaskId::new(),
+        agent: req.agent,
+        input: req.input,
+        priority: req.priority.unwrap_or(0),
+        timeout_ms: req.timeout_ms,
+        max_attempts: req.max_attempts,
+        idempotency_key: req.idempotency_key,
+        session_id: req.session_id,
+        tenant: DEFAULT_TENANT.to_string(),
+        metadata: req.metadata.unwrap_or_else(|| json!({})),
+    };
+    task.validate()?;
+    let submitted = s.store.submit(task).await?;
+    let t = &submitted.task;
+    let status = if submitted.created {
+        crate::metrics::submitted(&t.agent);
+        smith_bus::publish_events(s.bus.as_ref(), &submitted.events).await;
+        // wake-ups are a fast path only: workers also poll, so a lost one strands nothing
+        let _ = s.bus.publish(&smith_bus::subjects::wake(&t.agent), bytes::Bytes::new()).await;
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let location = format!("/v1/tasks/{}", t.id);
+    Ok((status, [(axum::http::header::LOCATION, location)], Json(submitted.task)).into_response())
+}
+
+async fn get_task(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    match s.store.get_task(id).await? {
+        Some(t) => Ok(Json(t).into_response()),
+        None => Err(ApiError::not_found(format!("task {id} not found"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    status: Option<String>,
+    agent: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn list(State(s): State<Arc<AppState>>, QueryParams(p): QueryParams<ListParams>) -> ApiResult<Response> {
+    let status = p.status.as_deref().map(str::parse::<TaskStatus>).transpose()?;
+    let limit = p.limit.unwrap_or(50);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::invalid(format!("limit must be 1..=1000, got {limit}")));
+    }
+    let q = TaskQuery { status, agent: p.agent, tenant: None, limit, cursor: p.cursor };
+    let page = s.store.list_tasks(&q).await?;
+    Ok(Json(json!({"items": page.items, "next_cursor": page.next_cursor})).into_response())
+}
+
+async fn cancel(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let change = s.store.request_cancel(id).await?;
+    smith_bus::publish_events(s.bus.as_ref(), &change.events).await;
+    if change.task.status == TaskStatus::Running {
+        // the flag is durable; the worker also sees it on its next lease renewal
+        let _ = s.bus.publish(smith_bus::subjects::CANCEL, bytes::Bytes::from(id.to_string())).await;
+    }
+    Ok((StatusCode::ACCEPTED, Json(change.task)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamParams {
+    after: Option<String>,
+}
+
+/// `Last-Event-ID` wins over `?after=`; both are non-negative integers.
+fn resume_point(headers: &HeaderMap, after: Option<&str>) -> ApiResult<Option<u64>> {
+    let raw = headers.get("last-event-id").map(|v| v.to_str().unwrap_or("?").to_string()).or(after.map(str::to_string));
+    match raw {
+        None => Ok(None),
+        Some(r) if r.trim().is_empty() => Ok(None),
+        Some(r) => r
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| ApiError::invalid(format!("Last-Event-ID / after must be a non-negative integer, got {r:?}"))),
+    }
+}
+
+async fn task_events(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    QueryParams(p): QueryParams<StreamParams>,
+) -> ApiResult<SseBody> {
+    let id = parse_id(&id)?;
+    let after = resume_point(&headers, p.after.as_deref())?.unwrap_or(0);
+    stream::task_stream(s, id, after).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedParams {
+    agent: Option<String>,
+    /// Comma-separated event kinds.
+    kind: Option<String>,
+    after: Option<String>,
+}
+
+async fn feed(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    QueryParams(p): QueryParams<FeedParams>,
+) -> ApiResult<SseBody> {
+    let cursor = resume_point(&headers, p.after.as_deref())?;
+    let mut kinds = Vec::new();
+    for k in p.kind.as_deref().unwrap_or("").split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        kinds.push(k.parse::<EventKind>()?);
+    }
+    if let Some(a) = &p.agent {
+        smith_core::agent::validate_name(a).map_err(|e| ApiError::new(Code::InvalidArgument, e.message))?;
+    }
+    let filter = FeedFilter { agent: p.agent, kinds, tenant: None };
+    stream::feed_stream(s, cursor, filter).await
+}
+
+async fn agents(State(s): State<Arc<AppState>>) -> ApiResult<Response> {
+    let items = s.store.agents().await?;
+    Ok(Json(json!({"items": items})).into_response())
+}
+
+async fn nodes(State(s): State<Arc<AppState>>) -> ApiResult<Response> {
+    let items = s.store.nodes().await?;
+    Ok(Json(json!({"items": items})).into_response())
+}
+
+async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(s): State<Arc<AppState>>) -> ApiResult<Response> {
+    s.store.ping().await.map_err(|e| ApiError::new(Code::Unavailable, format!("store not ready: {e}")))?;
+    Ok(Json(json!({"status": "ready"})).into_response())
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    let body = s.opts.metrics.as_ref().map(|r| r()).unwrap_or_default();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}

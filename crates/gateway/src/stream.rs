@@ -1,0 +1,225 @@
+//! Server-Sent-Event streams without gaps or duplicates: a task's events (`id` = seq) and the
+//! all-events feed (`id` = commit-ordered position).
+//!
+//! Each stream hooks into the hub *first*, then replays from the store, then goes live,
+//! dropping events already sent and filling any gap from the store before sending past it.
+//! The store is the truth; the hub is only the fast path. A producer task per stream writes
+//! into a small bounded channel that the response body drains: a reader that stops reading
+//! for `slow_reader_timeout` is cut off and resumes with `Last-Event-ID`.
+
+use crate::error::{ApiError, ApiResult};
+use crate::hub::{LiveEvent, Tap};
+use crate::AppState;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use bytes::Bytes;
+use smith_core::{Event, EventKind, TaskId};
+use smith_store::FeedFilter;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Replay page size.
+const PAGE: usize = 500;
+/// With no live event for this long, look at the store anyway (a lost publish must not stall a reader).
+const STORE_POLL: Duration = Duration::from_secs(2);
+
+type Frame = Result<SseEvent, Infallible>;
+pub type SseBody = Sse<axum::response::sse::KeepAliveStream<ReceiverStream<Frame>>>;
+
+fn frame(id: u64, kind: EventKind, json: &[u8]) -> Frame {
+    let data = std::str::from_utf8(json).unwrap_or("{}");
+    Ok(SseEvent::default().id(id.to_string()).event(kind.as_str()).data(data))
+}
+
+fn encode(ev: &Event) -> Bytes {
+    Bytes::from(serde_json::to_vec(ev).expect("event serializes"))
+}
+
+/// Sends a frame; false when the reader is gone or too slow (cut off).
+async fn send(tx: &mpsc::Sender<Frame>, f: Frame, slow: Duration) -> bool {
+    match tokio::time::timeout(slow, tx.send(f)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            crate::metrics::slow_reader_cut();
+            tracing::info!("slow SSE reader cut off; it resumes with Last-Event-ID");
+            false
+        }
+    }
+}
+
+fn respond(state: &AppState, rx: mpsc::Receiver<Frame>) -> SseBody {
+    Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(state.opts.keepalive).text("keep-alive"))
+}
+
+/// `GET /v1/tasks/{id}/events`: replay after `after`, then live; closes after the terminal event.
+pub async fn task_stream(state: Arc<AppState>, id: TaskId, after: u64) -> ApiResult<SseBody> {
+    if state.store.get_task(id).await?.is_none() {
+        return Err(ApiError::not_found(format!("task {id} not found")));
+    }
+    let (tx, rx) = mpsc::channel(state.opts.sse_buffer);
+    let st = state.clone();
+    tokio::spawn(async move {
+        let _conn = crate::metrics::SseConnection::open("task");
+        follow_task(&st, id, after, &tx).await;
+    });
+    Ok(respond(&state, rx))
+}
+
+enum Flow {
+    Going,
+    /// The terminal event was sent, or the reader is gone.
+    Done,
+}
+
+async fn follow_task(state: &Arc<AppState>, id: TaskId, after: u64, tx: &mpsc::Sender<Frame>) {
+    let slow = state.opts.slow_reader_timeout;
+    let mut next = after + 1;
+    'hook: loop {
+        let mut tap: Tap = state.hub.tap_task(id);
+        if let Flow::Done = replay_task(state, id, &mut next, tx).await {
+            return;
+        }
+        loop {
+            let live = tokio::select! {
+                ev = tap.rx.recv() => ev,
+                _ = tokio::time::sleep(STORE_POLL) => {
+                    if let Flow::Done = replay_task(state, id, &mut next, tx).await { return; }
+                    continue;
+                }
+                _ = tx.closed() => return,
+            };
+            let Some(ev) = live else {
+                // unhooked for lagging: read what was missed, then hook in again
+                let _ = tap.lagged();
+                continue 'hook;
+            };
+            let seq = ev.event.seq;
+            if seq < next {
+                continue;
+            }
+            if seq > next {
+                // a gap: the store has what the hub skipped (it is published only after commit)
+                if let Flow::Done = replay_task(state, id, &mut next, tx).await {
+                    return;
+                }
+                continue;
+            }
+            if !send(tx, frame(seq, ev.event.kind, &ev.json), slow).await {
+                return;
+            }
+            next = seq + 1;
+            if ev.event.kind.is_terminal() {
+                return;
+            }
+        }
+    }
+}
+
+async fn replay_task(state: &AppState, id: TaskId, next: &mut u64, tx: &mpsc::Sender<Frame>) -> Flow {
+    let slow = state.opts.slow_reader_timeout;
+    loop {
+        let page = match state.store.events(id, *next - 1, PAGE).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(task_id = %id, error = %e, "replay failed; closing the stream for the reader to resume");
+                return Flow::Done;
+            }
+        };
+        let n = page.len();
+        for ev in page {
+            if ev.seq != *next {
+                continue;
+            }
+            if !send(tx, frame(ev.seq, ev.kind, &encode(&ev)), slow).await {
+                return Flow::Done;
+            }
+            *next = ev.seq + 1;
+            if ev.kind.is_terminal() {
+                return Flow::Done;
+            }
+        }
+        if n < PAGE {
+            return Flow::Going;
+        }
+    }
+}
+
+/// `GET /v1/events`: the feed after `cursor` (or from now), filtered, resumable by position.
+pub async fn feed_stream(state: Arc<AppState>, cursor: Option<u64>, filter: FeedFilter) -> ApiResult<SseBody> {
+    let cursor = match cursor {
+        Some(c) => c,
+        None => state.store.feed_head().await?,
+    };
+    let (tx, rx) = mpsc::channel(state.opts.sse_buffer);
+    let st = state.clone();
+    tokio::spawn(async move {
+        let _conn = crate::metrics::SseConnection::open("feed");
+        follow_feed(&st, cursor, &filter, &tx).await;
+    });
+    Ok(respond(&state, rx))
+}
+
+async fn follow_feed(state: &Arc<AppState>, mut cursor: u64, filter: &FeedFilter, tx: &mpsc::Sender<Frame>) {
+    let slow = state.opts.slow_reader_timeout;
+    'hook: loop {
+        let mut tap = state.hub.tap_all();
+        if !replay_feed(state, &mut cursor, filter, tx).await {
+            return;
+        }
+        loop {
+            let live: Option<Arc<LiveEvent>> = tokio::select! {
+                ev = tap.rx.recv() => ev,
+                _ = tokio::time::sleep(STORE_POLL) => {
+                    if !replay_feed(state, &mut cursor, filter, tx).await { return; }
+                    continue;
+                }
+                _ = tx.closed() => return,
+            };
+            let Some(ev) = live else { continue 'hook };
+            let pos = ev.event.pos;
+            if pos <= cursor {
+                continue;
+            }
+            if pos > cursor + 1 {
+                // published out of commit order, or skipped: the store decides
+                if !replay_feed(state, &mut cursor, filter, tx).await {
+                    return;
+                }
+                continue;
+            }
+            cursor = pos;
+            if filter.matches(&ev.event) && !send(tx, frame(pos, ev.event.kind, &ev.json), slow).await {
+                return;
+            }
+        }
+    }
+}
+
+async fn replay_feed(state: &AppState, cursor: &mut u64, filter: &FeedFilter, tx: &mpsc::Sender<Frame>) -> bool {
+    let slow = state.opts.slow_reader_timeout;
+    loop {
+        let page = match state.store.feed(*cursor, filter, PAGE).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "feed replay failed; closing the stream for the reader to resume");
+                return false;
+            }
+        };
+        for ev in &page.events {
+            if ev.pos <= *cursor {
+                continue;
+            }
+            if !send(tx, frame(ev.pos, ev.kind, &encode(ev)), slow).await {
+                return false;
+            }
+            *cursor = ev.pos;
+        }
+        *cursor = (*cursor).max(page.cursor);
+        if !page.more {
+            return true;
+        }
+    }
+}

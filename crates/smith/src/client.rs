@@ -1,0 +1,433 @@
+//! Client commands: talk to a gateway over HTTP and follow SSE streams, resuming with
+//! `Last-Event-ID` after any disconnect.
+
+use crate::ClientOpts;
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TaskCommand {
+    /// Submit a task; with --follow, stream it and exit with its outcome.
+    Submit(SubmitArgs),
+    /// Show a task.
+    Get { id: String },
+    /// List tasks, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Ask a task to stop.
+    Cancel { id: String },
+    /// Follow a task's events until it ends; exit with its outcome.
+    Watch {
+        id: String,
+        /// Resume after this event number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SubmitArgs {
+    /// The agent to run.
+    pub agent: String,
+    /// Input: parsed as JSON when it is valid JSON, else taken as a string.
+    #[arg(long, default_value = "")]
+    pub input: String,
+    /// Take --input as a string even when it parses as JSON.
+    #[arg(long)]
+    pub raw: bool,
+    #[arg(long)]
+    pub priority: Option<u8>,
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Metadata as a JSON object.
+    #[arg(long)]
+    pub metadata: Option<String>,
+    /// Stream the task's events and exit with its outcome.
+    #[arg(long)]
+    pub follow: bool,
+}
+
+/// Exit codes of `--follow` and `watch`, by terminal status.
+pub fn exit_code_for(status: &str) -> ExitCode {
+    match status {
+        "succeeded" => ExitCode::SUCCESS,
+        "failed" => ExitCode::from(1),
+        "cancelled" => ExitCode::from(3),
+        "timed_out" => ExitCode::from(4),
+        _ => ExitCode::from(1),
+    }
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(opts: &ClientOpts) -> Result<Self> {
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
+        Ok(Client { http, base: opts.server.trim_end_matches('/').to_string(), token: opts.token.clone() })
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    /// Sends and decodes; an API error becomes a message with its code.
+    pub async fn call(&self, r: reqwest::RequestBuilder) -> Result<(reqwest::StatusCode, Value)> {
+        let resp = r.send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let code = body["error"]["code"].as_str().unwrap_or("error");
+            let msg = body["error"]["message"].as_str().unwrap_or("");
+            bail!("{} ({code}): {msg}", status.as_u16());
+        }
+        Ok((status, body))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        Ok(self.call(self.req(reqwest::Method::GET, path)).await?.1)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        Ok(self.call(self.req(reqwest::Method::POST, path).json(body)).await?.1)
+    }
+
+    /// Follows a task's stream from `after`, calling `on_event` for each event; reconnects
+    /// with Last-Event-ID; returns the terminal status.
+    pub async fn follow(&self, id: &str, mut after: u64, mut on_event: impl FnMut(&str, &Value)) -> Result<String> {
+        let mut failures = 0u32;
+        loop {
+            let r = self
+                .req(reqwest::Method::GET, &format!("/v1/tasks/{id}/events"))
+                .header("accept", "text/event-stream")
+                .header("last-event-id", after.to_string());
+            let resp = match r.send().await {
+                Ok(resp) if resp.status().is_success() => resp,
+                Ok(resp) if resp.status().is_client_error() => {
+                    let status = resp.status();
+                    let body: Value = resp.json().await.unwrap_or(Value::Null);
+                    bail!("{}: {}", status.as_u16(), body["error"]["message"].as_str().unwrap_or(""));
+                }
+                Ok(resp) => {
+                    failures += 1;
+                    tracing_retry(failures, &format!("status {}", resp.status()))?;
+                    tokio::time::sleep(backoff(failures)).await;
+                    continue;
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing_retry(failures, &e.to_string())?;
+                    tokio::time::sleep(backoff(failures)).await;
+                    continue;
+                }
+            };
+            let mut parser = SseParser::default();
+            let mut body = resp.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                let Ok(chunk) = chunk else { break };
+                for ev in parser.push(&chunk) {
+                    failures = 0;
+                    let Ok(seq) = ev.id.parse::<u64>() else { continue };
+                    if seq <= after {
+                        continue;
+                    }
+                    after = seq;
+                    let data: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
+                    on_event(&ev.event, &data);
+                    if let Some(status) = ev.event.strip_prefix("task.").filter(|s| matches!(*s, "succeeded" | "failed" | "cancelled" | "timed_out")) {
+                        return Ok(status.to_string());
+                    }
+                }
+            }
+            // the stream ended without a terminal event: resume after the last one seen
+            failures += 1;
+            tracing_retry(failures, "stream closed")?;
+            tokio::time::sleep(backoff(failures)).await;
+        }
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis((100u64 << failures.min(5)).min(3000))
+}
+
+/// Gives up after about a minute of consecutive failures.
+fn tracing_retry(failures: u32, why: &str) -> Result<()> {
+    if failures > 25 {
+        bail!("lost the stream and could not resume: {why}");
+    }
+    eprintln!("smith: stream interrupted ({why}); resuming");
+    Ok(())
+}
+
+/// One parsed SSE frame.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SseFrame {
+    pub id: String,
+    pub event: String,
+    pub data: String,
+}
+
+/// An incremental `text/event-stream` parser.
+#[derive(Default)]
+pub struct SseParser {
+    buf: Vec<u8>,
+    cur: SseFrame,
+    has_data: bool,
+}
+
+impl SseParser {
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<SseFrame> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=nl).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if self.has_data {
+                    out.push(std::mem::take(&mut self.cur));
+                } else {
+                    self.cur = SseFrame::default();
+                }
+                self.has_data = false;
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line, ""),
+            };
+            match field {
+                "id" => self.cur.id = value.to_string(),
+                "event" => self.cur.event = value.to_string(),
+                "data" => {
+                    if self.has_data {
+                        self.cur.data.push('\n');
+                    }
+                    self.cur.data.push_str(value);
+                    self.has_data = true;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+fn print_value(json_out: bool, v: &Value) {
+    if json_out {
+        println!("{v}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    }
+}
+
+fn print_event(json_out: bool, kind: &str, data: &Value) {
+    if json_out {
+        println!("{data}");
+        return;
+    }
+    let payload = &data["data"];
+    let text = match payload {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    println!("{:>4} {kind:<15} {text}", data["seq"].as_u64().unwrap_or(0));
+}
+
+pub async fn task(cmd: TaskCommand, opts: ClientOpts) -> Result<ExitCode> {
+    let c = Client::new(&opts)?;
+    match cmd {
+        TaskCommand::Submit(a) => {
+            let input: Value = if a.raw || a.input.is_empty() {
+                Value::String(a.input.clone())
+            } else {
+                serde_json::from_str(&a.input).unwrap_or_else(|_| Value::String(a.input.clone()))
+            };
+            let mut body = json!({"agent": a.agent, "input": input});
+            if let Some(p) = a.priority {
+                body["priority"] = json!(p);
+            }
+            if let Some(t) = a.timeout_ms {
+                body["timeout_ms"] = json!(t);
+            }
+            if let Some(m) = a.max_attempts {
+                body["max_attempts"] = json!(m);
+            }
+            if let Some(k) = &a.idempotency_key {
+                body["idempotency_key"] = json!(k);
+            }
+            if let Some(m) = &a.metadata {
+                body["metadata"] = serde_json::from_str(m).map_err(|e| anyhow!("--metadata is not JSON: {e}"))?;
+            }
+            let task = c.post("/v1/tasks", &body).await?;
+            let id = task["id"].as_str().ok_or_else(|| anyhow!("no id in the answer"))?.to_string();
+            if !a.follow {
+                if opts.json {
+                    print_value(true, &task);
+                } else {
+                    println!("{id}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !opts.json {
+                eprintln!("task {id}");
+            }
+            let status = c.follow(&id, 0, |k, d| print_event(opts.json, k, d)).await?;
+            Ok(exit_code_for(&status))
+        }
+        TaskCommand::Get { id } => {
+            print_value(opts.json, &c.get(&format!("/v1/tasks/{id}")).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        TaskCommand::List { status, agent, limit, cursor } => {
+            let mut q = vec![("limit".to_string(), limit.to_string())];
+            if let Some(s) = status {
+                q.push(("status".into(), s));
+            }
+            if let Some(a) = agent {
+                q.push(("agent".into(), a));
+            }
+            if let Some(cur) = cursor {
+                q.push(("cursor".into(), cur));
+            }
+            let qs = serde_urlencoded_pairs(&q);
+            let page = c.get(&format!("/v1/tasks?{qs}")).await?;
+            if opts.json {
+                print_value(true, &page);
+            } else {
+                for t in page["items"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {:<10} {:<12} attempt {} {}",
+                        t["id"].as_str().unwrap_or(""),
+                        t["status"].as_str().unwrap_or(""),
+                        t["agent"].as_str().unwrap_or(""),
+                        t["attempt"],
+                        t["created_at"].as_str().unwrap_or("")
+                    );
+                }
+                if let Some(n) = page["next_cursor"].as_str() {
+                    println!("next: --cursor {n}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TaskCommand::Cancel { id } => {
+            let t = c.post(&format!("/v1/tasks/{id}/cancel"), &json!({})).await?;
+            if opts.json {
+                print_value(true, &t);
+            } else {
+                println!("{} {}", t["id"].as_str().unwrap_or(""), t["status"].as_str().unwrap_or(""));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TaskCommand::Watch { id, after } => {
+            let status = c.follow(&id, after, |k, d| print_event(opts.json, k, d)).await?;
+            Ok(exit_code_for(&status))
+        }
+    }
+}
+
+fn serde_urlencoded_pairs(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub async fn agents(opts: ClientOpts) -> Result<ExitCode> {
+    let c = Client::new(&opts)?;
+    let v = c.get("/v1/agents").await?;
+    if opts.json {
+        print_value(true, &v);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<20} {:<10} {:>11} {:>8} {:>8}", "AGENT", "EXECUTOR", "CONCURRENCY", "QUEUED", "RUNNING");
+    for a in v["items"].as_array().into_iter().flatten() {
+        println!(
+            "{:<20} {:<10} {:>11} {:>8} {:>8}",
+            a["name"].as_str().unwrap_or(""),
+            a["executor"].as_str().unwrap_or(""),
+            a["concurrency"].to_string(),
+            a["queued"].to_string(),
+            a["running"].to_string()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn nodes(opts: ClientOpts) -> Result<ExitCode> {
+    let c = Client::new(&opts)?;
+    let v = c.get("/v1/nodes").await?;
+    if opts.json {
+        print_value(true, &v);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<40} {:<11} {:<9} {:<30} LOAD", "NODE", "ROLE", "STATUS", "HEARTBEAT");
+    for n in v["items"].as_array().into_iter().flatten() {
+        println!(
+            "{:<40} {:<11} {:<9} {:<30} {}",
+            n["id"].as_str().unwrap_or(""),
+            n["role"].as_str().unwrap_or(""),
+            n["status"].as_str().unwrap_or(""),
+            n["heartbeat_at"].as_str().unwrap_or(""),
+            n["load"]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_parser_handles_split_frames_comments_and_multiline_data() {
+        let mut p = SseParser::default();
+        assert!(p.push(b": keep-alive\n\nid: 3\nevent: out").is_empty());
+        let frames = p.push(b"put\ndata: {\"a\":\ndata: 1}\n\n");
+        assert_eq!(frames, vec![SseFrame { id: "3".into(), event: "output".into(), data: "{\"a\":\n1}".into() }]);
+        let frames = p.push(b"id:4\r\ndata:x\r\n\r\n");
+        assert_eq!(frames[0].id, "4");
+        assert_eq!(frames[0].data, "x");
+    }
+}

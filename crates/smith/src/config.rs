@@ -1,0 +1,244 @@
+//! Configuration: defaults < `smith.toml` < `SMITH_*` environment < flags. Unknown keys are
+//! errors that name the key; everything is validated once, after loading.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use smith_core::{AgentDef, ExecutorKind, InputMode};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `smith.toml` as written; every section and key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub worker: WorkerSection,
+    #[serde(default)]
+    pub supervisor: SupervisorSection,
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: Option<String>,
+    pub token: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    #[serde(default, with = "opt_duration")]
+    pub keepalive: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub slow_reader_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub url: Option<String>,
+    /// fsync every commit (default true); false survives process crashes but not power loss.
+    pub fsync: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSection {
+    pub max_agents: Option<usize>,
+    #[serde(default, with = "opt_duration")]
+    pub lease: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub heartbeat: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub poll: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub drain_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorSection {
+    #[serde(default, with = "opt_duration")]
+    pub dead_after: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    pub executor: Option<String>,
+    /// For `executor = "builtin"`: which built-in (default: the agent's name).
+    pub builtin: Option<String>,
+    pub command: Option<String>,
+    pub args: Option<Vec<String>>,
+    pub input: Option<InputMode>,
+    pub cwd: Option<String>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub concurrency: Option<u32>,
+    #[serde(default, with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    pub max_attempts: Option<u32>,
+    #[serde(default, with = "opt_duration")]
+    pub retry_backoff: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub retry_backoff_max: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub kill_grace: Option<Duration>,
+    pub max_result_bytes: Option<usize>,
+}
+
+mod opt_duration {
+    use serde::Deserializer;
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        smith_core::time::duration::deserialize(d).map(Some)
+    }
+}
+
+impl FileConfig {
+    /// Reads `path`; a missing file is an error only when it was asked for explicitly.
+    pub fn load(path: Option<&Path>) -> Result<FileConfig> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from("smith.toml"), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(FileConfig::default()),
+            Err(e) => return Err(anyhow!("cannot read config {}: {e}", path.display())),
+        };
+        toml::from_str(&text).map_err(|e| anyhow!("invalid config {}: {}", path.display(), e.message().trim_end()).context(e.to_string()))
+            .map_err(|e| anyhow!("{}", e.root_cause().to_string().trim_end()).context(format!("invalid config {}", path.display())))
+    }
+}
+
+impl AgentSection {
+    pub fn resolve(&self, name: &str) -> Result<AgentDef> {
+        let executor = match self.executor.as_deref() {
+            None | Some("builtin") => {
+                let which = self.builtin.as_deref().unwrap_or(name);
+                let Some(kind) = ExecutorKind::builtin(which) else {
+                    if self.executor.is_none() {
+                        bail!("agent {name:?}: `executor` is required (\"process\" or \"builtin\")");
+                    }
+                    bail!("agent {name:?}: unknown built-in {which:?} (echo, sleep, fail, stream)");
+                };
+                kind
+            }
+            Some("process") => {
+                if self.builtin.is_some() {
+                    bail!("agent {name:?}: `builtin` is only for executor \"builtin\"");
+                }
+                ExecutorKind::Process
+            }
+            Some(other @ ("claude-code" | "anthropic" | "openai")) => {
+                bail!("agent {name:?}: executor {other:?} is not available in this build yet (use \"process\" or \"builtin\")")
+            }
+            Some(other) => bail!("agent {name:?}: unknown executor {other:?} (use \"process\" or \"builtin\")"),
+        };
+        let mut d = AgentDef::new(name, executor);
+        if let Some(v) = &self.command {
+            d.command = Some(v.clone());
+        }
+        if let Some(v) = &self.args {
+            d.args = v.clone();
+        }
+        if let Some(v) = self.input {
+            d.input = v;
+        }
+        if let Some(v) = &self.cwd {
+            d.cwd = Some(v.clone());
+        }
+        if let Some(v) = &self.env {
+            d.env = v.clone();
+        }
+        if let Some(v) = self.concurrency {
+            d.concurrency = v;
+        }
+        d.timeout = self.timeout.or(d.timeout);
+        if let Some(v) = self.max_attempts {
+            d.max_attempts = v;
+        }
+        if let Some(v) = self.retry_backoff {
+            d.retry_backoff = v;
+        }
+        if let Some(v) = self.retry_backoff_max {
+            d.retry_backoff_max = v;
+        }
+        if let Some(v) = self.kill_grace {
+            d.kill_grace = v;
+        }
+        if let Some(v) = self.max_result_bytes {
+            d.max_result_bytes = v;
+        }
+        d.validate().map_err(|e| anyhow!(e.message))?;
+        Ok(d)
+    }
+}
+
+/// The agent definitions a node runs: the built-ins, overridden or joined by the config's.
+pub fn agents(file: &FileConfig) -> Result<Vec<AgentDef>> {
+    let mut out: BTreeMap<String, AgentDef> = AgentDef::builtins().into_iter().map(|d| (d.name.clone(), d)).collect();
+    for (name, section) in &file.agents {
+        let def = section.resolve(name).with_context(|| "in [agents]".to_string())?;
+        out.insert(name.clone(), def);
+    }
+    Ok(out.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<FileConfig> {
+        toml::from_str(s).map_err(|e| anyhow!("{e}"))
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        for (text, key) in [
+            ("colour = 1", "colour"),
+            ("[server]\nlisten = \"x\"\nport = 3", "port"),
+            ("[agents.a]\nexecutor = \"process\"\ncommand = \"true\"\nbudjet = 1", "budjet"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn agents_resolve_with_defaults_and_overrides() {
+        let f = parse(
+            "[agents.sum]\nexecutor = \"process\"\ncommand = \"python3\"\nargs = [\"s.py\"]\ninput = \"arg\"\ntimeout = \"10m\"\n\
+             [agents.sleep]\nconcurrency = 7\n",
+        )
+        .unwrap();
+        let defs = agents(&f).unwrap();
+        let sum = defs.iter().find(|d| d.name == "sum").unwrap();
+        assert_eq!(sum.executor, ExecutorKind::Process);
+        assert_eq!(sum.input, InputMode::Arg);
+        assert_eq!(sum.timeout, Some(Duration::from_secs(600)));
+        let sleep = defs.iter().find(|d| d.name == "sleep").unwrap();
+        assert_eq!((sleep.executor, sleep.concurrency), (ExecutorKind::Sleep, 7));
+        assert!(defs.iter().any(|d| d.name == "echo"));
+    }
+
+    #[test]
+    fn bad_agents_are_rejected_with_reasons() {
+        for (text, needle) in [
+            ("[agents.x]\ncommand = \"true\"", "executor"),
+            ("[agents.x]\nexecutor = \"process\"", "command"),
+            ("[agents.x]\nexecutor = \"warp\"", "unknown executor"),
+            ("[agents.x]\nexecutor = \"builtin\"\nbuiltin = \"nope\"", "unknown built-in"),
+            ("[agents.x]\nexecutor = \"process\"\ncommand = \"true\"\nconcurrency = 0", "concurrency"),
+            ("[agents.x]\nexecutor = \"process\"\ncommand = \"true\"\ntimeout = \"soon\"", "duration"),
+        ] {
+            let err = parse(text).and_then(|f| agents(&f)).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains(needle), "{needle}: {msg}");
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The store conformance suite against the embedded SQLite backend, plus what only SQLite promises:
+//! durability across reopening the file, and the feed cursor as the log's high-water mark.
+
+use serde_json::json;
+use smith_core::{AgentDef, EventDraft, ExecutorKind, Micros, NewTask, Node, NodeRole, NodeStatus, Outcome, TaskStatus, Usage};
+use smith_store::{ClaimRequest, FeedFilter, OpenOptions, Store, TaskQuery};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const OPTIONS: OpenOptions = OpenOptions { fsync: false, readers: 2 };
+
+async fn open_at(path: &Path) -> Arc<dyn Store> {
+    smith_store::open(path.to_str().expect("utf-8 path"), &OPTIONS).await.expect("open sqlite store")
+}
+
+/// A store in its own directory under the target dir. The directory is kept, not deleted: the
+/// store's writer thread and readers outlive the test function that could own it.
+async fn fresh_store() -> Arc<dyn Store> {
+    let dir = tempfile::Builder::new()
+        .prefix("smith-store-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("temp dir")
+        .keep();
+    open_at(&dir.join("smith.db")).await
+}
+
+mod conformance {
+    smith_store::store_conformance!(super::fresh_store());
+}
+
+fn claim_request(worker: &str, agent: &str, n: u32) -> ClaimRequest {
+    ClaimRequest { worker: worker.into(), lease: Duration::from_secs(600), wants: vec![(agent.into(), n)] }
+}
+
+#[tokio::test]
+async fn reopening_keeps_tasks_events_idempotency_agents_and_nodes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("smith.db");
+    let store = open_at(&path).await;
+
+    let mut custom = AgentDef::new("custom", ExecutorKind::Echo);
+    custom.max_attempts = 5;
+    store.put_agents(&[custom.clone()]).await.unwrap();
+    let mut keyed = NewTask::new("custom", json!({"q": 1}));
+    keyed.idempotency_key = Some("k1".into());
+    let done = store.submit(keyed.clone()).await.unwrap().task;
+    let c = store.claim(&claim_request("w1", "custom", 1)).await.unwrap().remove(0);
+    store.append(done.id, c.task.attempt, vec![EventDraft::output("line")]).await.unwrap();
+    let usage = Usage { input_tokens: 3, output_tokens: 4, cost_usd: 0.01 };
+    store.complete(done.id, 1, vec![], Outcome::Succeeded { result: json!("ok"), usage }).await.unwrap();
+    let running = store.submit(NewTask::new("echo", json!(2))).await.unwrap().task;
+    store.claim(&claim_request("w1", "echo", 1)).await.unwrap();
+    let queued = store.submit(NewTask::new("sleep", json!(3))).await.unwrap().task;
+    store.append_system(json!({"what": "restart"})).await.unwrap();
+    let node = Node {
+        id: "w1".into(),
+        role: NodeRole::Worker,
+        version: "1".into(),
+        address: None,
+        status: NodeStatus::Alive,
+        started_at: Micros::now(),
+        heartbeat_at: Micros::now(),
+        load: json!({"running": 1}),
+    };
+    store.heartbeat(&node).await.unwrap();
+
+    let all = TaskQuery { limit: 100, ..Default::default() };
+    let tasks = store.list_tasks(&all).await.unwrap().items;
+    let feed = store.feed(0, &FeedFilter::default(), 1000).await.unwrap();
+    let agents = store.agents().await.unwrap();
+    drop(store);
+
+    let store = open_at(&path).await;
+    assert_eq!(store.list_tasks(&all).await.unwrap().items, tasks);
+    let reopened = store.feed(0, &FeedFilter::default(), 1000).await.unwrap();
+    assert_eq!(reopened.events, feed.events);
+    assert_eq!(reopened.cursor, feed.cursor);
+    assert_eq!(store.agents().await.unwrap(), agents);
+    assert_eq!(store.nodes().await.unwrap(), [node]);
+    assert_eq!(store.get_task(done.id).await.unwrap().unwrap().usage, usage);
+    assert_eq!(store.get_task(queued.id).await.unwrap().unwrap().status, TaskStatus::Queued);
+
+    keyed.id = Default::default();
+    let repeat = store.submit(keyed).await.unwrap();
+    assert!(!repeat.created, "the idempotency key was forgotten");
+    assert_eq!(repeat.task.id, done.id);
+
+    // The running attempt still holds its task, and new events continue both sequences.
+    let appended = store.append(running.id, 1, vec![EventDraft::output("after")]).await.unwrap();
+    assert_eq!(appended[0].seq, 3);
+    assert!(appended[0].pos > feed.cursor, "positions restarted after reopening");
+    let sys = store.append_system(json!({"what": "again"})).await.unwrap();
+    assert!(sys.pos > appended[0].pos);
+    let claimed = store.claim(&claim_request("w2", "sleep", 1)).await.unwrap();
+    assert_eq!(claimed[0].task.id, queued.id);
+}
+
+#[tokio::test]
+async fn feed_cursor_is_the_high_water_mark() {
+    let store = fresh_store().await;
+    let empty = store.feed(0, &FeedFilter::default(), 10).await.unwrap();
+    assert!(empty.events.is_empty() && !empty.more);
+    assert_eq!(empty.cursor, 0);
+
+    let t = store.submit(NewTask::new("echo", json!(1))).await.unwrap().task;
+    store.claim(&claim_request("w1", "echo", 1)).await.unwrap();
+    store.append(t.id, 1, (0..5).map(|i| EventDraft::output(i)).collect()).await.unwrap();
+    let high = store.events(t.id, 0, 100).await.unwrap().last().unwrap().pos;
+
+    // Nothing matches: the cursor still moves to the last committed position.
+    let nothing = FeedFilter { agent: Some("sleep".into()), ..Default::default() };
+    let page = store.feed(0, &nothing, 10).await.unwrap();
+    assert!(page.events.is_empty() && !page.more);
+    assert_eq!(page.cursor, high);
+
+    // A page cut by its limit stops at its last event and says so.
+    let page = store.feed(0, &FeedFilter::default(), 3).await.unwrap();
+    assert!(page.more);
+    assert_eq!(page.cursor, page.events[2].pos);
+    let rest = store.feed(page.cursor, &FeedFilter::default(), 100).await.unwrap();
+    assert_eq!((rest.events.len(), rest.cursor, rest.more), (4, high, false));
+
+    // A cursor past the end is kept, never moved back.
+    let ahead = store.feed(high + 100, &FeedFilter::default(), 10).await.unwrap();
+    assert!(ahead.events.is_empty() && !ahead.more);
+    assert_eq!(ahead.cursor, high + 100);
+
+    let sys = store.append_system(json!({"what": "x"})).await.unwrap();
+    let next = store.feed(high, &FeedFilter::default(), 10).await.unwrap();
+    assert_eq!(next.events, [sys.clone()]);
+    assert_eq!(next.cursor, sys.pos);
+}
+
+#[tokio::test]
+async fn list_tasks_last_full_page_has_no_cursor() {
+    let store = fresh_store().await;
+    for i in 0..4 {
+        store.submit(NewTask::new("echo", json!(i))).await.unwrap();
+    }
+    let mut q = TaskQuery { limit: 2, ..Default::default() };
+    let first = store.list_tasks(&q).await.unwrap();
+    assert_eq!(first.items.len(), 2);
+    q.cursor = first.next_cursor.clone();
+    assert!(q.cursor.is_some());
+    let second = store.list_tasks(&q).await.unwrap();
+    assert_eq!(second.items.len(), 2);
+    assert_eq!(second.next_cursor, None, "an exactly full last page must not promise another");
+}
+
+#[tokio::test]
+async fn open_rejects_unsupported_schemes() {
+    let err = smith_store::open("postgres://localhost/smith", &OPTIONS).await.err().expect("unsupported scheme");
+    assert!(err.to_string().contains("postgres"), "{err}");
+}
