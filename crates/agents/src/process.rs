@@ -304,9 +304,10 @@ impl<R: AsyncRead + Unpin + Send> StdoutReader<'_, R> {
                 Ok(b) if !b.is_empty() => b,
                 _ => break,
             };
-            let (take, complete) = match memchr(buf) {
+            let room = MAX_LINE - line.len();
+            let (take, complete) = match memchr(&buf[..buf.len().min(room)]) {
                 Some(i) => (i + 1, true),
-                None => (buf.len(), false),
+                None => (buf.len().min(room), false),
             };
             line.extend_from_slice(&buf[..take]);
             reader.consume(take);

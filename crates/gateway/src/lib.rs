@@ -65,6 +65,14 @@ pub(crate) struct AppState {
     pub hub: Arc<hub::Hub>,
     pub started_at: Micros,
     pub address: std::sync::Mutex<Option<String>>,
+    /// Cancelled when the server stops, so open SSE streams end and connections can close.
+    pub closing: std::sync::Mutex<CancellationToken>,
+}
+
+impl AppState {
+    pub fn closing(&self) -> CancellationToken {
+        self.closing.lock().expect("closing lock").clone()
+    }
 }
 
 /// A gateway; cheap to clone.
@@ -77,7 +85,7 @@ impl Gateway {
     pub fn new(opts: GatewayOptions, store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Self {
         let hub = hub::Hub::new(opts.hub_buffer);
         Gateway {
-            state: Arc::new(AppState { opts, store, bus, hub, started_at: Micros::now(), address: Default::default() }),
+            state: Arc::new(AppState { opts, store, bus, hub, started_at: Micros::now(), address: Default::default(), closing: Default::default() }),
         }
     }
 
@@ -94,9 +102,14 @@ impl Gateway {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         *self.state.address.lock().expect("address lock") = Some(addr.to_string());
         tracing::info!(%addr, "gateway listening");
+        let closing = CancellationToken::new();
+        *self.state.closing.lock().expect("closing lock") = closing.clone();
         let app = self.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .with_graceful_shutdown(async move {
+                stop.cancelled().await;
+                closing.cancel();
+            })
             .await
             .map_err(|e| format!("http server failed: {e}"))
     }

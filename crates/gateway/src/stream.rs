@@ -61,9 +61,13 @@ pub async fn task_stream(state: Arc<AppState>, id: TaskId, after: u64) -> ApiRes
     }
     let (tx, rx) = mpsc::channel(state.opts.sse_buffer);
     let st = state.clone();
+    let closing = state.closing();
     tokio::spawn(async move {
         let _conn = crate::metrics::SseConnection::open("task");
-        follow_task(&st, id, after, &tx).await;
+        tokio::select! {
+            _ = follow_task(&st, id, after, &tx) => {}
+            _ = closing.cancelled() => {}
+        }
     });
     Ok(respond(&state, rx))
 }
@@ -155,9 +159,13 @@ pub async fn feed_stream(state: Arc<AppState>, cursor: Option<u64>, filter: Feed
     };
     let (tx, rx) = mpsc::channel(state.opts.sse_buffer);
     let st = state.clone();
+    let closing = state.closing();
     tokio::spawn(async move {
         let _conn = crate::metrics::SseConnection::open("feed");
-        follow_feed(&st, cursor, &filter, &tx).await;
+        tokio::select! {
+            _ = follow_feed(&st, cursor, &filter, &tx) => {}
+            _ = closing.cancelled() => {}
+        }
     });
     Ok(respond(&state, rx))
 }

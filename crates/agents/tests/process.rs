@@ -1,0 +1,151 @@
+//! The `process` executor against real processes: events, input modes, outcomes, and that
+//! nothing it starts outlives its task.
+
+use serde_json::{json, Value};
+use smith_agents::process::{group_members, MAX_LINE};
+use smith_agents::{executor_for, Emitter, RunContext, RunResult};
+use smith_core::{AgentDef, EventDraft, ExecutorKind, InputMode, NewTask, Task, TaskStatus};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+fn def(args: &[&str], input: InputMode) -> AgentDef {
+    let mut d = AgentDef::new("proc", ExecutorKind::Process);
+    d.command = Some("sh".into());
+    d.args = args.iter().map(|s| s.to_string()).collect();
+    d.input = input;
+    d.kill_grace = Duration::from_millis(500);
+    d
+}
+
+fn task(input: Value) -> Task {
+    let n = NewTask::new("proc", input);
+    Task {
+        id: n.id,
+        agent: n.agent,
+        input: n.input,
+        status: TaskStatus::Running,
+        priority: 0,
+        timeout_ms: None,
+        max_attempts: 1,
+        attempt: 1,
+        idempotency_key: None,
+        session_id: None,
+        tenant: n.tenant,
+        metadata: json!({}),
+        result: None,
+        error: None,
+        usage: Default::default(),
+        cancel_requested: false,
+        created_at: smith_core::Micros::now(),
+        started_at: None,
+        finished_at: None,
+        worker: None,
+    }
+}
+
+/// Runs an attempt; returns its result and every event it emitted.
+async fn run(d: AgentDef, input: Value, cancel: CancellationToken) -> (RunResult, Vec<EventDraft>) {
+    let (tx, mut rx) = mpsc::channel(16);
+    let collector = tokio::spawn(async move {
+        let mut out = Vec::new();
+        while let Some(e) = rx.recv().await {
+            out.push(e);
+        }
+        out
+    });
+    let exec = executor_for(&d);
+    let ctx = RunContext { task: task(input), def: Arc::new(d), events: Emitter::new(tx), cancel };
+    let result = tokio::time::timeout(Duration::from_secs(20), exec.run(ctx)).await.expect("attempt finished");
+    (result, collector.await.unwrap())
+}
+
+fn texts(events: &[EventDraft]) -> Vec<String> {
+    events.iter().map(|e| e.data.as_str().unwrap_or_default().to_string()).collect()
+}
+
+#[tokio::test]
+async fn stdout_lines_become_events_and_the_result() {
+    let (r, events) = run(def(&["-c", "echo one; echo two; printf three"], InputMode::None), json!(null), CancellationToken::new()).await;
+    assert_eq!(texts(&events), ["one", "two", "three"]);
+    assert_eq!(r.unwrap().result, json!("one\ntwo\nthree"));
+}
+
+#[tokio::test]
+async fn input_reaches_stdin_args_and_templates() {
+    let cases = [
+        (def(&["-c", "cat"], InputMode::Stdin), "from stdin"),
+        (def(&["-c", "echo \"$0\"", ], InputMode::Arg), "as arg"),
+        (def(&["-c", "echo {input}-$SMITH_ATTEMPT"], InputMode::None), "tmpl"),
+    ];
+    let want = ["from stdin", "as arg", "tmpl-1"];
+    for ((d, input), want) in cases.into_iter().zip(want) {
+        let (r, _) = run(d, json!(input), CancellationToken::new()).await;
+        assert_eq!(r.unwrap().result, json!(want));
+    }
+}
+
+#[tokio::test]
+async fn nonzero_exit_fails_with_the_stderr_tail() {
+    let (r, _) = run(def(&["-c", "echo oops >&2; exit 3"], InputMode::None), json!(null), CancellationToken::new()).await;
+    let f = r.unwrap_err();
+    assert_eq!(f.error.code, "exit_status");
+    assert!(f.error.message.contains("exit code 3") && f.error.message.contains("oops"), "{}", f.error.message);
+    assert!(f.retryable);
+}
+
+#[tokio::test]
+async fn a_missing_command_is_not_retried() {
+    let mut d = def(&[], InputMode::None);
+    d.command = Some("/nonexistent/smith-test-binary".into());
+    let (r, _) = run(d, json!(null), CancellationToken::new()).await;
+    let f = r.unwrap_err();
+    assert_eq!(f.error.code, "spawn_failed");
+    assert!(!f.retryable);
+}
+
+#[tokio::test]
+async fn cancel_kills_the_whole_tree() {
+    let d = def(&["-c", "echo $$; sleep 300 & sleep 300 & (sleep 300 &); wait"], InputMode::None);
+    let cancel = CancellationToken::new();
+    let (tx, mut rx) = mpsc::channel(16);
+    let exec = executor_for(&d);
+    let ctx = RunContext { task: task(json!(null)), def: Arc::new(d), events: Emitter::new(tx), cancel: cancel.clone() };
+    let handle = tokio::spawn(async move { exec.run(ctx).await });
+    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    let pgid: i32 = first.data.as_str().unwrap().trim().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while group_members(pgid).len() < 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(group_members(pgid).len() >= 4, "the tree started: {:?}", group_members(pgid));
+    let t0 = Instant::now();
+    cancel.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(10), handle).await.unwrap().unwrap();
+    assert_eq!(r.unwrap_err().error.code, "cancelled");
+    assert!(t0.elapsed() < Duration::from_secs(3), "stopped promptly: {:?}", t0.elapsed());
+    assert_eq!(group_members(pgid), Vec::<i32>::new(), "nothing left in the group");
+}
+
+#[tokio::test]
+async fn background_children_do_not_outlive_a_finished_task() {
+    let (r, events) = run(def(&["-c", "echo $$; sleep 300 & echo done"], InputMode::None), json!(null), CancellationToken::new()).await;
+    assert!(r.is_ok());
+    let pgid: i32 = texts(&events)[0].parse().unwrap();
+    assert_eq!(group_members(pgid), Vec::<i32>::new());
+}
+
+#[tokio::test]
+async fn long_lines_are_cut_into_bounded_chunks() {
+    let n = MAX_LINE * 2 + 10;
+    let script = format!("head -c {n} /dev/zero | tr '\\0' x");
+    let mut d = def(&["-c", &script], InputMode::None);
+    d.max_result_bytes = 1000;
+    let (r, events) = run(d, json!(null), CancellationToken::new()).await;
+    let sizes: Vec<usize> = texts(&events).iter().map(String::len).collect();
+    assert_eq!(sizes, [MAX_LINE, MAX_LINE, 10]);
+    let result = r.unwrap().result;
+    assert_eq!(result["truncated"], json!(true));
+    assert_eq!(result["stdout"].as_str().unwrap().len(), 1000);
+}
