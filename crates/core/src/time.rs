@@ -80,7 +80,10 @@ pub mod duration {
         use std::time::Duration;
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            super::deserialize(d).map(Some)
+            #[derive(serde::Deserialize)]
+            struct Wrap(#[serde(deserialize_with = "super::deserialize")] Duration);
+            let v: Option<Wrap> = serde::Deserialize::deserialize(d)?;
+            Ok(v.map(|w| w.0))
         }
 
         pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -95,6 +98,19 @@ pub mod duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn optional_durations_round_trip_including_none() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct T {
+            #[serde(with = "super::duration::option", default)]
+            d: Option<Duration>,
+        }
+        for v in [T { d: None }, T { d: Some(Duration::from_millis(1500)) }] {
+            let json = serde_json::to_string(&v).unwrap();
+            assert_eq!(serde_json::from_str::<T>(&json).unwrap(), v, "{json}");
+        }
+    }
 
     #[test]
     fn rfc3339_round_trip_keeps_microseconds() {

@@ -5,13 +5,13 @@
 //! backend is done when `store_conformance!(open_my_backend())` passes. Waits are real but
 //! short: leases and backoffs of tens of milliseconds, or a `now` handed to `reap`.
 
-use crate::{Claimed, ClaimRequest, Error, FeedFilter, Store, TaskQuery};
+use crate::{ClaimRequest, Claimed, Error, FeedFilter, Store, TaskQuery};
 use serde_json::{json, Value};
+use smith_core::task::DEFAULT_TENANT;
 use smith_core::{
     AgentDef, Code, Event, EventDraft, EventKind, ExecutorKind, Micros, NewTask, Node, NodeRole, NodeStatus, Outcome,
     Task, TaskError, TaskId, TaskStatus, Usage,
 };
-use smith_core::task::DEFAULT_TENANT;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -53,6 +53,7 @@ macro_rules! store_conformance {
             feed_is_commit_ordered_and_pages_without_gaps,
             feed_filters_by_kind_agent_and_tenant,
             feed_includes_system_events,
+            feed_head_is_where_new_events_begin,
             feed_tail_under_concurrent_writers_misses_nothing,
             list_tasks_newest_first_with_filters_and_paging,
             list_tasks_rejects_malformed_cursor,
@@ -244,7 +245,11 @@ pub async fn submit_round_trips_every_field(store: S) {
     assert_eq!(t.metadata, new.metadata);
     assert_eq!((t.result.clone(), t.error.clone(), t.usage), (None, None, Usage::default()));
     assert!(!t.cancel_requested);
-    assert!(before <= t.created_at && t.created_at <= after, "created_at {:?} not in [{before:?}, {after:?}]", t.created_at);
+    assert!(
+        before <= t.created_at && t.created_at <= after,
+        "created_at {:?} not in [{before:?}, {after:?}]",
+        t.created_at
+    );
     assert_eq!((t.started_at, t.finished_at, t.worker.clone()), (None, None, None));
     assert_eq!(store.get_task(new.id).await.unwrap().as_ref(), Some(t));
 
@@ -582,7 +587,11 @@ pub async fn stale_attempt_is_fenced_after_reap_and_reclaim(store: S) {
     let c = claim_one(&store, "w2", "quick", LONG).await;
     assert_eq!(c.task.attempt, 2);
     assert_fenced(store.append(t.id, 1, vec![output(2)]).await, t.id, "append by the stale attempt");
-    assert_fenced(store.complete(t.id, 1, vec![], success(json!("stale"))).await, t.id, "complete by the stale attempt");
+    assert_fenced(
+        store.complete(t.id, 1, vec![], success(json!("stale"))).await,
+        t.id,
+        "complete by the stale attempt",
+    );
     store.append(t.id, 2, vec![output(3)]).await.unwrap();
     let done = store.complete(t.id, 2, vec![], success(json!("fresh"))).await.unwrap();
     assert_eq!(done.task.result, Some(json!("fresh")));
@@ -838,7 +847,8 @@ async fn busy_history(store: &S) -> Vec<TaskId> {
         new.tenant = tenant.into();
         tasks.push(store.submit(new).await.unwrap().task.id);
     }
-    let claimed: Vec<Claimed> = [claim(store, "w1", "echo", 2, LONG).await, claim(store, "w1", "sleep", 2, LONG).await].concat();
+    let claimed: Vec<Claimed> =
+        [claim(store, "w1", "echo", 2, LONG).await, claim(store, "w1", "sleep", 2, LONG).await].concat();
     for round in 0..3 {
         for c in &claimed {
             store.append(c.task.id, 1, vec![output(round)]).await.unwrap();
@@ -947,10 +957,34 @@ pub async fn feed_includes_system_events(store: S) {
     assert_eq!(all[1], sys);
 
     let only = FeedFilter { kinds: vec![EventKind::System], ..Default::default() };
-    assert_eq!(store.feed(0, &only, 10).await.unwrap().events, [sys.clone()]);
+    assert_eq!(store.feed(0, &only, 10).await.unwrap().events, std::slice::from_ref(&sys));
     let by_agent = FeedFilter { agent: Some("echo".into()), ..Default::default() };
     assert_eq!(kinds(&store.feed(0, &by_agent, 10).await.unwrap().events), [EventKind::Queued]);
     assert_eq!(store.feed(all[0].pos, &FeedFilter::default(), 10).await.unwrap().events, [sys]);
+}
+
+pub async fn feed_head_is_where_new_events_begin(store: S) {
+    let empty_head = store.feed_head().await.unwrap();
+    let first = submit(&store, "echo").await;
+    let after_empty = store.feed(empty_head, &FeedFilter::default(), 100).await.unwrap();
+    assert_eq!(after_empty.events, log(&store, first.id).await, "from an empty store's head");
+
+    busy_history(&store).await;
+    let head = store.feed_head().await.unwrap();
+    let all = feed_all(&store).await;
+    assert!(all.iter().all(|e| e.pos <= head), "head {head} is before a committed event");
+    let at_head = store.feed(head, &FeedFilter::default(), 100).await.unwrap();
+    assert!(at_head.events.is_empty() && !at_head.more, "{at_head:?}");
+
+    let t = submit(&store, "sleep").await;
+    let sys = store.append_system(json!({"what": "later"})).await.unwrap();
+    let later = store.feed(head, &FeedFilter::default(), 100).await.unwrap();
+    let mut want = log(&store, t.id).await;
+    want.push(sys.clone());
+    assert_eq!(later.events, want, "a reader from the head sees exactly the later events");
+    let head = store.feed_head().await.unwrap();
+    assert!(head >= sys.pos);
+    assert!(store.feed(head, &FeedFilter::default(), 100).await.unwrap().events.is_empty());
 }
 
 pub async fn feed_tail_under_concurrent_writers_misses_nothing(store: S) {
@@ -1001,6 +1035,10 @@ pub async fn feed_tail_under_concurrent_writers_misses_nothing(store: S) {
 // ---------------------------------------------------------------------------------------------
 // Tasks, agents, nodes, stats
 
+/// A task-list filter, and which tasks it must keep.
+type Narrow = fn(&mut TaskQuery);
+type Keep = fn(&Task) -> bool;
+
 pub async fn list_tasks_newest_first_with_filters_and_paging(store: S) {
     let mut submitted = Vec::new();
     for i in 0..7 {
@@ -1031,7 +1069,7 @@ pub async fn list_tasks_newest_first_with_filters_and_paging(store: S) {
         assert_eq!(t, &get(&store, t.id).await);
     }
 
-    let cases: [(fn(&mut TaskQuery), fn(&Task) -> bool); 4] = [
+    let cases: [(Narrow, Keep); 4] = [
         (|q| q.status = Some(TaskStatus::Succeeded), |t| t.status == TaskStatus::Succeeded),
         (|q| q.agent = Some("sleep".into()), |t| t.agent == "sleep"),
         (

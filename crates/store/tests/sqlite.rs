@@ -2,7 +2,9 @@
 //! durability across reopening the file, and the feed cursor as the log's high-water mark.
 
 use serde_json::json;
-use smith_core::{AgentDef, EventDraft, ExecutorKind, Micros, NewTask, Node, NodeRole, NodeStatus, Outcome, TaskStatus, Usage};
+use smith_core::{
+    AgentDef, EventDraft, ExecutorKind, Micros, NewTask, Node, NodeRole, NodeStatus, Outcome, TaskStatus, Usage,
+};
 use smith_store::{ClaimRequest, FeedFilter, OpenOptions, Store, TaskQuery};
 use std::path::Path;
 use std::sync::Arc;
@@ -15,14 +17,25 @@ async fn open_at(path: &Path) -> Arc<dyn Store> {
 }
 
 /// A store in its own directory under the target dir. The directory is kept, not deleted: the
-/// store's writer thread and readers outlive the test function that could own it.
+/// store's writer thread and readers outlive the test function that could own it. Those left by
+/// runs more than an hour ago are swept instead.
 async fn fresh_store() -> Arc<dyn Store> {
-    let dir = tempfile::Builder::new()
-        .prefix("smith-store-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("temp dir")
-        .keep();
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("smith-store-sqlite");
+    SWEEP.call_once(|| sweep_older_than(&root, Duration::from_secs(3600)));
+    std::fs::create_dir_all(&root).expect("test store root");
+    let dir = tempfile::Builder::new().prefix("store-").tempdir_in(&root).expect("temp dir").keep();
     open_at(&dir.join("smith.db")).await
+}
+
+fn sweep_older_than(root: &Path, age: Duration) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        let modified = entry.metadata().and_then(|m| m.modified());
+        if modified.ok().and_then(|t| t.elapsed().ok()).is_some_and(|a| a > age) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 mod conformance {
@@ -105,7 +118,7 @@ async fn feed_cursor_is_the_high_water_mark() {
 
     let t = store.submit(NewTask::new("echo", json!(1))).await.unwrap().task;
     store.claim(&claim_request("w1", "echo", 1)).await.unwrap();
-    store.append(t.id, 1, (0..5).map(|i| EventDraft::output(i)).collect()).await.unwrap();
+    store.append(t.id, 1, (0..5).map(EventDraft::output).collect()).await.unwrap();
     let high = store.events(t.id, 0, 100).await.unwrap().last().unwrap().pos;
 
     // Nothing matches: the cursor still moves to the last committed position.
@@ -128,8 +141,8 @@ async fn feed_cursor_is_the_high_water_mark() {
 
     let sys = store.append_system(json!({"what": "x"})).await.unwrap();
     let next = store.feed(high, &FeedFilter::default(), 10).await.unwrap();
-    assert_eq!(next.events, [sys.clone()]);
     assert_eq!(next.cursor, sys.pos);
+    assert_eq!(next.events, [sys]);
 }
 
 #[tokio::test]
