@@ -14,8 +14,9 @@ use nix::unistd::Pid;
 use serde_json::Value;
 use smith_core::{InputMode, Usage};
 use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::Command;
@@ -34,13 +35,63 @@ pub fn become_subreaper() -> std::io::Result<()> {
     nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)
 }
 
+/// Where running agents' process groups are recorded (see [`adopt_run_dir`]).
+static RUN_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Records every running agent's process group in `dir`, so that a node restarted after a
+/// crash kills what its previous incarnation left running (a retry must not run beside the
+/// attempt it replaces). Kills such leftovers now; returns how many groups it killed.
+pub fn adopt_run_dir(dir: &Path) -> std::io::Result<usize> {
+    std::fs::create_dir_all(dir)?;
+    let boot = boot_id();
+    let mut killed = 0;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let path = entry.path();
+        let pgid = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<i32>().ok());
+        let record = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut fields = record.split_whitespace();
+        let (rec_boot, rec_start) = (fields.next().unwrap_or(""), fields.next().and_then(|s| s.parse::<u64>().ok()));
+        if let (Some(pgid), Some(start)) = (pgid, rec_start) {
+            if pgid > 1 && rec_boot == boot && group_is_ours(pgid, start) {
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+                tracing::warn!(pgid, "killed an agent process group left by a previous run");
+                killed += 1;
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    let _ = RUN_DIR.set(dir.to_path_buf());
+    Ok(killed)
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_string()
+}
+
+/// The group is the one recorded: its leader still has the recorded start time, or the leader
+/// is gone and every member started after it (a recycled pgid would have younger members only
+/// if it were recycled, which cannot happen while the group still has members).
+fn group_is_ours(pgid: i32, start: u64) -> bool {
+    if let Some(leader) = ProcStat::read(pgid) {
+        return leader.pgid == pgid && leader.start == start;
+    }
+    let members = group_members(pgid);
+    !members.is_empty() && members.iter().all(|p| ProcStat::read(*p).is_some_and(|s| s.start >= start))
+}
+
 fn register(pid: i32) {
     MAIN_PIDS.lock().expect("pid registry").get_or_insert_with(HashSet::new).insert(pid);
+    if let (Some(dir), Some(stat)) = (RUN_DIR.get(), ProcStat::read(pid)) {
+        let _ = std::fs::write(dir.join(pid.to_string()), format!("{} {}\n", boot_id(), stat.start));
+    }
 }
 
 fn unregister(pid: i32) {
     if let Some(set) = MAIN_PIDS.lock().expect("pid registry").as_mut() {
         set.remove(&pid);
+    }
+    if let Some(dir) = RUN_DIR.get() {
+        let _ = std::fs::remove_file(dir.join(pid.to_string()));
     }
 }
 
@@ -73,6 +124,8 @@ pub struct ProcStat {
     pub state: char,
     pub ppid: i32,
     pub pgid: i32,
+    /// Start time in clock ticks since boot.
+    pub start: u64,
 }
 
 impl ProcStat {
@@ -84,7 +137,9 @@ impl ProcStat {
         let state = f.next()?.chars().next()?;
         let ppid = f.next()?.parse().ok()?;
         let pgid = f.next()?.parse().ok()?;
-        Some(ProcStat { state, ppid, pgid })
+        // fields 6..=21 of stat, then the start time (field 22)
+        let start = f.nth(16)?.parse().ok()?;
+        Some(ProcStat { state, ppid, pgid, start })
     }
 }
 

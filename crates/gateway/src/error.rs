@@ -109,11 +109,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Decodes JSON; a value error names the field it is in (`priority: invalid value …`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::new(Code::Unprocessable, e.to_string()),
-        _ => ApiError::invalid(format!("malformed JSON: {e}")),
-    })
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data if path == "." || path.is_empty() => {
+                ApiError::new(Code::Unprocessable, inner.to_string())
+            }
+            serde_json::error::Category::Data => ApiError::new(Code::Unprocessable, format!("{path}: {inner}")),
+            _ => ApiError::invalid(format!("malformed JSON: {inner}")),
+        }
+    })?;
+    de.end().map_err(|e| ApiError::invalid(format!("malformed JSON: {e}")))?;
+    Ok(value)
 }
 
 /// Query parameters; unknown or malformed ones are 400 and named.

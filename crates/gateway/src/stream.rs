@@ -83,7 +83,13 @@ async fn follow_task(state: &Arc<AppState>, id: TaskId, after: u64, tx: &mpsc::S
     let mut next = after + 1;
     'hook: loop {
         let mut tap: Tap = state.hub.tap_task(id);
+        // Read the status before the events: a task already terminal then has its terminal
+        // event in the replay, or the reader resumed past it — either way the stream is over.
+        let terminal = matches!(state.store.get_task(id).await, Ok(Some(t)) if t.status.is_terminal());
         if let Flow::Done = replay_task(state, id, &mut next, tx).await {
+            return;
+        }
+        if terminal {
             return;
         }
         loop {

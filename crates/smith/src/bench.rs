@@ -17,8 +17,6 @@ use tokio::sync::mpsc;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    #[command(flatten)]
-    client: ClientOpts,
     /// Tasks in the throughput run.
     #[arg(long, default_value_t = 20_000)]
     tasks: u64,
@@ -88,9 +86,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-pub async fn run(a: BenchArgs) -> Result<ExitCode> {
+pub async fn run(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency * 2).build()?;
-    let opts = a.client.clone();
 
     // Throughput: N tasks as fast as C submitters go; done when N terminal events were seen.
     let mut done_rx = feed(&http, &opts, &format!("agent={}&kind=task.succeeded,task.failed", a.agent)).await?;

@@ -15,6 +15,8 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: ClientOpts,
 }
 
 /// How client commands reach the gateway.
@@ -23,7 +25,7 @@ pub struct ClientOpts {
     /// The gateway's base URL.
     #[arg(long, global = true, env = "SMITH_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
-    /// Bearer token for the gateway.
+    /// Bearer token: required by the API (`up`), sent to it (client commands).
     #[arg(long, global = true, env = "SMITH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Print machine-readable JSON.
@@ -39,19 +41,11 @@ enum Command {
     Task {
         #[command(subcommand)]
         command: client::TaskCommand,
-        #[command(flatten)]
-        client: ClientOpts,
     },
     /// List agent definitions with live counts.
-    Agents {
-        #[command(flatten)]
-        client: ClientOpts,
-    },
+    Agents,
     /// List nodes and their health.
-    Nodes {
-        #[command(flatten)]
-        client: ClientOpts,
-    },
+    Nodes,
     /// Measure a running `smith up`: end-to-end tasks/s and dispatch latency.
     Bench(bench::BenchArgs),
 }
@@ -65,13 +59,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let client = cli.client;
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Up(args) => up::run(args).await,
-            Command::Task { command, client } => client::task(command, client).await,
-            Command::Agents { client } => client::agents(client).await,
-            Command::Nodes { client } => client::nodes(client).await,
-            Command::Bench(args) => bench::run(args).await,
+            Command::Up(args) => up::run(args, client.token).await,
+            Command::Task { command } => client::task(command, client).await,
+            Command::Agents => client::agents(client).await,
+            Command::Nodes => client::nodes(client).await,
+            Command::Bench(args) => bench::run(args, client).await,
         }
     });
     match result {

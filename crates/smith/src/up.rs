@@ -26,9 +26,6 @@ pub struct UpArgs {
     /// Config file (default: ./smith.toml if present).
     #[arg(long, env = "SMITH_CONFIG")]
     config: Option<PathBuf>,
-    /// Bearer token required by the API.
-    #[arg(long, env = "SMITH_TOKEN", hide_env_values = true)]
-    token: Option<String>,
     /// Agents running at once in the worker, over all definitions.
     #[arg(long, env = "SMITH_MAX_AGENTS")]
     max_agents: Option<usize>,
@@ -53,12 +50,12 @@ struct Settings {
     file: FileConfig,
 }
 
-fn settings(args: UpArgs) -> Result<Settings> {
+fn settings(args: UpArgs, token: Option<String>) -> Result<Settings> {
     let file = FileConfig::load(args.config.as_deref())?;
     let agents = config::agents(&file)?;
     let listen = args.listen.or(file.server.listen.clone()).unwrap_or_else(|| "127.0.0.1:8080".into());
     let data_dir = args.data_dir.or(file.data_dir.clone()).unwrap_or_else(crate::default_data_dir);
-    let token = args.token.or(file.server.token.clone()).filter(|t| !t.is_empty());
+    let token = token.or(file.server.token.clone()).filter(|t| !t.is_empty());
     let fsync = if args.no_fsync { false } else { file.store.fsync.unwrap_or(true) };
     if file.store.url.as_deref().is_some_and(|u| !u.starts_with("sqlite:")) {
         bail!("smith up runs on SQLite; [store] url must be sqlite://PATH (distributed stores are for smith supervisor|worker|gateway)");
@@ -107,9 +104,9 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::Fil
     }
 }
 
-pub async fn run(args: UpArgs) -> Result<ExitCode> {
+pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     // errors before logging is up go to stderr by the caller
-    let s = settings(args)?;
+    let s = settings(args, token)?;
     crate::init_logging();
     let addr: SocketAddr = tokio::net::lookup_host(&s.listen)
         .await
@@ -122,6 +119,11 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
     let _lock = lock_data_dir(&s.data_dir)?;
     if let Err(e) = smith_agents::process::become_subreaper() {
         tracing::warn!(error = %e, "cannot become a child subreaper; orphaned agent processes may outlive their tasks");
+    }
+    match smith_agents::process::adopt_run_dir(&s.data_dir.join("run")) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(groups = n, "killed agent processes a previous run left behind"),
+        Err(e) => tracing::warn!(error = %e, "cannot record agent process groups; a crash may leave agents running"),
     }
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()

@@ -149,7 +149,7 @@ impl SqliteStore {
             (ok, reply)
         });
         self.writer.send(job).await.map_err(|_| Error::Unavailable("store writer stopped".into()))?;
-        rx.await.map_err(|_| Error::Unavailable("store writer stopped".into()))?
+        rx.await.map_err(|_| Error::Backend("store write aborted (writer stopped or the write panicked)".into()))?
     }
 
     async fn read<R: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<R> + Send + 'static) -> Result<R> {
@@ -189,8 +189,15 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
             continue;
         }
         for job in batch.drain(..) {
-            let (_, reply) = run_savepointed(&conn, job);
-            replies.push(reply);
+            // A panicking write must not take the writer (and so the whole store) down with it:
+            // undo its savepoint; its caller sees its reply channel closed.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_savepointed(&conn, job))) {
+                Ok((_, reply)) => replies.push(reply),
+                Err(_) => {
+                    tracing::error!("a store write panicked; it was rolled back");
+                    let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                }
+            }
         }
         let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
         if let Err(e) = &commit {

@@ -686,7 +686,7 @@ pub(super) fn mark_dead_nodes(c: &Connection, stale_before: Micros) -> Result<Ve
         "UPDATE nodes SET status = 'dead' WHERE status IN ('alive', 'draining') AND heartbeat_at < ?1 RETURNING {NODE_COLS}"
     );
     let dead: Vec<Node> = c.prepare_cached(&sql)?.query_map([stale_before.0], node_row)?.collect::<rusqlite::Result<_>>()?;
-    let forget_before = Micros(stale_before.0 - NODE_MEMORY.as_micros() as i64);
+    let forget_before = Micros(Micros::now().0 - NODE_MEMORY.as_micros() as i64);
     c.prepare_cached("DELETE FROM nodes WHERE status IN ('dead', 'stopped') AND heartbeat_at < ?1")?.execute([forget_before.0])?;
     Ok(dead)
 }
