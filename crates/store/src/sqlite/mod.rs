@@ -27,11 +27,54 @@ const MAX_BATCH: usize = 512;
 /// Writes waiting for the writer at most; callers wait (backpressure) beyond that.
 const QUEUE_DEPTH: usize = 8192;
 
-/// A write, run inside the batch transaction; returns whether it succeeded and how to answer.
-/// Given `None` when the transaction could not begin: it must answer without running.
-type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Reply) + Send>;
-/// Called once the batch's commit is known.
-type Reply = Box<dyn FnOnce(&Result<(), String>) + Send>;
+/// A write waiting for the writer thread. It may run twice: a batch in which a write fails
+/// after changing rows is rolled back and run again with each write in its own savepoint.
+trait WriteJob: Send {
+    fn run(&mut self, conn: &Connection) -> Ran;
+    /// Answers the caller once the batch's commit is known.
+    fn answer(self: Box<Self>, commit: &Result<(), String>);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    Ok,
+    /// Failed before changing anything: the batch may commit around it.
+    FailedClean,
+    /// Failed (or panicked) after changing rows: those changes must be undone.
+    FailedDirty,
+}
+
+struct Write<R, F> {
+    f: F,
+    out: Option<Result<R>>,
+    tx: oneshot::Sender<Result<R>>,
+}
+
+impl<R: Send, F: Fn(&Connection) -> Result<R> + Send> WriteJob for Write<R, F> {
+    fn run(&mut self, conn: &Connection) -> Ran {
+        let before = conn.total_changes();
+        // a panicking write must not take the writer (and so the whole store) down with it
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.f)(conn)))
+            .unwrap_or_else(|_| Err(Error::Backend("a store write panicked; it was rolled back".into())));
+        let ran = match &out {
+            Ok(_) => Ran::Ok,
+            Err(_) if conn.total_changes() == before => Ran::FailedClean,
+            Err(_) => Ran::FailedDirty,
+        };
+        self.out = Some(out);
+        ran
+    }
+
+    fn answer(self: Box<Self>, commit: &Result<(), String>) {
+        let res = match commit {
+            Ok(()) => self.out.unwrap_or_else(|| Err(Error::Unavailable("store write was not run".into()))),
+            Err(e) => Err(Error::Unavailable(format!("commit failed: {e}"))),
+        };
+        let _ = self.tx.send(res);
+    }
+}
+
+type Job = Box<dyn WriteJob>;
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
@@ -131,25 +174,11 @@ impl SqliteStore {
     }
 
     /// Runs `f` inside the writer's next batch transaction; resolves after the commit.
-    async fn write<R: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<R> + Send + 'static) -> Result<R> {
+    async fn write<R: Send + 'static>(&self, f: impl Fn(&Connection) -> Result<R> + Send + 'static) -> Result<R> {
         let (tx, rx) = oneshot::channel::<Result<R>>();
-        let job: Job = Box::new(move |conn| {
-            let out = match conn {
-                Some(conn) => f(conn),
-                None => Err(Error::Unavailable("store transaction could not begin".into())),
-            };
-            let ok = out.is_ok();
-            let reply: Reply = Box::new(move |commit| {
-                let res = match commit {
-                    Ok(()) => out,
-                    Err(e) => Err(Error::Unavailable(format!("commit failed: {e}"))),
-                };
-                let _ = tx.send(res);
-            });
-            (ok, reply)
-        });
+        let job: Job = Box::new(Write { f, out: None, tx });
         self.writer.send(job).await.map_err(|_| Error::Unavailable("store writer stopped".into()))?;
-        rx.await.map_err(|_| Error::Backend("store write aborted (writer stopped or the write panicked)".into()))?
+        rx.await.map_err(|_| Error::Unavailable("store writer stopped".into()))?
     }
 
     async fn read<R: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<R> + Send + 'static) -> Result<R> {
@@ -167,7 +196,6 @@ impl SqliteStore {
 
 fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -176,50 +204,35 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let begun = conn.execute_batch("BEGIN IMMEDIATE");
-        if let Err(e) = begun {
-            let msg = e.to_string();
-            tracing::error!(error = %msg, "store writer cannot begin a transaction");
-            for job in batch.drain(..) {
-                let (_, reply) = job(None);
-                reply(&Err(msg.clone()));
-            }
-            let _ = conn.execute_batch("ROLLBACK");
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        }
-        for job in batch.drain(..) {
-            // A panicking write must not take the writer (and so the whole store) down with it:
-            // undo its savepoint; its caller sees its reply channel closed.
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_savepointed(&conn, job))) {
-                Ok((_, reply)) => replies.push(reply),
-                Err(_) => {
-                    tracing::error!("a store write panicked; it was rolled back");
-                    let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-                }
-            }
-        }
-        let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        let commit = run_batch(&conn, &mut batch);
         if let Err(e) = &commit {
             tracing::error!(error = %e, "store commit failed");
             let _ = conn.execute_batch("ROLLBACK");
         }
-        for reply in replies.drain(..) {
-            reply(&commit);
+        for job in batch.drain(..) {
+            job.answer(&commit);
         }
     }
 }
 
-fn run_savepointed(conn: &Connection, job: Job) -> (bool, Reply) {
-    if let Err(e) = conn.prepare_cached("SAVEPOINT job").and_then(|mut s| s.execute([])) {
-        tracing::error!(error = %e, "savepoint failed");
+/// Runs a batch in one transaction. Fast path: no savepoints (they copy every page a write
+/// touches). Only when a write fails after changing rows is the batch undone and run again
+/// with each write in its own savepoint.
+fn run_batch(conn: &Connection, batch: &mut [Job]) -> Result<(), String> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+    let dirty = batch.iter_mut().any(|job| job.run(conn) == Ran::FailedDirty);
+    if dirty {
+        conn.execute_batch("ROLLBACK").map_err(|e| e.to_string())?;
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+        for job in batch.iter_mut() {
+            conn.execute_batch("SAVEPOINT job").map_err(|e| e.to_string())?;
+            if job.run(conn) != Ran::Ok {
+                conn.execute_batch("ROLLBACK TO job").map_err(|e| e.to_string())?;
+            }
+            conn.execute_batch("RELEASE job").map_err(|e| e.to_string())?;
+        }
     }
-    let (ok, reply) = job(Some(conn));
-    if !ok {
-        let _ = conn.prepare_cached("ROLLBACK TO job").and_then(|mut s| s.execute([]));
-    }
-    let _ = conn.prepare_cached("RELEASE job").and_then(|mut s| s.execute([]));
-    (ok, reply)
+    conn.execute_batch("COMMIT").map_err(|e| e.to_string())
 }
 
 #[async_trait]
@@ -334,5 +347,55 @@ impl Store for SqliteStore {
             return Err(Error::Unavailable("store writer stopped".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes that fail after changing rows are undone without undoing their batch neighbours.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_is_undone_and_its_neighbours_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("s.db"), &OpenOptions { fsync: false, readers: 1 }).await.unwrap());
+        store.write(|c| Ok(c.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)")?)).await.unwrap();
+        let mut handles = Vec::new();
+        for i in 0..200i64 {
+            let s = store.clone();
+            handles.push(tokio::spawn(async move {
+                s.write(move |c| {
+                    c.execute("INSERT INTO t (v) VALUES (?1)", [i])?;
+                    if i % 2 == 1 {
+                        return Err(Error::Backend("fails after writing".into()));
+                    }
+                    Ok(())
+                })
+                .await
+            }));
+        }
+        let mut failed = 0;
+        for h in handles {
+            failed += h.await.unwrap().is_err() as usize;
+        }
+        assert_eq!(failed, 100);
+        let kept: Vec<i64> = store
+            .read(|c| {
+                let mut st = c.prepare("SELECT v FROM t ORDER BY v")?;
+                let rows = st.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(kept, (0..200).filter(|i| i % 2 == 0).collect::<Vec<_>>());
+        // and a panicking write neither kills the writer nor leaves anything behind
+        let r = store.write(|c| -> Result<()> {
+            c.execute("INSERT INTO t (v) VALUES (-1)", [])?;
+            panic!("boom")
+        });
+        assert!(r.await.is_err());
+        store.write(|c| Ok(c.execute("INSERT INTO t (v) VALUES (1000)", [])?)).await.unwrap();
+        let n: i64 = store.read(|c| Ok(c.query_row("SELECT count(*) FROM t WHERE v < 0", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(n, 0);
     }
 }

@@ -138,19 +138,17 @@ fn agent_def(c: &Connection, name: &str) -> Result<Option<AgentDef>> {
         .prepare_cached("SELECT definition FROM agents WHERE name = ?1")?
         .query_row([name], |r| r.get(0))
         .optional()?;
-    def.map(|d| parse_agent_def(&d)).transpose()
-}
-
-/// Reads a stored definition. `AgentDef` writes an unset timeout as `null` but reads only an
-/// absent one as unset (smith-core's `duration::option` rejects `null`), so drop the `null`.
-fn parse_agent_def(s: &str) -> Result<AgentDef> {
-    let mut v: Value = serde_json::from_str(s)?;
-    if let Some(obj) = v.as_object_mut() {
-        if obj.get("timeout").is_some_and(Value::is_null) {
-            obj.remove("timeout");
-        }
+    let Some(raw) = def else { return Ok(None) };
+    // Parsed definitions are cached by their text: a submit looks its agent up every time.
+    thread_local! {
+        static PARSED: std::cell::RefCell<HashMap<String, (String, AgentDef)>> = Default::default();
     }
-    Ok(serde_json::from_value(v)?)
+    if let Some(hit) = PARSED.with(|p| p.borrow().get(name).filter(|(r, _)| *r == raw).map(|(_, d)| d.clone())) {
+        return Ok(Some(hit));
+    }
+    let parsed: AgentDef = serde_json::from_str(&raw)?;
+    PARSED.with(|p| p.borrow_mut().insert(name.to_string(), (raw, parsed.clone())));
+    Ok(Some(parsed))
 }
 
 pub(super) fn submit(c: &Connection, t: &NewTask, now: Micros) -> Result<Submitted> {
@@ -335,6 +333,15 @@ pub(super) fn append(c: &Connection, id: TaskId, attempt: u32, drafts: &[EventDr
     Ok(out)
 }
 
+/// Inserts drafts as events `first..` of a task whose fence the caller has checked.
+fn insert_drafts(c: &Connection, task: &Task, first: u64, drafts: &[EventDraft], now: Micros) -> Result<Vec<Event>> {
+    let mut out = Vec::with_capacity(drafts.len());
+    for (i, d) in drafts.iter().enumerate() {
+        out.push(insert_event(c, Some(task), first + i as u64, d.kind, task.attempt, now, d.data.clone())?);
+    }
+    Ok(out)
+}
+
 fn add_usage(a: Usage, b: Usage) -> Usage {
     Usage {
         input_tokens: a.input_tokens + b.input_tokens,
@@ -412,7 +419,8 @@ pub(super) fn complete(
     }
     let mut events = Vec::new();
     if !drafts.is_empty() {
-        events = append(c, id, attempt, drafts, now)?;
+        // the load above checked the fence; `finish` writes last_seq with the terminal event
+        events = insert_drafts(c, &row.task, row.last_seq + 1, drafts, now)?;
         row.last_seq += drafts.len() as u64;
     }
     row.task.usage = add_usage(row.task.usage, outcome.usage());
@@ -620,7 +628,7 @@ pub(super) fn agents(c: &Connection) -> Result<Vec<AgentSummary>> {
     let defs = stmt.query_map([], |r| r.get::<_, String>(0))?;
     let mut out = Vec::new();
     for d in defs {
-        let def = parse_agent_def(&d?)?;
+        let def = serde_json::from_str::<AgentDef>(&d?)?;
         let queued = counts.get(&(def.name.clone(), "queued".into())).copied().unwrap_or(0);
         let running = counts.get(&(def.name.clone(), "running".into())).copied().unwrap_or(0);
         out.push(AgentSummary { def, queued, running });
