@@ -366,10 +366,8 @@ impl<R: AsyncRead + Unpin + Send> StdoutReader<'_, R> {
             };
             line.extend_from_slice(&buf[..take]);
             reader.consume(take);
-            if complete || line.len() >= MAX_LINE {
-                if !self.flush(&mut line).await {
-                    return;
-                }
+            if (complete || line.len() >= MAX_LINE) && !self.flush(&mut line).await {
+                return;
             }
         }
         if !line.is_empty() {

@@ -269,7 +269,8 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let cases: Vec<(fn(&mut NewTask), &str)> = vec![
+        type Case = (fn(&mut NewTask), &'static str);
+        let cases: Vec<Case> = vec![
             (|t| t.priority = 10, "priority"),
             (|t| t.max_attempts = Some(0), "max_attempts"),
             (|t| t.timeout_ms = Some(0), "timeout_ms"),
