@@ -61,6 +61,7 @@ macro_rules! store_conformance {
             nodes_heartbeat_status_and_dead_detection,
             queue_stats_counts_and_oldest_runnable_age,
             concurrent_submit_and_drain_finishes_each_task_once,
+            lease_has_one_holder_until_it_expires_or_is_released,
         );
     };
 }
@@ -1293,4 +1294,33 @@ pub async fn concurrent_submit_and_drain_finishes_each_task_once(store: S) {
     }
     let stats = store.queue_stats().await.unwrap();
     assert_eq!((stats.queued, stats.running), (0, 0));
+}
+
+/// The leader lease: one holder at a time; renewable by its holder; free after expiry or release.
+pub async fn lease_has_one_holder_until_it_expires_or_is_released(store: S) {
+    let name = format!("leader-{}", uuid::Uuid::now_v7().simple());
+    let ttl = Duration::from_millis(400);
+    assert!(store.acquire_lease(&name, "a", ttl).await.unwrap(), "a free lease is taken");
+    assert!(!store.acquire_lease(&name, "b", ttl).await.unwrap(), "a held lease is not taken");
+    assert!(store.acquire_lease(&name, "a", ttl).await.unwrap(), "the holder renews");
+    // many contenders at once: exactly one wins a free lease
+    let other = format!("{name}-race");
+    let mut wins = 0;
+    let tries: Vec<_> = (0..8)
+        .map(|i| {
+            let (s, n) = (store.clone(), other.clone());
+            tokio::spawn(async move { s.acquire_lease(&n, &format!("c{i}"), LONG).await.unwrap() })
+        })
+        .collect();
+    for t in tries {
+        wins += t.await.unwrap() as u32;
+    }
+    assert_eq!(wins, 1, "exactly one contender holds the lease");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(store.acquire_lease(&name, "b", ttl).await.unwrap(), "an expired lease is taken over");
+    assert!(!store.acquire_lease(&name, "a", ttl).await.unwrap(), "the old holder lost it");
+    store.release_lease(&name, "a").await.unwrap();
+    assert!(!store.acquire_lease(&name, "a", ttl).await.unwrap(), "release by a non-holder does nothing");
+    store.release_lease(&name, "b").await.unwrap();
+    assert!(store.acquire_lease(&name, "a", ttl).await.unwrap(), "a released lease is free at once");
 }

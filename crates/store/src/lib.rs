@@ -176,6 +176,14 @@ pub trait Store: Send + Sync + 'static {
 
     async fn queue_stats(&self) -> Result<QueueStats>;
 
+    /// Takes or renews the named lease for `holder` until `ttl` from now, if it is free, expired
+    /// or already held by `holder`; returns whether `holder` holds it now. At most one holder
+    /// at a time: the supervisors' leader election.
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool>;
+
+    /// Gives the lease up if `holder` holds it (a clean shutdown hands leadership over at once).
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> Result<()>;
 }

@@ -21,7 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_leader.sql"),
+];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;
 /// Writes waiting for the writer at most; callers wait (backpressure) beyond that.
@@ -339,6 +342,16 @@ impl Store for SqliteStore {
 
     async fn queue_stats(&self) -> Result<QueueStats> {
         self.read(|c| ops::queue_stats(c, Micros::now())).await
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.write(move |c| ops::acquire_lease(c, &name, &holder, Micros::now(), ttl)).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.write(move |c| ops::release_lease(c, &name, &holder)).await
     }
 
     async fn ping(&self) -> Result<()> {

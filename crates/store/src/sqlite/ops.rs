@@ -713,3 +713,20 @@ pub(super) fn queue_stats(c: &Connection, now: Micros) -> Result<QueueStats> {
         oldest_queued_age: oldest.map(|t| Duration::from_micros(now.since(Micros(t)) as u64)),
     })
 }
+
+pub(super) fn acquire_lease(c: &Connection, name: &str, holder: &str, now: Micros, ttl: Duration) -> Result<bool> {
+    let until = now.plus(ttl);
+    let changed = c
+        .prepare_cached(
+            "INSERT INTO leader_leases (name, holder, until) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+             WHERE leader_leases.holder = excluded.holder OR leader_leases.until < ?4",
+        )?
+        .execute(params![name, holder, until.0, now.0])?;
+    Ok(changed == 1)
+}
+
+pub(super) fn release_lease(c: &Connection, name: &str, holder: &str) -> Result<()> {
+    c.prepare_cached("DELETE FROM leader_leases WHERE name = ?1 AND holder = ?2")?.execute(params![name, holder])?;
+    Ok(())
+}
