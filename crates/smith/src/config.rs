@@ -18,6 +18,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub store: StoreSection,
     #[serde(default)]
+    pub bus: BusSection,
+    #[serde(default)]
     pub worker: WorkerSection,
     #[serde(default)]
     pub supervisor: SupervisorSection,
@@ -41,8 +43,16 @@ pub struct ServerSection {
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
     pub url: Option<String>,
+    /// Connections per process to a PostgreSQL store.
+    pub pool_size: Option<u32>,
     /// fsync every commit (default true); false survives process crashes but not power loss.
     pub fsync: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusSection {
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

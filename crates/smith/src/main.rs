@@ -4,6 +4,8 @@
 mod bench;
 mod client;
 mod config;
+mod node;
+mod roles;
 mod up;
 
 use clap::{Args, Parser, Subcommand};
@@ -37,6 +39,14 @@ pub struct ClientOpts {
 enum Command {
     /// Run supervisor, worker and gateway in one process on SQLite and an in-process bus.
     Up(up::UpArgs),
+    /// Run a supervisor: heartbeats, leader election, dead-worker detection, lease reaping.
+    Supervisor(roles::SupervisorArgs),
+    /// Run a worker: claims tasks and runs their agents.
+    Worker(roles::WorkerArgs),
+    /// Run a gateway: the HTTP API and SSE streams.
+    Gateway(roles::GatewayArgs),
+    /// Apply pending store migrations and exit.
+    Migrate(roles::MigrateArgs),
     /// Submit, inspect, cancel and follow tasks.
     Task {
         #[command(subcommand)]
@@ -63,6 +73,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Up(args) => up::run(args, client.token).await,
+            Command::Supervisor(args) => roles::supervisor(args).await,
+            Command::Worker(args) => roles::worker(args).await,
+            Command::Gateway(args) => roles::gateway(args, client.token).await,
+            Command::Migrate(args) => roles::migrate(args).await,
             Command::Task { command } => client::task(command, client).await,
             Command::Agents => client::agents(client).await,
             Command::Nodes => client::nodes(client).await,

@@ -2,18 +2,18 @@
 //! as children of one supervision tree.
 
 use crate::config::{self, FileConfig};
+use crate::node;
 use anyhow::{anyhow, bail, Context, Result};
 use smith_core::Micros;
-use smith_supervisor::tree::{self, Backoff, ChildSpec, Intensity, Restart, Strategy, SupervisorSpec};
+
 use smith_supervisor::{Supervisor, SupervisorOptions};
 use smith_worker::{Worker, WorkerOptions};
-use smith_gateway::{Gateway, GatewayOptions};
-use std::net::SocketAddr;
+use smith_gateway::Gateway;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
+
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
@@ -88,10 +88,6 @@ fn settings(args: UpArgs, token: Option<String>) -> Result<Settings> {
     Ok(Settings { listen, data_dir, token, fsync, agents, worker, drain_timeout, dead_after, file })
 }
 
-fn is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().is_loopback()
-}
-
 /// Holds an exclusive lock on the data directory for the life of the process: one `smith up` per store.
 fn lock_data_dir(dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
@@ -108,34 +104,16 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     // errors before logging is up go to stderr by the caller
     let s = settings(args, token)?;
     crate::init_logging();
-    let addr: SocketAddr = tokio::net::lookup_host(&s.listen)
-        .await
-        .with_context(|| format!("cannot resolve listen address {:?}", s.listen))?
-        .next()
-        .ok_or_else(|| anyhow!("listen address {:?} resolves to nothing", s.listen))?;
-    if !is_loopback(&addr) && s.token.is_none() {
-        bail!("refusing to listen on {addr} without authentication: set --token or SMITH_TOKEN (or listen on 127.0.0.1)");
-    }
     let _lock = lock_data_dir(&s.data_dir)?;
-    if let Err(e) = smith_agents::process::become_subreaper() {
-        tracing::warn!(error = %e, "cannot become a child subreaper; orphaned agent processes may outlive their tasks");
-    }
-    match smith_agents::process::adopt_run_dir(&s.data_dir.join("run")) {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(groups = n, "killed agent processes a previous run left behind"),
-        Err(e) => tracing::warn!(error = %e, "cannot record agent process groups; a crash may leave agents running"),
-    }
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(|e| anyhow!("cannot install the metrics recorder: {e}"))?;
-    smith_worker::metrics::describe();
-    smith_gateway::metrics::describe();
+    let listener = node::bind(&s.listen, s.token.as_deref()).await?;
+    node::prepare_process_agents(&s.data_dir.join("run"));
+    let metrics = node::install_metrics()?;
 
     let db = s.data_dir.join("smith.db");
     let store_url = s.file.store.url.clone().unwrap_or_else(|| format!("sqlite://{}", db.display()));
-    let store = smith_store::open(&store_url, &smith_store::OpenOptions { fsync: s.fsync, readers: 4 })
+    let store = smith_store::open(&store_url, &smith_store::OpenOptions { fsync: s.fsync, ..Default::default() })
         .await
-        .with_context(|| format!("cannot open store {store_url}"))?;
+        .with_context(|| format!("cannot open store {}", node::redact(&store_url)))?;
     let bus = smith_bus::open("memory://").await?;
     store.put_agents(&s.agents).await.context("cannot record agent definitions")?;
     // We hold the data dir's lock, so every node recorded as alive is a previous incarnation
@@ -145,11 +123,9 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
         tracing::info!(count = stale.len(), "previous nodes marked dead; their tasks will be requeued");
     }
 
-    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
-    listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
 
-    let instance = format!("{}-{}", hostname(), &uuid::Uuid::now_v7().simple().to_string()[24..]);
+    let instance = node::instance_id();
     let mut wopts = s.worker.clone();
     wopts.node_id = format!("worker-{instance}");
     wopts.address = Some(bound.to_string());
@@ -160,132 +136,15 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     sopts.dead_after = s.dead_after;
     sopts.heartbeat = s.worker.heartbeat;
     let supervisor = Supervisor::new(sopts, store.clone(), bus.clone());
-    let mut gopts = GatewayOptions::new(format!("gateway-{instance}"));
-    gopts.token = s.token.clone();
-    gopts.heartbeat = s.worker.heartbeat;
-    if let Some(v) = s.file.server.max_body_bytes {
-        gopts.max_body_bytes = v;
-    }
-    if let Some(v) = s.file.server.keepalive {
-        gopts.keepalive = v;
-    }
-    if let Some(v) = s.file.server.slow_reader_timeout {
-        gopts.slow_reader_timeout = v;
-    }
-    let render = metrics.clone();
-    gopts.metrics = Some(Arc::new(move || render.render()));
+    let gopts = crate::roles::gateway_options(format!("gateway-{instance}"), s.token.clone(), &s.file, metrics, s.worker.heartbeat);
     let gateway = Gateway::new(gopts, store.clone(), bus.clone());
 
-    let spec = node_tree(&supervisor, &worker, &gateway, listener);
-    let root = CancellationToken::new();
-    let mut tree_task = tokio::spawn(tree::run(spec, root.clone(), supervisor.observer()));
+    let spec = node::root(vec![
+        node::supervisor_tree(&supervisor),
+        node::worker_tree(&worker),
+        node::gateway_tree(&gateway, listener),
+    ]);
     println!("smith listening on http://{bound}");
     tracing::info!(addr = %bound, data_dir = %s.data_dir.display(), agents = s.agents.len(), "smith up");
-
-    let outcome = tokio::select! {
-        r = &mut tree_task => Some(r),
-        _ = shutdown_signal() => None,
-    };
-    if let Some(r) = outcome {
-        return match r {
-            Ok(Ok(())) => Ok(ExitCode::SUCCESS),
-            Ok(Err(esc)) => {
-                tracing::error!(error = %esc, "the node's supervision tree gave up");
-                Ok(ExitCode::from(70))
-            }
-            Err(e) => Err(anyhow!("supervision tree panicked: {e}")),
-        };
-    }
-    tracing::info!(timeout_s = s.drain_timeout.as_secs_f64(), "shutting down: draining the worker (signal again to exit at once)");
-    tokio::spawn(async {
-        shutdown_signal().await;
-        eprintln!("smith: second signal, exiting now");
-        std::process::exit(130);
-    });
-    let handed_back = worker.drain(s.drain_timeout).await;
-    tracing::info!(handed_back, "drained");
-    root.cancel();
-    // components stop promptly; give the tree a bounded time
-    if tokio::time::timeout(Duration::from_secs(10), tree_task).await.is_err() {
-        tracing::warn!("components did not stop within 10 s");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-}
-
-type Component<T> = fn(T, CancellationToken) -> futures_util::future::BoxFuture<'static, Result<(), String>>;
-
-fn child<T: Clone + Send + Sync + 'static>(name: &str, it: &T, f: Component<T>) -> ChildSpec {
-    let it = it.clone();
-    ChildSpec::worker(name, Restart::Permanent, move |stop| {
-        let it = it.clone();
-        let fut = f(it, stop);
-        Box::pin(async move { fut.await.map_err(tree::ChildError::from) })
-    })
-}
-
-/// The node's supervision tree: each role is a subtree with its own strategy and intensity;
-/// a role that keeps failing escalates to the root, which restarts it as a whole.
-fn node_tree(sup: &Supervisor, worker: &Worker, gateway: &Gateway, listener: std::net::TcpListener) -> SupervisorSpec {
-    let intensity = Intensity { max_restarts: 5, period: Duration::from_secs(10) };
-    let backoff = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5) };
-    let supervisor_tree = SupervisorSpec::new("supervisor", Strategy::OneForOne)
-        .intensity(intensity)
-        .backoff(backoff)
-        .child(child("system-events", sup, |s, t| Box::pin(s.system_event_loop(t))))
-        .child(child("reaper", sup, |s, t| Box::pin(s.reaper_loop(t))))
-        .child(child("supervisor-heartbeat", sup, |s, t| Box::pin(s.heartbeat_loop(t))));
-    let worker_tree = SupervisorSpec::new("worker", Strategy::OneForOne)
-        .intensity(intensity)
-        .backoff(backoff)
-        .child(child("lease-keeper", worker, |w, t| Box::pin(w.lease_keeper(t))))
-        .child(child("cancel-listener", worker, |w, t| Box::pin(w.cancel_listener(t))))
-        .child(child("claim-loop", worker, |w, t| Box::pin(w.claim_loop(t))))
-        .child(ChildSpec::worker("orphan-reaper", Restart::Permanent, |stop| {
-            Box::pin(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    }
-                    tokio::task::spawn_blocking(smith_agents::process::reap_orphans).await.map_err(|e| tree::ChildError(e.to_string()))?;
-                }
-            })
-        }));
-    let listener = Arc::new(listener);
-    let gw = gateway.clone();
-    // the hub feeds the streams the server serves: if it restarts, so does the server (rest_for_one)
-    let gateway_tree = SupervisorSpec::new("gateway", Strategy::RestForOne)
-        .intensity(intensity)
-        .backoff(backoff)
-        .child(child("hub", gateway, |g, t| Box::pin(g.hub_loop(t))))
-        .child(ChildSpec::worker("http", Restart::Permanent, move |stop| {
-            let gw = gw.clone();
-            let l = listener.clone();
-            Box::pin(async move {
-                let std_listener = l.try_clone().map_err(|e| tree::ChildError(format!("listener: {e}")))?;
-                let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|e| tree::ChildError(format!("listener: {e}")))?;
-                gw.serve(listener, stop).await.map_err(tree::ChildError::from)
-            })
-        }))
-        .child(child("gateway-heartbeat", gateway, |g, t| Box::pin(g.heartbeat_loop(t))));
-    SupervisorSpec::new("node", Strategy::OneForOne)
-        .intensity(Intensity { max_restarts: 3, period: Duration::from_secs(60) })
-        .backoff(Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(10) })
-        .child(ChildSpec::supervisor(supervisor_tree, Restart::Permanent))
-        .child(ChildSpec::supervisor(worker_tree, Restart::Permanent))
-        .child(ChildSpec::supervisor(gateway_tree, Restart::Permanent))
+    node::run(spec, supervisor.observer(), Some(worker), s.drain_timeout).await
 }

@@ -209,10 +209,12 @@ pub struct OpenOptions {
     /// `true`: fsync every commit (survives power loss). `false`: survives process crashes only.
     pub fsync: bool,
     pub readers: usize,
+    /// Connections per process to a networked store (the seed sizes 30 per service).
+    pub pool_size: u32,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { fsync: true, readers: 4 }
+        OpenOptions { fsync: true, readers: 4, pool_size: 30 }
     }
 }

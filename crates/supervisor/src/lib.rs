@@ -24,7 +24,12 @@ pub struct SupervisorOptions {
     pub dead_after: Duration,
     /// How often leases and nodes are checked.
     pub reap_every: Duration,
+    /// How long the leader's lease lasts without renewal; a standby takes over after it.
+    pub leader_ttl: Duration,
 }
+
+/// The name of the lease that makes a supervisor the leader: only the leader reaps.
+pub const LEADER_LEASE: &str = "supervisor-leader";
 
 impl SupervisorOptions {
     pub fn new(node_id: impl Into<String>) -> Self {
@@ -34,6 +39,7 @@ impl SupervisorOptions {
             heartbeat: Duration::from_secs(1),
             dead_after: Duration::from_secs(5),
             reap_every: Duration::from_millis(500),
+            leader_ttl: Duration::from_secs(6),
         }
     }
 }
@@ -120,17 +126,41 @@ impl Supervisor {
         }
     }
 
-    /// Marks nodes that stopped heart-beating dead and requeues what they held; requeues or
-    /// fails tasks whose lease expired.
+    /// While this supervisor holds the leader lease (renewed every `reap_every`): marks nodes
+    /// that stopped heart-beating dead and requeues what they held, and requeues or fails tasks
+    /// whose lease expired. Standbys keep trying for the lease. Workers need no leader to run.
     pub async fn reaper_loop(self, stop: CancellationToken) -> Result<(), String> {
         let mut tick = tokio::time::interval(self.opts.reap_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leader = false;
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
+                _ = stop.cancelled() => {
+                    if leader {
+                        // hand leadership over at once instead of making a standby wait out the lease
+                        let _ = self.store.release_lease(LEADER_LEASE, &self.opts.node_id).await;
+                    }
+                    return Ok(());
+                }
                 _ = tick.tick() => {}
             }
-            self.reap_once().await;
+            let now_leader = match self.store.acquire_lease(LEADER_LEASE, &self.opts.node_id, self.opts.leader_ttl).await {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew the leader lease");
+                    false
+                }
+            };
+            if now_leader != leader {
+                leader = now_leader;
+                metrics::gauge!("smith_supervisor_leader").set(if leader { 1.0 } else { 0.0 });
+                let what = if leader { "leader.elected" } else { "leader.lost" };
+                tracing::info!(node = %self.opts.node_id, leader, "leadership changed");
+                self.record(json!({"type": what, "node": self.opts.node_id}));
+            }
+            if leader {
+                self.reap_once().await;
+            }
         }
     }
 

@@ -1,0 +1,221 @@
+//! Building and running a node: the supervision trees of each role, signal handling with a
+//! draining shutdown, and the pieces every role shares (listener, metrics, node ids).
+
+use anyhow::{anyhow, bail, Context, Result};
+use smith_gateway::Gateway;
+use smith_supervisor::tree::{self, Backoff, ChildSpec, Intensity, Restart, Strategy, SupervisorSpec};
+use smith_supervisor::Supervisor;
+use smith_worker::Worker;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+}
+
+/// `<host>-<random>`: unique per process start, readable in `smith nodes`.
+pub fn instance_id() -> String {
+    format!("{}-{}", hostname(), &uuid::Uuid::now_v7().simple().to_string()[24..])
+}
+
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Resolves and binds the API listener; a non-loopback address requires a token.
+pub async fn bind(listen: &str, token: Option<&str>) -> Result<std::net::TcpListener> {
+    let addr: SocketAddr = tokio::net::lookup_host(listen)
+        .await
+        .with_context(|| format!("cannot resolve listen address {listen:?}"))?
+        .next()
+        .ok_or_else(|| anyhow!("listen address {listen:?} resolves to nothing"))?;
+    if !addr.ip().is_loopback() && token.is_none() {
+        bail!("refusing to listen on {addr} without authentication: set --token or SMITH_TOKEN (or listen on 127.0.0.1)");
+    }
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Makes this process able to kill and reap everything its process agents start, and kills
+/// what a crashed previous run left in `run_dir`.
+pub fn prepare_process_agents(run_dir: &std::path::Path) {
+    if let Err(e) = smith_agents::process::become_subreaper() {
+        tracing::warn!(error = %e, "cannot become a child subreaper; orphaned agent processes may outlive their tasks");
+    }
+    match smith_agents::process::adopt_run_dir(run_dir) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(groups = n, "killed agent processes a previous run left behind"),
+        Err(e) => tracing::warn!(error = %e, "cannot record agent process groups; a crash may leave agents running"),
+    }
+}
+
+/// A URL fit for logs and errors: any password replaced.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            format!("{scheme}://{masked}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Installs the Prometheus recorder and describes every crate's metrics.
+pub fn install_metrics() -> Result<smith_gateway::MetricsRender> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| anyhow!("cannot install the metrics recorder: {e}"))?;
+    smith_worker::metrics::describe();
+    smith_gateway::metrics::describe();
+    Ok(Arc::new(move || handle.render()))
+}
+
+type Component<T> = fn(T, CancellationToken) -> futures_util::future::BoxFuture<'static, Result<(), String>>;
+
+fn child<T: Clone + Send + Sync + 'static>(name: &str, it: &T, f: Component<T>) -> ChildSpec {
+    let it = it.clone();
+    ChildSpec::worker(name, Restart::Permanent, move |stop| {
+        let it = it.clone();
+        let fut = f(it, stop);
+        Box::pin(async move { fut.await.map_err(tree::ChildError::from) })
+    })
+}
+
+const INTENSITY: Intensity = Intensity { max_restarts: 5, period: Duration::from_secs(10) };
+const BACKOFF: Backoff = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5) };
+
+pub fn supervisor_tree(sup: &Supervisor) -> SupervisorSpec {
+    SupervisorSpec::new("supervisor", Strategy::OneForOne)
+        .intensity(INTENSITY)
+        .backoff(BACKOFF)
+        .child(child("system-events", sup, |s, t| Box::pin(s.system_event_loop(t))))
+        .child(child("reaper", sup, |s, t| Box::pin(s.reaper_loop(t))))
+        .child(child("supervisor-heartbeat", sup, |s, t| Box::pin(s.heartbeat_loop(t))))
+}
+
+pub fn worker_tree(worker: &Worker) -> SupervisorSpec {
+    SupervisorSpec::new("worker", Strategy::OneForOne)
+        .intensity(INTENSITY)
+        .backoff(BACKOFF)
+        .child(child("lease-keeper", worker, |w, t| Box::pin(w.lease_keeper(t))))
+        .child(child("cancel-listener", worker, |w, t| Box::pin(w.cancel_listener(t))))
+        .child(child("claim-loop", worker, |w, t| Box::pin(w.claim_loop(t))))
+        .child(ChildSpec::worker("orphan-reaper", Restart::Permanent, |stop| {
+            Box::pin(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    }
+                    tokio::task::spawn_blocking(smith_agents::process::reap_orphans)
+                        .await
+                        .map_err(|e| tree::ChildError(e.to_string()))?;
+                }
+            })
+        }))
+}
+
+/// The hub feeds the streams the server serves: if it restarts, so does the server (rest_for_one).
+pub fn gateway_tree(gateway: &Gateway, listener: std::net::TcpListener) -> SupervisorSpec {
+    let listener = Arc::new(listener);
+    let gw = gateway.clone();
+    SupervisorSpec::new("gateway", Strategy::RestForOne)
+        .intensity(INTENSITY)
+        .backoff(BACKOFF)
+        .child(child("hub", gateway, |g, t| Box::pin(g.hub_loop(t))))
+        .child(ChildSpec::worker("http", Restart::Permanent, move |stop| {
+            let gw = gw.clone();
+            let l = listener.clone();
+            Box::pin(async move {
+                let std_listener = l.try_clone().map_err(|e| tree::ChildError(format!("listener: {e}")))?;
+                let listener =
+                    tokio::net::TcpListener::from_std(std_listener).map_err(|e| tree::ChildError(format!("listener: {e}")))?;
+                gw.serve(listener, stop).await.map_err(tree::ChildError::from)
+            })
+        }))
+        .child(child("gateway-heartbeat", gateway, |g, t| Box::pin(g.heartbeat_loop(t))))
+}
+
+/// The node's root: each role is a subtree with its own strategy and intensity; a role that
+/// keeps failing escalates here and is restarted as a whole, and if that keeps happening the
+/// process exits non-zero for its orchestrator to replace it.
+pub fn root(roles: Vec<SupervisorSpec>) -> SupervisorSpec {
+    let mut spec = SupervisorSpec::new("node", Strategy::OneForOne)
+        .intensity(Intensity { max_restarts: 3, period: Duration::from_secs(60) })
+        .backoff(Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(10) });
+    for r in roles {
+        spec = spec.child(ChildSpec::supervisor(r, Restart::Permanent));
+    }
+    spec
+}
+
+/// Runs the tree until it gives up or a signal arrives; on a signal, drains the worker (if
+/// any) for up to `drain`, then stops every component. A second signal exits at once.
+pub async fn run(spec: SupervisorSpec, observer: tree::Observer, worker: Option<Worker>, drain: Duration) -> Result<ExitCode> {
+    let root = CancellationToken::new();
+    let mut tree_task = tokio::spawn(tree::run(spec, root.clone(), observer));
+    let outcome = tokio::select! {
+        r = &mut tree_task => Some(r),
+        _ = shutdown_signal() => None,
+    };
+    if let Some(r) = outcome {
+        return match r {
+            Ok(Ok(())) => Ok(ExitCode::SUCCESS),
+            Ok(Err(esc)) => {
+                tracing::error!(error = %esc, "the node's supervision tree gave up");
+                Ok(ExitCode::from(70))
+            }
+            Err(e) => Err(anyhow!("supervision tree panicked: {e}")),
+        };
+    }
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("smith: second signal, exiting now");
+        std::process::exit(130);
+    });
+    if let Some(worker) = worker {
+        tracing::info!(timeout_s = drain.as_secs_f64(), "shutting down: draining the worker (signal again to exit at once)");
+        let handed_back = worker.drain(drain).await;
+        tracing::info!(handed_back, "drained");
+    } else {
+        tracing::info!("shutting down");
+    }
+    root.cancel();
+    // components stop promptly; give the tree a bounded time
+    if tokio::time::timeout(Duration::from_secs(10), tree_task).await.is_err() {
+        tracing::warn!("components did not stop within 10 s");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_passwords_only() {
+        for (url, want) in [
+            ("postgres://u:secret@db:5432/x", "postgres://u:***@db:5432/x"),
+            ("nats://tok@host:4222", "nats://tok@host:4222"),
+            ("postgres://db/x", "postgres://db/x"),
+            ("amqp://guest:guest@h/%2f", "amqp://guest:***@h/%2f"),
+            ("sqlite://./d/smith.db", "sqlite://./d/smith.db"),
+        ] {
+            assert_eq!(super::redact(url), want);
+        }
+    }
+}

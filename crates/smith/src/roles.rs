@@ -1,0 +1,211 @@
+//! The distributed roles — `smith supervisor`, `smith worker`, `smith gateway` — and
+//! `smith migrate`: each one process, sharing a store and a bus by URL.
+
+use crate::config::{self, FileConfig};
+use crate::node;
+use anyhow::{anyhow, bail, Context, Result};
+use smith_gateway::{Gateway, GatewayOptions, MetricsRender};
+use smith_supervisor::{Supervisor, SupervisorOptions};
+use smith_worker::{Worker, WorkerOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a role finds the shared store and bus.
+#[derive(clap::Args, Debug)]
+pub struct Shared {
+    /// The store: `postgres://user@host/db` (or `sqlite://PATH` for a single machine).
+    #[arg(long, env = "SMITH_STORE")]
+    store: Option<String>,
+    /// The bus: `nats://host:4222` (or `memory://` inside one process only).
+    #[arg(long, env = "SMITH_BUS")]
+    bus: Option<String>,
+    /// Config file (default: ./smith.toml if present).
+    #[arg(long, env = "SMITH_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    shared: Shared,
+    /// Agents running at once in this worker, over all definitions.
+    #[arg(long, env = "SMITH_MAX_AGENTS")]
+    max_agents: Option<usize>,
+    /// On SIGTERM, how long running tasks may take to finish before they are handed back
+    /// (default 110 s: inside Fargate Spot's two-minute notice).
+    #[arg(long, env = "SMITH_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
+    drain_timeout: Option<Duration>,
+    /// Local state: the record of running agent processes, killed if this worker crashes and restarts.
+    #[arg(long, env = "SMITH_DATA_DIR", default_value = "smith-worker")]
+    data_dir: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    shared: Shared,
+    /// Address to serve the API on; a non-loopback address requires --token.
+    #[arg(long, env = "SMITH_LISTEN")]
+    listen: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SupervisorArgs {
+    #[command(flatten)]
+    shared: Shared,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    shared: Shared,
+}
+
+/// A role's store and bus, opened, with the config they came with.
+struct Backends {
+    file: FileConfig,
+    store: Arc<dyn smith_store::Store>,
+    bus: Arc<dyn smith_bus::Bus>,
+}
+
+fn store_url(shared: &Shared, file: &FileConfig) -> Result<String> {
+    shared.store.clone().or(file.store.url.clone()).ok_or_else(|| anyhow!("no store: pass --store URL or set SMITH_STORE"))
+}
+
+async fn open_store(url: &str, file: &FileConfig) -> Result<Arc<dyn smith_store::Store>> {
+    let mut opts = smith_store::OpenOptions::default();
+    if let Some(n) = file.store.pool_size {
+        if n == 0 {
+            bail!("[store] pool_size must be at least 1");
+        }
+        opts.pool_size = n;
+    }
+    if let Some(f) = file.store.fsync {
+        opts.fsync = f;
+    }
+    smith_store::open(url, &opts).await.with_context(|| format!("cannot open store {}", node::redact(url)))
+}
+
+async fn open(shared: &Shared) -> Result<Backends> {
+    let file = FileConfig::load(shared.config.as_deref())?;
+    let store_url = store_url(shared, &file)?;
+    let bus_url = shared.bus.clone().or(file.bus.url.clone()).ok_or_else(|| anyhow!("no bus: pass --bus URL or set SMITH_BUS"))?;
+    if bus_url.starts_with("memory:") || bus_url.starts_with("inproc:") {
+        bail!("--bus {bus_url} only connects parts of one process; separate roles need a shared bus such as nats://host:4222");
+    }
+    let store = open_store(&store_url, &file).await?;
+    let bus = smith_bus::open(&bus_url).await.with_context(|| format!("cannot connect to bus {}", node::redact(&bus_url)))?;
+    Ok(Backends { file, store, bus })
+}
+
+pub fn gateway_options(
+    node_id: String,
+    token: Option<String>,
+    file: &FileConfig,
+    metrics: MetricsRender,
+    heartbeat: Duration,
+) -> GatewayOptions {
+    let mut g = GatewayOptions::new(node_id);
+    g.token = token;
+    g.heartbeat = heartbeat;
+    g.metrics = Some(metrics);
+    if let Some(v) = file.server.max_body_bytes {
+        g.max_body_bytes = v;
+    }
+    if let Some(v) = file.server.keepalive {
+        g.keepalive = v;
+    }
+    if let Some(v) = file.server.slow_reader_timeout {
+        g.slow_reader_timeout = v;
+    }
+    g
+}
+
+fn heartbeat(file: &FileConfig) -> Duration {
+    file.worker.heartbeat.unwrap_or(Duration::from_secs(1))
+}
+
+pub async fn supervisor(args: SupervisorArgs) -> Result<ExitCode> {
+    crate::init_logging();
+    let b = open(&args.shared).await?;
+    let metrics = node::install_metrics()?;
+    let mut opts = SupervisorOptions::new(format!("supervisor-{}", node::instance_id()));
+    opts.heartbeat = heartbeat(&b.file);
+    if let Some(d) = b.file.supervisor.dead_after {
+        opts.dead_after = d;
+    }
+    let sup = Supervisor::new(opts, b.store, b.bus);
+    drop(metrics);
+    tracing::info!("smith supervisor running");
+    node::run(node::root(vec![node::supervisor_tree(&sup)]), sup.observer(), None, Duration::ZERO).await
+}
+
+pub async fn worker(args: WorkerArgs) -> Result<ExitCode> {
+    let file = FileConfig::load(args.shared.config.as_deref())?;
+    let agents = config::agents(&file)?;
+    crate::init_logging();
+    node::prepare_process_agents(&args.data_dir.join("run"));
+    let b = open(&args.shared).await?;
+    let _metrics = node::install_metrics()?;
+    let instance = node::instance_id();
+    let mut w = WorkerOptions::new(format!("worker-{instance}"), agents.clone());
+    w.heartbeat = heartbeat(&file);
+    if let Some(v) = file.worker.lease {
+        w.lease = v;
+    }
+    if let Some(v) = file.worker.poll {
+        w.poll = v;
+    }
+    if let Some(v) = args.max_agents.or(file.worker.max_agents) {
+        w.max_agents = v.max(1);
+    }
+    b.store.put_agents(&agents).await.context("cannot record agent definitions")?;
+    let worker = Worker::new(w, b.store.clone(), b.bus.clone());
+    worker.register().await.context("cannot register the worker")?;
+    // a worker records its own system events (component restarts) through a local supervisor handle
+    let sup = Supervisor::new(SupervisorOptions::new(worker.id().to_string()), b.store, b.bus);
+    let drain = args.drain_timeout.or(file.worker.drain_timeout).unwrap_or(Duration::from_secs(110));
+    tracing::info!(node = worker.id(), agents = agents.len(), "smith worker running");
+    let spec = node::root(vec![node::worker_tree(&worker), system_events_only(&sup)]);
+    node::run(spec, sup.observer(), Some(worker), drain).await
+}
+
+/// Just the system-event writer of a supervisor handle, for roles that are not supervisors.
+fn system_events_only(sup: &Supervisor) -> smith_supervisor::tree::SupervisorSpec {
+    let s = sup.clone();
+    smith_supervisor::tree::SupervisorSpec::new("events", smith_supervisor::tree::Strategy::OneForOne).child(
+        smith_supervisor::tree::ChildSpec::worker("system-events", smith_supervisor::tree::Restart::Permanent, move |stop| {
+            let s = s.clone();
+            Box::pin(async move { s.system_event_loop(stop).await.map_err(smith_supervisor::tree::ChildError::from) })
+        }),
+    )
+}
+
+pub async fn gateway(args: GatewayArgs, token: Option<String>) -> Result<ExitCode> {
+    crate::init_logging();
+    let b = open(&args.shared).await?;
+    let token = token.or(b.file.server.token.clone()).filter(|t| !t.is_empty());
+    let listen = args.listen.or(b.file.server.listen.clone()).unwrap_or_else(|| "127.0.0.1:8080".into());
+    let listener = node::bind(&listen, token.as_deref()).await?;
+    let bound = listener.local_addr()?;
+    let metrics = node::install_metrics()?;
+    let id = format!("gateway-{}", node::instance_id());
+    let gateway = Gateway::new(gateway_options(id.clone(), token, &b.file, metrics, heartbeat(&b.file)), b.store.clone(), b.bus.clone());
+    let sup = Supervisor::new(SupervisorOptions::new(id), b.store, b.bus);
+    println!("smith listening on http://{bound}");
+    tracing::info!(addr = %bound, "smith gateway running");
+    let spec = node::root(vec![node::gateway_tree(&gateway, listener), system_events_only(&sup)]);
+    node::run(spec, sup.observer(), None, Duration::ZERO).await
+}
+
+pub async fn migrate(args: MigrateArgs) -> Result<ExitCode> {
+    let file = FileConfig::load(args.shared.config.as_deref())?;
+    let url = store_url(&args.shared, &file)?;
+    // opening a store applies every pending migration, under a lock where the backend needs one
+    let store = open_store(&url, &file).await?;
+    store.ping().await.context("store did not answer after migrating")?;
+    println!("store {} is at the latest schema", node::redact(&url));
+    Ok(ExitCode::SUCCESS)
+}
