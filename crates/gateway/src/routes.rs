@@ -43,8 +43,18 @@ async fn method_not_allowed() -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
-fn parse_id(s: &str) -> ApiResult<TaskId> {
-    Ok(s.parse::<TaskId>()?)
+/// A task id from the path; anything malformed (not a UUID, not even UTF-8) is a JSON 400.
+struct PathId(TaskId);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid(format!("malformed task id: {e}")))?;
+        Ok(PathId(raw.parse::<TaskId>()?))
+    }
 }
 
 #[derive(Deserialize)]
@@ -89,8 +99,7 @@ async fn submit(State(s): State<Arc<AppState>>, JsonBody(req): JsonBody<SubmitRe
     Ok((status, [(axum::http::header::LOCATION, location)], Json(submitted.task)).into_response())
 }
 
-async fn get_task(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
-    let id = parse_id(&id)?;
+async fn get_task(State(s): State<Arc<AppState>>, PathId(id): PathId) -> ApiResult<Response> {
     match s.store.get_task(id).await? {
         Some(t) => Ok(Json(t).into_response()),
         None => Err(ApiError::not_found(format!("task {id} not found"))),
@@ -117,8 +126,7 @@ async fn list(State(s): State<Arc<AppState>>, QueryParams(p): QueryParams<ListPa
     Ok(Json(json!({"items": page.items, "next_cursor": page.next_cursor})).into_response())
 }
 
-async fn cancel(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
-    let id = parse_id(&id)?;
+async fn cancel(State(s): State<Arc<AppState>>, PathId(id): PathId) -> ApiResult<Response> {
     let change = s.store.request_cancel(id).await?;
     smith_bus::publish_events(s.bus.as_ref(), &change.events).await;
     if change.task.status == TaskStatus::Running {
@@ -143,18 +151,19 @@ fn resume_point(headers: &HeaderMap, after: Option<&str>) -> ApiResult<Option<u6
         Some(r) => r
             .trim()
             .parse::<u64>()
+            .ok()
+            .filter(|v| *v <= i64::MAX as u64)
             .map(Some)
-            .map_err(|_| ApiError::invalid(format!("Last-Event-ID / after must be a non-negative integer, got {r:?}"))),
+            .ok_or_else(|| ApiError::invalid(format!("Last-Event-ID / after must be an integer in 0..=2^63-1, got {r:?}"))),
     }
 }
 
 async fn task_events(
     State(s): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     headers: HeaderMap,
     QueryParams(p): QueryParams<StreamParams>,
 ) -> ApiResult<SseBody> {
-    let id = parse_id(&id)?;
     let after = resume_point(&headers, p.after.as_deref())?.unwrap_or(0);
     stream::task_stream(s, id, after).await
 }
