@@ -31,10 +31,32 @@ const SETTLE: Duration = Duration::from_millis(50);
 ///     smith_bus::bus_conformance!(async { smith_bus::open("memory://").await.unwrap() });
 /// }
 /// ```
+///
+/// A backend that needs a server can skip every check, with a printed reason, while an
+/// environment variable is unset; the factory runs only when it is set:
+///
+/// ```no_run
+/// mod nats {
+///     smith_bus::bus_conformance!(skip_unless_env = "SMITH_TEST_NATS_URL", async {
+///         smith_bus::open(&std::env::var("SMITH_TEST_NATS_URL").unwrap()).await.unwrap()
+///     });
+/// }
+/// ```
 #[macro_export]
 macro_rules! bus_conformance {
+    (skip_unless_env = $var:literal, $factory:expr) => {
+        $crate::bus_conformance!(@checks {
+            if ::std::env::var_os($var).is_none() {
+                ::std::println!("skipped: {} not set", $var);
+                return;
+            }
+        } $factory);
+    };
     ($factory:expr) => {
-        $crate::bus_conformance!(@tests $factory;
+        $crate::bus_conformance!(@checks {} $factory);
+    };
+    (@checks $skip:block $factory:expr) => {
+        $crate::bus_conformance!(@tests $skip $factory;
             exact_subject_in_order,
             single_token_wildcard,
             tail_wildcard,
@@ -49,10 +71,11 @@ macro_rules! bus_conformance {
             order_preserved_for_10k_messages,
         );
     };
-    (@tests $factory:expr; $($check:ident),* $(,)?) => {
+    (@tests $skip:block $factory:expr; $($check:ident),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $check() {
+                $skip
                 let bus: ::std::sync::Arc<dyn $crate::Bus> = $factory.await;
                 $crate::conformance::$check(bus).await;
             }

@@ -12,6 +12,9 @@ pub mod conformance;
 pub mod error;
 mod events;
 pub mod memory;
+pub mod namespace;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod subjects;
 
 use std::fmt;
@@ -132,6 +135,9 @@ pub trait Bus: Send + Sync + 'static {
     async fn respond(&self, msg: &Message, payload: Bytes) -> Result<()>;
 }
 
+#[cfg(feature = "nats")]
+const SUPPORTED_SCHEMES: &str = "memory://, inproc://, nats://, tls://";
+#[cfg(not(feature = "nats"))]
 const SUPPORTED_SCHEMES: &str = "memory://, inproc://";
 
 /// Opens the bus named by `url`.
@@ -139,23 +145,74 @@ const SUPPORTED_SCHEMES: &str = "memory://, inproc://";
 /// - `memory://`, `memory:` or `inproc://`: an in-process bus (this process only);
 ///   `?capacity=N` sets the per-subscriber buffer (default
 ///   [`memory::DEFAULT_CAPACITY`]).
+/// - `nats://` or `tls://` (feature `nats`): a NATS server, see
+///   [`nats::NatsBus::connect`] for credentials and options.
 pub async fn open(url: &str) -> Result<Arc<dyn Bus>> {
+    let (url, namespace) = split_namespace(url);
     let Some((scheme, rest)) = url.split_once(':') else {
         return Err(Error::Config(format!(
             "bus URL `{url}` has no scheme; supported: {SUPPORTED_SCHEMES}"
         )));
     };
-    match scheme {
-        "memory" | "inproc" => Ok(Arc::new(memory::MemoryBus::from_url(url, rest)?)),
-        other => Err(Error::Config(format!(
-            "unsupported bus URL scheme `{other}` in `{url}`; supported: {SUPPORTED_SCHEMES}"
-        ))),
+    let bus: Arc<dyn Bus> = match scheme {
+        "memory" | "inproc" => Arc::new(memory::MemoryBus::from_url(&url, rest)?),
+        #[cfg(feature = "nats")]
+        "nats" | "tls" => Arc::new(nats::NatsBus::connect(&url).await?),
+        other => {
+            return Err(Error::Config(format!(
+                "unsupported bus URL scheme `{other}`; supported: {SUPPORTED_SCHEMES}"
+            )))
+        }
+    };
+    match namespace {
+        Some(ns) => Ok(Arc::new(namespace::Namespaced::new(bus, &ns)?)),
+        None => Ok(bus),
     }
+}
+
+/// Takes `namespace=NAME` out of the URL's query, leaving the rest for the backend.
+fn split_namespace(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut namespace = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.strip_prefix("namespace=") {
+            Some(ns) => {
+                namespace = Some(ns.to_string());
+                false
+            }
+            None => !kv.is_empty(),
+        })
+        .collect();
+    let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+    (url, namespace)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn namespaces_keep_deployments_apart() {
+        let inner: Arc<dyn Bus> = Arc::new(memory::MemoryBus::new());
+        let a = namespace::Namespaced::new(inner.clone(), "a").unwrap();
+        let b = namespace::Namespaced::new(inner.clone(), "b").unwrap();
+        let mut sa = a.subscribe("smith.events.>").await.unwrap();
+        let mut sb = b.subscribe("smith.events.>").await.unwrap();
+        a.publish("smith.events.echo.1", Bytes::from_static(b"x")).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(2), sa.recv()).await.unwrap().unwrap();
+        assert_eq!(got.subject, "smith.events.echo.1", "callers see their own subjects");
+        assert!(tokio::time::timeout(Duration::from_millis(100), sb.recv()).await.is_err(), "b hears nothing of a");
+        assert!(namespace::Namespaced::new(inner.clone(), "a.b").is_err());
+        assert_eq!(split_namespace("nats://h:4222?namespace=t1&capacity=8"), ("nats://h:4222?capacity=8".to_string(), Some("t1".to_string())));
+        assert_eq!(split_namespace("memory://?namespace=t1"), ("memory://".to_string(), Some("t1".to_string())));
+        let bus = open("memory://?namespace=t9").await.unwrap();
+        let mut s = bus.subscribe("x").await.unwrap();
+        bus.publish("x", Bytes::from_static(b"y")).await.unwrap();
+        assert_eq!(s.recv().await.unwrap().subject, "x");
+    }
 
     #[tokio::test]
     async fn open_memory_urls() {
@@ -170,11 +227,7 @@ mod tests {
     #[tokio::test]
     async fn open_rejects_bad_urls() {
         // (url, words the message must contain)
-        let cases: &[(&str, &[&str])] = &[
-            (
-                "nats://localhost:4222",
-                &["`nats`", "memory://", "inproc://"],
-            ),
+        let mut cases: Vec<(&str, &[&str])> = vec![
             ("amqp://x", &["`amqp`", "memory://"]),
             ("memory", &["no scheme", "memory://"]),
             ("memory://somewhere", &["somewhere"]),
@@ -182,7 +235,13 @@ mod tests {
             ("memory://?capacity=lots", &["capacity"]),
             ("memory://?size=3", &["`size`"]),
         ];
-        for &(url, words) in cases {
+        if cfg!(feature = "nats") {
+            // Rejected before any connection attempt.
+            cases.push(("nats://localhost:port", &["invalid port"]));
+        } else {
+            cases.push(("nats://localhost:4222", &["`nats`", "memory://", "inproc://"]));
+        }
+        for &(url, words) in &cases {
             let err = match open(url).await {
                 Ok(_) => panic!("{url} should be rejected"),
                 Err(err) => err,

@@ -69,7 +69,15 @@ pub fn redact(url: &str) -> String {
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            // a bare user part is a secret token in NATS URLs
+            let token_scheme = matches!(scheme, "nats" | "tls");
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else if token_scheme {
+                "***".to_string()
+            } else {
+                user.to_string()
+            };
             format!("{scheme}://{masked}@{host}{path}")
         }
         None => url.to_string(),
@@ -210,7 +218,7 @@ mod tests {
     fn redact_hides_passwords_only() {
         for (url, want) in [
             ("postgres://u:secret@db:5432/x", "postgres://u:***@db:5432/x"),
-            ("nats://tok@host:4222", "nats://tok@host:4222"),
+            ("nats://tok@host:4222", "nats://***@host:4222"),
             ("postgres://db/x", "postgres://db/x"),
             ("amqp://guest:guest@h/%2f", "amqp://guest:***@h/%2f"),
             ("sqlite://./d/smith.db", "sqlite://./d/smith.db"),

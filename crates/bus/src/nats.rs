@@ -1,0 +1,509 @@
+//! The NATS backend: the same subjects, queue groups and request/reply over a NATS server.
+//!
+//! # Why core NATS and not JetStream
+//!
+//! Every subject MisterSmith publishes (wake-ups, task events, cancels, system
+//! announcements) goes over core NATS: at most once, nothing stored on the server. The
+//! store is the truth and a bus message is only the fast path to it:
+//!
+//! - a wake-up (`smith.wake.<agent>`) only shortens the wait of workers that also poll
+//!   the store for claimable work;
+//! - a cancel (`smith.control.cancel`) only hurries along the durable cancel flag in the
+//!   store, which a worker reads anyway each time it renews its lease;
+//! - a live event (`smith.events.<agent>.<task>`) only tells an SSE stream to read the
+//!   store, and a reconnecting stream replays from the store by event id.
+//!
+//! So no message has to survive a broker restart, and a message lost while the
+//! connection is down delays its reader by at most one poll. JetStream would add
+//! acknowledgements, storage and consumer state for a guarantee nobody relies on, and a
+//! second source of truth that could disagree with the store.
+//!
+//! # What this backend does to keep that claim true
+//!
+//! - [`NatsBus::connect`] fails fast and visibly (bad URL, unreachable or silent server,
+//!   wrong credentials) within [`CONNECT_TIMEOUT`]: a bus that never connected is a
+//!   configuration problem the operator must see at start-up.
+//! - Once connected it reconnects forever on its own, with jittered exponential backoff
+//!   capped at [`MAX_RECONNECT_DELAY`], and resubscribes every live subscription, so a
+//!   subscriber never has to notice a broker restart.
+//! - While disconnected, [`Bus::publish`] and [`Bus::request`] fail at once with
+//!   [`Error::Backend`] instead of queueing: a message that cannot be delivered now is
+//!   not worth delivering late, and a caller must never stall on the fast path.
+//! - Each subscription forwards into its own bounded buffer, exactly like
+//!   [`crate::memory::MemoryBus`]: when full, messages are dropped for that subscriber
+//!   alone and counted in [`Subscription::dropped`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::client::{PublishErrorKind, RequestErrorKind};
+use async_nats::connection::State;
+use async_nats::{ConnectErrorKind, ConnectOptions, Event, ServerAddr};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::memory::DEFAULT_CAPACITY;
+use crate::subjects::{validate_group, validate_pattern, validate_subject};
+use crate::{Bus, Message, Subscription};
+
+/// Longest wait for the first connection, from TCP connect to the server's first PONG.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Upper bound of the backoff between reconnect attempts.
+pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
+
+/// How often to ping an idle server; after three unanswered pings (about 30 s) the
+/// connection counts as lost and is replaced, so a half-open socket does not linger.
+const PING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The connection name the server shows in its monitoring endpoints.
+const CLIENT_NAME: &str = "smith";
+
+/// A bus on a NATS server. Cheap to clone; clones share one connection.
+///
+/// Subscriptions end (their `recv` returns `None`) once every clone is dropped.
+#[derive(Clone)]
+pub struct NatsBus {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: async_nats::Client,
+    /// The server URL without credentials, for messages and logs.
+    server: String,
+    capacity: usize,
+    /// Never sent on; dropped with the last clone, which stops every forwarder.
+    _shutdown: watch::Sender<()>,
+    shutdown: watch::Receiver<()>,
+}
+
+/// What a bus URL says, credentials kept apart from the address.
+struct Target {
+    address: ServerAddr,
+    /// `scheme://host:port` with any credentials hidden.
+    display: String,
+    auth: Auth,
+    capacity: usize,
+}
+
+enum Auth {
+    None,
+    Token(String),
+    UserPassword(String, String),
+}
+
+impl NatsBus {
+    /// Connects to the server named by `url`: `nats://[user:password@]host[:port]`,
+    /// `nats://token@host[:port]`, or `tls://…` for TLS (system trust roots). The port
+    /// defaults to 4222; `?capacity=N` sets the per-subscriber buffer (default
+    /// [`DEFAULT_CAPACITY`]).
+    ///
+    /// Fails within about [`CONNECT_TIMEOUT`]: [`Error::Config`] for a malformed URL,
+    /// rejected credentials or a TLS mismatch, [`Error::Backend`] for a server that is
+    /// unreachable or does not answer. Once connected, the bus reconnects by itself.
+    pub async fn connect(url: &str) -> Result<NatsBus> {
+        let target = parse_url(url)?;
+        let server = target.display.clone();
+        let options = connect_options(&server, target.auth);
+
+        // async-nats bounds only the TCP connect by `connection_timeout`; this bounds the
+        // handshake too, so a port that accepts and never speaks NATS fails as well.
+        let client = match tokio::time::timeout(CONNECT_TIMEOUT, options.connect(target.address)).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(err)) => return Err(connect_error(&server, &err)),
+            Err(_) => {
+                return Err(Error::Backend(format!(
+                    "no answer from NATS server {server} within {CONNECT_TIMEOUT:?}; is it a NATS server?"
+                )))
+            }
+        };
+        tracing::info!(server = %server, "bus connected to nats");
+        let (shutdown_tx, shutdown_rx) = watch::channel(());
+        Ok(NatsBus {
+            shared: Arc::new(Shared {
+                client,
+                server,
+                capacity: target.capacity,
+                _shutdown: shutdown_tx,
+                shutdown: shutdown_rx,
+            }),
+        })
+    }
+
+    /// Whether the connection is up right now (it may be reconnecting); for health checks.
+    pub fn is_connected(&self) -> bool {
+        self.shared.client.connection_state() == State::Connected
+    }
+
+    /// Fails fast while reconnecting: see the module docs for why nothing is queued.
+    fn ensure_connected(&self) -> Result<()> {
+        if self.is_connected() {
+            return Ok(());
+        }
+        Err(Error::Backend(format!("not connected to NATS server {}; reconnecting", self.shared.server)))
+    }
+
+    /// Wraps an async-nats subscriber in a [`Subscription`] with its own bounded buffer.
+    fn forward(&self, pattern: &str, subscriber: async_nats::Subscriber) -> Subscription {
+        let (tx, rx) = mpsc::channel(self.shared.capacity);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let task =
+            tokio::spawn(forward(subscriber, tx, dropped.clone(), pattern.to_owned(), self.shared.shutdown.clone()));
+        let abort = task.abort_handle();
+        // Aborting drops the async-nats subscriber, which unsubscribes on the server.
+        Subscription::new(rx, dropped, Box::new(move || abort.abort()))
+    }
+}
+
+impl fmt::Debug for NatsBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsBus")
+            .field("server", &self.shared.server)
+            .field("capacity", &self.shared.capacity)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+/// Moves messages from one async-nats subscriber into its bounded buffer until the
+/// subscription or the bus is dropped. Never waits on a full buffer: the message is
+/// dropped and counted, as in the in-process bus.
+async fn forward(
+    mut subscriber: async_nats::Subscriber,
+    tx: mpsc::Sender<Arc<Message>>,
+    dropped: Arc<AtomicU64>,
+    pattern: String,
+    mut shutdown: watch::Receiver<()>,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            next = subscriber.next() => next,
+            _ = shutdown.changed() => return,
+        };
+        // `None`: the connection is closed for good (the client was dropped).
+        let Some(message) = next else { return };
+        let message = Message {
+            subject: message.subject.into_string(),
+            payload: message.payload,
+            reply: message.reply.map(|reply| reply.into_string()),
+        };
+        match tx.try_send(Arc::new(message)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                // Log once per subscription: a line per drop would be its own outage.
+                if dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(
+                        pattern = %pattern,
+                        capacity = tx.max_capacity(),
+                        "bus subscriber is full; dropping its messages"
+                    );
+                }
+            }
+            Err(TrySendError::Closed(_)) => return,
+        }
+    }
+}
+
+fn connect_options(server: &str, auth: Auth) -> ConnectOptions {
+    let events_server = server.to_owned();
+    // `retry_on_initial_connect` stays off (the default): a server that is down at
+    // start-up must be an error the operator sees, not a silent retry loop.
+    let options = ConnectOptions::new()
+        .name(CLIENT_NAME)
+        .connection_timeout(CONNECT_TIMEOUT)
+        .max_reconnects(None)
+        .reconnect_delay_callback(reconnect_delay)
+        .ping_interval(PING_INTERVAL)
+        .event_callback(move |event| {
+            let server = events_server.clone();
+            async move { log_event(&server, event) }
+        });
+    match auth {
+        Auth::None => options,
+        Auth::Token(token) => options.token(token),
+        Auth::UserPassword(user, password) => options.user_and_password(user, password),
+    }
+}
+
+/// Backoff before reconnect attempt `attempt` (1 for the first after a loss): none, then
+/// 100 ms doubling up to [`MAX_RECONNECT_DELAY`], with up to 20% jitter so that many
+/// workers do not hit a restarted server in lockstep.
+fn reconnect_delay(attempt: usize) -> Duration {
+    if attempt <= 1 {
+        return Duration::ZERO;
+    }
+    let doublings = u32::try_from(attempt - 2).unwrap_or(u32::MAX).min(16);
+    let base = Duration::from_millis(100).saturating_mul(1 << doublings).min(MAX_RECONNECT_DELAY);
+    let jitter = base.mul_f64(fastrand::f64() * 0.2);
+    (base + jitter).min(MAX_RECONNECT_DELAY)
+}
+
+fn log_event(server: &str, event: Event) {
+    match event {
+        Event::Connected => tracing::info!(server, "nats connection (re)established"),
+        Event::Disconnected => {
+            tracing::warn!(server, "nats connection lost; reconnecting (bus messages are dropped meanwhile)")
+        }
+        Event::ClientError(err) => tracing::warn!(server, error = %err, "nats reconnect attempt failed"),
+        Event::ServerError(err) => tracing::warn!(server, error = %err, "nats server reported an error"),
+        Event::SlowConsumer(sid) => {
+            tracing::warn!(server, sid, "nats client buffer full; a subscriber lost messages")
+        }
+        Event::LameDuckMode => tracing::warn!(server, "nats server is shutting down (lame duck mode)"),
+        Event::Draining => tracing::info!(server, "nats connection draining"),
+        Event::Closed => tracing::info!(server, "nats connection closed"),
+    }
+}
+
+fn connect_error(server: &str, err: &async_nats::ConnectError) -> Error {
+    let message = format!("cannot connect to NATS server {server}: {err}");
+    match err.kind() {
+        ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
+            Error::Config(format!("{message}; check the credentials in the bus URL"))
+        }
+        ConnectErrorKind::ServerParse | ConnectErrorKind::Tls => Error::Config(message),
+        ConnectErrorKind::Dns | ConnectErrorKind::TimedOut | ConnectErrorKind::Io | ConnectErrorKind::MaxReconnects => {
+            Error::Backend(message)
+        }
+    }
+}
+
+/// Splits a `nats://` or `tls://` URL into address, credentials and bus options.
+fn parse_url(url: &str) -> Result<Target> {
+    let shown = redact(url);
+    let bad = |why: String| Error::Config(format!("bus URL `{shown}`: {why}"));
+    let (address, query) = url.split_once('?').unwrap_or((url, ""));
+
+    let mut capacity = DEFAULT_CAPACITY;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "capacity" => match value.parse::<usize>() {
+                Ok(n) if n > 0 => capacity = n,
+                _ => return Err(bad(format!("capacity must be a positive integer, got `{value}`"))),
+            },
+            other => return Err(bad(format!("unknown option `{other}`; supported: capacity"))),
+        }
+    }
+
+    if !address.starts_with("nats://") && !address.starts_with("tls://") {
+        return Err(bad("the NATS backend takes nats:// or tls:// URLs".into()));
+    }
+    let parsed: ServerAddr = address.parse().map_err(|e: std::io::Error| bad(e.to_string()))?;
+    if parsed.host().is_empty() {
+        return Err(bad("no host".into()));
+    }
+    let auth = match (parsed.username(), parsed.password()) {
+        (None, _) => Auth::None,
+        (Some(token), None) => {
+            Auth::Token(percent_decode(token).ok_or_else(|| bad("token is not valid UTF-8".into()))?)
+        }
+        (Some(user), Some(password)) => {
+            let user = percent_decode(user).ok_or_else(|| bad("user is not valid UTF-8".into()))?;
+            let password = percent_decode(password).ok_or_else(|| bad("password is not valid UTF-8".into()))?;
+            Auth::UserPassword(user, password)
+        }
+    };
+    let mut bare = parsed.into_inner();
+    if !matches!(bare.path(), "" | "/") || bare.fragment().is_some() {
+        return Err(bad("a NATS URL has no path; expected scheme://[credentials@]host[:port]".into()));
+    }
+    // async-nats ignores URL credentials (they go in `ConnectOptions`) but would log them.
+    let _ = bare.set_username("");
+    let _ = bare.set_password(None);
+    let address = ServerAddr::from_url(bare).map_err(|e| bad(e.to_string()))?;
+    let display = format!("{}://{}:{}", address.scheme(), address.host(), address.port());
+    Ok(Target { address, display, auth, capacity })
+}
+
+/// `url` with anything between `://` and the last `@` of the authority hidden.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Decodes `%XX` escapes as URLs carry them in user names and passwords.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[async_trait::async_trait]
+impl Bus for NatsBus {
+    async fn publish(&self, subject: &str, payload: Bytes) -> Result<()> {
+        validate_subject(subject)?;
+        self.ensure_connected()?;
+        match self.shared.client.publish(subject.to_owned(), payload).await {
+            Ok(()) => Ok(()),
+            Err(err) => match err.kind() {
+                PublishErrorKind::Send => Err(Error::Closed),
+                PublishErrorKind::BadSubject => Err(Error::InvalidSubject(format!("`{subject}`: {err}"))),
+                PublishErrorKind::MaxPayloadExceeded => Err(Error::Backend(format!("publish to `{subject}`: {err}"))),
+            },
+        }
+    }
+
+    async fn subscribe(&self, pattern: &str) -> Result<Subscription> {
+        validate_pattern(pattern)?;
+        // Not `ensure_connected`: a subscription made while reconnecting is sent to the
+        // server once the connection is back, which is what a starting worker wants.
+        let subscriber = self.shared.client.subscribe(pattern.to_owned()).await.map_err(|_| Error::Closed)?;
+        Ok(self.forward(pattern, subscriber))
+    }
+
+    async fn queue_subscribe(&self, pattern: &str, group: &str) -> Result<Subscription> {
+        validate_pattern(pattern)?;
+        validate_group(group)?;
+        let subscriber = self
+            .shared
+            .client
+            .queue_subscribe(pattern.to_owned(), group.to_owned())
+            .await
+            .map_err(|_| Error::Closed)?;
+        Ok(self.forward(pattern, subscriber))
+    }
+
+    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Message> {
+        validate_subject(subject)?;
+        self.ensure_connected()?;
+        let request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
+        // async-nats times only the wait for the reply; this also bounds handing it over.
+        let sent = tokio::time::timeout(timeout, self.shared.client.send_request(subject.to_owned(), request));
+        match sent.await {
+            Ok(Ok(reply)) => Ok(Message {
+                subject: reply.subject.into_string(),
+                payload: reply.payload,
+                reply: reply.reply.map(|reply| reply.into_string()),
+            }),
+            Ok(Err(err)) => match err.kind() {
+                RequestErrorKind::NoResponders => Err(Error::NoResponders(subject.to_owned())),
+                RequestErrorKind::TimedOut => Err(Error::Timeout),
+                RequestErrorKind::Other => Err(Error::Backend(format!("request to `{subject}`: {err}"))),
+            },
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    async fn respond(&self, msg: &Message, payload: Bytes) -> Result<()> {
+        let Some(reply) = &msg.reply else {
+            return Err(Error::InvalidSubject(format!(
+                "message on `{}` has no reply subject to respond to",
+                msg.subject
+            )));
+        };
+        self.publish(reply, payload).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let target = parse_url("nats://127.0.0.1").unwrap();
+        assert_eq!(target.display, "nats://127.0.0.1:4222");
+        assert!(matches!(target.auth, Auth::None));
+        assert_eq!(target.capacity, DEFAULT_CAPACITY);
+
+        let target = parse_url("nats://al%40ice:p%3Ass@localhost:4333/?capacity=8").unwrap();
+        assert_eq!(target.display, "nats://localhost:4333");
+        assert!(
+            matches!(&target.auth, Auth::UserPassword(u, p) if u == "al@ice" && p == "p:ss"),
+            "user and password are decoded"
+        );
+        assert_eq!(target.capacity, 8);
+        assert_eq!(target.address.username(), None, "credentials are not passed on in the address");
+
+        let target = parse_url("tls://s3cret@nats.example:7422").unwrap();
+        assert_eq!(target.display, "tls://nats.example:7422");
+        assert!(matches!(&target.auth, Auth::Token(t) if t == "s3cret"));
+        assert!(target.address.tls_required());
+    }
+
+    #[test]
+    fn bad_urls() {
+        // (url, words the message must contain)
+        let cases: &[(&str, &[&str])] = &[
+            ("nats://host:port", &["invalid port"]),
+            ("nats://host:99999", &["invalid port"]),
+            ("nats://", &["no host"]),
+            ("nats://host/path", &["no path"]),
+            ("nats://host?capacity=0", &["capacity"]),
+            ("nats://host?capacity=lots", &["capacity"]),
+            ("nats://host?size=3", &["`size`"]),
+            ("http://host", &["nats://", "tls://"]),
+            ("nats://user:s3cret@host:port", &["***@host:port"]),
+        ];
+        for &(url, words) in cases {
+            let err = match parse_url(url) {
+                Ok(_) => panic!("{url} should be rejected"),
+                Err(err) => err,
+            };
+            assert!(matches!(err, Error::Config(_)), "{url}: {err:?}");
+            let text = err.to_string();
+            for word in words {
+                assert!(text.contains(word), "{url}: {text:?} lacks {word:?}");
+            }
+            assert!(!text.contains("s3cret"), "{url}: {text:?} leaks the password");
+        }
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact("nats://u:p@h:1"), "nats://***@h:1");
+        assert_eq!(redact("nats://tok@h:1/x?y=a@b"), "nats://***@h:1/x?y=a@b");
+        assert_eq!(redact("nats://h:1?y=a@b"), "nats://h:1?y=a@b");
+        assert_eq!(redact("nats://a@b@h"), "nats://***@h");
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b%2f").as_deref(), Some("a b/"));
+        assert_eq!(percent_decode("100%").as_deref(), Some("100%"));
+        assert_eq!(percent_decode("%zz").as_deref(), Some("%zz"));
+        assert_eq!(percent_decode("%ff"), None);
+    }
+
+    #[test]
+    fn backoff_grows_to_the_cap() {
+        assert_eq!(reconnect_delay(0), Duration::ZERO);
+        assert_eq!(reconnect_delay(1), Duration::ZERO);
+        for attempt in 2..8 {
+            let floor = (Duration::from_millis(100) * (1 << (attempt - 2))).min(MAX_RECONNECT_DELAY);
+            let delay = reconnect_delay(attempt);
+            let ceiling = floor.mul_f64(1.2).min(MAX_RECONNECT_DELAY);
+            assert!(delay >= floor && delay <= ceiling, "attempt {attempt}: {delay:?}");
+        }
+        for attempt in [8, 20, 64, usize::MAX] {
+            assert_eq!(reconnect_delay(attempt), MAX_RECONNECT_DELAY, "{attempt}");
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Runs the bus conformance suite against a real NATS server, plus the NATS backend's own
+//! checks: failing fast at connect, credentials, surviving a server restart.
+//!
+//! `SMITH_TEST_NATS_URL` names a shared server (CI: `nats://127.0.0.1:4222`); tests that
+//! need it skip with a printed reason when it is unset. Tests that kill or configure a
+//! server start a private `nats-server` on a free loopback port and skip only when the
+//! binary is missing.
+#![cfg(feature = "nats")]
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use smith_bus::nats::NatsBus;
+use smith_bus::{Bus, Error, Subscription};
+
+const URL_VAR: &str = "SMITH_TEST_NATS_URL";
+const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+mod conformance {
+    smith_bus::bus_conformance!(skip_unless_env = "SMITH_TEST_NATS_URL", async {
+        let url = std::env::var(super::URL_VAR).unwrap();
+        match smith_bus::open(&url).await {
+            Ok(bus) => bus,
+            Err(e) => panic!("cannot open {url}: {e}"),
+        }
+    });
+}
+
+/// The shared server's URL, or `None` after printing why the test is skipped.
+fn shared_url() -> Option<String> {
+    let url = std::env::var(URL_VAR).ok();
+    if url.is_none() {
+        println!("skipped: {URL_VAR} not set");
+    }
+    url
+}
+
+/// A `nats-server` of our own on a fixed loopback port, killed on drop.
+struct PrivateServer {
+    port: u16,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl PrivateServer {
+    /// Starts one with extra `args`, or `None` after printing why the test is skipped.
+    fn start(args: &[&str]) -> Option<PrivateServer> {
+        if !Path::new(NATS_SERVER).exists() {
+            println!("skipped: {NATS_SERVER} is not installed (apt-get install nats-server)");
+            return None;
+        }
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port();
+        let mut server = PrivateServer { port, args: args.iter().map(|a| a.to_string()).collect(), child: None };
+        server.restart();
+        Some(server)
+    }
+
+    fn url(&self, credentials: &str) -> String {
+        format!("nats://{credentials}127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on the same port and waits until it accepts connections.
+    fn restart(&mut self) {
+        self.kill();
+        let child = Command::new(NATS_SERVER)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {NATS_SERVER}: {e}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server outright (SIGKILL): no lame-duck notice, connections just die.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn connect(url: &str) -> NatsBus {
+    match NatsBus::connect(url).await {
+        Ok(bus) => bus,
+        Err(e) => panic!("cannot connect to {url}: {e}"),
+    }
+}
+
+/// Publishes on a fresh subject and expects `sub` (subscribed to it) to get it.
+async fn round_trip(bus: &NatsBus, subject: &str, sub: &mut Subscription) {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    bus.publish(subject, Bytes::from_static(b"hello")).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(2), sub.recv()).await;
+    assert_eq!(got.expect("nothing arrived").expect("subscription closed").payload, "hello");
+}
+
+fn unique(name: &str) -> String {
+    format!("nats-test.{:016x}.{name}", fastrand::u64(..))
+}
+
+/// Bad URLs, closed ports and silent servers give one clear error, quickly.
+#[tokio::test]
+async fn connect_fails_fast_and_clearly() {
+    // A port that accepts connections and never says a word.
+    let silent = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let silent_url = format!("nats://user:s3cret@127.0.0.1:{}", silent.local_addr().unwrap().port());
+    // A port nobody listens on.
+    let closed_port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port();
+    let closed_url = format!("nats://s3cret@127.0.0.1:{closed_port}");
+
+    // (url, config error rather than unavailable, words the message must contain)
+    let cases: &[(&str, bool, &[&str])] = &[
+        ("nats://127.0.0.1:notaport", true, &["invalid port"]),
+        ("nats://:s3cret@127.0.0.1:99999", true, &["invalid port"]),
+        ("nats://127.0.0.1:4222?capacity=0", true, &["capacity"]),
+        ("nats://127.0.0.1:4222/some/path", true, &["no path"]),
+        (&closed_url, false, &["cannot connect", &format!("127.0.0.1:{closed_port}")]),
+        (&silent_url, false, &["no answer"]),
+    ];
+    for &(url, config, words) in cases {
+        let started = Instant::now();
+        let err = match smith_bus::open(url).await {
+            Ok(_) => panic!("{url} should fail"),
+            Err(err) => err,
+        };
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_secs(6), "{url}: took {elapsed:?}");
+        if config {
+            assert!(matches!(err, Error::Config(_)), "{url}: {err:?}");
+        } else {
+            assert!(matches!(err, Error::Backend(_)), "{url}: {err:?}");
+            assert_eq!(err.code(), smith_core::Code::Unavailable);
+        }
+        let text = err.to_string();
+        for word in words {
+            assert!(text.contains(word), "{url}: {text:?} lacks {word:?}");
+        }
+        assert!(!text.contains("s3cret"), "{url}: {text:?} leaks the credentials");
+    }
+}
+
+/// User and password (or a token) come from the URL; wrong ones are a configuration error.
+#[tokio::test]
+async fn credentials_from_the_url() {
+    // (server args, good credentials, bad credentials)
+    let cases = [
+        (&["--user", "smith", "--pass", "p@ss word"][..], "smith:p%40ss%20word@", "smith:wrong@"),
+        (&["--auth", "t0ken"][..], "t0ken@", "wrong@"),
+    ];
+    for (args, good, bad) in cases {
+        let Some(server) = PrivateServer::start(args) else { return };
+
+        let started = Instant::now();
+        let err = NatsBus::connect(&server.url(bad)).await.expect_err("wrong credentials accepted");
+        assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
+        assert!(matches!(err, Error::Config(_)), "{args:?}: {err:?}");
+        let text = err.to_string();
+        assert!(text.contains("credentials"), "{text:?}");
+        assert!(!text.contains("wrong"), "{text:?} leaks the credentials");
+
+        let err = NatsBus::connect(&server.url("")).await.expect_err("no credentials accepted");
+        assert!(matches!(err, Error::Config(_)), "{args:?}: {err:?}");
+
+        let bus = connect(&server.url(good)).await;
+        let subject = unique("auth");
+        let mut sub = bus.subscribe(&subject).await.unwrap();
+        round_trip(&bus, &subject, &mut sub).await;
+    }
+}
+
+/// Kill the server, start it again on the same port: the same bus and subscription carry
+/// on by themselves, and publishing while it is down fails fast instead of hanging.
+#[tokio::test]
+async fn survives_a_server_restart() {
+    let Some(mut server) = PrivateServer::start(&[]) else { return };
+    let bus = connect(&server.url("")).await;
+    let subject = unique("restart");
+    let mut sub = bus.subscribe(&subject).await.unwrap();
+    let mut member = bus.queue_subscribe(&subject, "workers").await.unwrap();
+    round_trip(&bus, &subject, &mut sub).await;
+    assert_eq!(member.recv().await.unwrap().payload, "hello");
+    assert!(bus.is_connected());
+
+    server.kill();
+    // While it is down (once the client noticed), publishing fails at once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let started = Instant::now();
+        let result = bus.publish(&subject, Bytes::from_static(b"lost")).await;
+        assert!(started.elapsed() < Duration::from_millis(500), "publish blocked {:?}", started.elapsed());
+        if let Err(err) = result {
+            assert!(matches!(err, Error::Backend(_)), "{err:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "publish kept succeeding with the server gone");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!bus.is_connected());
+    let err = bus.request(&subject, Bytes::new(), Duration::from_secs(1)).await.unwrap_err();
+    assert!(matches!(err, Error::Backend(_)), "{err:?}");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.restart();
+    let restarted = Instant::now();
+    let mut attempts = 0;
+    let got = loop {
+        attempts += 1;
+        assert!(restarted.elapsed() < Duration::from_secs(10), "no delivery 10 s after the restart");
+        // Failures are expected until the client has reconnected.
+        let _ = bus.publish(&subject, Bytes::from(format!("again {attempts}"))).await;
+        if let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
+            break message;
+        }
+    };
+    assert!(got.payload.starts_with(b"again"), "{got:?}");
+    assert!(bus.is_connected());
+    // The queue subscription came back too.
+    let got = tokio::time::timeout(Duration::from_secs(2), member.recv()).await.expect("queue member").unwrap();
+    assert!(got.payload.starts_with(b"again"), "{got:?}");
+    println!("delivered again {:?} after the restart ({attempts} publishes)", restarted.elapsed());
+}
+
+/// A request nobody serves is `NoResponders` (the server says so), not a timeout.
+#[tokio::test]
+async fn no_responders_is_reported() {
+    let Some(url) = shared_url() else { return };
+    let bus = connect(&url).await;
+    let started = Instant::now();
+    let result = bus.request(&unique("nobody"), Bytes::new(), Duration::from_secs(5)).await;
+    assert!(matches!(result, Err(Error::NoResponders(_))), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+}
+
+/// A subscriber that never reads loses only its own messages, counted; others get all.
+#[tokio::test]
+async fn full_subscriber_drops_only_its_own() {
+    const TOTAL: usize = 1_000;
+    const CAPACITY: usize = 16;
+    let Some(url) = shared_url() else { return };
+    let bus = connect(&format!("{url}?capacity={CAPACITY}")).await;
+    let subject = unique("slow");
+    let slow = bus.subscribe(&subject).await.unwrap();
+    let mut fast = bus.subscribe(&subject).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // In windows smaller than the buffer, so the reading subscriber never overflows.
+    for window in (0..TOTAL).collect::<Vec<_>>().chunks(CAPACITY / 2) {
+        for i in window {
+            bus.publish(&subject, Bytes::from(i.to_string())).await.unwrap();
+        }
+        for i in window {
+            let message = tokio::time::timeout(Duration::from_secs(2), fast.recv()).await;
+            let message = message.unwrap_or_else(|_| panic!("message {i} never came")).unwrap();
+            assert_eq!(message.payload, Bytes::from(i.to_string()));
+        }
+    }
+    assert_eq!(fast.dropped(), 0);
+    // The slow one's forwarder may still be catching up with what the server sent.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while slow.dropped() < (TOTAL - CAPACITY) as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(slow.dropped(), (TOTAL - CAPACITY) as u64);
+}
+
+/// Dropping the last handle of the bus ends its subscriptions instead of leaving them hanging.
+#[tokio::test]
+async fn subscription_ends_when_bus_is_dropped() {
+    let Some(url) = shared_url() else { return };
+    let bus = connect(&url).await;
+    let subject = unique("bus-dropped");
+    let mut sub = bus.subscribe(&subject).await.unwrap();
+    round_trip(&bus, &subject, &mut sub).await;
+    drop(bus);
+    let end = tokio::time::timeout(Duration::from_secs(2), sub.recv()).await;
+    assert!(matches!(end, Ok(None)), "{end:?}");
+}
