@@ -145,3 +145,15 @@ impl EventDraft {
         EventDraft { kind: EventKind::Output, data: data.into() }
     }
 }
+
+/// The parts of an event that routing needs, read from its JSON without building its `data`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct EventHeader {
+    pub task_id: Option<TaskId>,
+    pub seq: u64,
+    pub kind: EventKind,
+    pub agent: Option<String>,
+    pub pos: u64,
+    #[serde(default)]
+    pub attempt: u32,
+}

@@ -9,7 +9,7 @@ pub mod time;
 
 pub use agent::{AgentDef, AgentSummary, ExecutorKind, InputMode};
 pub use error::{Code, Error, Result};
-pub use event::{Event, EventDraft, EventKind};
+pub use event::{Event, EventDraft, EventHeader, EventKind};
 pub use node::{Node, NodeRole, NodeStatus};
 pub use task::{DEFAULT_TENANT, NewTask, Outcome, Task, TaskError, TaskId, TaskStatus, Usage};
 pub use time::Micros;

@@ -6,16 +6,17 @@
 //! reads what it missed from the store, which is the truth, and hooks in again.
 
 use bytes::Bytes;
-use smith_core::{Event, TaskId};
+use smith_core::{EventHeader, TaskId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-/// An event as it travels: parsed, and its JSON (the SSE `data`) kept to avoid re-encoding.
+/// An event as it travels: its routing header, and its JSON (the SSE `data`) as published,
+/// so a 14 KB payload is neither decoded nor re-encoded on the way to readers.
 #[derive(Debug)]
 pub struct LiveEvent {
-    pub event: Event,
+    pub event: EventHeader,
     pub json: Bytes,
 }
 

@@ -16,7 +16,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use smith_bus::Bus;
-use smith_core::{Code, Event, Micros, Node, NodeRole, NodeStatus};
+use smith_core::{Code, EventHeader, Micros, Node, NodeRole, NodeStatus};
 use smith_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,7 +125,7 @@ impl Gateway {
                 m = events.recv() => m.ok_or("event subscription closed")?,
                 m = system.recv() => m.ok_or("system subscription closed")?,
             };
-            match serde_json::from_slice::<Event>(&msg.payload) {
+            match serde_json::from_slice::<EventHeader>(&msg.payload) {
                 Ok(event) => self.state.hub.deliver(Arc::new(hub::LiveEvent { event, json: msg.payload })),
                 Err(e) => tracing::warn!(subject = %msg.subject, error = %e, "undecodable event on the bus"),
             }

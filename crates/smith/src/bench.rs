@@ -34,6 +34,19 @@ pub struct BenchArgs {
     /// Write the figures as JSON here (a baseline for `smith plan --model measured`).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// `tasks`: end-to-end tasks/s and dispatch latency. `events`: `stream` tasks whose output
+    /// events are made durable and delivered to one SSE reader per task.
+    #[arg(long, default_value = "tasks")]
+    scenario: String,
+    /// events scenario: output events per task.
+    #[arg(long, default_value_t = 1000)]
+    events: u64,
+    /// events scenario: bytes per output event.
+    #[arg(long, default_value_t = 14 * 1024)]
+    bytes: u64,
+    /// events scenario: milliseconds between a task's events (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    interval_ms: u64,
 }
 
 /// Follows `/v1/events` with a filter and hands each frame to a channel.
@@ -87,6 +100,82 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub async fn run(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
+    match a.scenario.as_str() {
+        "tasks" => tasks(a, opts).await,
+        "events" => events(a, opts).await,
+        other => bail!("unknown --scenario {other:?}: use tasks or events"),
+    }
+}
+
+/// `--tasks` `stream` tasks of `--events` events of `--bytes` each, every task followed by its
+/// own SSE reader from the start: delivered output events/s, and delivery latency (the event's
+/// commit-time `at` to its arrival at the reader; same machine, same clock).
+async fn events(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(a.tasks as usize * 2).build()?;
+    let input = json!({"events": a.events, "bytes": a.bytes, "interval_ms": a.interval_ms});
+    let started = Instant::now();
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..a.tasks {
+        let mut r = http.post(format!("{}/v1/tasks", opts.server.trim_end_matches('/'))).json(&json!({"agent": "stream", "input": input}));
+        if let Some(t) = &opts.token {
+            r = r.bearer_auth(t);
+        }
+        let v: Value = r.send().await?.error_for_status()?.json().await?;
+        let id = v["id"].as_str().ok_or_else(|| anyhow!("no id"))?.to_string();
+        let (http, opts) = (http.clone(), opts.clone());
+        readers.spawn(async move { read_stream(&http, &opts, &id).await });
+    }
+    let mut latencies: Vec<f64> = Vec::new();
+    let mut delivered = 0u64;
+    while let Some(r) = readers.join_next().await {
+        let (n, mut l) = r??;
+        delivered += n;
+        latencies.append(&mut l);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort_by(|x, y| x.total_cmp(y));
+    let rate = delivered as f64 / secs;
+    let (p50, p99, max) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99), latencies.last().copied().unwrap_or(f64::NAN));
+    println!(
+        "events: {delivered} output events of {} B from {} tasks delivered to {} SSE readers in {secs:.2} s = {rate:.0} events/s ({:.1} MB/s); delivery latency p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
+        a.bytes, a.tasks, a.tasks, rate * a.bytes as f64 / 1e6
+    );
+    if let Some(path) = &a.out {
+        let doc = json!({"at": Micros::now(), "server": opts.server, "scenario": "events", "tasks": a.tasks, "events_per_task": a.events,
+            "bytes": a.bytes, "delivered": delivered, "seconds": secs, "events_per_s": rate, "latency_ms": {"p50": p50, "p99": p99, "max": max}});
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Follows one task to its end; returns its output events and their delivery latencies (ms).
+async fn read_stream(http: &reqwest::Client, opts: &ClientOpts, id: &str) -> Result<(u64, Vec<f64>)> {
+    let mut r = http.get(format!("{}/v1/tasks/{id}/events", opts.server.trim_end_matches('/')));
+    if let Some(t) = &opts.token {
+        r = r.bearer_auth(t);
+    }
+    let resp = r.send().await?.error_for_status()?;
+    let mut p = SseParser::default();
+    let mut body = resp.bytes_stream();
+    let mut lat = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        let now = Micros::now();
+        for f in p.push(&chunk) {
+            if f.event == "output" {
+                let at = f.data.find("\"at\":\"").and_then(|i| Micros::parse_rfc3339(&f.data[i + 6..i + 6 + 27]));
+                if let Some(at) = at {
+                    lat.push(now.since(at) as f64 / 1000.0);
+                }
+            } else if f.event.starts_with("task.") && f.event != "task.queued" && f.event != "task.started" && f.event != "task.retrying" {
+                return Ok((lat.len() as u64, lat));
+            }
+        }
+    }
+    bail!("stream of {id} ended before its terminal event")
+}
+
+async fn tasks(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency * 2).build()?;
 
     // Throughput: N tasks as fast as C submitters go; done when N terminal events were seen.

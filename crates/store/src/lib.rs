@@ -79,15 +79,17 @@ pub struct FeedFilter {
 
 impl FeedFilter {
     pub fn matches(&self, e: &Event) -> bool {
-        if !self.kinds.is_empty() && !self.kinds.contains(&e.kind) {
+        self.accepts(e.kind, e.agent.as_deref())
+    }
+
+    pub fn accepts(&self, kind: EventKind, agent: Option<&str>) -> bool {
+        if !self.kinds.is_empty() && !self.kinds.contains(&kind) {
             return false;
         }
-        if let Some(a) = &self.agent {
-            if e.agent.as_deref() != Some(a.as_str()) {
-                return false;
-            }
+        match &self.agent {
+            Some(a) => agent == Some(a.as_str()),
+            None => true,
         }
-        true
     }
 }
 

@@ -81,6 +81,8 @@ type Job = Box<dyn WriteJob>;
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
+    /// The checkpointer thread runs while this lives.
+    _alive: Arc<()>,
     readers: Arc<ReadPool>,
     path: PathBuf,
 }
@@ -159,6 +161,17 @@ impl SqliteStore {
         .await
         .map_err(|e| Error::Backend(e.to_string()))??;
 
+        // Checkpoints run on their own connection and thread, so copying WAL pages back into
+        // the database (and its fsync) never stalls the writer.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let alive = Arc::new(());
+        let checkpointer = open_conn(&path, false, fsync)?;
+        checkpointer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let watch = Arc::downgrade(&alive);
+        std::thread::Builder::new()
+            .name("smith-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, watch))
+            .map_err(|e| Error::Backend(format!("cannot start checkpoint thread: {e}")))?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         std::thread::Builder::new()
             .name("smith-sqlite-writer".into())
@@ -169,7 +182,7 @@ impl SqliteStore {
             let c = open_conn(&path, true, false)?;
             readers.give(c);
         }
-        Ok(SqliteStore { writer: tx, readers, path })
+        Ok(SqliteStore { writer: tx, _alive: alive, readers, path })
     }
 
     pub fn path(&self) -> &Path {
@@ -194,6 +207,31 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| Error::Backend(format!("reader panicked: {e}")))?
+    }
+}
+
+/// Copies committed WAL frames into the database in the background (PASSIVE: never blocks the
+/// writer or readers), until the store is dropped.
+fn checkpoint_loop(conn: Connection, alive: std::sync::Weak<()>) {
+    let mut last_done = 0;
+    while alive.upgrade().is_some() {
+        let copied = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
+        let pause = match copied {
+            // behind and making progress: go again soon
+            Ok((log, done)) if log > done && done != last_done => {
+                last_done = done;
+                1
+            }
+            Ok((_, done)) => {
+                last_done = done;
+                20
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "wal checkpoint failed");
+                200
+            }
+        };
+        std::thread::sleep(Duration::from_millis(pause));
     }
 }
 
@@ -371,7 +409,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_write_is_undone_and_its_neighbours_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("s.db"), &OpenOptions { fsync: false, readers: 1 }).await.unwrap());
+        let store = Arc::new(SqliteStore::open(&dir.path().join("s.db"), &OpenOptions { fsync: false, readers: 1, pool_size: 1 }).await.unwrap());
         store.write(|c| Ok(c.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)")?)).await.unwrap();
         let mut handles = Vec::new();
         for i in 0..200i64 {
