@@ -92,6 +92,8 @@ pub(crate) struct Shared {
     pub running: Mutex<HashMap<TaskId, Running>>,
     /// Signalled when an attempt ends (capacity freed, drain progress).
     pub freed: Notify,
+    /// Tasks the store says we hold but we do not run, seen at the last renewal.
+    pub suspects: Mutex<std::collections::HashSet<(TaskId, u32)>>,
     pub wake: Notify,
     pub draining: AtomicBool,
     /// Set once drained: heartbeats stop overwriting the `stopped` status.
@@ -129,6 +131,7 @@ impl Worker {
                 executors,
                 running: Mutex::new(HashMap::new()),
                 freed: Notify::new(),
+                suspects: Mutex::new(Default::default()),
                 wake: Notify::new(),
                 draining: AtomicBool::new(false),
                 stopped: AtomicBool::new(false),
@@ -262,6 +265,10 @@ impl Worker {
         if let Err(e) = s.store.heartbeat(&self.node(status)).await {
             tracing::warn!(error = %e, "heartbeat failed");
         }
+        // Judge only attempts that were running before the renewal: one claimed while it ran
+        // is missing from its answer without having lost anything.
+        let before: Vec<(TaskId, u32)> =
+            s.running.lock().expect("running lock").iter().map(|(id, r)| (*id, r.attempt)).collect();
         let held = match s.store.renew(&s.opts.node_id, s.opts.lease).await {
             Ok(h) => h,
             Err(e) => {
@@ -270,18 +277,50 @@ impl Worker {
             }
         };
         let held: HashMap<TaskId, (u32, bool)> = held.into_iter().map(|h| (h.id, (h.attempt, h.cancel_requested))).collect();
-        let running = s.running.lock().expect("running lock");
-        for (id, r) in running.iter() {
-            match held.get(id) {
-                Some((attempt, _)) if *attempt != r.attempt => r.stop(StopReason::Lost),
-                Some((_, true)) => r.stop(StopReason::Cancelled),
-                Some(_) => {}
-                None => {
-                    tracing::warn!(task_id = %id, attempt = r.attempt, "lease lost; stopping the attempt");
-                    metrics::lease_lost();
-                    r.stop(StopReason::Lost)
+        let orphans: Vec<(TaskId, u32)> = {
+            let running = s.running.lock().expect("running lock");
+            for (id, attempt) in &before {
+                let Some(r) = running.get(id).filter(|r| r.attempt == *attempt) else { continue };
+                match held.get(id) {
+                    Some((attempt, _)) if *attempt != r.attempt => r.stop(StopReason::Lost),
+                    Some((_, true)) => r.stop(StopReason::Cancelled),
+                    Some(_) => {}
+                    None => {
+                        tracing::warn!(task_id = %id, attempt = r.attempt, "lease lost; stopping the attempt");
+                        metrics::lease_lost();
+                        r.stop(StopReason::Lost)
+                    }
                 }
             }
+            // Held in the store but run by nobody here (an attempt whose outcome could not be
+            // written): renewing it forever would strand the task.
+            held.iter().filter(|(id, _)| !running.contains_key(id)).map(|(id, (attempt, _))| (*id, *attempt)).collect()
+        };
+        self.release_orphans(orphans).await;
+    }
+
+    /// Hands back tasks seen held-but-not-running on two renewals in a row (one sighting may be
+    /// a claim whose attempt is being started right now).
+    async fn release_orphans(&self, orphans: Vec<(TaskId, u32)>) {
+        let s = &self.shared;
+        let confirmed: Vec<(TaskId, u32)> = {
+            let mut suspects = s.suspects.lock().expect("suspects lock");
+            let confirmed = orphans.iter().filter(|o| suspects.contains(o)).copied().collect();
+            *suspects = orphans.into_iter().collect();
+            confirmed
+        };
+        if confirmed.is_empty() {
+            return;
+        }
+        tracing::warn!(count = confirmed.len(), "handing back tasks held in the store but not running here");
+        match s.store.release(&s.opts.node_id, &confirmed, "not running on its worker").await {
+            Ok(changes) => {
+                for c in changes {
+                    smith_bus::publish_events(s.bus.as_ref(), &c.events).await;
+                }
+                s.wake.notify_one();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot hand back orphaned tasks"),
         }
     }
 
