@@ -92,6 +92,9 @@ impl Executor for Stream {
                 }
             }
         }
-        Ok(Success { result: json!({"events": spec.events, "bytes": spec.bytes as u64 * spec.events}), usage: Usage::default() })
+        Ok(Success {
+            result: json!({"events": spec.events, "bytes": spec.bytes as u64 * spec.events}),
+            usage: Usage::default(),
+        })
     }
 }

@@ -280,7 +280,11 @@ impl Executor for Process {
 }
 
 /// SIGTERM the group, wait up to `grace` for the main process, then SIGKILL the group.
-async fn terminate(pgid: i32, child: &mut tokio::process::Child, grace: Duration) -> std::io::Result<std::process::ExitStatus> {
+async fn terminate(
+    pgid: i32,
+    child: &mut tokio::process::Child,
+    grace: Duration,
+) -> std::io::Result<std::process::ExitStatus> {
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
     match tokio::time::timeout(grace, child.wait()).await {
         Ok(status) => status,

@@ -67,7 +67,9 @@ fn texts(events: &[EventDraft]) -> Vec<String> {
 
 #[tokio::test]
 async fn stdout_lines_become_events_and_the_result() {
-    let (r, events) = run(def(&["-c", "echo one; echo two; printf three"], InputMode::None), json!(null), CancellationToken::new()).await;
+    let (r, events) =
+        run(def(&["-c", "echo one; echo two; printf three"], InputMode::None), json!(null), CancellationToken::new())
+            .await;
     assert_eq!(texts(&events), ["one", "two", "three"]);
     assert_eq!(r.unwrap().result, json!("one\ntwo\nthree"));
 }
@@ -76,7 +78,7 @@ async fn stdout_lines_become_events_and_the_result() {
 async fn input_reaches_stdin_args_and_templates() {
     let cases = [
         (def(&["-c", "cat"], InputMode::Stdin), "from stdin"),
-        (def(&["-c", "echo \"$0\"", ], InputMode::Arg), "as arg"),
+        (def(&["-c", "echo \"$0\""], InputMode::Arg), "as arg"),
         (def(&["-c", "echo {input}-$SMITH_ATTEMPT"], InputMode::None), "tmpl"),
     ];
     let want = ["from stdin", "as arg", "tmpl-1"];
@@ -88,7 +90,8 @@ async fn input_reaches_stdin_args_and_templates() {
 
 #[tokio::test]
 async fn nonzero_exit_fails_with_the_stderr_tail() {
-    let (r, _) = run(def(&["-c", "echo oops >&2; exit 3"], InputMode::None), json!(null), CancellationToken::new()).await;
+    let (r, _) =
+        run(def(&["-c", "echo oops >&2; exit 3"], InputMode::None), json!(null), CancellationToken::new()).await;
     let f = r.unwrap_err();
     assert_eq!(f.error.code, "exit_status");
     assert!(f.error.message.contains("exit code 3") && f.error.message.contains("oops"), "{}", f.error.message);
@@ -111,7 +114,8 @@ async fn cancel_kills_the_whole_tree() {
     let cancel = CancellationToken::new();
     let (tx, mut rx) = mpsc::channel(16);
     let exec = executor_for(&d);
-    let ctx = RunContext { task: task(json!(null)), def: Arc::new(d), events: Emitter::new(tx), cancel: cancel.clone() };
+    let ctx =
+        RunContext { task: task(json!(null)), def: Arc::new(d), events: Emitter::new(tx), cancel: cancel.clone() };
     let handle = tokio::spawn(async move { exec.run(ctx).await });
     let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
     let pgid: i32 = first.data.as_str().unwrap().trim().parse().unwrap();
@@ -130,7 +134,9 @@ async fn cancel_kills_the_whole_tree() {
 
 #[tokio::test]
 async fn background_children_do_not_outlive_a_finished_task() {
-    let (r, events) = run(def(&["-c", "echo $$; sleep 300 & echo done"], InputMode::None), json!(null), CancellationToken::new()).await;
+    let (r, events) =
+        run(def(&["-c", "echo $$; sleep 300 & echo done"], InputMode::None), json!(null), CancellationToken::new())
+            .await;
     assert!(r.is_ok());
     let pgid: i32 = texts(&events)[0].parse().unwrap();
     assert_eq!(group_members(pgid), Vec::<i32>::new());

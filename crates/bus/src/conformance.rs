@@ -167,10 +167,7 @@ pub async fn single_token_wildcard(bus: Arc<dyn Bus>) {
     // `{p}.end` matches `{p}.*`, so it is both a message and the marker there.
     assert_eq!(until_marker(&mut last, "marker", "p.*").await, ["one"]);
     publish(&bus, &format!("{p}.z.end"), "marker").await;
-    assert_eq!(
-        until_marker(&mut middle, "marker", "p.*.end").await,
-        ["middle"]
-    );
+    assert_eq!(until_marker(&mut middle, "marker", "p.*.end").await, ["middle"]);
 }
 
 /// `>` matches one or more trailing tokens, never zero.
@@ -187,10 +184,7 @@ pub async fn tail_wildcard(bus: Arc<dyn Bus>) {
     ] {
         publish(&bus, &subject, payload).await;
     }
-    assert_eq!(
-        until_marker(&mut sub, "marker", "p.>").await,
-        ["one", "three"]
-    );
+    assert_eq!(until_marker(&mut sub, "marker", "p.>").await, ["one", "three"]);
 }
 
 /// A subscription sees nothing published on other subjects.
@@ -199,14 +193,9 @@ pub async fn no_delivery_to_non_matching(bus: Arc<dyn Bus>) {
     let subject = format!("{p}.a.b");
     let mut sub = subscribe(&bus, &subject).await;
     settle().await;
-    for other in [
-        p.clone(),
-        format!("{p}.a"),
-        format!("{p}.a.b.c"),
-        format!("{p}.a.c"),
-        format!("{p}.x.b"),
-        format!("{p}.A.b"),
-    ] {
+    for other in
+        [p.clone(), format!("{p}.a"), format!("{p}.a.b.c"), format!("{p}.a.c"), format!("{p}.x.b"), format!("{p}.A.b")]
+    {
         publish(&bus, &other, "stray").await;
     }
     publish(&bus, &subject, "marker").await;
@@ -220,12 +209,7 @@ pub async fn every_subscriber_gets_a_copy(bus: Arc<dyn Bus>) {
     let p = unique("fanout");
     let subject = format!("{p}.x");
     let mut subs = Vec::new();
-    for pattern in [
-        subject.clone(),
-        subject.clone(),
-        format!("{p}.*"),
-        format!("{p}.>"),
-    ] {
+    for pattern in [subject.clone(), subject.clone(), format!("{p}.*"), format!("{p}.>")] {
         subs.push(subscribe(&bus, &pattern).await);
     }
     settle().await;
@@ -268,20 +252,14 @@ pub async fn queue_group_delivers_once_per_group(bus: Arc<dyn Bus>) {
     }
 
     // received[g][m] = payloads member m of group g got
-    let mut received: Vec<Vec<Vec<usize>>> = groups
-        .iter()
-        .map(|(_, members)| vec![Vec::new(); *members])
-        .collect();
+    let mut received: Vec<Vec<Vec<usize>>> = groups.iter().map(|(_, members)| vec![Vec::new(); *members]).collect();
     let mut plain_received = Vec::new();
     let expected = N * (groups.len() + 1);
     for count in 0..expected {
         let Ok(Some((member, message))) = tokio::time::timeout(ARRIVAL, all.next()).await else {
             panic!("only {count} of {expected} deliveries arrived");
         };
-        let i: usize = std::str::from_utf8(&message.payload)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let i: usize = std::str::from_utf8(&message.payload).unwrap().parse().unwrap();
         match member {
             Some((g, m)) => received[g][m].push(i),
             None => plain_received.push(i),
@@ -290,11 +268,7 @@ pub async fn queue_group_delivers_once_per_group(bus: Arc<dyn Bus>) {
     let extra = tokio::time::timeout(SILENCE, all.next()).await;
     assert!(extra.is_err(), "delivered more than once: {extra:?}");
 
-    assert_eq!(
-        plain_received,
-        (0..N).collect::<Vec<_>>(),
-        "plain subscriber"
-    );
+    assert_eq!(plain_received, (0..N).collect::<Vec<_>>(), "plain subscriber");
     for (g, (group, _)) in groups.iter().enumerate() {
         let mut seen = BTreeSet::new();
         for (m, got) in received[g].iter().enumerate() {
@@ -342,9 +316,7 @@ pub async fn request_reply_round_trip(bus: Arc<dyn Bus>) {
 pub async fn request_without_responders(bus: Arc<dyn Bus>) {
     let subject = unique("void");
     let started = Instant::now();
-    let result = bus
-        .request(&subject, text("anyone?"), Duration::from_millis(500))
-        .await;
+    let result = bus.request(&subject, text("anyone?"), Duration::from_millis(500)).await;
     match result {
         Err(Error::NoResponders(_)) | Err(Error::Timeout) => {}
         other => panic!("expected NoResponders or Timeout, got {other:?}"),
@@ -361,10 +333,7 @@ pub async fn request_times_out(bus: Arc<dyn Bus>) {
     let started = Instant::now();
     let result = bus.request(&subject, text("hello?"), timeout).await;
     let elapsed = started.elapsed();
-    assert!(
-        matches!(result, Err(Error::Timeout)),
-        "expected Timeout, got {result:?}"
-    );
+    assert!(matches!(result, Err(Error::Timeout)), "expected Timeout, got {result:?}");
     assert!(elapsed >= timeout, "gave up after {elapsed:?}");
     assert!(elapsed < ARRIVAL, "took {elapsed:?}");
     // The request did reach the responder.
@@ -378,29 +347,15 @@ pub async fn invalid_subjects_rejected(bus: Arc<dyn Bus>) {
         other => panic!("{what}: expected InvalidSubject, got {other:?}"),
     };
     let long = format!("a.{}", "b".repeat(crate::subjects::MAX_SUBJECT_LEN));
-    let bad_subjects = [
-        "", "a..b", ".a", "a.", "a.*", "*", "a.>", ">", "a b", "a\tb", "a.b\n",
-    ];
+    let bad_subjects = ["", "a..b", ".a", "a.", "a.*", "*", "a.>", ">", "a b", "a\tb", "a.b\n"];
     for subject in bad_subjects.iter().copied().chain([long.as_str()]) {
-        expect_invalid(
-            format!("publish {subject:?}"),
-            bus.publish(subject, text("x")).await,
-        );
-        expect_invalid(
-            format!("request {subject:?}"),
-            bus.request(subject, text("x"), SILENCE).await.map(drop),
-        );
+        expect_invalid(format!("publish {subject:?}"), bus.publish(subject, text("x")).await);
+        expect_invalid(format!("request {subject:?}"), bus.request(subject, text("x"), SILENCE).await.map(drop));
     }
     let bad_patterns = ["", "a..b", "a.>.b", ">.a", "a b", "a.* "];
     for pattern in bad_patterns.iter().copied().chain([long.as_str()]) {
-        expect_invalid(
-            format!("subscribe {pattern:?}"),
-            bus.subscribe(pattern).await.map(drop),
-        );
-        expect_invalid(
-            format!("queue_subscribe {pattern:?}"),
-            bus.queue_subscribe(pattern, "g").await.map(drop),
-        );
+        expect_invalid(format!("subscribe {pattern:?}"), bus.subscribe(pattern).await.map(drop));
+        expect_invalid(format!("queue_subscribe {pattern:?}"), bus.queue_subscribe(pattern, "g").await.map(drop));
     }
     // The same bus still works.
     let subject = unique("valid");
@@ -444,10 +399,7 @@ pub async fn order_preserved_for_10k_messages(bus: Arc<dyn Bus>) {
     while sent < TOTAL {
         let end = (sent + WINDOW).min(TOTAL);
         for i in sent..end {
-            if let Err(e) = bus
-                .publish(&subject, Bytes::from(i.to_be_bytes().to_vec()))
-                .await
-            {
+            if let Err(e) = bus.publish(&subject, Bytes::from(i.to_be_bytes().to_vec())).await {
                 panic!("publish {i}: {e}");
             }
         }

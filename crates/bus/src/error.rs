@@ -29,9 +29,7 @@ impl Error {
         match self {
             Error::InvalidSubject(_) => Code::InvalidArgument,
             // A backend failure is a lost connection far more often than a bug: callers may retry.
-            Error::Closed | Error::Timeout | Error::NoResponders(_) | Error::Backend(_) => {
-                Code::Unavailable
-            }
+            Error::Closed | Error::Timeout | Error::NoResponders(_) | Error::Backend(_) => Code::Unavailable,
             Error::Config(_) => Code::Internal,
         }
     }

@@ -58,11 +58,7 @@ impl Subscription {
         dropped: Arc<AtomicU64>,
         on_drop: Box<dyn FnOnce() + Send + Sync>,
     ) -> Self {
-        Subscription {
-            rx,
-            dropped,
-            on_drop: Some(on_drop),
-        }
+        Subscription { rx, dropped, on_drop: Some(on_drop) }
     }
 
     /// The next message; `None` once the bus has shut down.
@@ -93,10 +89,7 @@ impl Drop for Subscription {
 
 impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Subscription")
-            .field("buffered", &self.rx.len())
-            .field("dropped", &self.dropped())
-            .finish()
+        f.debug_struct("Subscription").field("buffered", &self.rx.len()).field("dropped", &self.dropped()).finish()
     }
 }
 
@@ -104,9 +97,7 @@ impl futures_util::Stream for Subscription {
     type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|message| message.map(Arc::unwrap_or_clone))
+        self.rx.poll_recv(cx).map(|message| message.map(Arc::unwrap_or_clone))
     }
 }
 
@@ -150,18 +141,14 @@ const SUPPORTED_SCHEMES: &str = "memory://, inproc://";
 pub async fn open(url: &str) -> Result<Arc<dyn Bus>> {
     let (url, namespace) = split_namespace(url);
     let Some((scheme, rest)) = url.split_once(':') else {
-        return Err(Error::Config(format!(
-            "bus URL `{url}` has no scheme; supported: {SUPPORTED_SCHEMES}"
-        )));
+        return Err(Error::Config(format!("bus URL `{url}` has no scheme; supported: {SUPPORTED_SCHEMES}")));
     };
     let bus: Arc<dyn Bus> = match scheme {
         "memory" | "inproc" => Arc::new(memory::MemoryBus::from_url(&url, rest)?),
         #[cfg(feature = "nats")]
         "nats" | "tls" => Arc::new(nats::NatsBus::connect(&url).await?),
         other => {
-            return Err(Error::Config(format!(
-                "unsupported bus URL scheme `{other}`; supported: {SUPPORTED_SCHEMES}"
-            )))
+            return Err(Error::Config(format!("unsupported bus URL scheme `{other}`; supported: {SUPPORTED_SCHEMES}")))
         }
     };
     match namespace {
@@ -206,7 +193,10 @@ mod tests {
         assert_eq!(got.subject, "smith.events.echo.1", "callers see their own subjects");
         assert!(tokio::time::timeout(Duration::from_millis(100), sb.recv()).await.is_err(), "b hears nothing of a");
         assert!(namespace::Namespaced::new(inner.clone(), "a.b").is_err());
-        assert_eq!(split_namespace("nats://h:4222?namespace=t1&capacity=8"), ("nats://h:4222?capacity=8".to_string(), Some("t1".to_string())));
+        assert_eq!(
+            split_namespace("nats://h:4222?namespace=t1&capacity=8"),
+            ("nats://h:4222?capacity=8".to_string(), Some("t1".to_string()))
+        );
         assert_eq!(split_namespace("memory://?namespace=t1"), ("memory://".to_string(), Some("t1".to_string())));
         let bus = open("memory://?namespace=t9").await.unwrap();
         let mut s = bus.subscribe("x").await.unwrap();
@@ -257,10 +247,7 @@ mod tests {
     #[test]
     fn error_codes() {
         use smith_core::Code;
-        assert_eq!(
-            Error::InvalidSubject("x".into()).code(),
-            Code::InvalidArgument
-        );
+        assert_eq!(Error::InvalidSubject("x".into()).code(), Code::InvalidArgument);
         assert_eq!(Error::Timeout.code(), Code::Unavailable);
         assert_eq!(Error::NoResponders("x".into()).code(), Code::Unavailable);
         assert_eq!(Error::Config("x".into()).code(), Code::Internal);

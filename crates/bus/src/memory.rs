@@ -74,10 +74,7 @@ impl MemoryBus {
     /// A bus buffering up to `per_subscriber` messages per subscriber (at least one).
     pub fn with_capacity(per_subscriber: usize) -> Self {
         MemoryBus {
-            shared: Arc::new(Shared {
-                capacity: per_subscriber.max(1),
-                registry: RwLock::new(Registry::default()),
-            }),
+            shared: Arc::new(Shared { capacity: per_subscriber.max(1), registry: RwLock::new(Registry::default()) }),
         }
     }
 
@@ -86,9 +83,7 @@ impl MemoryBus {
         let rest = rest.strip_prefix("//").unwrap_or(rest);
         let (host, query) = rest.split_once('?').unwrap_or((rest, ""));
         if !host.is_empty() {
-            return Err(Error::Config(format!(
-                "in-process bus URL `{url}` names `{host}`; use `memory://`"
-            )));
+            return Err(Error::Config(format!("in-process bus URL `{url}` names `{host}`; use `memory://`")));
         }
         let mut capacity = DEFAULT_CAPACITY;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -99,8 +94,8 @@ impl MemoryBus {
                         Ok(n) if n > 0 => n,
                         _ => {
                             return Err(Error::Config(format!(
-                            "bus URL `{url}`: capacity must be a positive integer, got `{value}`"
-                        )))
+                                "bus URL `{url}`: capacity must be a positive integer, got `{value}`"
+                            )))
                         }
                     }
                 }
@@ -117,12 +112,7 @@ impl MemoryBus {
     /// Live subscriptions, plain and queue members; for diagnostics and tests.
     pub fn subscriptions(&self) -> usize {
         let registry = self.shared.read();
-        registry.plain.len()
-            + registry
-                .groups
-                .iter()
-                .map(|g| g.members.len())
-                .sum::<usize>()
+        registry.plain.len() + registry.groups.iter().map(|g| g.members.len()).sum::<usize>()
     }
 
     /// Registers a subscription; `group` makes it a queue member.
@@ -222,9 +212,7 @@ impl Shared {
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Registry> {
-        self.registry
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.registry.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -320,11 +308,7 @@ fn inbox() -> String {
 impl Bus for MemoryBus {
     async fn publish(&self, subject: &str, payload: Bytes) -> Result<()> {
         validate_subject(subject)?;
-        self.deliver(Message {
-            subject: subject.to_owned(),
-            payload,
-            reply: None,
-        });
+        self.deliver(Message { subject: subject.to_owned(), payload, reply: None });
         Ok(())
     }
 
@@ -344,11 +328,7 @@ impl Bus for MemoryBus {
         let reply = inbox();
         // Subscribe before publishing so a fast responder cannot answer into the void.
         let mut replies = self.register(&reply, None);
-        let interested = self.deliver(Message {
-            subject: subject.to_owned(),
-            payload,
-            reply: Some(reply),
-        });
+        let interested = self.deliver(Message { subject: subject.to_owned(), payload, reply: Some(reply) });
         if interested == 0 {
             return Err(Error::NoResponders(subject.to_owned()));
         }
@@ -513,10 +493,7 @@ mod tests {
         let bus = MemoryBus::new();
         for group in ["", "two words"] {
             let err = bus.queue_subscribe("a", group).await.unwrap_err();
-            assert!(
-                matches!(err, Error::InvalidSubject(_)),
-                "{group:?}: {err:?}"
-            );
+            assert!(matches!(err, Error::InvalidSubject(_)), "{group:?}: {err:?}");
         }
     }
 
@@ -530,18 +507,12 @@ mod tests {
             responder.respond(&request, payload(7)).await.unwrap();
             service
         });
-        let reply = bus
-            .request("svc", payload(1), Duration::from_secs(2))
-            .await
-            .unwrap();
+        let reply = bus.request("svc", payload(1), Duration::from_secs(2)).await.unwrap();
         assert_eq!(reply.payload, payload(7));
         let _service = task.await.unwrap();
         assert_eq!(bus.subscriptions(), 1);
 
-        let err = bus
-            .request("nobody", payload(1), Duration::from_secs(2))
-            .await
-            .unwrap_err();
+        let err = bus.request("nobody", payload(1), Duration::from_secs(2)).await.unwrap_err();
         assert_eq!(err, Error::NoResponders("nobody".into()));
         assert_eq!(bus.subscriptions(), 1);
     }

@@ -18,8 +18,9 @@ pub struct Namespaced {
 
 impl Namespaced {
     pub fn new(inner: Arc<dyn Bus>, name: &str) -> Result<Self> {
-        subjects::validate_subject(name)
-            .map_err(|_| Error::Config(format!("bus namespace {name:?} must be a valid subject (letters, digits, '-', '_')")))?;
+        subjects::validate_subject(name).map_err(|_| {
+            Error::Config(format!("bus namespace {name:?} must be a valid subject (letters, digits, '-', '_')"))
+        })?;
         if name.contains('.') {
             return Err(Error::Config(format!("bus namespace {name:?} must be one token (no '.')")));
         }

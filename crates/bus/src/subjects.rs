@@ -62,9 +62,7 @@ pub fn validate_group(group: &str) -> Result<()> {
         )));
     }
     if group.chars().any(char::is_whitespace) {
-        return Err(Error::InvalidSubject(format!(
-            "queue group `{group}` contains whitespace"
-        )));
+        return Err(Error::InvalidSubject(format!("queue group `{group}` contains whitespace")));
     }
     Ok(())
 }
@@ -87,9 +85,7 @@ fn check(subject: &str, wildcards: bool) -> Result<()> {
     while let Some(token) = tokens.next() {
         match token {
             "" => return invalid("has an empty token"),
-            "*" | ">" if !wildcards => {
-                return invalid("contains a wildcard; only subscriptions may use `*` and `>`")
-            }
+            "*" | ">" if !wildcards => return invalid("contains a wildcard; only subscriptions may use `*` and `>`"),
             ">" if tokens.peek().is_some() => return invalid("has `>` before the last token"),
             "*" | ">" => {}
             // `a*` would be a literal to NATS but almost surely a mistake here.
@@ -129,10 +125,7 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(
-            task_events("coder", "0190-ab"),
-            "smith.events.coder.0190-ab"
-        );
+        assert_eq!(task_events("coder", "0190-ab"), "smith.events.coder.0190-ab");
         assert_eq!(wake("re_view-2"), "smith.wake.re_view-2");
         assert!(matches(ALL_EVENTS, &task_events("coder", "t1")));
         assert!(matches(ALL_WAKES, &wake("coder")));
@@ -174,16 +167,8 @@ mod tests {
             ("a.b>", false, false),
         ];
         for &(input, subject, pattern) in cases {
-            assert_eq!(
-                validate_subject(input).is_ok(),
-                subject,
-                "subject {input:?}"
-            );
-            assert_eq!(
-                validate_pattern(input).is_ok(),
-                pattern,
-                "pattern {input:?}"
-            );
+            assert_eq!(validate_subject(input).is_ok(), subject, "subject {input:?}");
+            assert_eq!(validate_pattern(input).is_ok(), pattern, "pattern {input:?}");
         }
     }
 
@@ -221,11 +206,7 @@ mod tests {
             ("*.>", "a.b", true),
         ];
         for (pattern, subject, expected) in cases {
-            assert_eq!(
-                matches(pattern, subject),
-                expected,
-                "{pattern} vs {subject}"
-            );
+            assert_eq!(matches(pattern, subject), expected, "{pattern} vs {subject}");
         }
         assert!(has_wildcard("a.*"));
         assert!(has_wildcard(">"));

@@ -26,18 +26,14 @@ async fn full_subscriber_drops_only_its_own() {
         fast
     });
     for i in 0u32..1_000 {
-        bus.publish(&subject, Bytes::from(i.to_be_bytes().to_vec()))
-            .await
-            .unwrap();
+        bus.publish(&subject, Bytes::from(i.to_be_bytes().to_vec())).await.unwrap();
         // Let the fast consumer keep up; the slow one never reads.
         if i % 8 == 7 {
             tokio::task::yield_now().await;
         }
     }
-    let fast = tokio::time::timeout(Duration::from_secs(2), consumer)
-        .await
-        .expect("fast subscriber fell behind")
-        .unwrap();
+    let fast =
+        tokio::time::timeout(Duration::from_secs(2), consumer).await.expect("fast subscriber fell behind").unwrap();
     assert_eq!(fast.dropped(), 0);
     assert_eq!(slow.dropped(), 1_000 - 16);
 }
@@ -47,12 +43,8 @@ async fn system_subjects_route() {
     let bus = MemoryBus::new();
     let mut wakes = bus.subscribe(subjects::ALL_WAKES).await.unwrap();
     let mut cancels = bus.subscribe(subjects::CANCEL).await.unwrap();
-    bus.publish(&subjects::wake("coder"), Bytes::new())
-        .await
-        .unwrap();
-    bus.publish(subjects::CANCEL, Bytes::from_static(b"task-1"))
-        .await
-        .unwrap();
+    bus.publish(&subjects::wake("coder"), Bytes::new()).await.unwrap();
+    bus.publish(subjects::CANCEL, Bytes::from_static(b"task-1")).await.unwrap();
     bus.publish(subjects::SYSTEM, Bytes::new()).await.unwrap();
     assert_eq!(wakes.try_recv().unwrap().subject, "smith.wake.coder");
     assert_eq!(cancels.try_recv().unwrap().payload, "task-1");

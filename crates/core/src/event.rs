@@ -80,10 +80,7 @@ impl EventKind {
 
     /// The event that ends a task's stream.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            EventKind::Succeeded | EventKind::Failed | EventKind::Cancelled | EventKind::TimedOut
-        )
+        matches!(self, EventKind::Succeeded | EventKind::Failed | EventKind::Cancelled | EventKind::TimedOut)
     }
 
     /// Kinds an executor may emit while running; lifecycle kinds are the store's alone.

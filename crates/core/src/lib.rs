@@ -11,5 +11,5 @@ pub use agent::{AgentDef, AgentSummary, ExecutorKind, InputMode};
 pub use error::{Code, Error, Result};
 pub use event::{Event, EventDraft, EventHeader, EventKind};
 pub use node::{Node, NodeRole, NodeStatus};
-pub use task::{DEFAULT_TENANT, NewTask, Outcome, Task, TaskError, TaskId, TaskStatus, Usage};
+pub use task::{NewTask, Outcome, Task, TaskError, TaskId, TaskStatus, Usage, DEFAULT_TENANT};
 pub use time::Micros;

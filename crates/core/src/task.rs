@@ -206,15 +206,19 @@ impl NewTask {
                 return Err(Error::unprocessable(format!("timeout_ms must be 1..={MAX_TIMEOUT_MS}, got {t}")));
             }
         }
-        if let Some(k) = &self.idempotency_key {
-            if k.is_empty() || k.len() > MAX_KEY_LEN {
-                return Err(Error::unprocessable(format!("idempotency_key must be 1..={MAX_KEY_LEN} bytes")));
+        for (field, value) in [("idempotency_key", &self.idempotency_key), ("session_id", &self.session_id)] {
+            if let Some(k) = value {
+                if k.is_empty() || k.len() > MAX_KEY_LEN || k.chars().any(char::is_control) {
+                    return Err(Error::unprocessable(format!(
+                        "{field} must be 1..={MAX_KEY_LEN} bytes without control characters"
+                    )));
+                }
             }
         }
-        if let Some(s) = &self.session_id {
-            if s.is_empty() || s.len() > MAX_KEY_LEN {
-                return Err(Error::unprocessable(format!("session_id must be 1..={MAX_KEY_LEN} bytes")));
-            }
+        if self.tenant.is_empty() || self.tenant.len() > MAX_KEY_LEN || self.tenant.chars().any(char::is_control) {
+            return Err(Error::unprocessable(format!(
+                "tenant must be 1..={MAX_KEY_LEN} bytes without control characters"
+            )));
         }
         if !(self.metadata.is_object() || self.metadata.is_null()) {
             return Err(Error::unprocessable("metadata must be a JSON object"));
@@ -226,11 +230,22 @@ impl NewTask {
 /// How an attempt ended, as reported by the worker that ran it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Succeeded { result: Value, usage: Usage },
+    Succeeded {
+        result: Value,
+        usage: Usage,
+    },
     /// `retryable` failures go back to the queue while attempts are left.
-    Failed { error: TaskError, retryable: bool, usage: Usage },
-    Cancelled { usage: Usage },
-    TimedOut { usage: Usage },
+    Failed {
+        error: TaskError,
+        retryable: bool,
+        usage: Usage,
+    },
+    Cancelled {
+        usage: Usage,
+    },
+    TimedOut {
+        usage: Usage,
+    },
 }
 
 impl Outcome {
@@ -275,6 +290,8 @@ mod tests {
             (|t| t.max_attempts = Some(0), "max_attempts"),
             (|t| t.timeout_ms = Some(0), "timeout_ms"),
             (|t| t.idempotency_key = Some(String::new()), "idempotency_key"),
+            (|t| t.idempotency_key = Some("a\0b".into()), "idempotency_key"),
+            (|t| t.session_id = Some("x\ny".into()), "session_id"),
             (|t| t.metadata = Value::from(3), "metadata"),
             (|t| t.agent = "bad name".into(), "agent"),
         ];

@@ -96,8 +96,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             }
         }
         let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
                 || e.to_string().contains("length limit");
             if too_large {
                 ApiError::new(Code::TooLarge, format!("request body is larger than {limit} bytes"))
@@ -135,8 +134,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let q = parts.uri.query().unwrap_or("");
-        serde_urlencoded::from_str(q)
-            .map(QueryParams)
-            .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))
+        serde_urlencoded::from_str(q).map(QueryParams).map_err(|e| ApiError::invalid(format!("bad query string: {e}")))
     }
 }

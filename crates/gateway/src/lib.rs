@@ -85,7 +85,15 @@ impl Gateway {
     pub fn new(opts: GatewayOptions, store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Self {
         let hub = hub::Hub::new(opts.hub_buffer);
         Gateway {
-            state: Arc::new(AppState { opts, store, bus, hub, started_at: Micros::now(), address: Default::default(), closing: Default::default() }),
+            state: Arc::new(AppState {
+                opts,
+                store,
+                bus,
+                hub,
+                started_at: Micros::now(),
+                address: Default::default(),
+                closing: Default::default(),
+            }),
         }
     }
 
@@ -163,15 +171,13 @@ impl Gateway {
 }
 
 /// Authentication and request metrics for every route.
-async fn guard(
-    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+async fn guard(axum::extract::State(state): axum::extract::State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let open = matches!(req.uri().path(), "/healthz" | "/readyz");
     if let (Some(token), false) = (&state.opts.token, open) {
-        let given = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let given =
+            req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         let ok = given.is_some_and(|g| subtle::ConstantTimeEq::ct_eq(g.as_bytes(), token.as_bytes()).into());
         if !ok {
             let msg = if given.is_none() { "missing bearer token" } else { "invalid bearer token" };

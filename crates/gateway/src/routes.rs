@@ -148,13 +148,9 @@ fn resume_point(headers: &HeaderMap, after: Option<&str>) -> ApiResult<Option<u6
     match raw {
         None => Ok(None),
         Some(r) if r.trim().is_empty() => Ok(None),
-        Some(r) => r
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|v| *v <= i64::MAX as u64)
-            .map(Some)
-            .ok_or_else(|| ApiError::invalid(format!("Last-Event-ID / after must be an integer in 0..=2^63-1, got {r:?}"))),
+        Some(r) => r.trim().parse::<u64>().ok().filter(|v| *v <= i64::MAX as u64).map(Some).ok_or_else(|| {
+            ApiError::invalid(format!("Last-Event-ID / after must be an integer in 0..=2^63-1, got {r:?}"))
+        }),
     }
 }
 

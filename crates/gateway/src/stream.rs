@@ -205,7 +205,9 @@ async fn follow_feed(state: &Arc<AppState>, mut cursor: u64, filter: &FeedFilter
                 continue;
             }
             cursor = pos;
-            if filter.accepts(ev.event.kind, ev.event.agent.as_deref()) && !send(tx, frame(pos, ev.event.kind, &ev.json), slow).await {
+            if filter.accepts(ev.event.kind, ev.event.agent.as_deref())
+                && !send(tx, frame(pos, ev.event.kind, &ev.json), slow).await
+            {
                 return;
             }
         }

@@ -86,8 +86,7 @@ fn is_openapi_3() {
 #[test]
 fn every_route_is_described_and_nothing_else() {
     let doc = doc();
-    let want: BTreeSet<(String, String)> =
-        ROUTES.iter().map(|(m, p, _, _)| (m.to_string(), p.to_string())).collect();
+    let want: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p, _, _)| (m.to_string(), p.to_string())).collect();
     let got: BTreeSet<(String, String)> = operations(&doc).into_iter().map(|(m, p, _, _)| (m, p)).collect();
     let missing: Vec<_> = want.difference(&got).collect();
     let extra: Vec<_> = got.difference(&want).collect();
@@ -214,10 +213,9 @@ fn submit_request_is_strict_and_bounded() {
     assert_eq!(s["required"], json!(["agent", "input"]));
     let p = &s["properties"];
     let fields: BTreeSet<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
-    let want: BTreeSet<&str> = [
-        "agent", "input", "priority", "timeout_ms", "max_attempts", "idempotency_key", "session_id", "metadata",
-    ]
-    .into();
+    let want: BTreeSet<&str> =
+        ["agent", "input", "priority", "timeout_ms", "max_attempts", "idempotency_key", "session_id", "metadata"]
+            .into();
     assert_eq!(fields, want);
     for (field, min, max) in [("priority", 0, 9), ("max_attempts", 1, 100), ("timeout_ms", 1, 604_800_000)] {
         assert_eq!(p[field]["minimum"], min, "{field}");
@@ -332,7 +330,16 @@ fn schemas_match_the_domain_types() {
             attempt: 0,
             pos: 7,
         },
-        Event { task_id: None, seq: 0, kind: EventKind::System, at: t, data: json!(null), agent: None, attempt: 0, pos: 8 },
+        Event {
+            task_id: None,
+            seq: 0,
+            kind: EventKind::System,
+            at: t,
+            data: json!(null),
+            agent: None,
+            attempt: 0,
+            pos: 8,
+        },
     ] {
         assert_shape(&doc, "Event", &serde_json::to_value(&event).unwrap());
     }

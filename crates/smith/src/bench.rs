@@ -77,7 +77,9 @@ async fn feed(http: &reqwest::Client, opts: &ClientOpts, query: &str) -> Result<
 }
 
 async fn submit(http: &reqwest::Client, opts: &ClientOpts, agent: &str) -> Result<(String, Micros)> {
-    let mut r = http.post(format!("{}/v1/tasks", opts.server.trim_end_matches('/'))).json(&json!({"agent": agent, "input": "x"}));
+    let mut r = http
+        .post(format!("{}/v1/tasks", opts.server.trim_end_matches('/')))
+        .json(&json!({"agent": agent, "input": "x"}));
     if let Some(t) = &opts.token {
         r = r.bearer_auth(t);
     }
@@ -116,7 +118,9 @@ async fn events(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
     let started = Instant::now();
     let mut readers = tokio::task::JoinSet::new();
     for _ in 0..a.tasks {
-        let mut r = http.post(format!("{}/v1/tasks", opts.server.trim_end_matches('/'))).json(&json!({"agent": "stream", "input": input}));
+        let mut r = http
+            .post(format!("{}/v1/tasks", opts.server.trim_end_matches('/')))
+            .json(&json!({"agent": "stream", "input": input}));
         if let Some(t) = &opts.token {
             r = r.bearer_auth(t);
         }
@@ -135,7 +139,8 @@ async fn events(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
     let secs = started.elapsed().as_secs_f64();
     latencies.sort_by(|x, y| x.total_cmp(y));
     let rate = delivered as f64 / secs;
-    let (p50, p99, max) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99), latencies.last().copied().unwrap_or(f64::NAN));
+    let (p50, p99, max) =
+        (percentile(&latencies, 0.5), percentile(&latencies, 0.99), latencies.last().copied().unwrap_or(f64::NAN));
     println!(
         "events: {delivered} output events of {} B from {} tasks delivered to {} SSE readers in {secs:.2} s = {rate:.0} events/s ({:.1} MB/s); delivery latency p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
         a.bytes, a.tasks, a.tasks, rate * a.bytes as f64 / 1e6
@@ -143,7 +148,8 @@ async fn events(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
     if let Some(path) = &a.out {
         let doc = json!({"at": Micros::now(), "server": opts.server, "scenario": "events", "tasks": a.tasks, "events_per_task": a.events,
             "bytes": a.bytes, "delivered": delivered, "seconds": secs, "events_per_s": rate, "latency_ms": {"p50": p50, "p99": p99, "max": max}});
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -167,7 +173,11 @@ async fn read_stream(http: &reqwest::Client, opts: &ClientOpts, id: &str) -> Res
                 if let Some(at) = at {
                     lat.push(now.since(at) as f64 / 1000.0);
                 }
-            } else if f.event.starts_with("task.") && f.event != "task.queued" && f.event != "task.started" && f.event != "task.retrying" {
+            } else if f.event.starts_with("task.")
+                && f.event != "task.queued"
+                && f.event != "task.started"
+                && f.event != "task.retrying"
+            {
                 return Ok((lat.len() as u64, lat));
             }
         }
@@ -185,7 +195,8 @@ async fn tasks(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
     let errors = Arc::new(AtomicU64::new(0));
     let mut submitters = Vec::new();
     for _ in 0..a.concurrency {
-        let (http, opts, agent, next, errors) = (http.clone(), opts.clone(), a.agent.clone(), next.clone(), errors.clone());
+        let (http, opts, agent, next, errors) =
+            (http.clone(), opts.clone(), a.agent.clone(), next.clone(), errors.clone());
         let n = a.tasks;
         submitters.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < n {
@@ -245,7 +256,10 @@ async fn tasks(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
         match tokio::time::timeout(Duration::from_secs(30), started_rx.recv()).await {
             Ok(Some(f)) => {
                 let v: Value = serde_json::from_str(&f.data).unwrap_or(Value::Null);
-                let (Some(id), Some(at)) = (v["task_id"].as_str(), v["at"].as_str().and_then(Micros::parse_rfc3339)) else { continue };
+                let (Some(id), Some(at)) = (v["task_id"].as_str(), v["at"].as_str().and_then(Micros::parse_rfc3339))
+                else {
+                    continue;
+                };
                 starts.entry(id.to_string()).or_insert(at);
             }
             _ => break,
@@ -257,7 +271,8 @@ async fn tasks(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
         }
     }
     latencies.sort_by(|x, y| x.total_cmp(y));
-    let (p50, p99, max) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99), latencies.last().copied().unwrap_or(f64::NAN));
+    let (p50, p99, max) =
+        (percentile(&latencies, 0.5), percentile(&latencies, 0.99), latencies.last().copied().unwrap_or(f64::NAN));
     println!(
         "dispatch latency at {rate:.0} tasks/s ({} tasks): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
         latencies.len()
@@ -270,7 +285,8 @@ async fn tasks(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
             "throughput": {"tasks": expect, "seconds": total.as_secs_f64(), "tasks_per_s": tps, "submits_per_s": submit_rate, "concurrency": a.concurrency},
             "dispatch_latency_ms": {"rate": rate, "samples": latencies.len(), "p50": p50, "p99": p99, "max": max},
         });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -156,7 +156,11 @@ impl Client {
                     after = seq;
                     let data: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
                     on_event(&ev.event, &data);
-                    if let Some(status) = ev.event.strip_prefix("task.").filter(|s| matches!(*s, "succeeded" | "failed" | "cancelled" | "timed_out")) {
+                    if let Some(status) = ev
+                        .event
+                        .strip_prefix("task.")
+                        .filter(|s| matches!(*s, "succeeded" | "failed" | "cancelled" | "timed_out"))
+                    {
                         return Ok(status.to_string());
                     }
                 }
@@ -355,11 +359,7 @@ pub async fn task(cmd: TaskCommand, opts: ClientOpts) -> Result<ExitCode> {
 }
 
 fn serde_urlencoded_pairs(pairs: &[(String, String)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    pairs.iter().map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v))).collect::<Vec<_>>().join("&")
 }
 
 fn urlencode(s: &str) -> String {

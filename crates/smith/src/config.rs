@@ -120,8 +120,14 @@ impl FileConfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(FileConfig::default()),
             Err(e) => return Err(anyhow!("cannot read config {}: {e}", path.display())),
         };
-        toml::from_str(&text).map_err(|e| anyhow!("invalid config {}: {}", path.display(), e.message().trim_end()).context(e.to_string()))
-            .map_err(|e| anyhow!("{}", e.root_cause().to_string().trim_end()).context(format!("invalid config {}", path.display())))
+        toml::from_str(&text)
+            .map_err(|e| {
+                anyhow!("invalid config {}: {}", path.display(), e.message().trim_end()).context(e.to_string())
+            })
+            .map_err(|e| {
+                anyhow!("{}", e.root_cause().to_string().trim_end())
+                    .context(format!("invalid config {}", path.display()))
+            })
     }
 }
 

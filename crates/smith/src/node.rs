@@ -39,7 +39,9 @@ pub async fn bind(listen: &str, token: Option<&str>) -> Result<std::net::TcpList
         .next()
         .ok_or_else(|| anyhow!("listen address {listen:?} resolves to nothing"))?;
     if !addr.ip().is_loopback() && token.is_none() {
-        bail!("refusing to listen on {addr} without authentication: set --token or SMITH_TOKEN (or listen on 127.0.0.1)");
+        bail!(
+            "refusing to listen on {addr} without authentication: set --token or SMITH_TOKEN (or listen on 127.0.0.1)"
+        );
     }
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     listener.set_nonblocking(true)?;
@@ -152,8 +154,8 @@ pub fn gateway_tree(gateway: &Gateway, listener: std::net::TcpListener) -> Super
             let l = listener.clone();
             Box::pin(async move {
                 let std_listener = l.try_clone().map_err(|e| tree::ChildError(format!("listener: {e}")))?;
-                let listener =
-                    tokio::net::TcpListener::from_std(std_listener).map_err(|e| tree::ChildError(format!("listener: {e}")))?;
+                let listener = tokio::net::TcpListener::from_std(std_listener)
+                    .map_err(|e| tree::ChildError(format!("listener: {e}")))?;
                 gw.serve(listener, stop).await.map_err(tree::ChildError::from)
             })
         }))
@@ -175,7 +177,12 @@ pub fn root(roles: Vec<SupervisorSpec>) -> SupervisorSpec {
 
 /// Runs the tree until it gives up or a signal arrives; on a signal, drains the worker (if
 /// any) for up to `drain`, then stops every component. A second signal exits at once.
-pub async fn run(spec: SupervisorSpec, observer: tree::Observer, worker: Option<Worker>, drain: Duration) -> Result<ExitCode> {
+pub async fn run(
+    spec: SupervisorSpec,
+    observer: tree::Observer,
+    worker: Option<Worker>,
+    drain: Duration,
+) -> Result<ExitCode> {
     let root = CancellationToken::new();
     let mut tree_task = tokio::spawn(tree::run(spec, root.clone(), observer));
     let outcome = tokio::select! {
@@ -198,7 +205,10 @@ pub async fn run(spec: SupervisorSpec, observer: tree::Observer, worker: Option<
         std::process::exit(130);
     });
     if let Some(worker) = worker {
-        tracing::info!(timeout_s = drain.as_secs_f64(), "shutting down: draining the worker (signal again to exit at once)");
+        tracing::info!(
+            timeout_s = drain.as_secs_f64(),
+            "shutting down: draining the worker (signal again to exit at once)"
+        );
         let handed_back = worker.drain(drain).await;
         tracing::info!(handed_back, "drained");
     } else {

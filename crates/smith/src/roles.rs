@@ -71,7 +71,11 @@ struct Backends {
 }
 
 fn store_url(shared: &Shared, file: &FileConfig) -> Result<String> {
-    shared.store.clone().or(file.store.url.clone()).ok_or_else(|| anyhow!("no store: pass --store URL or set SMITH_STORE"))
+    shared
+        .store
+        .clone()
+        .or(file.store.url.clone())
+        .ok_or_else(|| anyhow!("no store: pass --store URL or set SMITH_STORE"))
 }
 
 async fn open_store(url: &str, file: &FileConfig) -> Result<Arc<dyn smith_store::Store>> {
@@ -91,12 +95,17 @@ async fn open_store(url: &str, file: &FileConfig) -> Result<Arc<dyn smith_store:
 async fn open(shared: &Shared) -> Result<Backends> {
     let file = FileConfig::load(shared.config.as_deref())?;
     let store_url = store_url(shared, &file)?;
-    let bus_url = shared.bus.clone().or(file.bus.url.clone()).ok_or_else(|| anyhow!("no bus: pass --bus URL or set SMITH_BUS"))?;
+    let bus_url = shared
+        .bus
+        .clone()
+        .or(file.bus.url.clone())
+        .ok_or_else(|| anyhow!("no bus: pass --bus URL or set SMITH_BUS"))?;
     if bus_url.starts_with("memory:") || bus_url.starts_with("inproc:") {
         bail!("--bus {bus_url} only connects parts of one process; separate roles need a shared bus such as nats://host:4222");
     }
     let store = open_store(&store_url, &file).await?;
-    let bus = smith_bus::open(&bus_url).await.with_context(|| format!("cannot connect to bus {}", node::redact(&bus_url)))?;
+    let bus =
+        smith_bus::open(&bus_url).await.with_context(|| format!("cannot connect to bus {}", node::redact(&bus_url)))?;
     Ok(Backends { file, store, bus })
 }
 
@@ -176,10 +185,16 @@ pub async fn worker(args: WorkerArgs) -> Result<ExitCode> {
 fn system_events_only(sup: &Supervisor) -> smith_supervisor::tree::SupervisorSpec {
     let s = sup.clone();
     smith_supervisor::tree::SupervisorSpec::new("events", smith_supervisor::tree::Strategy::OneForOne).child(
-        smith_supervisor::tree::ChildSpec::worker("system-events", smith_supervisor::tree::Restart::Permanent, move |stop| {
-            let s = s.clone();
-            Box::pin(async move { s.system_event_loop(stop).await.map_err(smith_supervisor::tree::ChildError::from) })
-        }),
+        smith_supervisor::tree::ChildSpec::worker(
+            "system-events",
+            smith_supervisor::tree::Restart::Permanent,
+            move |stop| {
+                let s = s.clone();
+                Box::pin(
+                    async move { s.system_event_loop(stop).await.map_err(smith_supervisor::tree::ChildError::from) },
+                )
+            },
+        ),
     )
 }
 
@@ -192,7 +207,11 @@ pub async fn gateway(args: GatewayArgs, token: Option<String>) -> Result<ExitCod
     let bound = listener.local_addr()?;
     let metrics = node::install_metrics()?;
     let id = format!("gateway-{}", node::instance_id());
-    let gateway = Gateway::new(gateway_options(id.clone(), token, &b.file, metrics, heartbeat(&b.file)), b.store.clone(), b.bus.clone());
+    let gateway = Gateway::new(
+        gateway_options(id.clone(), token, &b.file, metrics, heartbeat(&b.file)),
+        b.store.clone(),
+        b.bus.clone(),
+    );
     let sup = Supervisor::new(SupervisorOptions::new(id), b.store, b.bus);
     println!("smith listening on http://{bound}");
     tracing::info!(addr = %bound, "smith gateway running");
@@ -203,9 +222,8 @@ pub async fn gateway(args: GatewayArgs, token: Option<String>) -> Result<ExitCod
 pub async fn migrate(args: MigrateArgs) -> Result<ExitCode> {
     let file = FileConfig::load(args.shared.config.as_deref())?;
     let url = store_url(&args.shared, &file)?;
-    // opening a store applies every pending migration, under a lock where the backend needs one
-    let store = open_store(&url, &file).await?;
-    store.ping().await.context("store did not answer after migrating")?;
-    println!("store {} is at the latest schema", node::redact(&url));
+    let what =
+        smith_store::migrate(&url).await.with_context(|| format!("cannot migrate store {}", node::redact(&url)))?;
+    println!("{what}");
     Ok(ExitCode::SUCCESS)
 }

@@ -6,14 +6,13 @@ use crate::node;
 use anyhow::{anyhow, bail, Context, Result};
 use smith_core::Micros;
 
+use smith_gateway::Gateway;
 use smith_supervisor::{Supervisor, SupervisorOptions};
 use smith_worker::{Worker, WorkerOptions};
-use smith_gateway::Gateway;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use std::time::Duration;
-
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
@@ -92,7 +91,11 @@ fn settings(args: UpArgs, token: Option<String>) -> Result<Settings> {
 fn lock_data_dir(dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
     let path = dir.join("smith.lock");
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(lock),
@@ -136,7 +139,13 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     sopts.dead_after = s.dead_after;
     sopts.heartbeat = s.worker.heartbeat;
     let supervisor = Supervisor::new(sopts, store.clone(), bus.clone());
-    let gopts = crate::roles::gateway_options(format!("gateway-{instance}"), s.token.clone(), &s.file, metrics, s.worker.heartbeat);
+    let gopts = crate::roles::gateway_options(
+        format!("gateway-{instance}"),
+        s.token.clone(),
+        &s.file,
+        metrics,
+        s.worker.heartbeat,
+    );
     let gateway = Gateway::new(gopts, store.clone(), bus.clone());
 
     let spec = node::root(vec![

@@ -25,10 +25,14 @@ const LONG: Duration = Duration::from_secs(600);
 /// Expands to one `#[tokio::test]` per suite function, each on a store from `$factory.await`
 /// (an async expression evaluated once per test, yielding `Arc<dyn Store>`). The invoking
 /// crate needs `tokio` with the `macros` and `rt-multi-thread` features.
+///
+/// `store_conformance!(skip_unless_env = "VAR", $factory)`: each test prints
+/// `skipped: VAR not set` and passes when the environment variable is unset (a backend that
+/// needs a server), before evaluating the factory.
 #[macro_export]
 macro_rules! store_conformance {
-    ($factory:expr) => {
-        $crate::__store_conformance_tests!($factory;
+    (@skip $skip:expr, $factory:expr) => {
+        $crate::__store_conformance_tests!($skip; $factory;
             submit_round_trips_every_field,
             submit_rejects_unknown_agents_and_invalid_fields,
             idempotency_key_returns_the_original_task,
@@ -64,15 +68,28 @@ macro_rules! store_conformance {
             lease_has_one_holder_until_it_expires_or_is_released,
         );
     };
+    (skip_unless_env = $var:literal, $factory:expr) => {
+        $crate::store_conformance!(@skip ::std::option::Option::Some($var), $factory);
+    };
+    ($factory:expr) => {
+        $crate::store_conformance!(@skip ::std::option::Option::None, $factory);
+    };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __store_conformance_tests {
-    ($factory:expr; $($name:ident),+ $(,)?) => {
+    ($skip:expr; $factory:expr; $($name:ident),+ $(,)?) => {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
+                let skip: ::std::option::Option<&str> = $skip;
+                if let ::std::option::Option::Some(var) = skip {
+                    if ::std::env::var_os(var).is_none() {
+                        ::std::println!("skipped: {var} not set");
+                        return;
+                    }
+                }
                 let store: ::std::sync::Arc<dyn $crate::Store> = $factory.await;
                 let run = $crate::conformance::$name(store);
                 ::tokio::time::timeout(::std::time::Duration::from_secs(60), run)

@@ -5,13 +5,18 @@
 
 pub mod conformance;
 mod error;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 pub use error::{Error, Result};
 
 use async_trait::async_trait;
 use serde_json::Value;
-use smith_core::{AgentDef, AgentSummary, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId, TaskStatus};
+use smith_core::{
+    AgentDef, AgentSummary, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId,
+    TaskStatus,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -190,20 +195,51 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 }
 
-/// Opens a store by URL: `sqlite://PATH` (or a bare path).
+/// Opens a store by URL: `sqlite://PATH` (or a bare path), or `postgres://…` (`postgresql://…`)
+/// when built with the `postgres` feature. Opening applies pending schema migrations.
 pub async fn open(url: &str, options: &OpenOptions) -> Result<Arc<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
         let store = sqlite::SqliteStore::open(std::path::Path::new(path), options).await?;
         return Ok(Arc::new(store));
     }
+    if is_postgres(url) {
+        #[cfg(feature = "postgres")]
+        return Ok(Arc::new(postgres::PgStore::open(url, options).await?));
+    }
     if url.contains("://") {
         let scheme = url.split("://").next().unwrap_or_default();
         return Err(Error::Config(format!(
-            "store URL scheme {scheme:?} is not supported by this build (supported: sqlite://PATH)"
+            "store URL scheme {scheme:?} is not supported by this build (supported: {SUPPORTED})"
         )));
     }
     let store = sqlite::SqliteStore::open(std::path::Path::new(url), options).await?;
     Ok(Arc::new(store))
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+#[cfg(feature = "postgres")]
+const SUPPORTED: &str = "sqlite://PATH, postgres://…";
+#[cfg(not(feature = "postgres"))]
+const SUPPORTED: &str = "sqlite://PATH";
+
+/// Applies pending schema migrations to the store at `url` and says what it did (for
+/// `smith migrate`). The embedded store migrates whenever it is opened, so for it this opens it.
+pub async fn migrate(url: &str) -> Result<String> {
+    #[cfg(feature = "postgres")]
+    if is_postgres(url) {
+        let applied = postgres::migrate_url(url).await?;
+        let latest = postgres::schema_version();
+        if applied.is_empty() {
+            return Ok(format!("schema already at version {latest}; nothing to apply"));
+        }
+        let list: Vec<String> = applied.iter().map(|v| v.to_string()).collect();
+        return Ok(format!("applied migrations {}; schema now at version {latest}", list.join(", ")));
+    }
+    open(url, &OpenOptions::default()).await?;
+    Ok("embedded store opened; its migrations apply on open and are complete".into())
 }
 
 #[derive(Debug, Clone)]

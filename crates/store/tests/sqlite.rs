@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-const OPTIONS: OpenOptions = OpenOptions { fsync: false, readers: 2 };
+const OPTIONS: OpenOptions = OpenOptions { fsync: false, readers: 2, pool_size: 1 };
 
 async fn open_at(path: &Path) -> Arc<dyn Store> {
     smith_store::open(path.to_str().expect("utf-8 path"), &OPTIONS).await.expect("open sqlite store")
@@ -163,6 +163,7 @@ async fn list_tasks_last_full_page_has_no_cursor() {
 
 #[tokio::test]
 async fn open_rejects_unsupported_schemes() {
-    let err = smith_store::open("postgres://localhost/smith", &OPTIONS).await.err().expect("unsupported scheme");
-    assert!(err.to_string().contains("postgres"), "{err}");
+    let err = smith_store::open("mysql://localhost/smith", &OPTIONS).await.err().expect("unsupported scheme");
+    let msg = err.to_string();
+    assert!(msg.contains("mysql") && msg.contains("sqlite://"), "names the scheme and what is supported: {msg}");
 }

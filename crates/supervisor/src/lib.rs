@@ -88,7 +88,14 @@ impl Supervisor {
                     json!({"type": "component.failed", "node": me.opts.node_id, "supervisor": supervisor, "child": child, "reason": reason})
                 }
                 SupervisionEvent::Restarted { supervisor, strategy, child, restarts_in_window, delay } => {
-                    tracing::warn!(supervisor, child, strategy = strategy.as_str(), restarts_in_window, delay_ms = delay.as_millis() as u64, "component restarted");
+                    tracing::warn!(
+                        supervisor,
+                        child,
+                        strategy = strategy.as_str(),
+                        restarts_in_window,
+                        delay_ms = delay.as_millis() as u64,
+                        "component restarted"
+                    );
                     metrics::counter!("smith_supervisor_restarts_total", "strategy" => strategy.as_str()).increment(1);
                     json!({"type": "component.restarted", "node": me.opts.node_id, "supervisor": supervisor, "child": child,
                            "strategy": strategy.as_str(), "restarts_in_window": restarts_in_window, "delay_ms": delay.as_millis() as u64})
@@ -144,13 +151,14 @@ impl Supervisor {
                 }
                 _ = tick.tick() => {}
             }
-            let now_leader = match self.store.acquire_lease(LEADER_LEASE, &self.opts.node_id, self.opts.leader_ttl).await {
-                Ok(held) => held,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot renew the leader lease");
-                    false
-                }
-            };
+            let now_leader =
+                match self.store.acquire_lease(LEADER_LEASE, &self.opts.node_id, self.opts.leader_ttl).await {
+                    Ok(held) => held,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot renew the leader lease");
+                        false
+                    }
+                };
             if now_leader != leader {
                 leader = now_leader;
                 metrics::gauge!("smith_supervisor_leader").set(if leader { 1.0 } else { 0.0 });
@@ -203,7 +211,9 @@ impl Supervisor {
             let _ = self.bus.publish(&smith_bus::subjects::wake(a), bytes::Bytes::new()).await;
         }
         tracing::warn!(reaped = changes.len(), requeued, "reaped tasks of lost leases and dead workers");
-        self.record(json!({"type": "tasks.reaped", "count": changes.len(), "requeued": requeued, "by": self.opts.node_id}));
+        self.record(
+            json!({"type": "tasks.reaped", "count": changes.len(), "requeued": requeued, "by": self.opts.node_id}),
+        );
         changes.len()
     }
 

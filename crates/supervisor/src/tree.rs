@@ -79,10 +79,7 @@ pub struct Intensity {
 
 impl Default for Intensity {
     fn default() -> Self {
-        Self {
-            max_restarts: 3,
-            period: Duration::from_secs(5),
-        }
+        Self { max_restarts: 3, period: Duration::from_secs(5) }
     }
 }
 
@@ -94,10 +91,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(10),
-        }
+        Self { initial: Duration::from_millis(100), max: Duration::from_secs(10) }
     }
 }
 
@@ -133,20 +127,12 @@ impl ChildSpec {
         restart: Restart,
         start: impl Fn(CancellationToken) -> ChildFuture + Send + Sync + 'static,
     ) -> Self {
-        Self {
-            name: name.into(),
-            restart,
-            kind: ChildKind::Worker(Arc::new(start)),
-        }
+        Self { name: name.into(), restart, kind: ChildKind::Worker(Arc::new(start)) }
     }
 
     /// A nested supervisor as a child; its escalation is this child's failure.
     pub fn supervisor(spec: SupervisorSpec, restart: Restart) -> Self {
-        Self {
-            name: spec.name.clone(),
-            restart,
-            kind: ChildKind::Supervisor(Arc::new(spec)),
-        }
+        Self { name: spec.name.clone(), restart, kind: ChildKind::Supervisor(Arc::new(spec)) }
     }
 
     pub fn name(&self) -> &str {
@@ -208,22 +194,9 @@ impl SupervisorSpec {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SupervisionEvent {
-    ChildFailed {
-        supervisor: String,
-        child: String,
-        reason: String,
-    },
-    Restarted {
-        supervisor: String,
-        strategy: Strategy,
-        child: String,
-        restarts_in_window: u32,
-        delay: Duration,
-    },
-    Escalated {
-        supervisor: String,
-        reason: String,
-    },
+    ChildFailed { supervisor: String, child: String, reason: String },
+    Restarted { supervisor: String, strategy: Strategy, child: String, restarts_in_window: u32, delay: Duration },
+    Escalated { supervisor: String, reason: String },
 }
 
 pub type Observer = Arc<dyn Fn(SupervisionEvent) + Send + Sync>;
@@ -237,11 +210,7 @@ pub struct Escalation {
 
 /// Runs the tree until `cancel` fires (then stops children in reverse start order and returns
 /// Ok) or the root escalates (returns Err).
-pub async fn run(
-    spec: SupervisorSpec,
-    cancel: CancellationToken,
-    observer: Observer,
-) -> Result<(), Escalation> {
+pub async fn run(spec: SupervisorSpec, cancel: CancellationToken, observer: Observer) -> Result<(), Escalation> {
     supervise(Arc::new(spec), cancel, observer).await
 }
 
@@ -253,15 +222,7 @@ fn supervise(
     observer: Observer,
 ) -> BoxFuture<'static, Result<(), Escalation>> {
     let slots = spec.children.iter().map(|_| Slot::Idle).collect();
-    Supervisor {
-        spec,
-        cancel,
-        observer,
-        slots,
-        restarts: VecDeque::new(),
-    }
-    .run()
-    .boxed()
+    Supervisor { spec, cancel, observer, slots, restarts: VecDeque::new() }.run().boxed()
 }
 
 type ChildHandle = AbortOnDropHandle<Result<(), ChildError>>;
@@ -324,11 +285,9 @@ impl Supervisor {
                 // caught like any other child panic instead of taking the supervisor down.
                 async move { start(token).await }.boxed()
             }
-            ChildKind::Supervisor(spec) => {
-                supervise(Arc::clone(spec), token.clone(), Arc::clone(&self.observer))
-                    .map(|r| r.map_err(|e| ChildError(e.to_string())))
-                    .boxed()
-            }
+            ChildKind::Supervisor(spec) => supervise(Arc::clone(spec), token.clone(), Arc::clone(&self.observer))
+                .map(|r| r.map_err(|e| ChildError(e.to_string())))
+                .boxed(),
         };
         let handle = AbortOnDropHandle::new(tokio::spawn(fut));
         self.slots[idx] = Slot::Running { token, handle };
@@ -360,15 +319,8 @@ impl Supervisor {
         };
 
         let now = Instant::now();
-        let Intensity {
-            max_restarts,
-            period,
-        } = spec.intensity;
-        while self
-            .restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= period)
-        {
+        let Intensity { max_restarts, period } = spec.intensity;
+        while self.restarts.front().is_some_and(|t| now.duration_since(*t) >= period) {
             self.restarts.pop_front();
         }
         if self.restarts.len() >= max_restarts as usize {
@@ -378,15 +330,9 @@ impl Supervisor {
                 child.name
             );
             tracing::error!(supervisor = sup, %reason, "supervisor escalating");
-            self.emit(SupervisionEvent::Escalated {
-                supervisor: sup.to_owned(),
-                reason: reason.clone(),
-            });
+            self.emit(SupervisionEvent::Escalated { supervisor: sup.to_owned(), reason: reason.clone() });
             self.stop_all().await;
-            return Some(Err(Escalation {
-                supervisor: sup.to_owned(),
-                reason,
-            }));
+            return Some(Err(Escalation { supervisor: sup.to_owned(), reason }));
         }
         self.restarts.push_back(now);
         let restarts_in_window = u32::try_from(self.restarts.len()).unwrap_or(u32::MAX);
@@ -445,16 +391,11 @@ impl Supervisor {
     }
 
     async fn stop(&mut self, idx: usize) {
-        let Slot::Running { token, mut handle } =
-            std::mem::replace(&mut self.slots[idx], Slot::Idle)
-        else {
+        let Slot::Running { token, mut handle } = std::mem::replace(&mut self.slots[idx], Slot::Idle) else {
             return;
         };
         token.cancel();
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut handle)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut handle).await.is_err() {
             tracing::warn!(
                 supervisor = %self.spec.name,
                 child = %self.spec.children[idx].name,
@@ -554,18 +495,12 @@ mod tests {
 
     fn render(event: SupervisionEvent) -> String {
         match event {
-            SupervisionEvent::ChildFailed {
-                supervisor,
-                child,
-                reason,
-            } => format!("failed {supervisor}/{child}: {reason}"),
-            SupervisionEvent::Restarted {
-                supervisor,
-                strategy,
-                child,
-                restarts_in_window: n,
-                delay,
-            } => format!("restarted {supervisor}/{child} {strategy} #{n} +{delay:?}"),
+            SupervisionEvent::ChildFailed { supervisor, child, reason } => {
+                format!("failed {supervisor}/{child}: {reason}")
+            }
+            SupervisionEvent::Restarted { supervisor, strategy, child, restarts_in_window: n, delay } => {
+                format!("restarted {supervisor}/{child} {strategy} #{n} +{delay:?}")
+            }
             SupervisionEvent::Escalated { supervisor, reason } => {
                 format!("escalated {supervisor}: {reason}")
             }
@@ -574,11 +509,7 @@ mod tests {
 
     impl Harness {
         fn new() -> Self {
-            Self {
-                t0: Instant::now(),
-                log: Arc::default(),
-                events: Arc::default(),
-            }
+            Self { t0: Instant::now(), log: Arc::default(), events: Arc::default() }
         }
 
         fn note(&self, what: String) {
@@ -624,10 +555,9 @@ mod tests {
         }
 
         fn spec(&self, name: &str, strategy: Strategy, children: &[Child]) -> SupervisorSpec {
-            children.iter().fold(
-                SupervisorSpec::new(name, strategy),
-                |spec, (n, r, steps)| spec.child(self.worker(n, *r, steps)),
-            )
+            children
+                .iter()
+                .fold(SupervisorSpec::new(name, strategy), |spec, (n, r, steps)| spec.child(self.worker(n, *r, steps)))
         }
 
         /// Runs `spec` for `run_ms` of paused time, then cancels. `log` only covers the time
@@ -661,41 +591,18 @@ mod tests {
         // b fails once after 10ms; (strategy, c's restart type, log, children restarted)
         let cases = [
             (OneForOne, Permanent, "+a@0 +b@0 +c@0 +b@110", "b"),
-            (
-                OneForAll,
-                Transient,
-                "+a@0 +b@0 +c@0 -c@10 -a@10 +a@110 +b@110 +c@110",
-                "a b c",
-            ),
-            (
-                RestForOne,
-                Permanent,
-                "+a@0 +b@0 +c@0 -c@10 +b@110 +c@110",
-                "b c",
-            ),
+            (OneForAll, Transient, "+a@0 +b@0 +c@0 -c@10 -a@10 +a@110 +b@110 +c@110", "a b c"),
+            (RestForOne, Permanent, "+a@0 +b@0 +c@0 -c@10 +b@110 +c@110", "b c"),
             // Temporary siblings go down with the group but never come back.
-            (
-                OneForAll,
-                Temporary,
-                "+a@0 +b@0 +c@0 -c@10 -a@10 +a@110 +b@110",
-                "a b",
-            ),
+            (OneForAll, Temporary, "+a@0 +b@0 +c@0 -c@10 -a@10 +a@110 +b@110", "a b"),
         ];
         for (strategy, c_restart, log, again) in cases {
             let h = Harness::new();
-            let children: [Child; 3] = [
-                ("a", Permanent, &[]),
-                ("b", Permanent, &[Fail(10)]),
-                ("c", c_restart, &[]),
-            ];
+            let children: [Child; 3] = [("a", Permanent, &[]), ("b", Permanent, &[Fail(10)]), ("c", c_restart, &[])];
             let out = h.scenario(h.spec("root", strategy, &children), 1_000).await;
             assert_eq!(out.log, log, "{strategy}");
             let mut events = strings(&["failed root/b: boom"]);
-            events.extend(
-                again
-                    .split(' ')
-                    .map(|c| format!("restarted root/{c} {strategy} #1 +100ms")),
-            );
+            events.extend(again.split(' ').map(|c| format!("restarted root/{c} {strategy} #1 +100ms")));
             assert_eq!(out.events, events, "{strategy}");
             assert!(out.result.is_ok());
         }
@@ -703,24 +610,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn intensity_escalates_only_on_bursts() {
-        let reason =
-            "restart intensity exceeded (more than 3 restarts in 5s); last: w failed: boom";
+        let reason = "restart intensity exceeded (more than 3 restarts in 5s); last: w failed: boom";
 
         // The fourth failure within 5s would need a fourth restart inside the window; the
         // siblings are then stopped in reverse order.
         let h = Harness::new();
-        let children: [Child; 3] = [
-            ("p1", Permanent, &[]),
-            ("p2", Permanent, &[]),
-            ("w", Permanent, &[Fail(10); 4]),
-        ];
-        let out = h
-            .scenario(h.spec("root", OneForOne, &children), 10_000)
-            .await;
-        assert_eq!(
-            out.log,
-            "+p1@0 +p2@0 +w@0 +w@110 +w@320 +w@730 -p2@740 -p1@740"
-        );
+        let children: [Child; 3] = [("p1", Permanent, &[]), ("p2", Permanent, &[]), ("w", Permanent, &[Fail(10); 4])];
+        let out = h.scenario(h.spec("root", OneForOne, &children), 10_000).await;
+        assert_eq!(out.log, "+p1@0 +p2@0 +w@0 +w@110 +w@320 +w@730 -p2@740 -p1@740");
         let events = strings(&[
             "failed root/w: boom",
             "restarted root/w one_for_one #1 +100ms",
@@ -734,22 +631,14 @@ mod tests {
         assert_eq!(out.events, events);
         assert!(out.returned_before_cancel);
         let err = out.result.unwrap_err();
-        assert_eq!(
-            (err.supervisor.as_str(), err.reason.as_str()),
-            ("root", reason)
-        );
+        assert_eq!((err.supervisor.as_str(), err.reason.as_str()), ("root", reason));
 
         // Failures 6s apart: each restart is alone in its window, however many there are.
         let h = Harness::new();
         let children: [Child; 1] = [("w", Permanent, &[Fail(6_000); 5])];
-        let out = h
-            .scenario(h.spec("root", OneForOne, &children), 40_000)
-            .await;
+        let out = h.scenario(h.spec("root", OneForOne, &children), 40_000).await;
         assert_eq!(out.log, "+w@0 +w@6100 +w@12200 +w@18300 +w@24400 +w@30500");
-        let once = [
-            "failed root/w: boom",
-            "restarted root/w one_for_one #1 +100ms",
-        ];
+        let once = ["failed root/w: boom", "restarted root/w one_for_one #1 +100ms"];
         assert_eq!(out.events, strings(&once.repeat(5)));
         assert!(!out.returned_before_cancel);
         assert!(out.result.is_ok());
@@ -757,18 +646,8 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_is_capped() {
-        let b = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_millis(1_000),
-        };
-        for (n, ms) in [
-            (1, 100),
-            (2, 200),
-            (3, 400),
-            (4, 800),
-            (5, 1_000),
-            (40, 1_000),
-        ] {
+        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_millis(1_000) };
+        for (n, ms) in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1_000), (40, 1_000)] {
             assert_eq!(b.delay(n), Duration::from_millis(ms), "n={n}");
         }
         assert_eq!(Backoff::default().delay(u32::MAX), Duration::from_secs(10));
@@ -777,23 +656,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn backoff_delays_restarts_exponentially_up_to_the_cap() {
         // (initial ms, max ms, expected delay of each restart)
-        let cases: [(u64, u64, &[u64]); 2] = [
-            (100, 300, &[100, 200, 300, 300, 300]),
-            (0, 300, &[0, 0, 0, 0, 0]),
-        ];
+        let cases: [(u64, u64, &[u64]); 2] = [(100, 300, &[100, 200, 300, 300, 300]), (0, 300, &[0, 0, 0, 0, 0])];
         for (initial, max, delays) in cases {
             let h = Harness::new();
             let children: [Child; 1] = [("w", Permanent, &[Fail(0); 5])];
             let spec = h
                 .spec("root", OneForOne, &children)
-                .intensity(Intensity {
-                    max_restarts: 10,
-                    period: Duration::from_secs(60),
-                })
-                .backoff(Backoff {
-                    initial: Duration::from_millis(initial),
-                    max: Duration::from_millis(max),
-                });
+                .intensity(Intensity { max_restarts: 10, period: Duration::from_secs(60) })
+                .backoff(Backoff { initial: Duration::from_millis(initial), max: Duration::from_millis(max) });
             let out = h.scenario(spec, 5_000).await;
 
             let (mut at, mut log, mut events) = (0, vec!["+w@0".to_owned()], Vec::new());
@@ -813,18 +683,13 @@ mod tests {
     async fn nested_escalation_restarts_the_nested_supervisor() {
         let h = Harness::new();
         let inner: [Child; 2] = [("peer", Permanent, &[]), ("leaf", Permanent, &[Fail(10)])];
-        let inner = h.spec("inner", OneForOne, &inner).intensity(Intensity {
-            max_restarts: 0,
-            period: Duration::from_secs(5),
-        });
-        let spec = h
-            .spec("root", OneForOne, &[("x", Permanent, &[])])
-            .child(ChildSpec::supervisor(inner, Permanent));
+        let inner =
+            h.spec("inner", OneForOne, &inner).intensity(Intensity { max_restarts: 0, period: Duration::from_secs(5) });
+        let spec = h.spec("root", OneForOne, &[("x", Permanent, &[])]).child(ChildSpec::supervisor(inner, Permanent));
         let out = h.scenario(spec, 1_000).await;
 
         assert_eq!(out.log, "+x@0 +peer@0 +leaf@0 -peer@10 +peer@110 +leaf@110");
-        let reason =
-            "restart intensity exceeded (more than 0 restarts in 5s); last: leaf failed: boom";
+        let reason = "restart intensity exceeded (more than 0 restarts in 5s); last: leaf failed: boom";
         let events = [
             "failed inner/leaf: boom".to_owned(),
             format!("escalated inner: {reason}"),
@@ -837,24 +702,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn panicking_child_is_a_failure() {
-        let cases = [
-            (Panic(10), "kaboom"),
-            (PanicFormatted(10), "kaboom 7"),
-            (PanicAny(10), "panicked"),
-        ];
+        let cases = [(Panic(10), "kaboom"), (PanicFormatted(10), "kaboom 7"), (PanicAny(10), "panicked")];
         for (step, reason) in cases {
             let h = Harness::new();
-            let out = h
-                .scenario(
-                    h.spec("root", OneForOne, &[("w", Transient, &[step])]),
-                    1_000,
-                )
-                .await;
+            let out = h.scenario(h.spec("root", OneForOne, &[("w", Transient, &[step])]), 1_000).await;
             assert_eq!(out.log, "+w@0 +w@110", "{step:?}");
-            let events = [
-                format!("failed root/w: {reason}"),
-                "restarted root/w one_for_one #1 +100ms".to_owned(),
-            ];
+            let events = [format!("failed root/w: {reason}"), "restarted root/w one_for_one #1 +100ms".to_owned()];
             assert_eq!(out.events, events, "{step:?}");
         }
     }
@@ -873,9 +726,7 @@ mod tests {
         ];
         for (restart, step, log, events) in cases {
             let h = Harness::new();
-            let out = h
-                .scenario(h.spec("root", OneForOne, &[("w", restart, &[step])]), 1_000)
-                .await;
+            let out = h.scenario(h.spec("root", OneForOne, &[("w", restart, &[step])]), 1_000).await;
             assert_eq!(out.log, log, "{restart:?} {step:?}");
             assert_eq!(out.events, strings(events), "{restart:?} {step:?}");
             // With no children left the supervisor still only returns on cancel.
@@ -889,32 +740,19 @@ mod tests {
         // (children, stops seen after cancel at 1000ms, end of run): a child ignoring cancel
         // costs the grace period, and a pending 60s backoff is not waited out.
         let cases: [(&[Child], &[&str], u128); 3] = [
+            (&[("a", Permanent, &[]), ("b", Permanent, &[])], &["-a@1000", "-b@1000"], 1_000),
             (
-                &[("a", Permanent, &[]), ("b", Permanent, &[])],
-                &["-a@1000", "-b@1000"],
-                1_000,
-            ),
-            (
-                &[
-                    ("a", Permanent, &[]),
-                    ("h", Permanent, &[Hang]),
-                    ("b", Permanent, &[]),
-                ],
+                &[("a", Permanent, &[]), ("h", Permanent, &[Hang]), ("b", Permanent, &[])],
                 &["-a@1000", "-b@1000"],
                 6_000,
             ),
-            (
-                &[("a", Permanent, &[]), ("b", Permanent, &[Fail(10)])],
-                &[],
-                1_000,
-            ),
+            (&[("a", Permanent, &[]), ("b", Permanent, &[Fail(10)])], &[], 1_000),
         ];
         for (children, stops, ended_ms) in cases {
             let h = Harness::new();
-            let spec = h.spec("root", OneForAll, children).backoff(Backoff {
-                initial: Duration::from_secs(60),
-                max: Duration::from_secs(60),
-            });
+            let spec = h
+                .spec("root", OneForAll, children)
+                .backoff(Backoff { initial: Duration::from_secs(60), max: Duration::from_secs(60) });
             let out = h.scenario(spec, 1_000).await;
             assert!(out.result.is_ok(), "{children:?}");
             assert!(!out.returned_before_cancel, "{children:?}");

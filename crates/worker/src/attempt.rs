@@ -37,7 +37,12 @@ pub(crate) fn spawn(shared: Arc<Shared>, claimed: Claimed) {
     });
 }
 
-async fn run(s: &Arc<Shared>, task: smith_core::Task, cancel: CancellationToken, reason: Arc<Mutex<Option<StopReason>>>) {
+async fn run(
+    s: &Arc<Shared>,
+    task: smith_core::Task,
+    cancel: CancellationToken,
+    reason: Arc<Mutex<Option<StopReason>>>,
+) {
     let id = task.id;
     let attempt = task.attempt;
     let agent = task.agent.clone();
@@ -166,7 +171,13 @@ async fn run(s: &Arc<Shared>, task: smith_core::Task, cancel: CancellationToken,
 }
 
 /// Writes buffered events; on a fence, stops the attempt (its lease is gone).
-async fn flush(s: &Shared, id: TaskId, attempt: u32, buf: &mut Vec<EventDraft>, stop: &(dyn Fn(StopReason) + Sync)) -> bool {
+async fn flush(
+    s: &Shared,
+    id: TaskId,
+    attempt: u32,
+    buf: &mut Vec<EventDraft>,
+    stop: &(dyn Fn(StopReason) + Sync),
+) -> bool {
     if buf.is_empty() {
         return true;
     }

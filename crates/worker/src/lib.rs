@@ -276,7 +276,8 @@ impl Worker {
                 return;
             }
         };
-        let held: HashMap<TaskId, (u32, bool)> = held.into_iter().map(|h| (h.id, (h.attempt, h.cancel_requested))).collect();
+        let held: HashMap<TaskId, (u32, bool)> =
+            held.into_iter().map(|h| (h.id, (h.attempt, h.cancel_requested))).collect();
         let orphans: Vec<(TaskId, u32)> = {
             let running = s.running.lock().expect("running lock");
             for (id, attempt) in &before {

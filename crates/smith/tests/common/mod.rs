@@ -17,7 +17,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_smith");
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Variables that would change how the binary under test behaves.
-const SMITH_ENV: [&str; 10] = [
+pub const SMITH_ENV: [&str; 10] = [
     "SMITH_LISTEN",
     "SMITH_DATA_DIR",
     "SMITH_CONFIG",
@@ -298,11 +298,16 @@ impl Api {
 
     /// Sends with a timeout; returns the status and the body (JSON, or a JSON string).
     pub async fn send(&self, r: reqwest::RequestBuilder) -> (reqwest::StatusCode, Value) {
+        self.try_send(r).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Api::send`], but a failed connection or body is an `Err` (for servers that may die).
+    pub async fn try_send(&self, r: reqwest::RequestBuilder) -> Result<(reqwest::StatusCode, Value), String> {
         let resp =
-            r.timeout(REQUEST_TIMEOUT).send().await.unwrap_or_else(|e| panic!("request to {} failed: {e}", self.base));
+            r.timeout(REQUEST_TIMEOUT).send().await.map_err(|e| format!("request to {} failed: {e}", self.base))?;
         let status = resp.status();
-        let text = resp.text().await.unwrap_or_else(|e| panic!("reading a response body failed: {e}"));
-        (status, body_value(&text))
+        let text = resp.text().await.map_err(|e| format!("reading a response body from {} failed: {e}", self.base))?;
+        Ok((status, body_value(&text)))
     }
 
     pub async fn get(&self, path: &str) -> (reqwest::StatusCode, Value) {
@@ -388,22 +393,29 @@ impl Api {
 
     /// Opens an SSE stream, optionally resuming with `Last-Event-ID`; expects `200`.
     pub async fn sse(&self, path: &str, last_event_id: Option<&str>) -> SseStream {
+        self.try_sse(path, last_event_id).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Api::sse`], but any failure to open the stream is an `Err` (for servers that may die).
+    pub async fn try_sse(&self, path: &str, last_event_id: Option<&str>) -> Result<SseStream, String> {
         let mut r = self.request(reqwest::Method::GET, path).header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             r = r.header("last-event-id", id);
         }
         let resp = tokio::time::timeout(REQUEST_TIMEOUT, r.send())
             .await
-            .unwrap_or_else(|_| panic!("SSE {path}: no response headers within {REQUEST_TIMEOUT:?}"))
-            .unwrap_or_else(|e| panic!("SSE {path}: {e}"));
+            .map_err(|_| format!("SSE {path}: no response headers within {REQUEST_TIMEOUT:?}"))?
+            .map_err(|e| format!("SSE {path}: {e}"))?;
         let status = resp.status();
         if status != 200 {
             let text = resp.text().await.unwrap_or_default();
-            panic!("SSE {path}: status {status}: {text}");
+            return Err(format!("SSE {path}: status {status}: {text}"));
         }
         let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        assert!(ct.starts_with("text/event-stream"), "SSE {path}: content-type {ct:?}");
-        SseStream { resp, parser: SseParser::default(), pending: VecDeque::new(), closed: false, error: None }
+        if !ct.starts_with("text/event-stream") {
+            return Err(format!("SSE {path}: content-type {ct:?}"));
+        }
+        Ok(SseStream { resp, parser: SseParser::default(), pending: VecDeque::new(), closed: false, error: None })
     }
 
     /// A task's whole event log, read over SSE from the start until the stream closes.

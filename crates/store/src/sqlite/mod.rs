@@ -9,7 +9,7 @@
 mod ops;
 
 use crate::{
-    AgentSummary, ClaimRequest, Claimed, Change, Error, FeedFilter, FeedPage, Held, OpenOptions, QueueStats, Result,
+    AgentSummary, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, Held, OpenOptions, QueueStats, Result,
     Store, Submitted, TaskPage, TaskQuery,
 };
 use async_trait::async_trait;
@@ -21,10 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-    include_str!("../../migrations/sqlite/0002_leader.sql"),
-];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../../migrations/sqlite/0001_init.sql"), include_str!("../../migrations/sqlite/0002_leader.sql")];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;
 /// Writes waiting for the writer at most; callers wait (backpressure) beyond that.
@@ -147,8 +145,7 @@ impl SqliteStore {
     pub async fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
         let path = path.to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
         }
         let fsync = options.fsync;
         let p = path.clone();
@@ -215,7 +212,8 @@ impl SqliteStore {
 fn checkpoint_loop(conn: Connection, alive: std::sync::Weak<()>) {
     let mut last_done = 0;
     while alive.upgrade().is_some() {
-        let copied = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
+        let copied =
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
         let pause = match copied {
             // behind and making progress: go again soon
             Ok((log, done)) if log > done && done != last_done => {
@@ -341,7 +339,8 @@ impl Store for SqliteStore {
     }
 
     async fn feed_head(&self) -> Result<u64> {
-        self.read(|c| Ok(c.query_row("SELECT coalesce(max(pos), 0) FROM events", [], |r| r.get::<_, i64>(0))? as u64)).await
+        self.read(|c| Ok(c.query_row("SELECT coalesce(max(pos), 0) FROM events", [], |r| r.get::<_, i64>(0))? as u64))
+            .await
     }
 
     async fn append_system(&self, data: Value) -> Result<Event> {
@@ -409,7 +408,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_write_is_undone_and_its_neighbours_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("s.db"), &OpenOptions { fsync: false, readers: 1, pool_size: 1 }).await.unwrap());
+        let store = Arc::new(
+            SqliteStore::open(&dir.path().join("s.db"), &OpenOptions { fsync: false, readers: 1, pool_size: 1 })
+                .await
+                .unwrap(),
+        );
         store.write(|c| Ok(c.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)")?)).await.unwrap();
         let mut handles = Vec::new();
         for i in 0..200i64 {
@@ -446,7 +449,8 @@ mod tests {
         });
         assert!(r.await.is_err());
         store.write(|c| Ok(c.execute("INSERT INTO t (v) VALUES (1000)", [])?)).await.unwrap();
-        let n: i64 = store.read(|c| Ok(c.query_row("SELECT count(*) FROM t WHERE v < 0", [], |r| r.get(0))?)).await.unwrap();
+        let n: i64 =
+            store.read(|c| Ok(c.query_row("SELECT count(*) FROM t WHERE v < 0", [], |r| r.get(0))?)).await.unwrap();
         assert_eq!(n, 0);
     }
 }

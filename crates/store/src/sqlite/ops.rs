@@ -1,7 +1,10 @@
 //! The SQL of the SQLite store: every function runs on a connection the caller owns
 //! (the writer's batch transaction, or a reader).
 
-use crate::{ClaimRequest, Claimed, Change, Error, FeedFilter, FeedPage, Held, QueueStats, Result, Submitted, TaskPage, TaskQuery};
+use crate::{
+    Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, Held, QueueStats, Result, Submitted, TaskPage,
+    TaskQuery,
+};
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{json, Value};
@@ -86,8 +89,7 @@ fn event_row(r: &Row) -> rusqlite::Result<Event> {
     let task_id = match task_id {
         None => None,
         Some(s) => Some(
-            s.parse::<TaskId>()
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, Box::new(e)))?,
+            s.parse::<TaskId>().map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, Box::new(e)))?,
         ),
     };
     Ok(Event {
@@ -130,7 +132,16 @@ fn insert_event(
         at.0,
         data.to_string(),
     ])?;
-    Ok(Event { task_id: task.map(|t| t.id), seq, kind, at, data, agent: task.map(|t| t.agent.clone()), attempt, pos: c.last_insert_rowid() as u64 })
+    Ok(Event {
+        task_id: task.map(|t| t.id),
+        seq,
+        kind,
+        at,
+        data,
+        agent: task.map(|t| t.agent.clone()),
+        attempt,
+        pos: c.last_insert_rowid() as u64,
+    })
 }
 
 fn agent_def(c: &Connection, name: &str) -> Result<Option<AgentDef>> {
@@ -285,7 +296,15 @@ pub(super) fn claim(c: &Connection, req: &ClaimRequest, now: Micros) -> Result<V
         rows.sort_by_key(|(r, rowid)| (std::cmp::Reverse(r.task.priority), *rowid));
         for (row, _) in rows {
             let task = row.task;
-            let event = insert_event(c, Some(&task), row.last_seq, EventKind::Started, task.attempt, now, json!({"worker": req.worker, "attempt": task.attempt}))?;
+            let event = insert_event(
+                c,
+                Some(&task),
+                row.last_seq,
+                EventKind::Started,
+                task.attempt,
+                now,
+                json!({"worker": req.worker, "attempt": task.attempt}),
+            )?;
             out.push(Claimed { task, event });
         }
     }
@@ -309,7 +328,13 @@ fn reserve_seq(c: &Connection, id: TaskId, attempt: u32, n: u64) -> Result<(u64,
     }
 }
 
-pub(super) fn append(c: &Connection, id: TaskId, attempt: u32, drafts: &[EventDraft], now: Micros) -> Result<Vec<Event>> {
+pub(super) fn append(
+    c: &Connection,
+    id: TaskId,
+    attempt: u32,
+    drafts: &[EventDraft],
+    now: Micros,
+) -> Result<Vec<Event>> {
     let (first, agent, tenant) = reserve_seq(c, id, attempt, drafts.len() as u64)?;
     let mut stmt = c.prepare_cached(
         "INSERT INTO events (task_id, seq, kind, agent, tenant, attempt, at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -351,7 +376,14 @@ fn add_usage(a: Usage, b: Usage) -> Usage {
 }
 
 /// Writes a terminal state (or a requeue) and its event. `row.last_seq` is the last seq used.
-fn finish(c: &Connection, mut row: TaskRow, status: TaskStatus, kind: EventKind, data: Value, now: Micros) -> Result<Change> {
+fn finish(
+    c: &Connection,
+    mut row: TaskRow,
+    status: TaskStatus,
+    kind: EventKind,
+    data: Value,
+    now: Micros,
+) -> Result<Change> {
     let seq = row.last_seq + 1;
     let t = &mut row.task;
     t.status = status;
@@ -438,7 +470,10 @@ pub(super) fn complete(
         }
         Outcome::TimedOut { .. } => {
             let ms = row.task.timeout_ms;
-            row.task.error = Some(TaskError::new("timed_out", format!("attempt {attempt} ran past its timeout of {} ms", ms.unwrap_or(0))));
+            row.task.error = Some(TaskError::new(
+                "timed_out",
+                format!("attempt {attempt} ran past its timeout of {} ms", ms.unwrap_or(0)),
+            ));
             finish(c, row, TaskStatus::TimedOut, EventKind::TimedOut, json!({"timeout_ms": ms}), now)?
         }
     };
@@ -462,7 +497,13 @@ pub(super) fn renew(c: &Connection, worker: &str, until: Micros) -> Result<Vec<H
     Ok(out)
 }
 
-pub(super) fn release(c: &Connection, worker: &str, tasks: &[(TaskId, u32)], reason: &str, now: Micros) -> Result<Vec<Change>> {
+pub(super) fn release(
+    c: &Connection,
+    worker: &str,
+    tasks: &[(TaskId, u32)],
+    reason: &str,
+    now: Micros,
+) -> Result<Vec<Change>> {
     let mut out = Vec::new();
     for (id, attempt) in tasks {
         let Some(mut row) = load(c, *id)? else { continue };
@@ -471,7 +512,14 @@ pub(super) fn release(c: &Connection, worker: &str, tasks: &[(TaskId, u32)], rea
             continue;
         }
         if t.cancel_requested {
-            out.push(finish(c, row, TaskStatus::Cancelled, EventKind::Cancelled, json!({"reason": "cancel requested"}), now)?);
+            out.push(finish(
+                c,
+                row,
+                TaskStatus::Cancelled,
+                EventKind::Cancelled,
+                json!({"reason": "cancel requested"}),
+                now,
+            )?);
             continue;
         }
         let seq = row.last_seq + 1;
@@ -496,7 +544,8 @@ pub(super) fn reap_candidates(c: &Connection, now: Micros) -> Result<Vec<(TaskId
          WHERE status = 'running' AND (lease_until < ?1 OR worker IS NULL OR worker NOT IN \
                (SELECT id FROM nodes WHERE status IN ('alive', 'draining')))",
     )?;
-    let rows = stmt.query_map([now.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?)))?;
+    let rows =
+        stmt.query_map([now.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?)))?;
     let mut out = Vec::new();
     for row in rows {
         let (id, attempt, reason) = row?;
@@ -518,7 +567,10 @@ pub(super) fn reap(c: &Connection, victims: &[(TaskId, u32, &'static str)], now:
             continue;
         }
         let message = match reason {
-            "lease_expired" => format!("attempt {attempt}: the lease of worker {:?} expired", row.task.worker.as_deref().unwrap_or("?")),
+            "lease_expired" => format!(
+                "attempt {attempt}: the lease of worker {:?} expired",
+                row.task.worker.as_deref().unwrap_or("?")
+            ),
             _ => format!("attempt {attempt}: worker {:?} is gone", row.task.worker.as_deref().unwrap_or("?")),
         };
         out.push(fail_or_retry(c, row, TaskError::new(reason, message), true, now)?);
@@ -532,7 +584,14 @@ pub(super) fn request_cancel(c: &Connection, id: TaskId, now: Micros) -> Result<
         TaskStatus::Queued => {
             row.task.cancel_requested = true;
             c.prepare_cached("UPDATE tasks SET cancel_requested = 1 WHERE id = ?1")?.execute([id.to_string()])?;
-            finish(c, row, TaskStatus::Cancelled, EventKind::Cancelled, json!({"reason": "cancelled while queued"}), now)
+            finish(
+                c,
+                row,
+                TaskStatus::Cancelled,
+                EventKind::Cancelled,
+                json!({"reason": "cancelled while queued"}),
+                now,
+            )
         }
         TaskStatus::Running => {
             if !row.task.cancel_requested {
@@ -584,8 +643,9 @@ fn feed_in_snapshot(c: &Connection, cursor: u64, filter: &FeedFilter, limit: usi
     args.push(Box::new(limit as i64));
     sql.push_str(&format!(" ORDER BY pos LIMIT ?{}", args.len()));
     let mut stmt = c.prepare_cached(&sql)?;
-    let events: Vec<Event> =
-        stmt.query_map(rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())), event_row)?.collect::<rusqlite::Result<_>>()?;
+    let events: Vec<Event> = stmt
+        .query_map(rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())), event_row)?
+        .collect::<rusqlite::Result<_>>()?;
     if events.len() == limit {
         let last = events.last().map(|e| e.pos).unwrap_or(cursor);
         return Ok(FeedPage { events, cursor: last, more: true });
@@ -600,7 +660,8 @@ pub(super) fn append_system(c: &Connection, data: &Value, now: Micros) -> Result
 /// Upserts the given definitions, and the built-ins unless a definition overrides one.
 pub(super) fn put_agents(c: &Connection, defs: &[AgentDef]) -> Result<()> {
     let now = Micros::now();
-    let mut all: Vec<AgentDef> = AgentDef::builtins().into_iter().filter(|b| !defs.iter().any(|d| d.name == b.name)).collect();
+    let mut all: Vec<AgentDef> =
+        AgentDef::builtins().into_iter().filter(|b| !defs.iter().any(|d| d.name == b.name)).collect();
     all.extend(defs.iter().cloned());
     let mut stmt = c.prepare_cached(
         "INSERT INTO agents (name, definition, updated_at) VALUES (?1, ?2, ?3) \
@@ -664,7 +725,9 @@ pub(super) fn set_node_status(c: &Connection, id: &str, status: NodeStatus) -> R
 fn node_row(r: &Row) -> rusqlite::Result<Node> {
     let role: String = r.get(1)?;
     let status: String = r.get(4)?;
-    let bad = |i: usize, s: &str| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, format!("unknown value {s:?}").into());
+    let bad = |i: usize, s: &str| {
+        rusqlite::Error::FromSqlConversionFailure(i, Type::Text, format!("unknown value {s:?}").into())
+    };
     Ok(Node {
         id: r.get(0)?,
         role: NodeRole::parse(&role).ok_or_else(|| bad(1, &role))?,
@@ -693,15 +756,18 @@ pub(super) fn mark_dead_nodes(c: &Connection, stale_before: Micros) -> Result<Ve
     let sql = format!(
         "UPDATE nodes SET status = 'dead' WHERE status IN ('alive', 'draining') AND heartbeat_at < ?1 RETURNING {NODE_COLS}"
     );
-    let dead: Vec<Node> = c.prepare_cached(&sql)?.query_map([stale_before.0], node_row)?.collect::<rusqlite::Result<_>>()?;
+    let dead: Vec<Node> =
+        c.prepare_cached(&sql)?.query_map([stale_before.0], node_row)?.collect::<rusqlite::Result<_>>()?;
     let forget_before = Micros(Micros::now().0 - NODE_MEMORY.as_micros() as i64);
-    c.prepare_cached("DELETE FROM nodes WHERE status IN ('dead', 'stopped') AND heartbeat_at < ?1")?.execute([forget_before.0])?;
+    c.prepare_cached("DELETE FROM nodes WHERE status IN ('dead', 'stopped') AND heartbeat_at < ?1")?
+        .execute([forget_before.0])?;
     Ok(dead)
 }
 
 pub(super) fn queue_stats(c: &Connection, now: Micros) -> Result<QueueStats> {
     let count = |status: &str| -> Result<u64> {
-        Ok(c.prepare_cached("SELECT count(*) FROM tasks WHERE status = ?1")?.query_row([status], |r| r.get::<_, i64>(0))? as u64)
+        Ok(c.prepare_cached("SELECT count(*) FROM tasks WHERE status = ?1")?
+            .query_row([status], |r| r.get::<_, i64>(0))? as u64)
     };
     let oldest: Option<i64> = c
         .prepare_cached("SELECT created_at FROM tasks WHERE status = 'queued' AND run_at <= ?1 ORDER BY rowid LIMIT 1")?

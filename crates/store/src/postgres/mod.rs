@@ -1,0 +1,338 @@
+//! The PostgreSQL store: writer tasks that group-commit every write, reads straight from a pool.
+//!
+//! Why writers: one commit per write is the wall (a WAL flush each), and a round trip per row
+//! is the next one. Callers hand their write to a bounded queue; a writer takes every queued
+//! write (up to a cap), runs them as a few statements over the whole batch in one transaction,
+//! commits once, and only then answers each caller (`writer.rs`). A caller waits one batch;
+//! throughput is batch-sized. The feed's positions are assigned under an advisory lock held to
+//! the commit, so they are commit-ordered across every process sharing the database.
+//!
+//! URL: `postgres://user:password@host:port/database`, with libpq-style parameters; a schema
+//! other than the default is chosen with `?options[search_path]=NAME`.
+
+mod apply;
+mod migrate;
+mod phases;
+mod reads;
+mod rows;
+mod writer;
+
+use crate::{
+    AgentSummary, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, Held, OpenOptions, QueueStats, Result,
+    Store, Submitted, TaskPage, TaskQuery,
+};
+use async_trait::async_trait;
+use serde_json::Value;
+use smith_core::{AgentDef, Event, EventDraft, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Mutex};
+use writer::{AppendJob, CompleteJob, Job, LeaseJob, Op, ReapJob, ReleaseJob, RenewJob};
+
+/// How long opening the store waits for the server before saying it is unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a read or a writer waits for a pooled connection (including connecting one).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pooled connections idle longer than this are pinged before use.
+const IDLE_CHECK: Duration = Duration::from_secs(10);
+/// The class half of the feed's advisory lock key (`"SMFD"`); the other half is the events
+/// table's oid, so each schema has its own lock.
+const FEED_LOCK_CLASS: i32 = 0x534d_4644;
+
+pub struct PgStore {
+    ops: mpsc::Sender<Op>,
+    pool: PgPool,
+}
+
+/// Maps a driver error: lost or refused connections and transient server states are
+/// `Unavailable` (worth retrying), a value the server cannot store (class 22: a NUL byte in
+/// text, a number out of range) is `Unprocessable`, a duplicate is `Conflict`, the rest `Backend`.
+pub(super) fn db_error(e: sqlx::Error) -> Error {
+    use sqlx::Error as E;
+    match &e {
+        E::Io(_) | E::Tls(_) | E::Protocol(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => {
+            Error::Unavailable(format!("PostgreSQL: {e}"))
+        }
+        E::Configuration(_) => Error::Config(format!("PostgreSQL: {e}")),
+        E::Database(d) => {
+            let code = d.code().unwrap_or_default();
+            // 08: connection exception, 53: insufficient resources, 57P: shutdown or restart,
+            // 40001/40P01: serialization failure or deadlock (the batch may be retried)
+            let transient =
+                ["08", "53", "57P"].iter().any(|c| code.starts_with(c)) || code == "40001" || code == "40P01";
+            if transient {
+                Error::Unavailable(format!("PostgreSQL: {e}"))
+            } else if code.starts_with("22") {
+                Error::Domain(smith_core::Error::unprocessable(format!(
+                    "PostgreSQL cannot store a value: {}",
+                    d.message()
+                )))
+            } else if d.is_unique_violation() {
+                Error::Domain(smith_core::Error::new(smith_core::Code::Conflict, format!("PostgreSQL: {e}")))
+            } else {
+                Error::Backend(format!("PostgreSQL ({code}): {e}"))
+            }
+        }
+        _ => Error::Backend(format!("PostgreSQL: {e}")),
+    }
+}
+
+/// Parses the URL and applies the options; never echoes the URL (it may hold a password).
+fn connect_options(url: &str, options: &OpenOptions) -> Result<PgConnectOptions> {
+    let mut opts =
+        PgConnectOptions::from_str(url).map_err(|e| Error::Config(format!("invalid PostgreSQL URL: {e}")))?;
+    if opts.get_application_name().is_none() {
+        opts = opts.application_name("smith");
+    }
+    // Plan every statement for its parameters and the table as it is now. A generic plan, cached
+    // after five executions, is frozen at the statistics of that moment: made while the queue was
+    // nearly empty it scans the whole table, and keeps doing so as the table grows to millions.
+    opts = opts.options([("plan_cache_mode", "force_custom_plan")]);
+    if !options.fsync {
+        // Commits return before their WAL is flushed: a server crash may lose the last moments
+        // of writes (never corrupt them), as `fsync = false` promises.
+        opts = opts.options([("synchronous_commit", "off")]);
+    }
+    Ok(opts)
+}
+
+/// Connects once, with a deadline and an error that says what went wrong where.
+async fn connect(opts: &PgConnectOptions) -> Result<PgConnection> {
+    let database = opts.get_database().unwrap_or(opts.get_username()).to_string();
+    // where, without the credentials
+    let place = match opts.get_socket() {
+        Some(dir) => format!("postgres://{database} (socket in {})", dir.display()),
+        None => format!("postgres://{}:{}/{database}", opts.get_host(), opts.get_port()),
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(opts)).await {
+        Err(_) => Err(Error::Unavailable(format!(
+            "cannot connect to {place}: no answer within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(sqlx::Error::Database(d))) => {
+            let code = d.code().unwrap_or_default().to_string();
+            let message = d.message().to_string();
+            Err(match code.as_str() {
+                "3D000" => Error::Config(format!("cannot open {place}: no such database ({message})")),
+                c if c.starts_with("28") => {
+                    Error::Config(format!("cannot open {place}: user {:?} refused ({message})", opts.get_username()))
+                }
+                _ => db_error(sqlx::Error::Database(d)),
+            })
+        }
+        Ok(Err(e @ sqlx::Error::Tls(_))) => Err(Error::Config(format!("cannot connect to {place}: {e}"))),
+        Ok(Err(e)) => Err(Error::Unavailable(format!("cannot connect to {place}: {e}"))),
+    }
+}
+
+/// Applies pending migrations to the database at `url`; returns the versions applied now.
+pub async fn migrate_url(url: &str) -> Result<Vec<u32>> {
+    let opts = connect_options(url, &OpenOptions::default())?;
+    let mut conn = connect(&opts).await?;
+    let applied = migrate::run(&mut conn).await;
+    let _ = conn.close().await;
+    applied
+}
+
+/// The newest schema version this build knows.
+pub fn schema_version() -> u32 {
+    migrate::latest()
+}
+
+impl PgStore {
+    /// Connects, applies pending migrations, keeps the built-in agents, and starts the writers.
+    pub async fn open(url: &str, options: &OpenOptions) -> Result<Self> {
+        let opts = connect_options(url, options)?;
+        let mut conn = connect(&opts).await?;
+        migrate::run(&mut conn).await?;
+        phases::put_agents(&mut conn, &[]).await.map_err(db_error)?;
+        let events_oid: i64 = sqlx::query_scalar("SELECT 'events'::regclass::oid::bigint")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(db_error)?;
+        let _ = conn.close().await;
+
+        let pool_size = options.pool_size.max(1);
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(Some(Duration::from_secs(300)))
+            // No round trip before every read, only before reads on connections idle for a while
+            // (the server may have restarted or dropped them since).
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > IDLE_CHECK {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .connect_lazy_with(opts);
+        // Two writers: while one holds the feed lock through its claims and commit, the other runs
+        // its batch's first statements. More only split the same load into smaller batches that
+        // queue for the lock (measured: three are ~20% slower than two). The rest of the pool
+        // serves reads.
+        let writers = (pool_size as usize / 8).clamp(1, 2);
+        let (tx, rx) = mpsc::channel(writer::QUEUE_DEPTH);
+        // The oid is a u32; the lock key takes its bits as an i32.
+        let feed_lock = (FEED_LOCK_CLASS, events_oid as u32 as i32);
+        writer::spawn(writers, Arc::new(Mutex::new(rx)), pool.clone(), feed_lock);
+        Ok(PgStore { ops: tx, pool })
+    }
+
+    /// Queues a write for the next batch; resolves after its commit.
+    async fn write<I, O>(&self, op: fn(Job<I, O>) -> Op, input: I) -> Result<O> {
+        let (job, rx) = Job::new(input);
+        self.ops.send(op(job)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> Error {
+    Error::Unavailable("store writer stopped".into())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn submit(&self, task: NewTask) -> Result<Submitted> {
+        task.validate()?;
+        self.write(Op::Submit, task).await
+    }
+
+    async fn get_task(&self, id: TaskId) -> Result<Option<Task>> {
+        reads::get_task(&self.pool, id).await
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage> {
+        reads::list_tasks(&self.pool, query).await
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>> {
+        if request.wants.iter().all(|(_, n)| *n == 0) {
+            return Ok(Vec::new());
+        }
+        self.write(Op::Claim, request.clone()).await
+    }
+
+    async fn append(&self, id: TaskId, attempt: u32, drafts: Vec<EventDraft>) -> Result<Vec<Event>> {
+        if drafts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(Op::Append, AppendJob { id, attempt, drafts }).await
+    }
+
+    async fn complete(&self, id: TaskId, attempt: u32, drafts: Vec<EventDraft>, outcome: Outcome) -> Result<Change> {
+        self.write(Op::Complete, CompleteJob { id, attempt, drafts, outcome }).await
+    }
+
+    async fn renew(&self, worker: &str, lease: Duration) -> Result<Vec<Held>> {
+        self.write(Op::Renew, RenewJob { worker: worker.to_string(), lease }).await
+    }
+
+    async fn release(&self, worker: &str, tasks: &[(TaskId, u32)], reason: &str) -> Result<Vec<Change>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let job = ReleaseJob { worker: worker.to_string(), tasks: tasks.to_vec(), reason: reason.to_string() };
+        self.write(Op::Release, job).await
+    }
+
+    async fn reap(&self, now: Micros) -> Result<Vec<Change>> {
+        // Look first on a reader: the common answer is "nothing", and it must not take a batch.
+        let victims = reads::reap_candidates(&self.pool, now).await?;
+        if victims.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(Op::Reap, ReapJob { now, victims }).await
+    }
+
+    async fn request_cancel(&self, id: TaskId) -> Result<Change> {
+        self.write(Op::Cancel, id).await
+    }
+
+    async fn events(&self, id: TaskId, after: u64, limit: usize) -> Result<Vec<Event>> {
+        reads::events(&self.pool, id, after, limit).await
+    }
+
+    async fn feed(&self, cursor: u64, filter: &FeedFilter, limit: usize) -> Result<FeedPage> {
+        reads::feed(&self.pool, cursor, filter, limit).await
+    }
+
+    async fn feed_head(&self) -> Result<u64> {
+        reads::feed_head(&self.pool).await
+    }
+
+    async fn append_system(&self, data: Value) -> Result<Event> {
+        self.write(Op::System, data).await
+    }
+
+    async fn put_agents(&self, defs: &[AgentDef]) -> Result<()> {
+        for d in defs {
+            d.validate()?;
+        }
+        self.write(Op::PutAgents, defs.to_vec()).await
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentSummary>> {
+        reads::agents(&self.pool).await
+    }
+
+    async fn heartbeat(&self, node: &Node) -> Result<()> {
+        self.write(Op::Heartbeat, node.clone()).await
+    }
+
+    async fn set_node_status(&self, id: &str, status: NodeStatus) -> Result<()> {
+        self.write(Op::SetNodeStatus, (id.to_string(), status)).await
+    }
+
+    async fn nodes(&self) -> Result<Vec<Node>> {
+        reads::nodes(&self.pool).await
+    }
+
+    async fn mark_dead_nodes(&self, stale_before: Micros) -> Result<Vec<Node>> {
+        self.write(Op::MarkDead, stale_before).await
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats> {
+        reads::queue_stats(&self.pool, Micros::now()).await
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let job = LeaseJob { name: name.to_string(), holder: holder.to_string(), ttl: Some(ttl) };
+        self.write(Op::Lease, job).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        let job = LeaseJob { name: name.to_string(), holder: holder.to_string(), ttl: None };
+        self.write(Op::Lease, job).await.map(|_| ())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_error)?;
+        if self.ops.is_closed() {
+            return Err(stopped());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_urls_are_configuration_errors_that_do_not_echo_the_url() {
+        for url in ["postgres://user:secret@host:notaport/db", "postgres://user:secret@[::1/db"] {
+            match connect_options(url, &OpenOptions::default()) {
+                Err(Error::Config(m)) => assert!(!m.contains("secret"), "{url}: {m}"),
+                other => panic!("{url}: expected a configuration error, got {:?}", other.map(|_| ())),
+            }
+        }
+    }
+}

@@ -1,0 +1,699 @@
+//! The SQL of a write batch, phase by phase (see `writer.rs` for the order and why). Each phase
+//! takes the whole batch, picks its own jobs and sets their outputs; an `Err` is a failed
+//! statement, which has aborted the transaction.
+
+use super::apply;
+use super::db_error;
+use super::rows::{node_row, task_row, EventBuf, TaskRow, NODE_COLS, TASK_COLS};
+use super::writer::{Job, Op};
+use crate::{ClaimRequest, Claimed, Error, Result, Submitted};
+use serde_json::json;
+use smith_core::{AgentDef, Code, EventKind, Micros, NewTask, Node, Task, TaskId, TaskStatus, Usage};
+use sqlx::PgConnection;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+/// A writer's state across batches.
+pub(super) struct Ctx {
+    /// The feed's advisory lock: `(class, the events table's oid)`, so stores in different
+    /// schemas of one database do not serialise each other.
+    pub feed_lock: (i32, i32),
+    /// Whether the current transaction holds the feed lock.
+    pub locked: bool,
+    /// Parsed agent definitions by name, with the text they were parsed from: a submission
+    /// looks its agent up every time, and parsing is the expensive part.
+    agents: HashMap<String, (String, AgentDef)>,
+}
+
+impl Ctx {
+    pub fn new(feed_lock: (i32, i32)) -> Self {
+        Ctx { feed_lock, locked: false, agents: HashMap::new() }
+    }
+}
+
+/// Takes the feed lock until the transaction ends. Whoever holds it must never wait for a row
+/// lock (claims skip locked rows, events conflict with no one), so it cannot close a cycle of
+/// waits; it is held from the claims to the commit.
+async fn lock_feed(conn: &mut PgConnection, ctx: &mut Ctx) -> Result<()> {
+    if ctx.locked {
+        return Ok(());
+    }
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(ctx.feed_lock.0)
+        .bind(ctx.feed_lock.1)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    ctx.locked = true;
+    Ok(())
+}
+
+/// Runs every phase of a batch (or of one job, alone in its savepoint).
+pub(super) async fn run(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx: &mut Ctx) -> Result<()> {
+    misc(conn, ops, ev).await?;
+    submit(conn, ops, ev, ctx).await?;
+    task_changes(conn, ops, ev).await?;
+    claims(conn, ops, ev, ctx).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agents, nodes, leases and fleet events: few, so one statement per job.
+
+async fn misc(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf) -> Result<()> {
+    for op in ops.iter_mut() {
+        match op {
+            Op::System(j) => j.out = Some(Ok(ev.push(None, 0, EventKind::System, 0, Micros::now(), j.input.clone()))),
+            Op::PutAgents(j) => {
+                put_agents(conn, &j.input).await.map_err(db_error)?;
+                j.out = Some(Ok(()));
+            }
+            Op::Heartbeat(j) => {
+                heartbeat(conn, &j.input).await.map_err(db_error)?;
+                j.out = Some(Ok(()));
+            }
+            Op::SetNodeStatus(j) => {
+                let (id, status) = &j.input;
+                sqlx::query("UPDATE nodes SET status = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(status.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                j.out = Some(Ok(()));
+            }
+            Op::MarkDead(j) => j.out = Some(Ok(mark_dead_nodes(conn, j.input).await?)),
+            Op::Lease(j) => j.out = Some(Ok(lease(conn, &j.input).await.map_err(db_error)?)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Upserts the given definitions, and the built-ins unless a definition overrides one.
+pub(super) async fn put_agents(conn: &mut PgConnection, defs: &[AgentDef]) -> sqlx::Result<()> {
+    // One row per name (the last definition wins), sorted: concurrent writers lock rows in one order.
+    let mut all: BTreeMap<String, String> = BTreeMap::new();
+    for d in AgentDef::builtins().iter().chain(defs) {
+        all.insert(d.name.clone(), serde_json::to_string(d).expect("an agent definition serializes"));
+    }
+    let (names, definitions): (Vec<String>, Vec<String>) = all.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO agents (name, definition, updated_at) \
+         SELECT u.name, u.definition::json, $3 FROM UNNEST($1::text[], $2::text[]) AS u(name, definition) \
+         ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at",
+    )
+    .bind(names)
+    .bind(definitions)
+    .bind(Micros::now().0)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn heartbeat(conn: &mut PgConnection, n: &Node) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO nodes (id, role, version, address, status, started_at, heartbeat_at, load) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json) \
+         ON CONFLICT (id) DO UPDATE SET version = excluded.version, address = excluded.address, \
+             status = excluded.status, heartbeat_at = excluded.heartbeat_at, load = excluded.load",
+    )
+    .bind(&n.id)
+    .bind(n.role.as_str())
+    .bind(&n.version)
+    .bind(&n.address)
+    .bind(n.status.as_str())
+    .bind(n.started_at.0)
+    .bind(n.heartbeat_at.0)
+    .bind(n.load.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Stopped and dead nodes are kept this long for `GET /v1/nodes`, then forgotten.
+const NODE_MEMORY: Duration = Duration::from_secs(24 * 3600);
+
+async fn mark_dead_nodes(conn: &mut PgConnection, stale_before: Micros) -> Result<Vec<Node>> {
+    let sql = format!(
+        "UPDATE nodes SET status = 'dead' WHERE status IN ('alive', 'draining') AND heartbeat_at < $1 \
+         RETURNING {NODE_COLS}"
+    );
+    let rows = sqlx::query(&sql).bind(stale_before.0).fetch_all(&mut *conn).await.map_err(db_error)?;
+    let dead = rows.iter().map(node_row).collect::<Result<Vec<_>>>()?;
+    let forget_before = Micros(Micros::now().0 - NODE_MEMORY.as_micros() as i64);
+    sqlx::query("DELETE FROM nodes WHERE status IN ('dead', 'stopped') AND heartbeat_at < $1")
+        .bind(forget_before.0)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok(dead)
+}
+
+/// Takes or renews a named lease (`ttl`), or gives it up (`None`); whether `holder` holds it now.
+async fn lease(conn: &mut PgConnection, l: &super::writer::LeaseJob) -> sqlx::Result<bool> {
+    let Some(ttl) = l.ttl else {
+        sqlx::query("DELETE FROM leader_leases WHERE name = $1 AND holder = $2")
+            .bind(&l.name)
+            .bind(&l.holder)
+            .execute(conn)
+            .await?;
+        return Ok(false);
+    };
+    let now = Micros::now();
+    let done = sqlx::query(
+        "INSERT INTO leader_leases (name, holder, until) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+         WHERE leader_leases.holder = excluded.holder OR leader_leases.until < $4",
+    )
+    .bind(&l.name)
+    .bind(&l.holder)
+    .bind(now.plus(ttl).0)
+    .bind(now.0)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Submissions: one INSERT for the batch.
+
+/// Looks up the definitions of `names`; unknown names are missing from the map.
+async fn agent_defs(conn: &mut PgConnection, names: Vec<String>, ctx: &mut Ctx) -> Result<HashMap<String, AgentDef>> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, definition::text FROM agents WHERE name = ANY($1::text[])")
+            .bind(names)
+            .fetch_all(conn)
+            .await
+            .map_err(db_error)?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for (name, raw) in rows {
+        let def = match ctx.agents.get(&name) {
+            Some((cached, def)) if *cached == raw => def.clone(),
+            _ => {
+                let def: AgentDef = serde_json::from_str(&raw)
+                    .map_err(|e| Error::Backend(format!("corrupt definition of agent {name:?}: {e}")))?;
+                ctx.agents.insert(name.clone(), (raw, def.clone()));
+                def
+            }
+        };
+        out.insert(name, def);
+    }
+    Ok(out)
+}
+
+/// The columns of the submitted tasks, as `UNNEST` takes them.
+#[derive(Default)]
+struct NewRows {
+    id: Vec<String>,
+    tenant: Vec<String>,
+    agent: Vec<String>,
+    input: Vec<String>,
+    priority: Vec<i16>,
+    timeout_ms: Vec<Option<i64>>,
+    max_attempts: Vec<i32>,
+    backoff_ms: Vec<i64>,
+    backoff_max_ms: Vec<i64>,
+    key: Vec<Option<String>>,
+    session: Vec<Option<String>>,
+    metadata: Vec<String>,
+}
+
+async fn submit(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx: &mut Ctx) -> Result<()> {
+    let mut jobs: Vec<&mut Job<NewTask, Submitted>> = ops
+        .iter_mut()
+        .filter_map(|op| match op {
+            Op::Submit(j) => Some(j),
+            _ => None,
+        })
+        .collect();
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let names: BTreeSet<String> = jobs.iter().map(|j| j.input.agent.clone()).collect();
+    let defs = agent_defs(conn, names.into_iter().collect(), ctx).await?;
+    let now = Micros::now();
+
+    // The task each job would create; `None` for an unknown agent (answered at once).
+    let mut planned: Vec<Option<Task>> = Vec::with_capacity(jobs.len());
+    let mut rows = NewRows::default();
+    let mut ids: HashSet<TaskId> = HashSet::new();
+    for j in jobs.iter_mut() {
+        let t = &j.input;
+        let Some(def) = defs.get(&t.agent) else {
+            j.out = Some(Err(smith_core::Error::unprocessable(format!("unknown agent {:?}", t.agent)).into()));
+            planned.push(None);
+            continue;
+        };
+        let task = Task {
+            id: t.id,
+            agent: t.agent.clone(),
+            input: t.input.clone(),
+            status: TaskStatus::Queued,
+            priority: t.priority,
+            timeout_ms: t.timeout_ms.or(def.timeout.map(|d| d.as_millis() as u64)),
+            max_attempts: t.max_attempts.unwrap_or(def.max_attempts),
+            attempt: 0,
+            idempotency_key: t.idempotency_key.clone(),
+            session_id: t.session_id.clone(),
+            tenant: t.tenant.clone(),
+            metadata: if t.metadata.is_null() { json!({}) } else { t.metadata.clone() },
+            result: None,
+            error: None,
+            usage: Usage::default(),
+            cancel_requested: false,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            worker: None,
+        };
+        // A repeated id in one batch is never inserted twice: the repeat resolves like a conflict.
+        if ids.insert(task.id) {
+            rows.id.push(task.id.to_string());
+            rows.tenant.push(task.tenant.clone());
+            rows.agent.push(task.agent.clone());
+            rows.input.push(task.input.to_string());
+            rows.priority.push(i16::from(task.priority));
+            rows.timeout_ms.push(task.timeout_ms.map(|v| v as i64));
+            rows.max_attempts.push(task.max_attempts as i32);
+            rows.backoff_ms.push(def.retry_backoff.as_millis() as i64);
+            rows.backoff_max_ms.push(def.retry_backoff_max.as_millis() as i64);
+            rows.key.push(task.idempotency_key.clone());
+            rows.session.push(task.session_id.clone());
+            rows.metadata.push(task.metadata.to_string());
+        }
+        planned.push(Some(task));
+    }
+
+    let mut inserted: HashSet<TaskId> = HashSet::new();
+    if !rows.id.is_empty() {
+        // A conflict on the id or on (tenant, idempotency_key) inserts nothing and raises nothing,
+        // so one repeat cannot abort its batch; ORDER BY keeps the first of a key in a batch.
+        let got: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO tasks (id, tenant, agent, input, status, priority, timeout_ms, max_attempts, backoff_ms, \
+                 backoff_max_ms, idempotency_key, session_id, metadata, created_at, run_at, last_seq) \
+             SELECT u.id::uuid, u.tenant, u.agent, u.input::json, 'queued', u.priority, u.timeout_ms, u.max_attempts, \
+                 u.backoff_ms, u.backoff_max_ms, u.key, u.session, u.metadata::json, $13, $13, 1 \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::int8[], $7::int4[], \
+                 $8::int8[], $9::int8[], $10::text[], $11::text[], $12::text[]) WITH ORDINALITY \
+                 AS u(id, tenant, agent, input, priority, timeout_ms, max_attempts, backoff_ms, backoff_max_ms, \
+                      key, session, metadata, n) \
+             ORDER BY u.n \
+             ON CONFLICT DO NOTHING \
+             RETURNING id::text",
+        )
+        .bind(&rows.id)
+        .bind(&rows.tenant)
+        .bind(&rows.agent)
+        .bind(&rows.input)
+        .bind(&rows.priority)
+        .bind(&rows.timeout_ms)
+        .bind(&rows.max_attempts)
+        .bind(&rows.backoff_ms)
+        .bind(&rows.backoff_max_ms)
+        .bind(&rows.key)
+        .bind(&rows.session)
+        .bind(&rows.metadata)
+        .bind(now.0)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        for id in got {
+            inserted.insert(id.parse::<TaskId>().map_err(|e| Error::Backend(e.to_string()))?);
+        }
+    }
+
+    // Answer the created ones; find what the others' keys already name.
+    let mut repeats: Vec<(usize, String, String)> = Vec::new();
+    for (i, (j, task)) in jobs.iter_mut().zip(planned).enumerate() {
+        let Some(task) = task else { continue };
+        if inserted.remove(&task.id) {
+            let event = ev.push(Some(&task), 1, EventKind::Queued, 0, now, json!({"priority": task.priority}));
+            j.out = Some(Ok(Submitted { task, created: true, events: vec![event] }));
+        } else if let Some(key) = task.idempotency_key {
+            repeats.push((i, task.tenant, key));
+        } else {
+            let e = smith_core::Error::new(Code::Conflict, format!("task {} already exists", task.id));
+            j.out = Some(Err(e.into()));
+        }
+    }
+    if repeats.is_empty() {
+        return Ok(());
+    }
+    let (tenants, keys): (Vec<String>, Vec<String>) = repeats.iter().map(|(_, t, k)| (t.clone(), k.clone())).unzip();
+    let sql = format!(
+        "SELECT {TASK_COLS} FROM tasks \
+         WHERE (tenant, idempotency_key) IN (SELECT * FROM UNNEST($1::text[], $2::text[])) \
+           AND idempotency_key IS NOT NULL"
+    );
+    let found = sqlx::query(&sql).bind(tenants).bind(keys).fetch_all(&mut *conn).await.map_err(db_error)?;
+    let mut existing: HashMap<(String, String), Task> = HashMap::with_capacity(found.len());
+    for r in &found {
+        let row = task_row(r)?;
+        let key = row.task.idempotency_key.clone().unwrap_or_default();
+        existing.insert((row.task.tenant.clone(), key), row.task);
+    }
+    for (i, tenant, key) in repeats {
+        jobs[i].out = Some(match existing.get(&(tenant, key)) {
+            Some(task) => Ok(Submitted { task: task.clone(), created: false, events: Vec::new() }),
+            // the key is free: the conflict was on the task id
+            None => Err(smith_core::Error::new(Code::Conflict, "a task with this id already exists").into()),
+        });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Changes to existing tasks: one locking SELECT, the rules in memory, one UPDATE.
+
+/// Every task the batch's appends, completions, cancels, releases, reaps and renewals touch.
+async fn touched_ids(conn: &mut PgConnection, ops: &[Op]) -> Result<BTreeSet<TaskId>> {
+    let mut ids = BTreeSet::new();
+    let mut workers: Vec<String> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Append(j) => {
+                ids.insert(j.input.id);
+            }
+            Op::Complete(j) => {
+                ids.insert(j.input.id);
+            }
+            Op::Cancel(j) => {
+                ids.insert(j.input);
+            }
+            Op::Release(j) => ids.extend(j.input.tasks.iter().map(|(id, _)| *id)),
+            Op::Reap(j) => ids.extend(j.input.victims.iter().map(|(id, _)| *id)),
+            Op::Renew(j) => workers.push(j.input.worker.clone()),
+            _ => {}
+        }
+    }
+    if !workers.is_empty() {
+        let held: Vec<String> =
+            sqlx::query_scalar("SELECT id::text FROM tasks WHERE status = 'running' AND worker = ANY($1::text[])")
+                .bind(workers)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db_error)?;
+        for id in held {
+            ids.insert(id.parse::<TaskId>().map_err(|e| Error::Backend(e.to_string()))?);
+        }
+    }
+    Ok(ids)
+}
+
+async fn task_changes(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf) -> Result<()> {
+    let renews = ops.iter().any(|op| matches!(op, Op::Renew(_)));
+    let ids = touched_ids(conn, ops).await?;
+    if ids.is_empty() && !renews {
+        return Ok(());
+    }
+    // Locked in id order, as every writer does, so two batches never wait on each other in a cycle.
+    let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY tasks.id FOR UPDATE");
+    let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    let loaded = sqlx::query(&sql).bind(ids).fetch_all(&mut *conn).await.map_err(db_error)?;
+    let mut rows: BTreeMap<TaskId, TaskRow> = BTreeMap::new();
+    for r in &loaded {
+        let row = task_row(r)?;
+        rows.insert(row.task.id, row);
+    }
+    let before: HashMap<TaskId, Version> = rows.values().map(|r| (r.task.id, version(r))).collect();
+    let alive = alive_workers(conn, ops, &rows).await?;
+
+    let now = Micros::now();
+    for op in ops.iter_mut() {
+        match op {
+            Op::Append(j) => {
+                let a = &j.input;
+                j.out = Some(apply::append(rows.get_mut(&a.id), a.id, a.attempt, &a.drafts, now, ev));
+            }
+            Op::Complete(j) => {
+                let c = &j.input;
+                j.out = Some(apply::complete(rows.get_mut(&c.id), c.id, c.attempt, &c.drafts, &c.outcome, now, ev));
+            }
+            Op::Cancel(j) => j.out = Some(apply::request_cancel(rows.get_mut(&j.input), j.input, now, ev)),
+            Op::Release(j) => {
+                let r = &j.input;
+                let mut out = Vec::new();
+                for (id, attempt) in &r.tasks {
+                    let Some(row) = rows.get_mut(id) else { continue };
+                    out.extend(apply::release(row, &r.worker, *attempt, &r.reason, now, ev));
+                }
+                j.out = Some(Ok(out));
+            }
+            Op::Reap(j) => {
+                let r = &j.input;
+                let mut out = Vec::new();
+                for (id, attempt) in &r.victims {
+                    let Some(row) = rows.get_mut(id) else { continue };
+                    let worker_alive = row.task.worker.as_ref().is_some_and(|w| alive.contains(w));
+                    out.extend(apply::reap(row, *attempt, worker_alive, r.now, ev));
+                }
+                j.out = Some(Ok(out));
+            }
+            Op::Renew(j) => {
+                let until = now.plus(j.input.lease);
+                let held = rows.values_mut().filter_map(|row| apply::renew(row, &j.input.worker, until)).collect();
+                j.out = Some(Ok(held));
+            }
+            _ => {}
+        }
+    }
+    let changed: Vec<&TaskRow> = rows.values().filter(|r| before.get(&r.task.id) != Some(&version(r))).collect();
+    write_back(conn, &changed).await
+}
+
+/// The columns a change always touches (a new result, error or usage comes with a new event, so
+/// with a new `last_seq`): equal versions mean an unchanged row, without comparing payloads.
+type Version = (TaskStatus, u64, bool, Option<Micros>, Option<String>, Micros, u32);
+
+fn version(r: &TaskRow) -> Version {
+    let t = &r.task;
+    (t.status, r.last_seq, t.cancel_requested, r.lease_until, t.worker.clone(), r.run_at, r.released)
+}
+
+/// The workers of the rows a reap looks at that are alive or draining (they keep their tasks).
+async fn alive_workers(
+    conn: &mut PgConnection,
+    ops: &[Op],
+    rows: &BTreeMap<TaskId, TaskRow>,
+) -> Result<HashSet<String>> {
+    let mut workers: BTreeSet<String> = BTreeSet::new();
+    for op in ops {
+        if let Op::Reap(j) = op {
+            let of = |(id, _): &(TaskId, u32)| rows.get(id).and_then(|r| r.task.worker.clone());
+            workers.extend(j.input.victims.iter().filter_map(of));
+        }
+    }
+    if workers.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let alive: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM nodes WHERE status IN ('alive', 'draining') AND id = ANY($1::text[])")
+            .bind(workers.into_iter().collect::<Vec<_>>())
+            .fetch_all(conn)
+            .await
+            .map_err(db_error)?;
+    Ok(alive.into_iter().collect())
+}
+
+/// Writes the mutable columns of changed rows back, in one statement.
+async fn write_back(conn: &mut PgConnection, rows: &[&TaskRow]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let n = rows.len();
+    let mut id = Vec::with_capacity(n);
+    let mut status = Vec::with_capacity(n);
+    let mut result = Vec::with_capacity(n);
+    let mut error = Vec::with_capacity(n);
+    let mut usage = Vec::with_capacity(n);
+    let mut finished_at = Vec::with_capacity(n);
+    let mut worker = Vec::with_capacity(n);
+    let mut lease_until = Vec::with_capacity(n);
+    let mut run_at = Vec::with_capacity(n);
+    let mut released = Vec::with_capacity(n);
+    let mut last_seq = Vec::with_capacity(n);
+    let mut cancel = Vec::with_capacity(n);
+    for r in rows {
+        let t = &r.task;
+        id.push(t.id.to_string());
+        status.push(t.status.as_str());
+        result.push(t.result.as_ref().map(|v| v.to_string()));
+        error.push(t.error.as_ref().map(|e| serde_json::to_string(e).expect("an error serializes")));
+        usage.push(serde_json::to_string(&t.usage).expect("usage serializes"));
+        finished_at.push(t.finished_at.map(|m| m.0));
+        worker.push(t.worker.clone());
+        lease_until.push(r.lease_until.map(|m| m.0));
+        run_at.push(r.run_at.0);
+        released.push(r.released as i32);
+        last_seq.push(r.last_seq as i64);
+        cancel.push(t.cancel_requested);
+    }
+    sqlx::query(
+        "UPDATE tasks AS t SET status = u.status, result = u.result::json, error = u.error::json, \
+             usage = u.usage::json, finished_at = u.finished_at, worker = u.worker, lease_until = u.lease_until, \
+             run_at = u.run_at, released = u.released, last_seq = u.last_seq, cancel_requested = u.cancel_requested \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], \
+             $8::int8[], $9::int8[], $10::int4[], $11::int8[], $12::bool[]) \
+             AS u(id, status, result, error, usage, finished_at, worker, lease_until, run_at, released, last_seq, \
+                  cancel_requested) \
+         WHERE t.id = u.id",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(result)
+    .bind(error)
+    .bind(usage)
+    .bind(finished_at)
+    .bind(worker)
+    .bind(lease_until)
+    .bind(run_at)
+    .bind(released)
+    .bind(last_seq)
+    .bind(cancel)
+    .execute(conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Claims: last, under the feed lock. SKIP LOCKED alone lets two concurrent claims miss work: a
+// claim whose snapshot predates a submission's commit skips the one older task another claim
+// has locked, and returns nothing while a task is queued. Claims that run one at a time (in
+// every process), each after the previous one committed, see every committed task that no
+// one else is claiming. They never wait (SKIP LOCKED), so holding the lock through them is safe.
+
+/// Tasks one claim takes of one agent at most ("up to n": a larger `n` gets this many).
+const MAX_CLAIM: u32 = 1000;
+
+/// The task slots a batch's claims ask of one agent, in arrival order: the claimant's worker and
+/// lease end, and which claim (and which of its wants) the slot belongs to.
+struct Slots<'a> {
+    agent: &'a str,
+    workers: Vec<String>,
+    leases: Vec<i64>,
+    owners: Vec<(usize, usize)>,
+}
+
+/// One statement per agent for every claim of the batch: the claims' slots are numbered in
+/// arrival order and matched to the runnable tasks by rank (priority, then age), so each claim
+/// gets what it would have got running alone after the claims before it.
+async fn claims(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx: &mut Ctx) -> Result<()> {
+    let mut jobs: Vec<&mut Job<ClaimRequest, Vec<Claimed>>> = ops
+        .iter_mut()
+        .filter_map(|op| match op {
+            Op::Claim(j) => Some(j),
+            _ => None,
+        })
+        .collect();
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    lock_feed(conn, ctx).await?;
+    let now = Micros::now();
+    let mut agents: Vec<Slots> = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        for (w, (agent, n)) in job.input.wants.iter().enumerate() {
+            let i = match agents.iter().position(|a| a.agent == agent.as_str()) {
+                Some(i) => i,
+                None => {
+                    agents.push(Slots { agent, workers: Vec::new(), leases: Vec::new(), owners: Vec::new() });
+                    agents.len() - 1
+                }
+            };
+            let slots = &mut agents[i];
+            for _ in 0..(*n).min(MAX_CLAIM) {
+                slots.workers.push(job.input.worker.clone());
+                slots.leases.push(now.plus(job.input.lease).0);
+                slots.owners.push((j, w));
+            }
+        }
+    }
+    let sql = format!(
+        "WITH picked AS ( \
+             SELECT pick_id, row_number() OVER (ORDER BY priority DESC, seq) AS k FROM ( \
+                 SELECT id AS pick_id, priority, seq FROM tasks \
+                 WHERE status = 'queued' AND agent = $1 AND run_at <= $2 \
+                 ORDER BY priority DESC, seq LIMIT $3 FOR UPDATE SKIP LOCKED) AS q), \
+         slots AS (SELECT * FROM UNNEST($4::text[], $5::int8[]) WITH ORDINALITY AS s(slot_worker, slot_lease, k)) \
+         UPDATE tasks SET status = 'running', attempt = attempt + 1, worker = slots.slot_worker, \
+             lease_until = slots.slot_lease, started_at = $2, last_seq = last_seq + 1 \
+         FROM picked JOIN slots ON slots.k = picked.k \
+         WHERE tasks.id = picked.pick_id \
+         RETURNING slots.k AS slot, {TASK_COLS}"
+    );
+    // claimed rows per job and want, in rank order
+    let mut got: Vec<Vec<Vec<TaskRow>>> = jobs.iter().map(|j| vec![Vec::new(); j.input.wants.len()]).collect();
+    for Slots { agent, workers, leases, owners } in &agents {
+        if owners.is_empty() {
+            continue;
+        }
+        let rows = sqlx::query(&sql)
+            .bind(*agent)
+            .bind(now.0)
+            .bind(owners.len() as i64)
+            .bind(workers)
+            .bind(leases)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        let mut ranked = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let slot: i64 = sqlx::Row::try_get(r, "slot").map_err(db_error)?;
+            ranked.push((slot, task_row(r)?));
+        }
+        ranked.sort_by_key(|(slot, _)| *slot);
+        for (slot, row) in ranked {
+            let owner = usize::try_from(slot - 1).ok().and_then(|i| owners.get(i));
+            let Some(&(j, w)) = owner else {
+                return Err(Error::Backend(format!("claim returned unknown slot {slot}")));
+            };
+            got[j][w].push(row);
+        }
+    }
+    for (job, wants) in jobs.iter_mut().zip(got) {
+        let mut out = Vec::new();
+        for row in wants.into_iter().flatten() {
+            let data = json!({"worker": job.input.worker, "attempt": row.task.attempt});
+            let event = ev.push(Some(&row.task), row.last_seq, EventKind::Started, row.task.attempt, now, data);
+            out.push(Claimed { task: row.task, event });
+        }
+        job.out = Some(Ok(out));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The batch's events, last.
+
+/// Inserts the batch's events under the feed lock; returns how far to shift their placeholder
+/// positions (index `i` becomes position `previous maximum + 1 + i`).
+pub(super) async fn insert_events(conn: &mut PgConnection, ev: &EventBuf, ctx: &mut Ctx) -> Result<u64> {
+    if ev.is_empty() {
+        return Ok(0);
+    }
+    // A statement of its own: the insert's snapshot must be taken after the lock is granted, so
+    // that it sees the previous holder's committed events.
+    lock_feed(conn, ctx).await?;
+    let before: i64 = sqlx::query_scalar(
+        "WITH head AS (SELECT coalesce(max(pos), 0) AS pos FROM events), \
+         ins AS ( \
+             INSERT INTO events (pos, task_id, seq, kind, agent, tenant, attempt, at, data) \
+             SELECT head.pos + u.n, u.task_id::uuid, u.seq, u.kind, u.agent, u.tenant, u.attempt, u.at, u.data::json \
+             FROM head, UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::int8[], \
+                 $8::text[]) WITH ORDINALITY AS u(task_id, seq, kind, agent, tenant, attempt, at, data, n)) \
+         SELECT pos FROM head",
+    )
+    .bind(&ev.task_id)
+    .bind(&ev.seq)
+    .bind(&ev.kind)
+    .bind(&ev.agent)
+    .bind(&ev.tenant)
+    .bind(&ev.attempt)
+    .bind(&ev.at)
+    .bind(&ev.data)
+    .fetch_one(conn)
+    .await
+    .map_err(db_error)?;
+    Ok(before as u64 + 1)
+}

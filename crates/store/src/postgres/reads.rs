@@ -1,0 +1,194 @@
+//! The reads of the PostgreSQL store: straight to the pool, one statement each (one snapshot).
+
+use super::db_error;
+use super::rows::{event_row, node_row, task_row, EVENT_COLS, NODE_COLS, TASK_COLS};
+use crate::{AgentSummary, FeedFilter, FeedPage, QueueStats, Result, TaskPage, TaskQuery};
+use smith_core::{AgentDef, Event, Micros, Node, Task, TaskId};
+use sqlx::{PgPool, Row};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// `usize` limits as SQL wants them.
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+pub(super) async fn get_task(pool: &PgPool, id: TaskId) -> Result<Option<Task>> {
+    let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = $1::uuid");
+    let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(pool).await.map_err(db_error)?;
+    Ok(match row {
+        None => None,
+        Some(r) => Some(task_row(&r)?.task),
+    })
+}
+
+pub(super) async fn list_tasks(pool: &PgPool, q: &TaskQuery) -> Result<TaskPage> {
+    let before: i64 = match &q.cursor {
+        None => i64::MAX,
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| smith_core::Error::invalid(format!("malformed cursor {s:?}")))?,
+    };
+    let page = q.limit.clamp(1, 1000);
+    let mut sql = format!("SELECT {TASK_COLS} FROM tasks WHERE seq < $1");
+    let mut args: Vec<String> = Vec::new();
+    let mut filter = |column: &str, value: String| {
+        args.push(value);
+        sql.push_str(&format!(" AND {column} = ${}", args.len() + 1));
+    };
+    if let Some(s) = q.status {
+        filter("status", s.as_str().to_string());
+    }
+    if let Some(a) = &q.agent {
+        filter("agent", a.clone());
+    }
+    if let Some(t) = &q.tenant {
+        filter("tenant", t.clone());
+    }
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", args.len() + 2));
+    let mut query = sqlx::query(&sql).bind(before);
+    for a in args {
+        query = query.bind(a);
+    }
+    // one row more than the page: it proves another page follows
+    let rows = query.bind(limit(page + 1)).fetch_all(pool).await.map_err(db_error)?;
+    let more = rows.len() > page;
+    let mut items = Vec::with_capacity(page);
+    let mut last = None;
+    for r in rows.iter().take(page) {
+        let row = task_row(r)?;
+        last = Some(row.seq);
+        items.push(row.task);
+    }
+    Ok(TaskPage { items, next_cursor: if more { last.map(|v| v.to_string()) } else { None } })
+}
+
+pub(super) async fn events(pool: &PgPool, id: TaskId, after: u64, n: usize) -> Result<Vec<Event>> {
+    let sql = format!("SELECT {EVENT_COLS} FROM events WHERE task_id = $1::uuid AND seq > $2 ORDER BY seq LIMIT $3");
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let rows =
+        sqlx::query(&sql).bind(id.to_string()).bind(after).bind(limit(n)).fetch_all(pool).await.map_err(db_error)?;
+    rows.iter().map(event_row).collect()
+}
+
+/// The feed after `cursor`. One statement, so the high-water mark and the page come from one
+/// snapshot: positions are handed out in commit order without gaps (see `writer.rs`), so every
+/// position up to the mark is committed and visible in it.
+pub(super) async fn feed(pool: &PgPool, cursor: u64, filter: &FeedFilter, n: usize) -> Result<FeedPage> {
+    let mut sql = format!(
+        "WITH head AS (SELECT coalesce(max(pos), 0) AS pos FROM events) \
+         SELECT head.pos AS head, e.* FROM head LEFT JOIN LATERAL ( \
+             SELECT {EVENT_COLS} FROM events WHERE pos > $1 AND pos <= head.pos"
+    );
+    let mut next = 3;
+    if !filter.kinds.is_empty() {
+        sql.push_str(&format!(" AND kind = ANY(${next}::text[])"));
+        next += 1;
+    }
+    if filter.agent.is_some() {
+        sql.push_str(&format!(" AND agent = ${next}"));
+        next += 1;
+    }
+    if filter.tenant.is_some() {
+        sql.push_str(&format!(" AND (tenant = ${next} OR tenant IS NULL)"));
+    }
+    sql.push_str(" ORDER BY pos LIMIT $2) e ON true ORDER BY e.pos");
+    let from = i64::try_from(cursor).unwrap_or(i64::MAX);
+    let mut query = sqlx::query(&sql).bind(from).bind(limit(n));
+    if !filter.kinds.is_empty() {
+        query = query.bind(filter.kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>());
+    }
+    if let Some(a) = &filter.agent {
+        query = query.bind(a);
+    }
+    if let Some(t) = &filter.tenant {
+        query = query.bind(t);
+    }
+    let rows = query.fetch_all(pool).await.map_err(db_error)?;
+    let mut high = 0u64;
+    let mut events = Vec::with_capacity(rows.len());
+    for r in &rows {
+        high = r.try_get::<i64, _>("head").map_err(db_error)? as u64;
+        if r.try_get::<Option<i64>, _>("pos").map_err(db_error)?.is_some() {
+            events.push(event_row(r)?);
+        }
+    }
+    if events.len() == n {
+        let last = events.last().map(|e| e.pos).unwrap_or(cursor);
+        return Ok(FeedPage { events, cursor: last, more: true });
+    }
+    Ok(FeedPage { events, cursor: cursor.max(high), more: false })
+}
+
+pub(super) async fn feed_head(pool: &PgPool) -> Result<u64> {
+    let head: i64 =
+        sqlx::query_scalar("SELECT coalesce(max(pos), 0) FROM events").fetch_one(pool).await.map_err(db_error)?;
+    Ok(head as u64)
+}
+
+pub(super) async fn agents(pool: &PgPool) -> Result<Vec<AgentSummary>> {
+    // One branch per partial index, so neither scans the whole table.
+    let counted: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT 'queued', agent, count(*) FROM tasks WHERE status = 'queued' GROUP BY agent \
+         UNION ALL SELECT 'running', agent, count(*) FROM tasks WHERE status = 'running' GROUP BY agent",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db_error)?;
+    let counts: HashMap<(String, String), u64> = counted.into_iter().map(|(s, a, n)| ((a, s), n as u64)).collect();
+    let defs: Vec<String> = sqlx::query_scalar("SELECT definition::text FROM agents ORDER BY name")
+        .fetch_all(pool)
+        .await
+        .map_err(db_error)?;
+    let mut out = Vec::with_capacity(defs.len());
+    for raw in defs {
+        let def: AgentDef = serde_json::from_str(&raw)?;
+        let queued = counts.get(&(def.name.clone(), "queued".into())).copied().unwrap_or(0);
+        let running = counts.get(&(def.name.clone(), "running".into())).copied().unwrap_or(0);
+        out.push(AgentSummary { def, queued, running });
+    }
+    Ok(out)
+}
+
+pub(super) async fn nodes(pool: &PgPool) -> Result<Vec<Node>> {
+    let sql = format!("SELECT {NODE_COLS} FROM nodes ORDER BY role, started_at, id");
+    let rows = sqlx::query(&sql).fetch_all(pool).await.map_err(db_error)?;
+    rows.iter().map(node_row).collect()
+}
+
+pub(super) async fn queue_stats(pool: &PgPool, now: Micros) -> Result<QueueStats> {
+    let (queued, running, oldest): (i64, i64, Option<i64>) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM tasks WHERE status = 'queued'), \
+                (SELECT count(*) FROM tasks WHERE status = 'running'), \
+                (SELECT min(created_at) FROM tasks WHERE status = 'queued' AND run_at <= $1)",
+    )
+    .bind(now.0)
+    .fetch_one(pool)
+    .await
+    .map_err(db_error)?;
+    Ok(QueueStats {
+        queued: queued as u64,
+        running: running as u64,
+        oldest_queued_age: oldest.map(|t| Duration::from_micros(now.since(Micros(t)) as u64)),
+    })
+}
+
+/// Running attempts whose lease ended before `now`, or whose worker is not alive or draining.
+pub(super) async fn reap_candidates(pool: &PgPool, now: Micros) -> Result<Vec<(TaskId, u32)>> {
+    let rows: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT id::text, attempt FROM tasks \
+         WHERE status = 'running' AND (lease_until < $1 OR worker IS NULL OR worker NOT IN \
+               (SELECT id FROM nodes WHERE status IN ('alive', 'draining')))",
+    )
+    .bind(now.0)
+    .fetch_all(pool)
+    .await
+    .map_err(db_error)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, attempt) in rows {
+        out.push((id.parse::<TaskId>()?, attempt as u32));
+    }
+    Ok(out)
+}

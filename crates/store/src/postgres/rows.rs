@@ -1,0 +1,239 @@
+//! Rows as the PostgreSQL store reads them, the batch's buffer of events to insert, and the
+//! placeholder positions those events carry until the batch commits.
+
+use crate::{Change, Claimed, Error, Held, Result, Submitted};
+use serde_json::Value;
+use smith_core::{Event, EventKind, Micros, Node, NodeRole, NodeStatus, Task, TaskError, TaskId, Usage};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+
+/// The task columns every task query selects, in the shape [`task_row`] decodes.
+pub(super) const TASK_COLS: &str = "seq, id::text AS id, tenant, agent, input::text AS input, status, priority, \
+    timeout_ms, max_attempts, attempt, idempotency_key, session_id, metadata::text AS metadata, \
+    result::text AS result, error::text AS error, usage::text AS usage, cancel_requested, created_at, started_at, \
+    finished_at, worker, released, backoff_ms, backoff_max_ms, last_seq, lease_until, run_at";
+
+pub(super) const EVENT_COLS: &str = "pos, task_id::text AS task_id, seq, kind, agent, attempt, at, data::text AS data";
+
+pub(super) const NODE_COLS: &str = "id, role, version, address, status, started_at, heartbeat_at, load::text AS load";
+
+/// A task row with the bookkeeping columns the API does not show.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct TaskRow {
+    pub task: Task,
+    /// Insertion order: the list cursor and the claim tie-break.
+    pub seq: i64,
+    pub released: u32,
+    pub backoff_ms: u64,
+    pub backoff_max_ms: u64,
+    pub last_seq: u64,
+    pub lease_until: Option<Micros>,
+    pub run_at: Micros,
+}
+
+fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(r: &'r PgRow, col: &str) -> Result<T> {
+    r.try_get(col).map_err(|e| Error::Backend(format!("cannot read column {col}: {e}")))
+}
+
+fn json(r: &PgRow, col: &str) -> Result<Value> {
+    let s: String = get(r, col)?;
+    serde_json::from_str(&s).map_err(|e| Error::Backend(format!("corrupt JSON in column {col}: {e}")))
+}
+
+fn opt_json<T: serde::de::DeserializeOwned>(r: &PgRow, col: &str) -> Result<Option<T>> {
+    let s: Option<String> = get(r, col)?;
+    match s {
+        None => Ok(None),
+        Some(s) => {
+            serde_json::from_str(&s).map(Some).map_err(|e| Error::Backend(format!("corrupt JSON in column {col}: {e}")))
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr>(r: &PgRow, col: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let s: String = get(r, col)?;
+    s.parse::<T>().map_err(|e| Error::Backend(format!("corrupt value {s:?} in column {col}: {e}")))
+}
+
+/// Unsigned API values are stored in signed columns bit for bit (`u64 as i64`), so they
+/// round-trip exactly; the conversions back are the inverse casts.
+fn u32_col(r: &PgRow, col: &str) -> Result<u32> {
+    Ok(get::<i32>(r, col)? as u32)
+}
+
+fn u64_col(r: &PgRow, col: &str) -> Result<u64> {
+    Ok(get::<i64>(r, col)? as u64)
+}
+
+pub(super) fn task_row(r: &PgRow) -> Result<TaskRow> {
+    let task = Task {
+        id: parse(r, "id")?,
+        tenant: get(r, "tenant")?,
+        agent: get(r, "agent")?,
+        input: json(r, "input")?,
+        status: parse(r, "status")?,
+        priority: get::<i16>(r, "priority")? as u8,
+        timeout_ms: get::<Option<i64>>(r, "timeout_ms")?.map(|v| v as u64),
+        max_attempts: u32_col(r, "max_attempts")?,
+        attempt: u32_col(r, "attempt")?,
+        idempotency_key: get(r, "idempotency_key")?,
+        session_id: get(r, "session_id")?,
+        metadata: json(r, "metadata")?,
+        result: opt_json(r, "result")?,
+        error: opt_json::<TaskError>(r, "error")?,
+        usage: opt_json::<Usage>(r, "usage")?.unwrap_or_default(),
+        cancel_requested: get(r, "cancel_requested")?,
+        created_at: Micros(get(r, "created_at")?),
+        started_at: get::<Option<i64>>(r, "started_at")?.map(Micros),
+        finished_at: get::<Option<i64>>(r, "finished_at")?.map(Micros),
+        worker: get(r, "worker")?,
+    };
+    Ok(TaskRow {
+        task,
+        seq: get(r, "seq")?,
+        released: u32_col(r, "released")?,
+        backoff_ms: u64_col(r, "backoff_ms")?,
+        backoff_max_ms: u64_col(r, "backoff_max_ms")?,
+        last_seq: u64_col(r, "last_seq")?,
+        lease_until: get::<Option<i64>>(r, "lease_until")?.map(Micros),
+        run_at: Micros(get(r, "run_at")?),
+    })
+}
+
+pub(super) fn event_row(r: &PgRow) -> Result<Event> {
+    let task_id: Option<String> = get(r, "task_id")?;
+    let task_id = match task_id {
+        None => None,
+        Some(s) => Some(s.parse::<TaskId>().map_err(|e| Error::Backend(format!("corrupt task id {s:?}: {e}")))?),
+    };
+    Ok(Event {
+        pos: u64_col(r, "pos")?,
+        task_id,
+        seq: u64_col(r, "seq")?,
+        kind: parse::<EventKind>(r, "kind")?,
+        agent: get(r, "agent")?,
+        attempt: u32_col(r, "attempt")?,
+        at: Micros(get(r, "at")?),
+        data: json(r, "data")?,
+    })
+}
+
+pub(super) fn node_row(r: &PgRow) -> Result<Node> {
+    let role: String = get(r, "role")?;
+    let status: String = get(r, "status")?;
+    Ok(Node {
+        id: get(r, "id")?,
+        role: NodeRole::parse(&role).ok_or_else(|| Error::Backend(format!("corrupt node role {role:?}")))?,
+        version: get(r, "version")?,
+        address: get(r, "address")?,
+        status: NodeStatus::parse(&status).ok_or_else(|| Error::Backend(format!("corrupt node status {status:?}")))?,
+        started_at: Micros(get(r, "started_at")?),
+        heartbeat_at: Micros(get(r, "heartbeat_at")?),
+        load: json(r, "load")?,
+    })
+}
+
+/// The events a batch writes, column by column (the shape `UNNEST` takes). They are inserted
+/// together when the batch ends; until then each [`Event`] handed out carries its index here as
+/// its `pos`, and [`Positions::shift`] turns that into the real position after the insert.
+#[derive(Debug, Default)]
+pub(super) struct EventBuf {
+    pub task_id: Vec<Option<String>>,
+    pub seq: Vec<i64>,
+    pub kind: Vec<&'static str>,
+    pub agent: Vec<Option<String>>,
+    pub tenant: Vec<Option<String>>,
+    pub attempt: Vec<i32>,
+    pub at: Vec<i64>,
+    pub data: Vec<String>,
+}
+
+impl EventBuf {
+    pub fn len(&self) -> usize {
+        self.seq.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seq.is_empty()
+    }
+
+    /// Forgets the events pushed after the first `n` (a job rolled back to its savepoint).
+    pub fn truncate(&mut self, n: usize) {
+        self.task_id.truncate(n);
+        self.seq.truncate(n);
+        self.kind.truncate(n);
+        self.agent.truncate(n);
+        self.tenant.truncate(n);
+        self.attempt.truncate(n);
+        self.at.truncate(n);
+        self.data.truncate(n);
+    }
+
+    /// Queues an event of `task` (or a fleet event) and returns it with a placeholder position.
+    pub fn push(
+        &mut self,
+        task: Option<&Task>,
+        seq: u64,
+        kind: EventKind,
+        attempt: u32,
+        at: Micros,
+        data: Value,
+    ) -> Event {
+        let pos = self.len() as u64;
+        self.task_id.push(task.map(|t| t.id.to_string()));
+        self.seq.push(seq as i64);
+        self.kind.push(kind.as_str());
+        self.agent.push(task.map(|t| t.agent.clone()));
+        self.tenant.push(task.map(|t| t.tenant.clone()));
+        self.attempt.push(attempt as i32);
+        self.at.push(at.0);
+        self.data.push(data.to_string());
+        Event { task_id: task.map(|t| t.id), seq, kind, at, data, agent: task.map(|t| t.agent.clone()), attempt, pos }
+    }
+}
+
+/// Outputs whose events carry placeholder positions until their batch commits.
+pub(super) trait Positions {
+    /// Adds `by` to every event position (placeholder index → feed position).
+    fn shift(&mut self, _by: u64) {}
+}
+
+impl Positions for () {}
+impl Positions for bool {}
+impl Positions for Held {}
+impl Positions for Node {}
+
+impl Positions for Event {
+    fn shift(&mut self, by: u64) {
+        self.pos += by;
+    }
+}
+
+impl<T: Positions> Positions for Vec<T> {
+    fn shift(&mut self, by: u64) {
+        for item in self {
+            item.shift(by);
+        }
+    }
+}
+
+impl Positions for Submitted {
+    fn shift(&mut self, by: u64) {
+        self.events.shift(by);
+    }
+}
+
+impl Positions for Claimed {
+    fn shift(&mut self, by: u64) {
+        self.event.shift(by);
+    }
+}
+
+impl Positions for Change {
+    fn shift(&mut self, by: u64) {
+        self.events.shift(by);
+    }
+}

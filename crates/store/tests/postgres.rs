@@ -1,0 +1,411 @@
+//! The store conformance suite against PostgreSQL, plus what only a networked store promises:
+//! reopening keeps everything, migrations apply once however many processes start at once, two
+//! processes writing the feed keep it commit-ordered, a failing write does not fail its batch,
+//! and bad URLs, unreachable servers and missing databases fail fast and say why.
+//!
+//! Needs `SMITH_TEST_POSTGRES_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`); without
+//! it each test that needs a server prints why it is skipped and passes. Every test works in a
+//! schema of its own, `smith_test_<uuid>`; schemas left by runs more than an hour ago are dropped.
+#![cfg(feature = "postgres")]
+
+use serde_json::json;
+use smith_core::{
+    AgentDef, Code, EventDraft, ExecutorKind, Micros, NewTask, Node, NodeRole, NodeStatus, Outcome, TaskStatus, Usage,
+};
+use smith_store::{ClaimRequest, Error, FeedFilter, OpenOptions, Store, TaskQuery};
+use sqlx::{Connection, PgConnection};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const URL_VAR: &str = "SMITH_TEST_POSTGRES_URL";
+
+fn options() -> OpenOptions {
+    // two writers per store, as with the default pool, in a pool small enough for the stores of
+    // tests running at once
+    OpenOptions { fsync: false, pool_size: 16, ..Default::default() }
+}
+
+/// The test server's URL, or `None` after printing the skip line.
+fn server() -> Option<String> {
+    match std::env::var(URL_VAR) {
+        Ok(url) => Some(url),
+        Err(_) => {
+            println!("skipped: {URL_VAR} not set");
+            None
+        }
+    }
+}
+
+fn with_param(url: &str, param: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{param}")
+}
+
+/// A URL to a new, empty schema of the test database.
+async fn fresh_schema(url: &str) -> String {
+    static SWEEP: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let mut conn = PgConnection::connect(url).await.expect("connect to the test database");
+    SWEEP.get_or_init(|| sweep_old_schemas(url)).await;
+    let schema = format!("smith_test_{}", uuid::Uuid::now_v7().simple());
+    sqlx::Executor::execute(&mut conn, format!("CREATE SCHEMA {schema}").as_str()).await.expect("create schema");
+    let _ = conn.close().await;
+    with_param(url, &format!("options[search_path]={schema}"))
+}
+
+/// Drops the test schemas of runs that ended long ago (their names carry a UUIDv7's time).
+async fn sweep_old_schemas(url: &str) {
+    let Ok(mut conn) = PgConnection::connect(url).await else { return };
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'smith\\_test\\_%'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+    let hour_ago = Micros::now().0 / 1000 - 3_600_000;
+    for name in names {
+        let Ok(id) = uuid::Uuid::parse_str(name.trim_start_matches("smith_test_")) else { continue };
+        let Some((secs, nanos)) = id.get_timestamp().map(|t| t.to_unix()) else { continue };
+        if (secs as i64) * 1000 + i64::from(nanos / 1_000_000) < hour_ago {
+            let _ = sqlx::Executor::execute(&mut conn, format!("DROP SCHEMA {name} CASCADE").as_str()).await;
+        }
+    }
+    let _ = conn.close().await;
+}
+
+async fn fresh_store() -> Arc<dyn Store> {
+    let url = std::env::var(URL_VAR).expect("the suite skips before asking for a store");
+    let url = fresh_schema(&url).await;
+    smith_store::open(&url, &options()).await.expect("open postgres store")
+}
+
+mod conformance {
+    smith_store::store_conformance!(skip_unless_env = "SMITH_TEST_POSTGRES_URL", super::fresh_store());
+}
+
+fn claim_request(worker: &str, agent: &str, n: u32) -> ClaimRequest {
+    ClaimRequest { worker: worker.into(), lease: Duration::from_secs(600), wants: vec![(agent.into(), n)] }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_keeps_tasks_events_idempotency_agents_and_nodes() {
+    let Some(server) = server() else { return };
+    let url = fresh_schema(&server).await;
+    let store = smith_store::open(&url, &options()).await.unwrap();
+
+    let mut custom = AgentDef::new("custom", ExecutorKind::Echo);
+    custom.max_attempts = 5;
+    store.put_agents(&[custom.clone()]).await.unwrap();
+    let mut keyed = NewTask::new("custom", json!({"q": 1, "nul": "\u{0}", "big": u64::MAX, "f": 0.1}));
+    keyed.idempotency_key = Some("k1".into());
+    let done = store.submit(keyed.clone()).await.unwrap().task;
+    let c = store.claim(&claim_request("w1", "custom", 1)).await.unwrap().remove(0);
+    store.append(done.id, c.task.attempt, vec![EventDraft::output("line")]).await.unwrap();
+    let usage = Usage { input_tokens: 3, output_tokens: 4, cost_usd: 0.01 };
+    store.complete(done.id, 1, vec![], Outcome::Succeeded { result: json!("ok"), usage }).await.unwrap();
+    let running = store.submit(NewTask::new("echo", json!(2))).await.unwrap().task;
+    store.claim(&claim_request("w1", "echo", 1)).await.unwrap();
+    let queued = store.submit(NewTask::new("sleep", json!(3))).await.unwrap().task;
+    store.append_system(json!({"what": "restart"})).await.unwrap();
+    let node = Node {
+        id: "w1".into(),
+        role: NodeRole::Worker,
+        version: "1".into(),
+        address: None,
+        status: NodeStatus::Alive,
+        started_at: Micros::now(),
+        heartbeat_at: Micros::now(),
+        load: json!({"running": 1}),
+    };
+    store.heartbeat(&node).await.unwrap();
+
+    let all = TaskQuery { limit: 100, ..Default::default() };
+    let tasks = store.list_tasks(&all).await.unwrap().items;
+    let feed = store.feed(0, &FeedFilter::default(), 1000).await.unwrap();
+    let agents = store.agents().await.unwrap();
+    drop(store);
+
+    let store = smith_store::open(&url, &options()).await.unwrap();
+    assert_eq!(store.list_tasks(&all).await.unwrap().items, tasks);
+    assert_eq!(store.get_task(done.id).await.unwrap().unwrap().input, keyed.input, "JSON kept exactly");
+    let reopened = store.feed(0, &FeedFilter::default(), 1000).await.unwrap();
+    assert_eq!(reopened.events, feed.events);
+    assert_eq!(reopened.cursor, feed.cursor);
+    assert_eq!(store.agents().await.unwrap(), agents);
+    assert_eq!(store.nodes().await.unwrap(), [node]);
+    assert_eq!(store.get_task(done.id).await.unwrap().unwrap().usage, usage);
+    assert_eq!(store.get_task(queued.id).await.unwrap().unwrap().status, TaskStatus::Queued);
+
+    keyed.id = Default::default();
+    let repeat = store.submit(keyed).await.unwrap();
+    assert!(!repeat.created, "the idempotency key was forgotten");
+    assert_eq!(repeat.task.id, done.id);
+
+    let appended = store.append(running.id, 1, vec![EventDraft::output("after")]).await.unwrap();
+    assert_eq!(appended[0].seq, 3);
+    assert_eq!(appended[0].pos, feed.cursor + 1, "positions continue without a gap");
+    let claimed = store.claim(&claim_request("w2", "sleep", 1)).await.unwrap();
+    assert_eq!(claimed[0].task.id, queued.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_apply_once_however_many_processes_start_at_once() {
+    let Some(server) = server() else { return };
+    let url = fresh_schema(&server).await;
+    let mut starts = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let url = url.clone();
+        starts.spawn(async move {
+            if i % 2 == 0 {
+                smith_store::migrate(&url).await.map(|_| ())
+            } else {
+                smith_store::open(&url, &options()).await.map(|_| ())
+            }
+        });
+    }
+    while let Some(res) = starts.join_next().await {
+        res.unwrap().expect("a concurrent start failed");
+    }
+    let again = smith_store::migrate(&url).await.unwrap();
+    assert!(again.contains("nothing to apply"), "{again}");
+
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let versions: Vec<i32> = sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(versions, [1]);
+    let builtins: i64 = sqlx::query_scalar("SELECT count(*) FROM agents").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(builtins as usize, AgentDef::builtins().len());
+
+    // A database migrated by a newer binary is refused, not misread.
+    sqlx::query("INSERT INTO schema_migrations (version) VALUES (999)").execute(&mut conn).await.unwrap();
+    let err = smith_store::open(&url, &options()).await.err().expect("a newer schema");
+    assert!(err.to_string().contains("newer than this binary"), "{err}");
+}
+
+/// Two stores on one schema are two processes: positions stay commit-ordered and gapless across
+/// them, so a reader tailing the feed meanwhile sees every event exactly once; and a claim never
+/// comes back empty while a committed task waits (each writer claims right after submitting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_stays_commit_ordered_across_processes() {
+    let Some(server) = server() else { return };
+    let url = fresh_schema(&server).await;
+    let stores =
+        [smith_store::open(&url, &options()).await.unwrap(), smith_store::open(&url, &options()).await.unwrap()];
+    let writing = Arc::new(AtomicUsize::new(6));
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..6 {
+        let (s, writing) = (stores[w % 2].clone(), writing.clone());
+        writers.spawn(async move {
+            let worker = format!("w{w}");
+            for i in 0..15 {
+                s.submit(NewTask::new("echo", json!(i))).await.unwrap();
+                for c in s.claim(&claim_request(&worker, "echo", 1)).await.unwrap() {
+                    let drafts = (0..3).map(|n| EventDraft::output(json!(n))).collect();
+                    s.append(c.task.id, c.task.attempt, drafts).await.unwrap();
+                    let ok = Outcome::Succeeded { result: json!(w), usage: Usage::default() };
+                    s.complete(c.task.id, c.task.attempt, vec![], ok).await.unwrap();
+                }
+                s.append_system(json!({"writer": w})).await.unwrap();
+            }
+            writing.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+    let reader = &stores[1];
+    let (mut cursor, mut seen) = (0, Vec::new());
+    loop {
+        let done = writing.load(Ordering::SeqCst) == 0;
+        let page = reader.feed(cursor, &FeedFilter::default(), 11).await.unwrap();
+        assert!(page.cursor >= cursor);
+        cursor = page.cursor;
+        seen.extend(page.events);
+        if done && !page.more {
+            break;
+        }
+        if !page.more {
+            tokio::task::yield_now().await;
+        }
+    }
+    while let Some(res) = writers.join_next().await {
+        res.unwrap();
+    }
+    let all = stores[0].feed(0, &FeedFilter::default(), 100_000).await.unwrap().events;
+    assert_eq!(all.len(), 90 * 6 + 90);
+    let positions: Vec<u64> = all.iter().map(|e| e.pos).collect();
+    assert_eq!(positions, (1..=all.len() as u64).collect::<Vec<_>>(), "positions are gapless");
+    assert_eq!(seen, all, "the tail saw every event once, in order");
+}
+
+/// A write the server rejects (a NUL byte in a text column) fails alone: its batch is run again
+/// job by job, and every other write in it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_write_fails_alone_and_its_batch_commits() {
+    let Some(server) = server() else { return };
+    let store = smith_store::open(&fresh_schema(&server).await, &options()).await.unwrap();
+    let mut submits = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let s = store.clone();
+        submits.spawn(async move {
+            let mut new = NewTask::new("echo", json!(i));
+            if i % 20 == 7 {
+                new.tenant = "bad\u{0}tenant".into();
+            }
+            (i, s.submit(new).await)
+        });
+    }
+    let mut ok = 0;
+    while let Some(res) = submits.join_next().await {
+        let (i, res) = res.unwrap();
+        match res {
+            Ok(sub) => {
+                assert!(i % 20 != 7, "a NUL tenant was stored");
+                assert!(sub.created);
+                ok += 1;
+            }
+            Err(e) => {
+                assert_eq!(i % 20, 7, "a good submission failed: {e}");
+                assert_eq!(e.code(), Code::Unprocessable, "{e}");
+            }
+        }
+    }
+    assert_eq!(ok, 190);
+    assert_eq!(store.queue_stats().await.unwrap().queued, 190);
+    let feed = store.feed(0, &FeedFilter::default(), 1000).await.unwrap().events;
+    assert_eq!(feed.len(), 190, "a rolled-back write left events behind");
+    assert_eq!(feed.last().unwrap().pos, 190);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_cursor_is_the_high_water_mark() {
+    let Some(server) = server() else { return };
+    let store = smith_store::open(&fresh_schema(&server).await, &options()).await.unwrap();
+    let empty = store.feed(0, &FeedFilter::default(), 10).await.unwrap();
+    assert!(empty.events.is_empty() && !empty.more);
+    assert_eq!((empty.cursor, store.feed_head().await.unwrap()), (0, 0));
+
+    let t = store.submit(NewTask::new("echo", json!(1))).await.unwrap().task;
+    store.claim(&claim_request("w1", "echo", 1)).await.unwrap();
+    store.append(t.id, 1, (0..5).map(EventDraft::output).collect()).await.unwrap();
+    let high = store.events(t.id, 0, 100).await.unwrap().last().unwrap().pos;
+    assert_eq!(store.feed_head().await.unwrap(), high);
+
+    let nothing = FeedFilter { agent: Some("sleep".into()), ..Default::default() };
+    let page = store.feed(0, &nothing, 10).await.unwrap();
+    assert!(page.events.is_empty() && !page.more);
+    assert_eq!(page.cursor, high);
+
+    let page = store.feed(0, &FeedFilter::default(), 3).await.unwrap();
+    assert!(page.more);
+    assert_eq!(page.cursor, page.events[2].pos);
+    let rest = store.feed(page.cursor, &FeedFilter::default(), 100).await.unwrap();
+    assert_eq!((rest.events.len(), rest.cursor, rest.more), (4, high, false));
+
+    let ahead = store.feed(high + 100, &FeedFilter::default(), 10).await.unwrap();
+    assert!(ahead.events.is_empty() && !ahead.more);
+    assert_eq!(ahead.cursor, high + 100);
+}
+
+/// Opening fails within the connect timeout, with an error that names the problem.
+async fn open_error(url: &str) -> (Error, Duration) {
+    let started = Instant::now();
+    let err = smith_store::open(url, &options()).await.err().expect("open must fail");
+    (err, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_urls_and_unreachable_servers_fail_fast_with_clear_errors() {
+    let (err, _) = open_error("postgres://smith:secret@127.0.0.1:notaport/db").await;
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("invalid PostgreSQL URL") && !err.to_string().contains("secret"), "{err}");
+
+    // Nothing listens on port 1: refused at once.
+    let (err, took) = open_error("postgres://smith@127.0.0.1:1/db").await;
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+
+    // A server that accepts and never answers: the connect timeout ends the wait.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let (err, took) = open_error(&format!("postgres://smith@127.0.0.1:{port}/db")).await;
+    hold.abort();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.to_string().contains("no answer within 5 s"), "{err}");
+    assert!(took < Duration::from_secs(7), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_database_is_a_configuration_error_that_names_it() {
+    let Some(server) = server() else { return };
+    let mut url = url_without_query(&server);
+    let slash = url.rfind('/').expect("a database in the URL");
+    url.truncate(slash);
+    url.push_str("/smith_no_such_database");
+    let (err, took) = open_error(&url).await;
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("smith_no_such_database"), "{err}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+fn url_without_query(url: &str) -> String {
+    url.split('?').next().unwrap_or(url).to_string()
+}
+
+/// The store answers with `Unavailable`, not a panic, once its server is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_reads_fail_cleanly_when_the_schema_is_gone() {
+    let Some(server) = server() else { return };
+    let url = fresh_schema(&server).await;
+    let store = smith_store::open(&url, &options()).await.unwrap();
+    store.submit(NewTask::new("echo", json!(1))).await.unwrap();
+    let mut conn = PgConnection::connect(&server).await.unwrap();
+    let schema = url.rsplit('=').next().unwrap().to_string();
+    sqlx::Executor::execute(&mut conn, format!("DROP SCHEMA {schema} CASCADE").as_str()).await.unwrap();
+    let err = store.submit(NewTask::new("echo", json!(2))).await.expect_err("no tables");
+    assert_eq!(err.code(), Code::Internal, "{err}");
+    store.get_task(smith_core::TaskId::new()).await.expect_err("no tables");
+    assert!(store.queue_stats().await.is_err());
+}
+
+/// Connections the server drops (a restart, an administrator) are replaced: the next write
+/// reconnects before its batch, a read fails at most once per dropped connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_are_replaced() {
+    let Some(server) = server() else { return };
+    let name = format!("smith_test_{}", uuid::Uuid::now_v7().simple());
+    let url = with_param(&fresh_schema(&server).await, &format!("application_name={name}"));
+    let store = smith_store::open(&url, &options()).await.unwrap();
+    let first = store.submit(NewTask::new("echo", json!(1))).await.unwrap().task;
+    assert!(store.get_task(first.id).await.unwrap().is_some());
+
+    let mut conn = PgConnection::connect(&server).await.unwrap();
+    let killed: Vec<bool> =
+        sqlx::query_scalar("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
+            .bind(&name)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert!(!killed.is_empty() && killed.iter().all(|k| *k), "{killed:?}");
+
+    let second = store.submit(NewTask::new("echo", json!(2))).await.expect("the writer reconnects");
+    let mut failures = 0;
+    loop {
+        match store.get_task(second.task.id).await {
+            Ok(got) => {
+                assert_eq!(got, Some(second.task));
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Code::Unavailable, "{e}");
+                failures += 1;
+                assert!(failures <= 16, "reads keep failing: {e}");
+            }
+        }
+    }
+}
