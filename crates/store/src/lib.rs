@@ -193,6 +193,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> Result<()>;
+
+    /// Housekeeping the leader runs now and then so the queue does not slow down as finished
+    /// tasks pile up (PostgreSQL: vacuums the tasks table when it has many dead rows, whatever
+    /// the server's autovacuum does). Returns what it did, if anything.
+    async fn maintain(&self) -> Result<Option<String>>;
 }
 
 /// Opens a store by URL: `sqlite://PATH` (or a bare path), or `postgres://…` (`postgresql://…`)

@@ -31,6 +31,9 @@ pub struct SupervisorOptions {
 /// The name of the lease that makes a supervisor the leader: only the leader reaps.
 pub const LEADER_LEASE: &str = "supervisor-leader";
 
+/// How often the leader runs store housekeeping.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(10);
+
 impl SupervisorOptions {
     pub fn new(node_id: impl Into<String>) -> Self {
         SupervisorOptions {
@@ -53,6 +56,7 @@ pub struct Supervisor {
     system_tx: mpsc::Sender<Value>,
     system_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Value>>>,
     started_at: Micros,
+    maintaining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// System events waiting to be written at most; beyond that they are logged only.
@@ -68,6 +72,7 @@ impl Supervisor {
             system_tx: tx,
             system_rx: Arc::new(tokio::sync::Mutex::new(rx)),
             started_at: Micros::now(),
+            maintaining: Default::default(),
         }
     }
 
@@ -140,6 +145,7 @@ impl Supervisor {
         let mut tick = tokio::time::interval(self.opts.reap_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leader = false;
+        let mut last_maintained = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => {
@@ -168,8 +174,29 @@ impl Supervisor {
             }
             if leader {
                 self.reap_once().await;
+                if last_maintained.elapsed() >= MAINTAIN_EVERY {
+                    last_maintained = tokio::time::Instant::now();
+                    self.maintain().await;
+                }
             }
         }
+    }
+
+    /// Store housekeeping, off the request path: a slow vacuum must not delay reaping.
+    async fn maintain(&self) {
+        if self.maintaining.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let (store, busy) = (self.store.clone(), self.maintaining.clone());
+        tokio::spawn(async move {
+            let outcome = store.maintain().await;
+            busy.store(false, std::sync::atomic::Ordering::Release);
+            match outcome {
+                Ok(Some(what)) => tracing::info!(what, "store maintenance"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "store maintenance failed"),
+            }
+        });
     }
 
     /// One pass of the reaper; returns how many tasks it moved.

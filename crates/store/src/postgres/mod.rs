@@ -313,6 +313,24 @@ impl Store for PgStore {
         self.write(Op::Lease, job).await.map(|_| ())
     }
 
+    async fn maintain(&self) -> Result<Option<String>> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT n_live_tup, n_dead_tup FROM pg_stat_user_tables \
+             WHERE relid = to_regclass('tasks')",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let Some((live, dead)) = row else { return Ok(None) };
+        // plain VACUUM takes no lock that blocks claims or writes; it only reclaims dead rows
+        if dead < 20_000 || dead < live / 5 {
+            return Ok(None);
+        }
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        sqlx::Executor::execute(&mut *conn, "VACUUM (ANALYZE) tasks").await.map_err(db_error)?;
+        Ok(Some(format!("vacuumed tasks ({dead} dead rows, {live} live)")))
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_error)?;
         if self.ops.is_closed() {

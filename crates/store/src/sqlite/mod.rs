@@ -391,6 +391,11 @@ impl Store for SqliteStore {
         self.write(move |c| ops::release_lease(c, &name, &holder)).await
     }
 
+    /// SQLite reuses freed pages by itself; there is nothing to do on a schedule.
+    async fn maintain(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     async fn ping(&self) -> Result<()> {
         self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await?;
         if self.writer.is_closed() {
