@@ -146,6 +146,7 @@ impl Supervisor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leader = false;
         let mut last_maintained = tokio::time::Instant::now();
+        let mut store_trouble: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => {
@@ -162,6 +163,7 @@ impl Supervisor {
                     Ok(held) => held,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot renew the leader lease");
+                        store_trouble = Some(tokio::time::Instant::now());
                         false
                     }
                 };
@@ -172,7 +174,10 @@ impl Supervisor {
                 tracing::info!(node = %self.opts.node_id, leader, "leadership changed");
                 self.record(json!({"type": what, "node": self.opts.node_id}));
             }
-            if leader {
+            // After a store outage nobody could heartbeat or renew: give every node one
+            // `dead_after` to be heard again before judging it dead or its leases expired.
+            let recovering = store_trouble.is_some_and(|t| t.elapsed() < self.opts.dead_after);
+            if leader && !recovering {
                 self.reap_once().await;
                 if last_maintained.elapsed() >= MAINTAIN_EVERY {
                     last_maintained = tokio::time::Instant::now();
