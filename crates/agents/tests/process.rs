@@ -119,11 +119,17 @@ async fn cancel_kills_the_whole_tree() {
     let handle = tokio::spawn(async move { exec.run(ctx).await });
     let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
     let pgid: i32 = first.data.as_str().unwrap().trim().parse().unwrap();
+    // Wait for the settled tree — sh and its three sleeps, the subshell gone — seen on two
+    // scans in a row: a /proc scan is not atomic while processes fork and exit.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while group_members(pgid).len() < 4 && Instant::now() < deadline {
+    let mut settled = 0;
+    let mut seen = Vec::new();
+    while settled < 2 && Instant::now() < deadline {
+        seen = group_members(pgid);
+        settled = if seen.len() >= 4 { settled + 1 } else { 0 };
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(group_members(pgid).len() >= 4, "the tree started: {:?}", group_members(pgid));
+    assert!(settled >= 2, "the tree started: {seen:?}");
     let t0 = Instant::now();
     cancel.cancel();
     let r = tokio::time::timeout(Duration::from_secs(10), handle).await.unwrap().unwrap();
