@@ -31,6 +31,9 @@ pub struct BenchArgs {
     latency_seconds: u64,
     #[arg(long, default_value_t = 0.5)]
     latency_fraction: f64,
+    /// Pace the latency run at exactly this many tasks/s instead (e.g. 3375, the seed's peak).
+    #[arg(long)]
+    latency_rate: Option<f64>,
     /// Write the figures as JSON here (a baseline for `smith plan --model measured`).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -232,7 +235,7 @@ async fn tasks(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
     println!("throughput: {expect} {} tasks end to end in {:.2} s = {tps:.0} tasks/s (submits {submit_rate:.0}/s, {errs} submit errors, {failed} failed)", a.agent, total.as_secs_f64());
 
     // Latency: paced submits at a fraction of that rate; submit → task.started from server timestamps.
-    let rate = (tps * a.latency_fraction).max(1.0);
+    let rate = a.latency_rate.unwrap_or(tps * a.latency_fraction).max(1.0);
     let mut started_rx = feed(&http, &opts, &format!("agent={}&kind=task.started", a.agent)).await?;
     let created: Arc<Mutex<HashMap<String, Micros>>> = Arc::default();
     let total_tasks = (rate * a.latency_seconds as f64) as u64;
