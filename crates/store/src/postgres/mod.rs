@@ -329,7 +329,12 @@ impl Store for PgStore {
             return Ok(None);
         }
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
-        sqlx::Executor::execute(&mut *conn, "VACUUM (ANALYZE) tasks").await.map_err(db_error)?;
+        // Paced like autovacuum (2 ms per cost unit budget) so its I/O does not stall the
+        // writers' commits; a manual VACUUM otherwise runs unthrottled.
+        sqlx::Executor::execute(&mut *conn, "SET vacuum_cost_delay = 2").await.map_err(db_error)?;
+        let done = sqlx::Executor::execute(&mut *conn, "VACUUM (ANALYZE) tasks").await.map_err(db_error);
+        let _ = sqlx::Executor::execute(&mut *conn, "RESET vacuum_cost_delay").await;
+        done?;
         Ok(Some(format!("vacuumed tasks ({dead} dead rows, {live} live)")))
     }
 
