@@ -39,6 +39,15 @@ pub struct Message {
     pub reply: Option<String>,
 }
 
+impl Message {
+    /// The subject to answer this message on; an error for a message that asked for no reply.
+    pub fn reply_subject(&self) -> Result<&str> {
+        self.reply.as_deref().ok_or_else(|| {
+            Error::InvalidSubject(format!("message on `{}` has no reply subject to respond to", self.subject))
+        })
+    }
+}
+
 /// A live subscription: a bounded buffer of messages. Dropping it unsubscribes.
 ///
 /// When the buffer is full, new messages for this subscription are dropped (and

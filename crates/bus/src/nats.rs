@@ -412,13 +412,7 @@ impl Bus for NatsBus {
     }
 
     async fn respond(&self, msg: &Message, payload: Bytes) -> Result<()> {
-        let Some(reply) = &msg.reply else {
-            return Err(Error::InvalidSubject(format!(
-                "message on `{}` has no reply subject to respond to",
-                msg.subject
-            )));
-        };
-        self.publish(reply, payload).await
+        self.publish(msg.reply_subject()?, payload).await
     }
 }
 

@@ -1341,3 +1341,80 @@ pub async fn lease_has_one_holder_until_it_expires_or_is_released(store: S) {
     store.release_lease(&name, "b").await.unwrap();
     assert!(store.acquire_lease(&name, "a", ttl).await.unwrap(), "a released lease is free at once");
 }
+
+/// What [`reopening_keeps_everything`] saw, for a backend's own further checks.
+pub struct Reopened {
+    /// The store as reopened.
+    pub store: S,
+    /// The feed's cursor before the store was closed.
+    pub cursor_before: u64,
+    /// The position of the first event appended after reopening.
+    pub appended_pos: u64,
+}
+
+/// Durability across a close and reopen (not in `store_conformance!`: only the backend's test
+/// knows how to reopen the same data): tasks, events, the feed, idempotency keys, agents and
+/// nodes survive, a running attempt still holds its task, and positions keep growing.
+pub async fn reopening_keeps_everything<F, Fut>(store: S, input: Value, reopen: F) -> Reopened
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = S>,
+{
+    let long =
+        |worker: &str, agent: &str| ClaimRequest { worker: worker.into(), lease: LONG, wants: vec![(agent.into(), 1)] };
+    let mut custom = AgentDef::new("custom", ExecutorKind::Echo);
+    custom.max_attempts = 5;
+    store.put_agents(&[custom]).await.unwrap();
+    let mut keyed = NewTask::new("custom", input);
+    keyed.idempotency_key = Some("k1".into());
+    let done = store.submit(keyed.clone()).await.unwrap().task;
+    let c = store.claim(&long("w1", "custom")).await.unwrap().remove(0);
+    store.append(done.id, c.task.attempt, vec![EventDraft::output("line")]).await.unwrap();
+    let usage = Usage { input_tokens: 3, output_tokens: 4, cost_usd: 0.01 };
+    store.complete(done.id, 1, vec![], Outcome::Succeeded { result: json!("ok"), usage }).await.unwrap();
+    let running = store.submit(NewTask::new("echo", json!(2))).await.unwrap().task;
+    store.claim(&long("w1", "echo")).await.unwrap();
+    let queued = store.submit(NewTask::new("sleep", json!(3))).await.unwrap().task;
+    store.append_system(json!({"what": "restart"})).await.unwrap();
+    let node = Node {
+        id: "w1".into(),
+        role: NodeRole::Worker,
+        version: "1".into(),
+        address: None,
+        status: NodeStatus::Alive,
+        started_at: Micros::now(),
+        heartbeat_at: Micros::now(),
+        load: json!({"running": 1}),
+    };
+    store.heartbeat(&node).await.unwrap();
+
+    let all = TaskQuery { limit: 100, ..Default::default() };
+    let tasks = store.list_tasks(&all).await.unwrap().items;
+    let feed = store.feed(0, &FeedFilter::default(), 1000).await.unwrap();
+    let agents = store.agents().await.unwrap();
+    drop(store);
+
+    let store = reopen().await;
+    assert_eq!(store.list_tasks(&all).await.unwrap().items, tasks);
+    assert_eq!(store.get_task(done.id).await.unwrap().unwrap().input, keyed.input, "JSON kept exactly");
+    let reopened = store.feed(0, &FeedFilter::default(), 1000).await.unwrap();
+    assert_eq!(reopened.events, feed.events);
+    assert_eq!(reopened.cursor, feed.cursor);
+    assert_eq!(store.agents().await.unwrap(), agents);
+    assert_eq!(store.nodes().await.unwrap(), [node]);
+    assert_eq!(store.get_task(done.id).await.unwrap().unwrap().usage, usage);
+    assert_eq!(store.get_task(queued.id).await.unwrap().unwrap().status, TaskStatus::Queued);
+
+    keyed.id = Default::default();
+    let repeat = store.submit(keyed).await.unwrap();
+    assert!(!repeat.created, "the idempotency key was forgotten");
+    assert_eq!(repeat.task.id, done.id);
+
+    // The running attempt still holds its task, and new events continue both sequences.
+    let appended = store.append(running.id, 1, vec![EventDraft::output("after")]).await.unwrap();
+    assert_eq!(appended[0].seq, 3);
+    assert!(appended[0].pos > feed.cursor, "positions restarted after reopening");
+    let claimed = store.claim(&long("w2", "sleep")).await.unwrap();
+    assert_eq!(claimed[0].task.id, queued.id);
+    Reopened { store, cursor_before: feed.cursor, appended_pos: appended[0].pos }
+}

@@ -9,10 +9,9 @@
 #![cfg(feature = "postgres")]
 
 use serde_json::json;
-use smith_core::{
-    AgentDef, Code, EventDraft, ExecutorKind, Micros, NewTask, Node, NodeRole, NodeStatus, Outcome, TaskStatus, Usage,
-};
-use smith_store::{ClaimRequest, Error, FeedFilter, OpenOptions, Store, TaskQuery};
+use smith_core::{AgentDef, Code, EventDraft, Micros, NewTask, Outcome, Usage};
+use smith_store::conformance::reopening_keeps_everything;
+use smith_store::{ClaimRequest, Error, FeedFilter, OpenOptions, Store};
 use sqlx::{Connection, PgConnection};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -91,60 +90,10 @@ async fn reopening_keeps_tasks_events_idempotency_agents_and_nodes() {
     let Some(server) = server() else { return };
     let url = fresh_schema(&server).await;
     let store = smith_store::open(&url, &options()).await.unwrap();
-
-    let mut custom = AgentDef::new("custom", ExecutorKind::Echo);
-    custom.max_attempts = 5;
-    store.put_agents(&[custom.clone()]).await.unwrap();
-    let mut keyed = NewTask::new("custom", json!({"q": 1, "nul": "\u{0}", "big": u64::MAX, "f": 0.1}));
-    keyed.idempotency_key = Some("k1".into());
-    let done = store.submit(keyed.clone()).await.unwrap().task;
-    let c = store.claim(&claim_request("w1", "custom", 1)).await.unwrap().remove(0);
-    store.append(done.id, c.task.attempt, vec![EventDraft::output("line")]).await.unwrap();
-    let usage = Usage { input_tokens: 3, output_tokens: 4, cost_usd: 0.01 };
-    store.complete(done.id, 1, vec![], Outcome::Succeeded { result: json!("ok"), usage }).await.unwrap();
-    let running = store.submit(NewTask::new("echo", json!(2))).await.unwrap().task;
-    store.claim(&claim_request("w1", "echo", 1)).await.unwrap();
-    let queued = store.submit(NewTask::new("sleep", json!(3))).await.unwrap().task;
-    store.append_system(json!({"what": "restart"})).await.unwrap();
-    let node = Node {
-        id: "w1".into(),
-        role: NodeRole::Worker,
-        version: "1".into(),
-        address: None,
-        status: NodeStatus::Alive,
-        started_at: Micros::now(),
-        heartbeat_at: Micros::now(),
-        load: json!({"running": 1}),
-    };
-    store.heartbeat(&node).await.unwrap();
-
-    let all = TaskQuery { limit: 100, ..Default::default() };
-    let tasks = store.list_tasks(&all).await.unwrap().items;
-    let feed = store.feed(0, &FeedFilter::default(), 1000).await.unwrap();
-    let agents = store.agents().await.unwrap();
-    drop(store);
-
-    let store = smith_store::open(&url, &options()).await.unwrap();
-    assert_eq!(store.list_tasks(&all).await.unwrap().items, tasks);
-    assert_eq!(store.get_task(done.id).await.unwrap().unwrap().input, keyed.input, "JSON kept exactly");
-    let reopened = store.feed(0, &FeedFilter::default(), 1000).await.unwrap();
-    assert_eq!(reopened.events, feed.events);
-    assert_eq!(reopened.cursor, feed.cursor);
-    assert_eq!(store.agents().await.unwrap(), agents);
-    assert_eq!(store.nodes().await.unwrap(), [node]);
-    assert_eq!(store.get_task(done.id).await.unwrap().unwrap().usage, usage);
-    assert_eq!(store.get_task(queued.id).await.unwrap().unwrap().status, TaskStatus::Queued);
-
-    keyed.id = Default::default();
-    let repeat = store.submit(keyed).await.unwrap();
-    assert!(!repeat.created, "the idempotency key was forgotten");
-    assert_eq!(repeat.task.id, done.id);
-
-    let appended = store.append(running.id, 1, vec![EventDraft::output("after")]).await.unwrap();
-    assert_eq!(appended[0].seq, 3);
-    assert_eq!(appended[0].pos, feed.cursor + 1, "positions continue without a gap");
-    let claimed = store.claim(&claim_request("w2", "sleep", 1)).await.unwrap();
-    assert_eq!(claimed[0].task.id, queued.id);
+    let input = json!({"q": 1, "nul": "\u{0}", "big": u64::MAX, "f": 0.1});
+    let r =
+        reopening_keeps_everything(store, input, || async { smith_store::open(&url, &options()).await.unwrap() }).await;
+    assert_eq!(r.appended_pos, r.cursor_before + 1, "positions continue without a gap");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

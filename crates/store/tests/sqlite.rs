@@ -2,9 +2,8 @@
 //! durability across reopening the file, and the feed cursor as the log's high-water mark.
 
 use serde_json::json;
-use smith_core::{
-    AgentDef, EventDraft, ExecutorKind, Micros, NewTask, Node, NodeRole, NodeStatus, Outcome, TaskStatus, Usage,
-};
+use smith_core::{EventDraft, NewTask};
+use smith_store::conformance::reopening_keeps_everything;
 use smith_store::{ClaimRequest, FeedFilter, OpenOptions, Store, TaskQuery};
 use std::path::Path;
 use std::sync::Arc;
@@ -50,63 +49,9 @@ fn claim_request(worker: &str, agent: &str, n: u32) -> ClaimRequest {
 async fn reopening_keeps_tasks_events_idempotency_agents_and_nodes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("smith.db");
-    let store = open_at(&path).await;
-
-    let mut custom = AgentDef::new("custom", ExecutorKind::Echo);
-    custom.max_attempts = 5;
-    store.put_agents(&[custom.clone()]).await.unwrap();
-    let mut keyed = NewTask::new("custom", json!({"q": 1}));
-    keyed.idempotency_key = Some("k1".into());
-    let done = store.submit(keyed.clone()).await.unwrap().task;
-    let c = store.claim(&claim_request("w1", "custom", 1)).await.unwrap().remove(0);
-    store.append(done.id, c.task.attempt, vec![EventDraft::output("line")]).await.unwrap();
-    let usage = Usage { input_tokens: 3, output_tokens: 4, cost_usd: 0.01 };
-    store.complete(done.id, 1, vec![], Outcome::Succeeded { result: json!("ok"), usage }).await.unwrap();
-    let running = store.submit(NewTask::new("echo", json!(2))).await.unwrap().task;
-    store.claim(&claim_request("w1", "echo", 1)).await.unwrap();
-    let queued = store.submit(NewTask::new("sleep", json!(3))).await.unwrap().task;
-    store.append_system(json!({"what": "restart"})).await.unwrap();
-    let node = Node {
-        id: "w1".into(),
-        role: NodeRole::Worker,
-        version: "1".into(),
-        address: None,
-        status: NodeStatus::Alive,
-        started_at: Micros::now(),
-        heartbeat_at: Micros::now(),
-        load: json!({"running": 1}),
-    };
-    store.heartbeat(&node).await.unwrap();
-
-    let all = TaskQuery { limit: 100, ..Default::default() };
-    let tasks = store.list_tasks(&all).await.unwrap().items;
-    let feed = store.feed(0, &FeedFilter::default(), 1000).await.unwrap();
-    let agents = store.agents().await.unwrap();
-    drop(store);
-
-    let store = open_at(&path).await;
-    assert_eq!(store.list_tasks(&all).await.unwrap().items, tasks);
-    let reopened = store.feed(0, &FeedFilter::default(), 1000).await.unwrap();
-    assert_eq!(reopened.events, feed.events);
-    assert_eq!(reopened.cursor, feed.cursor);
-    assert_eq!(store.agents().await.unwrap(), agents);
-    assert_eq!(store.nodes().await.unwrap(), [node]);
-    assert_eq!(store.get_task(done.id).await.unwrap().unwrap().usage, usage);
-    assert_eq!(store.get_task(queued.id).await.unwrap().unwrap().status, TaskStatus::Queued);
-
-    keyed.id = Default::default();
-    let repeat = store.submit(keyed).await.unwrap();
-    assert!(!repeat.created, "the idempotency key was forgotten");
-    assert_eq!(repeat.task.id, done.id);
-
-    // The running attempt still holds its task, and new events continue both sequences.
-    let appended = store.append(running.id, 1, vec![EventDraft::output("after")]).await.unwrap();
-    assert_eq!(appended[0].seq, 3);
-    assert!(appended[0].pos > feed.cursor, "positions restarted after reopening");
-    let sys = store.append_system(json!({"what": "again"})).await.unwrap();
-    assert!(sys.pos > appended[0].pos);
-    let claimed = store.claim(&claim_request("w2", "sleep", 1)).await.unwrap();
-    assert_eq!(claimed[0].task.id, queued.id);
+    let r = reopening_keeps_everything(open_at(&path).await, json!({"q": 1}), || open_at(&path)).await;
+    let sys = r.store.append_system(json!({"what": "again"})).await.unwrap();
+    assert!(sys.pos > r.appended_pos);
 }
 
 #[tokio::test]
