@@ -4,6 +4,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use smith_core::{AgentDef, ExecutorKind, InputMode};
+use smith_worker::WorkerOptions;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -193,6 +194,32 @@ impl AgentSection {
         d.validate().map_err(|e| anyhow!(e.message))?;
         Ok(d)
     }
+}
+
+/// A worker's options from `[worker]` and the `--max-agents` flag, validated: one place for
+/// `smith up` and `smith worker` alike.
+pub fn worker_options(file: &FileConfig, agents: Vec<AgentDef>, max_agents: Option<usize>) -> Result<WorkerOptions> {
+    let mut worker = WorkerOptions::new("", agents);
+    let w = &file.worker;
+    if let Some(v) = max_agents.or(w.max_agents) {
+        if v == 0 {
+            bail!("max_agents must be at least 1");
+        }
+        worker.max_agents = v;
+    }
+    if let Some(v) = w.lease {
+        worker.lease = v;
+    }
+    if let Some(v) = w.heartbeat {
+        worker.heartbeat = v;
+    }
+    if let Some(v) = w.poll {
+        worker.poll = v;
+    }
+    if worker.heartbeat * 3 > worker.lease {
+        bail!("worker.heartbeat ({:?}) must be at most a third of worker.lease ({:?})", worker.heartbeat, worker.lease);
+    }
+    Ok(worker)
 }
 
 /// The agent definitions a node runs: the built-ins, overridden or joined by the config's.

@@ -6,7 +6,7 @@ use crate::node;
 use anyhow::{anyhow, bail, Context, Result};
 use smith_gateway::{Gateway, GatewayOptions, MetricsRender};
 use smith_supervisor::{Supervisor, SupervisorOptions};
-use smith_worker::{Worker, WorkerOptions};
+use smith_worker::Worker;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -154,22 +154,14 @@ pub async fn supervisor(args: SupervisorArgs) -> Result<ExitCode> {
 pub async fn worker(args: WorkerArgs) -> Result<ExitCode> {
     let file = FileConfig::load(args.shared.config.as_deref())?;
     let agents = config::agents(&file)?;
+    // validated before anything connects: a bad setting is one clear line, not a half-started node
+    let mut w = config::worker_options(&file, agents.clone(), args.max_agents)?;
     crate::init_logging();
     node::prepare_process_agents(&args.data_dir.join("run"));
     let b = open(&args.shared).await?;
     let _metrics = node::install_metrics()?;
     let instance = node::instance_id();
-    let mut w = WorkerOptions::new(format!("worker-{instance}"), agents.clone());
-    w.heartbeat = heartbeat(&file);
-    if let Some(v) = file.worker.lease {
-        w.lease = v;
-    }
-    if let Some(v) = file.worker.poll {
-        w.poll = v;
-    }
-    if let Some(v) = args.max_agents.or(file.worker.max_agents) {
-        w.max_agents = v.max(1);
-    }
+    w.node_id = format!("worker-{instance}");
     b.store.put_agents(&agents).await.context("cannot record agent definitions")?;
     let worker = Worker::new(w, b.store.clone(), b.bus.clone());
     worker.register().await.context("cannot register the worker")?;

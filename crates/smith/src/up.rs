@@ -59,26 +59,8 @@ fn settings(args: UpArgs, token: Option<String>) -> Result<Settings> {
     if file.store.url.as_deref().is_some_and(|u| !u.starts_with("sqlite:")) {
         bail!("smith up runs on SQLite; [store] url must be sqlite://PATH (distributed stores are for smith supervisor|worker|gateway)");
     }
-    let mut worker = WorkerOptions::new("", agents.clone());
+    let worker = config::worker_options(&file, agents.clone(), args.max_agents)?;
     let w = &file.worker;
-    if let Some(v) = args.max_agents.or(w.max_agents) {
-        if v == 0 {
-            bail!("max_agents must be at least 1");
-        }
-        worker.max_agents = v;
-    }
-    if let Some(v) = w.lease {
-        worker.lease = v;
-    }
-    if let Some(v) = w.heartbeat {
-        worker.heartbeat = v;
-    }
-    if let Some(v) = w.poll {
-        worker.poll = v;
-    }
-    if worker.heartbeat * 3 > worker.lease {
-        bail!("worker.heartbeat ({:?}) must be at most a third of worker.lease ({:?})", worker.heartbeat, worker.lease);
-    }
     let drain_timeout = args.drain_timeout.or(w.drain_timeout).unwrap_or(Duration::from_secs(110));
     let dead_after = file.supervisor.dead_after.unwrap_or(Duration::from_secs(5));
     if dead_after < worker.heartbeat * 2 {
