@@ -5,6 +5,8 @@
 //! cancel or a timeout) and must leave nothing running behind it.
 
 mod builtin;
+pub mod claude;
+pub mod llm;
 pub mod process;
 
 use async_trait::async_trait;
@@ -33,7 +35,25 @@ impl Failure {
     pub fn new(code: &str, message: impl Into<String>, retryable: bool) -> Self {
         Failure { error: TaskError::new(code, message), retryable, usage: Usage::default() }
     }
+
+    pub fn with_usage(mut self, usage: Usage) -> Self {
+        self.usage = usage;
+        self
+    }
+
+    /// The provider (LLM API) was unreachable or kept failing: counts toward the agent's circuit breaker.
+    pub fn is_provider_outage(&self) -> bool {
+        self.error.code == PROVIDER_UNAVAILABLE
+    }
 }
+
+/// Error code of an attempt that failed because its LLM provider kept failing (429, 5xx,
+/// connection errors, stalls) after the executor's own retries. Retryable; feeds the breaker.
+pub const PROVIDER_UNAVAILABLE: &str = "provider_unavailable";
+/// Error code of a request the provider refused for good (4xx other than 429): not retried.
+pub const PROVIDER_ERROR: &str = "provider_error";
+/// Error code of an agent process or stream that went silent for longer than its stall timeout.
+pub const STALLED: &str = "stalled";
 
 pub type RunResult = Result<Success, Failure>;
 
@@ -57,7 +77,45 @@ impl Emitter {
     pub async fn output(&self, data: impl Into<Value>) -> bool {
         self.emit(EventKind::Output, data.into()).await
     }
+
+    /// Reports the attempt's usage so far (cumulative, not a delta): the worker stops the
+    /// attempt when it crosses the task's budget.
+    pub async fn usage(&self, usage: &Usage) -> bool {
+        self.emit(EventKind::Usage, serde_json::to_value(usage).expect("usage serializes")).await
+    }
 }
+
+/// A finished earlier turn of the task's session, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Turn {
+    pub input: Value,
+    pub result: Value,
+}
+
+/// The session a task is a turn of, with its finished turns.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SessionContext {
+    pub id: String,
+    pub turns: Vec<Turn>,
+}
+
+impl SessionContext {
+    /// The Claude Code session to resume: the `session_id` of the latest turn that has one.
+    pub fn claude_session(&self) -> Option<&str> {
+        self.turns.iter().rev().find_map(|t| t.result.get("session_id").and_then(Value::as_str))
+    }
+}
+
+/// The platform's MCP endpoint as this task reaches it: its URL and the headers that
+/// identify the calling task (and authenticate it when the gateway requires a token).
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpAccess {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// The header that names the calling task on the platform's MCP endpoint.
+pub const TASK_HEADER: &str = "x-smith-task";
 
 /// Everything an executor gets for one attempt.
 pub struct RunContext {
@@ -65,6 +123,19 @@ pub struct RunContext {
     pub def: Arc<AgentDef>,
     pub events: Emitter,
     pub cancel: CancellationToken,
+    /// Set when the task is a turn of a session.
+    pub session: Option<SessionContext>,
+    /// Set when the agent collaborates and a gateway is known.
+    pub mcp: Option<McpAccess>,
+    /// Where the agent works when its definition names no `cwd` (per session or per task).
+    pub workdir: Option<std::path::PathBuf>,
+}
+
+impl RunContext {
+    /// A context with no session, no platform tools and no work dir.
+    pub fn new(task: Task, def: Arc<AgentDef>, events: Emitter, cancel: CancellationToken) -> Self {
+        RunContext { task, def, events, cancel, session: None, mcp: None, workdir: None }
+    }
 }
 
 #[async_trait]
@@ -80,6 +151,9 @@ pub fn executor_for(def: &AgentDef) -> Arc<dyn Executor> {
         ExecutorKind::Fail => Arc::new(builtin::Fail),
         ExecutorKind::Stream => Arc::new(builtin::Stream),
         ExecutorKind::Process => Arc::new(process::Process),
+        ExecutorKind::ClaudeCode => Arc::new(claude::ClaudeCode),
+        ExecutorKind::Anthropic => Arc::new(llm::Anthropic::new()),
+        ExecutorKind::Openai => Arc::new(llm::OpenAi::new()),
     }
 }
 

@@ -32,6 +32,8 @@ fn task(input: Value) -> Task {
         attempt: 1,
         idempotency_key: None,
         session_id: None,
+        parent_id: None,
+        budget: Default::default(),
         tenant: n.tenant,
         metadata: json!({}),
         result: None,
@@ -56,7 +58,7 @@ async fn run(d: AgentDef, input: Value, cancel: CancellationToken) -> (RunResult
         out
     });
     let exec = executor_for(&d);
-    let ctx = RunContext { task: task(input), def: Arc::new(d), events: Emitter::new(tx), cancel };
+    let ctx = RunContext::new(task(input), Arc::new(d), Emitter::new(tx), cancel);
     let result = tokio::time::timeout(Duration::from_secs(20), exec.run(ctx)).await.expect("attempt finished");
     (result, collector.await.unwrap())
 }
@@ -115,7 +117,7 @@ async fn cancel_kills_the_whole_tree() {
     let (tx, mut rx) = mpsc::channel(16);
     let exec = executor_for(&d);
     let ctx =
-        RunContext { task: task(json!(null)), def: Arc::new(d), events: Emitter::new(tx), cancel: cancel.clone() };
+        RunContext::new(task(json!(null)), Arc::new(d), Emitter::new(tx), cancel.clone());
     let handle = tokio::spawn(async move { exec.run(ctx).await });
     let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
     let pgid: i32 = first.data.as_str().unwrap().trim().parse().unwrap();

@@ -19,6 +19,13 @@ pub enum ExecutorKind {
     Stream,
     /// Any command; stdout lines become output events; the exit code decides the outcome.
     Process,
+    /// The Claude Code CLI (`claude -p --output-format stream-json`), its stream parsed into typed events.
+    #[serde(rename = "claude-code")]
+    ClaudeCode,
+    /// The Anthropic Messages API, streamed over HTTP.
+    Anthropic,
+    /// An OpenAI-compatible Chat Completions API, streamed over HTTP.
+    Openai,
 }
 
 impl ExecutorKind {
@@ -29,6 +36,9 @@ impl ExecutorKind {
             ExecutorKind::Fail => "fail",
             ExecutorKind::Stream => "stream",
             ExecutorKind::Process => "process",
+            ExecutorKind::ClaudeCode => "claude-code",
+            ExecutorKind::Anthropic => "anthropic",
+            ExecutorKind::Openai => "openai",
         }
     }
 
@@ -41,7 +51,107 @@ impl ExecutorKind {
             _ => None,
         }
     }
+
+    /// Executors that talk to an LLM provider: they report usage and honour budgets.
+    pub fn is_llm(self) -> bool {
+        matches!(self, ExecutorKind::ClaudeCode | ExecutorKind::Anthropic | ExecutorKind::Openai)
+    }
+
+    /// Executors that run a command (`command` applies).
+    pub fn runs_command(self) -> bool {
+        matches!(self, ExecutorKind::Process | ExecutorKind::ClaudeCode)
+    }
 }
+
+/// Limits on what one task may spend; the tighter of the task's and its agent's applies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Input plus output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+}
+
+impl Budget {
+    pub fn is_empty(&self) -> bool {
+        self.max_tokens.is_none() && self.max_cost_usd.is_none()
+    }
+
+    /// The tighter of two budgets, limit by limit.
+    pub fn tighter(self, other: Budget) -> Budget {
+        fn min<T: PartialOrd>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(if b < a { b } else { a }),
+                (a, b) => a.or(b),
+            }
+        }
+        Budget { max_tokens: min(self.max_tokens, other.max_tokens), max_cost_usd: min(self.max_cost_usd, other.max_cost_usd) }
+    }
+
+    /// Which limit `usage` crosses, as a message; `None` while within budget.
+    pub fn exceeded_by(&self, usage: &crate::task::Usage) -> Option<String> {
+        let tokens = usage.input_tokens + usage.output_tokens;
+        if let Some(max) = self.max_tokens {
+            if tokens > max {
+                return Some(format!("used {tokens} tokens, over the budget of {max}"));
+            }
+        }
+        if let Some(max) = self.max_cost_usd {
+            if usage.cost_usd > max {
+                return Some(format!("spent ${:.6}, over the budget of ${max}", usage.cost_usd));
+            }
+        }
+        None
+    }
+
+    pub fn validate(&self, what: &str) -> Result<()> {
+        if self.max_tokens == Some(0) {
+            return Err(Error::unprocessable(format!("{what}.max_tokens must be at least 1")));
+        }
+        if let Some(c) = self.max_cost_usd {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(Error::unprocessable(format!("{what}.max_cost_usd must be a positive number")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Prices in USD per million tokens, for executors whose provider does not report cost.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pricing {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+impl Pricing {
+    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok) / 1e6
+    }
+}
+
+/// A secret from the config; never serialized (the API shows `"<redacted>"`).
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Claude Code's permission modes (`--permission-mode`).
+pub const PERMISSION_MODES: [&str; 5] = ["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"];
 
 /// How a process agent receives its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -80,6 +190,68 @@ pub struct AgentDef {
     pub env: BTreeMap<String, String>,
     /// Largest result kept from a process agent's stdout; the rest is still streamed as events.
     pub max_result_bytes: usize,
+    /// LLM agents: the model name passed to the CLI or API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// LLM agents: a system prompt (appended to Claude Code's own with `--append-system-prompt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    /// Claude Code: `--allowedTools` / `--disallowedTools`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_tools: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disallowed_tools: Vec<String>,
+    /// Claude Code: `--permission-mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+    /// Claude Code: `--max-turns`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_turns: Option<u32>,
+    /// Claude Code: extra MCP servers, a JSON object `{"mcpServers": {...}}` or a path to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_config: Option<String>,
+    /// LLM agents get the platform's MCP tools (discoveries, messages, sub-tasks) when a gateway is known.
+    #[serde(default = "yes")]
+    pub collaborate: bool,
+    /// A process that writes nothing for this long is hung: its group is killed (Claude Code).
+    #[serde(with = "crate::time::duration::option", default, skip_serializing_if = "Option::is_none")]
+    pub stall_timeout: Option<Duration>,
+    /// HTTP LLM agents: the API's base URL (default: the provider's, or `ANTHROPIC_BASE_URL` / `OPENAI_BASE_URL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// HTTP LLM agents: the API key (default: `ANTHROPIC_API_KEY` / `OPENAI_API_KEY`, or the variable `api_key_env` names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// HTTP LLM agents: the most tokens one response may have (`max_tokens` of the API).
+    #[serde(default = "default_max_output_tokens")]
+    pub max_output_tokens: u32,
+    /// Spending limits per task.
+    #[serde(default, skip_serializing_if = "Budget::is_empty")]
+    pub budget: Budget,
+    /// Prices for cost accounting when the provider does not report cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Pricing>,
+    /// Provider failures in a row that open the agent's circuit breaker (0: never).
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker keeps tasks queued before one trial attempt.
+    #[serde(with = "crate::time::duration", default = "default_breaker_cooldown")]
+    pub breaker_cooldown: Duration,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_max_output_tokens() -> u32 {
+    4096
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown() -> Duration {
+    Duration::from_secs(30)
 }
 
 pub const DEFAULT_CONCURRENCY: u32 = 16;
@@ -95,7 +267,7 @@ impl AgentDef {
 
     pub fn new(name: impl Into<String>, executor: ExecutorKind) -> Self {
         let concurrency = match executor {
-            ExecutorKind::Process => DEFAULT_CONCURRENCY,
+            ExecutorKind::Process | ExecutorKind::ClaudeCode => DEFAULT_CONCURRENCY,
             ExecutorKind::Sleep => 10_000,
             _ => 1_000,
         };
@@ -114,6 +286,23 @@ impl AgentDef {
             cwd: None,
             env: BTreeMap::new(),
             max_result_bytes: 1 << 20,
+            model: None,
+            system_prompt: None,
+            allowed_tools: Vec::new(),
+            disallowed_tools: Vec::new(),
+            permission_mode: None,
+            max_turns: None,
+            mcp_config: None,
+            collaborate: true,
+            stall_timeout: if executor.is_llm() { Some(Duration::from_secs(120)) } else { None },
+            base_url: None,
+            api_key: None,
+            api_key_env: None,
+            max_output_tokens: default_max_output_tokens(),
+            budget: Budget::default(),
+            pricing: None,
+            breaker_failures: default_breaker_failures(),
+            breaker_cooldown: default_breaker_cooldown(),
         }
     }
 
@@ -131,12 +320,60 @@ impl AgentDef {
         }
         match (self.executor, &self.command) {
             (ExecutorKind::Process, None) => return what("executor \"process\" needs `command`".into()),
-            (ExecutorKind::Process, Some(c)) if c.trim().is_empty() => {
+            (k, Some(c)) if k.runs_command() && c.trim().is_empty() => {
                 return what("`command` must not be empty".into())
             }
-            (ExecutorKind::Process, _) => {}
-            (_, Some(_)) => return what("`command` is only for executor \"process\"".into()),
+            (k, _) if k.runs_command() => {}
+            (_, Some(_)) => return what("`command` is only for executors \"process\" and \"claude-code\"".into()),
             (_, None) => {}
+        }
+        if let Some(m) = &self.permission_mode {
+            if !PERMISSION_MODES.contains(&m.as_str()) {
+                return what(format!("permission_mode {m:?} is not one of {}", PERMISSION_MODES.join(", ")));
+            }
+        }
+        if self.max_turns == Some(0) {
+            return what("max_turns must be at least 1".into());
+        }
+        if self.stall_timeout == Some(Duration::ZERO) {
+            return what("stall_timeout must be positive".into());
+        }
+        if self.max_output_tokens == 0 {
+            return what("max_output_tokens must be at least 1".into());
+        }
+        if let Some(url) = &self.base_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return what(format!("base_url {url:?} must start with http:// or https://"));
+            }
+        }
+        if let Some(p) = &self.pricing {
+            if !(p.input_per_mtok.is_finite() && p.input_per_mtok >= 0.0 && p.output_per_mtok.is_finite() && p.output_per_mtok >= 0.0) {
+                return what("pricing must be non-negative numbers".into());
+            }
+        }
+        self.budget.validate("budget").map_err(|e| Error::unprocessable(format!("agent {:?}: {}", self.name, e.message)))?;
+        let llm_only = [
+            ("model", self.model.is_some()),
+            ("system_prompt", self.system_prompt.is_some()),
+            ("base_url", self.base_url.is_some()),
+            ("api_key", self.api_key.is_some() || self.api_key_env.is_some()),
+        ];
+        if !self.executor.is_llm() {
+            if let Some((field, _)) = llm_only.iter().find(|(_, set)| *set) {
+                return what(format!("`{field}` is only for LLM executors (claude-code, anthropic, openai)"));
+            }
+        }
+        let claude_only = [
+            ("allowed_tools", !self.allowed_tools.is_empty()),
+            ("disallowed_tools", !self.disallowed_tools.is_empty()),
+            ("permission_mode", self.permission_mode.is_some()),
+            ("max_turns", self.max_turns.is_some()),
+            ("mcp_config", self.mcp_config.is_some()),
+        ];
+        if self.executor != ExecutorKind::ClaudeCode {
+            if let Some((field, _)) = claude_only.iter().find(|(_, set)| *set) {
+                return what(format!("`{field}` is only for executor \"claude-code\""));
+            }
         }
         Ok(())
     }
@@ -164,4 +401,33 @@ pub struct AgentSummary {
     pub def: AgentDef,
     pub queued: u64,
     pub running: u64,
+    /// Tokens and cost of this agent's finished attempts.
+    #[serde(default)]
+    pub usage: crate::task::Usage,
+    /// Open while any worker's breaker for this agent is open (tasks wait queued).
+    #[serde(default = "closed")]
+    pub breaker: BreakerState,
+}
+
+fn closed() -> BreakerState {
+    BreakerState::Closed
+}
+
+/// A circuit breaker's state, as workers report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
 }

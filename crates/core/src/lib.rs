@@ -7,7 +7,7 @@ pub mod node;
 pub mod task;
 pub mod time;
 
-pub use agent::{AgentDef, AgentSummary, ExecutorKind, InputMode};
+pub use agent::{AgentDef, AgentSummary, BreakerState, Budget, ExecutorKind, InputMode, Pricing, Secret};
 pub use error::{Code, Error, Result};
 pub use event::{Event, EventDraft, EventHeader, EventKind};
 pub use node::{Node, NodeRole, NodeStatus};

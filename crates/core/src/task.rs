@@ -1,5 +1,6 @@
 //! Tasks: one unit of work for one agent, its lifecycle states and its outcome.
 
+use crate::agent::Budget;
 use crate::error::{Error, Result};
 use crate::time::Micros;
 use serde::{Deserialize, Serialize};
@@ -125,6 +126,12 @@ impl Usage {
     pub fn is_zero(&self) -> bool {
         self.input_tokens == 0 && self.output_tokens == 0 && self.cost_usd == 0.0
     }
+
+    pub fn add(&mut self, other: &Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cost_usd += other.cost_usd;
+    }
 }
 
 /// A task as stored and served.
@@ -140,6 +147,12 @@ pub struct Task {
     pub attempt: u32,
     pub idempotency_key: Option<String>,
     pub session_id: Option<String>,
+    /// The task that spawned this one (an orchestrating agent's `spawn_task`).
+    #[serde(default)]
+    pub parent_id: Option<TaskId>,
+    /// Spending limits of this task (its agent's apply too).
+    #[serde(default, skip_serializing_if = "Budget::is_empty")]
+    pub budget: Budget,
     pub tenant: String,
     pub metadata: Value,
     pub result: Option<Value>,
@@ -171,6 +184,8 @@ pub struct NewTask {
     pub max_attempts: Option<u32>,
     pub idempotency_key: Option<String>,
     pub session_id: Option<String>,
+    pub parent_id: Option<TaskId>,
+    pub budget: Budget,
     pub tenant: String,
     pub metadata: Value,
 }
@@ -186,6 +201,8 @@ impl NewTask {
             max_attempts: None,
             idempotency_key: None,
             session_id: None,
+            parent_id: None,
+            budget: Budget::default(),
             tenant: DEFAULT_TENANT.into(),
             metadata: Value::Object(Default::default()),
         }
@@ -220,6 +237,7 @@ impl NewTask {
                 "tenant must be 1..={MAX_KEY_LEN} bytes without control characters"
             )));
         }
+        self.budget.validate("budget")?;
         if !(self.metadata.is_object() || self.metadata.is_null()) {
             return Err(Error::unprocessable("metadata must be a JSON object"));
         }

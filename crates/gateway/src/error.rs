@@ -24,6 +24,9 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(Code::NotFound, message)
     }
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(Code::Unprocessable, message)
+    }
 }
 
 pub fn status_of(code: Code) -> StatusCode {

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use smith_core::{Code, EventKind, NewTask, TaskId, TaskStatus, DEFAULT_TENANT};
+use smith_core::{Budget, Code, EventKind, NewTask, TaskId, TaskStatus, DEFAULT_TENANT};
 use smith_store::{FeedFilter, TaskQuery};
 use std::sync::Arc;
 
@@ -67,10 +67,18 @@ struct SubmitRequest {
     max_attempts: Option<u32>,
     idempotency_key: Option<String>,
     session_id: Option<String>,
+    parent_id: Option<String>,
+    budget: Option<Budget>,
     metadata: Option<Value>,
 }
 
 async fn submit(State(s): State<Arc<AppState>>, JsonBody(req): JsonBody<SubmitRequest>) -> ApiResult<Response> {
+    let parent_id = match req.parent_id.as_deref().map(str::parse::<TaskId>).transpose()? {
+        Some(p) if s.store.get_task(p).await?.is_none() => {
+            return Err(ApiError::unprocessable(format!("parent_id {p} names no task")))
+        }
+        p => p,
+    };
     let task = NewTask {
         id: TaskId::new(),
         agent: req.agent,
@@ -80,23 +88,30 @@ async fn submit(State(s): State<Arc<AppState>>, JsonBody(req): JsonBody<SubmitRe
         max_attempts: req.max_attempts,
         idempotency_key: req.idempotency_key,
         session_id: req.session_id,
+        parent_id,
+        budget: req.budget.unwrap_or_default(),
         tenant: DEFAULT_TENANT.to_string(),
         metadata: req.metadata.unwrap_or_else(|| json!({})),
     };
+    let submitted = submit_task(&s, task).await?;
+    let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
+    let location = format!("/v1/tasks/{}", submitted.task.id);
+    Ok((status, [(axum::http::header::LOCATION, location)], Json(submitted.task)).into_response())
+}
+
+/// Validates and submits a task, announces it and wakes the workers: every way in (the tasks
+/// API, session turns, an agent's `spawn_task`) goes through here.
+pub(crate) async fn submit_task(s: &AppState, task: NewTask) -> ApiResult<smith_store::Submitted> {
     task.validate()?;
     let submitted = s.store.submit(task).await?;
-    let t = &submitted.task;
-    let status = if submitted.created {
+    if submitted.created {
+        let t = &submitted.task;
         crate::metrics::submitted(&t.agent);
         smith_bus::publish_events(s.bus.as_ref(), &submitted.events).await;
         // wake-ups are a fast path only: workers also poll, so a lost one strands nothing
         let _ = s.bus.publish(&smith_bus::subjects::wake(&t.agent), bytes::Bytes::new()).await;
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let location = format!("/v1/tasks/{}", t.id);
-    Ok((status, [(axum::http::header::LOCATION, location)], Json(submitted.task)).into_response())
+    }
+    Ok(submitted)
 }
 
 async fn get_task(State(s): State<Arc<AppState>>, PathId(id): PathId) -> ApiResult<Response> {
@@ -111,6 +126,8 @@ async fn get_task(State(s): State<Arc<AppState>>, PathId(id): PathId) -> ApiResu
 struct ListParams {
     status: Option<String>,
     agent: Option<String>,
+    session_id: Option<String>,
+    parent_id: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
 }
@@ -121,7 +138,16 @@ async fn list(State(s): State<Arc<AppState>>, QueryParams(p): QueryParams<ListPa
     if limit == 0 || limit > 1000 {
         return Err(ApiError::invalid(format!("limit must be 1..=1000, got {limit}")));
     }
-    let q = TaskQuery { status, agent: p.agent, tenant: None, limit, cursor: p.cursor };
+    let parent_id = p.parent_id.as_deref().map(str::parse::<TaskId>).transpose()?;
+    let q = TaskQuery {
+        status,
+        agent: p.agent,
+        tenant: None,
+        session_id: p.session_id,
+        parent_id,
+        limit,
+        cursor: p.cursor,
+    };
     let page = s.store.list_tasks(&q).await?;
     Ok(Json(json!({"items": page.items, "next_cursor": page.next_cursor})).into_response())
 }

@@ -5,11 +5,11 @@
 //! backend is done when `store_conformance!(open_my_backend())` passes. Waits are real but
 //! short: leases and backoffs of tens of milliseconds, or a `now` handed to `reap`.
 
-use crate::{ClaimRequest, Claimed, Error, FeedFilter, Store, TaskQuery};
+use crate::{ClaimRequest, Claimed, Error, FeedFilter, GlobalEvent, Session, Store, TaskQuery, UsageBy};
 use serde_json::{json, Value};
 use smith_core::task::DEFAULT_TENANT;
 use smith_core::{
-    AgentDef, Code, Event, EventDraft, EventKind, ExecutorKind, Micros, NewTask, Node, NodeRole, NodeStatus, Outcome,
+    AgentDef, Budget, Code, Event, EventDraft, EventKind, ExecutorKind, Micros, NewTask, Node, NodeRole, NodeStatus, Outcome,
     Task, TaskError, TaskId, TaskStatus, Usage,
 };
 use std::collections::{HashMap, HashSet};
@@ -66,6 +66,11 @@ macro_rules! store_conformance {
             queue_stats_counts_and_oldest_runnable_age,
             concurrent_submit_and_drain_finishes_each_task_once,
             lease_has_one_holder_until_it_expires_or_is_released,
+            parent_and_budget_round_trip_and_filter,
+            session_turns_are_claimed_one_at_a_time_in_order,
+            sessions_are_created_once_for_known_agents,
+            global_events_are_fed_and_listed_by_kind_and_tenant,
+            usage_totals_sum_by_agent_and_tenant,
         );
     };
     (skip_unless_env = $var:literal, $factory:expr) => {
@@ -1417,4 +1422,145 @@ where
     let claimed = store.claim(&long("w2", "sleep")).await.unwrap();
     assert_eq!(claimed[0].task.id, queued.id);
     Reopened { store, cursor_before: feed.cursor, appended_pos: appended[0].pos }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sub-tasks, budgets, sessions, collaboration events, usage
+
+pub async fn parent_and_budget_round_trip_and_filter(store: S) {
+    let parent = submit(&store, "echo").await;
+    let mut child = NewTask::new("echo", json!("child"));
+    child.parent_id = Some(parent.id);
+    child.budget = Budget { max_tokens: Some(1000), max_cost_usd: Some(0.25) };
+    let c = store.submit(child.clone()).await.unwrap().task;
+    assert_eq!(c.parent_id, Some(parent.id));
+    assert_eq!(c.budget, child.budget);
+    let read = get(&store, c.id).await;
+    assert_eq!(read.parent_id, Some(parent.id));
+    assert_eq!(read.budget, child.budget);
+    assert_eq!(get(&store, parent.id).await.parent_id, None);
+    assert!(get(&store, parent.id).await.budget.is_empty());
+    submit(&store, "echo").await;
+    let page = store
+        .list_tasks(&TaskQuery { parent_id: Some(parent.id), limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(ids(&page.items), vec![c.id], "only the parent's children");
+}
+
+pub async fn session_turns_are_claimed_one_at_a_time_in_order(store: S) {
+    alive(&store, "w").await;
+    let turn = |session: &str, n: u32| {
+        let mut t = NewTask::new("echo", json!(n));
+        t.session_id = Some(session.into());
+        t
+    };
+    let a1 = store.submit(turn("s-a", 1)).await.unwrap().task;
+    let a2 = store.submit(turn("s-a", 2)).await.unwrap().task;
+    let b1 = store.submit(turn("s-b", 1)).await.unwrap().task;
+    let mut other_tenant = turn("s-a", 1);
+    other_tenant.tenant = "other".into();
+    let o1 = store.submit(other_tenant).await.unwrap().task;
+    let free = submit(&store, "echo").await;
+
+    // One claim asking for everything gets the first turn of each session only.
+    let got: HashSet<TaskId> = claim(&store, "w", "echo", 100, LONG).await.iter().map(|c| c.task.id).collect();
+    assert_eq!(got, HashSet::from([a1.id, b1.id, o1.id, free.id]), "second turn must wait for the first");
+    assert!(claim(&store, "w", "echo", 100, LONG).await.is_empty(), "a2 waits while a1 runs");
+
+    // A retry of turn 1 still comes before turn 2.
+    store.complete(a1.id, 1, vec![], failure(true)).await.unwrap();
+    let mut tries = 0;
+    let next = loop {
+        let got = claim(&store, "w", "echo", 100, LONG).await;
+        if !got.is_empty() {
+            break got;
+        }
+        tries += 1;
+        assert!(tries < 200, "the retried turn never became claimable");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(next.iter().map(|c| c.task.id).collect::<Vec<_>>(), vec![a1.id], "the retry, not turn 2");
+    store.complete(a1.id, 2, vec![], success(json!("one"))).await.unwrap();
+    let last = claim(&store, "w", "echo", 100, LONG).await;
+    assert_eq!(last.iter().map(|c| c.task.id).collect::<Vec<_>>(), vec![a2.id]);
+
+    let turns = store
+        .list_tasks(&TaskQuery { session_id: Some("s-a".into()), limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(ids(&turns.items), vec![o1.id, a2.id, a1.id], "newest first, every tenant's");
+}
+
+pub async fn sessions_are_created_once_for_known_agents(store: S) {
+    let s = Session {
+        id: "sess-1".into(),
+        agent: "echo".into(),
+        tenant: "acme".into(),
+        metadata: json!({"topic": "x"}),
+        created_at: Micros::now(),
+    };
+    store.create_session(&s).await.unwrap();
+    assert_eq!(store.get_session("sess-1").await.unwrap(), Some(s.clone()));
+    assert_eq!(store.get_session("nope").await.unwrap(), None);
+    let again = store.create_session(&s).await.unwrap_err();
+    assert_eq!(again.code(), Code::Conflict, "{again}");
+    let mut unknown = s.clone();
+    unknown.id = "sess-2".into();
+    unknown.agent = "ghost".into();
+    let err = store.create_session(&unknown).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unprocessable, "{err}");
+    assert_eq!(store.get_session("sess-2").await.unwrap(), None, "a failed create changes nothing");
+}
+
+pub async fn global_events_are_fed_and_listed_by_kind_and_tenant(store: S) {
+    let ev = |kind, tenant: Option<&str>, n: u32| GlobalEvent {
+        kind,
+        agent: Some("echo".into()),
+        tenant: tenant.map(str::to_string),
+        data: json!({"n": n}),
+    };
+    let d1 = store.append_global(ev(EventKind::Discovery, Some("acme"), 1)).await.unwrap();
+    let m1 = store.append_global(ev(EventKind::Message, Some("acme"), 2)).await.unwrap();
+    let d2 = store.append_global(ev(EventKind::Discovery, Some("other"), 3)).await.unwrap();
+    let sys = store.append_system(json!({"n": 4})).await.unwrap();
+    submit(&store, "echo").await;
+    assert_eq!((d1.task_id, d1.seq, d1.agent.as_deref()), (None, 0, Some("echo")));
+    assert!(d1.pos < m1.pos && m1.pos < d2.pos && d2.pos < sys.pos);
+
+    let all = store.global_events(&[EventKind::Discovery], None, 0, 100).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.pos).collect::<Vec<_>>(), vec![d1.pos, d2.pos]);
+    let acme = store.global_events(&[EventKind::Discovery, EventKind::System], Some("acme"), 0, 100).await.unwrap();
+    assert_eq!(acme.iter().map(|e| e.pos).collect::<Vec<_>>(), vec![d1.pos, sys.pos], "own and fleet events");
+    let after = store.global_events(&[EventKind::Discovery], None, d1.pos, 100).await.unwrap();
+    assert_eq!(after.iter().map(|e| e.pos).collect::<Vec<_>>(), vec![d2.pos]);
+    assert_eq!(store.global_events(&[EventKind::Message], None, 0, 100).await.unwrap()[0].data, json!({"n": 2}));
+
+    let fed = store.feed(0, &FeedFilter { kinds: vec![EventKind::Discovery], ..Default::default() }, 100).await.unwrap();
+    assert_eq!(fed.events.iter().map(|e| e.pos).collect::<Vec<_>>(), vec![d1.pos, d2.pos]);
+}
+
+pub async fn usage_totals_sum_by_agent_and_tenant(store: S) {
+    alive(&store, "w").await;
+    store.put_agents(&[agent("llm", 1, 10)]).await.unwrap();
+    let spend = |i: u64, o: u64, c: f64| Usage { input_tokens: i, output_tokens: o, cost_usd: c };
+    for (agent, tenant, usage) in
+        [("llm", "a", spend(10, 5, 0.5)), ("llm", "b", spend(1, 2, 0.25)), ("echo", "a", spend(100, 0, 0.0))]
+    {
+        let mut t = NewTask::new(agent, json!("x"));
+        t.tenant = tenant.into();
+        let t = store.submit(t).await.unwrap().task;
+        claim_one(&store, "w", agent, LONG).await;
+        store.complete(t.id, 1, vec![], Outcome::Succeeded { result: json!(1), usage }).await.unwrap();
+    }
+    submit(&store, "echo").await;
+    let by_agent: HashMap<String, Usage> = store.usage_totals(UsageBy::Agent).await.unwrap().into_iter().collect();
+    assert_eq!(by_agent["llm"], spend(11, 7, 0.75));
+    assert_eq!(by_agent["echo"], spend(100, 0, 0.0));
+    let by_tenant: HashMap<String, Usage> = store.usage_totals(UsageBy::Tenant).await.unwrap().into_iter().collect();
+    assert_eq!(by_tenant["a"], spend(110, 5, 0.5));
+    assert_eq!(by_tenant["b"], spend(1, 2, 0.25));
+    let agents = store.agents().await.unwrap();
+    let llm = agents.iter().find(|a| a.def.name == "llm").unwrap();
+    assert_eq!(llm.usage, spend(11, 7, 0.75), "GET /v1/agents shows usage");
 }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use smith_core::{
     AgentDef, AgentSummary, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId,
-    TaskStatus,
+    TaskStatus, Usage,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +64,8 @@ pub struct TaskQuery {
     pub status: Option<TaskStatus>,
     pub agent: Option<String>,
     pub tenant: Option<String>,
+    pub session_id: Option<String>,
+    pub parent_id: Option<TaskId>,
     pub limit: usize,
     /// Opaque: the `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -106,6 +108,34 @@ pub struct FeedPage {
     pub cursor: u64,
     /// True when the page was cut by the limit and more events may follow at once.
     pub more: bool,
+}
+
+/// A session: a multi-turn conversation with one agent. Its turns are the tasks carrying its id.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub agent: String,
+    pub tenant: String,
+    pub metadata: Value,
+    pub created_at: Micros,
+}
+
+/// An event not tied to one task's log: a discovery, a message between agents, a fleet event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalEvent {
+    pub kind: EventKind,
+    /// The agent it came from, when an agent made it.
+    pub agent: Option<String>,
+    /// `None`: every tenant sees it (fleet events).
+    pub tenant: Option<String>,
+    pub data: Value,
+}
+
+/// Usage summed over finished attempts, by agent or by tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageBy {
+    Agent,
+    Tenant,
 }
 
 /// Counts of the queue, for readiness and metrics.
@@ -164,7 +194,25 @@ pub trait Store: Send + Sync + 'static {
     async fn feed_head(&self) -> Result<u64>;
 
     /// Appends a fleet event (`kind = system`) to the feed.
-    async fn append_system(&self, data: Value) -> Result<Event>;
+    async fn append_system(&self, data: Value) -> Result<Event> {
+        self.append_global(GlobalEvent { kind: EventKind::System, agent: None, tenant: None, data }).await
+    }
+
+    /// Appends an event to the all-events feed only (task id none, seq 0).
+    async fn append_global(&self, event: GlobalEvent) -> Result<Event>;
+
+    /// Events not tied to a task, of the given kinds, oldest first after `after` (a feed position);
+    /// a tenant sees its own and the fleet's.
+    async fn global_events(&self, kinds: &[EventKind], tenant: Option<&str>, after: u64, limit: usize)
+        -> Result<Vec<Event>>;
+
+    /// Creates a session; its agent must exist.
+    async fn create_session(&self, session: &Session) -> Result<()>;
+
+    async fn get_session(&self, id: &str) -> Result<Option<Session>>;
+
+    /// Token and cost totals of finished and running attempts, grouped.
+    async fn usage_totals(&self, by: UsageBy) -> Result<Vec<(String, Usage)>>;
 
     /// Replaces the stored agent definitions (built-ins are always kept).
     async fn put_agents(&self, defs: &[AgentDef]) -> Result<()>;

@@ -57,7 +57,7 @@ async fn run(
     tracing::debug!(task_id = %id, attempt, agent, "attempt started");
 
     let (tx, mut rx) = mpsc::channel::<EventDraft>(EVENT_BUFFER);
-    let ctx = RunContext { task, def: def.clone(), events: Emitter::new(tx), cancel: cancel.clone() };
+    let ctx = RunContext::new(task, def.clone(), Emitter::new(tx), cancel.clone());
     let mut exec = tokio::spawn(async move { executor.run(ctx).await });
 
     let stop = |r: StopReason| {

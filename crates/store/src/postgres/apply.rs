@@ -232,6 +232,8 @@ mod tests {
                 attempt,
                 idempotency_key: None,
                 session_id: None,
+                parent_id: None,
+                budget: Default::default(),
                 tenant: "default".into(),
                 metadata: json!({}),
                 result: None,

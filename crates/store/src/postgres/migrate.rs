@@ -10,7 +10,10 @@ use crate::{Error, Result};
 use sqlx::{Connection, PgConnection, Row};
 
 /// Every migration, in order; a version is its position, from 1.
-const MIGRATIONS: &[(u32, &str, &str)] = &[(1, "init", include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, "collaboration", include_str!("../../migrations/postgres/0002_collaboration.sql")),
+];
 
 /// Serialises migrations across every process sharing the database (`"smithmig"`).
 const MIGRATION_LOCK: i64 = 0x736d_6974_686d_6967;

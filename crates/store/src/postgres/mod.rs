@@ -18,12 +18,11 @@ mod rows;
 mod writer;
 
 use crate::{
-    AgentSummary, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, Held, OpenOptions, QueueStats, Result,
-    Store, Submitted, TaskPage, TaskQuery,
+    AgentSummary, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, Held, OpenOptions,
+    QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, UsageBy,
 };
 use async_trait::async_trait;
-use serde_json::Value;
-use smith_core::{AgentDef, Event, EventDraft, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId};
+use smith_core::{AgentDef, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 use std::str::FromStr;
@@ -270,8 +269,30 @@ impl Store for PgStore {
         reads::feed_head(&self.pool).await
     }
 
-    async fn append_system(&self, data: Value) -> Result<Event> {
-        self.write(Op::System, data).await
+    async fn append_global(&self, event: GlobalEvent) -> Result<Event> {
+        self.write(Op::Global, event).await
+    }
+
+    async fn global_events(
+        &self,
+        kinds: &[EventKind],
+        tenant: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        reads::global_events(&self.pool, kinds, tenant, after, limit).await
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<()> {
+        reads::create_session(&self.pool, session).await
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<Session>> {
+        reads::get_session(&self.pool, id).await
+    }
+
+    async fn usage_totals(&self, by: UsageBy) -> Result<Vec<(String, Usage)>> {
+        reads::usage_totals(&self.pool, by).await
     }
 
     async fn put_agents(&self, defs: &[AgentDef]) -> Result<()> {

@@ -62,7 +62,7 @@ pub(super) async fn run(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventB
 async fn misc(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf) -> Result<()> {
     for op in ops.iter_mut() {
         match op {
-            Op::System(j) => j.out = Some(Ok(ev.push(None, 0, EventKind::System, 0, Micros::now(), j.input.clone()))),
+            Op::Global(j) => j.out = Some(Ok(ev.push_global(&j.input, Micros::now()))),
             Op::PutAgents(j) => {
                 put_agents(conn, &j.input).await.map_err(db_error)?;
                 j.out = Some(Ok(()));
@@ -216,6 +216,8 @@ struct NewRows {
     key: Vec<Option<String>>,
     session: Vec<Option<String>>,
     metadata: Vec<String>,
+    parent: Vec<Option<String>>,
+    budget: Vec<Option<String>>,
 }
 
 async fn submit(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx: &mut Ctx) -> Result<()> {
@@ -255,6 +257,8 @@ async fn submit(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx:
             attempt: 0,
             idempotency_key: t.idempotency_key.clone(),
             session_id: t.session_id.clone(),
+            parent_id: t.parent_id,
+            budget: t.budget,
             tenant: t.tenant.clone(),
             metadata: if t.metadata.is_null() { json!({}) } else { t.metadata.clone() },
             result: None,
@@ -280,6 +284,8 @@ async fn submit(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx:
             rows.key.push(task.idempotency_key.clone());
             rows.session.push(task.session_id.clone());
             rows.metadata.push(task.metadata.to_string());
+            rows.parent.push(task.parent_id.map(|p| p.to_string()));
+            rows.budget.push((!task.budget.is_empty()).then(|| serde_json::to_string(&task.budget).expect("budget")));
         }
         planned.push(Some(task));
     }
@@ -290,13 +296,16 @@ async fn submit(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx:
         // so one repeat cannot abort its batch; ORDER BY keeps the first of a key in a batch.
         let got: Vec<String> = sqlx::query_scalar(
             "INSERT INTO tasks (id, tenant, agent, input, status, priority, timeout_ms, max_attempts, backoff_ms, \
-                 backoff_max_ms, idempotency_key, session_id, metadata, created_at, run_at, last_seq) \
+                 backoff_max_ms, idempotency_key, session_id, metadata, created_at, run_at, last_seq, parent_id, \
+                 budget) \
              SELECT u.id::uuid, u.tenant, u.agent, u.input::json, 'queued', u.priority, u.timeout_ms, u.max_attempts, \
-                 u.backoff_ms, u.backoff_max_ms, u.key, u.session, u.metadata::json, $13, $13, 1 \
+                 u.backoff_ms, u.backoff_max_ms, u.key, u.session, u.metadata::json, $13, $13, 1, u.parent::uuid, \
+                 u.budget::json \
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::int8[], $7::int4[], \
-                 $8::int8[], $9::int8[], $10::text[], $11::text[], $12::text[]) WITH ORDINALITY \
+                 $8::int8[], $9::int8[], $10::text[], $11::text[], $12::text[], $14::text[], $15::text[]) \
+                 WITH ORDINALITY \
                  AS u(id, tenant, agent, input, priority, timeout_ms, max_attempts, backoff_ms, backoff_max_ms, \
-                      key, session, metadata, n) \
+                      key, session, metadata, parent, budget, n) \
              ORDER BY u.n \
              ON CONFLICT DO NOTHING \
              RETURNING id::text",
@@ -314,6 +323,8 @@ async fn submit(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx:
         .bind(&rows.session)
         .bind(&rows.metadata)
         .bind(now.0)
+        .bind(&rows.parent)
+        .bind(&rows.budget)
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?;
@@ -614,6 +625,9 @@ async fn claims(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx:
              SELECT pick_id, row_number() OVER (ORDER BY priority DESC, seq) AS k FROM ( \
                  SELECT id AS pick_id, priority, seq FROM tasks \
                  WHERE status = 'queued' AND agent = $1 AND run_at <= $2 \
+                 AND (session_id IS NULL OR NOT EXISTS (SELECT 1 FROM tasks p \
+                      WHERE p.session_id = tasks.session_id AND p.tenant = tasks.tenant AND p.seq < tasks.seq \
+                      AND p.status IN ('queued', 'running'))) \
                  ORDER BY priority DESC, seq LIMIT $3 FOR UPDATE SKIP LOCKED) AS q), \
          slots AS (SELECT * FROM UNNEST($4::text[], $5::int8[]) WITH ORDINALITY AS s(slot_worker, slot_lease, k)) \
          UPDATE tasks SET status = 'running', attempt = attempt + 1, worker = slots.slot_worker, \

@@ -2,8 +2,8 @@
 
 use super::db_error;
 use super::rows::{event_row, node_row, task_row, EVENT_COLS, NODE_COLS, TASK_COLS};
-use crate::{AgentSummary, FeedFilter, FeedPage, QueueStats, Result, TaskPage, TaskQuery};
-use smith_core::{AgentDef, Event, Micros, Node, Task, TaskId};
+use crate::{AgentSummary, FeedFilter, FeedPage, QueueStats, Result, Session, TaskPage, TaskQuery, UsageBy};
+use smith_core::{AgentDef, BreakerState, Event, EventKind, Micros, Node, Task, TaskId, Usage};
 use sqlx::{PgPool, Row};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -46,6 +46,12 @@ pub(super) async fn list_tasks(pool: &PgPool, q: &TaskQuery) -> Result<TaskPage>
     }
     if let Some(t) = &q.tenant {
         filter("tenant", t.clone());
+    }
+    if let Some(sid) = &q.session_id {
+        filter("session_id", sid.clone());
+    }
+    if let Some(p) = &q.parent_id {
+        filter("parent_id::text", p.to_string());
     }
     sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", args.len() + 2));
     let mut query = sqlx::query(&sql).bind(before);
@@ -142,14 +148,101 @@ pub(super) async fn agents(pool: &PgPool) -> Result<Vec<AgentSummary>> {
         .fetch_all(pool)
         .await
         .map_err(db_error)?;
+    let usage: HashMap<String, Usage> = usage_totals(pool, UsageBy::Agent).await?.into_iter().collect();
     let mut out = Vec::with_capacity(defs.len());
     for raw in defs {
         let def: AgentDef = serde_json::from_str(&raw)?;
         let queued = counts.get(&(def.name.clone(), "queued".into())).copied().unwrap_or(0);
         let running = counts.get(&(def.name.clone(), "running".into())).copied().unwrap_or(0);
-        out.push(AgentSummary { def, queued, running });
+        let usage = usage.get(&def.name).copied().unwrap_or_default();
+        out.push(AgentSummary { def, queued, running, usage, breaker: BreakerState::Closed });
     }
     Ok(out)
+}
+
+pub(super) async fn usage_totals(pool: &PgPool, by: UsageBy) -> Result<Vec<(String, Usage)>> {
+    let col = match by {
+        UsageBy::Agent => "agent",
+        UsageBy::Tenant => "tenant",
+    };
+    let sql = format!(
+        "SELECT {col}, coalesce(sum((usage->>'input_tokens')::int8), 0)::int8, \
+         coalesce(sum((usage->>'output_tokens')::int8), 0)::int8, coalesce(sum((usage->>'cost_usd')::float8), 0) \
+         FROM tasks WHERE usage IS NOT NULL GROUP BY {col} ORDER BY {col}"
+    );
+    let rows: Vec<(String, i64, i64, f64)> = sqlx::query_as(&sql).fetch_all(pool).await.map_err(db_error)?;
+    Ok(rows
+        .into_iter()
+        .map(|(k, i, o, c)| (k, Usage { input_tokens: i as u64, output_tokens: o as u64, cost_usd: c }))
+        .filter(|(_, u)| !u.is_zero())
+        .collect())
+}
+
+pub(super) async fn global_events(
+    pool: &PgPool,
+    kinds: &[EventKind],
+    tenant: Option<&str>,
+    after: u64,
+    n: usize,
+) -> Result<Vec<Event>> {
+    let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+    let sql = format!(
+        "SELECT {EVENT_COLS} FROM events WHERE task_id IS NULL AND kind = ANY($1::text[]) AND pos > $2 \
+         AND ($4::text IS NULL OR tenant = $4 OR tenant IS NULL) ORDER BY pos LIMIT $3"
+    );
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let rows = sqlx::query(&sql)
+        .bind(kinds)
+        .bind(after)
+        .bind(limit(n))
+        .bind(tenant)
+        .fetch_all(pool)
+        .await
+        .map_err(db_error)?;
+    rows.iter().map(event_row).collect()
+}
+
+pub(super) async fn get_session(pool: &PgPool, id: &str) -> Result<Option<Session>> {
+    let row: Option<(String, String, String, String, i64)> =
+        sqlx::query_as("SELECT id, tenant, agent, metadata::text, created_at FROM sessions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_error)?;
+    match row {
+        None => Ok(None),
+        Some((id, tenant, agent, metadata, created_at)) => Ok(Some(Session {
+            id,
+            tenant,
+            agent,
+            metadata: serde_json::from_str(&metadata)?,
+            created_at: Micros(created_at),
+        })),
+    }
+}
+
+pub(super) async fn create_session(pool: &PgPool, s: &Session) -> Result<()> {
+    let known: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM agents WHERE name = $1").bind(&s.agent).fetch_optional(pool).await.map_err(db_error)?;
+    if known.is_none() {
+        return Err(smith_core::Error::unprocessable(format!("unknown agent {:?}", s.agent)).into());
+    }
+    let done = sqlx::query(
+        "INSERT INTO sessions (id, tenant, agent, metadata, created_at) VALUES ($1, $2, $3, $4::json, $5) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&s.id)
+    .bind(&s.tenant)
+    .bind(&s.agent)
+    .bind(s.metadata.to_string())
+    .bind(s.created_at.0)
+    .execute(pool)
+    .await
+    .map_err(db_error)?;
+    if done.rows_affected() == 0 {
+        return Err(smith_core::Error::new(smith_core::Code::Conflict, format!("session {} already exists", s.id)).into());
+    }
+    Ok(())
 }
 
 pub(super) async fn nodes(pool: &PgPool) -> Result<Vec<Node>> {

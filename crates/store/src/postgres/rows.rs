@@ -11,7 +11,8 @@ use sqlx::Row;
 pub(super) const TASK_COLS: &str = "seq, id::text AS id, tenant, agent, input::text AS input, status, priority, \
     timeout_ms, max_attempts, attempt, idempotency_key, session_id, metadata::text AS metadata, \
     result::text AS result, error::text AS error, usage::text AS usage, cancel_requested, created_at, started_at, \
-    finished_at, worker, released, backoff_ms, backoff_max_ms, last_seq, lease_until, run_at";
+    finished_at, worker, released, backoff_ms, backoff_max_ms, last_seq, lease_until, run_at, \
+    parent_id::text AS parent_id, budget::text AS budget";
 
 pub(super) const EVENT_COLS: &str = "pos, task_id::text AS task_id, seq, kind, agent, attempt, at, data::text AS data";
 
@@ -90,6 +91,10 @@ pub(super) fn task_row(r: &PgRow) -> Result<TaskRow> {
         started_at: get::<Option<i64>>(r, "started_at")?.map(Micros),
         finished_at: get::<Option<i64>>(r, "finished_at")?.map(Micros),
         worker: get(r, "worker")?,
+        parent_id: get::<Option<String>>(r, "parent_id")?
+            .map(|s| s.parse::<TaskId>().map_err(|e| Error::Backend(e.to_string())))
+            .transpose()?,
+        budget: opt_json(r, "budget")?.unwrap_or_default(),
     };
     Ok(TaskRow {
         task,
@@ -192,6 +197,20 @@ impl EventBuf {
         self.at.push(at.0);
         self.data.push(data.to_string());
         Event { task_id: task.map(|t| t.id), seq, kind, at, data, agent: task.map(|t| t.agent.clone()), attempt, pos }
+    }
+
+    /// Queues an event outside every task's log (a discovery, a message, a fleet event).
+    pub fn push_global(&mut self, e: &crate::GlobalEvent, at: Micros) -> Event {
+        let pos = self.len() as u64;
+        self.task_id.push(None);
+        self.seq.push(0);
+        self.kind.push(e.kind.as_str());
+        self.agent.push(e.agent.clone());
+        self.tenant.push(e.tenant.clone());
+        self.attempt.push(0);
+        self.at.push(at.0);
+        self.data.push(e.data.to_string());
+        Event { task_id: None, seq: 0, kind: e.kind, at, data: e.data.clone(), agent: e.agent.clone(), attempt: 0, pos }
     }
 }
 

@@ -30,7 +30,6 @@
 use super::phases::{self, Ctx};
 use super::rows::{EventBuf, Positions};
 use crate::{Change, ClaimRequest, Claimed, Error, Held, Result, Submitted};
-use serde_json::Value;
 use smith_core::{AgentDef, Event, EventDraft, Micros, NewTask, Node, NodeStatus, Outcome, TaskId};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
@@ -104,7 +103,7 @@ pub(super) enum Op {
     Release(Job<ReleaseJob, Vec<Change>>),
     Reap(Job<ReapJob, Vec<Change>>),
     Cancel(Job<TaskId, Change>),
-    System(Job<Value, Event>),
+    Global(Job<crate::GlobalEvent, Event>),
     PutAgents(Job<Vec<AgentDef>, ()>),
     Heartbeat(Job<Node, ()>),
     SetNodeStatus(Job<(String, NodeStatus), ()>),
@@ -170,7 +169,7 @@ impl Op {
             Op::Release(j) => j,
             Op::Reap(j) => j,
             Op::Cancel(j) => j,
-            Op::System(j) => j,
+            Op::Global(j) => j,
             Op::PutAgents(j) => j,
             Op::Heartbeat(j) => j,
             Op::SetNodeStatus(j) => j,

@@ -9,20 +9,23 @@
 mod ops;
 
 use crate::{
-    AgentSummary, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, Held, OpenOptions, QueueStats, Result,
-    Store, Submitted, TaskPage, TaskQuery,
+    AgentSummary, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, Held, OpenOptions,
+    QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, UsageBy,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
-use serde_json::Value;
-use smith_core::{AgentDef, Event, EventDraft, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId};
+use smith_core::{AgentDef, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 const MIGRATIONS: &[&str] =
-    &[include_str!("../../migrations/sqlite/0001_init.sql"), include_str!("../../migrations/sqlite/0002_leader.sql")];
+    &[
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+        include_str!("../../migrations/sqlite/0002_leader.sql"),
+        include_str!("../../migrations/sqlite/0003_collaboration.sql"),
+    ];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;
 /// Writes waiting for the writer at most; callers wait (backpressure) beyond that.
@@ -343,8 +346,33 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn append_system(&self, data: Value) -> Result<Event> {
-        self.write(move |c| ops::append_system(c, &data, Micros::now())).await
+    async fn append_global(&self, event: GlobalEvent) -> Result<Event> {
+        self.write(move |c| ops::append_global(c, &event, Micros::now())).await
+    }
+
+    async fn global_events(
+        &self,
+        kinds: &[EventKind],
+        tenant: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let (kinds, tenant) = (kinds.to_vec(), tenant.map(str::to_string));
+        self.read(move |c| ops::global_events(c, &kinds, tenant.as_deref(), after, limit)).await
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<()> {
+        let s = session.clone();
+        self.write(move |c| ops::create_session(c, &s)).await
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<Session>> {
+        let id = id.to_string();
+        self.read(move |c| ops::get_session(c, &id)).await
+    }
+
+    async fn usage_totals(&self, by: UsageBy) -> Result<Vec<(String, Usage)>> {
+        self.read(move |c| ops::usage_totals(c, by)).await
     }
 
     async fn put_agents(&self, defs: &[AgentDef]) -> Result<()> {

@@ -2,14 +2,14 @@
 //! (the writer's batch transaction, or a reader).
 
 use crate::{
-    Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, Held, QueueStats, Result, Submitted, TaskPage,
-    TaskQuery,
+    Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, Held, QueueStats, Result, Session,
+    Submitted, TaskPage, TaskQuery, UsageBy,
 };
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{json, Value};
 use smith_core::{
-    task::retry_backoff_ms, AgentDef, AgentSummary, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeRole,
+    task::retry_backoff_ms, AgentDef, BreakerState, AgentSummary, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeRole,
     NodeStatus, Outcome, Task, TaskError, TaskId, TaskStatus, Usage,
 };
 use std::collections::HashMap;
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 const TASK_COLS: &str = "id, tenant, agent, input, status, priority, timeout_ms, max_attempts, attempt, \
     idempotency_key, session_id, metadata, result, error, usage, cancel_requested, created_at, started_at, \
-    finished_at, worker, released, backoff_ms, backoff_max_ms, last_seq, rowid";
+    finished_at, worker, released, backoff_ms, backoff_max_ms, last_seq, rowid, parent_id, budget";
 const EVENT_COLS: &str = "pos, task_id, seq, kind, agent, attempt, at, data";
 
 /// A task row with the bookkeeping columns the API does not show.
@@ -74,6 +74,11 @@ fn task_row(r: &Row) -> rusqlite::Result<TaskRow> {
         started_at: r.get::<_, Option<i64>>(17)?.map(Micros),
         finished_at: r.get::<_, Option<i64>>(18)?.map(Micros),
         worker: r.get(19)?,
+        parent_id: r
+            .get::<_, Option<String>>(25)?
+            .map(|s| s.parse::<TaskId>().map_err(|e| rusqlite::Error::FromSqlConversionFailure(25, Type::Text, Box::new(e))))
+            .transpose()?,
+        budget: opt_json_col(r, 26)?.unwrap_or_default(),
     };
     Ok(TaskRow {
         task,
@@ -178,8 +183,8 @@ pub(super) fn submit(c: &Connection, t: &NewTask, now: Micros) -> Result<Submitt
     let metadata = if t.metadata.is_null() { json!({}) } else { t.metadata.clone() };
     c.prepare_cached(
         "INSERT INTO tasks (id, tenant, agent, input, status, priority, timeout_ms, max_attempts, backoff_ms, \
-         backoff_max_ms, idempotency_key, session_id, metadata, created_at, run_at, last_seq) \
-         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, 1)",
+         backoff_max_ms, idempotency_key, session_id, metadata, created_at, run_at, last_seq, parent_id, budget) \
+         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, 1, ?14, ?15)",
     )?
     .execute(params![
         t.id.to_string(),
@@ -195,6 +200,8 @@ pub(super) fn submit(c: &Connection, t: &NewTask, now: Micros) -> Result<Submitt
         t.session_id,
         metadata.to_string(),
         now.0,
+        t.parent_id.map(|p| p.to_string()),
+        (!t.budget.is_empty()).then(|| serde_json::to_string(&t.budget).expect("budget serializes")),
     ])?;
     let task = Task {
         id: t.id,
@@ -207,6 +214,8 @@ pub(super) fn submit(c: &Connection, t: &NewTask, now: Micros) -> Result<Submitt
         attempt: 0,
         idempotency_key: t.idempotency_key.clone(),
         session_id: t.session_id.clone(),
+        parent_id: t.parent_id,
+        budget: t.budget,
         tenant: t.tenant.clone(),
         metadata,
         result: None,
@@ -250,6 +259,14 @@ pub(super) fn list_tasks(c: &Connection, q: &TaskQuery) -> Result<TaskPage> {
         args.push(Box::new(t.clone()));
         sql.push_str(&format!(" AND tenant = ?{}", args.len()));
     }
+    if let Some(sid) = &q.session_id {
+        args.push(Box::new(sid.clone()));
+        sql.push_str(&format!(" AND session_id = ?{}", args.len()));
+    }
+    if let Some(p) = &q.parent_id {
+        args.push(Box::new(p.to_string()));
+        sql.push_str(&format!(" AND parent_id = ?{}", args.len()));
+    }
     args.push(Box::new((limit + 1) as i64));
     sql.push_str(&format!(" ORDER BY rowid DESC LIMIT ?{}", args.len()));
     let mut stmt = c.prepare_cached(&sql)?;
@@ -277,7 +294,10 @@ pub(super) fn claim(c: &Connection, req: &ClaimRequest, now: Micros) -> Result<V
     let sql = format!(
         "UPDATE tasks SET status = 'running', attempt = attempt + 1, worker = ?1, lease_until = ?2, started_at = ?3, \
          last_seq = last_seq + 1 \
-         WHERE rowid IN (SELECT rowid FROM tasks WHERE status = 'queued' AND agent = ?4 AND run_at <= ?3 \
+         WHERE rowid IN (SELECT rowid FROM tasks t WHERE status = 'queued' AND agent = ?4 AND run_at <= ?3 \
+                         AND (session_id IS NULL OR NOT EXISTS (SELECT 1 FROM tasks p \
+                              WHERE p.session_id = t.session_id AND p.tenant = t.tenant AND p.rowid < t.rowid \
+                              AND p.status IN ('queued', 'running'))) \
                          ORDER BY priority DESC, rowid LIMIT ?5) \
          RETURNING {TASK_COLS}"
     );
@@ -653,8 +673,102 @@ fn feed_in_snapshot(c: &Connection, cursor: u64, filter: &FeedFilter, limit: usi
     Ok(FeedPage { events, cursor: high, more: false })
 }
 
-pub(super) fn append_system(c: &Connection, data: &Value, now: Micros) -> Result<Event> {
-    insert_event(c, None, 0, EventKind::System, 0, now, data.clone())
+pub(super) fn append_global(c: &Connection, e: &GlobalEvent, now: Micros) -> Result<Event> {
+    c.prepare_cached(
+        "INSERT INTO events (task_id, seq, kind, agent, tenant, attempt, at, data) VALUES (NULL, 0, ?1, ?2, ?3, 0, ?4, ?5)",
+    )?
+    .execute(params![e.kind.as_str(), e.agent, e.tenant, now.0, e.data.to_string()])?;
+    Ok(Event {
+        task_id: None,
+        seq: 0,
+        kind: e.kind,
+        at: now,
+        data: e.data.clone(),
+        agent: e.agent.clone(),
+        attempt: 0,
+        pos: c.last_insert_rowid() as u64,
+    })
+}
+
+pub(super) fn global_events(
+    c: &Connection,
+    kinds: &[EventKind],
+    tenant: Option<&str>,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Event>> {
+    if kinds.is_empty() {
+        return Ok(Vec::new());
+    }
+    // kinds come from the closed enum, so quoting them inline is safe
+    let list: Vec<String> = kinds.iter().map(|k| format!("'{}'", k.as_str())).collect();
+    let mut sql = format!(
+        "SELECT {EVENT_COLS} FROM events WHERE task_id IS NULL AND kind IN ({}) AND pos > ?1",
+        list.join(",")
+    );
+    if tenant.is_some() {
+        sql.push_str(" AND (tenant = ?3 OR tenant IS NULL)");
+    }
+    sql.push_str(" ORDER BY pos LIMIT ?2");
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = match tenant {
+        Some(t) => stmt.query_map(params![after as i64, limit as i64, t], event_row)?.collect::<rusqlite::Result<_>>()?,
+        None => stmt.query_map(params![after as i64, limit as i64], event_row)?.collect::<rusqlite::Result<_>>()?,
+    };
+    Ok(rows)
+}
+
+pub(super) fn create_session(c: &Connection, s: &Session) -> Result<()> {
+    if agent_def(c, &s.agent)?.is_none() {
+        return Err(smith_core::Error::unprocessable(format!("unknown agent {:?}", s.agent)).into());
+    }
+    let n = c
+        .prepare_cached(
+            "INSERT INTO sessions (id, tenant, agent, metadata, created_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (id) DO NOTHING",
+        )?
+        .execute(params![s.id, s.tenant, s.agent, s.metadata.to_string(), s.created_at.0])?;
+    if n == 0 {
+        return Err(smith_core::Error::new(smith_core::Code::Conflict, format!("session {} already exists", s.id)).into());
+    }
+    Ok(())
+}
+
+pub(super) fn get_session(c: &Connection, id: &str) -> Result<Option<Session>> {
+    Ok(c.prepare_cached("SELECT id, tenant, agent, metadata, created_at FROM sessions WHERE id = ?1")?
+        .query_row([id], |r| {
+            Ok(Session {
+                id: r.get(0)?,
+                tenant: r.get(1)?,
+                agent: r.get(2)?,
+                metadata: json_col(r, 3)?,
+                created_at: Micros(r.get(4)?),
+            })
+        })
+        .optional()?)
+}
+
+pub(super) fn usage_totals(c: &Connection, by: UsageBy) -> Result<Vec<(String, Usage)>> {
+    let col = match by {
+        UsageBy::Agent => "agent",
+        UsageBy::Tenant => "tenant",
+    };
+    let sql = format!(
+        "SELECT {col}, sum(json_extract(usage, '$.input_tokens')), sum(json_extract(usage, '$.output_tokens')), \
+         sum(json_extract(usage, '$.cost_usd')) FROM tasks WHERE usage IS NOT NULL GROUP BY {col} ORDER BY {col}"
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            Usage {
+                input_tokens: r.get::<_, Option<i64>>(1)?.unwrap_or(0) as u64,
+                output_tokens: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
+                cost_usd: r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
+            },
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.into_iter().filter(|(_, u)| !u.is_zero()).collect())
 }
 
 /// Upserts the given definitions, and the built-ins unless a definition overrides one.
@@ -685,6 +799,7 @@ pub(super) fn agents(c: &Connection) -> Result<Vec<AgentSummary>> {
             counts.insert((a, s), n as u64);
         }
     }
+    let usage: HashMap<String, Usage> = usage_totals(c, UsageBy::Agent)?.into_iter().collect();
     let mut stmt = c.prepare_cached("SELECT definition FROM agents ORDER BY name")?;
     let defs = stmt.query_map([], |r| r.get::<_, String>(0))?;
     let mut out = Vec::new();
@@ -692,7 +807,8 @@ pub(super) fn agents(c: &Connection) -> Result<Vec<AgentSummary>> {
         let def = serde_json::from_str::<AgentDef>(&d?)?;
         let queued = counts.get(&(def.name.clone(), "queued".into())).copied().unwrap_or(0);
         let running = counts.get(&(def.name.clone(), "running".into())).copied().unwrap_or(0);
-        out.push(AgentSummary { def, queued, running });
+        let usage = usage.get(&def.name).copied().unwrap_or_default();
+        out.push(AgentSummary { def, queued, running, usage, breaker: BreakerState::Closed });
     }
     Ok(out)
 }

@@ -1,0 +1,14 @@
+-- Sub-tasks, budgets, sessions, and events outside task logs (discoveries, messages).
+ALTER TABLE tasks ADD COLUMN parent_id TEXT;
+ALTER TABLE tasks ADD COLUMN budget TEXT;
+CREATE INDEX tasks_parent ON tasks (parent_id, rowid) WHERE parent_id IS NOT NULL;
+-- Claims check for an earlier unfinished turn of the same session through this one.
+CREATE INDEX tasks_session ON tasks (session_id, rowid) WHERE session_id IS NOT NULL;
+CREATE INDEX events_global ON events (kind, pos) WHERE task_id IS NULL;
+CREATE TABLE sessions (
+    id         TEXT PRIMARY KEY,
+    tenant     TEXT NOT NULL,
+    agent      TEXT NOT NULL,
+    metadata   TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
