@@ -16,6 +16,7 @@ use smith_core::{InputMode, Usage};
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
@@ -177,6 +178,151 @@ fn expand(arg: &str, input: &str, ctx: &RunContext) -> String {
         .replace("{agent}", &ctx.task.agent)
 }
 
+/// Receives a process's stdout, one line (or [`MAX_LINE`] chunk) at a time, without its newline.
+#[async_trait]
+pub trait LineSink: Send {
+    /// Returns false to stop reading (nobody listens any more: the attempt lost its lease).
+    async fn line(&mut self, line: &[u8]) -> bool;
+}
+
+/// Why a group run ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// The cancel token fired (cancel, timeout, budget, drain: the worker knows which).
+    Cancelled,
+    /// Nothing on stdout for the stall timeout: the process was presumed hung and killed.
+    Stalled,
+}
+
+/// How a process group's run ended.
+#[derive(Debug)]
+pub struct GroupExit {
+    pub status: std::io::Result<std::process::ExitStatus>,
+    pub stopped: Option<Stopped>,
+    /// The last [`STDERR_TAIL`] bytes of stderr.
+    pub stderr_tail: String,
+}
+
+impl GroupExit {
+    /// "exit code 3" / "killed by signal 9".
+    pub fn how(&self) -> String {
+        match &self.status {
+            Ok(status) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(status)) {
+                (Some(code), _) => format!("exit code {code}"),
+                (None, Some(sig)) => format!("killed by signal {sig}"),
+                _ => "ended abnormally".to_string(),
+            },
+            Err(e) => format!("could not be waited for: {e}"),
+        }
+    }
+
+    pub fn success(&self) -> bool {
+        self.status.as_ref().is_ok_and(|s| s.success())
+    }
+}
+
+/// Runs `cmd` as the leader of a new process group: feeds `stdin`, hands stdout to `sink`
+/// line by line, keeps stderr's tail, and stops on cancel or when stdout stays silent for
+/// `stall`. The group is torn down and reaped before this returns, whatever happened.
+pub async fn run_group(
+    mut cmd: Command,
+    stdin: Option<Vec<u8>>,
+    cancel: &tokio_util::sync::CancellationToken,
+    kill_grace: Duration,
+    stall: Option<Duration>,
+    sink: &mut dyn LineSink,
+) -> std::io::Result<GroupExit> {
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let pid = child.id().map(|p| p as i32).unwrap_or(0);
+    register(pid);
+    let mut guard = GroupGuard { pgid: pid, armed: true };
+
+    if let (Some(mut pipe), Some(bytes)) = (child.stdin.take(), stdin) {
+        // a child that never reads stdin must not block us: write in the background
+        tokio::spawn(async move {
+            let _ = pipe.write_all(&bytes).await;
+            let _ = pipe.shutdown().await;
+        });
+    }
+    let stdout = child.stdout.take().expect("stdout piped");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let stderr_task = tokio::spawn(read_tail(stderr));
+    let started = tokio::time::Instant::now();
+    // milliseconds since `started` of the last stdout read: the stall clock
+    let activity = AtomicU64::new(0);
+
+    let (status, stopped) = {
+        let reading = read_lines(stdout, sink, &activity, started);
+        tokio::pin!(reading);
+        let mut read_done = false;
+        let mut stopped = None;
+        let far = started + Duration::from_secs(365 * 24 * 3600);
+        let status = loop {
+            let stall_at =
+                stall.map(|d| started + Duration::from_millis(activity.load(Ordering::Relaxed)) + d).unwrap_or(far);
+            tokio::select! {
+                status = child.wait() => break status,
+                () = &mut reading, if !read_done => read_done = true,
+                () = cancel.cancelled() => {
+                    stopped = Some(Stopped::Cancelled);
+                    break terminate(pid, &mut child, kill_grace).await;
+                }
+                _ = tokio::time::sleep_until(stall_at), if stall.is_some() && !read_done => {
+                    let quiet = started.elapsed().saturating_sub(Duration::from_millis(activity.load(Ordering::Relaxed)));
+                    if stall.is_some_and(|d| quiet >= d) {
+                        tracing::warn!(pid, quiet_ms = quiet.as_millis() as u64, "agent process stalled; killing its group");
+                        stopped = Some(Stopped::Stalled);
+                        break terminate(pid, &mut child, kill_grace).await;
+                    }
+                }
+            }
+        };
+        // The main process is gone; whatever it left in its group goes too. Only then can
+        // stdout reach its end, since a background child may still hold it open.
+        teardown_group(pid, kill_grace).await;
+        if !read_done && stopped.is_none() {
+            reading.await;
+        }
+        (status, stopped)
+    };
+    unregister(pid);
+    guard.armed = false;
+    reap_orphans();
+    let stderr_tail = stderr_task.await.unwrap_or_default();
+    Ok(GroupExit { status, stopped, stderr_tail })
+}
+
+/// stdout as `output` events, and the first `max_result` bytes as the result.
+struct OutputSink<'a> {
+    ctx: &'a RunContext,
+    max_result: usize,
+    result: Vec<u8>,
+    truncated: bool,
+}
+
+#[async_trait]
+impl LineSink for OutputSink<'_> {
+    async fn line(&mut self, line: &[u8]) -> bool {
+        let room = self.max_result.saturating_sub(self.result.len());
+        // the result keeps the newlines between lines
+        let sep = usize::from(!self.result.is_empty());
+        if line.len() + sep > room {
+            self.truncated = true;
+        }
+        if sep == 1 && room > 0 {
+            self.result.push(b'\n');
+        }
+        let n = room.saturating_sub(sep).min(line.len());
+        self.result.extend_from_slice(&line[..n]);
+        self.ctx.events.output(String::from_utf8_lossy(line).into_owned()).await
+    }
+}
+
 #[async_trait]
 impl Executor for Process {
     async fn run(&self, ctx: RunContext) -> RunResult {
@@ -192,88 +338,44 @@ impl Executor for Process {
         if def.input == InputMode::Arg {
             cmd.arg(&input);
         }
-        if let Some(dir) = &def.cwd {
+        if let Some(dir) = def.cwd.as_ref().map(PathBuf::from).or_else(|| ctx.workdir.clone()) {
             cmd.current_dir(dir);
         }
         cmd.envs(&def.env)
             .env("SMITH_TASK_ID", ctx.task.id.to_string())
             .env("SMITH_ATTEMPT", ctx.task.attempt.to_string())
-            .env("SMITH_AGENT", &ctx.task.agent)
-            .stdin(if def.input == InputMode::Stdin { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
+            .env("SMITH_AGENT", &ctx.task.agent);
+        let stdin = (def.input == InputMode::Stdin).then(|| input.clone().into_bytes());
+        let mut sink = OutputSink { ctx: &ctx, max_result: def.max_result_bytes, result: Vec::new(), truncated: false };
+        let exit = match run_group(cmd, stdin, &ctx.cancel, def.kill_grace, def.stall_timeout, &mut sink).await {
+            Ok(exit) => exit,
             Err(e) => return Err(Failure::new("spawn_failed", format!("cannot start {program:?}: {e}"), false)),
         };
-        let pid = child.id().map(|p| p as i32).unwrap_or(0);
-        register(pid);
-        let mut guard = GroupGuard { pgid: pid, armed: true };
-
-        if let Some(mut stdin) = child.stdin.take() {
-            let bytes = input.clone().into_bytes();
-            // a child that never reads stdin must not block us: write in the background
-            tokio::spawn(async move {
-                let _ = stdin.write_all(&bytes).await;
-                let _ = stdin.shutdown().await;
-            });
-        }
-        let stdout = child.stdout.take().expect("stdout piped");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let stderr_task = tokio::spawn(read_tail(stderr));
-        let out = read_stdout(stdout, &ctx, def.max_result_bytes);
-
-        let mut cancelled = false;
-        let reading = out.collect_into();
-        tokio::pin!(reading);
-        let mut read_done = false;
-        let status = loop {
-            tokio::select! {
-                status = child.wait() => break status,
-                () = &mut reading, if !read_done => read_done = true,
-                () = ctx.cancel.cancelled() => {
-                    cancelled = true;
-                    break terminate(pid, &mut child, def.kill_grace).await;
-                }
+        match exit.stopped {
+            Some(Stopped::Cancelled) => return Err(Failure::new("cancelled", "stopped", false)),
+            Some(Stopped::Stalled) => {
+                let quiet = def.stall_timeout.unwrap_or_default();
+                return Err(Failure::new(
+                    crate::STALLED,
+                    format!("{program} wrote nothing for {quiet:?}; killed"),
+                    true,
+                ));
             }
-        };
-        // The main process is gone; whatever it left in its group goes too. Only then can
-        // stdout reach its end, since a background child may still hold it open.
-        teardown_group(pid, def.kill_grace).await;
-        if !read_done && !cancelled {
-            reading.await;
+            None => {}
         }
-        unregister(pid);
-        guard.armed = false;
-        reap_orphans();
-        let stderr_tail = stderr_task.await.unwrap_or_default();
-
-        if cancelled {
-            return Err(Failure::new("cancelled", "stopped", false));
+        if let Err(e) = &exit.status {
+            return Err(Failure::new("wait_failed", format!("waiting for {program:?}: {e}"), true));
         }
-        let (result, truncated) = out.take_result();
-        let status = match status {
-            Ok(s) => s,
-            Err(e) => return Err(Failure::new("wait_failed", format!("waiting for {program:?}: {e}"), true)),
-        };
-        if status.success() {
-            let mut result = Value::String(result);
-            if truncated {
-                result = serde_json::json!({"stdout": result, "truncated": true});
-            }
+        if exit.success() {
+            let text = Value::String(String::from_utf8_lossy(&sink.result).into_owned());
+            let result = if sink.truncated { serde_json::json!({"stdout": text, "truncated": true}) } else { text };
             return Ok(Success { result, usage: Usage::default() });
         }
-        let how = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
-            (Some(code), _) => format!("exit code {code}"),
-            (None, Some(sig)) => format!("killed by signal {sig}"),
-            _ => "ended abnormally".to_string(),
-        };
-        let message = if stderr_tail.trim().is_empty() {
+        let how = exit.how();
+        let message = if exit.stderr_tail.trim().is_empty() {
             format!("{program} failed with {how}")
         } else {
-            format!("{program} failed with {how}: {}", stderr_tail.trim_end())
+            format!("{program} failed with {how}: {}", exit.stderr_tail.trim_end())
         };
         Err(Failure::new("exit_status", message, true))
     }
@@ -337,78 +439,43 @@ async fn read_tail(stderr: impl AsyncRead + Unpin) -> String {
     String::from_utf8_lossy(tail.make_contiguous()).into_owned()
 }
 
-/// Reads stdout line by line into events and the (bounded) result.
-struct StdoutReader<'a, R> {
-    reader: tokio::sync::Mutex<Option<BufReader<R>>>,
-    ctx: &'a RunContext,
-    max_result: usize,
-    result: Mutex<(Vec<u8>, bool)>,
-}
-
-fn read_stdout<R: AsyncRead + Unpin + Send>(stdout: R, ctx: &RunContext, max_result: usize) -> StdoutReader<'_, R> {
-    StdoutReader {
-        reader: tokio::sync::Mutex::new(Some(BufReader::with_capacity(64 * 1024, stdout))),
-        ctx,
-        max_result,
-        result: Mutex::new((Vec::new(), false)),
-    }
-}
-
-impl<R: AsyncRead + Unpin + Send> StdoutReader<'_, R> {
-    async fn collect_into(&self) {
-        let Some(mut reader) = self.reader.lock().await.take() else { return };
-        let mut line: Vec<u8> = Vec::new();
-        loop {
-            let buf = match reader.fill_buf().await {
-                Ok(b) if !b.is_empty() => b,
-                _ => break,
-            };
-            let room = MAX_LINE - line.len();
-            let (take, complete) = match memchr(&buf[..buf.len().min(room)]) {
-                Some(i) => (i + 1, true),
-                None => (buf.len().min(room), false),
-            };
-            line.extend_from_slice(&buf[..take]);
-            reader.consume(take);
-            if (complete || line.len() >= MAX_LINE) && !self.flush(&mut line).await {
+/// Reads stdout line by line (lines past [`MAX_LINE`] in chunks) into `sink`, marking activity.
+async fn read_lines<R: AsyncRead + Unpin + Send>(
+    stdout: R,
+    sink: &mut dyn LineSink,
+    activity: &AtomicU64,
+    started: tokio::time::Instant,
+) {
+    let mut reader = BufReader::with_capacity(64 * 1024, stdout);
+    let mut line: Vec<u8> = Vec::new();
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok(b) if !b.is_empty() => b,
+            _ => break,
+        };
+        activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let room = MAX_LINE - line.len();
+        let (take, complete) = match memchr(&buf[..buf.len().min(room)]) {
+            Some(i) => (i + 1, true),
+            None => (buf.len().min(room), false),
+        };
+        line.extend_from_slice(&buf[..take]);
+        reader.consume(take);
+        if complete || line.len() >= MAX_LINE {
+            if !sink.line(trim_newline(&line)).await {
                 return;
             }
-        }
-        if !line.is_empty() {
-            self.flush(&mut line).await;
+            line.clear();
         }
     }
+    if !line.is_empty() {
+        sink.line(trim_newline(&line)).await;
+    }
+}
 
-    /// Sends one line (or chunk) as an event and keeps it for the result.
-    async fn flush(&self, line: &mut Vec<u8>) -> bool {
-        {
-            let mut r = self.result.lock().expect("result lock");
-            let room = self.max_result.saturating_sub(r.0.len());
-            if line.len() > room {
-                r.1 = true;
-            }
-            let n = room.min(line.len());
-            r.0.extend_from_slice(&line[..n]);
-        }
-        if line.last() == Some(&b'\n') {
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-        }
-        let text = String::from_utf8_lossy(line).into_owned();
-        line.clear();
-        self.ctx.events.output(text).await
-    }
-
-    fn take_result(&self) -> (String, bool) {
-        let mut r = self.result.lock().expect("result lock");
-        let mut bytes = std::mem::take(&mut r.0);
-        if bytes.last() == Some(&b'\n') {
-            bytes.pop();
-        }
-        (String::from_utf8_lossy(&bytes).into_owned(), r.1)
-    }
+fn trim_newline(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 fn memchr(buf: &[u8]) -> Option<usize> {

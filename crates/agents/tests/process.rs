@@ -116,8 +116,7 @@ async fn cancel_kills_the_whole_tree() {
     let cancel = CancellationToken::new();
     let (tx, mut rx) = mpsc::channel(16);
     let exec = executor_for(&d);
-    let ctx =
-        RunContext::new(task(json!(null)), Arc::new(d), Emitter::new(tx), cancel.clone());
+    let ctx = RunContext::new(task(json!(null)), Arc::new(d), Emitter::new(tx), cancel.clone());
     let handle = tokio::spawn(async move { exec.run(ctx).await });
     let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
     let pgid: i32 = first.data.as_str().unwrap().trim().parse().unwrap();

@@ -87,7 +87,10 @@ impl Budget {
                 (a, b) => a.or(b),
             }
         }
-        Budget { max_tokens: min(self.max_tokens, other.max_tokens), max_cost_usd: min(self.max_cost_usd, other.max_cost_usd) }
+        Budget {
+            max_tokens: min(self.max_tokens, other.max_tokens),
+            max_cost_usd: min(self.max_cost_usd, other.max_cost_usd),
+        }
     }
 
     /// Which limit `usage` crosses, as a message; `None` while within budget.
@@ -347,11 +350,17 @@ impl AgentDef {
             }
         }
         if let Some(p) = &self.pricing {
-            if !(p.input_per_mtok.is_finite() && p.input_per_mtok >= 0.0 && p.output_per_mtok.is_finite() && p.output_per_mtok >= 0.0) {
+            if !(p.input_per_mtok.is_finite()
+                && p.input_per_mtok >= 0.0
+                && p.output_per_mtok.is_finite()
+                && p.output_per_mtok >= 0.0)
+            {
                 return what("pricing must be non-negative numbers".into());
             }
         }
-        self.budget.validate("budget").map_err(|e| Error::unprocessable(format!("agent {:?}: {}", self.name, e.message)))?;
+        self.budget
+            .validate("budget")
+            .map_err(|e| Error::unprocessable(format!("agent {:?}: {}", self.name, e.message)))?;
         let llm_only = [
             ("model", self.model.is_some()),
             ("system_prompt", self.system_prompt.is_some()),

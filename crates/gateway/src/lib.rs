@@ -5,8 +5,10 @@
 
 mod error;
 mod hub;
+mod mcp;
 pub mod metrics;
 mod routes;
+mod sessions;
 mod stream;
 
 pub use error::{status_of, ApiError};

@@ -6,6 +6,8 @@ pub const TASKS_SUBMITTED: &str = "smith_tasks_submitted_total";
 pub const SSE_CONNECTIONS: &str = "smith_sse_connections";
 pub const SSE_SLOW_READERS: &str = "smith_sse_slow_readers_cut_total";
 pub const SSE_LAGGED: &str = "smith_sse_lagged_total";
+pub const MCP_TOOL_CALLS: &str = "smith_mcp_tool_calls_total";
+pub const DISCOVERIES: &str = "smith_discoveries_total";
 
 pub fn describe() {
     metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests, by route and status");
@@ -14,6 +16,17 @@ pub fn describe() {
     metrics::describe_gauge!(SSE_CONNECTIONS, "Open SSE streams, by kind");
     metrics::describe_counter!(SSE_SLOW_READERS, "SSE readers cut off for not reading");
     metrics::describe_counter!(SSE_LAGGED, "SSE streams that fell behind the live feed and re-read the store");
+    metrics::describe_counter!(MCP_TOOL_CALLS, "Platform MCP tool calls, by tool and outcome");
+    metrics::describe_counter!(DISCOVERIES, "Discoveries shared by agents, by agent");
+}
+
+pub(crate) fn tool_call(tool: &str, ok: bool) {
+    let outcome = if ok { "ok" } else { "error" };
+    metrics::counter!(MCP_TOOL_CALLS, "tool" => tool.to_string(), "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn discovery(agent: &str) {
+    metrics::counter!(DISCOVERIES, "agent" => agent.to_string()).increment(1);
 }
 
 pub(crate) fn submitted(agent: &str) {

@@ -10,8 +10,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use smith_core::{Budget, Code, EventKind, NewTask, TaskId, TaskStatus, DEFAULT_TENANT};
-use smith_store::{FeedFilter, TaskQuery};
+use smith_core::{
+    BreakerState, Budget, Code, EventKind, NewTask, NodeRole, NodeStatus, TaskId, TaskStatus, DEFAULT_TENANT,
+};
+use smith_store::{FeedFilter, TaskQuery, UsageBy};
 use std::sync::Arc;
 
 const OPENAPI: &str = include_str!("openapi.json");
@@ -23,6 +25,11 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/tasks/{id}/cancel", post(cancel))
         .route("/v1/tasks/{id}/events", get(task_events))
         .route("/v1/events", get(feed))
+        .route("/v1/sessions", post(crate::sessions::start))
+        .route("/v1/sessions/{id}", get(crate::sessions::show))
+        .route("/v1/sessions/{id}/turns", post(crate::sessions::add_turn))
+        .route("/v1/usage", get(usage))
+        .route("/mcp", post(crate::mcp::post).get(crate::mcp::get))
         .route("/v1/agents", get(agents))
         .route("/v1/nodes", get(nodes))
         .route("/healthz", get(healthz))
@@ -217,8 +224,44 @@ async fn feed(
 }
 
 async fn agents(State(s): State<Arc<AppState>>) -> ApiResult<Response> {
-    let items = s.store.agents().await?;
+    let mut items = s.store.agents().await?;
+    // Breakers live in the workers, which report them with their heartbeats.
+    let nodes = s.store.nodes().await?;
+    for item in items.iter_mut() {
+        for n in nodes.iter().filter(|n| n.role == NodeRole::Worker && n.status == NodeStatus::Alive) {
+            let state = match n.load["breakers"][&item.def.name].as_str() {
+                Some("open") => BreakerState::Open,
+                Some("half_open") => BreakerState::HalfOpen,
+                _ => continue,
+            };
+            if item.breaker != BreakerState::Open {
+                item.breaker = state;
+            }
+        }
+    }
     Ok(Json(json!({"items": items})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageParams {
+    by: Option<String>,
+}
+
+/// Token and cost totals by agent (default) or by tenant.
+async fn usage(State(s): State<Arc<AppState>>, QueryParams(p): QueryParams<UsageParams>) -> ApiResult<Response> {
+    let by = match p.by.as_deref() {
+        None | Some("agent") => UsageBy::Agent,
+        Some("tenant") => UsageBy::Tenant,
+        Some(other) => return Err(ApiError::invalid(format!("by must be agent or tenant, got {other:?}"))),
+    };
+    let totals = s.store.usage_totals(by).await?;
+    let items: Vec<Value> = totals
+        .into_iter()
+        .map(|(key, u)| json!({"key": key, "input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "cost_usd": u.cost_usd}))
+        .collect();
+    let by = if by == UsageBy::Agent { "agent" } else { "tenant" };
+    Ok(Json(json!({"by": by, "items": items})).into_response())
 }
 
 async fn nodes(State(s): State<Arc<AppState>>) -> ApiResult<Response> {

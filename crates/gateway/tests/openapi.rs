@@ -290,6 +290,8 @@ fn schemas_match_the_domain_types() {
         attempt: 0,
         idempotency_key: None,
         session_id: None,
+        parent_id: None,
+        budget: Default::default(),
         tenant: "default".into(),
         metadata: json!({}),
         result: None,
@@ -384,7 +386,13 @@ fn schemas_match_the_domain_types() {
     def.env.insert("K".into(), "V".into());
     for def in [AgentDef::new("echo", ExecutorKind::Echo), def] {
         assert_shape(&doc, "AgentDef", &serde_json::to_value(&def).unwrap());
-        let summary = AgentSummary { def, queued: 2, running: 1 };
+        let summary = AgentSummary {
+            def,
+            queued: 2,
+            running: 1,
+            usage: Default::default(),
+            breaker: smith_core::BreakerState::Closed,
+        };
         assert_shape(&doc, "AgentSummary", &serde_json::to_value(&summary).unwrap());
     }
 

@@ -374,6 +374,114 @@ fn urlencode(s: &str) -> String {
     out
 }
 
+#[derive(clap::Subcommand)]
+pub enum SessionCommand {
+    /// Start a session with an agent; with --input, its first turn too (followed unless --no-follow).
+    Start {
+        agent: String,
+        #[arg(long)]
+        input: Option<String>,
+        /// Do not follow the first turn's events.
+        #[arg(long)]
+        no_follow: bool,
+    },
+    /// Add a turn to a session and follow it to its end (exit code as `task submit --follow`).
+    Say {
+        session: String,
+        input: String,
+        #[arg(long)]
+        no_follow: bool,
+    },
+    /// Show a session and its turns.
+    Show { session: String },
+}
+
+/// Text as the JSON it spells, or as a string when it is not JSON.
+fn input_value(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_string()))
+}
+
+pub async fn session(cmd: SessionCommand, opts: ClientOpts) -> Result<ExitCode> {
+    let c = Client::new(&opts)?;
+    let follow_turn = |turn: Value| {
+        let c = &c;
+        async move {
+            let id = turn["id"].as_str().ok_or_else(|| anyhow!("no turn id in the answer"))?.to_string();
+            if !opts.json {
+                eprintln!("turn {id}");
+            }
+            let status = c.follow(&id, 0, |k, d| print_event(opts.json, k, d)).await?;
+            Ok::<_, anyhow::Error>(exit_code_for(&status))
+        }
+    };
+    match cmd {
+        SessionCommand::Start { agent, input, no_follow } => {
+            let mut body = json!({"agent": agent});
+            if let Some(i) = &input {
+                body["input"] = input_value(i);
+            }
+            let session = c.post("/v1/sessions", &body).await?;
+            let id = session["id"].as_str().unwrap_or("").to_string();
+            if opts.json {
+                print_value(true, &session);
+            } else {
+                println!("{id}");
+            }
+            match session["turns"].as_array().and_then(|t| t.first()).cloned() {
+                Some(turn) if !no_follow => follow_turn(turn).await,
+                _ => Ok(ExitCode::SUCCESS),
+            }
+        }
+        SessionCommand::Say { session, input, no_follow } => {
+            let turn = c
+                .post(&format!("/v1/sessions/{}/turns", urlencode(&session)), &json!({"input": input_value(&input)}))
+                .await?;
+            if no_follow {
+                if opts.json {
+                    print_value(true, &turn);
+                } else {
+                    println!("{}", turn["id"].as_str().unwrap_or(""));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            follow_turn(turn).await
+        }
+        SessionCommand::Show { session } => {
+            let s = c.get(&format!("/v1/sessions/{}", urlencode(&session))).await?;
+            if opts.json {
+                print_value(true, &s);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("session {} with {}", s["id"].as_str().unwrap_or(""), s["agent"].as_str().unwrap_or(""));
+            for (i, t) in s["turns"].as_array().into_iter().flatten().enumerate() {
+                let input = match &t["input"] {
+                    Value::String(x) => x.clone(),
+                    other => other.to_string(),
+                };
+                let answer = match &t["result"] {
+                    Value::Object(o) => o
+                        .get("text")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| t["result"].to_string()),
+                    Value::String(x) => x.clone(),
+                    Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                println!("[{}] {} ({})", i + 1, t["id"].as_str().unwrap_or(""), t["status"].as_str().unwrap_or(""));
+                println!("  > {input}");
+                if !answer.is_empty() {
+                    println!("  < {answer}");
+                }
+                if let Some(e) = t["error"]["message"].as_str() {
+                    println!("  ! {e}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 pub async fn agents(opts: ClientOpts) -> Result<ExitCode> {
     let c = Client::new(&opts)?;
     let v = c.get("/v1/agents").await?;

@@ -3,7 +3,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
-use smith_core::{AgentDef, ExecutorKind, InputMode};
+use smith_core::{AgentDef, Budget, ExecutorKind, InputMode, Pricing, Secret};
 use smith_worker::WorkerOptions;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +68,10 @@ pub struct WorkerSection {
     pub poll: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     pub drain_timeout: Option<Duration>,
+    /// The platform MCP endpoint LLM agents are given (a gateway's `/mcp`); `smith up` uses its own.
+    pub mcp_url: Option<String>,
+    /// Where Claude Code agents without a `cwd` work (default: `<data dir>/work`, or a temp dir).
+    pub work_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +103,25 @@ pub struct AgentSection {
     #[serde(default, with = "opt_duration")]
     pub kill_grace: Option<Duration>,
     pub max_result_bytes: Option<usize>,
+    pub model: Option<String>,
+    pub system_prompt: Option<String>,
+    pub allowed_tools: Option<Vec<String>>,
+    pub disallowed_tools: Option<Vec<String>>,
+    pub permission_mode: Option<String>,
+    pub max_turns: Option<u32>,
+    pub mcp_config: Option<String>,
+    pub collaborate: Option<bool>,
+    #[serde(default, with = "opt_duration")]
+    pub stall_timeout: Option<Duration>,
+    pub base_url: Option<String>,
+    pub api_key: Option<String>,
+    pub api_key_env: Option<String>,
+    pub max_output_tokens: Option<u32>,
+    pub budget: Option<Budget>,
+    pub pricing: Option<Pricing>,
+    pub breaker_failures: Option<u32>,
+    #[serde(default, with = "opt_duration")]
+    pub breaker_cooldown: Option<Duration>,
 }
 
 mod opt_duration {
@@ -151,10 +174,12 @@ impl AgentSection {
                 }
                 ExecutorKind::Process
             }
-            Some(other @ ("claude-code" | "anthropic" | "openai")) => {
-                bail!("agent {name:?}: executor {other:?} is not available in this build yet (use \"process\" or \"builtin\")")
-            }
-            Some(other) => bail!("agent {name:?}: unknown executor {other:?} (use \"process\" or \"builtin\")"),
+            Some("claude-code") => ExecutorKind::ClaudeCode,
+            Some("anthropic") => ExecutorKind::Anthropic,
+            Some("openai") => ExecutorKind::Openai,
+            Some(other) => bail!(
+                "agent {name:?}: unknown executor {other:?} (use builtin, process, claude-code, anthropic or openai)"
+            ),
         };
         let mut d = AgentDef::new(name, executor);
         if let Some(v) = &self.command {
@@ -191,6 +216,37 @@ impl AgentSection {
         if let Some(v) = self.max_result_bytes {
             d.max_result_bytes = v;
         }
+        d.model = self.model.clone().or(d.model);
+        d.system_prompt = self.system_prompt.clone().or(d.system_prompt);
+        if let Some(v) = &self.allowed_tools {
+            d.allowed_tools = v.clone();
+        }
+        if let Some(v) = &self.disallowed_tools {
+            d.disallowed_tools = v.clone();
+        }
+        d.permission_mode = self.permission_mode.clone().or(d.permission_mode);
+        d.max_turns = self.max_turns.or(d.max_turns);
+        d.mcp_config = self.mcp_config.clone().or(d.mcp_config);
+        if let Some(v) = self.collaborate {
+            d.collaborate = v;
+        }
+        d.stall_timeout = self.stall_timeout.or(d.stall_timeout);
+        d.base_url = self.base_url.clone().or(d.base_url);
+        d.api_key = self.api_key.clone().map(Secret).or(d.api_key);
+        d.api_key_env = self.api_key_env.clone().or(d.api_key_env);
+        if let Some(v) = self.max_output_tokens {
+            d.max_output_tokens = v;
+        }
+        if let Some(v) = self.budget {
+            d.budget = v;
+        }
+        d.pricing = self.pricing.or(d.pricing);
+        if let Some(v) = self.breaker_failures {
+            d.breaker_failures = v;
+        }
+        if let Some(v) = self.breaker_cooldown {
+            d.breaker_cooldown = v;
+        }
         d.validate().map_err(|e| anyhow!(e.message))?;
         Ok(d)
     }
@@ -216,6 +272,13 @@ pub fn worker_options(file: &FileConfig, agents: Vec<AgentDef>, max_agents: Opti
     if let Some(v) = w.poll {
         worker.poll = v;
     }
+    if let Some(url) = &w.mcp_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("worker.mcp_url {url:?} must start with http:// or https://");
+        }
+        worker.mcp_url = Some(url.clone());
+    }
+    worker.work_dir = w.work_dir.clone();
     if worker.heartbeat * 3 > worker.lease {
         bail!("worker.heartbeat ({:?}) must be at most a third of worker.lease ({:?})", worker.heartbeat, worker.lease);
     }

@@ -52,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: client::TaskCommand,
     },
+    /// Start, continue and show multi-turn sessions with an agent.
+    Session {
+        #[command(subcommand)]
+        command: client::SessionCommand,
+    },
     /// List agent definitions with live counts.
     Agents,
     /// List nodes and their health.
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
             Command::Gateway(args) => roles::gateway(args, client.token).await,
             Command::Migrate(args) => roles::migrate(args).await,
             Command::Task { command } => client::task(command, client).await,
+            Command::Session { command } => client::session(command, client).await,
             Command::Agents => client::agents(client).await,
             Command::Nodes => client::nodes(client).await,
             Command::Bench(args) => bench::run(args, client).await,

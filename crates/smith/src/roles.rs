@@ -162,6 +162,9 @@ pub async fn worker(args: WorkerArgs) -> Result<ExitCode> {
     let _metrics = node::install_metrics()?;
     let instance = node::instance_id();
     w.node_id = format!("worker-{instance}");
+    // the gateway's token, when it requires one, is what agents present to its MCP endpoint
+    w.mcp_token = std::env::var("SMITH_TOKEN").ok().or(file.server.token.clone()).filter(|t| !t.is_empty());
+    w.work_dir = w.work_dir.or_else(|| Some(args.data_dir.join("work")));
     b.store.put_agents(&agents).await.context("cannot record agent definitions")?;
     let worker = Worker::new(w, b.store.clone(), b.bus.clone());
     worker.register().await.context("cannot register the worker")?;

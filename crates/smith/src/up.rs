@@ -114,6 +114,10 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     let mut wopts = s.worker.clone();
     wopts.node_id = format!("worker-{instance}");
     wopts.address = Some(bound.to_string());
+    // LLM agents reach the platform's tools through this process's own gateway
+    wopts.mcp_url = wopts.mcp_url.or_else(|| Some(format!("http://{bound}/mcp")));
+    wopts.mcp_token = s.token.clone();
+    wopts.work_dir = wopts.work_dir.or_else(|| Some(s.data_dir.join("work")));
     let worker = Worker::new(wopts, store.clone(), bus.clone());
     worker.register().await.context("cannot register the worker")?;
     let mut sopts = SupervisorOptions::new(format!("supervisor-{instance}"));

@@ -9,8 +9,8 @@ use crate::{ClaimRequest, Claimed, Error, FeedFilter, GlobalEvent, Session, Stor
 use serde_json::{json, Value};
 use smith_core::task::DEFAULT_TENANT;
 use smith_core::{
-    AgentDef, Budget, Code, Event, EventDraft, EventKind, ExecutorKind, Micros, NewTask, Node, NodeRole, NodeStatus, Outcome,
-    Task, TaskError, TaskId, TaskStatus, Usage,
+    AgentDef, Budget, Code, Event, EventDraft, EventKind, ExecutorKind, Micros, NewTask, Node, NodeRole, NodeStatus,
+    Outcome, Task, TaskError, TaskId, TaskStatus, Usage,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1441,10 +1441,8 @@ pub async fn parent_and_budget_round_trip_and_filter(store: S) {
     assert_eq!(get(&store, parent.id).await.parent_id, None);
     assert!(get(&store, parent.id).await.budget.is_empty());
     submit(&store, "echo").await;
-    let page = store
-        .list_tasks(&TaskQuery { parent_id: Some(parent.id), limit: 10, ..Default::default() })
-        .await
-        .unwrap();
+    let page =
+        store.list_tasks(&TaskQuery { parent_id: Some(parent.id), limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(ids(&page.items), vec![c.id], "only the parent's children");
 }
 
@@ -1485,10 +1483,8 @@ pub async fn session_turns_are_claimed_one_at_a_time_in_order(store: S) {
     let last = claim(&store, "w", "echo", 100, LONG).await;
     assert_eq!(last.iter().map(|c| c.task.id).collect::<Vec<_>>(), vec![a2.id]);
 
-    let turns = store
-        .list_tasks(&TaskQuery { session_id: Some("s-a".into()), limit: 10, ..Default::default() })
-        .await
-        .unwrap();
+    let turns =
+        store.list_tasks(&TaskQuery { session_id: Some("s-a".into()), limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(ids(&turns.items), vec![o1.id, a2.id, a1.id], "newest first, every tenant's");
 }
 
@@ -1536,7 +1532,8 @@ pub async fn global_events_are_fed_and_listed_by_kind_and_tenant(store: S) {
     assert_eq!(after.iter().map(|e| e.pos).collect::<Vec<_>>(), vec![d2.pos]);
     assert_eq!(store.global_events(&[EventKind::Message], None, 0, 100).await.unwrap()[0].data, json!({"n": 2}));
 
-    let fed = store.feed(0, &FeedFilter { kinds: vec![EventKind::Discovery], ..Default::default() }, 100).await.unwrap();
+    let fed =
+        store.feed(0, &FeedFilter { kinds: vec![EventKind::Discovery], ..Default::default() }, 100).await.unwrap();
     assert_eq!(fed.events.iter().map(|e| e.pos).collect::<Vec<_>>(), vec![d1.pos, d2.pos]);
 }
 

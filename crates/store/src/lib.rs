@@ -203,8 +203,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Events not tied to a task, of the given kinds, oldest first after `after` (a feed position);
     /// a tenant sees its own and the fleet's.
-    async fn global_events(&self, kinds: &[EventKind], tenant: Option<&str>, after: u64, limit: usize)
-        -> Result<Vec<Event>>;
+    async fn global_events(
+        &self,
+        kinds: &[EventKind],
+        tenant: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>>;
 
     /// Creates a session; its agent must exist.
     async fn create_session(&self, session: &Session) -> Result<()>;

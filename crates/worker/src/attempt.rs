@@ -1,10 +1,14 @@
 //! One attempt of one task: runs the executor, batches its events into the store, enforces
 //! the timeout, and records the outcome — all writes fenced by the attempt number.
 
+use crate::breaker::Transition;
 use crate::{metrics, Running, Shared, StopReason};
-use smith_agents::{Emitter, RunContext, RunResult};
-use smith_core::{EventDraft, Outcome, TaskError, TaskId, Usage};
-use smith_store::{Claimed, Error as StoreError};
+use smith_agents::{Emitter, RunContext, RunResult, SessionContext, Turn};
+use smith_core::{
+    AgentDef, BreakerState, EventDraft, EventKind, ExecutorKind, Outcome, Task, TaskError, TaskId, TaskStatus, Usage,
+};
+use smith_store::{Claimed, Error as StoreError, TaskQuery};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -55,9 +59,24 @@ async fn run(
     let timeout = task.timeout_ms.map(Duration::from_millis);
     let started = tokio::time::Instant::now();
     tracing::debug!(task_id = %id, attempt, agent, "attempt started");
+    let budget = task.budget.tighter(def.budget);
 
     let (tx, mut rx) = mpsc::channel::<EventDraft>(EVENT_BUFFER);
-    let ctx = RunContext::new(task, def.clone(), Emitter::new(tx), cancel.clone());
+    let mut ctx = RunContext::new(task, def.clone(), Emitter::new(tx), cancel.clone());
+    if ctx.task.session_id.is_some() {
+        ctx.session = session_context(s, &ctx.task).await;
+    }
+    if def.executor.is_llm() && def.collaborate {
+        ctx.mcp = s.opts.mcp_url.as_ref().map(|url| {
+            let mut headers = vec![(smith_agents::TASK_HEADER.to_string(), id.to_string())];
+            if let Some(token) = &s.opts.mcp_token {
+                headers.push(("authorization".to_string(), format!("Bearer {token}")));
+            }
+            smith_agents::McpAccess { url: url.clone(), headers }
+        });
+    }
+    let task_dir = work_dir(s, &def, &ctx.task);
+    ctx.workdir = task_dir.as_ref().map(|(dir, _)| dir.clone());
     let mut exec = tokio::spawn(async move { executor.run(ctx).await });
 
     let stop = |r: StopReason| {
@@ -73,6 +92,9 @@ async fn run(
     let mut linger: Option<tokio::time::Instant> = None;
     let mut abandon_at: Option<tokio::time::Instant> = None;
     let mut closed = false;
+    // the latest cumulative usage the executor reported, checked against the budget
+    let mut reported = Usage::default();
+    let mut over_budget: Option<String> = None;
     let result: Option<RunResult> = loop {
         let far = started + Duration::from_secs(365 * 24 * 3600);
         tokio::select! {
@@ -86,6 +108,20 @@ async fn run(
             }
             n = rx.recv_many(&mut buf, MAX_APPEND), if !closed && buf.len() < MAX_APPEND => {
                 closed = n == 0;
+                if n > 0 {
+                    for ev in buf[buf.len() - n..].iter().filter(|e| e.kind == EventKind::Usage) {
+                        if let Ok(u) = serde_json::from_value::<Usage>(ev.data.clone()) {
+                            reported = u;
+                        }
+                    }
+                    if over_budget.is_none() {
+                        if let Some(why) = budget.exceeded_by(&reported) {
+                            tracing::info!(task_id = %id, attempt, %why, "attempt over budget");
+                            over_budget = Some(why);
+                            stop(StopReason::BudgetExceeded);
+                        }
+                    }
+                }
                 if n > 0 && linger.is_none() {
                     linger = Some(tokio::time::Instant::now() + s.opts.linger);
                 }
@@ -116,11 +152,31 @@ async fn run(
     while let Ok(ev) = rx.try_recv() {
         buf.push(ev);
     }
+    for ev in buf.iter().filter(|e| e.kind == EventKind::Usage) {
+        if let Ok(u) = serde_json::from_value::<Usage>(ev.data.clone()) {
+            reported = u;
+        }
+    }
     let why = *reason.lock().expect("reason lock");
-    let usage = match &result {
+    let returned = match &result {
         Some(Ok(s)) => s.usage,
         Some(Err(f)) => f.usage,
         None => Usage::default(),
+    };
+    // a stopped executor may return before it could total its usage: keep what it reported
+    let usage = if returned.is_zero() { reported } else { returned };
+    metrics::usage(&agent, &usage);
+    let outage = matches!(&result, Some(Err(f)) if f.is_provider_outage()) && why.is_none();
+    let breaker_open = record_breaker(s, &agent, outage, why).await;
+    let release = |why: &'static str| async move {
+        match s.store.release(&s.opts.node_id, &[(id, attempt)], why).await {
+            Ok(changes) => {
+                for c in changes {
+                    smith_bus::publish_events(s.bus.as_ref(), &c.events).await;
+                }
+            }
+            Err(e) => tracing::warn!(task_id = %id, error = %e, "release failed; the lease will expire"),
+        }
     };
     let outcome = match (why, result) {
         (Some(StopReason::Lost), _) => {
@@ -131,17 +187,25 @@ async fn run(
             if !buf.is_empty() {
                 flush(s, id, attempt, &mut buf, &|_| {}).await;
             }
-            match s.store.release(&s.opts.node_id, &[(id, attempt)], "worker draining").await {
-                Ok(changes) => {
-                    for c in changes {
-                        smith_bus::publish_events(s.bus.as_ref(), &c.events).await;
-                    }
-                }
-                Err(e) => tracing::warn!(task_id = %id, error = %e, "release failed; the lease will expire"),
-            }
+            release("worker draining").await;
             metrics::finished(&agent, "released", started.elapsed());
             return;
         }
+        (None, Some(Err(f))) if outage && breaker_open => {
+            // The provider is down: the task waits queued for it instead of spending an attempt.
+            if !buf.is_empty() {
+                flush(s, id, attempt, &mut buf, &|_| {}).await;
+            }
+            tracing::info!(task_id = %id, agent, error = %f.error.message, "provider down; task handed back to the queue");
+            release("circuit breaker open: the provider keeps failing").await;
+            metrics::finished(&agent, "released", started.elapsed());
+            return;
+        }
+        (Some(StopReason::BudgetExceeded), _) => Outcome::Failed {
+            error: TaskError::new("budget_exceeded", over_budget.unwrap_or_else(|| "over budget".into())),
+            retryable: false,
+            usage,
+        },
         (Some(StopReason::Cancelled), _) => Outcome::Cancelled { usage },
         (Some(StopReason::TimedOut), _) => Outcome::TimedOut { usage },
         (None, Some(Ok(success))) => Outcome::Succeeded { result: success.result, usage },
@@ -157,6 +221,11 @@ async fn run(
         Ok(change) => {
             smith_bus::publish_events(s.bus.as_ref(), &change.events).await;
             metrics::finished(&agent, label, started.elapsed());
+            if let Some((dir, true)) = &task_dir {
+                if change.task.status.is_terminal() {
+                    let _ = tokio::fs::remove_dir_all(dir).await;
+                }
+            }
             tracing::debug!(task_id = %id, attempt, outcome = label, status = %change.task.status, "attempt finished");
         }
         Err(StoreError::Fenced(_)) => {
@@ -168,6 +237,93 @@ async fn run(
             tracing::error!(task_id = %id, attempt, error = %e, "cannot record the outcome");
         }
     }
+}
+
+/// The finished turns of the task's session before this one, oldest first.
+async fn session_context(s: &Shared, task: &Task) -> Option<SessionContext> {
+    let session = task.session_id.clone()?;
+    let query = TaskQuery { session_id: Some(session.clone()), limit: 1000, ..Default::default() };
+    let page = match s.store.list_tasks(&query).await {
+        Ok(p) => p,
+        Err(e) => {
+            // without its history the turn would answer out of context: better to run it later
+            tracing::warn!(task_id = %task.id, error = %e, "cannot read the session's turns");
+            return Some(SessionContext { id: session, turns: Vec::new() });
+        }
+    };
+    let mut turns: Vec<Turn> = page
+        .items
+        .into_iter()
+        .filter(|t| t.id < task.id && t.tenant == task.tenant && t.status == TaskStatus::Succeeded)
+        .filter_map(|t| Some(Turn { input: t.input, result: t.result? }))
+        .collect();
+    turns.reverse();
+    Some(SessionContext { id: session, turns })
+}
+
+/// Where a Claude Code agent without a `cwd` works, and whether the dir is the task's own
+/// (removed when the task ends) rather than its session's (kept for the next turn).
+fn work_dir(s: &Shared, def: &AgentDef, task: &Task) -> Option<(PathBuf, bool)> {
+    if def.cwd.is_some() || def.executor != ExecutorKind::ClaudeCode {
+        return None;
+    }
+    let root = s.opts.work_dir.as_ref()?;
+    let (dir, own) = match &task.session_id {
+        // session ids are free text: name the dir by a digest-free, path-safe rendering
+        Some(sid) => (root.join("sessions").join(safe_name(sid)), false),
+        None => (root.join("tasks").join(task.id.to_string()), true),
+    };
+    match std::fs::create_dir_all(&dir) {
+        Ok(()) => Some((dir, own)),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot create the agent's work dir");
+            None
+        }
+    }
+}
+
+/// A session id as one path component: safe bytes kept, everything else hex-escaped.
+fn safe_name(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Feeds the attempt's outcome to its agent's breaker; returns whether the breaker is open
+/// now. An opening or closing is a fleet event.
+async fn record_breaker(s: &Shared, agent: &str, outage: bool, why: Option<StopReason>) -> bool {
+    let (transition, state) = {
+        let mut breakers = s.breakers.lock().expect("breakers lock");
+        let Some(b) = breakers.get_mut(agent) else { return false };
+        let t = match why {
+            // stopped from outside: says nothing about the provider
+            Some(StopReason::Lost | StopReason::Released | StopReason::Cancelled) => {
+                b.abandon_trial();
+                Transition::None
+            }
+            _ => b.record(outage, tokio::time::Instant::now()),
+        };
+        (t, b.state())
+    };
+    metrics::breaker(agent, state);
+    let what = match transition {
+        Transition::None => return state == BreakerState::Open,
+        Transition::Opened => "breaker.opened",
+        Transition::Closed => "breaker.closed",
+    };
+    tracing::warn!(agent, what, "circuit breaker changed");
+    let data = serde_json::json!({"type": what, "agent": agent, "worker": s.opts.node_id, "state": state.as_str()});
+    match s.store.append_system(data).await {
+        Ok(ev) => smith_bus::publish_events(s.bus.as_ref(), std::slice::from_ref(&ev)).await,
+        Err(e) => tracing::warn!(error = %e, "cannot record the breaker change"),
+    }
+    state == BreakerState::Open
 }
 
 /// Writes buffered events; on a fence, stops the attempt (its lease is gone).

@@ -6,6 +6,7 @@
 //! tree runs, plus one tokio task per running attempt.
 
 mod attempt;
+mod breaker;
 pub mod metrics;
 
 use smith_bus::Bus;
@@ -36,6 +37,13 @@ pub struct WorkerOptions {
     pub claim_batch: u32,
     /// How long an attempt's events may wait to be batched with later ones.
     pub linger: Duration,
+    /// The platform's MCP endpoint (a gateway's `/mcp`), given to collaborating LLM agents.
+    pub mcp_url: Option<String>,
+    /// The bearer token agents present to the MCP endpoint, when the gateway requires one.
+    pub mcp_token: Option<String>,
+    /// Where Claude Code agents without a `cwd` work: `sessions/<id>` per session (kept, so a
+    /// later turn resumes in the same place), `tasks/<id>` per task (removed when it ends).
+    pub work_dir: Option<std::path::PathBuf>,
 }
 
 impl WorkerOptions {
@@ -50,6 +58,9 @@ impl WorkerOptions {
             poll: Duration::from_millis(250),
             claim_batch: 512,
             linger: Duration::from_millis(2),
+            mcp_url: None,
+            mcp_token: None,
+            work_dir: None,
         }
     }
 }
@@ -62,6 +73,8 @@ pub(crate) enum StopReason {
     Released,
     /// The lease is gone: another attempt may own the task now. Write nothing.
     Lost,
+    /// The attempt spent more tokens or money than its budget allows.
+    BudgetExceeded,
 }
 
 pub(crate) struct Running {
@@ -89,6 +102,7 @@ pub(crate) struct Shared {
     pub bus: Arc<dyn Bus>,
     pub defs: HashMap<String, Arc<AgentDef>>,
     pub executors: HashMap<String, Arc<dyn smith_agents::Executor>>,
+    pub breakers: Mutex<HashMap<String, breaker::Breaker>>,
     pub running: Mutex<HashMap<TaskId, Running>>,
     /// Signalled when an attempt ends (capacity freed, drain progress).
     pub freed: Notify,
@@ -118,9 +132,11 @@ impl Worker {
     pub fn new(opts: WorkerOptions, store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Self {
         let mut defs = HashMap::new();
         let mut executors = HashMap::new();
+        let mut breakers = HashMap::new();
         for d in &opts.agents {
             executors.insert(d.name.clone(), smith_agents::executor_for(d));
             defs.insert(d.name.clone(), Arc::new(d.clone()));
+            breakers.insert(d.name.clone(), breaker::Breaker::new(d.breaker_failures, d.breaker_cooldown));
         }
         Worker {
             shared: Arc::new(Shared {
@@ -129,6 +145,7 @@ impl Worker {
                 bus,
                 defs,
                 executors,
+                breakers: Mutex::new(breakers),
                 running: Mutex::new(HashMap::new()),
                 freed: Notify::new(),
                 suspects: Mutex::new(Default::default()),
@@ -160,8 +177,17 @@ impl Worker {
             status,
             started_at: s.started_at,
             heartbeat_at: Micros::now(),
-            load: serde_json::json!({"running": load.running, "capacity": load.capacity}),
+            load: serde_json::json!({"running": load.running, "capacity": load.capacity, "breakers": self.breakers()}),
         }
+    }
+
+    /// Agents whose breaker is not closed, with its state.
+    pub fn breakers(&self) -> serde_json::Map<String, serde_json::Value> {
+        let b = self.shared.breakers.lock().expect("breakers lock");
+        b.iter()
+            .filter(|(_, b)| b.state() != smith_core::BreakerState::Closed)
+            .map(|(name, b)| (name.clone(), serde_json::Value::from(b.state().as_str())))
+            .collect()
     }
 
     /// Registers the node; call before the components start, so its claims are never orphans.
@@ -210,9 +236,15 @@ impl Worker {
             }
             let mut global_free = s.opts.max_agents.saturating_sub(running.len()) as u32;
             let mut wants = Vec::new();
+            let mut breakers = s.breakers.lock().expect("breakers lock");
+            let now = tokio::time::Instant::now();
             for d in s.defs.values() {
                 let used = per_agent.get(d.name.as_str()).copied().unwrap_or(0);
                 let free = d.concurrency.saturating_sub(used).min(global_free).min(s.opts.claim_batch);
+                let free = match breakers.get_mut(&d.name) {
+                    Some(b) => b.admit(free, now),
+                    None => free,
+                };
                 if free > 0 {
                     global_free -= free;
                     wants.push((d.name.clone(), free));

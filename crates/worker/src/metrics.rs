@@ -7,6 +7,9 @@ pub const DISPATCH_LATENCY: &str = "smith_dispatch_latency_seconds";
 pub const TASKS_FINISHED: &str = "smith_task_attempts_finished_total";
 pub const TASK_DURATION: &str = "smith_task_duration_seconds";
 pub const LEASES_LOST: &str = "smith_leases_lost_total";
+pub const TOKENS: &str = "smith_tokens_total";
+pub const COST: &str = "smith_llm_cost_usd";
+pub const BREAKER_OPEN: &str = "smith_breaker_open";
 
 pub fn describe() {
     metrics::describe_counter!(TASKS_DISPATCHED, "Tasks claimed and started, by agent");
@@ -14,6 +17,28 @@ pub fn describe() {
     metrics::describe_counter!(TASKS_FINISHED, "Attempts finished, by agent and outcome");
     metrics::describe_histogram!(TASK_DURATION, metrics::Unit::Seconds, "Attempt run time, by agent and outcome");
     metrics::describe_counter!(LEASES_LOST, "Attempts stopped because their lease was lost or fenced");
+    metrics::describe_counter!(TOKENS, "LLM tokens used by finished attempts, by agent and direction (input, output)");
+    metrics::describe_gauge!(COST, "LLM cost in USD of finished attempts since start, by agent (only grows)");
+    metrics::describe_gauge!(BREAKER_OPEN, "1 while an agent's circuit breaker is open (0.5 half-open), by agent");
+}
+
+pub(crate) fn usage(agent: &str, u: &smith_core::Usage) {
+    if u.is_zero() {
+        return;
+    }
+    metrics::counter!(TOKENS, "agent" => agent.to_string(), "direction" => "input").increment(u.input_tokens);
+    metrics::counter!(TOKENS, "agent" => agent.to_string(), "direction" => "output").increment(u.output_tokens);
+    // a Prometheus counter of a float: the metrics crate's counters are integers, so a gauge that only grows
+    metrics::gauge!(COST, "agent" => agent.to_string()).increment(u.cost_usd);
+}
+
+pub(crate) fn breaker(agent: &str, state: smith_core::BreakerState) {
+    let v = match state {
+        smith_core::BreakerState::Closed => 0.0,
+        smith_core::BreakerState::HalfOpen => 0.5,
+        smith_core::BreakerState::Open => 1.0,
+    };
+    metrics::gauge!(BREAKER_OPEN, "agent" => agent.to_string()).set(v);
 }
 
 pub(crate) fn dispatched(agent: &str, latency_us: i64) {

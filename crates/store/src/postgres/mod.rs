@@ -22,7 +22,9 @@ use crate::{
     QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, UsageBy,
 };
 use async_trait::async_trait;
-use smith_core::{AgentDef, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage};
+use smith_core::{
+    AgentDef, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
+};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 use std::str::FromStr;

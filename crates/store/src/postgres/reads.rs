@@ -222,8 +222,11 @@ pub(super) async fn get_session(pool: &PgPool, id: &str) -> Result<Option<Sessio
 }
 
 pub(super) async fn create_session(pool: &PgPool, s: &Session) -> Result<()> {
-    let known: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM agents WHERE name = $1").bind(&s.agent).fetch_optional(pool).await.map_err(db_error)?;
+    let known: Option<i32> = sqlx::query_scalar("SELECT 1 FROM agents WHERE name = $1")
+        .bind(&s.agent)
+        .fetch_optional(pool)
+        .await
+        .map_err(db_error)?;
     if known.is_none() {
         return Err(smith_core::Error::unprocessable(format!("unknown agent {:?}", s.agent)).into());
     }
@@ -240,7 +243,9 @@ pub(super) async fn create_session(pool: &PgPool, s: &Session) -> Result<()> {
     .await
     .map_err(db_error)?;
     if done.rows_affected() == 0 {
-        return Err(smith_core::Error::new(smith_core::Code::Conflict, format!("session {} already exists", s.id)).into());
+        return Err(
+            smith_core::Error::new(smith_core::Code::Conflict, format!("session {} already exists", s.id)).into()
+        );
     }
     Ok(())
 }

@@ -14,18 +14,19 @@ use crate::{
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
-use smith_core::{AgentDef, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage};
+use smith_core::{
+    AgentDef, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
+};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-const MIGRATIONS: &[&str] =
-    &[
-        include_str!("../../migrations/sqlite/0001_init.sql"),
-        include_str!("../../migrations/sqlite/0002_leader.sql"),
-        include_str!("../../migrations/sqlite/0003_collaboration.sql"),
-    ];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_leader.sql"),
+    include_str!("../../migrations/sqlite/0003_collaboration.sql"),
+];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;
 /// Writes waiting for the writer at most; callers wait (backpressure) beyond that.

@@ -9,8 +9,8 @@ use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{json, Value};
 use smith_core::{
-    task::retry_backoff_ms, AgentDef, BreakerState, AgentSummary, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeRole,
-    NodeStatus, Outcome, Task, TaskError, TaskId, TaskStatus, Usage,
+    task::retry_backoff_ms, AgentDef, AgentSummary, BreakerState, Event, EventDraft, EventKind, Micros, NewTask, Node,
+    NodeRole, NodeStatus, Outcome, Task, TaskError, TaskId, TaskStatus, Usage,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -76,7 +76,9 @@ fn task_row(r: &Row) -> rusqlite::Result<TaskRow> {
         worker: r.get(19)?,
         parent_id: r
             .get::<_, Option<String>>(25)?
-            .map(|s| s.parse::<TaskId>().map_err(|e| rusqlite::Error::FromSqlConversionFailure(25, Type::Text, Box::new(e))))
+            .map(|s| {
+                s.parse::<TaskId>().map_err(|e| rusqlite::Error::FromSqlConversionFailure(25, Type::Text, Box::new(e)))
+            })
             .transpose()?,
         budget: opt_json_col(r, 26)?.unwrap_or_default(),
     };
@@ -702,17 +704,17 @@ pub(super) fn global_events(
     }
     // kinds come from the closed enum, so quoting them inline is safe
     let list: Vec<String> = kinds.iter().map(|k| format!("'{}'", k.as_str())).collect();
-    let mut sql = format!(
-        "SELECT {EVENT_COLS} FROM events WHERE task_id IS NULL AND kind IN ({}) AND pos > ?1",
-        list.join(",")
-    );
+    let mut sql =
+        format!("SELECT {EVENT_COLS} FROM events WHERE task_id IS NULL AND kind IN ({}) AND pos > ?1", list.join(","));
     if tenant.is_some() {
         sql.push_str(" AND (tenant = ?3 OR tenant IS NULL)");
     }
     sql.push_str(" ORDER BY pos LIMIT ?2");
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = match tenant {
-        Some(t) => stmt.query_map(params![after as i64, limit as i64, t], event_row)?.collect::<rusqlite::Result<_>>()?,
+        Some(t) => {
+            stmt.query_map(params![after as i64, limit as i64, t], event_row)?.collect::<rusqlite::Result<_>>()?
+        }
         None => stmt.query_map(params![after as i64, limit as i64], event_row)?.collect::<rusqlite::Result<_>>()?,
     };
     Ok(rows)
@@ -729,7 +731,9 @@ pub(super) fn create_session(c: &Connection, s: &Session) -> Result<()> {
         )?
         .execute(params![s.id, s.tenant, s.agent, s.metadata.to_string(), s.created_at.0])?;
     if n == 0 {
-        return Err(smith_core::Error::new(smith_core::Code::Conflict, format!("session {} already exists", s.id)).into());
+        return Err(
+            smith_core::Error::new(smith_core::Code::Conflict, format!("session {} already exists", s.id)).into()
+        );
     }
     Ok(())
 }
