@@ -1,0 +1,402 @@
+//! The real Claude Code CLI as a MisterSmith agent, against a mock Anthropic Messages API
+//! served by this test: a plain turn, a tool-use turn through the platform's MCP tools, a
+//! two-turn session that resumes, a stalled API (stall detection kills the process group),
+//! and a cancel mid-stream.
+//!
+//! Needs the CLI: `SMITH_TEST_CLAUDE` names its binary (`.ci/run` installs the pinned npm
+//! package and sets it). Without it, each test prints that it is skipped.
+
+mod common;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use common::{Opts, Smith};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TURN: Duration = Duration::from_secs(90);
+
+fn claude() -> Option<String> {
+    match std::env::var("SMITH_TEST_CLAUDE") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            println!("skipped: SMITH_TEST_CLAUDE not set (path to the Claude Code CLI binary)");
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mock Anthropic API. What it answers depends on the marker in the last user message.
+
+#[derive(Default)]
+struct MockState {
+    requests: Mutex<Vec<Value>>,
+    /// A slow stream has begun sending.
+    streaming: AtomicBool,
+    /// A client went away in the middle of a stream.
+    disconnected: AtomicUsize,
+}
+
+struct Mock {
+    url: String,
+    state: Arc<MockState>,
+}
+
+impl Mock {
+    async fn start() -> Mock {
+        let state = Arc::new(MockState::default());
+        let app = Router::new().route("/v1/messages", post(messages)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Mock { url, state }
+    }
+
+    fn requests(&self) -> Vec<Value> {
+        self.state.requests.lock().unwrap().clone()
+    }
+}
+
+enum Step {
+    Text(String),
+    Tool(&'static str, Value),
+    /// message_start, then nothing, forever.
+    Stall,
+    /// Text deltas every 100 ms for a minute.
+    Slow,
+}
+
+/// The JSON text of the last user message, and whether it carries a tool result.
+fn last_user(body: &Value) -> (String, Option<String>) {
+    let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+    let Some(last) = msgs.iter().rev().find(|m| m["role"] == "user") else { return (String::new(), None) };
+    let tool_result = last["content"].as_array().and_then(|blocks| {
+        blocks.iter().find(|b| b["type"] == "tool_result").map(|b| b["content"].to_string())
+    });
+    (last["content"].to_string(), tool_result)
+}
+
+fn script(body: &Value) -> Step {
+    let (text, tool_result) = last_user(body);
+    if let Some(result) = tool_result {
+        return Step::Text(format!("tool said: {result}"));
+    }
+    if let Some(rest) = text.split("SHARE ").nth(1) {
+        let content: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == ' ').collect();
+        return Step::Tool(
+            "mcp__smith__share_discovery",
+            json!({"type": "insight", "content": content.trim(), "confidence": 0.9}),
+        );
+    }
+    if text.contains("LIST") {
+        return Step::Tool("mcp__smith__list_discoveries", json!({"type": "insight"}));
+    }
+    if text.contains("STALL") {
+        return Step::Stall;
+    }
+    if text.contains("SLOW") {
+        return Step::Slow;
+    }
+    if text.contains("RECALL") {
+        let history = body["messages"].to_string();
+        let word: Option<String> = history.split("REMEMBER ").nth(1).map(|w| w.chars().take_while(|c| c.is_alphanumeric()).collect());
+        return Step::Text(match word {
+            Some(w) => format!("you said {w}"),
+            None => "no memory".to_string(),
+        });
+    }
+    Step::Text("Hello from the mock.".into())
+}
+
+fn frame(event: &str, data: Value) -> bytes::Bytes {
+    bytes::Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
+async fn messages(State(state): State<Arc<MockState>>, Json(body): Json<Value>) -> Response {
+    state.requests.lock().unwrap().push(body.clone());
+    let model = body["model"].as_str().unwrap_or("claude-mock").to_string();
+    let step = script(&body);
+    if body["stream"] != true {
+        let text = match &step {
+            Step::Text(t) => t.clone(),
+            _ => "ok".into(),
+        };
+        return Json(json!({
+            "id": "msg_plain", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 10, "output_tokens": 5},
+        }))
+        .into_response();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
+    let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
+    tokio::spawn(async move {
+        let start = json!({"type": "message_start", "message": {
+            "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1}}});
+        if tx.send(Ok(frame("message_start", start))).await.is_err() {
+            return;
+        }
+        let (block, deltas, stop): (Value, Vec<Value>, &str) = match step {
+            Step::Stall => {
+                // hold the connection open, sending nothing, until the client goes away
+                tx.closed().await;
+                return;
+            }
+            Step::Slow => {
+                let block = json!({"type": "text", "text": ""});
+                let _ = tx.send(Ok(frame("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": block})))).await;
+                for i in 0..600 {
+                    let d = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": format!("tick {i} ")}});
+                    if tx.send(Ok(frame("content_block_delta", d))).await.is_err() {
+                        state.disconnected.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    state.streaming.store(true, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                (block, vec![], "end_turn")
+            }
+            Step::Text(t) => {
+                let words: Vec<Value> = t
+                    .split_inclusive(' ')
+                    .map(|w| json!({"type": "text_delta", "text": w}))
+                    .collect();
+                (json!({"type": "text", "text": ""}), words, "end_turn")
+            }
+            Step::Tool(name, input) => (
+                json!({"type": "tool_use", "id": format!("toolu_{}", uuid::Uuid::now_v7().simple()), "name": name, "input": {}}),
+                vec![json!({"type": "input_json_delta", "partial_json": input.to_string()})],
+                "tool_use",
+            ),
+        };
+        let mut frames = vec![];
+        if !deltas.is_empty() || block["type"] == "tool_use" {
+            frames.push(frame("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": block})));
+            for d in deltas {
+                frames.push(frame("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": d})));
+            }
+        }
+        frames.push(frame("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+        frames.push(frame(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 12}}),
+        ));
+        frames.push(frame("message_stop", json!({"type": "message_stop"})));
+        for f in frames {
+            if tx.send(Ok(f)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("request-id", "req_mock")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The platform under test.
+
+fn config(claude: &str, mock: &Mock, home: &Path) -> String {
+    let env = format!(
+        "[agents.{{name}}.env]\nANTHROPIC_BASE_URL = \"{}\"\nANTHROPIC_API_KEY = \"test-key\"\n\
+         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\"\nDISABLE_AUTOUPDATER = \"1\"\nHOME = \"{}\"\n",
+        mock.url,
+        home.display()
+    );
+    let agent = |name: &str, extra: &str| {
+        format!(
+            "[agents.{name}]\nexecutor = \"claude-code\"\ncommand = \"{claude}\"\nmax_attempts = 1\nkill_grace = \"2s\"\n{extra}\n{}\n",
+            env.replace("{name}", name)
+        )
+    };
+    [
+        agent("researcher", "model = \"claude-sonnet-4-5\"\nstall_timeout = \"60s\""),
+        agent("reviewer", "model = \"claude-sonnet-4-5\"\nstall_timeout = \"60s\""),
+        agent("hung", "stall_timeout = \"3s\""),
+    ]
+    .join("\n")
+}
+
+struct Rig {
+    smith: Smith,
+    mock: Mock,
+    claude: PathBuf,
+    _home: tempfile::TempDir,
+}
+
+async fn rig() -> Option<Rig> {
+    let claude = claude()?;
+    let mock = Mock::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let smith = Smith::start(Opts::new().config(&config(&claude, &mock, home.path()))).await;
+    Some(Rig { smith, mock, claude: std::fs::canonicalize(&claude).unwrap(), _home: home })
+}
+
+/// Processes running the CLI binary whose working directory is under `dir`.
+fn claude_processes(claude: &Path, dir: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+            exe.as_deref() == Some(claude) && cwd.is_some_and(|c| c.starts_with(dir))
+        })
+        .collect()
+}
+
+async fn assert_no_claude_left(rig: &Rig) {
+    let dir = std::fs::canonicalize(rig.smith.data_dir()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = claude_processes(&rig.claude, &dir);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "claude processes left running: {left:?}\n{}", rig.smith.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn events_of(frames: &[common::Frame], kind: &str) -> Vec<Value> {
+    frames.iter().filter(|f| f.event == kind).map(|f| f.json()["data"].clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_turn_streams_typed_events_and_succeeds() {
+    let Some(rig) = rig().await else { return };
+    let api = rig.smith.api();
+    let id = api.submit_id(json!({"agent": "researcher", "input": "PLAIN say hello"})).await;
+    let task = api.wait_terminal(&id, TURN).await;
+    assert_eq!(task["status"], "succeeded", "{task:#}\n{}", rig.smith.stderr());
+    assert_eq!(task["result"]["text"], "Hello from the mock.");
+    assert!(task["result"]["session_id"].as_str().is_some_and(|s| !s.is_empty()), "{task:#}");
+    assert!(task["usage"]["input_tokens"].as_u64().unwrap() >= 25, "{task:#}");
+    assert!(task["usage"]["cost_usd"].as_f64().unwrap() > 0.0, "the CLI's cost is recorded: {task:#}");
+
+    let frames = api.events(&id, Duration::from_secs(10)).await;
+    let outputs = events_of(&frames, "output");
+    assert!(outputs.iter().any(|o| o["subtype"] == "init" && o["session_id"].is_string()), "{outputs:#?}");
+    assert!(outputs.iter().any(|o| o == "Hello from the mock."), "{outputs:#?}");
+    assert!(!events_of(&frames, "usage").is_empty(), "usage events streamed");
+
+    // The CLI was started with the agent's model and reached the mock with it.
+    let reqs = rig.mock.requests();
+    assert!(reqs.iter().any(|r| r["model"] == "claude-sonnet-4-5"), "{:#?}", reqs.iter().map(|r| &r["model"]).collect::<Vec<_>>());
+    assert_no_claude_left(&rig).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_shares_a_discovery_over_mcp_and_another_agent_lists_it() {
+    let Some(rig) = rig().await else { return };
+    let api = rig.smith.api();
+    let mut feed = api.sse("/v1/events?kind=discovery", None).await;
+
+    let id = api.submit_id(json!({"agent": "researcher", "input": "SHARE the cache hides a race"})).await;
+    let task = api.wait_terminal(&id, TURN).await;
+    assert_eq!(task["status"], "succeeded", "{task:#}\n{}", rig.smith.stderr());
+    let frames = api.events(&id, Duration::from_secs(10)).await;
+    let uses = events_of(&frames, "tool_use");
+    assert_eq!(uses.len(), 1, "{uses:#?}");
+    assert_eq!(uses[0]["name"], "mcp__smith__share_discovery");
+    let results = events_of(&frames, "tool_result");
+    assert_eq!(results.len(), 1, "{results:#?}");
+    assert_ne!(results[0]["is_error"], true, "the platform accepted the discovery: {results:#?}");
+    assert!(task["result"]["text"].as_str().unwrap().contains("shared"), "{task:#}");
+
+    // Everyone watching sees it, attributed to the agent and task.
+    let d = feed.next(Duration::from_secs(10)).await.expect("a discovery on the feed").json();
+    assert_eq!(d["kind"], "discovery");
+    assert_eq!(d["data"]["content"], "the cache hides a race");
+    assert_eq!(d["data"]["type"], "insight");
+    assert_eq!(d["data"]["agent"], "researcher");
+    assert_eq!(d["data"]["task_id"], id.as_str());
+
+    // A second agent finds it through its own MCP tool.
+    let other = api.submit_id(json!({"agent": "reviewer", "input": "LIST what others found"})).await;
+    let task = api.wait_terminal(&other, TURN).await;
+    assert_eq!(task["status"], "succeeded", "{task:#}\n{}", rig.smith.stderr());
+    let text = task["result"]["text"].as_str().unwrap();
+    assert!(text.contains("the cache hides a race"), "list_discoveries returned it: {text}");
+    assert_no_claude_left(&rig).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_turn_session_resumes_the_first_turn() {
+    let Some(rig) = rig().await else { return };
+    let api = rig.smith.api();
+    let (status, session) = api.post("/v1/sessions", &json!({"agent": "researcher", "input": "REMEMBER alpha"})).await;
+    assert_eq!(status, 201, "{session:#}");
+    let sid = session["id"].as_str().unwrap().to_string();
+    let first = session["turns"][0]["id"].as_str().unwrap().to_string();
+    // The second turn is queued at once; it must wait for the first.
+    let (status, second) = api.post(&format!("/v1/sessions/{sid}/turns"), &json!({"input": "RECALL what I said"})).await;
+    assert_eq!(status, 201, "{second:#}");
+    let second = second["id"].as_str().unwrap().to_string();
+
+    let t1 = api.wait_terminal(&first, TURN).await;
+    assert_eq!(t1["status"], "succeeded", "{t1:#}\n{}", rig.smith.stderr());
+    let t2 = api.wait_terminal(&second, TURN).await;
+    assert_eq!(t2["status"], "succeeded", "{t2:#}\n{}", rig.smith.stderr());
+    assert!(micros(&t2["started_at"]) >= micros(&t1["finished_at"]), "turns never overlap: {t1:#} {t2:#}");
+    assert_eq!(t2["result"]["text"], "you said alpha", "the resumed CLI sent the first turn's history");
+    assert_eq!(t2["result"]["session_id"], t1["result"]["session_id"], "--resume continued the same CLI session");
+
+    let (_, shown) = api.get(&format!("/v1/sessions/{sid}")).await;
+    let ids: Vec<&str> = shown["turns"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [first.as_str(), second.as_str()], "{shown:#}");
+    assert_no_claude_left(&rig).await;
+}
+
+fn micros(v: &Value) -> i64 {
+    common::micros(v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_api_is_detected_and_the_process_group_killed() {
+    let Some(rig) = rig().await else { return };
+    let api = rig.smith.api();
+    let started = Instant::now();
+    let id = api.submit_id(json!({"agent": "hung", "input": "STALL please"})).await;
+    let task = api.wait_terminal(&id, TURN).await;
+    assert_eq!(task["status"], "failed", "{task:#}\n{}", rig.smith.stderr());
+    assert_eq!(task["error"]["code"], "stalled", "{task:#}");
+    assert!(task["error"]["message"].as_str().unwrap().contains("presumed hung"), "{task:#}");
+    assert!(started.elapsed() < Duration::from_secs(60), "stall found in {:?}", started.elapsed());
+    assert!(!rig.mock.requests().is_empty(), "the CLI reached the mock before it stalled");
+    assert_no_claude_left(&rig).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_mid_stream_stops_the_cli_and_closes_its_stream() {
+    let Some(rig) = rig().await else { return };
+    let api = rig.smith.api();
+    let id = api.submit_id(json!({"agent": "researcher", "input": "SLOW count for me"})).await;
+    let deadline = Instant::now() + TURN;
+    while !rig.mock.state.streaming.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the stream never started\n{}", rig.smith.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = api.cancel(&id).await;
+    assert_eq!(status, 202);
+    let task = api.wait_terminal(&id, Duration::from_secs(20)).await;
+    assert_eq!(task["status"], "cancelled", "{task:#}");
+    assert_no_claude_left(&rig).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rig.mock.state.disconnected.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the API stream was never closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
