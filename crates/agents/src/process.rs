@@ -237,6 +237,8 @@ pub async fn run_group(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    let marker = new_marker();
+    cmd.env(RUN_MARKER, &marker);
     let mut child = cmd.spawn()?;
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
     register(pid);
@@ -284,7 +286,7 @@ pub async fn run_group(
         };
         // The main process is gone; whatever it left in its group goes too. Only then can
         // stdout reach its end, since a background child may still hold it open.
-        teardown_group(pid, kill_grace).await;
+        teardown_group(pid, &marker, kill_grace).await;
         if !read_done && stopped.is_none() {
             reading.await;
         }
@@ -397,26 +399,70 @@ async fn terminate(
     }
 }
 
-/// Ends every process left in the group: SIGTERM, a grace period, SIGKILL; then reaps.
-async fn teardown_group(pgid: i32, grace: Duration) {
-    if group_members(pgid).is_empty() {
+/// The environment variable that marks every process of one run, whatever group or session
+/// it moved to (Claude Code's Bash tool starts commands in sessions of their own).
+pub const RUN_MARKER: &str = "SMITH_RUN";
+
+/// A marker value unique to one run in this boot.
+fn new_marker() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Live processes carrying `SMITH_RUN=<marker>` in their environment.
+pub fn marked_processes(marker: &str) -> Vec<i32> {
+    let needle = format!("{RUN_MARKER}={marker}\0");
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                && ProcStat::read(*pid).is_some_and(|s| s.state != 'Z')
+        })
+        .collect()
+}
+
+/// Everything left of a run: its group, and any process that left the group but carries its marker.
+fn leftovers(pgid: i32, marker: &str) -> Vec<i32> {
+    let mut pids = group_members(pgid);
+    for p in marked_processes(marker) {
+        if !pids.contains(&p) {
+            pids.push(p);
+        }
+    }
+    pids
+}
+
+fn signal_all(pgid: i32, pids: &[i32], sig: Signal) {
+    let _ = killpg(Pid::from_raw(pgid), sig);
+    for p in pids {
+        let _ = nix::sys::signal::kill(Pid::from_raw(*p), sig);
+    }
+}
+
+/// Ends every process left of the run: SIGTERM, a grace period, SIGKILL; then reaps.
+async fn teardown_group(pgid: i32, marker: &str, grace: Duration) {
+    let left = leftovers(pgid, marker);
+    if left.is_empty() {
         return;
     }
-    let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+    signal_all(pgid, &left, Signal::SIGTERM);
     let deadline = tokio::time::Instant::now() + grace;
     while tokio::time::Instant::now() < deadline {
         reap_orphans();
-        if group_members(pgid).is_empty() {
+        if leftovers(pgid, marker).is_empty() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     for _ in 0..100 {
         reap_orphans();
-        if group_members(pgid).is_empty() {
+        let left = leftovers(pgid, marker);
+        if left.is_empty() {
             return;
         }
+        signal_all(pgid, &left, Signal::SIGKILL);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -162,3 +162,21 @@ async fn long_lines_are_cut_into_bounded_chunks() {
     assert_eq!(result["truncated"], json!(true));
     assert_eq!(result["stdout"].as_str().unwrap().len(), 1000);
 }
+
+/// A child that moved to a session of its own (as Claude Code's Bash tool starts commands) is
+/// outside the agent's process group, but still ends with the task.
+#[tokio::test]
+async fn children_in_their_own_session_do_not_outlive_the_task() {
+    let tag = format!("300.{}", std::process::id());
+    let script = format!("setsid sleep {tag} </dev/null >/dev/null 2>&1 & echo $!; sleep 0.3");
+    let (result, events) = run(def(&["-c", &script], InputMode::None), json!(null), CancellationToken::new()).await;
+    assert!(result.is_ok(), "{result:?}");
+    let pid: i32 = texts(&events)[0].parse().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let alive = String::from_utf8_lossy(&cmdline).contains(&tag)
+        && smith_agents::process::ProcStat::read(pid).is_some_and(|s| s.state != 'Z');
+    if alive {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(!alive, "the setsid child {pid} outlived its task");
+}

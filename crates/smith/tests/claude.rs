@@ -77,9 +77,9 @@ enum Step {
 fn last_user(body: &Value) -> (String, Option<String>) {
     let msgs = body["messages"].as_array().cloned().unwrap_or_default();
     let Some(last) = msgs.iter().rev().find(|m| m["role"] == "user") else { return (String::new(), None) };
-    let tool_result = last["content"].as_array().and_then(|blocks| {
-        blocks.iter().find(|b| b["type"] == "tool_result").map(|b| b["content"].to_string())
-    });
+    let tool_result = last["content"]
+        .as_array()
+        .and_then(|blocks| blocks.iter().find(|b| b["type"] == "tool_result").map(|b| b["content"].to_string()));
     (last["content"].to_string(), tool_result)
 }
 
@@ -106,7 +106,8 @@ fn script(body: &Value) -> Step {
     }
     if text.contains("RECALL") {
         let history = body["messages"].to_string();
-        let word: Option<String> = history.split("REMEMBER ").nth(1).map(|w| w.chars().take_while(|c| c.is_alphanumeric()).collect());
+        let word: Option<String> =
+            history.split("REMEMBER ").nth(1).map(|w| w.chars().take_while(|c| c.is_alphanumeric()).collect());
         return Step::Text(match word {
             Some(w) => format!("you said {w}"),
             None => "no memory".to_string(),
@@ -152,7 +153,12 @@ async fn messages(State(state): State<Arc<MockState>>, Json(body): Json<Value>) 
             }
             Step::Slow => {
                 let block = json!({"type": "text", "text": ""});
-                let _ = tx.send(Ok(frame("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": block})))).await;
+                let _ = tx
+                    .send(Ok(frame(
+                        "content_block_start",
+                        json!({"type": "content_block_start", "index": 0, "content_block": block}),
+                    )))
+                    .await;
                 for i in 0..600 {
                     let d = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": format!("tick {i} ")}});
                     if tx.send(Ok(frame("content_block_delta", d))).await.is_err() {
@@ -165,10 +171,8 @@ async fn messages(State(state): State<Arc<MockState>>, Json(body): Json<Value>) 
                 (block, vec![], "end_turn")
             }
             Step::Text(t) => {
-                let words: Vec<Value> = t
-                    .split_inclusive(' ')
-                    .map(|w| json!({"type": "text_delta", "text": w}))
-                    .collect();
+                let words: Vec<Value> =
+                    t.split_inclusive(' ').map(|w| json!({"type": "text_delta", "text": w})).collect();
                 (json!({"type": "text", "text": ""}), words, "end_turn")
             }
             Step::Tool(name, input) => (
@@ -179,9 +183,13 @@ async fn messages(State(state): State<Arc<MockState>>, Json(body): Json<Value>) 
         };
         let mut frames = vec![];
         if !deltas.is_empty() || block["type"] == "tool_use" {
-            frames.push(frame("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": block})));
+            frames.push(frame(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": block}),
+            ));
             for d in deltas {
-                frames.push(frame("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": d})));
+                frames
+                    .push(frame("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": d})));
             }
         }
         frames.push(frame("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
@@ -294,7 +302,11 @@ async fn a_plain_turn_streams_typed_events_and_succeeds() {
 
     // The CLI was started with the agent's model and reached the mock with it.
     let reqs = rig.mock.requests();
-    assert!(reqs.iter().any(|r| r["model"] == "claude-sonnet-4-5"), "{:#?}", reqs.iter().map(|r| &r["model"]).collect::<Vec<_>>());
+    assert!(
+        reqs.iter().any(|r| r["model"] == "claude-sonnet-4-5"),
+        "{:#?}",
+        reqs.iter().map(|r| &r["model"]).collect::<Vec<_>>()
+    );
     assert_no_claude_left(&rig).await;
 }
 
@@ -342,7 +354,8 @@ async fn a_two_turn_session_resumes_the_first_turn() {
     let sid = session["id"].as_str().unwrap().to_string();
     let first = session["turns"][0]["id"].as_str().unwrap().to_string();
     // The second turn is queued at once; it must wait for the first.
-    let (status, second) = api.post(&format!("/v1/sessions/{sid}/turns"), &json!({"input": "RECALL what I said"})).await;
+    let (status, second) =
+        api.post(&format!("/v1/sessions/{sid}/turns"), &json!({"input": "RECALL what I said"})).await;
     assert_eq!(status, 201, "{second:#}");
     let second = second["id"].as_str().unwrap().to_string();
 

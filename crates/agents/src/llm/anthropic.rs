@@ -80,19 +80,27 @@ impl Api for Anthropic {
     }
 
     fn authorize(req: reqwest::RequestBuilder, key: &str) -> reqwest::RequestBuilder {
-        req.header("x-api-key", key).header("anthropic-version", "2023-06-01")
+        let req = req.header("anthropic-version", "2023-06-01");
+        match reqwest::header::HeaderValue::from_str(key) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                req.header("x-api-key", value)
+            }
+            // Checked when the config was resolved; the builder would report it anyway.
+            Err(_) => req.header("x-api-key", key),
+        }
     }
 
     fn tool_results(results: &[(ToolCall, ToolOutcome)]) -> Vec<Value> {
         let content: Vec<Value> = results
             .iter()
             .map(|(call, outcome)| {
-                json!({
-                    "type": "tool_result",
-                    "tool_use_id": call.id,
-                    "content": outcome.content,
-                    "is_error": outcome.is_error,
-                })
+                let mut result = json!({"type": "tool_result", "tool_use_id": call.id, "is_error": outcome.is_error});
+                // An empty result is sent without content, which the API accepts.
+                if !outcome.content.is_empty() {
+                    result["content"] = json!(outcome.content);
+                }
+                result
             })
             .collect();
         vec![json!({"role": "user", "content": content})]

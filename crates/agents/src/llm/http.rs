@@ -2,12 +2,14 @@
 
 use super::sse::SseParser;
 use super::{
-    cancelled, excerpt, unheard, Api, Config, Meter, Reply, Round, StreamError, BAD_STREAM, MAX_EVENT, MAX_RESPONSE,
+    cancelled, excerpt, send, Api, Config, Meter, Reply, Round, StreamError, BAD_STREAM, MAX_EVENT, MAX_RESPONSE,
 };
 use crate::{Failure, RunContext, PROVIDER_ERROR, PROVIDER_UNAVAILABLE};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
+use serde_json::Value;
+use smith_core::EventKind;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
@@ -86,10 +88,10 @@ async fn one_try<A: Api>(
     let mut response = match bounded(ctx, cfg.stall, request.send()).await? {
         None => return Err(retry(format!("no response in {}", seconds(cfg.stall)))),
         Some(Err(e)) if e.is_builder() => {
-            let message = format!("cannot build a request to {}: {}", cfg.url, chain(&e));
+            let message = format!("cannot build a request to {}: {}", cfg.shown_url, chain(&e.without_url()));
             return Err(Failure::new(super::MISCONFIGURED, message, false).into());
         }
-        Some(Err(e)) => return Err(retry(chain(&e))),
+        Some(Err(e)) => return Err(retry(format!("{} ({})", chain(&e.without_url()), cfg.shown_url))),
         Some(Ok(r)) => r,
     };
     let status = response.status();
@@ -146,15 +148,12 @@ async fn one_try<A: Api>(
             if let Some(delta) = step.text {
                 began = true;
                 text.push_str(&delta);
-                if !ctx.events.output(delta).await {
-                    return Err(unheard().into());
-                }
+                send(ctx, EventKind::Output, Value::String(delta)).await?;
             }
             if step.usage && round.tokens() != meter.current {
                 meter.current = round.tokens();
-                if !ctx.events.usage(&meter.usage()).await {
-                    return Err(unheard().into());
-                }
+                let usage = serde_json::to_value(meter.usage()).expect("usage serializes");
+                send(ctx, EventKind::Usage, usage).await?;
             }
         }
         if round.is_done() {
@@ -163,7 +162,7 @@ async fn one_try<A: Api>(
         }
         match bounded(ctx, cfg.stall, response.chunk()).await? {
             None => return Err(broken(began, format!("stalled: no bytes for {}", seconds(cfg.stall)))),
-            Some(Err(e)) => return Err(broken(began, format!("the stream broke: {}", chain(&e)))),
+            Some(Err(e)) => return Err(broken(began, format!("the stream broke: {}", chain(&e.without_url())))),
             Some(Ok(None)) => return Err(broken(began, "the stream ended early, before its end marker".into())),
             Some(Ok(Some(bytes))) => parser.push(&bytes),
         }
@@ -235,7 +234,7 @@ fn is_transient(status: StatusCode) -> bool {
 /// The provider's error message from an error body (`{"error": {"message": ...}}` in both
 /// APIs), else the body's start.
 fn error_detail(body: &str) -> String {
-    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
     let error = parsed.as_ref().and_then(|v| v.get("error"));
     let message = error.and_then(|e| e.get("message").and_then(|m| m.as_str()).or_else(|| e.as_str()));
     match message {

@@ -117,7 +117,7 @@ impl McpSession {
             .body(message.to_string())
             .send()
             .await
-            .map_err(|e| format!("cannot reach {}: {e}", self.url))
+            .map_err(|e| format!("cannot reach {}: {}", super::redact(&self.url), e.without_url()))
     }
 
     async fn notify(&self, method: &str) -> Result<(), String> {

@@ -164,6 +164,8 @@ struct Config {
     model: String,
     system: Option<String>,
     url: String,
+    /// `url` as errors show it (credentials hidden).
+    shown_url: String,
     key: String,
     max_tokens: u32,
     pricing: Option<Pricing>,
@@ -189,10 +191,14 @@ impl Config {
         let base = base.trim().trim_end_matches('/');
         // OpenAI's SDKs take a base URL that already ends in /v1; accept both spellings.
         let url = if base.ends_with("/v1") { format!("{base}/{}", A::PATH) } else { format!("{base}/v1/{}", A::PATH) };
+        if reqwest::header::HeaderValue::from_str(&key).is_err() {
+            return Err(misconfigured("the API key has characters an HTTP header cannot carry".into()));
+        }
         let pricing = def.pricing.or_else(|| builtin_pricing(&model));
         Ok(Config {
             model,
             system: def.system_prompt.clone().filter(|s| !s.is_empty()),
+            shown_url: redact(&url),
             url,
             key,
             max_tokens: def.max_output_tokens,
@@ -215,6 +221,25 @@ fn http_client() -> reqwest::Client {
         .user_agent(concat!("mistersmith/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the HTTP client builds")
+}
+
+/// `url` with anything between `://` and the last `@` of its authority hidden.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// Emits an event; fails when the attempt is cancelled meanwhile or nobody listens any more.
+async fn send(ctx: &RunContext, kind: EventKind, data: Value) -> Result<(), Failure> {
+    tokio::select! {
+        biased;
+        _ = ctx.cancel.cancelled() => Err(cancelled()),
+        sent = ctx.events.emit(kind, data) => if sent { Ok(()) } else { Err(unheard()) },
+    }
 }
 
 fn cancelled() -> Failure {
@@ -340,9 +365,7 @@ async fn converse<A: Api>(
                 Ok(v) => v.clone(),
                 Err((raw, _)) => Value::String(raw.clone()),
             };
-            if !ctx.events.emit(EventKind::ToolUse, json!({"id": call.id, "name": call.name, "input": shown})).await {
-                return Err(unheard());
-            }
+            send(ctx, EventKind::ToolUse, json!({"id": call.id, "name": call.name, "input": shown})).await?;
             let outcome = match (&call.input, session.as_deref_mut()) {
                 (Err((_, why)), _) => ToolOutcome::error(format!("the tool input is not valid JSON: {why}")),
                 (Ok(_), None) => ToolOutcome::error("no tools are available in this run"),
@@ -354,9 +377,7 @@ async fn converse<A: Api>(
             };
             let outcome = ToolOutcome { content: cut_tool_result(outcome.content), is_error: outcome.is_error };
             let event = json!({"tool_use_id": call.id, "content": outcome.content, "is_error": outcome.is_error});
-            if !ctx.events.emit(EventKind::ToolResult, event).await {
-                return Err(unheard());
-            }
+            send(ctx, EventKind::ToolResult, event).await?;
             results.push((call, outcome));
         }
         messages.extend(A::tool_results(&results));
@@ -416,6 +437,13 @@ mod tests {
             conversation(None, &json!({"messages": "nope"})),
             vec![json!({"role": "user", "content": "{\"messages\":\"nope\"}"})]
         );
+    }
+
+    #[test]
+    fn urls_in_errors_hide_credentials() {
+        assert_eq!(redact("https://u:p@llm.example/v1/messages"), "https://***@llm.example/v1/messages");
+        assert_eq!(redact("http://h:1/v1?k=a@b"), "http://h:1/v1?k=a@b");
+        assert_eq!(redact("no scheme"), "no scheme");
     }
 
     #[test]
