@@ -68,9 +68,9 @@ impl ExecutorKind {
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     /// Input plus output tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub max_tokens: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub max_cost_usd: Option<f64>,
 }
 
@@ -194,47 +194,47 @@ pub struct AgentDef {
     /// Largest result kept from a process agent's stdout; the rest is still streamed as events.
     pub max_result_bytes: usize,
     /// LLM agents: the model name passed to the CLI or API.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub model: Option<String>,
     /// LLM agents: a system prompt (appended to Claude Code's own with `--append-system-prompt`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub system_prompt: Option<String>,
     /// Claude Code: `--allowedTools` / `--disallowedTools`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub allowed_tools: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub disallowed_tools: Vec<String>,
     /// Claude Code: `--permission-mode`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub permission_mode: Option<String>,
     /// Claude Code: `--max-turns`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub max_turns: Option<u32>,
     /// Claude Code: extra MCP servers, a JSON object `{"mcpServers": {...}}` or a path to one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub mcp_config: Option<String>,
     /// LLM agents get the platform's MCP tools (discoveries, messages, sub-tasks) when a gateway is known.
     #[serde(default = "yes")]
     pub collaborate: bool,
     /// A process that writes nothing for this long is hung: its group is killed (Claude Code).
-    #[serde(with = "crate::time::duration::option", default, skip_serializing_if = "Option::is_none")]
+    #[serde(with = "crate::time::duration::option", default)]
     pub stall_timeout: Option<Duration>,
     /// HTTP LLM agents: the API's base URL (default: the provider's, or `ANTHROPIC_BASE_URL` / `OPENAI_BASE_URL`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub base_url: Option<String>,
     /// HTTP LLM agents: the API key (default: `ANTHROPIC_API_KEY` / `OPENAI_API_KEY`, or the variable `api_key_env` names).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub api_key: Option<Secret>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub api_key_env: Option<String>,
     /// HTTP LLM agents: the most tokens one response may have (`max_tokens` of the API).
     #[serde(default = "default_max_output_tokens")]
     pub max_output_tokens: u32,
     /// Spending limits per task.
-    #[serde(default, skip_serializing_if = "Budget::is_empty")]
+    #[serde(default)]
     pub budget: Budget,
     /// Prices for cost accounting when the provider does not report cost.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub pricing: Option<Pricing>,
     /// Provider failures in a row that open the agent's circuit breaker (0: never).
     #[serde(default = "default_breaker_failures")]

@@ -151,7 +151,7 @@ pub struct Task {
     #[serde(default)]
     pub parent_id: Option<TaskId>,
     /// Spending limits of this task (its agent's apply too).
-    #[serde(default, skip_serializing_if = "Budget::is_empty")]
+    #[serde(default)]
     pub budget: Budget,
     pub tenant: String,
     pub metadata: Value,

@@ -6,18 +6,15 @@
 //! Needs the CLI: `SMITH_TEST_CLAUDE` names its binary (`.ci/run` installs the pinned npm
 //! package and sets it). Without it, each test prints that it is skipped.
 
+#[path = "common/anthropic_mock.rs"]
+mod anthropic_mock;
 mod common;
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use anthropic_mock::Mock;
 use common::{Opts, Smith};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const TURN: Duration = Duration::from_secs(90);
@@ -30,186 +27,6 @@ fn claude() -> Option<String> {
             None
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The mock Anthropic API. What it answers depends on the marker in the last user message.
-
-#[derive(Default)]
-struct MockState {
-    requests: Mutex<Vec<Value>>,
-    /// A slow stream has begun sending.
-    streaming: AtomicBool,
-    /// A client went away in the middle of a stream.
-    disconnected: AtomicUsize,
-}
-
-struct Mock {
-    url: String,
-    state: Arc<MockState>,
-}
-
-impl Mock {
-    async fn start() -> Mock {
-        let state = Arc::new(MockState::default());
-        let app = Router::new().route("/v1/messages", post(messages)).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Mock { url, state }
-    }
-
-    fn requests(&self) -> Vec<Value> {
-        self.state.requests.lock().unwrap().clone()
-    }
-}
-
-enum Step {
-    Text(String),
-    Tool(&'static str, Value),
-    /// message_start, then nothing, forever.
-    Stall,
-    /// Text deltas every 100 ms for a minute.
-    Slow,
-}
-
-/// The JSON text of the last user message, and whether it carries a tool result.
-fn last_user(body: &Value) -> (String, Option<String>) {
-    let msgs = body["messages"].as_array().cloned().unwrap_or_default();
-    let Some(last) = msgs.iter().rev().find(|m| m["role"] == "user") else { return (String::new(), None) };
-    let tool_result = last["content"]
-        .as_array()
-        .and_then(|blocks| blocks.iter().find(|b| b["type"] == "tool_result").map(|b| b["content"].to_string()));
-    (last["content"].to_string(), tool_result)
-}
-
-fn script(body: &Value) -> Step {
-    let (text, tool_result) = last_user(body);
-    if let Some(result) = tool_result {
-        return Step::Text(format!("tool said: {result}"));
-    }
-    if let Some(rest) = text.split("SHARE ").nth(1) {
-        let content: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == ' ').collect();
-        return Step::Tool(
-            "mcp__smith__share_discovery",
-            json!({"type": "insight", "content": content.trim(), "confidence": 0.9}),
-        );
-    }
-    if text.contains("LIST") {
-        return Step::Tool("mcp__smith__list_discoveries", json!({"type": "insight"}));
-    }
-    if text.contains("STALL") {
-        return Step::Stall;
-    }
-    if text.contains("SLOW") {
-        return Step::Slow;
-    }
-    if text.contains("RECALL") {
-        let history = body["messages"].to_string();
-        let word: Option<String> =
-            history.split("REMEMBER ").nth(1).map(|w| w.chars().take_while(|c| c.is_alphanumeric()).collect());
-        return Step::Text(match word {
-            Some(w) => format!("you said {w}"),
-            None => "no memory".to_string(),
-        });
-    }
-    Step::Text("Hello from the mock.".into())
-}
-
-fn frame(event: &str, data: Value) -> bytes::Bytes {
-    bytes::Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
-}
-
-async fn messages(State(state): State<Arc<MockState>>, Json(body): Json<Value>) -> Response {
-    state.requests.lock().unwrap().push(body.clone());
-    let model = body["model"].as_str().unwrap_or("claude-mock").to_string();
-    let step = script(&body);
-    if body["stream"] != true {
-        let text = match &step {
-            Step::Text(t) => t.clone(),
-            _ => "ok".into(),
-        };
-        return Json(json!({
-            "id": "msg_plain", "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
-            "usage": {"input_tokens": 10, "output_tokens": 5},
-        }))
-        .into_response();
-    }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
-    let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
-    tokio::spawn(async move {
-        let start = json!({"type": "message_start", "message": {
-            "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
-            "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1}}});
-        if tx.send(Ok(frame("message_start", start))).await.is_err() {
-            return;
-        }
-        let (block, deltas, stop): (Value, Vec<Value>, &str) = match step {
-            Step::Stall => {
-                // hold the connection open, sending nothing, until the client goes away
-                tx.closed().await;
-                return;
-            }
-            Step::Slow => {
-                let block = json!({"type": "text", "text": ""});
-                let _ = tx
-                    .send(Ok(frame(
-                        "content_block_start",
-                        json!({"type": "content_block_start", "index": 0, "content_block": block}),
-                    )))
-                    .await;
-                for i in 0..600 {
-                    let d = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": format!("tick {i} ")}});
-                    if tx.send(Ok(frame("content_block_delta", d))).await.is_err() {
-                        state.disconnected.fetch_add(1, Ordering::SeqCst);
-                        return;
-                    }
-                    state.streaming.store(true, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                (block, vec![], "end_turn")
-            }
-            Step::Text(t) => {
-                let words: Vec<Value> =
-                    t.split_inclusive(' ').map(|w| json!({"type": "text_delta", "text": w})).collect();
-                (json!({"type": "text", "text": ""}), words, "end_turn")
-            }
-            Step::Tool(name, input) => (
-                json!({"type": "tool_use", "id": format!("toolu_{}", uuid::Uuid::now_v7().simple()), "name": name, "input": {}}),
-                vec![json!({"type": "input_json_delta", "partial_json": input.to_string()})],
-                "tool_use",
-            ),
-        };
-        let mut frames = vec![];
-        if !deltas.is_empty() || block["type"] == "tool_use" {
-            frames.push(frame(
-                "content_block_start",
-                json!({"type": "content_block_start", "index": 0, "content_block": block}),
-            ));
-            for d in deltas {
-                frames
-                    .push(frame("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": d})));
-            }
-        }
-        frames.push(frame("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
-        frames.push(frame(
-            "message_delta",
-            json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 12}}),
-        ));
-        frames.push(frame("message_stop", json!({"type": "message_stop"})));
-        for f in frames {
-            if tx.send(Ok(f)).await.is_err() {
-                return;
-            }
-        }
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    Response::builder()
-        .header("content-type", "text/event-stream")
-        .header("request-id", "req_mock")
-        .body(Body::from_stream(stream))
-        .unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------

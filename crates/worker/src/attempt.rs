@@ -157,12 +157,19 @@ async fn run(
             reported = u;
         }
     }
-    let why = *reason.lock().expect("reason lock");
     let returned = match &result {
         Some(Ok(s)) => s.usage,
         Some(Err(f)) => f.usage,
         None => Usage::default(),
     };
+    // An executor that finished before its last usage report was checked is still held to its budget.
+    if over_budget.is_none() && reason.lock().expect("reason lock").is_none() {
+        if let Some(why) = budget.exceeded_by(&reported).or_else(|| budget.exceeded_by(&returned)) {
+            over_budget = Some(why);
+            stop(StopReason::BudgetExceeded);
+        }
+    }
+    let why = *reason.lock().expect("reason lock");
     // a stopped executor may return before it could total its usage: keep what it reported
     let usage = if returned.is_zero() { reported } else { returned };
     metrics::usage(&agent, &usage);

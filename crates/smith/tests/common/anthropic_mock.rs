@@ -1,0 +1,262 @@
+//! A mock Anthropic Messages API for the tests: the real Claude Code CLI and the `anthropic`
+//! executor both talk to it. What it answers is scripted by a marker in the conversation's
+//! first user message:
+//!
+//! - `SHARE <words>`: calls `share_discovery` with the words, then answers with the tool result.
+//! - `LIST`: calls `list_discoveries`, then answers with the tool result.
+//! - `SPAWN`: calls `spawn_task` (agent `echo`), then `await_task` on the child, then answers.
+//! - `STALL`: sends `message_start`, then nothing, holding the connection.
+//! - `SLOW`: streams a text delta every 100 ms for a minute.
+//! - `OVERSPEND`: reports 5,000 input tokens at once, then streams slowly.
+//! - `RECALL`: answers "you said X" when an earlier message of the conversation said `REMEMBER X`.
+//! - anything else: "Hello from the mock."
+//!
+//! While `failing` is set, every request gets a 500.
+
+#![allow(dead_code)]
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct MockState {
+    pub requests: Mutex<Vec<Value>>,
+    /// A slow stream has begun sending.
+    pub streaming: AtomicBool,
+    /// Clients that went away in the middle of a stream.
+    pub disconnected: AtomicUsize,
+    /// Answer every request with a 500.
+    pub failing: AtomicBool,
+    pub failures: AtomicUsize,
+}
+
+pub struct Mock {
+    pub url: String,
+    pub state: Arc<MockState>,
+}
+
+impl Mock {
+    pub async fn start() -> Mock {
+        let state = Arc::new(MockState::default());
+        let app = Router::new().route("/v1/messages", post(messages)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Mock { url, state }
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        self.state.requests.lock().unwrap().clone()
+    }
+}
+
+enum Step {
+    Text(String),
+    Tool(&'static str, Value),
+    /// message_start, then nothing, forever.
+    Stall,
+    /// Text deltas every 100 ms for a minute; `input_tokens` reported at the start.
+    Slow(u64),
+}
+
+/// The text of the conversation's first user message.
+fn first_user(body: &Value) -> String {
+    let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+    msgs.iter().find(|m| m["role"] == "user").map(|m| m["content"].to_string()).unwrap_or_default()
+}
+
+/// The contents of every tool result so far, in order, as text.
+fn tool_results(body: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in body["messages"].as_array().into_iter().flatten() {
+        for b in m["content"].as_array().into_iter().flatten() {
+            if b["type"] == "tool_result" {
+                out.push(b["content"].to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The first UUID in `s` (JSON text may escape its quotes).
+fn uuid_in(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    (0..b.len().saturating_sub(35)).find_map(|i| {
+        let cand = &s[i..i + 36];
+        let ok = cand.char_indices().all(|(j, c)| if [8, 13, 18, 23].contains(&j) { c == '-' } else { c.is_ascii_hexdigit() });
+        ok.then(|| cand.to_string())
+    })
+}
+
+fn script(body: &Value) -> Step {
+    let first = first_user(body);
+    let results = tool_results(body);
+    if let Some(rest) = first.split("SHARE ").nth(1) {
+        if let Some(r) = results.last() {
+            return Step::Text(format!("tool said: {r}"));
+        }
+        let content: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == ' ').collect();
+        return Step::Tool(
+            "mcp__smith__share_discovery",
+            json!({"type": "insight", "content": content.trim(), "confidence": 0.9}),
+        );
+    }
+    if first.contains("LIST") {
+        return match results.last() {
+            Some(r) => Step::Text(format!("tool said: {r}")),
+            None => Step::Tool("mcp__smith__list_discoveries", json!({"type": "insight"})),
+        };
+    }
+    if first.contains("SPAWN") {
+        return match results.len() {
+            0 => Step::Tool("spawn_task", json!({"agent": "echo", "input": "from the parent"})),
+            1 => match uuid_in(&results[0]) {
+                Some(id) => Step::Tool("await_task", json!({"id": id, "timeout_s": 30})),
+                None => Step::Text(format!("no child id in {}", results[0])),
+            },
+            _ => Step::Text(format!("child said: {}", results[1])),
+        };
+    }
+    if first.contains("STALL") {
+        return Step::Stall;
+    }
+    if first.contains("OVERSPEND") {
+        return Step::Slow(5000);
+    }
+    if first.contains("SLOW") {
+        return Step::Slow(25);
+    }
+    if body["messages"].to_string().contains("RECALL") {
+        let history = body["messages"].to_string();
+        let word: Option<String> =
+            history.split("REMEMBER ").nth(1).map(|w| w.chars().take_while(|c| c.is_alphanumeric()).collect());
+        return Step::Text(match word {
+            Some(w) => format!("you said {w}"),
+            None => "no memory".to_string(),
+        });
+    }
+    Step::Text("Hello from the mock.".into())
+}
+
+/// Tool names as the caller offered them: Claude Code prefixes MCP tools with `mcp__smith__`,
+/// the HTTP executors offer the platform's tools by their own names.
+fn offered_name(body: &Value, name: &str) -> String {
+    let bare = name.trim_start_matches("mcp__smith__");
+    let tools: Vec<String> =
+        body["tools"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str().map(String::from)).collect();
+    if tools.iter().any(|t| t == bare) {
+        bare.to_string()
+    } else {
+        format!("mcp__smith__{bare}")
+    }
+}
+
+fn frame(event: &str, data: Value) -> bytes::Bytes {
+    bytes::Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
+async fn messages(State(state): State<Arc<MockState>>, Json(body): Json<Value>) -> Response {
+    state.requests.lock().unwrap().push(body.clone());
+    if state.failing.load(Ordering::SeqCst) {
+        state.failures.fetch_add(1, Ordering::SeqCst);
+        let err = json!({"type": "error", "error": {"type": "api_error", "message": "mock outage"}});
+        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, Json(err)).into_response();
+    }
+    let model = body["model"].as_str().unwrap_or("claude-mock").to_string();
+    let step = script(&body);
+    if body["stream"] != true {
+        let text = match &step {
+            Step::Text(t) => t.clone(),
+            _ => "ok".into(),
+        };
+        return Json(json!({
+            "id": "msg_plain", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 10, "output_tokens": 5},
+        }))
+        .into_response();
+    }
+    let input_tokens = match step {
+        Step::Slow(n) => n,
+        _ => 25,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
+    let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
+    tokio::spawn(async move {
+        let start = json!({"type": "message_start", "message": {
+            "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": input_tokens, "output_tokens": 1}}});
+        if tx.send(Ok(frame("message_start", start))).await.is_err() {
+            return;
+        }
+        let (block, deltas, stop): (Value, Vec<Value>, &str) = match step {
+            Step::Stall => {
+                // hold the connection open, sending nothing, until the client goes away
+                tx.closed().await;
+                return;
+            }
+            Step::Slow(_) => {
+                let block = json!({"type": "text", "text": ""});
+                let start = json!({"type": "content_block_start", "index": 0, "content_block": block});
+                let _ = tx.send(Ok(frame("content_block_start", start))).await;
+                for i in 0..600 {
+                    let d = json!({"type": "content_block_delta", "index": 0,
+                        "delta": {"type": "text_delta", "text": format!("tick {i} ")}});
+                    if tx.send(Ok(frame("content_block_delta", d))).await.is_err() {
+                        state.disconnected.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    state.streaming.store(true, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                (block, vec![], "end_turn")
+            }
+            Step::Text(t) => {
+                let words: Vec<Value> =
+                    t.split_inclusive(' ').map(|w| json!({"type": "text_delta", "text": w})).collect();
+                (json!({"type": "text", "text": ""}), words, "end_turn")
+            }
+            Step::Tool(name, input) => (
+                json!({"type": "tool_use", "id": format!("toolu_{}", uuid::Uuid::now_v7().simple()),
+                    "name": offered_name(&body, name), "input": {}}),
+                vec![json!({"type": "input_json_delta", "partial_json": input.to_string()})],
+                "tool_use",
+            ),
+        };
+        let mut frames = vec![];
+        if !deltas.is_empty() || block["type"] == "tool_use" {
+            frames.push(frame(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": block}),
+            ));
+            for d in deltas {
+                frames.push(frame("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": d})));
+            }
+        }
+        frames.push(frame("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+        frames.push(frame(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
+                "usage": {"output_tokens": 12}}),
+        ));
+        frames.push(frame("message_stop", json!({"type": "message_stop"})));
+        for f in frames {
+            if tx.send(Ok(f)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("request-id", "req_mock")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
