@@ -65,8 +65,20 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// Raises the open-files soft limit to the hard limit: every agent stream, SSE client and
+/// agent process pipe is a descriptor, and the default soft limit (often 1,024) is far too low.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
