@@ -7,6 +7,8 @@
 //! gets a database and a bus namespace of its own, so they run in parallel. The fault test's
 //! size is `SMITH_TEST_FAULT_TASKS` (default [`FAULT_TASKS`]).
 
+#[path = "common/anthropic_mock.rs"]
+mod anthropic_mock;
 #[path = "common/cluster.rs"]
 mod cluster;
 mod common;
@@ -909,4 +911,48 @@ async fn nats_restart_is_survived() {
     }
     let alive: Vec<Value> = nodes(&api).await.into_iter().filter(|n| n["status"] == "alive").collect();
     assert_eq!(alive.len(), 3, "{alive:?}");
+}
+
+/// LLM agents on the distributed shape: a worker gives its agents the gateway's MCP endpoint
+/// (`[worker] mcp_url`); sub-tasks, discoveries and sessions go through PostgreSQL and NATS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_agents_collaborate_across_processes() {
+    let services = services!();
+    let mock = anthropic_mock::Mock::start().await;
+    let cluster = Cluster::new(&services, &config(4, "")).await;
+    let gw = cluster.start(Role::Gateway).await;
+    let api = gw.api();
+    let agents = format!(
+        "[worker]\nmcp_url = \"{}/mcp\"\n\n[agents.boss]\nexecutor = \"anthropic\"\nmodel = \"claude-sonnet-4-5\"\n\
+         base_url = \"{}\"\napi_key = \"k\"\n",
+        api.base, mock.url
+    );
+    std::fs::write(cluster.config_path(), config(4, &agents)).unwrap();
+    let _sup = cluster.start(Role::Supervisor).await;
+    let _worker = cluster.start(Role::Worker).await;
+    let mut discoveries = api.sse("/v1/events?kind=discovery", None).await;
+
+    // An orchestrator fans a task out to another agent and collects it.
+    let boss = api.submit_id(json!({"agent": "boss", "input": "SPAWN one helper"})).await;
+    let t = api.wait_terminal(&boss, Duration::from_secs(60)).await;
+    assert_eq!(t["status"], "succeeded", "{t:#}");
+    assert!(t["result"]["text"].as_str().unwrap().contains("from the parent"), "{t:#}");
+    let (_, children) = api.get(&format!("/v1/tasks?parent_id={boss}")).await;
+    assert_eq!(children["items"][0]["status"], "succeeded", "{children:#}");
+
+    // A discovery shared through the worker's MCP access reaches the gateway's feed.
+    let sharer = api.submit_id(json!({"agent": "boss", "input": "SHARE workers share"})).await;
+    let t = api.wait_terminal(&sharer, Duration::from_secs(60)).await;
+    assert_eq!(t["status"], "succeeded", "{t:#}");
+    let d = discoveries.next(SECS_10).await.expect("a discovery").json();
+    assert_eq!(d["data"]["content"], "workers share");
+    assert_eq!(d["data"]["task_id"], sharer.as_str());
+
+    // A session's turns run in order with their history.
+    let (status, session) = api.post("/v1/sessions", &json!({"agent": "boss", "input": "REMEMBER gamma"})).await;
+    assert_eq!(status, 201, "{session:#}");
+    let sid = session["id"].as_str().unwrap();
+    let (_, turn) = api.post(&format!("/v1/sessions/{sid}/turns"), &json!({"input": "RECALL"})).await;
+    let t2 = api.wait_terminal(turn["id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(t2["result"]["text"], "you said gamma", "{t2:#}");
 }
