@@ -68,7 +68,11 @@ async fn an_http_agent_streams_text_and_records_usage() {
     assert_eq!(task["usage"]["output_tokens"], 12);
     assert!(task["usage"]["cost_usd"].as_f64().unwrap() > 0.0, "priced from the model: {task:#}");
     let frames = api.events(&id, Duration::from_secs(5)).await;
-    let text: String = frames.iter().filter(|f| f.event == "output").filter_map(|f| f.json()["data"].as_str().map(String::from)).collect();
+    let text: String = frames
+        .iter()
+        .filter(|f| f.event == "output")
+        .filter_map(|f| f.json()["data"].as_str().map(String::from))
+        .collect();
     assert_eq!(text, "Hello from the mock.", "token deltas streamed as output events");
     let req = &mock.requests()[0];
     assert_eq!(req["model"], "claude-sonnet-4-5");
@@ -111,15 +115,15 @@ async fn a_task_over_its_budget_is_stopped_and_fails_budget_exceeded() {
     }
 
     // A task's own budget applies too, the tighter one winning: cost this time.
-    let id = api
-        .submit_id(json!({"agent": "writer", "input": "OVERSPEND again", "budget": {"max_cost_usd": 0.001}}))
-        .await;
+    let id =
+        api.submit_id(json!({"agent": "writer", "input": "OVERSPEND again", "budget": {"max_cost_usd": 0.001}})).await;
     let task = api.wait_terminal(&id, WAIT).await;
     assert_eq!(task["error"]["code"], "budget_exceeded", "{task:#}");
     assert_eq!(task["budget"]["max_cost_usd"], 0.001);
 
     // A malformed budget changes nothing.
-    let (status, err) = api.post("/v1/tasks", &json!({"agent": "writer", "input": "x", "budget": {"max_tokens": 0}})).await;
+    let (status, err) =
+        api.post("/v1/tasks", &json!({"agent": "writer", "input": "x", "budget": {"max_tokens": 0}})).await;
     assert_eq!(status, 422, "{err:#}");
     let (status, err) = api.post("/v1/tasks", &json!({"agent": "writer", "input": "x", "budget": {"tokens": 5}})).await;
     assert_eq!(status, 422, "{err:#}");
@@ -239,7 +243,10 @@ async fn an_orchestrator_spawns_a_child_and_collects_its_result() {
     let id = api.submit_id(json!({"agent": "boss", "input": "SPAWN a helper"})).await;
     let task = api.wait_terminal(&id, WAIT).await;
     assert_eq!(task["status"], "succeeded", "{task:#}\n{}", smith.stderr());
-    assert!(task["result"]["text"].as_str().unwrap().contains("from the parent"), "the child's result came back: {task:#}");
+    assert!(
+        task["result"]["text"].as_str().unwrap().contains("from the parent"),
+        "the child's result came back: {task:#}"
+    );
     let (_, children) = api.get(&format!("/v1/tasks?parent_id={id}")).await;
     let items = children["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{children:#}");
@@ -247,7 +254,8 @@ async fn an_orchestrator_spawns_a_child_and_collects_its_result() {
     assert_eq!(items[0]["parent_id"], id.as_str());
     assert_eq!(items[0]["status"], "succeeded");
     let frames = api.events(&id, Duration::from_secs(5)).await;
-    let tools: Vec<Value> = frames.iter().filter(|f| f.event == "tool_use").map(|f| f.json()["data"]["name"].clone()).collect();
+    let tools: Vec<Value> =
+        frames.iter().filter(|f| f.event == "tool_use").map(|f| f.json()["data"]["name"].clone()).collect();
     assert_eq!(tools, [json!("spawn_task"), json!("await_task")]);
 }
 
@@ -268,8 +276,12 @@ async fn the_mcp_endpoint_speaks_the_protocol_and_rejects_bad_input() {
     let (status, _) = mcp(&smith, None, json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
     assert_eq!(status, 202);
     let (_, list) = mcp(&smith, None, json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).await;
-    let names: Vec<&str> = list["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["share_discovery", "list_discoveries", "send_message", "read_messages", "spawn_task", "await_task"]);
+    let names: Vec<&str> =
+        list["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["share_discovery", "list_discoveries", "send_message", "read_messages", "spawn_task", "await_task"]
+    );
 
     // Protocol errors are JSON-RPC errors; tool errors are results the model can read.
     let (_, e) = mcp(&smith, None, json!({"jsonrpc": "2.0", "id": 3, "method": "nope"})).await;
@@ -302,7 +314,8 @@ async fn the_mcp_endpoint_speaks_the_protocol_and_rejects_bad_input() {
     api.wait_terminal(&b, WAIT).await;
     let (_, sent) = mcp(&smith, Some(&a), call("send_message", json!({"to_task": b, "body": "hello b"}))).await;
     ok_result(&sent);
-    let (_, sent) = mcp(&smith, Some(&a), call("send_message", json!({"to_agent": "echo", "body": "hello echoes"}))).await;
+    let (_, sent) =
+        mcp(&smith, Some(&a), call("send_message", json!({"to_agent": "echo", "body": "hello echoes"}))).await;
     ok_result(&sent);
     let (_, bad) = mcp(&smith, Some(&a), call("send_message", json!({"to_agent": "ghost", "body": "x"}))).await;
     assert_eq!(bad["result"]["isError"], true);
@@ -315,7 +328,12 @@ async fn the_mcp_endpoint_speaks_the_protocol_and_rejects_bad_input() {
     assert_eq!(ok_result(&again)["messages"], json!([]), "since skips what was read");
 
     for (kind, content) in [("pattern", "retries cluster at noon"), ("anomaly", "disk fills at night")] {
-        let (_, r) = mcp(&smith, Some(&a), call("share_discovery", json!({"type": kind, "content": content, "confidence": 0.7}))).await;
+        let (_, r) = mcp(
+            &smith,
+            Some(&a),
+            call("share_discovery", json!({"type": kind, "content": content, "confidence": 0.7})),
+        )
+        .await;
         ok_result(&r);
     }
     let (_, found) = mcp(&smith, None, call("list_discoveries", json!({"type": "anomaly"}))).await;

@@ -90,7 +90,9 @@ fn uuid_in(s: &str) -> Option<String> {
     let b = s.as_bytes();
     (0..b.len().saturating_sub(35)).find_map(|i| {
         let cand = &s[i..i + 36];
-        let ok = cand.char_indices().all(|(j, c)| if [8, 13, 18, 23].contains(&j) { c == '-' } else { c.is_ascii_hexdigit() });
+        let ok = cand
+            .char_indices()
+            .all(|(j, c)| if [8, 13, 18, 23].contains(&j) { c == '-' } else { c.is_ascii_hexdigit() });
         ok.then(|| cand.to_string())
     })
 }
@@ -237,7 +239,8 @@ async fn messages(State(state): State<Arc<MockState>>, Json(body): Json<Value>) 
                 json!({"type": "content_block_start", "index": 0, "content_block": block}),
             ));
             for d in deltas {
-                frames.push(frame("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": d})));
+                frames
+                    .push(frame("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": d})));
             }
         }
         frames.push(frame("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
