@@ -93,6 +93,7 @@ async fn an_http_agent_streams_text_and_records_usage() {
     assert!(!agents.to_string().contains("sk-test-secret"));
     let metrics = reqwest::get(api.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("smith_tokens_total{agent=\"writer\",direction=\"input\"} 25"), "{metrics}");
+    assert!(metrics.contains("smith_tenant_tokens_total{tenant=\"default\"} 37"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,6 +50,7 @@ async fn run(
     let id = task.id;
     let attempt = task.attempt;
     let agent = task.agent.clone();
+    let tenant = task.tenant.clone();
     let (Some(def), Some(executor)) = (s.defs.get(&agent).cloned(), s.executors.get(&agent).cloned()) else {
         // claimed only for agents we run, so this is a bug: hand it back rather than lose it
         tracing::error!(task_id = %id, agent, "claimed a task for an agent this worker does not run");
@@ -172,7 +173,7 @@ async fn run(
     let why = *reason.lock().expect("reason lock");
     // a stopped executor may return before it could total its usage: keep what it reported
     let usage = if returned.is_zero() { reported } else { returned };
-    metrics::usage(&agent, &usage);
+    metrics::usage(&agent, &tenant, &usage);
     let outage = matches!(&result, Some(Err(f)) if f.is_provider_outage()) && why.is_none();
     let breaker_open = record_breaker(s, &agent, outage, why).await;
     let release = |why: &'static str| async move {

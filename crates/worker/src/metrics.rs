@@ -10,6 +10,8 @@ pub const LEASES_LOST: &str = "smith_leases_lost_total";
 pub const TOKENS: &str = "smith_tokens_total";
 pub const COST: &str = "smith_llm_cost_usd";
 pub const BREAKER_OPEN: &str = "smith_breaker_open";
+pub const TENANT_TOKENS: &str = "smith_tenant_tokens_total";
+pub const TENANT_COST: &str = "smith_tenant_llm_cost_usd";
 
 pub fn describe() {
     metrics::describe_counter!(TASKS_DISPATCHED, "Tasks claimed and started, by agent");
@@ -19,13 +21,17 @@ pub fn describe() {
     metrics::describe_counter!(LEASES_LOST, "Attempts stopped because their lease was lost or fenced");
     metrics::describe_counter!(TOKENS, "LLM tokens used by finished attempts, by agent and direction (input, output)");
     metrics::describe_gauge!(COST, "LLM cost in USD of finished attempts since start, by agent (only grows)");
+    metrics::describe_counter!(TENANT_TOKENS, "LLM tokens used by finished attempts, by tenant");
+    metrics::describe_gauge!(TENANT_COST, "LLM cost in USD of finished attempts since start, by tenant (only grows)");
     metrics::describe_gauge!(BREAKER_OPEN, "1 while an agent's circuit breaker is open (0.5 half-open), by agent");
 }
 
-pub(crate) fn usage(agent: &str, u: &smith_core::Usage) {
+pub(crate) fn usage(agent: &str, tenant: &str, u: &smith_core::Usage) {
     if u.is_zero() {
         return;
     }
+    metrics::counter!(TENANT_TOKENS, "tenant" => tenant.to_string()).increment(u.input_tokens + u.output_tokens);
+    metrics::gauge!(TENANT_COST, "tenant" => tenant.to_string()).increment(u.cost_usd);
     metrics::counter!(TOKENS, "agent" => agent.to_string(), "direction" => "input").increment(u.input_tokens);
     metrics::counter!(TOKENS, "agent" => agent.to_string(), "direction" => "output").increment(u.output_tokens);
     // a Prometheus counter of a float: the metrics crate's counters are integers, so a gauge that only grows
