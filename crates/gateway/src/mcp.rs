@@ -173,7 +173,7 @@ async fn handle(s: &AppState, caller: &Caller, m: Value) -> Option<Value> {
                 "send_message" => send_message(s, caller, &args).await,
                 "read_messages" => read_messages(s, caller, &args).await,
                 "spawn_task" => spawn_task(s, caller, &args).await,
-                "await_task" => await_task(s, &args).await,
+                "await_task" => await_task(s, caller, &args).await,
                 other => return Some(rpc_error(id, -32602, &format!("unknown tool {other:?}"))),
             };
             crate::metrics::tool_call(name, out.is_ok());
@@ -513,6 +513,19 @@ async fn spawn_task(s: &AppState, caller: &Caller, args: &Map<String, Value>) ->
     task.budget = Budget { max_tokens: u64_arg(args, "max_tokens")?, max_cost_usd: f64_arg(args, "max_cost_usd")? };
     task.parent_id = caller.task_id();
     task.tenant = caller.tenant();
+    // a runaway orchestrator must not fan out without end
+    let mut depth = 0;
+    let mut up = caller.task.as_ref().and_then(|t| t.parent_id);
+    while let Some(p) = up {
+        depth += 1;
+        if depth >= crate::routes::MAX_DEPTH {
+            return Err(ToolError(format!(
+                "sub-tasks nest at most {} deep; this task is already {depth} levels down",
+                crate::routes::MAX_DEPTH
+            )));
+        }
+        up = s.store.get_task(p).await?.and_then(|t| t.parent_id);
+    }
     if let Some(parent) = &caller.task {
         task.priority = parent.priority;
     }
@@ -520,7 +533,7 @@ async fn spawn_task(s: &AppState, caller: &Caller, args: &Map<String, Value>) ->
     Ok(json!({"id": submitted.task.id, "agent": submitted.task.agent, "status": submitted.task.status}))
 }
 
-async fn await_task(s: &AppState, args: &Map<String, Value>) -> ToolResult {
+async fn await_task(s: &AppState, caller: &Caller, args: &Map<String, Value>) -> ToolResult {
     only(args, &["id", "timeout_s"])?;
     let id = task_arg(args, "id")?.ok_or_else(|| ToolError("id is required".into()))?;
     let wait = match f64_arg(args, "timeout_s")? {
@@ -532,7 +545,10 @@ async fn await_task(s: &AppState, args: &Map<String, Value>) -> ToolResult {
     let mut tap = s.hub.tap_task(id);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let Some(task) = s.store.get_task(id).await? else { return Err(ToolError(format!("no task {id}"))) };
+        let task = match s.store.get_task(id).await? {
+            Some(t) if t.tenant == caller.tenant() => t,
+            _ => return Err(ToolError(format!("no task {id}"))),
+        };
         if task.status.is_terminal() {
             return Ok(json!({
                 "id": task.id, "agent": task.agent, "status": task.status, "result": task.result,

@@ -160,13 +160,53 @@ async fn list(State(s): State<Arc<AppState>>, QueryParams(p): QueryParams<ListPa
 }
 
 async fn cancel(State(s): State<Arc<AppState>>, PathId(id): PathId) -> ApiResult<Response> {
+    let task = cancel_one(&s, id).await?;
+    cancel_descendants(&s, id).await;
+    Ok((StatusCode::ACCEPTED, Json(task)).into_response())
+}
+
+async fn cancel_one(s: &AppState, id: TaskId) -> ApiResult<smith_core::Task> {
     let change = s.store.request_cancel(id).await?;
     smith_bus::publish_events(s.bus.as_ref(), &change.events).await;
     if change.task.status == TaskStatus::Running {
         // the flag is durable; the worker also sees it on its next lease renewal
         let _ = s.bus.publish(smith_bus::subjects::CANCEL, bytes::Bytes::from(id.to_string())).await;
     }
-    Ok((StatusCode::ACCEPTED, Json(change.task)).into_response())
+    Ok(change.task)
+}
+
+/// Generations of sub-tasks a cancel reaches (an agent spawns children, which spawn theirs).
+pub(crate) const MAX_DEPTH: usize = 8;
+
+/// Cancelling an orchestrator cancels the work it fanned out: every unfinished descendant, down
+/// to [`MAX_DEPTH`] generations. Best effort: a child that cannot be cancelled now is logged.
+async fn cancel_descendants(s: &AppState, root: TaskId) {
+    let mut generation = vec![root];
+    for _ in 0..MAX_DEPTH {
+        let mut next = Vec::new();
+        for parent in generation {
+            let q = TaskQuery { parent_id: Some(parent), limit: 1000, ..Default::default() };
+            let children = match s.store.list_tasks(&q).await {
+                Ok(page) => page.items,
+                Err(e) => {
+                    tracing::warn!(task_id = %parent, error = %e, "cannot list sub-tasks to cancel");
+                    continue;
+                }
+            };
+            for child in children {
+                if !child.status.is_terminal() {
+                    if let Err(e) = cancel_one(s, child.id).await {
+                        tracing::warn!(task_id = %child.id, error = %e.message, "cannot cancel a sub-task");
+                    }
+                }
+                next.push(child.id);
+            }
+        }
+        if next.is_empty() {
+            return;
+        }
+        generation = next;
+    }
 }
 
 #[derive(Deserialize)]

@@ -351,3 +351,37 @@ async fn the_mcp_endpoint_speaks_the_protocol_and_rejects_bad_input() {
     let (status, _) = api.get("/mcp").await;
     assert_eq!(status, 405);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_an_orchestrator_cancels_its_sub_tasks_and_nesting_is_bounded() {
+    let (smith, _mock) = rig().await;
+    let api = smith.api();
+    let root = api.submit_id(json!({"agent": "sleep", "input": 60000})).await;
+    let mut chain = vec![root.clone()];
+    // each task spawns one child, as an orchestrating agent would, until the nesting limit
+    let refused = loop {
+        let parent = chain.last().unwrap().clone();
+        let (_, r) = mcp(&smith, Some(&parent), call("spawn_task", json!({"agent": "sleep", "input": 60000}))).await;
+        if r["result"]["isError"] == true {
+            break r;
+        }
+        chain.push(ok_result(&r)["id"].as_str().unwrap().to_string());
+        assert!(chain.len() <= 20, "nesting never stopped");
+    };
+    assert_eq!(chain.len(), 9, "the root and eight generations below it");
+    assert!(refused["result"]["content"][0]["text"].as_str().unwrap().contains("nest at most"), "{refused:#}");
+    for pair in chain.windows(2) {
+        assert_eq!(api.get_task(&pair[1]).await["parent_id"], pair[0].as_str());
+    }
+    api.wait_status(chain.last().unwrap(), "running", Duration::from_secs(10)).await;
+
+    let (status, _) = api.cancel(&root).await;
+    assert_eq!(status, 202);
+    for id in &chain {
+        let t = api.wait_terminal(id, Duration::from_secs(20)).await;
+        assert_eq!(t["status"], "cancelled", "every generation is cancelled: {t:#}");
+    }
+    // an unrelated task is untouched
+    let other = api.submit_id(json!({"agent": "echo", "input": "still here"})).await;
+    assert_eq!(api.wait_terminal(&other, WAIT).await["status"], "succeeded");
+}
