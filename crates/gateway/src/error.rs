@@ -91,24 +91,39 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let limit = req.extensions().get::<BodyLimit>().map(|l| l.0).unwrap_or(1 << 20);
         if let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("");
             if !ct.is_empty() && !ct.starts_with("application/json") && !ct.contains("+json") {
                 return Err(ApiError::invalid(format!("content-type must be application/json, got {ct:?}")));
             }
         }
-        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
-            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                || e.to_string().contains("length limit");
-            if too_large {
-                ApiError::new(Code::TooLarge, format!("request body is larger than {limit} bytes"))
-            } else {
-                ApiError::invalid(format!("cannot read request body: {e}"))
-            }
-        })?;
+        let bytes = read_limited(req).await?;
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// A request body of at most the router's [`BodyLimit`], as bytes; too large is a JSON 413.
+pub struct LimitedBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for LimitedBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        read_limited(req).await.map(LimitedBody)
+    }
+}
+
+async fn read_limited(req: Request) -> ApiResult<axum::body::Bytes> {
+    let limit = req.extensions().get::<BodyLimit>().map(|l| l.0).unwrap_or(1 << 20);
+    axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if too_large {
+            ApiError::new(Code::TooLarge, format!("request body is larger than {limit} bytes"))
+        } else {
+            ApiError::invalid(format!("cannot read request body: {e}"))
+        }
+    })
 }
 
 /// Decodes JSON; a value error names the field it is in (`priority: invalid value …`).

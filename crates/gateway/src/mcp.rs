@@ -8,10 +8,9 @@
 //! operator (no agent, no parent). Tool failures (bad arguments, unknown tasks) are tool results
 //! with `isError: true`, so the model sees them; protocol failures are JSON-RPC errors.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, LimitedBody};
 use crate::routes::submit_task;
 use crate::AppState;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -67,7 +66,11 @@ impl Caller {
     }
 }
 
-pub(crate) async fn post(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn post(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Response {
     let caller = match caller(&s, &headers).await {
         Ok(c) => c,
         Err(e) => return e.into_response(),
@@ -137,7 +140,7 @@ async fn handle(s: &AppState, caller: &Caller, m: Value) -> Option<Value> {
         // a response to a request we never sent: nothing to answer
         return id.map(|id| rpc_error(id, -32600, "missing method"));
     };
-    let Some(id) = id else { return None };
+    let id = id?;
     if m.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Some(rpc_error(id, -32600, "jsonrpc must be \"2.0\""));
     }

@@ -80,7 +80,13 @@ struct SubmitRequest {
 }
 
 async fn submit(State(s): State<Arc<AppState>>, JsonBody(req): JsonBody<SubmitRequest>) -> ApiResult<Response> {
-    let parent_id = match req.parent_id.as_deref().map(str::parse::<TaskId>).transpose()? {
+    let parent_id = req
+        .parent_id
+        .as_deref()
+        .map(str::parse::<TaskId>)
+        .transpose()
+        .map_err(|e| ApiError::unprocessable(format!("parent_id: {}", e.message)))?;
+    let parent_id = match parent_id {
         Some(p) if s.store.get_task(p).await?.is_none() => {
             return Err(ApiError::unprocessable(format!("parent_id {p} names no task")))
         }

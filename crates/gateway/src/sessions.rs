@@ -118,6 +118,12 @@ pub(crate) async fn add_turn(
         return Err(ApiError::new(smith_core::Code::Conflict, format!("session {id} has {MAX_TURNS} turns, the most")));
     }
     let submitted = submit_task(&s, task).await?;
+    if submitted.task.session_id.as_deref() != Some(session.id.as_str()) {
+        return Err(ApiError::new(
+            smith_core::Code::Conflict,
+            format!("idempotency_key already names task {}, which is not a turn of this session", submitted.task.id),
+        ));
+    }
     let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
     let location = format!("/v1/tasks/{}", submitted.task.id);
     Ok((status, [(axum::http::header::LOCATION, location)], Json(submitted.task)).into_response())

@@ -122,7 +122,12 @@ async fn a_task_over_its_budget_is_stopped_and_fails_budget_exceeded() {
     assert_eq!(task["error"]["code"], "budget_exceeded", "{task:#}");
     assert_eq!(task["budget"]["max_cost_usd"], 0.001);
 
-    // A malformed budget changes nothing.
+    // A malformed budget or parent changes nothing.
+    for parent in [json!("not-a-task"), json!("01a21da9-ff86-7458-a3bb-fc6f6acc13f9")] {
+        let (status, err) = api.post("/v1/tasks", &json!({"agent": "writer", "input": "x", "parent_id": parent})).await;
+        assert_eq!(status, 422, "{err:#}");
+        assert!(err["error"]["message"].as_str().unwrap().contains("parent_id"), "{err:#}");
+    }
     let (status, err) =
         api.post("/v1/tasks", &json!({"agent": "writer", "input": "x", "budget": {"max_tokens": 0}})).await;
     assert_eq!(status, 422, "{err:#}");
@@ -350,6 +355,9 @@ async fn the_mcp_endpoint_speaks_the_protocol_and_rejects_bad_input() {
     assert_eq!(ok_result(&done)["status"], "succeeded");
     let (status, _) = api.get("/mcp").await;
     assert_eq!(status, 405);
+    let huge = format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(5 << 20));
+    let (status, e) = api.send(api.request(reqwest::Method::POST, "/mcp").body(huge)).await;
+    assert_eq!((status.as_u16(), e["error"]["code"].as_str()), (413, Some("too_large")), "{e:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
