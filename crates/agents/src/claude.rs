@@ -7,13 +7,12 @@
 //! `result` line decides the outcome. The platform's MCP server is added to its MCP config
 //! when the worker knows a gateway, and a session's later turns resume with `--resume`.
 
-use crate::process::{run_group, LineSink, Stopped};
+use crate::process::{agent_env, run_group, LineSink, Stopped};
 use crate::{input_text, Executor, Failure, RunContext, RunResult, Success, PROVIDER_ERROR, PROVIDER_UNAVAILABLE};
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use smith_core::{EventKind, Pricing, Usage};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use tokio::process::Command;
 
 /// The MCP server name the platform's tools appear under (`mcp__smith__share_discovery`).
@@ -60,13 +59,7 @@ pub fn command(ctx: &RunContext) -> Result<Command, Failure> {
         cmd.args(["--resume", resume]);
     }
     cmd.args(&def.args);
-    if let Some(dir) = def.cwd.as_ref().map(PathBuf::from).or_else(|| ctx.workdir.clone()) {
-        cmd.current_dir(dir);
-    }
-    cmd.envs(&def.env)
-        .env("SMITH_TASK_ID", ctx.task.id.to_string())
-        .env("SMITH_ATTEMPT", ctx.task.attempt.to_string())
-        .env("SMITH_AGENT", &ctx.task.agent);
+    agent_env(&mut cmd, ctx);
     Ok(cmd)
 }
 

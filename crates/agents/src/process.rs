@@ -178,6 +178,18 @@ fn expand(arg: &str, input: &str, ctx: &RunContext) -> String {
         .replace("{agent}", &ctx.task.agent)
 }
 
+/// The agent's environment and working directory: its `env`, the task's identity
+/// (`SMITH_TASK_ID`, `SMITH_ATTEMPT`, `SMITH_AGENT`), and its `cwd` or the worker's work dir.
+pub fn agent_env(cmd: &mut Command, ctx: &RunContext) {
+    if let Some(dir) = ctx.def.cwd.as_ref().map(PathBuf::from).or_else(|| ctx.workdir.clone()) {
+        cmd.current_dir(dir);
+    }
+    cmd.envs(&ctx.def.env)
+        .env("SMITH_TASK_ID", ctx.task.id.to_string())
+        .env("SMITH_ATTEMPT", ctx.task.attempt.to_string())
+        .env("SMITH_AGENT", &ctx.task.agent);
+}
+
 /// Receives a process's stdout, one line (or [`MAX_LINE`] chunk) at a time, without its newline.
 #[async_trait]
 pub trait LineSink: Send {
@@ -340,13 +352,7 @@ impl Executor for Process {
         if def.input == InputMode::Arg {
             cmd.arg(&input);
         }
-        if let Some(dir) = def.cwd.as_ref().map(PathBuf::from).or_else(|| ctx.workdir.clone()) {
-            cmd.current_dir(dir);
-        }
-        cmd.envs(&def.env)
-            .env("SMITH_TASK_ID", ctx.task.id.to_string())
-            .env("SMITH_ATTEMPT", ctx.task.attempt.to_string())
-            .env("SMITH_AGENT", &ctx.task.agent);
+        agent_env(&mut cmd, &ctx);
         let stdin = (def.input == InputMode::Stdin).then(|| input.clone().into_bytes());
         let mut sink = OutputSink { ctx: &ctx, max_result: def.max_result_bytes, result: Vec::new(), truncated: false };
         let exit = match run_group(cmd, stdin, &ctx.cancel, def.kill_grace, def.stall_timeout, &mut sink).await {

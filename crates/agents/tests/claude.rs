@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 use smith_agents::{executor_for, Emitter, RunContext, RunResult, SessionContext, Turn};
-use smith_core::{AgentDef, EventDraft, EventKind, ExecutorKind, Task, TaskId, TaskStatus};
+use smith_core::{AgentDef, EventDraft, EventKind, ExecutorKind, Task};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,30 +28,7 @@ fn fake(dir: &std::path::Path, body: &str) -> AgentDef {
 }
 
 fn task(input: Value) -> Task {
-    Task {
-        id: TaskId::new(),
-        agent: "cc".into(),
-        input,
-        status: TaskStatus::Running,
-        priority: 0,
-        timeout_ms: None,
-        max_attempts: 1,
-        attempt: 1,
-        idempotency_key: None,
-        session_id: None,
-        parent_id: None,
-        budget: Default::default(),
-        tenant: "default".into(),
-        metadata: json!({}),
-        result: None,
-        error: None,
-        usage: Default::default(),
-        cancel_requested: false,
-        created_at: smith_core::Micros::now(),
-        started_at: None,
-        finished_at: None,
-        worker: None,
-    }
+    Task::first_attempt("cc", input)
 }
 
 async fn run_with(d: AgentDef, session: Option<SessionContext>) -> (RunResult, Vec<EventDraft>) {

@@ -16,7 +16,7 @@ use smith_agents::{
     Emitter, Executor, Failure, McpAccess, RunContext, RunResult, SessionContext, Turn, PROVIDER_ERROR,
     PROVIDER_UNAVAILABLE, TASK_HEADER,
 };
-use smith_core::{AgentDef, EventDraft, EventKind, ExecutorKind, NewTask, Secret, Task, TaskStatus, Usage};
+use smith_core::{AgentDef, EventDraft, EventKind, ExecutorKind, Secret, Task, Usage};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -354,31 +354,7 @@ fn def(p: P, base: &str) -> AgentDef {
 }
 
 fn task(input: Value) -> Task {
-    let n = NewTask::new("llm", input);
-    Task {
-        id: n.id,
-        agent: n.agent,
-        input: n.input,
-        status: TaskStatus::Running,
-        priority: 0,
-        timeout_ms: None,
-        max_attempts: 1,
-        attempt: 1,
-        idempotency_key: None,
-        session_id: None,
-        parent_id: None,
-        budget: Default::default(),
-        tenant: n.tenant,
-        metadata: json!({}),
-        result: None,
-        error: None,
-        usage: Default::default(),
-        cancel_requested: false,
-        created_at: smith_core::Micros::now(),
-        started_at: None,
-        finished_at: None,
-        worker: None,
-    }
+    Task::first_attempt("llm", input)
 }
 
 fn executor(p: P) -> Arc<dyn Executor> {

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 use smith_agents::process::{group_members, MAX_LINE};
 use smith_agents::{executor_for, Emitter, RunContext, RunResult};
-use smith_core::{AgentDef, EventDraft, ExecutorKind, InputMode, NewTask, Task, TaskStatus};
+use smith_core::{AgentDef, EventDraft, ExecutorKind, InputMode, Task};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -20,31 +20,7 @@ fn def(args: &[&str], input: InputMode) -> AgentDef {
 }
 
 fn task(input: Value) -> Task {
-    let n = NewTask::new("proc", input);
-    Task {
-        id: n.id,
-        agent: n.agent,
-        input: n.input,
-        status: TaskStatus::Running,
-        priority: 0,
-        timeout_ms: None,
-        max_attempts: 1,
-        attempt: 1,
-        idempotency_key: None,
-        session_id: None,
-        parent_id: None,
-        budget: Default::default(),
-        tenant: n.tenant,
-        metadata: json!({}),
-        result: None,
-        error: None,
-        usage: Default::default(),
-        cancel_requested: false,
-        created_at: smith_core::Micros::now(),
-        started_at: None,
-        finished_at: None,
-        worker: None,
-    }
+    Task::first_attempt("proc", input)
 }
 
 /// Runs an attempt; returns its result and every event it emitted.

@@ -245,6 +245,45 @@ impl NewTask {
     }
 }
 
+impl Task {
+    /// The queued task a submission creates, with the limits its agent resolved.
+    pub fn queued(t: &NewTask, timeout_ms: Option<u64>, max_attempts: u32, now: Micros) -> Task {
+        Task {
+            id: t.id,
+            agent: t.agent.clone(),
+            input: t.input.clone(),
+            status: TaskStatus::Queued,
+            priority: t.priority,
+            timeout_ms,
+            max_attempts,
+            attempt: 0,
+            idempotency_key: t.idempotency_key.clone(),
+            session_id: t.session_id.clone(),
+            parent_id: t.parent_id,
+            budget: t.budget,
+            tenant: t.tenant.clone(),
+            metadata: if t.metadata.is_null() { Value::Object(Default::default()) } else { t.metadata.clone() },
+            result: None,
+            error: None,
+            usage: Usage::default(),
+            cancel_requested: false,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            worker: None,
+        }
+    }
+
+    /// The first attempt of a new task, running, as a worker hands it to an executor: for
+    /// driving an executor directly (its tests, benchmarks).
+    pub fn first_attempt(agent: &str, input: Value) -> Task {
+        let mut t = Task::queued(&NewTask::new(agent, input), None, 1, Micros::now());
+        t.status = TaskStatus::Running;
+        t.attempt = 1;
+        t
+    }
+}
+
 /// How an attempt ended, as reported by the worker that ran it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {

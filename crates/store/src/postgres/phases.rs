@@ -8,7 +8,7 @@ use super::rows::{node_row, task_row, EventBuf, TaskRow, NODE_COLS, TASK_COLS};
 use super::writer::{Job, Op};
 use crate::{ClaimRequest, Claimed, Error, Result, Submitted};
 use serde_json::json;
-use smith_core::{AgentDef, Code, EventKind, Micros, NewTask, Node, Task, TaskId, TaskStatus, Usage};
+use smith_core::{AgentDef, Code, EventKind, Micros, NewTask, Node, Task, TaskId, TaskStatus};
 use sqlx::PgConnection;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -246,30 +246,8 @@ async fn submit(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx:
             planned.push(None);
             continue;
         };
-        let task = Task {
-            id: t.id,
-            agent: t.agent.clone(),
-            input: t.input.clone(),
-            status: TaskStatus::Queued,
-            priority: t.priority,
-            timeout_ms: t.timeout_ms.or(def.timeout.map(|d| d.as_millis() as u64)),
-            max_attempts: t.max_attempts.unwrap_or(def.max_attempts),
-            attempt: 0,
-            idempotency_key: t.idempotency_key.clone(),
-            session_id: t.session_id.clone(),
-            parent_id: t.parent_id,
-            budget: t.budget,
-            tenant: t.tenant.clone(),
-            metadata: if t.metadata.is_null() { json!({}) } else { t.metadata.clone() },
-            result: None,
-            error: None,
-            usage: Usage::default(),
-            cancel_requested: false,
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-            worker: None,
-        };
+        let timeout_ms = t.timeout_ms.or(def.timeout.map(|d| d.as_millis() as u64));
+        let task = Task::queued(t, timeout_ms, t.max_attempts.unwrap_or(def.max_attempts), now);
         // A repeated id in one batch is never inserted twice: the repeat resolves like a conflict.
         if ids.insert(task.id) {
             rows.id.push(task.id.to_string());

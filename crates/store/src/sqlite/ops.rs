@@ -205,30 +205,7 @@ pub(super) fn submit(c: &Connection, t: &NewTask, now: Micros) -> Result<Submitt
         t.parent_id.map(|p| p.to_string()),
         (!t.budget.is_empty()).then(|| serde_json::to_string(&t.budget).expect("budget serializes")),
     ])?;
-    let task = Task {
-        id: t.id,
-        agent: t.agent.clone(),
-        input: t.input.clone(),
-        status: TaskStatus::Queued,
-        priority: t.priority,
-        timeout_ms,
-        max_attempts,
-        attempt: 0,
-        idempotency_key: t.idempotency_key.clone(),
-        session_id: t.session_id.clone(),
-        parent_id: t.parent_id,
-        budget: t.budget,
-        tenant: t.tenant.clone(),
-        metadata,
-        result: None,
-        error: None,
-        usage: Usage::default(),
-        cancel_requested: false,
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        worker: None,
-    };
+    let task = Task::queued(t, timeout_ms, max_attempts, now);
     let event = insert_event(c, Some(&task), 1, EventKind::Queued, 0, now, json!({"priority": t.priority}))?;
     Ok(Submitted { task, created: true, events: vec![event] })
 }
