@@ -22,8 +22,13 @@ const EXCERPT: usize = 200;
 
 pub struct ClaudeCode;
 
+/// Error code of a `--resume` whose CLI session this machine does not have (the earlier turn
+/// ran on another worker, or its files are gone).
+const SESSION_NOT_FOUND: &str = "session_not_found";
+
 /// The command line for one attempt: flags from the agent definition, then the defaults.
-pub fn command(ctx: &RunContext) -> Result<Command, Failure> {
+/// `resume`: continue the session's CLI session (`--resume`) when it has one.
+pub fn command(ctx: &RunContext, resume: bool) -> Result<Command, Failure> {
     let def = &ctx.def;
     let program = def.command.clone().unwrap_or_else(|| "claude".to_string());
     let mut cmd = Command::new(&program);
@@ -55,8 +60,8 @@ pub fn command(ctx: &RunContext) -> Result<Command, Failure> {
     if let Some(cfg) = mcp {
         cmd.arg("--mcp-config").arg(cfg.to_string());
     }
-    if let Some(resume) = ctx.session.as_ref().and_then(|s| s.claude_session()) {
-        cmd.args(["--resume", resume]);
+    if let Some(id) = ctx.session.as_ref().and_then(|s| s.claude_session()).filter(|_| resume) {
+        cmd.args(["--resume", id]);
     }
     cmd.args(&def.args);
     agent_env(&mut cmd, ctx);
@@ -304,7 +309,12 @@ impl<'a> StreamJson<'a> {
             let code = if exited_ok || self.line_no > 0 { "truncated_stream" } else { "exit_status" };
             return Err(Failure::new(code, with_stderr(message), true).with_usage(usage));
         };
-        let text = result["result"].as_str().map(str::to_string).unwrap_or_else(|| self.texts.join(""));
+        let errors: Vec<&str> = result["errors"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let text = result["result"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| (!errors.is_empty()).then(|| errors.join("; ")))
+            .unwrap_or_else(|| self.texts.join(""));
         let is_error = result["is_error"].as_bool().unwrap_or(false) || !exited_ok;
         if !is_error {
             return Ok(Success {
@@ -326,6 +336,7 @@ impl<'a> StreamJson<'a> {
             (Some(429 | 408 | 500..=599), _) => (PROVIDER_UNAVAILABLE, true),
             (Some(_), _) => (PROVIDER_ERROR, false),
             (None, "error_max_turns") => ("max_turns", false),
+            (None, "error_during_execution") if text.contains("No conversation found") => (SESSION_NOT_FOUND, true),
             (None, _) => ("agent_error", true),
         };
         let message = if text.is_empty() { format!("claude failed ({subtype}, {how})") } else { text };
@@ -358,28 +369,64 @@ fn excerpt_tail(s: &str, max: usize) -> &str {
 #[async_trait]
 impl Executor for ClaudeCode {
     async fn run(&self, ctx: RunContext) -> RunResult {
-        let cmd = command(&ctx)?;
-        let program = ctx.def.command.clone().unwrap_or_else(|| "claude".into());
-        // the prompt goes on stdin: no argument-length limit, no option parsing of its text
-        let prompt = input_text(&ctx.task.input).into_bytes();
-        let def = ctx.def.clone();
-        let mut stream = StreamJson::new(&ctx);
-        let exit = match run_group(cmd, Some(prompt), &ctx.cancel, def.kill_grace, def.stall_timeout, &mut stream).await
-        {
-            Ok(exit) => exit,
-            Err(e) => return Err(Failure::new("spawn_failed", format!("cannot start {program:?}: {e}"), false)),
-        };
-        let usage = stream.usage;
-        match exit.stopped {
-            Some(Stopped::Cancelled) => return Err(Failure::new("cancelled", "stopped", false).with_usage(usage)),
-            Some(Stopped::Stalled) => {
-                let quiet = def.stall_timeout.unwrap_or_default();
-                let message =
-                    format!("claude wrote nothing for {quiet:?} and was presumed hung; its process group was killed");
-                return Err(Failure::new(crate::STALLED, message, true).with_usage(usage));
+        let resumes = ctx.session.as_ref().and_then(|s| s.claude_session()).is_some();
+        let outcome = run_once(&ctx, true, input_text(&ctx.task.input)).await;
+        match outcome {
+            Err(f) if resumes && f.error.code == SESSION_NOT_FOUND => {
+                // The CLI session lives on another machine: start a new one that is told the
+                // conversation so far, so the turn still answers in context.
+                tracing::info!(task_id = %ctx.task.id, "claude session not found here; replaying the transcript");
+                let note = json!({"type": "resume_fallback", "reason": f.error.message});
+                ctx.events.emit(EventKind::Output, note).await;
+                let prompt = transcript(ctx.session.as_ref().map(|s| s.turns.as_slice()).unwrap_or_default(), &ctx);
+                match run_once(&ctx, false, prompt).await {
+                    Ok(mut ok) => {
+                        ok.usage.add(&f.usage);
+                        Ok(ok)
+                    }
+                    Err(e) => Err(e.with_usage_added(f.usage)),
+                }
             }
-            None => {}
+            other => other,
         }
-        stream.outcome(&format!("exited with {}", exit.how()), exit.success(), &exit.stderr_tail)
     }
+}
+
+/// The session's earlier turns and this turn's input, as one prompt for a new CLI session.
+fn transcript(turns: &[crate::Turn], ctx: &RunContext) -> String {
+    let mut out = String::from("This conversation continues an earlier one. Its turns so far:\n\n");
+    for t in turns {
+        out.push_str(&format!("User: {}\n\n", input_text(&t.input)));
+        let answer =
+            t.result.get("text").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| t.result.to_string());
+        out.push_str(&format!("Assistant: {answer}\n\n"));
+    }
+    out.push_str(&format!("Now the user says:\n\n{}", input_text(&ctx.task.input)));
+    out
+}
+
+/// One run of the CLI with `prompt` on stdin.
+async fn run_once(ctx: &RunContext, resume: bool, prompt: String) -> RunResult {
+    let cmd = command(ctx, resume)?;
+    let program = ctx.def.command.clone().unwrap_or_else(|| "claude".into());
+    // the prompt goes on stdin: no argument-length limit, no option parsing of its text
+    let prompt = prompt.into_bytes();
+    let def = ctx.def.clone();
+    let mut stream = StreamJson::new(ctx);
+    let exit = match run_group(cmd, Some(prompt), &ctx.cancel, def.kill_grace, def.stall_timeout, &mut stream).await {
+        Ok(exit) => exit,
+        Err(e) => return Err(Failure::new("spawn_failed", format!("cannot start {program:?}: {e}"), false)),
+    };
+    let usage = stream.usage;
+    match exit.stopped {
+        Some(Stopped::Cancelled) => return Err(Failure::new("cancelled", "stopped", false).with_usage(usage)),
+        Some(Stopped::Stalled) => {
+            let quiet = def.stall_timeout.unwrap_or_default();
+            let message =
+                format!("claude wrote nothing for {quiet:?} and was presumed hung; its process group was killed");
+            return Err(Failure::new(crate::STALLED, message, true).with_usage(usage));
+        }
+        None => {}
+    }
+    stream.outcome(&format!("exited with {}", exit.how()), exit.success(), &exit.stderr_tail)
 }

@@ -41,6 +41,12 @@ impl Failure {
         self
     }
 
+    /// Adds what an earlier run of the same attempt spent.
+    pub fn with_usage_added(mut self, earlier: Usage) -> Self {
+        self.usage.add(&earlier);
+        self
+    }
+
     /// The provider (LLM API) was unreachable or kept failing: counts toward the agent's circuit breaker.
     pub fn is_provider_outage(&self) -> bool {
         self.error.code == PROVIDER_UNAVAILABLE

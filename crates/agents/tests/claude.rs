@@ -174,3 +174,29 @@ async fn a_silent_cli_is_killed_as_stalled() {
     assert_eq!(code, "stalled", "{message}");
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }
+
+/// A turn whose CLI session lives on another machine (`--resume` finds nothing here) is run
+/// again in a new CLI session that is told the conversation so far.
+#[tokio::test]
+async fn a_session_unknown_here_is_replayed_from_its_transcript() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = r#"{"type":"result","subtype":"error_during_execution","is_error":true,"errors":["No conversation found with session ID: cli-42"],"session_id":"x"}"#;
+    let body = format!(
+        "case \"$*\" in *--resume*) {}; exit 1;; esac\n{}",
+        echo_lines(&[missing]),
+        echo_lines(&[INIT, TEXT, RESULT])
+    );
+    let session = SessionContext {
+        id: "sess".into(),
+        turns: vec![Turn { input: json!("remember alpha"), result: json!({"text": "noted", "session_id": "cli-42"}) }],
+    };
+    let (r, events) = run_with(fake(dir.path(), &body), Some(session)).await;
+    let ok = r.expect("the replayed turn succeeds");
+    assert_eq!(ok.result["session_id"], "s-1", "a new CLI session");
+    assert!(events.iter().any(|e| e.data["type"] == "resume_fallback"), "the fallback is visible");
+    let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
+    assert!(!args.contains("--resume"), "the second run starts fresh: {args}");
+    let prompt = std::fs::read_to_string(dir.path().join("stdin")).unwrap();
+    assert!(prompt.contains("User: remember alpha") && prompt.contains("Assistant: noted"), "{prompt}");
+    assert!(prompt.ends_with("do the thing"), "{prompt}");
+}
