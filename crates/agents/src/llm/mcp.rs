@@ -19,6 +19,20 @@ const MAX_BODY: usize = MAX_EVENT;
 /// Pages of `tools/list` followed at most.
 const MAX_PAGES: usize = 20;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a stateless endpoint's tool list is reused without asking again.
+const TOOLS_TTL: Duration = Duration::from_secs(60);
+
+/// Tool lists of endpoints that keep no session (the platform's own), by URL, with the
+/// protocol version they negotiated: thousands of agents starting at once share one list
+/// instead of each holding its own copy and each paying a handshake.
+type Listed = (std::time::Instant, std::sync::Arc<Vec<ToolSpec>>, HeaderValue);
+static STATELESS: std::sync::Mutex<Option<std::collections::HashMap<String, Listed>>> = std::sync::Mutex::new(None);
+
+fn cached(url: &str) -> Option<(std::sync::Arc<Vec<ToolSpec>>, HeaderValue)> {
+    let cache = STATELESS.lock().expect("tool cache lock");
+    let (at, tools, version) = cache.as_ref()?.get(url)?;
+    (at.elapsed() < TOOLS_TTL).then(|| (tools.clone(), version.clone()))
+}
 
 pub(super) struct McpSession {
     client: reqwest::Client,
@@ -28,8 +42,12 @@ pub(super) struct McpSession {
 }
 
 impl McpSession {
-    /// Initializes a session and lists its tools.
-    pub(super) async fn open(client: &reqwest::Client, access: &McpAccess) -> Result<(Self, Vec<ToolSpec>), String> {
+    /// Initializes a session and lists its tools (an endpoint that keeps no sessions is asked
+    /// once a minute, however many agents open it).
+    pub(super) async fn open(
+        client: &reqwest::Client,
+        access: &McpAccess,
+    ) -> Result<(Self, std::sync::Arc<Vec<ToolSpec>>), String> {
         let mut headers = HeaderMap::new();
         for (name, value) in &access.headers {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("bad header name {name:?}"))?;
@@ -37,6 +55,10 @@ impl McpSession {
             headers.append(name, value);
         }
         let mut session = McpSession { client: client.clone(), url: access.url.clone(), headers, next_id: 1 };
+        if let Some((tools, version)) = cached(&access.url) {
+            session.headers.insert(VERSION_HEADER, version);
+            return Ok((session, tools));
+        }
         let init = session
             .request(
                 "initialize",
@@ -71,6 +93,12 @@ impl McpSession {
             if cursor.is_none() {
                 break;
             }
+        }
+        let tools = std::sync::Arc::new(tools);
+        if let (false, Some(version)) = (session.headers.contains_key(SESSION_HEADER), session.headers.get(VERSION_HEADER))
+        {
+            let entry = (std::time::Instant::now(), tools.clone(), version.clone());
+            STATELESS.lock().expect("tool cache lock").get_or_insert_with(Default::default).insert(access.url.clone(), entry);
         }
         Ok((session, tools))
     }

@@ -305,7 +305,7 @@ fn message_list(v: &Value) -> Option<Vec<Value>> {
 async fn drive<A: Api>(api: &A, ctx: RunContext) -> RunResult {
     let cfg = Config::resolve::<A>(&ctx.def)?;
     let mut meter = Meter { pricing: cfg.pricing, done: Tokens::default(), current: Tokens::default() };
-    let mut tools = Vec::new();
+    let mut tools: std::sync::Arc<Vec<ToolSpec>> = Default::default();
     let mut session = None;
     if let Some(access) = &ctx.mcp {
         let open = tokio::time::timeout(MCP_SETUP_TIMEOUT, mcp::McpSession::open(api.client(), access));
