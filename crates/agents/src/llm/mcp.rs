@@ -95,10 +95,15 @@ impl McpSession {
             }
         }
         let tools = std::sync::Arc::new(tools);
-        if let (false, Some(version)) = (session.headers.contains_key(SESSION_HEADER), session.headers.get(VERSION_HEADER))
+        if let (false, Some(version)) =
+            (session.headers.contains_key(SESSION_HEADER), session.headers.get(VERSION_HEADER))
         {
             let entry = (std::time::Instant::now(), tools.clone(), version.clone());
-            STATELESS.lock().expect("tool cache lock").get_or_insert_with(Default::default).insert(access.url.clone(), entry);
+            STATELESS
+                .lock()
+                .expect("tool cache lock")
+                .get_or_insert_with(Default::default)
+                .insert(access.url.clone(), entry);
         }
         Ok((session, tools))
     }
