@@ -11,3 +11,5 @@ CREATE TABLE sessions (
     metadata   json NOT NULL,
     created_at bigint NOT NULL
 );
+-- Usage totals read only tasks that spent something (usage is NULL otherwise).
+CREATE INDEX tasks_usage ON tasks (agent) WHERE usage IS NOT NULL;

@@ -12,3 +12,5 @@ CREATE TABLE sessions (
     metadata   TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
+-- Usage totals read only tasks that spent something (usage is NULL otherwise).
+CREATE INDEX tasks_usage ON tasks (agent) WHERE usage IS NOT NULL;

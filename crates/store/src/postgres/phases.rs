@@ -508,7 +508,8 @@ async fn write_back(conn: &mut PgConnection, rows: &[&TaskRow]) -> Result<()> {
         status.push(t.status.as_str());
         result.push(t.result.as_ref().map(|v| v.to_string()));
         error.push(t.error.as_ref().map(|e| serde_json::to_string(e).expect("an error serializes")));
-        usage.push(serde_json::to_string(&t.usage).expect("usage serializes"));
+        // NULL while nothing was spent, so usage totals read only tasks that spent
+        usage.push((!t.usage.is_zero()).then(|| serde_json::to_string(&t.usage).expect("usage serializes")));
         finished_at.push(t.finished_at.map(|m| m.0));
         worker.push(t.worker.clone());
         lease_until.push(r.lease_until.map(|m| m.0));

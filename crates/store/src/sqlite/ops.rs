@@ -396,7 +396,7 @@ fn finish(
         status.as_str(),
         t.result.as_ref().map(|v| v.to_string()),
         t.error.as_ref().map(|e| serde_json::to_string(e).expect("error serializes")),
-        serde_json::to_string(&t.usage).expect("usage serializes"),
+        stored_usage(&t.usage),
         now.0,
         seq as i64,
     ])?;
@@ -421,7 +421,7 @@ fn fail_or_retry(c: &Connection, mut row: TaskRow, error: TaskError, retryable: 
         .execute(params![
             row.task.id.to_string(),
             serde_json::to_string(&error).expect("error serializes"),
-            serde_json::to_string(&row.task.usage).expect("usage serializes"),
+            stored_usage(&row.task.usage),
             run_at.0,
             seq as i64,
         ])?;
@@ -727,6 +727,11 @@ pub(super) fn get_session(c: &Connection, id: &str) -> Result<Option<Session>> {
             })
         })
         .optional()?)
+}
+
+/// Usage as stored: NULL while nothing was spent, so totals read only tasks that spent.
+fn stored_usage(u: &Usage) -> Option<String> {
+    (!u.is_zero()).then(|| serde_json::to_string(u).expect("usage serializes"))
 }
 
 pub(super) fn usage_totals(c: &Connection, by: UsageBy) -> Result<Vec<(String, Usage)>> {
