@@ -50,9 +50,12 @@ pub(super) async fn exchange<A: Api>(
     text: &mut String,
 ) -> Result<Reply, Failure> {
     let mut tries = 0;
+    // kept for retries only until output begins (after that a failure is final): thousands of
+    // streaming agents should not each hold their request body for the whole stream
+    let mut body = Some(body);
     loop {
         tries += 1;
-        let outcome = one_try(api, cfg, body.clone(), ctx, meter, text).await;
+        let outcome = one_try(api, cfg, &mut body, ctx, meter, text).await;
         meter.commit();
         let (why, retry_after) = match outcome {
             Ok(reply) => return Ok(reply),
@@ -76,15 +79,18 @@ pub(super) async fn exchange<A: Api>(
 async fn one_try<A: Api>(
     api: &A,
     cfg: &Config,
-    body: Bytes,
+    body: &mut Option<Bytes>,
     ctx: &RunContext,
     meter: &mut Meter,
     text: &mut String,
 ) -> Result<Reply, TryError> {
+    let Some(payload) = body.clone() else {
+        return Err(Failure::new(PROVIDER_UNAVAILABLE, format!("{}: no request left to retry", A::NAME), true).into());
+    };
     let request = A::authorize(api.client().post(&cfg.url), &cfg.key)
         .header(CONTENT_TYPE, "application/json")
         .header(ACCEPT, "text/event-stream")
-        .body(body);
+        .body(payload);
     let mut response = match bounded(ctx, cfg.stall, request.send()).await? {
         None => return Err(retry(format!("no response in {}", seconds(cfg.stall)))),
         Some(Err(e)) if e.is_builder() => {
@@ -146,6 +152,9 @@ async fn one_try<A: Api>(
                 Err(StreamError::Provider(why)) => return Err(broken(began, format!("error in the stream: {why}"))),
             };
             if let Some(delta) = step.text {
+                if !began {
+                    *body = None;
+                }
                 began = true;
                 text.push_str(&delta);
                 send(ctx, EventKind::Output, Value::String(delta)).await?;
