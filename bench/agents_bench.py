@@ -347,7 +347,10 @@ def cmd_procs(args):
 
 def cmd_proc(args):
     own, kids = cpu_ticks(args.pid)
+    busy, total = total_cpu()
     return {
+        "machine_busy_s": busy / CLK_TCK,
+        "machine_total_s": total / CLK_TCK,
         "rss_kb": status_kb(args.pid, "VmRSS"),
         "hwm_kb": status_kb(args.pid, "VmHWM"),
         "cpu_s": own,

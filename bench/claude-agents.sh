@@ -103,8 +103,9 @@ cpu)
 import json, sys
 n = int(sys.argv[1]); b, a = json.loads(sys.argv[2]), json.loads(sys.argv[3]); wall = float(sys.argv[5]) - float(sys.argv[4])
 kids, own = a["children_cpu_s"] - b["children_cpu_s"], a["cpu_s"] - b["cpu_s"]
-print("RESULT %d one-turn tasks in %.1f s: CLI CPU %.2f s per task, smith %.3f s per task (%.1f%% of 2 cores busy)" % (
-    n, wall, kids / n, own / n, 100 * (kids + own) / wall / 2))
+machine = a["machine_busy_s"] - b["machine_busy_s"]
+print("RESULT %d one-turn tasks in %.1f s: CLI CPU %.2f s per task, smith %.3f s per task (%.1f%% of 2 cores; the machine %.1f%% busy)" % (
+    n, wall, kids / n, own / n, 100 * (kids + own) / wall / 2, 100 * machine / wall / 2))
 EOF
   ;;
 rate)
@@ -114,11 +115,23 @@ rate)
   [ $# -gt 0 ] || set -- 8 16
   for c in "$@"; do
     start "$OUT/rate-c$c"
+    before=$($BENCH proc --pid "$SMITH_PID")
     $BENCH submit --server "$SERVER" --agent "cc$c" --count "$tasks" --conns 8 --input "Say hello. mock:deltas=3,interval=0.1" >/dev/null
     $BENCH wait --server "$SERVER" --agent "cc$c" --idle --timeout 900 >/dev/null 2>&1
+    after=$($BENCH proc --pid "$SMITH_PID")
     oc=$($BENCH outcome --db "$OUT/rate-c$c/data/smith.db" --agent "cc$c" --timing)
     echo "concurrency $c: $oc"
-    echo "$oc" | j '"RESULT concurrency %s: %d tasks %s, %.2f tasks/s, submit->first output p50 %.0f ms p95 %.0f ms, started->first output p50 %.0f ms, submit->finished p50 %.0f ms" % ('"$c"', d["tasks"], d["by_status"], d["tasks_per_s"], d["submit_to_first_output"]["p50_ms"], d["submit_to_first_output"]["p95_ms"], d["started_to_first_output"]["p50_ms"], d["submit_to_finished"]["p50_ms"])'
+    python3 - "$c" "$oc" "$before" "$after" <<'EOF'
+import json, sys
+c = sys.argv[1]; d, b, a = (json.loads(x) for x in sys.argv[2:5])
+wall = a["machine_total_s"] - b["machine_total_s"]  # both cores' jiffies: 2 s per second
+kids = a["children_cpu_s"] - b["children_cpu_s"]; own = a["cpu_s"] - b["cpu_s"]
+print("RESULT concurrency %s: %d tasks %s, %.2f tasks/s, submit->first output p50 %.0f ms p95 %.0f ms, started->first output p50 %.0f ms p95 %.0f ms, "
+      "submit->finished p50 %.0f ms; CLI CPU %.2f s/task; smith+CLI %.0f%% of the machine, the machine %.0f%% busy" % (
+    c, d["tasks"], d["by_status"], d["tasks_per_s"], d["submit_to_first_output"]["p50_ms"], d["submit_to_first_output"]["p95_ms"],
+    d["started_to_first_output"]["p50_ms"], d["started_to_first_output"]["p95_ms"], d["submit_to_finished"]["p50_ms"],
+    kids / d["tasks"], 100 * (kids + own) / wall, 100 * (a["machine_busy_s"] - b["machine_busy_s"]) / wall))
+EOF
     stop
   done
   ;;
