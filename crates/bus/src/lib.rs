@@ -11,7 +11,9 @@
 pub mod conformance;
 pub mod error;
 mod events;
+mod instrumented;
 pub mod memory;
+pub mod metrics;
 pub mod namespace;
 #[cfg(feature = "nats")]
 pub mod nats;
@@ -29,6 +31,8 @@ use tokio::sync::mpsc;
 
 pub use error::{Error, Result};
 pub use events::publish_events;
+pub use instrumented::{instrument, Instrumented};
+pub use metrics::describe_metrics;
 
 /// One message as a subscriber sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +62,11 @@ pub struct Subscription {
     rx: mpsc::Receiver<Arc<Message>>,
     dropped: Arc<AtomicU64>,
     on_drop: Option<Box<dyn FnOnce() + Send + Sync>>,
+    /// Sees each message as it is handed to the caller (metrics).
+    tap: Option<Tap>,
 }
+
+type Tap = Box<dyn Fn(&Message) + Send + Sync>;
 
 impl Subscription {
     /// `on_drop` runs once when the subscription is dropped, to unregister it promptly.
@@ -67,17 +75,39 @@ impl Subscription {
         dropped: Arc<AtomicU64>,
         on_drop: Box<dyn FnOnce() + Send + Sync>,
     ) -> Self {
-        Subscription { rx, dropped, on_drop: Some(on_drop) }
+        Subscription { rx, dropped, on_drop: Some(on_drop), tap: None }
+    }
+
+    /// Adds `tap`, which sees every message this subscription hands out from now on (after
+    /// any tap added before).
+    pub(crate) fn tapped(mut self, tap: Tap) -> Self {
+        self.tap = Some(match self.tap.take() {
+            None => tap,
+            Some(first) => Box::new(move |m| {
+                first(m);
+                tap(m);
+            }),
+        });
+        self
+    }
+
+    fn delivered(&self, m: Arc<Message>) -> Message {
+        if let Some(tap) = &self.tap {
+            tap(&m);
+        }
+        Arc::unwrap_or_clone(m)
     }
 
     /// The next message; `None` once the bus has shut down.
     pub async fn recv(&mut self) -> Option<Message> {
-        self.rx.recv().await.map(Arc::unwrap_or_clone)
+        let m = self.rx.recv().await?;
+        Some(self.delivered(m))
     }
 
     /// The next message if one is already buffered.
     pub fn try_recv(&mut self) -> Option<Message> {
-        self.rx.try_recv().ok().map(Arc::unwrap_or_clone)
+        let m = self.rx.try_recv().ok()?;
+        Some(self.delivered(m))
     }
 
     /// Messages dropped because this subscriber's buffer was full.
@@ -106,7 +136,7 @@ impl futures_util::Stream for Subscription {
     type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.rx.poll_recv(cx).map(|message| message.map(Arc::unwrap_or_clone))
+        self.rx.poll_recv(cx).map(|message| message.map(|m| self.delivered(m)))
     }
 }
 
@@ -140,7 +170,7 @@ const SUPPORTED_SCHEMES: &str = "memory://, inproc://, nats://, tls://";
 #[cfg(not(feature = "nats"))]
 const SUPPORTED_SCHEMES: &str = "memory://, inproc://";
 
-/// Opens the bus named by `url`.
+/// Opens the bus named by `url` (uninstrumented: wrap it with [`instrument`] for metrics).
 ///
 /// - `memory://`, `memory:` or `inproc://`: an in-process bus (this process only);
 ///   `?capacity=N` sets the per-subscriber buffer (default

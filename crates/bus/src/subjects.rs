@@ -119,9 +119,55 @@ pub fn has_wildcard(pattern: &str) -> bool {
     pattern.split('.').any(|t| t == "*" || t == ">")
 }
 
+/// The kinds of subject the system publishes on, as metrics label them.
+pub const KINDS: [&str; 5] = ["events", "wake", "control", "system", "other"];
+
+/// What a subject is for, from its `smith.<kind>` tokens: `events`, `wake`, `control` or
+/// `system`, else `other` (request inboxes, tests), so a metric label takes few values. A
+/// namespace's leading token (`NAME.smith.…`) is looked past, so the kind is the same whether
+/// measured outside or inside [`crate::namespace::Namespaced`].
+pub fn kind(subject: &str) -> &'static str {
+    let mut tokens = subject.split('.');
+    let (first, second) = (tokens.next(), tokens.next());
+    let token = match (first, second) {
+        (Some("smith"), t) => t,
+        (_, Some("smith")) => tokens.next(),
+        _ => None,
+    };
+    match token {
+        Some("events") => "events",
+        Some("wake") => "wake",
+        Some("control") => "control",
+        Some("system") => "system",
+        _ => "other",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds() {
+        let cases = [
+            (task_events("coder", "0190a0b1-0000-7000-8000-000000000000"), "events"),
+            (wake("coder"), "wake"),
+            (CANCEL.to_string(), "control"),
+            (SYSTEM.to_string(), "system"),
+            ("t1.smith.events.coder.x".to_string(), "events"),
+            ("t1.smith.system".to_string(), "system"),
+            ("_INBOX.abc.def".to_string(), "other"),
+            ("smith".to_string(), "other"),
+            ("smith.tasks.x".to_string(), "other"),
+            ("a.b.smith.events".to_string(), "other"),
+            ("events".to_string(), "other"),
+            (String::new(), "other"),
+        ];
+        for (subject, want) in cases {
+            assert_eq!(kind(&subject), want, "{subject}");
+            assert!(KINDS.contains(&want));
+        }
+    }
 
     #[test]
     fn names() {

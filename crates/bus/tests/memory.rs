@@ -1,4 +1,5 @@
-//! Runs the bus conformance suite against the in-process backend, plus its own checks.
+//! Runs the bus conformance suite against the in-process backend (bare, and instrumented over
+//! a namespace), plus its own checks.
 
 use std::time::Duration;
 
@@ -6,7 +7,16 @@ use bytes::Bytes;
 use smith_bus::memory::MemoryBus;
 use smith_bus::{subjects, Bus};
 
-smith_bus::bus_conformance!(async { smith_bus::open("memory://").await.unwrap() });
+mod conformance {
+    smith_bus::bus_conformance!(async { smith_bus::open("memory://").await.unwrap() });
+}
+
+/// The same contract through the metrics wrapper, over a namespace.
+mod instrumented {
+    smith_bus::bus_conformance!(async {
+        smith_bus::instrument(smith_bus::open("memory://?namespace=t").await.unwrap())
+    });
+}
 
 /// A full subscriber loses only its own messages, counts them, and slows nobody down.
 #[tokio::test]

@@ -41,6 +41,9 @@ pub enum NodeStatus {
     Stopped,
     /// Missed its heartbeats; its tasks were requeued.
     Dead,
+    /// A worker that missed its heartbeats: its tasks were requeued, and it takes no work until
+    /// readmitted (its heartbeats still count, but do not make it alive again).
+    Quarantined,
 }
 
 impl NodeStatus {
@@ -50,6 +53,7 @@ impl NodeStatus {
             NodeStatus::Draining => "draining",
             NodeStatus::Stopped => "stopped",
             NodeStatus::Dead => "dead",
+            NodeStatus::Quarantined => "quarantined",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -58,6 +62,7 @@ impl NodeStatus {
             "draining" => Some(NodeStatus::Draining),
             "stopped" => Some(NodeStatus::Stopped),
             "dead" => Some(NodeStatus::Dead),
+            "quarantined" => Some(NodeStatus::Quarantined),
             _ => None,
         }
     }
@@ -74,4 +79,19 @@ pub struct Node {
     pub heartbeat_at: Micros,
     /// Role-specific load figures (running agents, capacity, connections…).
     pub load: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_text_and_json() {
+        use NodeStatus::*;
+        for status in [Alive, Draining, Stopped, Dead, Quarantined] {
+            assert_eq!(NodeStatus::parse(status.as_str()), Some(status));
+            assert_eq!(serde_json::to_value(status).unwrap(), serde_json::json!(status.as_str()));
+        }
+        assert_eq!(NodeStatus::parse("zombie"), None);
+    }
 }

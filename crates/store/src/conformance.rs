@@ -38,6 +38,7 @@ macro_rules! store_conformance {
             idempotency_key_returns_the_original_task,
             claim_takes_highest_priority_then_oldest,
             claim_takes_only_wanted_agents_up_to_n,
+            claim_limit_caps_the_total_and_skips_agents_without_work,
             claim_marks_running_and_writes_started,
             concurrent_claims_never_hand_out_a_task_twice,
             append_is_fenced_by_status_and_attempt,
@@ -63,6 +64,9 @@ macro_rules! store_conformance {
             list_tasks_rejects_malformed_cursor,
             agents_lists_builtins_custom_and_counts,
             nodes_heartbeat_status_and_dead_detection,
+            stale_workers_are_quarantined_and_their_tasks_reaped,
+            quarantine_holds_through_heartbeats_until_readmitted,
+            pool_stats_stay_within_the_limit,
             queue_stats_counts_and_oldest_runnable_age,
             concurrent_submit_and_drain_finishes_each_task_once,
             lease_has_one_holder_until_it_expires_or_is_released,
@@ -142,7 +146,7 @@ async fn submit(store: &S, agent: &str) -> Task {
 }
 
 async fn claim(store: &S, worker: &str, agent: &str, n: u32, lease: Duration) -> Vec<Claimed> {
-    let request = ClaimRequest { worker: worker.into(), lease, wants: vec![(agent.into(), n)] };
+    let request = ClaimRequest { worker: worker.into(), lease, wants: vec![(agent.into(), n)], limit: None };
     store.claim(&request).await.expect("claim")
 }
 
@@ -385,6 +389,30 @@ pub async fn claim_takes_highest_priority_then_oldest(store: S) {
     assert!(claim(&store, "w1", "echo", 10, LONG).await.is_empty());
 }
 
+/// A worker with few free slots offers all of them to every agent: agents without work take
+/// none, and the total never exceeds the limit.
+pub async fn claim_limit_caps_the_total_and_skips_agents_without_work(store: S) {
+    for agent in ["sleep", "sleep", "sleep", "fail", "fail", "fail"] {
+        submit(&store, agent).await;
+    }
+    let req = |limit| ClaimRequest {
+        worker: "w1".into(),
+        lease: LONG,
+        wants: vec![("echo".into(), 2), ("stream".into(), 2), ("sleep".into(), 2), ("fail".into(), 2)],
+        limit: Some(limit),
+    };
+    // echo and stream have nothing queued: sleep gets the two slots
+    let got = store.claim(&req(2)).await.unwrap();
+    let agents: Vec<&str> = got.iter().map(|c| c.task.agent.as_str()).collect();
+    assert_eq!(agents, ["sleep", "sleep"]);
+    // three free: the last sleep, then two fails
+    let got = store.claim(&req(3)).await.unwrap();
+    let agents: Vec<&str> = got.iter().map(|c| c.task.agent.as_str()).collect();
+    assert_eq!(agents, ["sleep", "fail", "fail"]);
+    assert!(store.claim(&req(0)).await.unwrap().is_empty(), "limit 0 claims nothing");
+    assert_eq!(store.claim(&req(9)).await.unwrap().len(), 1, "one fail left");
+}
+
 pub async fn claim_takes_only_wanted_agents_up_to_n(store: S) {
     for agent in ["echo", "echo", "echo", "sleep", "sleep", "sleep", "fail", "fail"] {
         submit(&store, agent).await;
@@ -393,6 +421,7 @@ pub async fn claim_takes_only_wanted_agents_up_to_n(store: S) {
         worker: "w1".into(),
         lease: LONG,
         wants: vec![("echo".into(), 2), ("sleep".into(), 1), ("stream".into(), 5), ("fail".into(), 0)],
+        limit: None,
     };
     let got = store.claim(&request).await.unwrap();
     let mut per_agent: HashMap<String, usize> = HashMap::new();
@@ -1188,8 +1217,8 @@ pub async fn nodes_heartbeat_status_and_dead_detection(store: S) {
     let mut gw = node("gw", NodeStatus::Alive, now);
     gw.role = NodeRole::Gateway;
     gw.address = Some("127.0.0.1:8080".into());
-    store.heartbeat(&w1).await.unwrap();
-    store.heartbeat(&gw).await.unwrap();
+    assert_eq!(store.heartbeat(&w1).await.unwrap(), NodeStatus::Alive);
+    assert_eq!(store.heartbeat(&gw).await.unwrap(), NodeStatus::Alive);
     let find = |nodes: &[Node], id: &str| nodes.iter().find(|n| n.id == id).cloned();
     let nodes = store.nodes().await.unwrap();
     assert_eq!(nodes.len(), 2);
@@ -1206,25 +1235,172 @@ pub async fn nodes_heartbeat_status_and_dead_detection(store: S) {
     store.set_node_status("w1", NodeStatus::Draining).await.unwrap();
     assert_eq!(find(&store.nodes().await.unwrap(), "w1").unwrap().status, NodeStatus::Draining);
 
-    store.heartbeat(&node("stale-alive", NodeStatus::Alive, long_ago)).await.unwrap();
-    store.heartbeat(&node("stale-draining", NodeStatus::Draining, long_ago)).await.unwrap();
-    store.heartbeat(&node("stale-stopped", NodeStatus::Stopped, long_ago)).await.unwrap();
+    // Silent gateways and supervisors die; silent workers are quarantined (see the quarantine tests).
+    let stale = |id: &str, role: NodeRole, status: NodeStatus| Node { role, ..node(id, status, long_ago) };
+    let stale_nodes = [
+        stale("stale-alive", NodeRole::Gateway, NodeStatus::Alive),
+        stale("stale-draining", NodeRole::Supervisor, NodeStatus::Draining),
+        stale("stale-stopped", NodeRole::Gateway, NodeStatus::Stopped),
+        stale("stale-worker", NodeRole::Worker, NodeStatus::Draining),
+    ];
+    for n in &stale_nodes {
+        store.heartbeat(n).await.unwrap();
+    }
     let mut dead = store.mark_dead_nodes(Micros(now.0 - 60_000_000)).await.unwrap();
     dead.sort_by(|a, b| a.id.cmp(&b.id));
-    assert_eq!(dead.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["stale-alive", "stale-draining"]);
-    assert!(dead.iter().all(|n| n.status == NodeStatus::Dead), "{dead:#?}");
+    let got: Vec<(&str, NodeStatus)> = dead.iter().map(|n| (n.id.as_str(), n.status)).collect();
+    assert_eq!(
+        got,
+        [
+            ("stale-alive", NodeStatus::Dead),
+            ("stale-draining", NodeStatus::Dead),
+            ("stale-worker", NodeStatus::Quarantined)
+        ]
+    );
     assert!(store.mark_dead_nodes(Micros(now.0 - 60_000_000)).await.unwrap().is_empty(), "dead twice");
 
     let nodes = store.nodes().await.unwrap();
     let status = |id: &str| find(&nodes, id).map(|n| n.status);
     assert_eq!(status("stale-alive"), Some(NodeStatus::Dead));
     assert_eq!(status("stale-stopped"), Some(NodeStatus::Stopped));
+    assert_eq!(status("stale-worker"), Some(NodeStatus::Quarantined));
     assert_eq!(status("w1"), Some(NodeStatus::Draining));
     assert_eq!(status("gw"), Some(NodeStatus::Alive));
 
     // A dead node that heartbeats again is alive.
-    store.heartbeat(&node("stale-alive", NodeStatus::Alive, Micros::now())).await.unwrap();
+    let back = stale("stale-alive", NodeRole::Gateway, NodeStatus::Alive);
+    assert_eq!(store.heartbeat(&Node { heartbeat_at: Micros::now(), ..back }).await.unwrap(), NodeStatus::Alive);
     assert_eq!(find(&store.nodes().await.unwrap(), "stale-alive").unwrap().status, NodeStatus::Alive);
+}
+
+pub async fn stale_workers_are_quarantined_and_their_tasks_reaped(store: S) {
+    let now = Micros::now();
+    let long_ago = Micros(now.0 - 600_000_000);
+    store.heartbeat(&node("w-silent", NodeStatus::Alive, long_ago)).await.unwrap();
+    let gateway = Node { role: NodeRole::Gateway, ..node("gw-silent", NodeStatus::Alive, long_ago) };
+    store.heartbeat(&gateway).await.unwrap();
+    alive(&store, "w-live").await;
+    define(&store, "quick", 3, 0).await;
+    let held = submit(&store, "quick").await;
+    claim_one(&store, "w-silent", "quick", LONG).await;
+    let kept = submit(&store, "quick").await;
+    claim_one(&store, "w-live", "quick", LONG).await;
+    assert!(store.reap(Micros::now()).await.unwrap().is_empty(), "a silent but alive worker keeps its task");
+
+    let mut marked = store.mark_dead_nodes(Micros(now.0 - 60_000_000)).await.unwrap();
+    marked.sort_by(|a, b| a.id.cmp(&b.id));
+    let got: Vec<(&str, NodeStatus)> = marked.iter().map(|n| (n.id.as_str(), n.status)).collect();
+    assert_eq!(got, [("gw-silent", NodeStatus::Dead), ("w-silent", NodeStatus::Quarantined)]);
+    assert_eq!(marked[1].role, NodeRole::Worker);
+
+    // A quarantined worker's task is reaped like a dead one's.
+    let reaped = store.reap(Micros::now()).await.unwrap();
+    assert_eq!(reaped.iter().map(|c| c.task.id).collect::<Vec<_>>(), [held.id], "{reaped:#?}");
+    let t = get(&store, held.id).await;
+    assert_eq!((t.status, t.error.map(|e| e.code)), (TaskStatus::Queued, Some("worker_lost".into())));
+    assert_eq!(kinds(&reaped[0].events), [EventKind::Retrying]);
+    checked_log(&store, held.id).await;
+    assert_eq!(get(&store, kept.id).await.status, TaskStatus::Running);
+
+    // It claims nothing while quarantined (what it took would only be reaped again); another
+    // worker takes its requeued task.
+    assert!(claim(&store, "w-silent", "quick", 5, LONG).await.is_empty(), "a quarantined worker claimed");
+    let again = claim(&store, "w-live", "quick", 5, LONG).await;
+    assert_eq!(again.iter().map(|c| (c.task.id, c.task.attempt)).collect::<Vec<_>>(), [(held.id, 2)]);
+
+    // Claims racing in one batch: the quarantined worker's get nothing, and take nothing from
+    // the others'.
+    for _ in 0..20 {
+        submit(&store, "quick").await;
+    }
+    let racers: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            let worker = if i % 2 == 0 { "w-silent" } else { "w-live" };
+            tokio::spawn(async move { (worker, claim(&store, worker, "quick", 2, LONG).await.len()) })
+        })
+        .collect();
+    let mut got: HashMap<&str, usize> = HashMap::new();
+    for r in racers {
+        let (worker, n) = r.await.unwrap();
+        *got.entry(worker).or_default() += n;
+    }
+    assert_eq!((got["w-silent"], got["w-live"]), (0, 20));
+}
+
+pub async fn quarantine_holds_through_heartbeats_until_readmitted(store: S) {
+    let now = Micros::now();
+    let long_ago = Micros(now.0 - 600_000_000);
+    let find = |nodes: Vec<Node>, id: &str| nodes.into_iter().find(|n| n.id == id).expect("node listed");
+    store.heartbeat(&node("w-q", NodeStatus::Alive, long_ago)).await.unwrap();
+    store.mark_dead_nodes(Micros(now.0 - 60_000_000)).await.unwrap();
+
+    // It heartbeats again: time and load are recorded, the quarantine holds, and it is told so.
+    for status in [NodeStatus::Alive, NodeStatus::Draining] {
+        let mut beat = node("w-q", status, Micros::now());
+        beat.load = json!({"running": 3, "as": status.as_str()});
+        assert_eq!(store.heartbeat(&beat).await.unwrap(), NodeStatus::Quarantined, "{status:?}");
+        let stored = find(store.nodes().await.unwrap(), "w-q");
+        assert_eq!(
+            (stored.status, &stored.heartbeat_at, &stored.load),
+            (NodeStatus::Quarantined, &beat.heartbeat_at, &beat.load)
+        );
+    }
+    assert!(store.mark_dead_nodes(Micros(Micros::now().0 + 60_000_000)).await.unwrap().is_empty(), "marked twice");
+    assert_eq!(find(store.nodes().await.unwrap(), "w-q").status, NodeStatus::Quarantined);
+
+    // Readmitted, it is alive, heartbeats as alive, and claims again.
+    assert!(store.readmit_node("w-q").await.unwrap());
+    assert_eq!(find(store.nodes().await.unwrap(), "w-q").status, NodeStatus::Alive);
+    assert_eq!(store.heartbeat(&node("w-q", NodeStatus::Alive, Micros::now())).await.unwrap(), NodeStatus::Alive);
+    let t = submit(&store, "echo").await;
+    assert_eq!(claim_one(&store, "w-q", "echo", LONG).await.task.id, t.id);
+
+    // Only a quarantined node is readmitted.
+    assert!(!store.readmit_node("w-q").await.unwrap(), "an alive node was readmitted");
+    assert!(!store.readmit_node("nobody").await.unwrap(), "an unknown node was readmitted");
+    let gateway = Node { role: NodeRole::Gateway, ..node("gw-dead", NodeStatus::Alive, long_ago) };
+    store.heartbeat(&gateway).await.unwrap();
+    store.mark_dead_nodes(Micros(now.0 - 60_000_000)).await.unwrap();
+    assert!(!store.readmit_node("gw-dead").await.unwrap(), "a dead node was readmitted");
+    assert_eq!(find(store.nodes().await.unwrap(), "gw-dead").status, NodeStatus::Dead);
+
+    // Stopping applies to a quarantined node, whether set or heartbeated.
+    for (id, by_heartbeat) in [("w-set", false), ("w-beat", true)] {
+        store.heartbeat(&node(id, NodeStatus::Alive, long_ago)).await.unwrap();
+        store.mark_dead_nodes(Micros(now.0 - 60_000_000)).await.unwrap();
+        assert_eq!(find(store.nodes().await.unwrap(), id).status, NodeStatus::Quarantined);
+        if by_heartbeat {
+            let status = store.heartbeat(&node(id, NodeStatus::Stopped, Micros::now())).await.unwrap();
+            assert_eq!(status, NodeStatus::Stopped);
+        } else {
+            store.set_node_status(id, NodeStatus::Stopped).await.unwrap();
+        }
+        assert_eq!(find(store.nodes().await.unwrap(), id).status, NodeStatus::Stopped, "{id}");
+        assert!(!store.readmit_node(id).await.unwrap(), "{id}: a stopped node was readmitted");
+    }
+}
+
+pub async fn pool_stats_stay_within_the_limit(store: S) {
+    let check = |when: &str| {
+        let p = store.pool_stats();
+        assert!(p.max >= 1, "{when}: {p:?}");
+        assert!(p.busy + p.idle <= p.max, "{when}: {p:?}");
+    };
+    check("fresh");
+    submit(&store, "echo").await;
+    store.queue_stats().await.unwrap();
+    check("after a write and a read");
+    let reads: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.queue_stats().await })
+        })
+        .collect();
+    for r in reads {
+        r.await.unwrap().unwrap();
+    }
+    check("after concurrent reads");
 }
 
 pub async fn queue_stats_counts_and_oldest_runnable_age(store: S) {
@@ -1365,8 +1541,12 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = S>,
 {
-    let long =
-        |worker: &str, agent: &str| ClaimRequest { worker: worker.into(), lease: LONG, wants: vec![(agent.into(), 1)] };
+    let long = |worker: &str, agent: &str| ClaimRequest {
+        worker: worker.into(),
+        lease: LONG,
+        wants: vec![(agent.into(), 1)],
+        limit: None,
+    };
     let mut custom = AgentDef::new("custom", ExecutorKind::Echo);
     custom.max_attempts = 5;
     store.put_agents(&[custom]).await.unwrap();

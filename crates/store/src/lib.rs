@@ -5,11 +5,15 @@
 
 pub mod conformance;
 mod error;
+mod instrumented;
+pub mod metrics;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
 
 pub use error::{Error, Result};
+pub use instrumented::{instrument, Instrumented};
+pub use metrics::{describe_metrics, record_pool_stats};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -36,12 +40,15 @@ pub struct Claimed {
     pub event: Event,
 }
 
-/// What a worker asks for: up to `n` tasks of each agent.
+/// What a worker asks for: up to `n` tasks of each agent, in the order given, and at most
+/// `limit` in all (each agent may be offered every free slot, since only the store knows
+/// which agents have work; the limit keeps the total within the worker's capacity).
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
     pub worker: String,
     pub lease: Duration,
     pub wants: Vec<(String, u32)>,
+    pub limit: Option<u32>,
 }
 
 /// A task's state change and the events it wrote.
@@ -147,6 +154,17 @@ pub struct QueueStats {
     pub oldest_queued_age: Option<Duration>,
 }
 
+/// Connections of a store's pool, for metrics. Read from counters: no I/O.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections in use now.
+    pub busy: u32,
+    /// Connections open and waiting to be used.
+    pub idle: u32,
+    /// The pool's size limit.
+    pub max: u32,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Inserts a task and its `task.queued` event in one transaction; a repeated
@@ -160,7 +178,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage>;
 
     /// Claims runnable queued tasks by priority, then age: each becomes `running` with
-    /// `attempt + 1`, `worker` and a lease, and gets its `task.started` event.
+    /// `attempt + 1`, `worker` and a lease, and gets its `task.started` event. A worker whose
+    /// node is quarantined claims nothing (whatever it took would only be reaped again).
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>>;
 
     /// Appends events to a running task, fenced: only while the task is `running` at `attempt`.
@@ -224,17 +243,29 @@ pub trait Store: Send + Sync + 'static {
 
     async fn agents(&self) -> Result<Vec<AgentSummary>>;
 
-    /// Registers or refreshes a node (its heartbeat).
-    async fn heartbeat(&self, node: &Node) -> Result<()>;
+    /// Registers or refreshes a node (its heartbeat): its status, heartbeat time and load. A
+    /// quarantined node stays quarantined when it reports itself alive or draining (only
+    /// [`Store::readmit_node`] lets it back); `stopped` always applies. Returns the status now
+    /// stored, so a quarantined node learns it must take no work.
+    async fn heartbeat(&self, node: &Node) -> Result<NodeStatus>;
 
     async fn set_node_status(&self, id: &str, status: NodeStatus) -> Result<()>;
 
+    /// Quarantined → alive; returns whether the node was quarantined (anything else is left as it is).
+    async fn readmit_node(&self, id: &str) -> Result<bool>;
+
     async fn nodes(&self) -> Result<Vec<Node>>;
 
-    /// Marks alive or draining nodes whose last heartbeat is older than `stale_before` as dead.
+    /// Alive or draining nodes whose last heartbeat is older than `stale_before` become
+    /// `quarantined` (workers) or `dead` (other roles); returns them with their new status. Either
+    /// way their running tasks are reaped. Dead, stopped and quarantined nodes are forgotten a
+    /// day after their last heartbeat.
     async fn mark_dead_nodes(&self, stale_before: Micros) -> Result<Vec<Node>>;
 
     async fn queue_stats(&self) -> Result<QueueStats>;
+
+    /// The connection pool's state now, from counters (no I/O).
+    fn pool_stats(&self) -> PoolStats;
 
     /// Takes or renews the named lease for `holder` until `ttl` from now, if it is free, expired
     /// or already held by `holder`; returns whether `holder` holds it now. At most one holder

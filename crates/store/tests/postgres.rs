@@ -82,7 +82,7 @@ mod conformance {
 }
 
 fn claim_request(worker: &str, agent: &str, n: u32) -> ClaimRequest {
-    ClaimRequest { worker: worker.into(), lease: Duration::from_secs(600), wants: vec![(agent.into(), n)] }
+    ClaimRequest { worker: worker.into(), lease: Duration::from_secs(600), wants: vec![(agent.into(), n)], limit: None }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

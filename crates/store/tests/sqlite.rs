@@ -1,5 +1,6 @@
-//! The store conformance suite against the embedded SQLite backend, plus what only SQLite promises:
-//! durability across reopening the file, and the feed cursor as the log's high-water mark.
+//! The store conformance suite against the embedded SQLite backend (bare and instrumented), plus
+//! what only SQLite promises: durability across reopening the file, and the feed cursor as the
+//! log's high-water mark.
 
 use serde_json::json;
 use smith_core::{EventDraft, NewTask};
@@ -41,8 +42,13 @@ mod conformance {
     smith_store::store_conformance!(super::fresh_store());
 }
 
+/// The same contract through the metrics wrapper.
+mod instrumented {
+    smith_store::store_conformance!(async { smith_store::instrument(super::fresh_store().await) });
+}
+
 fn claim_request(worker: &str, agent: &str, n: u32) -> ClaimRequest {
-    ClaimRequest { worker: worker.into(), lease: Duration::from_secs(600), wants: vec![(agent.into(), n)] }
+    ClaimRequest { worker: worker.into(), lease: Duration::from_secs(600), wants: vec![(agent.into(), n)], limit: None }
 }
 
 #[tokio::test]

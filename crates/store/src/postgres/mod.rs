@@ -19,7 +19,7 @@ mod writer;
 
 use crate::{
     AgentSummary, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, Held, OpenOptions,
-    QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, UsageBy,
+    PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, UsageBy,
 };
 use async_trait::async_trait;
 use smith_core::{
@@ -308,12 +308,16 @@ impl Store for PgStore {
         reads::agents(&self.pool).await
     }
 
-    async fn heartbeat(&self, node: &Node) -> Result<()> {
+    async fn heartbeat(&self, node: &Node) -> Result<NodeStatus> {
         self.write(Op::Heartbeat, node.clone()).await
     }
 
     async fn set_node_status(&self, id: &str, status: NodeStatus) -> Result<()> {
         self.write(Op::SetNodeStatus, (id.to_string(), status)).await
+    }
+
+    async fn readmit_node(&self, id: &str) -> Result<bool> {
+        self.write(Op::Readmit, id.to_string()).await
     }
 
     async fn nodes(&self) -> Result<Vec<Node>> {
@@ -326,6 +330,14 @@ impl Store for PgStore {
 
     async fn queue_stats(&self) -> Result<QueueStats> {
         reads::queue_stats(&self.pool, Micros::now()).await
+    }
+
+    /// The process's pool, shared by reads and the writer (which holds one connection while it
+    /// runs, so `busy` is at least 1 once it has written).
+    fn pool_stats(&self) -> PoolStats {
+        let size = self.pool.size();
+        let idle = (self.pool.num_idle() as u32).min(size);
+        PoolStats { busy: size - idle, idle, max: self.pool.options().get_max_connections() }
     }
 
     async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {

@@ -8,7 +8,7 @@ use super::rows::{node_row, task_row, EventBuf, TaskRow, NODE_COLS, TASK_COLS};
 use super::writer::{Job, Op};
 use crate::{ClaimRequest, Claimed, Error, Result, Submitted};
 use serde_json::json;
-use smith_core::{AgentDef, Code, EventKind, Micros, NewTask, Node, Task, TaskId, TaskStatus};
+use smith_core::{AgentDef, Code, EventKind, Micros, NewTask, Node, NodeStatus, Task, TaskId, TaskStatus};
 use sqlx::PgConnection;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -67,10 +67,7 @@ async fn misc(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf) -> Res
                 put_agents(conn, &j.input).await.map_err(db_error)?;
                 j.out = Some(Ok(()));
             }
-            Op::Heartbeat(j) => {
-                heartbeat(conn, &j.input).await.map_err(db_error)?;
-                j.out = Some(Ok(()));
-            }
+            Op::Heartbeat(j) => j.out = Some(heartbeat(conn, &j.input).await?),
             Op::SetNodeStatus(j) => {
                 let (id, status) = &j.input;
                 sqlx::query("UPDATE nodes SET status = $2 WHERE id = $1")
@@ -80,6 +77,14 @@ async fn misc(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf) -> Res
                     .await
                     .map_err(db_error)?;
                 j.out = Some(Ok(()));
+            }
+            Op::Readmit(j) => {
+                let done = sqlx::query("UPDATE nodes SET status = 'alive' WHERE id = $1 AND status = 'quarantined'")
+                    .bind(&j.input)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                j.out = Some(Ok(done.rows_affected() == 1));
             }
             Op::MarkDead(j) => j.out = Some(Ok(mark_dead_nodes(conn, j.input).await?)),
             Op::Lease(j) => j.out = Some(Ok(lease(conn, &j.input).await.map_err(db_error)?)),
@@ -110,12 +115,17 @@ pub(super) async fn put_agents(conn: &mut PgConnection, defs: &[AgentDef]) -> sq
     Ok(())
 }
 
-async fn heartbeat(conn: &mut PgConnection, n: &Node) -> sqlx::Result<()> {
-    sqlx::query(
+/// Upserts the node; a quarantined node stays quarantined unless it stops. Returns the stored
+/// status. An `Err` is a failed statement; an `Ok(Err(…))` an unreadable status.
+async fn heartbeat(conn: &mut PgConnection, n: &Node) -> Result<Result<NodeStatus>> {
+    let status: String = sqlx::query_scalar(
         "INSERT INTO nodes (id, role, version, address, status, started_at, heartbeat_at, load) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json) \
          ON CONFLICT (id) DO UPDATE SET version = excluded.version, address = excluded.address, \
-             status = excluded.status, heartbeat_at = excluded.heartbeat_at, load = excluded.load",
+             status = CASE WHEN nodes.status = 'quarantined' AND excluded.status IN ('alive', 'draining') \
+                           THEN 'quarantined' ELSE excluded.status END, \
+             heartbeat_at = excluded.heartbeat_at, load = excluded.load \
+         RETURNING status",
     )
     .bind(&n.id)
     .bind(n.role.as_str())
@@ -125,23 +135,26 @@ async fn heartbeat(conn: &mut PgConnection, n: &Node) -> sqlx::Result<()> {
     .bind(n.started_at.0)
     .bind(n.heartbeat_at.0)
     .bind(n.load.to_string())
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_one(conn)
+    .await
+    .map_err(db_error)?;
+    Ok(NodeStatus::parse(&status).ok_or_else(|| Error::Backend(format!("unknown node status {status:?}"))))
 }
 
-/// Stopped and dead nodes are kept this long for `GET /v1/nodes`, then forgotten.
+/// Stopped, dead and quarantined nodes are kept this long for `GET /v1/nodes`, then forgotten.
 const NODE_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
+/// Silent workers are quarantined (they may come back, and must be readmitted), other roles die.
 async fn mark_dead_nodes(conn: &mut PgConnection, stale_before: Micros) -> Result<Vec<Node>> {
     let sql = format!(
-        "UPDATE nodes SET status = 'dead' WHERE status IN ('alive', 'draining') AND heartbeat_at < $1 \
+        "UPDATE nodes SET status = CASE WHEN role = 'worker' THEN 'quarantined' ELSE 'dead' END \
+         WHERE status IN ('alive', 'draining') AND heartbeat_at < $1 \
          RETURNING {NODE_COLS}"
     );
     let rows = sqlx::query(&sql).bind(stale_before.0).fetch_all(&mut *conn).await.map_err(db_error)?;
     let dead = rows.iter().map(node_row).collect::<Result<Vec<_>>>()?;
     let forget_before = Micros(Micros::now().0 - NODE_MEMORY.as_micros() as i64);
-    sqlx::query("DELETE FROM nodes WHERE status IN ('dead', 'stopped') AND heartbeat_at < $1")
+    sqlx::query("DELETE FROM nodes WHERE status IN ('dead', 'stopped', 'quarantined') AND heartbeat_at < $1")
         .bind(forget_before.0)
         .execute(&mut *conn)
         .await
@@ -568,6 +581,7 @@ struct Slots<'a> {
 /// One statement per agent for every claim of the batch: the claims' slots are numbered in
 /// arrival order and matched to the runnable tasks by rank (priority, then age), so each claim
 /// gets what it would have got running alone after the claims before it.
+/// Slots of quarantined workers are left out before matching, so they get nothing.
 async fn claims(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx: &mut Ctx) -> Result<()> {
     let mut jobs: Vec<&mut Job<ClaimRequest, Vec<Claimed>>> = ops
         .iter_mut()
@@ -581,24 +595,16 @@ async fn claims(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx:
     }
     lock_feed(conn, ctx).await?;
     let now = Micros::now();
-    let mut agents: Vec<Slots> = Vec::new();
-    for (j, job) in jobs.iter().enumerate() {
-        for (w, (agent, n)) in job.input.wants.iter().enumerate() {
-            let i = match agents.iter().position(|a| a.agent == agent.as_str()) {
-                Some(i) => i,
-                None => {
-                    agents.push(Slots { agent, workers: Vec::new(), leases: Vec::new(), owners: Vec::new() });
-                    agents.len() - 1
-                }
-            };
-            let slots = &mut agents[i];
-            for _ in 0..(*n).min(MAX_CLAIM) {
-                slots.workers.push(job.input.worker.clone());
-                slots.leases.push(now.plus(job.input.lease).0);
-                slots.owners.push((j, w));
+    // agents in the order the claims name them; each claim's limit is spent agent by agent
+    let mut names: Vec<String> = Vec::new();
+    for job in &jobs {
+        for (agent, _) in &job.input.wants {
+            if !names.contains(agent) {
+                names.push(agent.clone());
             }
         }
     }
+    let mut left: Vec<u32> = jobs.iter().map(|j| j.input.limit.unwrap_or(u32::MAX)).collect();
     let sql = format!(
         "WITH picked AS ( \
              SELECT pick_id, row_number() OVER (ORDER BY priority DESC, seq) AS k FROM ( \
@@ -608,25 +614,43 @@ async fn claims(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx:
                       WHERE p.session_id = tasks.session_id AND p.tenant = tasks.tenant AND p.seq < tasks.seq \
                       AND p.status IN ('queued', 'running'))) \
                  ORDER BY priority DESC, seq LIMIT $3 FOR UPDATE SKIP LOCKED) AS q), \
-         slots AS (SELECT * FROM UNNEST($4::text[], $5::int8[]) WITH ORDINALITY AS s(slot_worker, slot_lease, k)) \
+         slots AS ( \
+             SELECT slot_worker, slot_lease, n AS slot, row_number() OVER (ORDER BY n) AS k \
+             FROM UNNEST($4::text[], $5::int8[]) WITH ORDINALITY AS s(slot_worker, slot_lease, n) \
+             WHERE NOT EXISTS (SELECT 1 FROM nodes \
+                               WHERE nodes.id = s.slot_worker AND nodes.status = 'quarantined')) \
          UPDATE tasks SET status = 'running', attempt = attempt + 1, worker = slots.slot_worker, \
              lease_until = slots.slot_lease, started_at = $2, last_seq = last_seq + 1 \
          FROM picked JOIN slots ON slots.k = picked.k \
          WHERE tasks.id = picked.pick_id \
-         RETURNING slots.k AS slot, {TASK_COLS}"
+         RETURNING slots.slot AS slot, {TASK_COLS}"
     );
     // claimed rows per job and want, in rank order
     let mut got: Vec<Vec<Vec<TaskRow>>> = jobs.iter().map(|j| vec![Vec::new(); j.input.wants.len()]).collect();
-    for Slots { agent, workers, leases, owners } in &agents {
+    for agent in &names {
+        let mut slots = Slots { agent, workers: Vec::new(), leases: Vec::new(), owners: Vec::new() };
+        for (j, job) in jobs.iter().enumerate() {
+            for (w, (a, n)) in job.input.wants.iter().enumerate() {
+                if a != agent {
+                    continue;
+                }
+                for _ in 0..(*n).min(MAX_CLAIM).min(left[j]) {
+                    slots.workers.push(job.input.worker.clone());
+                    slots.leases.push(now.plus(job.input.lease).0);
+                    slots.owners.push((j, w));
+                }
+            }
+        }
+        let Slots { agent, workers, leases, owners } = slots;
         if owners.is_empty() {
             continue;
         }
         let rows = sqlx::query(&sql)
-            .bind(*agent)
+            .bind(agent)
             .bind(now.0)
             .bind(owners.len() as i64)
-            .bind(workers)
-            .bind(leases)
+            .bind(&workers)
+            .bind(&leases)
             .fetch_all(&mut *conn)
             .await
             .map_err(db_error)?;
@@ -641,6 +665,7 @@ async fn claims(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx:
             let Some(&(j, w)) = owner else {
                 return Err(Error::Backend(format!("claim returned unknown slot {slot}")));
             };
+            left[j] = left[j].saturating_sub(1);
             got[j][w].push(row);
         }
     }

@@ -224,6 +224,7 @@ impl Positions for () {}
 impl Positions for bool {}
 impl Positions for Held {}
 impl Positions for Node {}
+impl Positions for NodeStatus {}
 
 impl Positions for Event {
     fn shift(&mut self, by: u64) {

@@ -105,8 +105,9 @@ pub(super) enum Op {
     Cancel(Job<TaskId, Change>),
     Global(Job<crate::GlobalEvent, Event>),
     PutAgents(Job<Vec<AgentDef>, ()>),
-    Heartbeat(Job<Node, ()>),
+    Heartbeat(Job<Node, NodeStatus>),
     SetNodeStatus(Job<(String, NodeStatus), ()>),
+    Readmit(Job<String, bool>),
     MarkDead(Job<Micros, Vec<Node>>),
     Lease(Job<LeaseJob, bool>),
 }
@@ -173,6 +174,7 @@ impl Op {
             Op::PutAgents(j) => j,
             Op::Heartbeat(j) => j,
             Op::SetNodeStatus(j) => j,
+            Op::Readmit(j) => j,
             Op::MarkDead(j) => j,
             Op::Lease(j) => j,
         }

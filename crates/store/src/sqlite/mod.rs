@@ -10,7 +10,7 @@ mod ops;
 
 use crate::{
     AgentSummary, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, Held, OpenOptions,
-    QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, UsageBy,
+    PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, UsageBy,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
@@ -18,6 +18,7 @@ use smith_core::{
     AgentDef, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -31,6 +32,8 @@ const MIGRATIONS: &[&str] = &[
 const MAX_BATCH: usize = 512;
 /// Writes waiting for the writer at most; callers wait (backpressure) beyond that.
 const QUEUE_DEPTH: usize = 8192;
+/// Idle readers kept at most; a burst of reads beyond them opens short-lived extra readers.
+const KEEP_READERS: usize = 16;
 
 /// A write waiting for the writer thread. It may run twice: a batch in which a write fails
 /// after changing rows is rolled back and run again with each write in its own savepoint.
@@ -83,6 +86,8 @@ type Job = Box<dyn WriteJob>;
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
+    /// True while the writer runs a batch.
+    writing: Arc<AtomicBool>,
     /// The checkpointer thread runs while this lives.
     _alive: Arc<()>,
     readers: Arc<ReadPool>,
@@ -91,21 +96,72 @@ pub struct SqliteStore {
 
 struct ReadPool {
     idle: Mutex<Vec<Connection>>,
+    /// Idle connections, mirrored outside the lock for [`Store::pool_stats`].
+    idle_count: AtomicU32,
+    /// Readers taken and not yet given back.
+    busy: AtomicU32,
     path: PathBuf,
 }
 
 impl ReadPool {
-    fn take(&self) -> Result<Connection> {
-        if let Some(c) = self.idle.lock().expect("pool lock").pop() {
-            return Ok(c);
-        }
-        open_conn(&self.path, true, false)
+    fn new(path: PathBuf) -> Self {
+        ReadPool { idle: Mutex::new(Vec::new()), idle_count: AtomicU32::new(0), busy: AtomicU32::new(0), path }
     }
-    fn give(&self, c: Connection) {
+
+    /// A reader, given back when the loan drops (closed instead if its user panicked).
+    fn lend(&self) -> Result<Loan<'_>> {
+        let conn = self.take()?;
+        Ok(Loan { pool: self, conn: Some(conn) })
+    }
+
+    fn take(&self) -> Result<Connection> {
+        let pooled = {
+            let mut idle = self.idle.lock().expect("pool lock");
+            let c = idle.pop();
+            self.idle_count.store(idle.len() as u32, Ordering::Relaxed);
+            c
+        };
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_conn(&self.path, true, false)?,
+        };
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Ok(conn)
+    }
+
+    /// Returns a taken reader (`busy`), or adds a new one to the pool.
+    fn give(&self, c: Connection, busy: bool) {
+        if busy {
+            self.busy.fetch_sub(1, Ordering::Relaxed);
+        }
         let mut idle = self.idle.lock().expect("pool lock");
-        if idle.len() < 16 {
+        if idle.len() < KEEP_READERS {
             idle.push(c);
         }
+        self.idle_count.store(idle.len() as u32, Ordering::Relaxed);
+    }
+}
+
+struct Loan<'a> {
+    pool: &'a ReadPool,
+    conn: Option<Connection>,
+}
+
+impl std::ops::Deref for Loan<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("a loan holds its connection until dropped")
+    }
+}
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if std::thread::panicking() {
+            self.pool.busy.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        self.pool.give(conn, true);
     }
 }
 
@@ -174,16 +230,18 @@ impl SqliteStore {
             .spawn(move || checkpoint_loop(checkpointer, watch))
             .map_err(|e| Error::Backend(format!("cannot start checkpoint thread: {e}")))?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let writing = Arc::new(AtomicBool::new(false));
+        let flag = writing.clone();
         std::thread::Builder::new()
             .name("smith-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, &flag))
             .map_err(|e| Error::Backend(format!("cannot start writer thread: {e}")))?;
-        let readers = Arc::new(ReadPool { idle: Mutex::new(Vec::new()), path: path.clone() });
+        let readers = Arc::new(ReadPool::new(path.clone()));
         for _ in 0..options.readers {
             let c = open_conn(&path, true, false)?;
-            readers.give(c);
+            readers.give(c, false);
         }
-        Ok(SqliteStore { writer: tx, _alive: alive, readers, path })
+        Ok(SqliteStore { writer: tx, writing, _alive: alive, readers, path })
     }
 
     pub fn path(&self) -> &Path {
@@ -201,10 +259,8 @@ impl SqliteStore {
     async fn read<R: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<R> + Send + 'static) -> Result<R> {
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = pool.take()?;
-            let out = f(&conn);
-            pool.give(conn);
-            out
+            let conn = pool.lend()?;
+            f(&conn)
         })
         .await
         .map_err(|e| Error::Backend(format!("reader panicked: {e}")))?
@@ -237,9 +293,10 @@ fn checkpoint_loop(conn: Connection, alive: std::sync::Weak<()>) {
     }
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, writing: &AtomicBool) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
+        writing.store(true, Ordering::Relaxed);
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -255,6 +312,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
         for job in batch.drain(..) {
             job.answer(&commit);
         }
+        writing.store(false, Ordering::Relaxed);
     }
 }
 
@@ -388,7 +446,7 @@ impl Store for SqliteStore {
         self.read(ops::agents).await
     }
 
-    async fn heartbeat(&self, node: &Node) -> Result<()> {
+    async fn heartbeat(&self, node: &Node) -> Result<NodeStatus> {
         let n = node.clone();
         self.write(move |c| ops::heartbeat(c, &n)).await
     }
@@ -396,6 +454,11 @@ impl Store for SqliteStore {
     async fn set_node_status(&self, id: &str, status: NodeStatus) -> Result<()> {
         let id = id.to_string();
         self.write(move |c| ops::set_node_status(c, &id, status)).await
+    }
+
+    async fn readmit_node(&self, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        self.write(move |c| ops::readmit_node(c, &id)).await
     }
 
     async fn nodes(&self) -> Result<Vec<Node>> {
@@ -408,6 +471,18 @@ impl Store for SqliteStore {
 
     async fn queue_stats(&self) -> Result<QueueStats> {
         self.read(|c| ops::queue_stats(c, Micros::now())).await
+    }
+
+    /// The writer connection (busy while it runs a batch) and the readers kept. A burst of
+    /// reads beyond the kept readers opens short-lived extra ones, counted as busy, so `busy`
+    /// may then pass `max - idle`.
+    fn pool_stats(&self) -> PoolStats {
+        let writing = self.writing.load(Ordering::Relaxed) as u32;
+        PoolStats {
+            busy: self.readers.busy.load(Ordering::Relaxed) + writing,
+            idle: self.readers.idle_count.load(Ordering::Relaxed) + (1 - writing),
+            max: KEEP_READERS as u32 + 1,
+        }
     }
 
     async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {

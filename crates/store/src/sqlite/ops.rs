@@ -269,6 +269,11 @@ pub(super) fn list_tasks(c: &Connection, q: &TaskQuery) -> Result<TaskPage> {
 }
 
 pub(super) fn claim(c: &Connection, req: &ClaimRequest, now: Micros) -> Result<Vec<Claimed>> {
+    let quarantined =
+        c.prepare_cached("SELECT 1 FROM nodes WHERE id = ?1 AND status = 'quarantined'")?.exists([&req.worker])?;
+    if quarantined {
+        return Ok(Vec::new());
+    }
     let lease_until = now.plus(req.lease);
     let sql = format!(
         "UPDATE tasks SET status = 'running', attempt = attempt + 1, worker = ?1, lease_until = ?2, started_at = ?3, \
@@ -281,17 +286,20 @@ pub(super) fn claim(c: &Connection, req: &ClaimRequest, now: Micros) -> Result<V
          RETURNING {TASK_COLS}"
     );
     let mut out = Vec::new();
+    let mut left = req.limit.unwrap_or(u32::MAX);
     for (agent, n) in &req.wants {
-        if *n == 0 {
+        let n = (*n).min(left);
+        if n == 0 {
             continue;
         }
         let mut rows: Vec<(TaskRow, i64)> = {
             let mut stmt = c.prepare_cached(&sql)?;
-            let it = stmt.query_map(params![req.worker, lease_until.0, now.0, agent, *n as i64], |r| {
+            let it = stmt.query_map(params![req.worker, lease_until.0, now.0, agent, n as i64], |r| {
                 Ok((task_row(r)?, r.get::<_, i64>(24)?))
             })?;
             it.collect::<rusqlite::Result<_>>()?
         };
+        left = left.saturating_sub(rows.len() as u32);
         rows.sort_by_key(|(r, rowid)| (std::cmp::Reverse(r.task.priority), *rowid));
         for (row, _) in rows {
             let task = row.task;
@@ -799,29 +807,43 @@ pub(super) fn agents(c: &Connection) -> Result<Vec<AgentSummary>> {
     Ok(out)
 }
 
-pub(super) fn heartbeat(c: &Connection, n: &Node) -> Result<()> {
-    c.prepare_cached(
-        "INSERT INTO nodes (id, role, version, address, status, started_at, heartbeat_at, load) \
+pub(super) fn heartbeat(c: &Connection, n: &Node) -> Result<NodeStatus> {
+    let status: String = c
+        .prepare_cached(
+            "INSERT INTO nodes (id, role, version, address, status, started_at, heartbeat_at, load) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
          ON CONFLICT(id) DO UPDATE SET version = excluded.version, address = excluded.address, \
-             status = excluded.status, heartbeat_at = excluded.heartbeat_at, load = excluded.load",
-    )?
-    .execute(params![
-        n.id,
-        n.role.as_str(),
-        n.version,
-        n.address,
-        n.status.as_str(),
-        n.started_at.0,
-        n.heartbeat_at.0,
-        n.load.to_string()
-    ])?;
-    Ok(())
+             status = CASE WHEN nodes.status = 'quarantined' AND excluded.status IN ('alive', 'draining') \
+                           THEN 'quarantined' ELSE excluded.status END, \
+             heartbeat_at = excluded.heartbeat_at, load = excluded.load \
+         RETURNING status",
+        )?
+        .query_row(
+            params![
+                n.id,
+                n.role.as_str(),
+                n.version,
+                n.address,
+                n.status.as_str(),
+                n.started_at.0,
+                n.heartbeat_at.0,
+                n.load.to_string()
+            ],
+            |r| r.get(0),
+        )?;
+    NodeStatus::parse(&status).ok_or_else(|| Error::Backend(format!("unknown node status {status:?}")))
 }
 
 pub(super) fn set_node_status(c: &Connection, id: &str, status: NodeStatus) -> Result<()> {
     c.prepare_cached("UPDATE nodes SET status = ?2 WHERE id = ?1")?.execute(params![id, status.as_str()])?;
     Ok(())
+}
+
+pub(super) fn readmit_node(c: &Connection, id: &str) -> Result<bool> {
+    let changed = c
+        .prepare_cached("UPDATE nodes SET status = 'alive' WHERE id = ?1 AND status = 'quarantined'")?
+        .execute([id])?;
+    Ok(changed == 1)
 }
 
 fn node_row(r: &Row) -> rusqlite::Result<Node> {
@@ -851,17 +873,19 @@ pub(super) fn nodes(c: &Connection) -> Result<Vec<Node>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Stopped and dead nodes are kept this long for `GET /v1/nodes`, then forgotten.
+/// Stopped, dead and quarantined nodes are kept this long for `GET /v1/nodes`, then forgotten.
 const NODE_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
+/// Silent workers are quarantined (they may come back, and must be readmitted), other roles die.
 pub(super) fn mark_dead_nodes(c: &Connection, stale_before: Micros) -> Result<Vec<Node>> {
     let sql = format!(
-        "UPDATE nodes SET status = 'dead' WHERE status IN ('alive', 'draining') AND heartbeat_at < ?1 RETURNING {NODE_COLS}"
+        "UPDATE nodes SET status = CASE WHEN role = 'worker' THEN 'quarantined' ELSE 'dead' END \
+         WHERE status IN ('alive', 'draining') AND heartbeat_at < ?1 RETURNING {NODE_COLS}"
     );
     let dead: Vec<Node> =
         c.prepare_cached(&sql)?.query_map([stale_before.0], node_row)?.collect::<rusqlite::Result<_>>()?;
     let forget_before = Micros(Micros::now().0 - NODE_MEMORY.as_micros() as i64);
-    c.prepare_cached("DELETE FROM nodes WHERE status IN ('dead', 'stopped') AND heartbeat_at < ?1")?
+    c.prepare_cached("DELETE FROM nodes WHERE status IN ('dead', 'stopped', 'quarantined') AND heartbeat_at < ?1")?
         .execute([forget_before.0])?;
     Ok(dead)
 }

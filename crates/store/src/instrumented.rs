@@ -1,0 +1,401 @@
+//! A [`Store`] that times every operation of another and counts its errors.
+//!
+//! Every trait method is delegated explicitly, including those with a default body, so the
+//! inner backend's own version always runs: a default here would bypass an override there.
+
+use crate::metrics::{ERRORS, OPERATION_DURATION};
+use crate::{
+    Change, ClaimRequest, Claimed, FeedFilter, FeedPage, GlobalEvent, Held, PoolStats, QueueStats, Result, Session,
+    Store, Submitted, TaskPage, TaskQuery, UsageBy,
+};
+use async_trait::async_trait;
+use serde_json::Value;
+use smith_core::{
+    AgentDef, AgentSummary, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId,
+    Usage,
+};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Records `smith_store_operation_duration_seconds{op}` for every call and
+/// `smith_store_errors_total{op,code}` for every error of the store it wraps.
+pub struct Instrumented(Arc<dyn Store>);
+
+impl Instrumented {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Instrumented(store)
+    }
+}
+
+/// Wraps `store` so its operations are measured.
+pub fn instrument(store: Arc<dyn Store>) -> Arc<dyn Store> {
+    Arc::new(Instrumented(store))
+}
+
+async fn timed<T>(op: &'static str, call: impl Future<Output = Result<T>>) -> Result<T> {
+    let start = Instant::now();
+    let out = call.await;
+    metrics::histogram!(OPERATION_DURATION, "op" => op).record(start.elapsed().as_secs_f64());
+    if let Err(e) = &out {
+        metrics::counter!(ERRORS, "op" => op, "code" => e.code().as_str()).increment(1);
+    }
+    out
+}
+
+#[async_trait]
+impl Store for Instrumented {
+    async fn submit(&self, task: NewTask) -> Result<Submitted> {
+        timed("submit", self.0.submit(task)).await
+    }
+
+    async fn get_task(&self, id: TaskId) -> Result<Option<Task>> {
+        timed("get_task", self.0.get_task(id)).await
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage> {
+        timed("list_tasks", self.0.list_tasks(query)).await
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>> {
+        timed("claim", self.0.claim(request)).await
+    }
+
+    async fn append(&self, id: TaskId, attempt: u32, drafts: Vec<EventDraft>) -> Result<Vec<Event>> {
+        timed("append", self.0.append(id, attempt, drafts)).await
+    }
+
+    async fn complete(&self, id: TaskId, attempt: u32, drafts: Vec<EventDraft>, outcome: Outcome) -> Result<Change> {
+        timed("complete", self.0.complete(id, attempt, drafts, outcome)).await
+    }
+
+    async fn renew(&self, worker: &str, lease: Duration) -> Result<Vec<Held>> {
+        timed("renew", self.0.renew(worker, lease)).await
+    }
+
+    async fn release(&self, worker: &str, tasks: &[(TaskId, u32)], reason: &str) -> Result<Vec<Change>> {
+        timed("release", self.0.release(worker, tasks, reason)).await
+    }
+
+    async fn reap(&self, now: Micros) -> Result<Vec<Change>> {
+        timed("reap", self.0.reap(now)).await
+    }
+
+    async fn request_cancel(&self, id: TaskId) -> Result<Change> {
+        timed("request_cancel", self.0.request_cancel(id)).await
+    }
+
+    async fn events(&self, id: TaskId, after: u64, limit: usize) -> Result<Vec<Event>> {
+        timed("events", self.0.events(id, after, limit)).await
+    }
+
+    async fn feed(&self, cursor: u64, filter: &FeedFilter, limit: usize) -> Result<FeedPage> {
+        timed("feed", self.0.feed(cursor, filter, limit)).await
+    }
+
+    async fn feed_head(&self) -> Result<u64> {
+        timed("feed_head", self.0.feed_head()).await
+    }
+
+    async fn append_system(&self, data: Value) -> Result<Event> {
+        timed("append_system", self.0.append_system(data)).await
+    }
+
+    async fn append_global(&self, event: GlobalEvent) -> Result<Event> {
+        timed("append_global", self.0.append_global(event)).await
+    }
+
+    async fn global_events(
+        &self,
+        kinds: &[EventKind],
+        tenant: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        timed("global_events", self.0.global_events(kinds, tenant, after, limit)).await
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<()> {
+        timed("create_session", self.0.create_session(session)).await
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<Session>> {
+        timed("get_session", self.0.get_session(id)).await
+    }
+
+    async fn usage_totals(&self, by: UsageBy) -> Result<Vec<(String, Usage)>> {
+        timed("usage_totals", self.0.usage_totals(by)).await
+    }
+
+    async fn put_agents(&self, defs: &[AgentDef]) -> Result<()> {
+        timed("put_agents", self.0.put_agents(defs)).await
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentSummary>> {
+        timed("agents", self.0.agents()).await
+    }
+
+    async fn heartbeat(&self, node: &Node) -> Result<NodeStatus> {
+        timed("heartbeat", self.0.heartbeat(node)).await
+    }
+
+    async fn set_node_status(&self, id: &str, status: NodeStatus) -> Result<()> {
+        timed("set_node_status", self.0.set_node_status(id, status)).await
+    }
+
+    async fn readmit_node(&self, id: &str) -> Result<bool> {
+        timed("readmit_node", self.0.readmit_node(id)).await
+    }
+
+    async fn nodes(&self) -> Result<Vec<Node>> {
+        timed("nodes", self.0.nodes()).await
+    }
+
+    async fn mark_dead_nodes(&self, stale_before: Micros) -> Result<Vec<Node>> {
+        timed("mark_dead_nodes", self.0.mark_dead_nodes(stale_before)).await
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats> {
+        timed("queue_stats", self.0.queue_stats()).await
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        self.0.pool_stats()
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        timed("acquire_lease", self.0.acquire_lease(name, holder, ttl)).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        timed("release_lease", self.0.release_lease(name, holder)).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        timed("ping", self.0.ping()).await
+    }
+
+    async fn maintain(&self) -> Result<Option<String>> {
+        timed("maintain", self.0.maintain()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Error, OpenOptions};
+    use metrics::{Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, SharedString};
+    use serde_json::json;
+    use std::sync::Mutex;
+
+    /// A recorder that keeps every value recorded, as `name{label=value,…}`.
+    #[derive(Default, Clone)]
+    struct Seen(Arc<Mutex<Vec<(String, f64)>>>);
+
+    struct Handle(String, Seen);
+
+    impl Handle {
+        fn push(&self, v: f64) {
+            self.1 .0.lock().unwrap().push((self.0.clone(), v));
+        }
+    }
+    impl CounterFn for Handle {
+        fn increment(&self, v: u64) {
+            self.push(v as f64)
+        }
+        fn absolute(&self, v: u64) {
+            self.push(v as f64)
+        }
+    }
+    impl GaugeFn for Handle {
+        fn increment(&self, v: f64) {
+            self.push(v)
+        }
+        fn decrement(&self, v: f64) {
+            self.push(-v)
+        }
+        fn set(&self, v: f64) {
+            self.push(v)
+        }
+    }
+    impl HistogramFn for Handle {
+        fn record(&self, v: f64) {
+            self.push(v)
+        }
+    }
+
+    impl Seen {
+        fn handle(&self, key: &Key) -> Arc<Handle> {
+            let labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+            Arc::new(Handle(format!("{}{{{}}}", key.name(), labels.join(",")), self.clone()))
+        }
+        fn values(&self, key: &str) -> Vec<f64> {
+            self.0.lock().unwrap().iter().filter(|(k, _)| k == key).map(|(_, v)| *v).collect()
+        }
+    }
+
+    impl metrics::Recorder for Seen {
+        fn describe_counter(&self, _: KeyName, _: Option<metrics::Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<metrics::Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<metrics::Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(self.handle(key))
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::from_arc(self.handle(key))
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::from_arc(self.handle(key))
+        }
+    }
+
+    #[test]
+    fn operations_are_timed_and_errors_counted_by_op_and_code() {
+        let seen = Seen::default();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        metrics::with_local_recorder(&seen, || {
+            rt.block_on(async {
+                let options = OpenOptions { fsync: false, readers: 1, pool_size: 1 };
+                let inner = crate::sqlite::SqliteStore::open(&dir.path().join("s.db"), &options).await.unwrap();
+                let store = instrument(Arc::new(inner));
+                store.ping().await.unwrap();
+                let task = NewTask::new("nobody", json!({}));
+                assert!(store.submit(task).await.is_err());
+                store.append_system(json!({"what": "test"})).await.unwrap();
+                crate::record_pool_stats(store.as_ref());
+            })
+        });
+        assert_eq!(seen.values("smith_store_operation_duration_seconds{op=ping}").len(), 1);
+        assert_eq!(seen.values("smith_store_operation_duration_seconds{op=submit}").len(), 1);
+        assert_eq!(seen.values("smith_store_errors_total{op=submit,code=unprocessable}"), [1.0]);
+        assert!(seen.values("smith_store_errors_total{op=ping,code=unprocessable}").is_empty());
+        assert_eq!(seen.values("smith_store_operation_duration_seconds{op=append_system}").len(), 1);
+        assert_eq!(seen.values("smith_store_pool_max{}"), [17.0]);
+        assert_eq!(seen.values("smith_store_pool_connections{state=idle}").len(), 1);
+    }
+
+    /// A store whose only working method is the one with a default body, overridden.
+    struct Probe;
+
+    fn no<T>() -> Result<T> {
+        Err(Error::Backend("not in the probe".into()))
+    }
+
+    #[async_trait]
+    impl Store for Probe {
+        async fn append_system(&self, data: Value) -> Result<Event> {
+            Ok(Event {
+                task_id: None,
+                seq: 0,
+                kind: EventKind::System,
+                at: Micros(0),
+                data,
+                agent: Some("probe".into()),
+                attempt: 0,
+                pos: 7,
+            })
+        }
+        async fn append_global(&self, _: GlobalEvent) -> Result<Event> {
+            Err(Error::Backend("the default append_system ran".into()))
+        }
+        async fn submit(&self, _: NewTask) -> Result<Submitted> {
+            no()
+        }
+        async fn get_task(&self, _: TaskId) -> Result<Option<Task>> {
+            no()
+        }
+        async fn list_tasks(&self, _: &TaskQuery) -> Result<TaskPage> {
+            no()
+        }
+        async fn claim(&self, _: &ClaimRequest) -> Result<Vec<Claimed>> {
+            no()
+        }
+        async fn append(&self, _: TaskId, _: u32, _: Vec<EventDraft>) -> Result<Vec<Event>> {
+            no()
+        }
+        async fn complete(&self, _: TaskId, _: u32, _: Vec<EventDraft>, _: Outcome) -> Result<Change> {
+            no()
+        }
+        async fn renew(&self, _: &str, _: Duration) -> Result<Vec<Held>> {
+            no()
+        }
+        async fn release(&self, _: &str, _: &[(TaskId, u32)], _: &str) -> Result<Vec<Change>> {
+            no()
+        }
+        async fn reap(&self, _: Micros) -> Result<Vec<Change>> {
+            no()
+        }
+        async fn request_cancel(&self, _: TaskId) -> Result<Change> {
+            no()
+        }
+        async fn events(&self, _: TaskId, _: u64, _: usize) -> Result<Vec<Event>> {
+            no()
+        }
+        async fn feed(&self, _: u64, _: &FeedFilter, _: usize) -> Result<FeedPage> {
+            no()
+        }
+        async fn feed_head(&self) -> Result<u64> {
+            no()
+        }
+        async fn global_events(&self, _: &[EventKind], _: Option<&str>, _: u64, _: usize) -> Result<Vec<Event>> {
+            no()
+        }
+        async fn create_session(&self, _: &Session) -> Result<()> {
+            no()
+        }
+        async fn get_session(&self, _: &str) -> Result<Option<Session>> {
+            no()
+        }
+        async fn usage_totals(&self, _: UsageBy) -> Result<Vec<(String, Usage)>> {
+            no()
+        }
+        async fn put_agents(&self, _: &[AgentDef]) -> Result<()> {
+            no()
+        }
+        async fn agents(&self) -> Result<Vec<AgentSummary>> {
+            no()
+        }
+        async fn heartbeat(&self, _: &Node) -> Result<NodeStatus> {
+            no()
+        }
+        async fn set_node_status(&self, _: &str, _: NodeStatus) -> Result<()> {
+            no()
+        }
+        async fn readmit_node(&self, _: &str) -> Result<bool> {
+            no()
+        }
+        async fn nodes(&self) -> Result<Vec<Node>> {
+            no()
+        }
+        async fn mark_dead_nodes(&self, _: Micros) -> Result<Vec<Node>> {
+            no()
+        }
+        async fn queue_stats(&self) -> Result<QueueStats> {
+            no()
+        }
+        fn pool_stats(&self) -> PoolStats {
+            PoolStats { busy: 1, idle: 2, max: 3 }
+        }
+        async fn acquire_lease(&self, _: &str, _: &str, _: Duration) -> Result<bool> {
+            no()
+        }
+        async fn release_lease(&self, _: &str, _: &str) -> Result<()> {
+            no()
+        }
+        async fn ping(&self) -> Result<()> {
+            no()
+        }
+        async fn maintain(&self) -> Result<Option<String>> {
+            no()
+        }
+    }
+
+    #[tokio::test]
+    async fn methods_with_default_bodies_reach_the_inner_override() {
+        let store = instrument(Arc::new(Probe));
+        let e = store.append_system(json!({"x": 1})).await.expect("the inner append_system");
+        assert_eq!((e.agent.as_deref(), e.pos), (Some("probe"), 7));
+        assert_eq!(store.pool_stats(), PoolStats { busy: 1, idle: 2, max: 3 });
+    }
+}
