@@ -413,7 +413,9 @@ async fn run_once(ctx: &RunContext, resume: bool, prompt: String) -> RunResult {
     let prompt = prompt.into_bytes();
     let def = ctx.def.clone();
     let mut stream = StreamJson::new(ctx);
-    let exit = match run_group(cmd, Some(prompt), &ctx.cancel, def.kill_grace, def.stall_timeout, &mut stream).await {
+    let (grace, stall) = (def.kill_grace, def.stall_timeout);
+    let run = run_group(&ctx.task.agent, cmd, Some(prompt), &ctx.cancel, grace, stall, &mut stream);
+    let exit = match run.await {
         Ok(exit) => exit,
         Err(e) => return Err(Failure::new("spawn_failed", format!("cannot start {program:?}: {e}"), false)),
     };

@@ -8,6 +8,7 @@ mod builtin;
 pub mod claude;
 pub mod llm;
 pub mod process;
+pub mod rss;
 
 use async_trait::async_trait;
 use serde_json::Value;

@@ -235,8 +235,10 @@ impl GroupExit {
 
 /// Runs `cmd` as the leader of a new process group: feeds `stdin`, hands stdout to `sink`
 /// line by line, keeps stderr's tail, and stops on cancel or when stdout stays silent for
-/// `stall`. The group is torn down and reaped before this returns, whatever happened.
+/// `stall`. The group is torn down and reaped before this returns, whatever happened. While
+/// it runs, the group's memory counts toward `agent`'s (see [`crate::rss`]).
 pub async fn run_group(
+    agent: &str,
     mut cmd: Command,
     stdin: Option<Vec<u8>>,
     cancel: &tokio_util::sync::CancellationToken,
@@ -255,6 +257,8 @@ pub async fn run_group(
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
     register(pid);
     let mut guard = GroupGuard { pgid: pid, armed: true };
+    // unregistered on every way out, a dropped (abandoned) run included
+    let _memory = crate::rss::register(pid, agent);
 
     if let (Some(mut pipe), Some(bytes)) = (child.stdin.take(), stdin) {
         // a child that never reads stdin must not block us: write in the background
@@ -355,7 +359,8 @@ impl Executor for Process {
         agent_env(&mut cmd, &ctx);
         let stdin = (def.input == InputMode::Stdin).then(|| input.clone().into_bytes());
         let mut sink = OutputSink { ctx: &ctx, max_result: def.max_result_bytes, result: Vec::new(), truncated: false };
-        let exit = match run_group(cmd, stdin, &ctx.cancel, def.kill_grace, def.stall_timeout, &mut sink).await {
+        let run = run_group(&ctx.task.agent, cmd, stdin, &ctx.cancel, def.kill_grace, def.stall_timeout, &mut sink);
+        let exit = match run.await {
             Ok(exit) => exit,
             Err(e) => return Err(Failure::new("spawn_failed", format!("cannot start {program:?}: {e}"), false)),
         };

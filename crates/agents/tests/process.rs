@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 use smith_agents::process::{group_members, MAX_LINE};
+use smith_agents::rss::{agent_memory, sample_agent_memory};
 use smith_agents::{executor_for, Emitter, RunContext, RunResult};
 use smith_core::{AgentDef, EventDraft, ExecutorKind, InputMode, Task};
 use std::sync::Arc;
@@ -155,4 +156,39 @@ async fn children_in_their_own_session_do_not_outlive_the_task() {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
     assert!(!alive, "the setsid child {pid} outlived its task");
+}
+
+/// A running process agent's memory is the sum over its process group, under its agent's
+/// name, and the agent is gone from the sample once its run ends.
+#[tokio::test]
+async fn agent_memory_sums_the_group_while_it_runs() {
+    if std::process::Command::new("python3").arg("-c").arg("pass").status().map_or(true, |s| !s.success()) {
+        eprintln!("skipped: no python3 to allocate memory with");
+        return;
+    }
+    let agent = "memory-hog";
+    // a group of two: a sleep beside a python that holds 60 MB of written (resident) pages
+    let script = "sleep 30 & exec python3 -c \
+        'import sys, time; x = bytearray(b\"\\x01\") * 60_000_000; print(\"ready\", flush=True); time.sleep(30)'";
+    let d = def(&["-c", script], InputMode::None);
+    let cancel = CancellationToken::new();
+    let (tx, mut rx) = mpsc::channel(16);
+    let exec = executor_for(&d);
+    let ctx = RunContext::new(Task::first_attempt(agent, json!(null)), Arc::new(d), Emitter::new(tx), cancel.clone());
+    let handle = tokio::spawn(async move { exec.run(ctx).await });
+    let ready = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(ready.data, json!("ready"));
+
+    let sample = tokio::task::spawn_blocking(agent_memory).await.unwrap();
+    let mine = sample.iter().find(|m| m.agent == agent).unwrap_or_else(|| panic!("{agent} sampled: {sample:?}"));
+    assert!(mine.bytes >= 50_000_000, "{mine:?}");
+    assert!(mine.processes >= 2, "python and sleep: {mine:?}");
+    // no recorder is installed here: setting the gauges must still work
+    tokio::task::spawn_blocking(sample_agent_memory).await.unwrap();
+
+    cancel.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(10), handle).await.unwrap().unwrap();
+    assert_eq!(r.unwrap_err().error.code, "cancelled");
+    let after = tokio::task::spawn_blocking(agent_memory).await.unwrap();
+    assert!(after.iter().all(|m| m.agent != agent), "{agent} gone after its run: {after:?}");
 }
