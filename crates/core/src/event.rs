@@ -153,4 +153,7 @@ pub struct EventHeader {
     pub pos: u64,
     #[serde(default)]
     pub attempt: u32,
+    /// When it was written (absent from old publishers).
+    #[serde(default)]
+    pub at: Option<crate::Micros>,
 }

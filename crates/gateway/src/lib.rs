@@ -136,7 +136,12 @@ impl Gateway {
                 m = system.recv() => m.ok_or("system subscription closed")?,
             };
             match serde_json::from_slice::<EventHeader>(&msg.payload) {
-                Ok(event) => self.state.hub.deliver(Arc::new(hub::LiveEvent { event, json: msg.payload })),
+                Ok(event) => {
+                    if let Some(at) = event.at {
+                        metrics::delivered(Micros::now().since(at));
+                    }
+                    self.state.hub.deliver(Arc::new(hub::LiveEvent { event, json: msg.payload }))
+                }
                 Err(e) => tracing::warn!(subject = %msg.subject, error = %e, "undecodable event on the bus"),
             }
         }
@@ -165,11 +170,34 @@ impl Gateway {
                 heartbeat_at: Micros::now(),
                 load: serde_json::json!({"sse_connections": s.hub.connections()}),
             };
-            if let Err(e) = s.store.heartbeat(&node).await {
+            if let Err(e) = s.store.heartbeat(&node).await.map(drop) {
                 tracing::warn!(error = %e, "gateway heartbeat failed");
             }
         }
     }
+}
+
+/// Serves `/metrics` (and `/healthz`) alone, for processes without the API: `smith
+/// supervisor` and `smith worker`. The figures are not secret, but nothing else is served.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    render: MetricsRender,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let body = render();
+                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+            }),
+        )
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+        .map_err(|e| format!("metrics server failed: {e}"))
 }
 
 /// Authentication and request metrics for every route.

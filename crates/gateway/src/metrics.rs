@@ -8,6 +8,7 @@ pub const SSE_SLOW_READERS: &str = "smith_sse_slow_readers_cut_total";
 pub const SSE_LAGGED: &str = "smith_sse_lagged_total";
 pub const MCP_TOOL_CALLS: &str = "smith_mcp_tool_calls_total";
 pub const DISCOVERIES: &str = "smith_discoveries_total";
+pub const EVENT_DELIVERY: &str = "smith_event_delivery_seconds";
 
 pub fn describe() {
     metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests, by route and status");
@@ -18,6 +19,14 @@ pub fn describe() {
     metrics::describe_counter!(SSE_LAGGED, "SSE streams that fell behind the live feed and re-read the store");
     metrics::describe_counter!(MCP_TOOL_CALLS, "Platform MCP tool calls, by tool and outcome");
     metrics::describe_counter!(DISCOVERIES, "Discoveries shared by agents, by agent");
+    // rare events start at 0, so that rate() and increase() see their first occurrence
+    metrics::counter!(SSE_SLOW_READERS).absolute(0);
+    metrics::counter!(SSE_LAGGED).absolute(0);
+    metrics::describe_histogram!(
+        EVENT_DELIVERY,
+        metrics::Unit::Seconds,
+        "Time from an event's write to its arrival at this gateway's hub for fan-out"
+    );
 }
 
 pub(crate) fn tool_call(tool: &str, ok: bool) {
@@ -60,4 +69,8 @@ impl Drop for SseConnection {
     fn drop(&mut self) {
         metrics::gauge!(SSE_CONNECTIONS, "kind" => self.0).decrement(1.0);
     }
+}
+
+pub(crate) fn delivered(micros: i64) {
+    metrics::histogram!(EVENT_DELIVERY).record(micros.max(0) as f64 / 1e6);
 }

@@ -32,6 +32,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/mcp", post(crate::mcp::post).get(crate::mcp::get))
         .route("/v1/agents", get(agents))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/scaling", get(scaling))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -313,6 +314,25 @@ async fn usage(State(s): State<Arc<AppState>>, QueryParams(p): QueryParams<Usage
 async fn nodes(State(s): State<Arc<AppState>>) -> ApiResult<Response> {
     let items = s.store.nodes().await?;
     Ok(Json(json!({"items": items})).into_response())
+}
+
+/// The autoscaler's latest decision, as the leading supervisor last reported it (in its
+/// heartbeat): KEDA's metrics-api scaler reads `desired_slots`.
+async fn scaling(State(s): State<Arc<AppState>>) -> ApiResult<Response> {
+    let nodes = s.store.nodes().await?;
+    let live = nodes.iter().filter(|n| {
+        n.role == NodeRole::Supervisor
+            && n.status == NodeStatus::Alive
+            && n.load.get("scaling").is_some_and(|v| v.is_object())
+    });
+    // the leader's figure; else the freshest any supervisor has
+    let best = live.max_by_key(|n| (n.load.get("leader").and_then(|v| v.as_bool()).unwrap_or(false), n.heartbeat_at));
+    let Some(n) = best else {
+        return Err(ApiError::new(Code::Unavailable, "no running supervisor has computed the scaling figures yet"));
+    };
+    let mut body = n.load["scaling"].clone();
+    body["age_seconds"] = json!(smith_core::Micros::now().since(n.heartbeat_at).max(0) as f64 / 1e6);
+    Ok(Json(body).into_response())
 }
 
 async fn healthz() -> Response {

@@ -31,6 +31,7 @@ const ROUTES: &[(&str, &str, bool, bool)] = &[
     ("get", "/mcp", false, true),
     ("get", "/v1/agents", false, true),
     ("get", "/v1/nodes", false, true),
+    ("get", "/v1/scaling", false, true),
     ("get", "/healthz", false, false),
     ("get", "/readyz", false, false),
     ("get", "/metrics", false, true),
@@ -584,7 +585,10 @@ fn schemas_match_the_domain_types() {
     let roles: Vec<String> = [NodeRole::Supervisor, NodeRole::Worker, NodeRole::Gateway].into_iter().map(ser).collect();
     assert_eq!(enum_of(&doc, "NodeRole"), roles);
     let node_statuses: Vec<String> =
-        [NodeStatus::Alive, NodeStatus::Draining, NodeStatus::Stopped, NodeStatus::Dead].into_iter().map(ser).collect();
+        [NodeStatus::Alive, NodeStatus::Draining, NodeStatus::Stopped, NodeStatus::Dead, NodeStatus::Quarantined]
+            .into_iter()
+            .map(ser)
+            .collect();
     assert_eq!(enum_of(&doc, "NodeStatus"), node_statuses);
     let kinds: Vec<String> = executor_kinds().into_iter().map(ser).collect();
     let names: Vec<&str> = executor_kinds().into_iter().map(ExecutorKind::as_str).collect();
@@ -802,6 +806,7 @@ async fn served_bodies_match_the_schemas() {
         worker: "w-openapi".into(),
         lease: std::time::Duration::from_secs(60),
         wants: vec![("echo".into(), 10)],
+        limit: None,
     };
     let claimed = gw.store.claim(&claim).await.unwrap();
     assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), [first]);

@@ -38,7 +38,9 @@ pub struct BenchArgs {
     #[arg(long)]
     out: Option<std::path::PathBuf>,
     /// `tasks`: end-to-end tasks/s and dispatch latency. `events`: `stream` tasks whose output
-    /// events are made durable and delivered to one SSE reader per task.
+    /// events are made durable and delivered to one SSE reader per task. `burst`: --tasks
+    /// `sleep` tasks of --sleep-ms submitted at once; the time until all of them run (the
+    /// autoscaled pool's 0 → N).
     #[arg(long, default_value = "tasks")]
     scenario: String,
     /// events scenario: output events per task.
@@ -50,6 +52,9 @@ pub struct BenchArgs {
     /// events scenario: milliseconds between a task's events (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
     interval_ms: u64,
+    /// burst scenario: how long each `sleep` task sleeps (long enough for all to run at once).
+    #[arg(long, default_value_t = 60_000)]
+    sleep_ms: u64,
 }
 
 /// Follows `/v1/events` with a filter and hands each frame to a channel.
@@ -108,7 +113,8 @@ pub async fn run(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
     match a.scenario.as_str() {
         "tasks" => tasks(a, opts).await,
         "events" => events(a, opts).await,
-        other => bail!("unknown --scenario {other:?}: use tasks or events"),
+        "burst" => burst(a, opts).await,
+        other => bail!("unknown --scenario {other:?}: use tasks, events or burst"),
     }
 }
 
@@ -151,6 +157,68 @@ async fn events(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
     if let Some(path) = &a.out {
         let doc = json!({"at": Micros::now(), "server": opts.server, "scenario": "events", "tasks": a.tasks, "events_per_task": a.events,
             "bytes": a.bytes, "delivered": delivered, "seconds": secs, "events_per_s": rate, "latency_ms": {"p50": p50, "p99": p99, "max": max}});
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A burst of `sleep` tasks: from the first submission to the moment the last of them started
+/// (the server's `task.started` time; same machine, same clock), and how long after the last
+/// submission was acknowledged that was.
+async fn burst(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build()?;
+    let mut started_rx = feed(&http, &opts, "agent=sleep&kind=task.started").await?;
+    let input = json!(a.sleep_ms);
+    let first = Micros::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut submitters = tokio::task::JoinSet::new();
+    for _ in 0..a.concurrency.max(1) {
+        let (http, opts, next, input) = (http.clone(), opts.clone(), next.clone(), input.clone());
+        let n = a.tasks;
+        submitters.spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let mut r = http
+                    .post(format!("{}/v1/tasks", opts.server.trim_end_matches('/')))
+                    .json(&json!({"agent": "sleep", "input": input}));
+                if let Some(t) = &opts.token {
+                    r = r.bearer_auth(t);
+                }
+                let resp = r.send().await?;
+                if resp.status().as_u16() != 201 {
+                    bail!("submit answered {}", resp.status());
+                }
+            }
+            Ok::<(), anyhow::Error>(())
+        });
+    }
+    while let Some(r) = submitters.join_next().await {
+        r??;
+    }
+    let acked = Micros::now();
+    let mut seen = 0u64;
+    let mut last_start = first;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while seen < a.tasks {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(f)) = tokio::time::timeout(left, started_rx.recv()).await else {
+            bail!("only {seen} of {} tasks started within 600 s", a.tasks);
+        };
+        let at = f.data.find("\"at\":\"").and_then(|i| Micros::parse_rfc3339(&f.data[i + 6..i + 6 + 27]));
+        if let Some(at) = at {
+            last_start = last_start.max(at);
+        }
+        seen += 1;
+    }
+    let secs = |from: Micros, to: Micros| to.since(from) as f64 / 1e6;
+    let (submit_s, to_running_s, lag_s) = (secs(first, acked), secs(first, last_start), secs(acked, last_start));
+    println!(
+        "burst: {} sleep tasks submitted in {submit_s:.3} s; all {} running {to_running_s:.3} s after the first submission ({lag_s:.3} s after the last was acknowledged)",
+        a.tasks, a.tasks
+    );
+    if let Some(path) = &a.out {
+        let doc = json!({"at": Micros::now(), "server": opts.server, "scenario": "burst", "tasks": a.tasks,
+            "submit_seconds": submit_s, "to_running_seconds": to_running_s, "after_last_ack_seconds": lag_s});
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }

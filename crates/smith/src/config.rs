@@ -25,6 +25,10 @@ pub struct FileConfig {
     #[serde(default)]
     pub supervisor: SupervisorSection,
     #[serde(default)]
+    pub scaling: ScalingSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    #[serde(default)]
     pub agents: BTreeMap<String, AgentSection>,
 }
 
@@ -60,6 +64,8 @@ pub struct BusSection {
 #[serde(deny_unknown_fields)]
 pub struct WorkerSection {
     pub max_agents: Option<usize>,
+    /// Agent slots kept even when idle (default 0: the pool scales to zero).
+    pub min_agents: Option<usize>,
     #[serde(default, with = "opt_duration")]
     pub lease: Option<Duration>,
     #[serde(default, with = "opt_duration")]
@@ -79,6 +85,30 @@ pub struct WorkerSection {
 pub struct SupervisorSection {
     #[serde(default, with = "opt_duration")]
     pub dead_after: Option<Duration>,
+    /// How long a quarantined worker must heartbeat steadily before it is readmitted.
+    #[serde(default, with = "opt_duration")]
+    pub quarantine: Option<Duration>,
+}
+
+/// The autoscaler (`GET /v1/scaling`). `smith up` bounds it by the worker's min and max agents;
+/// `smith supervisor` by `min_agents` / `max_agents` here (the fleet's slots).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingSection {
+    pub min_agents: Option<usize>,
+    pub max_agents: Option<usize>,
+    pub target_utilization: Option<f64>,
+    #[serde(default, with = "opt_duration")]
+    pub drain: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub scale_in_delay: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Where `smith supervisor` and `smith worker` serve `/metrics` (the gateway serves it on its API port).
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -254,7 +284,12 @@ impl AgentSection {
 
 /// A worker's options from `[worker]` and the `--max-agents` flag, validated: one place for
 /// `smith up` and `smith worker` alike.
-pub fn worker_options(file: &FileConfig, agents: Vec<AgentDef>, max_agents: Option<usize>) -> Result<WorkerOptions> {
+pub fn worker_options(
+    file: &FileConfig,
+    agents: Vec<AgentDef>,
+    max_agents: Option<usize>,
+    min_agents: Option<usize>,
+) -> Result<WorkerOptions> {
     let mut worker = WorkerOptions::new("", agents);
     let w = &file.worker;
     if let Some(v) = max_agents.or(w.max_agents) {
@@ -262,6 +297,12 @@ pub fn worker_options(file: &FileConfig, agents: Vec<AgentDef>, max_agents: Opti
             bail!("max_agents must be at least 1");
         }
         worker.max_agents = v;
+    }
+    if let Some(v) = min_agents.or(w.min_agents) {
+        if v > worker.max_agents {
+            bail!("min_agents ({v}) must not exceed max_agents ({})", worker.max_agents);
+        }
+        worker.min_agents = v;
     }
     if let Some(v) = w.lease {
         worker.lease = v;
@@ -283,6 +324,31 @@ pub fn worker_options(file: &FileConfig, agents: Vec<AgentDef>, max_agents: Opti
         bail!("worker.heartbeat ({:?}) must be at most a third of worker.lease ({:?})", worker.heartbeat, worker.lease);
     }
     Ok(worker)
+}
+
+/// The autoscaler's options: `[scaling]`, bounded by `min`/`max` agent slots.
+pub fn scaling_options(file: &FileConfig, min: usize, max: usize) -> Result<smith_supervisor::scaling::ScalingOptions> {
+    let mut o = smith_supervisor::scaling::ScalingOptions { min_agents: min, max_agents: max, ..Default::default() };
+    let sc = &file.scaling;
+    if let Some(t) = sc.target_utilization {
+        if !(t > 0.0 && t <= 1.0) {
+            bail!("scaling.target_utilization must be in (0, 1], got {t}");
+        }
+        o.target_utilization = t;
+    }
+    if let Some(d) = sc.drain {
+        if d.is_zero() {
+            bail!("scaling.drain must be more than 0s");
+        }
+        o.drain = d;
+    }
+    if let Some(d) = sc.scale_in_delay {
+        o.scale_in_delay = d;
+    }
+    if o.min_agents > o.max_agents {
+        bail!("scaling: min_agents ({}) must not exceed max_agents ({})", o.min_agents, o.max_agents);
+    }
+    Ok(o)
 }
 
 /// The agent definitions a node runs: the built-ins, overridden or joined by the config's.

@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod config;
 mod node;
+mod procmetrics;
 mod roles;
 mod up;
 

@@ -88,12 +88,98 @@ pub fn redact(url: &str) -> String {
 
 /// Installs the Prometheus recorder and describes every crate's metrics.
 pub fn install_metrics() -> Result<smith_gateway::MetricsRender> {
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    // Histograms, not summaries: quantiles must aggregate across processes (histogram_quantile).
+    const LATENCY: &[f64] =
+        &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+    const TASK: &[f64] =
+        &[0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets(LATENCY)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(smith_worker::metrics::TASK_DURATION.into()), TASK))
+        .map_err(|e| anyhow!("metrics buckets: {e}"))?
         .install_recorder()
         .map_err(|e| anyhow!("cannot install the metrics recorder: {e}"))?;
     smith_worker::metrics::describe();
     smith_gateway::metrics::describe();
-    Ok(Arc::new(move || handle.render()))
+    smith_supervisor::describe_metrics();
+    smith_agents::rss::describe_agent_metrics();
+    smith_store::describe_metrics();
+    smith_bus::describe_metrics();
+    Ok(Arc::new(move || {
+        let mut text = handle.render();
+        text.push_str(&crate::procmetrics::render());
+        text
+    }))
+}
+
+/// The metrics listener of a role without the API: the flag, else `[metrics] listen`, else
+/// `default` — which, being nobody's explicit choice, is skipped with a warning when taken
+/// (several workers on one host). `off` serves none.
+pub async fn metrics_listener(
+    flag: Option<&str>,
+    file: &crate::config::FileConfig,
+    default: &str,
+) -> Result<Option<std::net::TcpListener>> {
+    let (addr, explicit) = match flag.or(file.metrics.listen.as_deref()) {
+        Some(a) => (a, true),
+        None => (default, false),
+    };
+    if addr == "off" {
+        return Ok(None);
+    }
+    match std::net::TcpListener::bind(addr) {
+        Ok(l) => {
+            l.set_nonblocking(true)?;
+            tracing::info!(addr = %l.local_addr()?, "serving /metrics");
+            Ok(Some(l))
+        }
+        Err(e) if !explicit => {
+            tracing::warn!(addr, error = %e, "cannot serve /metrics on the default address; set --metrics-listen");
+            Ok(None)
+        }
+        Err(e) => Err(anyhow!("cannot serve metrics on {addr}: {e}")),
+    }
+}
+
+/// The metrics server as a supervised subtree, when there is a listener.
+pub fn metrics_tree(
+    listener: Option<std::net::TcpListener>,
+    render: smith_gateway::MetricsRender,
+) -> Option<SupervisorSpec> {
+    let listener = Arc::new(listener?);
+    Some(SupervisorSpec::new("metrics", Strategy::OneForOne).intensity(INTENSITY).backoff(BACKOFF).child(
+        ChildSpec::worker("metrics-http", Restart::Permanent, move |stop| {
+            let l = listener.clone();
+            let render = render.clone();
+            Box::pin(async move {
+                let std_listener = l.try_clone().map_err(|e| tree::ChildError(format!("listener: {e}")))?;
+                let listener = tokio::net::TcpListener::from_std(std_listener)
+                    .map_err(|e| tree::ChildError(format!("listener: {e}")))?;
+                smith_gateway::serve_metrics(listener, render, stop).await.map_err(tree::ChildError::from)
+            })
+        }),
+    ))
+}
+
+/// Samples what is not recorded as it happens (the store's connection pool) every few seconds.
+pub fn sampler_tree(store: Arc<dyn smith_store::Store>) -> SupervisorSpec {
+    SupervisorSpec::new("sampler", Strategy::OneForOne).intensity(INTENSITY).backoff(BACKOFF).child(ChildSpec::worker(
+        "metrics-sampler",
+        Restart::Permanent,
+        move |stop| {
+            let store = store.clone();
+            Box::pin(async move {
+                loop {
+                    smith_store::record_pool_stats(store.as_ref());
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    }
+                }
+            })
+        },
+    ))
 }
 
 type Component<T> = fn(T, CancellationToken) -> futures_util::future::BoxFuture<'static, Result<(), String>>;
@@ -117,6 +203,7 @@ pub fn supervisor_tree(sup: &Supervisor) -> SupervisorSpec {
         .child(child("system-events", sup, |s, t| Box::pin(s.system_event_loop(t))))
         .child(child("reaper", sup, |s, t| Box::pin(s.reaper_loop(t))))
         .child(child("supervisor-heartbeat", sup, |s, t| Box::pin(s.heartbeat_loop(t))))
+        .child(child("autoscaler", sup, |s, t| Box::pin(s.scaling_loop(t))))
 }
 
 pub fn worker_tree(worker: &Worker) -> SupervisorSpec {
@@ -133,9 +220,12 @@ pub fn worker_tree(worker: &Worker) -> SupervisorSpec {
                         _ = stop.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                     }
-                    tokio::task::spawn_blocking(smith_agents::process::reap_orphans)
-                        .await
-                        .map_err(|e| tree::ChildError(e.to_string()))?;
+                    tokio::task::spawn_blocking(|| {
+                        smith_agents::process::reap_orphans();
+                        smith_agents::rss::sample_agent_memory();
+                    })
+                    .await
+                    .map_err(|e| tree::ChildError(e.to_string()))?;
                 }
             })
         }))

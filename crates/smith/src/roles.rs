@@ -30,9 +30,15 @@ pub struct Shared {
 pub struct WorkerArgs {
     #[command(flatten)]
     shared: Shared,
-    /// Agents running at once in this worker, over all definitions.
+    /// Most agents running at once in this worker, over all definitions.
     #[arg(long, env = "SMITH_MAX_AGENTS")]
     max_agents: Option<usize>,
+    /// Agent slots kept even when idle (default 0); above it, slots follow demand.
+    #[arg(long, env = "SMITH_MIN_AGENTS")]
+    min_agents: Option<usize>,
+    /// Where to serve Prometheus `/metrics` (default 127.0.0.1:9465; `off` for none).
+    #[arg(long, env = "SMITH_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// On SIGTERM, how long running tasks may take to finish before they are handed back
     /// (default 110 s: inside Fargate Spot's two-minute notice).
     #[arg(long, env = "SMITH_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
@@ -55,6 +61,9 @@ pub struct GatewayArgs {
 pub struct SupervisorArgs {
     #[command(flatten)]
     shared: Shared,
+    /// Where to serve Prometheus `/metrics` (default 127.0.0.1:9464; `off` for none).
+    #[arg(long, env = "SMITH_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -89,7 +98,9 @@ async fn open_store(url: &str, file: &FileConfig) -> Result<Arc<dyn smith_store:
     if let Some(f) = file.store.fsync {
         opts.fsync = f;
     }
-    smith_store::open(url, &opts).await.with_context(|| format!("cannot open store {}", node::redact(url)))
+    let store =
+        smith_store::open(url, &opts).await.with_context(|| format!("cannot open store {}", node::redact(url)))?;
+    Ok(smith_store::instrument(store))
 }
 
 async fn open(shared: &Shared) -> Result<Backends> {
@@ -106,6 +117,7 @@ async fn open(shared: &Shared) -> Result<Backends> {
     let store = open_store(&store_url, &file).await?;
     let bus =
         smith_bus::open(&bus_url).await.with_context(|| format!("cannot connect to bus {}", node::redact(&bus_url)))?;
+    let bus = smith_bus::instrument(bus);
     Ok(Backends { file, store, bus })
 }
 
@@ -145,21 +157,30 @@ pub async fn supervisor(args: SupervisorArgs) -> Result<ExitCode> {
     if let Some(d) = b.file.supervisor.dead_after {
         opts.dead_after = d;
     }
+    if let Some(d) = b.file.supervisor.quarantine {
+        opts.quarantine = d;
+    }
+    let sc = &b.file.scaling;
+    opts.scaling = config::scaling_options(&b.file, sc.min_agents.unwrap_or(0), sc.max_agents.unwrap_or(1000))?;
+    let listener = node::metrics_listener(args.metrics_listen.as_deref(), &b.file, "127.0.0.1:9464").await?;
+    let sampler = node::sampler_tree(b.store.clone());
     let sup = Supervisor::new(opts, b.store, b.bus);
-    drop(metrics);
     tracing::info!("smith supervisor running");
-    node::run(node::root(vec![node::supervisor_tree(&sup)]), sup.observer(), None, Duration::ZERO).await
+    let mut roles = vec![node::supervisor_tree(&sup), sampler];
+    roles.extend(node::metrics_tree(listener, metrics));
+    node::run(node::root(roles), sup.observer(), None, Duration::ZERO).await
 }
 
 pub async fn worker(args: WorkerArgs) -> Result<ExitCode> {
     let file = FileConfig::load(args.shared.config.as_deref())?;
     let agents = config::agents(&file)?;
     // validated before anything connects: a bad setting is one clear line, not a half-started node
-    let mut w = config::worker_options(&file, agents.clone(), args.max_agents)?;
+    let mut w = config::worker_options(&file, agents.clone(), args.max_agents, args.min_agents)?;
     crate::init_logging();
     node::prepare_process_agents(&args.data_dir.join("run"));
     let b = open(&args.shared).await?;
-    let _metrics = node::install_metrics()?;
+    let metrics = node::install_metrics()?;
+    let listener = node::metrics_listener(args.metrics_listen.as_deref(), &b.file, "127.0.0.1:9465").await?;
     let instance = node::instance_id();
     w.node_id = format!("worker-{instance}");
     // the gateway's token, when it requires one, is what agents present to its MCP endpoint
@@ -169,10 +190,13 @@ pub async fn worker(args: WorkerArgs) -> Result<ExitCode> {
     let worker = Worker::new(w, b.store.clone(), b.bus.clone());
     worker.register().await.context("cannot register the worker")?;
     // a worker records its own system events (component restarts) through a local supervisor handle
+    let worker_store = b.store.clone();
     let sup = Supervisor::new(SupervisorOptions::new(worker.id().to_string()), b.store, b.bus);
     let drain = args.drain_timeout.or(file.worker.drain_timeout).unwrap_or(Duration::from_secs(110));
     tracing::info!(node = worker.id(), agents = agents.len(), "smith worker running");
-    let spec = node::root(vec![node::worker_tree(&worker), system_events_only(&sup)]);
+    let mut roles = vec![node::worker_tree(&worker), system_events_only(&sup), node::sampler_tree(worker_store)];
+    roles.extend(node::metrics_tree(listener, metrics));
+    let spec = node::root(roles);
     node::run(spec, sup.observer(), Some(worker), drain).await
 }
 
@@ -207,10 +231,12 @@ pub async fn gateway(args: GatewayArgs, token: Option<String>) -> Result<ExitCod
         b.store.clone(),
         b.bus.clone(),
     );
+    let b_store = b.store.clone();
     let sup = Supervisor::new(SupervisorOptions::new(id), b.store, b.bus);
     println!("smith listening on http://{bound}");
     tracing::info!(addr = %bound, "smith gateway running");
-    let spec = node::root(vec![node::gateway_tree(&gateway, listener), system_events_only(&sup)]);
+    let spec =
+        node::root(vec![node::gateway_tree(&gateway, listener), system_events_only(&sup), node::sampler_tree(b_store)]);
     node::run(spec, sup.observer(), None, Duration::ZERO).await
 }
 

@@ -25,9 +25,13 @@ pub struct UpArgs {
     /// Config file (default: ./smith.toml if present).
     #[arg(long, env = "SMITH_CONFIG")]
     config: Option<PathBuf>,
-    /// Agents running at once in the worker, over all definitions.
+    /// Most agents running at once, over all definitions: the agent pool's ceiling.
     #[arg(long, env = "SMITH_MAX_AGENTS")]
     max_agents: Option<usize>,
+    /// Agent slots kept even when idle; the pool follows the autoscaler between this and
+    /// --max-agents (default 0: scale to zero when there is no work).
+    #[arg(long, env = "SMITH_MIN_AGENTS")]
+    min_agents: Option<usize>,
     /// On SIGTERM, how long running tasks may take to finish before they are handed back.
     #[arg(long, env = "SMITH_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
     drain_timeout: Option<Duration>,
@@ -46,6 +50,8 @@ struct Settings {
     worker: WorkerOptions,
     drain_timeout: Duration,
     dead_after: Duration,
+    quarantine: Duration,
+    scaling: smith_supervisor::scaling::ScalingOptions,
     file: FileConfig,
 }
 
@@ -59,14 +65,31 @@ fn settings(args: UpArgs, token: Option<String>) -> Result<Settings> {
     if file.store.url.as_deref().is_some_and(|u| !u.starts_with("sqlite:")) {
         bail!("smith up runs on SQLite; [store] url must be sqlite://PATH (distributed stores are for smith supervisor|worker|gateway)");
     }
-    let worker = config::worker_options(&file, agents.clone(), args.max_agents)?;
+    let worker = config::worker_options(&file, agents.clone(), args.max_agents, args.min_agents)?;
+    if file.scaling.min_agents.is_some() || file.scaling.max_agents.is_some() {
+        bail!("smith up scales its own worker's pool: set --min-agents/--max-agents (or [worker] min_agents/max_agents), not [scaling] min_agents/max_agents");
+    }
+    let scaling = config::scaling_options(&file, worker.min_agents, worker.max_agents)?;
     let w = &file.worker;
     let drain_timeout = args.drain_timeout.or(w.drain_timeout).unwrap_or(Duration::from_secs(110));
     let dead_after = file.supervisor.dead_after.unwrap_or(Duration::from_secs(5));
     if dead_after < worker.heartbeat * 2 {
         bail!("supervisor.dead_after must be at least two worker heartbeats");
     }
-    Ok(Settings { listen, data_dir, token, fsync, agents, worker, drain_timeout, dead_after, file })
+    let quarantine = file.supervisor.quarantine.unwrap_or(Duration::from_secs(10));
+    Ok(Settings {
+        listen,
+        data_dir,
+        token,
+        fsync,
+        agents,
+        worker,
+        drain_timeout,
+        dead_after,
+        quarantine,
+        scaling,
+        file,
+    })
 }
 
 /// Holds an exclusive lock on the data directory for the life of the process: one `smith up` per store.
@@ -99,11 +122,16 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     let store = smith_store::open(&store_url, &smith_store::OpenOptions { fsync: s.fsync, ..Default::default() })
         .await
         .with_context(|| format!("cannot open store {}", node::redact(&store_url)))?;
-    let bus = smith_bus::open("memory://").await?;
+    let store = smith_store::instrument(store);
+    let bus = smith_bus::instrument(smith_bus::open("memory://").await?);
     store.put_agents(&s.agents).await.context("cannot record agent definitions")?;
     // We hold the data dir's lock, so every node recorded as alive is a previous incarnation
     // of this process: mark them dead now so their tasks are requeued at once.
     let stale = store.mark_dead_nodes(Micros(i64::MAX)).await?;
+    for n in &stale {
+        // not a worker that may come back (quarantine): its process is gone for good
+        store.set_node_status(&n.id, smith_core::NodeStatus::Dead).await?;
+    }
     if !stale.is_empty() {
         tracing::info!(count = stale.len(), "previous nodes marked dead; their tasks will be requeued");
     }
@@ -124,7 +152,13 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     sopts.address = Some(bound.to_string());
     sopts.dead_after = s.dead_after;
     sopts.heartbeat = s.worker.heartbeat;
+    sopts.quarantine = s.quarantine;
+    sopts.scaling = s.scaling.clone();
     let supervisor = Supervisor::new(sopts, store.clone(), bus.clone());
+    // the worker's agent pool follows the autoscaler
+    worker.set_target(s.worker.min_agents);
+    let follower = worker.clone();
+    supervisor.follow(std::sync::Arc::new(move |desired| follower.set_target(desired)));
     let gopts = crate::roles::gateway_options(
         format!("gateway-{instance}"),
         s.token.clone(),
@@ -138,6 +172,7 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
         node::supervisor_tree(&supervisor),
         node::worker_tree(&worker),
         node::gateway_tree(&gateway, listener),
+        node::sampler_tree(store.clone()),
     ]);
     println!("smith listening on http://{bound}");
     tracing::info!(addr = %bound, data_dir = %s.data_dir.display(), agents = s.agents.len(), "smith up");

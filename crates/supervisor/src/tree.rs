@@ -196,7 +196,7 @@ impl SupervisorSpec {
 pub enum SupervisionEvent {
     ChildFailed { supervisor: String, child: String, reason: String },
     Restarted { supervisor: String, strategy: Strategy, child: String, restarts_in_window: u32, delay: Duration },
-    Escalated { supervisor: String, reason: String },
+    Escalated { supervisor: String, strategy: Strategy, reason: String },
 }
 
 pub type Observer = Arc<dyn Fn(SupervisionEvent) + Send + Sync>;
@@ -330,7 +330,11 @@ impl Supervisor {
                 child.name
             );
             tracing::error!(supervisor = sup, %reason, "supervisor escalating");
-            self.emit(SupervisionEvent::Escalated { supervisor: sup.to_owned(), reason: reason.clone() });
+            self.emit(SupervisionEvent::Escalated {
+                supervisor: sup.to_owned(),
+                strategy: spec.strategy,
+                reason: reason.clone(),
+            });
             self.stop_all().await;
             return Some(Err(Escalation { supervisor: sup.to_owned(), reason }));
         }
@@ -501,7 +505,7 @@ mod tests {
             SupervisionEvent::Restarted { supervisor, strategy, child, restarts_in_window: n, delay } => {
                 format!("restarted {supervisor}/{child} {strategy} #{n} +{delay:?}")
             }
-            SupervisionEvent::Escalated { supervisor, reason } => {
+            SupervisionEvent::Escalated { supervisor, reason, .. } => {
                 format!("escalated {supervisor}: {reason}")
             }
         }

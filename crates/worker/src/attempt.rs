@@ -21,24 +21,48 @@ const MAX_APPEND: usize = 256;
 /// After a stop, how long an executor gets beyond its kill grace before it is abandoned.
 const STOP_SLACK: Duration = Duration::from_secs(5);
 
-pub(crate) fn spawn(shared: Arc<Shared>, claimed: Claimed) {
-    let task = claimed.task;
-    let cancel = CancellationToken::new();
-    let reason = Arc::new(Mutex::new(None));
+/// Records a claimed attempt as running (so the lease keeper renews it from now on).
+pub(crate) fn register(shared: &Shared, claimed: &Claimed) {
+    let task = &claimed.task;
     shared.running.lock().expect("running lock").insert(
         task.id,
-        Running { attempt: task.attempt, agent: task.agent.clone(), cancel: cancel.clone(), reason: reason.clone() },
+        Running {
+            attempt: task.attempt,
+            agent: task.agent.clone(),
+            cancel: CancellationToken::new(),
+            reason: Arc::new(Mutex::new(None)),
+        },
     );
     metrics::dispatched(&task.agent, claimed.event.at.since(task.created_at));
+}
+
+/// Runs a registered attempt to its end, in the slot that took it.
+pub(crate) async fn run_claimed(s: &Arc<Shared>, claimed: Claimed) {
+    let task = claimed.task;
     let id = task.id;
-    let s = shared.clone();
-    tokio::spawn(async move {
-        smith_bus::publish_events(s.bus.as_ref(), std::slice::from_ref(&claimed.event)).await;
-        run(&s, task, cancel, reason).await;
-        s.running.lock().expect("running lock").remove(&id);
-        s.freed.notify_waiters();
-        s.wake.notify_one();
-    });
+    let handles = s.running.lock().expect("running lock").get(&id).map(|r| (r.cancel.clone(), r.reason.clone()));
+    let Some((cancel, reason)) = handles else { return };
+    let _done = Forget(s, id);
+    smith_bus::publish_events(s.bus.as_ref(), std::slice::from_ref(&claimed.event)).await;
+    let started = tokio::time::Instant::now();
+    run(s, task, cancel, reason).await;
+    s.record_finished(started.elapsed());
+}
+
+/// Drops an attempt's running record and wakes whoever waits for capacity.
+pub(crate) fn forget(s: &Shared, id: TaskId) {
+    s.running.lock().expect("running lock").remove(&id);
+    s.freed.notify_waiters();
+    s.wake.notify_one();
+}
+
+/// Forgets the attempt however its run ends.
+struct Forget<'a>(&'a Shared, TaskId);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        forget(self.0, self.1);
+    }
 }
 
 async fn run(
@@ -92,6 +116,7 @@ async fn run(
     let mut buf: Vec<EventDraft> = Vec::new();
     let mut linger: Option<tokio::time::Instant> = None;
     let mut abandon_at: Option<tokio::time::Instant> = None;
+    let mut timed_out = false;
     let mut closed = false;
     // the latest cumulative usage the executor reported, checked against the budget
     let mut reported = Usage::default();
@@ -135,7 +160,10 @@ async fn run(
                 linger = None;
                 flush(s, id, attempt, &mut buf, &stop).await;
             }
-            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && abandon_at.is_none() => {
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && !timed_out && abandon_at.is_none() => {
+                // once: the stop below is seen by the cancel branch, which this biased select
+                // would otherwise never reach while the deadline stays past
+                timed_out = true;
                 tracing::info!(task_id = %id, attempt, "attempt timed out");
                 stop(StopReason::TimedOut);
             }
@@ -229,6 +257,7 @@ async fn run(
         Ok(change) => {
             smith_bus::publish_events(s.bus.as_ref(), &change.events).await;
             metrics::finished(&agent, label, started.elapsed());
+            metrics::dead_letter(&change.task);
             if let Some((dir, true)) = &task_dir {
                 if change.task.status.is_terminal() {
                     let _ = tokio::fs::remove_dir_all(dir).await;

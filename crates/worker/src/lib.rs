@@ -8,12 +8,13 @@
 mod attempt;
 mod breaker;
 pub mod metrics;
+mod pool;
 
 use smith_bus::Bus;
 use smith_core::{AgentDef, Micros, Node, NodeRole, NodeStatus, TaskId};
 use smith_store::{ClaimRequest, Store};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -25,8 +26,10 @@ pub struct WorkerOptions {
     pub address: Option<String>,
     /// Agents this worker runs (built-ins included by the caller).
     pub agents: Vec<AgentDef>,
-    /// Agents running at once in this worker, over all definitions.
+    /// Agents running at once in this worker, over all definitions: the pool's ceiling.
     pub max_agents: usize,
+    /// Agent slots the pool keeps even when idle (may be 0).
+    pub min_agents: usize,
     /// How long a claim holds a task without renewal.
     pub lease: Duration,
     /// Heartbeat and lease renewal period; well under `lease`.
@@ -53,6 +56,7 @@ impl WorkerOptions {
             address: None,
             agents,
             max_agents: 100_000,
+            min_agents: 0,
             lease: Duration::from_secs(30),
             heartbeat: Duration::from_secs(1),
             poll: Duration::from_millis(250),
@@ -112,7 +116,23 @@ pub(crate) struct Shared {
     pub draining: AtomicBool,
     /// Set once drained: heartbeats stop overwriting the `stopped` status.
     pub stopped: AtomicBool,
+    /// Quarantined by the supervisor (missed heartbeats): claims nothing until readmitted.
+    pub quarantined: AtomicBool,
+    pub pool: pool::Pool,
+    /// Attempts finished and their summed run time (µs), reported in heartbeats: the
+    /// autoscaler's completion rate and mean task duration.
+    pub finished: AtomicU64,
+    pub busy_micros: AtomicU64,
+    /// Claims made, to rotate which agent is served first.
+    pub claims: std::sync::atomic::AtomicUsize,
     pub started_at: Micros,
+}
+
+impl Shared {
+    pub(crate) fn record_finished(&self, took: Duration) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
+        self.busy_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
 }
 
 /// A worker; cheap to clone.
@@ -124,8 +144,14 @@ pub struct Worker {
 /// Live figures for `GET /v1/nodes` and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Load {
+    /// Attempts running (or handed to a slot that is about to run them).
     pub running: usize,
+    /// The most attempts this worker runs at once (`max_agents`).
     pub capacity: usize,
+    /// Agent slots in the pool now, idle ones included.
+    pub slots: usize,
+    /// Slots the pool means to hold.
+    pub target: usize,
 }
 
 impl Worker {
@@ -138,6 +164,7 @@ impl Worker {
             defs.insert(d.name.clone(), Arc::new(d.clone()));
             breakers.insert(d.name.clone(), breaker::Breaker::new(d.breaker_failures, d.breaker_cooldown));
         }
+        let pool = pool::Pool::new(opts.min_agents.min(opts.max_agents), opts.max_agents);
         Worker {
             shared: Arc::new(Shared {
                 opts,
@@ -152,6 +179,11 @@ impl Worker {
                 wake: Notify::new(),
                 draining: AtomicBool::new(false),
                 stopped: AtomicBool::new(false),
+                quarantined: AtomicBool::new(false),
+                pool,
+                finished: AtomicU64::new(0),
+                busy_micros: AtomicU64::new(0),
+                claims: Default::default(),
                 started_at: Micros::now(),
             }),
         }
@@ -162,8 +194,21 @@ impl Worker {
     }
 
     pub fn load(&self) -> Load {
-        let running = self.shared.running.lock().expect("running lock").len();
-        Load { running, capacity: self.shared.opts.max_agents }
+        let s = &self.shared;
+        let running = s.running.lock().expect("running lock").len();
+        Load { running, capacity: s.opts.max_agents, slots: s.pool.slots(), target: s.pool.held(running) }
+    }
+
+    /// Follow the autoscaler: the pool holds `desired` agent slots (clamped to the worker's
+    /// min and max) and claims no more than that at once. Scale-in retires idle slots only.
+    pub fn set_target(&self, desired: usize) {
+        self.shared.pool.set_target(desired);
+        self.shared.wake.notify_one();
+    }
+
+    /// Whether the supervisor has this worker in quarantine.
+    pub fn is_quarantined(&self) -> bool {
+        self.shared.quarantined.load(Ordering::Acquire)
     }
 
     fn node(&self, status: NodeStatus) -> Node {
@@ -177,7 +222,15 @@ impl Worker {
             status,
             started_at: s.started_at,
             heartbeat_at: Micros::now(),
-            load: serde_json::json!({"running": load.running, "capacity": load.capacity, "breakers": self.breakers()}),
+            load: serde_json::json!({
+                "running": load.running,
+                "capacity": load.capacity,
+                "slots": load.slots,
+                "target": load.target,
+                "finished": s.finished.load(Ordering::Relaxed),
+                "busy_seconds": s.busy_micros.load(Ordering::Relaxed) as f64 / 1e6,
+                "breakers": self.breakers(),
+            }),
         }
     }
 
@@ -192,7 +245,7 @@ impl Worker {
 
     /// Registers the node; call before the components start, so its claims are never orphans.
     pub async fn register(&self) -> smith_store::Result<()> {
-        self.shared.store.heartbeat(&self.node(NodeStatus::Alive)).await
+        self.shared.store.heartbeat(&self.node(NodeStatus::Alive)).await.map(drop)
     }
 
     /// The claim loop: claims while there is capacity, waking on bus wake-ups and a poll timer.
@@ -203,7 +256,8 @@ impl Worker {
             if stop.is_cancelled() {
                 return Ok(());
             }
-            if !s.draining.load(Ordering::Acquire) {
+            pool::resize(&self.shared, self.load().running);
+            if !s.draining.load(Ordering::Acquire) && !s.quarantined.load(Ordering::Acquire) {
                 let (wanted, got) = self.claim_once().await?;
                 if wanted > 0 && got == wanted {
                     // a full batch: more may be waiting; claim again without sleeping
@@ -228,35 +282,42 @@ impl Worker {
     /// One claim for every agent with free slots; returns (slots asked, tasks got).
     async fn claim_once(&self) -> Result<(u32, u32), String> {
         let s = &self.shared;
-        let wants: Vec<(String, u32)> = {
+        let (wants, free): (Vec<(String, u32)>, u32) = {
             let running = s.running.lock().expect("running lock");
             let mut per_agent: HashMap<&str, u32> = HashMap::new();
             for r in running.values() {
                 *per_agent.entry(r.agent.as_str()).or_default() += 1;
             }
-            let mut global_free = s.opts.max_agents.saturating_sub(running.len()) as u32;
+            // Every agent is offered every free slot, since only the store knows which agents
+            // have work (handing slots out by turns would starve the one that does); the
+            // request's limit keeps the total within the pool's target and `max_agents`.
+            let free = (s.pool.capacity().min(s.opts.max_agents)).saturating_sub(running.len()) as u32;
             let mut wants = Vec::new();
             let mut breakers = s.breakers.lock().expect("breakers lock");
             let now = tokio::time::Instant::now();
             for d in s.defs.values() {
                 let used = per_agent.get(d.name.as_str()).copied().unwrap_or(0);
-                let free = d.concurrency.saturating_sub(used).min(global_free).min(s.opts.claim_batch);
-                let free = match breakers.get_mut(&d.name) {
-                    Some(b) => b.admit(free, now),
-                    None => free,
+                let want = d.concurrency.saturating_sub(used).min(free).min(s.opts.claim_batch);
+                let want = match breakers.get_mut(&d.name) {
+                    Some(b) => b.admit(want, now),
+                    None => want,
                 };
-                if free > 0 {
-                    global_free -= free;
-                    wants.push((d.name.clone(), free));
+                if want > 0 {
+                    wants.push((d.name.clone(), want));
                 }
             }
-            wants
+            // agents earlier in the request are served first when the limit binds: take turns
+            if !wants.is_empty() {
+                let turn = s.claims.fetch_add(1, Ordering::Relaxed) % wants.len();
+                wants.rotate_left(turn);
+            }
+            (wants, free)
         };
-        let wanted: u32 = wants.iter().map(|w| w.1).sum();
+        let wanted: u32 = wants.iter().map(|w| w.1).sum::<u32>().min(free);
         if wanted == 0 {
             return Ok((0, 0));
         }
-        let req = ClaimRequest { worker: s.opts.node_id.clone(), lease: s.opts.lease, wants };
+        let req = ClaimRequest { worker: s.opts.node_id.clone(), lease: s.opts.lease, wants, limit: Some(free) };
         let claimed = match s.store.claim(&req).await {
             Ok(c) => c,
             Err(e) => {
@@ -267,8 +328,13 @@ impl Worker {
             }
         };
         let got = claimed.len() as u32;
+        for c in &claimed {
+            attempt::register(s, c);
+        }
+        // slots first, so every task handed over has one to run it
+        pool::resize(&self.shared, self.load().running);
         for c in claimed {
-            attempt::spawn(self.shared.clone(), c);
+            s.pool.dispatch(c);
         }
         Ok((wanted, got))
     }
@@ -294,8 +360,9 @@ impl Worker {
             return;
         }
         let status = if s.draining.load(Ordering::Acquire) { NodeStatus::Draining } else { NodeStatus::Alive };
-        if let Err(e) = s.store.heartbeat(&self.node(status)).await {
-            tracing::warn!(error = %e, "heartbeat failed");
+        match s.store.heartbeat(&self.node(status)).await {
+            Ok(stored) => self.note_status(stored),
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
         }
         // Judge only attempts that were running before the renewal: one claimed while it ran
         // is missing from its answer without having lost anything.
@@ -330,6 +397,31 @@ impl Worker {
             held.iter().filter(|(id, _)| !running.contains_key(id)).map(|(id, (attempt, _))| (*id, *attempt)).collect()
         };
         self.release_orphans(orphans).await;
+    }
+
+    /// Learns from the stored status whether the supervisor quarantined this worker (it
+    /// missed heartbeats and its tasks were requeued) or readmitted it.
+    fn note_status(&self, stored: NodeStatus) {
+        let s = &self.shared;
+        let quarantined = stored == NodeStatus::Quarantined;
+        if s.quarantined.swap(quarantined, Ordering::AcqRel) == quarantined {
+            return;
+        }
+        if quarantined {
+            // Our tasks went back to the queue when we were quarantined; whatever still runs
+            // here would only be fenced. Stop it and claim nothing until readmitted.
+            let running = s.running.lock().expect("running lock");
+            tracing::warn!(
+                running = running.len(),
+                "quarantined by the supervisor: stopping attempts, claiming nothing"
+            );
+            for r in running.values() {
+                r.stop(StopReason::Lost);
+            }
+        } else {
+            tracing::info!("readmitted by the supervisor: claiming again");
+            s.wake.notify_one();
+        }
     }
 
     /// Hands back tasks seen held-but-not-running on two renewals in a row (one sighting may be

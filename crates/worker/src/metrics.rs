@@ -12,6 +12,11 @@ pub const COST: &str = "smith_llm_cost_usd";
 pub const BREAKER_OPEN: &str = "smith_breaker_open";
 pub const TENANT_TOKENS: &str = "smith_tenant_tokens_total";
 pub const TENANT_COST: &str = "smith_tenant_llm_cost_usd";
+pub const DEAD_LETTERED: &str = "smith_tasks_dead_lettered_total";
+pub const SLOTS: &str = "smith_agent_slots";
+pub const SLOTS_TARGET: &str = "smith_agent_slots_target";
+pub const SLOTS_MAX: &str = "smith_agent_slots_max";
+pub const UTILIZATION: &str = "smith_agent_utilization";
 
 pub fn describe() {
     metrics::describe_counter!(TASKS_DISPATCHED, "Tasks claimed and started, by agent");
@@ -23,6 +28,12 @@ pub fn describe() {
     metrics::describe_gauge!(COST, "LLM cost in USD of finished attempts since start, by agent (only grows)");
     metrics::describe_counter!(TENANT_TOKENS, "LLM tokens used by finished attempts, by tenant");
     metrics::describe_gauge!(TENANT_COST, "LLM cost in USD of finished attempts since start, by tenant (only grows)");
+    metrics::describe_counter!(DEAD_LETTERED, "Tasks failed for good after their last attempt, by agent");
+    metrics::describe_gauge!(SLOTS, "Agent slots in this worker's pool, by state (busy, idle)");
+    metrics::describe_gauge!(SLOTS_TARGET, "Agent slots the pool is asked to hold");
+    metrics::describe_gauge!(SLOTS_MAX, "The most agent slots the pool may hold (--max-agents)");
+    metrics::describe_gauge!(UTILIZATION, "Busy agent slots / agent slots (0 with no slots)");
+    metrics::counter!(LEASES_LOST).absolute(0);
     metrics::describe_gauge!(BREAKER_OPEN, "1 while an agent's circuit breaker is open (0.5 half-open), by agent");
 }
 
@@ -59,4 +70,22 @@ pub(crate) fn finished(agent: &str, outcome: &'static str, took: Duration) {
 
 pub(crate) fn lease_lost() {
     metrics::counter!(LEASES_LOST).increment(1);
+}
+
+/// A task that ended failed or timed out on its last allowed attempt: it is dead-lettered.
+pub fn dead_letter(task: &smith_core::Task) {
+    use smith_core::TaskStatus;
+    if matches!(task.status, TaskStatus::Failed | TaskStatus::TimedOut) && task.attempt >= task.max_attempts {
+        metrics::counter!(DEAD_LETTERED, "agent" => task.agent.clone()).increment(1);
+    }
+}
+
+/// The pool's figures; `busy` counts attempts running or handed to a slot.
+pub(crate) fn pool(busy: usize, slots: usize, target: usize, max: usize) {
+    let busy_slots = busy.min(slots);
+    metrics::gauge!(SLOTS, "state" => "busy").set(busy_slots as f64);
+    metrics::gauge!(SLOTS, "state" => "idle").set(slots.saturating_sub(busy_slots) as f64);
+    metrics::gauge!(SLOTS_TARGET).set(target as f64);
+    metrics::gauge!(SLOTS_MAX).set(max as f64);
+    metrics::gauge!(UTILIZATION).set(if slots == 0 { 0.0 } else { busy_slots as f64 / slots as f64 });
 }
