@@ -93,7 +93,7 @@ med = lambda k: statistics.median(d[k] for d in docs)
 print(f"N={n}: median of {runs}: submitted in {med('submit_seconds'):.3f} s, all running "
       f"{med('to_running_seconds'):.3f} s after the first submission, "
       f"{med('after_last_ack_seconds'):.3f} s after the last acknowledgement "
-      f"(runs: {', '.join(f'{d['to_running_seconds']:.3f}' for d in docs)})")
+      "(runs: " + ", ".join("%.3f" % d["to_running_seconds"] for d in docs) + ")")
 EOF
   done
   ;;
@@ -114,7 +114,7 @@ memory)
     base=$(settled_rss)
     t0=$(date +%s.%N)
     "$SMITH" --server "$SERVER" bench --scenario burst --tasks "$N" --concurrency "$CONNS" \
-      --sleep-ms $(( 30000 + N * 3 / 10 )) --out "$run/burst.json" | sed "s/^/N=$N: /"
+      --sleep-ms $(( 30000 + N * 2 )) --out "$run/burst.json" | sed "s/^/N=$N: /"
     wait_metric 'smith_agent_slots{state="busy"}' "$N"
     running=$(settled_rss)
     busy=$(metric 'smith_agent_slots{state="busy"}')

@@ -13,6 +13,7 @@ use smith_store::Claimed;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Without a target to follow, how long the pool keeps slots that recent demand needed.
@@ -35,13 +36,15 @@ pub(crate) struct Pool {
     retiring: AtomicUsize,
     /// Without a target: the most slots busy lately, and since when.
     peak: Mutex<(usize, Instant)>,
-    tx: flume::Sender<Job>,
-    rx: flume::Receiver<Job>,
+    tx: mpsc::UnboundedSender<Job>,
+    /// Idle slots queue for the receiver (a fair lock: O(1) to wait, to wake, to give up); the
+    /// one holding it waits for the next job and lets go as soon as it has one.
+    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>,
 }
 
 impl Pool {
     pub fn new(min: usize, max: usize) -> Self {
-        let (tx, rx) = flume::unbounded();
+        let (tx, rx) = mpsc::unbounded_channel();
         Pool {
             min,
             max,
@@ -51,7 +54,7 @@ impl Pool {
             retiring: AtomicUsize::new(0),
             peak: Mutex::new((0, Instant::now())),
             tx,
-            rx,
+            rx: tokio::sync::Mutex::new(rx),
         }
     }
 
@@ -130,12 +133,16 @@ impl Drop for Alive {
 
 async fn slot(s: Arc<Shared>) {
     let _alive = Alive(s.clone());
-    while let Ok(job) = s.pool.rx.recv_async().await {
+    loop {
+        let Some(job) = s.pool.rx.lock().await.recv().await else { return };
         match job {
             Job::Run(c) => {
                 let id = c.task.id;
                 // a panicking executor path must not take the slot (or the task's record) with it
-                if let Err(panic) = std::panic::AssertUnwindSafe(attempt::run_claimed(&s, *c)).catch_unwind().await {
+                // boxed: an idle slot then holds only its wait on the channel, not the room a
+                // whole attempt needs (several KB), which it takes only while it runs one
+                let run = Box::pin(attempt::run_claimed(&s, *c));
+                if let Err(panic) = std::panic::AssertUnwindSafe(run).catch_unwind().await {
                     let what = panic
                         .downcast_ref::<&str>()
                         .map(|m| m.to_string())
