@@ -258,3 +258,25 @@ async fn retries_back_off_exponentially_then_fail() {
     assert!(gaps[1] > gaps[0], "gaps do not grow: {gaps:?}");
     assert_eq!(frames.last().unwrap().json()["data"]["error"]["message"], "boom");
 }
+
+/// A retry with no backoff is claimed again by the same worker while the previous attempt is
+/// still winding down: the old attempt's bookkeeping must not unregister the new one (which
+/// would leave it unrun until the worker handed it back as "not running on its worker").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_immediate_retry_on_the_same_worker_runs() {
+    let config = "[agents.fail]\nretry_backoff = \"0s\"\n\n[worker]\npoll = \"20ms\"\n";
+    let s = Smith::start(Opts::new().config(config)).await;
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        ids.push(s.submit_id(json!({"agent": "fail", "input": format!("boom {i}"), "max_attempts": 3})).await);
+    }
+    for id in &ids {
+        let t = s.wait_terminal(id, Duration::from_secs(30)).await;
+        assert_eq!(t["status"], "failed", "{t}");
+        assert_eq!(t["attempt"], 3, "{t}");
+        let frames = s.events(id, SECS_10).await;
+        for r in frames.iter().filter(|f| f.event == "task.retrying").map(|f| f.json()) {
+            assert_eq!(r["data"]["error"]["code"], "agent_failed", "{id}: a retry for another reason: {r}");
+        }
+    }
+}

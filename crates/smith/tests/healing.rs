@@ -142,6 +142,19 @@ async fn a_burst_scales_the_pool_from_zero_to_a_thousand_running_agents_and_back
     let worker = nodes(&api).await.into_iter().find(|n| n["role"] == "worker").expect("a worker node");
     assert_eq!(worker["load"]["slots"], 0, "{worker}");
     assert_eq!(worker["load"]["finished"], BURST, "{worker}");
+
+    // and from zero up again: new work gets slots at once
+    let again: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..5 {
+            v.push(api.submit_id(json!({"agent": "sleep", "input": 100})).await);
+        }
+        v
+    };
+    for id in &again {
+        let t = api.wait_terminal(id, Duration::from_secs(20)).await;
+        assert_eq!(t["status"], "succeeded", "{t}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

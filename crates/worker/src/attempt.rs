@@ -39,29 +39,41 @@ pub(crate) fn register(shared: &Shared, claimed: &Claimed) {
 /// Runs a registered attempt to its end, in the slot that took it.
 pub(crate) async fn run_claimed(s: &Arc<Shared>, claimed: Claimed) {
     let task = claimed.task;
-    let id = task.id;
-    let handles = s.running.lock().expect("running lock").get(&id).map(|r| (r.cancel.clone(), r.reason.clone()));
+    let (id, attempt) = (task.id, task.attempt);
+    let handles = s
+        .running
+        .lock()
+        .expect("running lock")
+        .get(&id)
+        .filter(|r| r.attempt == attempt)
+        .map(|r| (r.cancel.clone(), r.reason.clone()));
     let Some((cancel, reason)) = handles else { return };
-    let _done = Forget(s, id);
+    let _done = Forget(s, id, attempt);
     smith_bus::publish_events(s.bus.as_ref(), std::slice::from_ref(&claimed.event)).await;
     let started = tokio::time::Instant::now();
     run(s, task, cancel, reason).await;
     s.record_finished(started.elapsed());
 }
 
-/// Drops an attempt's running record and wakes whoever waits for capacity.
-pub(crate) fn forget(s: &Shared, id: TaskId) {
-    s.running.lock().expect("running lock").remove(&id);
+/// Drops an attempt's running record and wakes whoever waits for capacity. Only this
+/// attempt's: the task may already be claimed again (a retry) and registered for its next one.
+pub(crate) fn forget(s: &Shared, id: TaskId, attempt: u32) {
+    {
+        let mut running = s.running.lock().expect("running lock");
+        if running.get(&id).is_some_and(|r| r.attempt == attempt) {
+            running.remove(&id);
+        }
+    }
     s.freed.notify_waiters();
     s.wake.notify_one();
 }
 
 /// Forgets the attempt however its run ends.
-struct Forget<'a>(&'a Shared, TaskId);
+struct Forget<'a>(&'a Shared, TaskId, u32);
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        forget(self.0, self.1);
+        forget(self.0, self.1, self.2);
     }
 }
 

@@ -137,7 +137,7 @@ async fn slot(s: Arc<Shared>) {
         let Some(job) = s.pool.rx.lock().await.recv().await else { return };
         match job {
             Job::Run(c) => {
-                let id = c.task.id;
+                let (id, attempt) = (c.task.id, c.task.attempt);
                 // a panicking executor path must not take the slot (or the task's record) with it
                 // boxed: an idle slot then holds only its wait on the channel, not the room a
                 // whole attempt needs (several KB), which it takes only while it runs one
@@ -149,7 +149,7 @@ async fn slot(s: Arc<Shared>) {
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_default();
                     tracing::error!(task_id = %id, panic = %what, "attempt panicked; its lease will expire and the task be retried");
-                    attempt::forget(&s, id);
+                    attempt::forget(&s, id, attempt);
                 }
             }
             Job::Retire => {
