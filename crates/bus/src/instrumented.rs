@@ -15,12 +15,6 @@ use std::time::{Duration, Instant};
 
 pub struct Instrumented(Arc<dyn Bus>);
 
-impl Instrumented {
-    pub fn new(bus: Arc<dyn Bus>) -> Self {
-        Instrumented(bus)
-    }
-}
-
 /// Wraps `bus` so its traffic is measured.
 pub fn instrument(bus: Arc<dyn Bus>) -> Arc<dyn Bus> {
     Arc::new(Instrumented(bus))

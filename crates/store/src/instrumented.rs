@@ -22,12 +22,6 @@ use std::time::{Duration, Instant};
 /// `smith_store_errors_total{op,code}` for every error of the store it wraps.
 pub struct Instrumented(Arc<dyn Store>);
 
-impl Instrumented {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Instrumented(store)
-    }
-}
-
 /// Wraps `store` so its operations are measured.
 pub fn instrument(store: Arc<dyn Store>) -> Arc<dyn Store> {
     Arc::new(Instrumented(store))

@@ -104,10 +104,6 @@ impl Autoscaler {
         }
     }
 
-    pub fn options(&self) -> &ScalingOptions {
-        &self.opts
-    }
-
     /// Reads the workers' heartbeat figures: slots held, attempts finished and their run time.
     pub fn observe_workers(&mut self, nodes: &[Node]) {
         let mut slots = 0;

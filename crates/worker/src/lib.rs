@@ -206,11 +206,6 @@ impl Worker {
         self.shared.wake.notify_one();
     }
 
-    /// Whether the supervisor has this worker in quarantine.
-    pub fn is_quarantined(&self) -> bool {
-        self.shared.quarantined.load(Ordering::Acquire)
-    }
-
     fn node(&self, status: NodeStatus) -> Node {
         let load = self.load();
         let s = &self.shared;
