@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod config;
 mod node;
+mod plan;
 mod procmetrics;
 mod roles;
 mod up;
@@ -64,6 +65,8 @@ enum Command {
     Nodes,
     /// Measure a running `smith up`: end-to-end tasks/s and dispatch latency.
     Bench(bench::BenchArgs),
+    /// Capacity and monthly AWS cost for N agents; `--emit` writes the deployment.
+    Plan(plan::PlanArgs),
 }
 
 /// Raises the open-files soft limit to the hard limit: every agent stream, SSE client and
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
             Command::Agents => client::agents(client).await,
             Command::Nodes => client::nodes(client).await,
             Command::Bench(args) => bench::run(args, client).await,
+            Command::Plan(args) => plan::run(args),
         }
     });
     match result {

@@ -1,0 +1,58 @@
+//! `smith plan`: capacity and cost for N agents (see the smith-plan crate), printed or
+//! emitted as deployment templates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use smith_plan::render::{render, Format};
+use smith_plan::{Baseline, Model, Prices, Profile, Request};
+
+#[derive(clap::Args, Debug)]
+pub struct PlanArgs {
+    /// The most agents running at once.
+    #[arg(long, allow_negative_numbers = true)]
+    agents: i64,
+    /// dev, staging or prod (default: from --agents — up to 10 dev, up to 100 staging, else prod).
+    #[arg(long)]
+    profile: Option<String>,
+    /// `seed`: the seed capacity plan's assumptions. `measured`: this project's benchmark
+    /// output (--baseline).
+    #[arg(long, default_value = "seed")]
+    model: String,
+    /// The JSON `smith bench --scenario baseline --out FILE` wrote (for --model measured).
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Which measured executor the agents are (default: the one using the most memory).
+    #[arg(long)]
+    executor: Option<String>,
+    /// A price file like deploy/prices/us-east-1.toml (default: that file, built in).
+    #[arg(long)]
+    prices: Option<PathBuf>,
+    /// table, json or markdown.
+    #[arg(long, default_value = "table")]
+    format: String,
+}
+
+pub fn run(a: PlanArgs) -> Result<ExitCode> {
+    let format = Format::parse(&a.format)?;
+    let profile = a.profile.as_deref().map(Profile::parse).transpose()?;
+    let model = Model::parse(&a.model)?;
+    let prices = match &a.prices {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read price file {}", path.display()))?;
+            Prices::parse(&text, &path.display().to_string())?
+        }
+        None => Prices::default(),
+    };
+    let baseline = match &a.baseline {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read baseline {}", path.display()))?;
+            Some(Baseline::parse(&text, &path.display().to_string())?)
+        }
+        None => None,
+    };
+    let plan = smith_plan::plan(&Request { agents: a.agents, profile, model, baseline, executor: a.executor, prices })?;
+    print!("{}", render(&plan, format));
+    Ok(ExitCode::SUCCESS)
+}
