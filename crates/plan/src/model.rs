@@ -20,6 +20,8 @@ pub const TARGET_UTILIZATION: f64 = 0.7;
 /// messages per second (about 5 KB each) one node of that type is planned to carry.
 pub const BROKER_TYPES: &[&str] = &["mq.t3.micro", "mq.m5.large", "mq.m5.xlarge", "mq.m5.2xlarge", "mq.m5.4xlarge"];
 const BROKER_CAPACITY: &[f64] = &[1_000.0, 10_000.0, 20_000.0, 40_000.0, 80_000.0];
+/// ECS's quota of tasks per service.
+const ECS_TASKS_PER_SERVICE: u64 = 5_000;
 /// Aurora Serverless v2's largest capacity.
 const MAX_ACU: f64 = 256.0;
 
@@ -271,6 +273,9 @@ pub struct Autoscaling {
     pub agents_per_task: u64,
     pub scale_in_cooldown_s: u64,
     pub scale_out_cooldown_s: u64,
+    /// Share of the worker tasks above the on-demand floor that run on Fargate Spot (the
+    /// `optimize.spot` line; the emitters' capacity provider weights).
+    pub spot_share: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -779,8 +784,11 @@ fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &I
     };
     if broker.capacity_per_s < peak_per_s {
         warnings.push(format!(
-            "peak traffic ({peak_per_s:.0} msg/s) is more than the largest broker plan ({} × {}, about {:.0} msg/s): use NATS JetStream or split the fleet across brokers",
-            broker.nodes, broker.instance_type, broker.capacity_per_s
+            "peak traffic ({} msg/s) is more than the planned broker carries ({} × {}, about {} msg/s): use NATS, or split the fleet across brokers",
+            group(peak_per_s.round() as i64),
+            broker.nodes,
+            broker.instance_type,
+            group(broker.capacity_per_s as i64)
         ));
     }
     let messaging = Messaging {
@@ -835,7 +843,7 @@ fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &I
         if acu_for_all <= MAX_ACU {
             fixes.push(format!("raise max ACU to {acu_for_all}"));
         } else {
-            fixes.push(format!("(even {MAX_ACU} ACU accepts only {:.0})", max_connections(MAX_ACU)));
+            fixes.push(format!("spread the fleet over several databases (even {MAX_ACU} ACU accepts only {})", group(max_connections(MAX_ACU) as i64)));
         }
         warnings.push(format!(
             "the store pools may open {} connections, more than {} ACU accepts ({:.0}): {}",
@@ -855,8 +863,8 @@ fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &I
     if after_12 > a.storage_gb && growth > 0.0 {
         let months = ((a.storage_gb - i.storage_base_gb) / growth).max(0.0);
         warnings.push(format!(
-            "storage grows {:.1} GB a month at the seed's rates and passes the {} profile's {} GB in {:.1} months ({} GB after 12): keep retention short (finished tasks, events) or budget for it",
-            growth, profile, a.storage_gb, months, group(after_12.round() as i64)
+            "storage grows {} GB a month at the seed's rates and passes the {} profile's {} GB in {:.1} months ({} GB after 12): keep retention short (finished tasks, events) or budget for it",
+            if growth >= 1_000.0 { group(growth.round() as i64) } else { format!("{growth:.1}") }, profile, a.storage_gb, months, group(after_12.round() as i64)
         ));
     }
     let database = Database {
@@ -1102,6 +1110,18 @@ fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &I
             group(worker_tasks as i64)
         ));
     }
+    if worker_tasks > ECS_TASKS_PER_SERVICE {
+        warnings.push(format!(
+            "{} worker tasks are more than one ECS service runs ({}): pack more agents into each task or split the workers into several services",
+            group(worker_tasks as i64),
+            group(ECS_TASKS_PER_SERVICE as i64)
+        ));
+    }
+    warnings.push(format!(
+        "the fleet needs {} vCPU of Fargate quota at peak (On-Demand and Spot together) in {}: check Service Quotas for Fargate vCPU before the first burst",
+        group(totals.vcpu.ceil() as i64),
+        p.region
+    ));
     if profile != Profile::Prod && n > 100 {
         warnings
             .push(format!("{n} agents on the {profile} profile: the database and broker are sized for at most 100"));
@@ -1139,6 +1159,7 @@ fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &I
             agents_per_task: i.worker.agents_per_task,
             scale_in_cooldown_s: 300,
             scale_out_cooldown_s: 30,
+            spot_share: i.spot_share,
         },
         services,
         totals,
