@@ -8,6 +8,8 @@
 //! chosen by URL in [`open`]. The in-process [`memory::MemoryBus`] is always compiled;
 //! every backend must pass the [`conformance`] suite.
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 pub mod conformance;
 pub mod error;
 mod events;
@@ -17,6 +19,8 @@ pub mod metrics;
 pub mod namespace;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(any(feature = "nats", feature = "amqp"))]
+mod remote;
 pub mod subjects;
 
 use std::fmt;
@@ -165,9 +169,13 @@ pub trait Bus: Send + Sync + 'static {
     async fn respond(&self, msg: &Message, payload: Bytes) -> Result<()>;
 }
 
-#[cfg(feature = "nats")]
+#[cfg(all(feature = "nats", feature = "amqp"))]
+const SUPPORTED_SCHEMES: &str = "memory://, inproc://, nats://, tls://, amqp://, amqps://";
+#[cfg(all(feature = "nats", not(feature = "amqp")))]
 const SUPPORTED_SCHEMES: &str = "memory://, inproc://, nats://, tls://";
-#[cfg(not(feature = "nats"))]
+#[cfg(all(not(feature = "nats"), feature = "amqp"))]
+const SUPPORTED_SCHEMES: &str = "memory://, inproc://, amqp://, amqps://";
+#[cfg(not(any(feature = "nats", feature = "amqp")))]
 const SUPPORTED_SCHEMES: &str = "memory://, inproc://";
 
 /// Opens the bus named by `url` (uninstrumented: wrap it with [`instrument`] for metrics).
@@ -177,6 +185,9 @@ const SUPPORTED_SCHEMES: &str = "memory://, inproc://";
 ///   [`memory::DEFAULT_CAPACITY`]).
 /// - `nats://` or `tls://` (feature `nats`): a NATS server, see
 ///   [`nats::NatsBus::connect`] for credentials and options.
+/// - `amqp://` or `amqps://` (feature `amqp`): an AMQP 0.9.1 broker (RabbitMQ, Amazon MQ for
+///   RabbitMQ), see [`amqp::AmqpBus::connect`] for credentials, options and how subjects map
+///   onto a topic exchange.
 pub async fn open(url: &str) -> Result<Arc<dyn Bus>> {
     let (url, namespace) = split_namespace(url);
     let Some((scheme, rest)) = url.split_once(':') else {
@@ -186,6 +197,8 @@ pub async fn open(url: &str) -> Result<Arc<dyn Bus>> {
         "memory" | "inproc" => Arc::new(memory::MemoryBus::from_url(&url, rest)?),
         #[cfg(feature = "nats")]
         "nats" | "tls" => Arc::new(nats::NatsBus::connect(&url).await?),
+        #[cfg(feature = "amqp")]
+        "amqp" | "amqps" => Arc::new(amqp::AmqpBus::connect(&url).await?),
         other => {
             return Err(Error::Config(format!("unsupported bus URL scheme `{other}`; supported: {SUPPORTED_SCHEMES}")))
         }
@@ -257,7 +270,7 @@ mod tests {
     async fn open_rejects_bad_urls() {
         // (url, words the message must contain)
         let mut cases: Vec<(&str, &[&str])> = vec![
-            ("amqp://x", &["`amqp`", "memory://"]),
+            ("kafka://x", &["`kafka`", "memory://"]),
             ("memory", &["no scheme", "memory://"]),
             ("memory://somewhere", &["somewhere"]),
             ("memory://?capacity=0", &["capacity"]),
@@ -270,6 +283,15 @@ mod tests {
         } else {
             cases.push(("nats://localhost:4222", &["`nats`", "memory://", "inproc://"]));
         }
+        if cfg!(feature = "amqp") {
+            // Rejected before any connection attempt, without showing the password.
+            cases.push(("amqp://localhost:port", &["invalid port"]));
+            cases.push(("amqps://u:s3cret@localhost/a/b", &["***@localhost", "%2f"]));
+            cases.push(("amqp://localhost?exchange=amq.topic", &["reserved"]));
+            cases.push(("amqp://localhost?size=3", &["`size`"]));
+        } else {
+            cases.push(("amqp://localhost", &["`amqp`", "memory://"]));
+        }
         for &(url, words) in &cases {
             let err = match open(url).await {
                 Ok(_) => panic!("{url} should be rejected"),
@@ -280,6 +302,7 @@ mod tests {
             for word in words {
                 assert!(text.contains(word), "{url}: {text:?} lacks {word:?}");
             }
+            assert!(!text.contains("s3cret"), "{url}: {text:?} leaks the password");
         }
     }
 

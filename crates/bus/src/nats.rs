@@ -48,6 +48,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::memory::DEFAULT_CAPACITY;
+use crate::remote::{percent_decode, reconnect_delay, redact};
 use crate::subjects::{validate_group, validate_pattern, validate_subject};
 use crate::{Bus, Message, Subscription};
 
@@ -218,7 +219,7 @@ fn connect_options(server: &str, auth: Auth) -> ConnectOptions {
         .name(CLIENT_NAME)
         .connection_timeout(CONNECT_TIMEOUT)
         .max_reconnects(None)
-        .reconnect_delay_callback(reconnect_delay)
+        .reconnect_delay_callback(|attempt| reconnect_delay(attempt, MAX_RECONNECT_DELAY))
         .ping_interval(PING_INTERVAL)
         .event_callback(move |event| {
             let server = events_server.clone();
@@ -229,19 +230,6 @@ fn connect_options(server: &str, auth: Auth) -> ConnectOptions {
         Auth::Token(token) => options.token(token),
         Auth::UserPassword(user, password) => options.user_and_password(user, password),
     }
-}
-
-/// Backoff before reconnect attempt `attempt` (1 for the first after a loss): none, then
-/// 100 ms doubling up to [`MAX_RECONNECT_DELAY`], with up to 20% jitter so that many
-/// workers do not hit a restarted server in lockstep.
-fn reconnect_delay(attempt: usize) -> Duration {
-    if attempt <= 1 {
-        return Duration::ZERO;
-    }
-    let doublings = u32::try_from(attempt - 2).unwrap_or(u32::MAX).min(16);
-    let base = Duration::from_millis(100).saturating_mul(1 << doublings).min(MAX_RECONNECT_DELAY);
-    let jitter = base.mul_f64(fastrand::f64() * 0.2);
-    (base + jitter).min(MAX_RECONNECT_DELAY)
 }
 
 fn log_event(server: &str, event: Event) {
@@ -320,39 +308,6 @@ fn parse_url(url: &str) -> Result<Target> {
     let address = ServerAddr::from_url(bare).map_err(|e| bad(e.to_string()))?;
     let display = format!("{}://{}:{}", address.scheme(), address.host(), address.port());
     Ok(Target { address, display, auth, capacity })
-}
-
-/// `url` with anything between `://` and the last `@` of the authority hidden.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
-    }
-}
-
-/// Decodes `%XX` escapes as URLs carry them in user names and passwords.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[async_trait::async_trait]
@@ -467,37 +422,6 @@ mod tests {
                 assert!(text.contains(word), "{url}: {text:?} lacks {word:?}");
             }
             assert!(!text.contains("s3cret"), "{url}: {text:?} leaks the password");
-        }
-    }
-
-    #[test]
-    fn redaction() {
-        assert_eq!(redact("nats://u:p@h:1"), "nats://***@h:1");
-        assert_eq!(redact("nats://tok@h:1/x?y=a@b"), "nats://***@h:1/x?y=a@b");
-        assert_eq!(redact("nats://h:1?y=a@b"), "nats://h:1?y=a@b");
-        assert_eq!(redact("nats://a@b@h"), "nats://***@h");
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%20b%2f").as_deref(), Some("a b/"));
-        assert_eq!(percent_decode("100%").as_deref(), Some("100%"));
-        assert_eq!(percent_decode("%zz").as_deref(), Some("%zz"));
-        assert_eq!(percent_decode("%ff"), None);
-    }
-
-    #[test]
-    fn backoff_grows_to_the_cap() {
-        assert_eq!(reconnect_delay(0), Duration::ZERO);
-        assert_eq!(reconnect_delay(1), Duration::ZERO);
-        for attempt in 2..8 {
-            let floor = (Duration::from_millis(100) * (1 << (attempt - 2))).min(MAX_RECONNECT_DELAY);
-            let delay = reconnect_delay(attempt);
-            let ceiling = floor.mul_f64(1.2).min(MAX_RECONNECT_DELAY);
-            assert!(delay >= floor && delay <= ceiling, "attempt {attempt}: {delay:?}");
-        }
-        for attempt in [8, 20, 64, usize::MAX] {
-            assert_eq!(reconnect_delay(attempt), MAX_RECONNECT_DELAY, "{attempt}");
         }
     }
 }

@@ -18,7 +18,8 @@ pub struct Shared {
     /// The store: `postgres://user@host/db` (or `sqlite://PATH` for a single machine).
     #[arg(long, env = "SMITH_STORE")]
     store: Option<String>,
-    /// The bus: `nats://host:4222` (or `memory://` inside one process only).
+    /// The bus: `nats://host:4222` or `amqp://user:pass@host:5672/%2f` (or `memory://` inside
+    /// one process only).
     #[arg(long, env = "SMITH_BUS")]
     bus: Option<String>,
     /// Config file (default: ./smith.toml if present).
@@ -112,7 +113,7 @@ async fn open(shared: &Shared) -> Result<Backends> {
         .or(file.bus.url.clone())
         .ok_or_else(|| anyhow!("no bus: pass --bus URL or set SMITH_BUS"))?;
     if bus_url.starts_with("memory:") || bus_url.starts_with("inproc:") {
-        bail!("--bus {bus_url} only connects parts of one process; separate roles need a shared bus such as nats://host:4222");
+        bail!("--bus {bus_url} only connects parts of one process; separate roles need a shared bus such as nats://host:4222 or amqp://host:5672");
     }
     let store = open_store(&store_url, &file).await?;
     let bus =
