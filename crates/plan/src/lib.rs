@@ -12,6 +12,7 @@
 //! baseline --out FILE`). Both price every line from the same dated [`prices::Prices`].
 
 pub mod baseline;
+pub mod emit;
 pub mod model;
 pub mod prices;
 pub mod render;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use smith_plan::emit::{self, EmitOptions, Target};
 use smith_plan::render::{render, Format};
 use smith_plan::{Baseline, Model, Prices, Profile, Request};
 
@@ -32,27 +33,53 @@ pub struct PlanArgs {
     /// table, json or markdown.
     #[arg(long, default_value = "table")]
     format: String,
+    /// Also write the deployment for the plan into DIR: `cloudformation` (or `cfn`) or `k8s`
+    /// (or `kubernetes`). The written files are listed on stderr.
+    #[arg(long, num_args = 2, value_names = ["TARGET", "DIR"])]
+    emit: Option<Vec<String>>,
+    /// The deployment's name: stack and namespace, prefix of every named resource (a DNS-1123
+    /// label of at most 40 characters).
+    #[arg(long, requires = "emit", default_value = emit::DEFAULT_NAME)]
+    name: String,
+    /// The smith container image the deployment runs (default: ghcr.io/mistersmith/smith:VERSION).
+    #[arg(long, requires = "emit")]
+    image: Option<String>,
 }
 
 pub fn run(a: PlanArgs) -> Result<ExitCode> {
     let format = Format::parse(&a.format)?;
+    // the target is checked before any work, so a typo writes nothing
+    let emit_to = match a.emit.as_deref() {
+        Some([target, dir]) => Some((Target::parse(target)?, PathBuf::from(dir))),
+        Some(_) => unreachable!("clap takes exactly two values for --emit"),
+        None => None,
+    };
+    let opts = EmitOptions { name: a.name, image: a.image.unwrap_or_else(emit::default_image) };
     let profile = a.profile.as_deref().map(Profile::parse).transpose()?;
     let model = Model::parse(&a.model)?;
     let prices = match &a.prices {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read price file {}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read price file {}", path.display()))?;
             Prices::parse(&text, &path.display().to_string())?
         }
         None => Prices::default(),
     };
     let baseline = match &a.baseline {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read baseline {}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read baseline {}", path.display()))?;
             Some(Baseline::parse(&text, &path.display().to_string())?)
         }
         None => None,
     };
     let plan = smith_plan::plan(&Request { agents: a.agents, profile, model, baseline, executor: a.executor, prices })?;
+    if let Some((target, dir)) = &emit_to {
+        let written = emit::emit(&plan, *target, dir, &opts)?;
+        for path in written {
+            eprintln!("wrote {}", path.display());
+        }
+    }
     print!("{}", render(&plan, format));
     Ok(ExitCode::SUCCESS)
 }
