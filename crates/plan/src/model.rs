@@ -181,7 +181,8 @@ pub struct Database {
     pub pools: Vec<Pool>,
     /// What all pools may open together.
     pub connections_needed: u64,
-    /// Whether the plan puts RDS Proxy in front (multiplexes the pools).
+    /// Whether the plan puts RDS Proxy in front (faster failover; prepared statements pin its
+    /// sessions, so it does not multiplex the pools).
     pub proxy: bool,
     pub iops: Iops,
     pub storage_gb: f64,
@@ -819,7 +820,8 @@ fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &I
     let mut max_acu = a.max_acu;
     let max_connections = |acu: f64| acu * i.connections_per_acu;
     // The seed puts RDS Proxy in front in production only; the measured model wherever the
-    // pools could open more connections than the cluster accepts.
+    // pools could open more connections than the cluster accepts. It speeds up failover and
+    // keeps credentials in Secrets Manager; it does not multiplex this store's sessions.
     let proxy = match &i.seed_flat {
         Some(flat) => flat.proxy.is_some(),
         None => profile == Profile::Prod || connections_needed as f64 > max_connections(a.max_acu),
@@ -830,12 +832,7 @@ fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &I
             / worker_tasks as f64)
             .floor();
         let acu_for_all = (connections_needed as f64 / i.connections_per_acu).ceil();
-        let mut fixes = vec![if proxy {
-            "keep RDS Proxy in front (the plan has it)"
-        } else {
-            "put RDS Proxy in front"
-        }
-        .to_string()];
+        let mut fixes = Vec::new();
         if worker_pool_fit >= 2.0 {
             fixes.push(format!("set the workers' `[store] pool_size` to {worker_pool_fit} or less"));
         }
@@ -846,7 +843,7 @@ fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &I
             fixes.push(format!("spread the fleet over several databases (even {MAX_ACU} ACU accepts only {})", group(max_connections(MAX_ACU) as i64)));
         }
         warnings.push(format!(
-            "the store pools may open {} connections, more than {} ACU accepts ({:.0}): {}",
+            "the store pools may open {} connections, more than {} ACU accepts ({:.0}); RDS Proxy does not help here, since the store's prepared statements pin every proxy session to a database connection: {}",
             group(connections_needed as i64),
             a.max_acu,
             max_connections(a.max_acu),
@@ -1128,6 +1125,12 @@ fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &I
     }
     if profile == Profile::Prod && i.supervisor.count < 2 {
         warnings.push("one supervisor: a standby (another task) takes over leadership within seconds of a failure; add one for production".into());
+    }
+    if profile == Profile::Prod && gateways < 2 {
+        warnings.push(format!(
+            "one gateway carries all {} SSE clients: when it restarts every client reconnects at once (resuming from Last-Event-ID); run two behind the load balancer for production",
+            group(sse_clients as i64)
+        ));
     }
 
     let corrections = if model == Model::Seed && n == 1_000 && profile == Profile::Prod {
