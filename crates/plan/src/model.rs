@@ -840,7 +840,10 @@ fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &I
         if acu_for_all <= MAX_ACU {
             fixes.push(format!("raise max ACU to {acu_for_all}"));
         } else {
-            fixes.push(format!("spread the fleet over several databases (even {MAX_ACU} ACU accepts only {})", group(max_connections(MAX_ACU) as i64)));
+            fixes.push(format!(
+                "spread the fleet over several databases (even {MAX_ACU} ACU accepts only {})",
+                group(max_connections(MAX_ACU) as i64)
+            ));
         }
         warnings.push(format!(
             "the store pools may open {} connections, more than {} ACU accepts ({:.0}); RDS Proxy does not help here, since the store's prepared statements pin every proxy session to a database connection: {}",
