@@ -1,6 +1,10 @@
 //! `smith bench`: measures a running gateway end to end — tasks per second through the whole
 //! system (submit over HTTP → claim → run → terminal event seen on SSE) and dispatch latency
-//! (submit → `task.started`, from the server's own timestamps) at a fixed fraction of that rate.
+//! (submit → `task.started`, from the server's own timestamps) at a fixed fraction of that rate;
+//! and the other scenarios of `--scenario`, among them `baseline` (the per-unit costs
+//! `smith plan --model measured` sizes from).
+
+mod baseline;
 
 use crate::client::{SseFrame, SseParser};
 use crate::ClientOpts;
@@ -20,7 +24,8 @@ pub struct BenchArgs {
     /// Tasks in the throughput run.
     #[arg(long, default_value_t = 20_000)]
     tasks: u64,
-    /// Concurrent submitters in the throughput run.
+    /// Concurrent submitters in the throughput run (baseline: submitters, event-log readers and
+    /// SSE connections being opened at once).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
     /// The agent to run (its input is "x").
@@ -34,13 +39,17 @@ pub struct BenchArgs {
     /// Pace the latency run at exactly this many tasks/s instead (e.g. 3375, the seed's peak).
     #[arg(long)]
     latency_rate: Option<f64>,
-    /// Write the figures as JSON here (a baseline for `smith plan --model measured`).
+    /// Write the figures as JSON here (`--scenario baseline`: the file `smith plan --model
+    /// measured --baseline FILE` reads).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
     /// `tasks`: end-to-end tasks/s and dispatch latency. `events`: `stream` tasks whose output
     /// events are made durable and delivered to one SSE reader per task. `burst`: --tasks
     /// `sleep` tasks of --sleep-ms submitted at once; the time until all of them run (the
-    /// autoscaled pool's 0 → N).
+    /// autoscaled pool's 0 → N). `baseline`: for each --measure agent, memory and CPU per
+    /// running agent with --agents running, events and run time per task; then memory per idle
+    /// SSE connection (--sse-connections). The server must run on this host: its figures are
+    /// read from its /metrics.
     #[arg(long, default_value = "tasks")]
     scenario: String,
     /// events scenario: output events per task.
@@ -55,6 +64,34 @@ pub struct BenchArgs {
     /// burst scenario: how long each `sleep` task sleeps (long enough for all to run at once).
     #[arg(long, default_value_t = 60_000)]
     sleep_ms: u64,
+    /// baseline scenario: an agent to measure, AGENT or AGENT=INPUT_JSON (repeatable; measured
+    /// in turn; default `sleep`). Its tasks must run from their start through the hold window:
+    /// `sleep` without an input sleeps that long (hold + 5.5 s + 1 ms per agent); any other
+    /// agent without one gets `null`.
+    #[arg(long, value_name = "AGENT[=INPUT_JSON]")]
+    measure: Vec<String>,
+    /// baseline scenario: tasks of each measured agent running at once (its concurrency and the
+    /// worker's --max-agents must allow them); 0 measures no agent.
+    #[arg(long, default_value_t = 200)]
+    agents: usize,
+    /// baseline scenario: seconds over which CPU is measured once all --agents run (also the
+    /// idle server's CPU window).
+    #[arg(long, default_value_t = 10.0)]
+    hold_seconds: f64,
+    /// baseline scenario: idle SSE connections opened to measure memory per connection (0: none).
+    #[arg(long, default_value_t = 1000)]
+    sse_connections: usize,
+    /// baseline scenario: a /metrics endpoint of the server's processes (repeatable; default
+    /// SERVER/metrics). With the roles in separate processes on this host, give the gateway's
+    /// and each worker's (`--metrics-listen`): their figures are summed.
+    #[arg(long, value_name = "URL")]
+    metrics: Vec<String>,
+    /// baseline scenario: keep what the existing --out file holds and replace only what this
+    /// run measures (executors by name, the SSE figure). RSS deltas are exact only on a server
+    /// that has not freed memory it could reuse: measure each executor and the SSE connections
+    /// against a fresh server and gather them with --merge.
+    #[arg(long)]
+    merge: bool,
 }
 
 /// Follows `/v1/events` with a filter and hands each frame to a channel.
@@ -114,7 +151,8 @@ pub async fn run(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
         "tasks" => tasks(a, opts).await,
         "events" => events(a, opts).await,
         "burst" => burst(a, opts).await,
-        other => bail!("unknown --scenario {other:?}: use tasks, events or burst"),
+        "baseline" => baseline::run(a, opts).await,
+        other => bail!("unknown --scenario {other:?}: use tasks, events, burst or baseline"),
     }
 }
 

@@ -1,0 +1,146 @@
+//! `smith bench --scenario baseline` through the real binary against a real `smith up`: the
+//! JSON it writes has every field of the contract `smith plan --model measured` reads, with
+//! plausible values; `--merge` adds to it; and the server is left idle.
+
+mod common;
+
+use common::{cli, micros, Opts, Smith};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const MB: f64 = 1024.0 * 1024.0;
+const AGENTS: u64 = 20;
+const SSE: u64 = 50;
+/// 40 output events 200 ms apart: 7.8 s, running through the settling and the 2 s window.
+const STREAM_INPUT: &str = r#"{"events":40,"bytes":100,"interval_ms":200}"#;
+
+fn num(doc: &Value, path: &[&str]) -> f64 {
+    let mut v = doc;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_f64().unwrap_or_else(|| panic!("{} is not a number in {doc:#}", path.join(".")))
+}
+
+fn int(doc: &Value, path: &[&str]) -> u64 {
+    let mut v = doc;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_u64().unwrap_or_else(|| panic!("{} is not an integer in {doc:#}", path.join(".")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baseline_writes_the_planners_contract_and_leaves_the_server_idle() {
+    let s = Smith::start(Opts::new()).await;
+    let out = s.dir().join("baseline.json");
+    let stream = format!("stream={STREAM_INPUT}");
+    let (agents, sse) = (AGENTS.to_string(), SSE.to_string());
+    let args = [
+        "--server",
+        &s.base,
+        "bench",
+        "--scenario",
+        "baseline",
+        "--measure",
+        "sleep",
+        "--measure",
+        &stream,
+        "--agents",
+        &agents,
+        "--hold-seconds",
+        "2",
+        "--sse-connections",
+        &sse,
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ];
+    let started = Instant::now();
+    let (code, stdout, stderr) = cli(&args, Duration::from_secs(90)).await;
+    assert_eq!(code, 0, "smith bench failed:\n{stdout}\n{stderr}");
+    eprintln!("{stdout}{stderr}(in {:.1} s)", started.elapsed().as_secs_f64());
+    for line in ["baseline idle:", "baseline sleep: 20 agents:", "baseline stream: 20 agents:", "baseline sse: 50 "] {
+        assert!(stdout.contains(line), "no {line:?} line in:\n{stdout}");
+    }
+
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&out).expect("the --out file")).expect("JSON");
+    assert_eq!(doc["scenario"], "baseline", "{doc:#}");
+    assert_eq!(doc["version"], 1, "{doc:#}");
+    assert_eq!(doc["server"], s.base.as_str(), "{doc:#}");
+    let at = micros(&doc["at"]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_micros() as i64;
+    assert!(at <= now && at > now - 120_000_000, "at {:?}", doc["at"]);
+    assert!(int(&doc, &["host", "cpus"]) >= 1);
+    assert!(int(&doc, &["host", "memory_bytes"]) as f64 > 100.0 * MB, "{doc:#}");
+    let idle = int(&doc, &["idle_rss_bytes"]) as f64;
+    assert!(idle > MB && idle < 1024.0 * MB, "idle RSS {idle}");
+
+    let executors = doc["executors"].as_object().expect("executors");
+    assert_eq!(executors.len(), 2, "{doc:#}");
+    let sleep_ms = num(&doc, &["executors", "sleep", "input"]);
+    let cases = [
+        // agent, events per task (queued, started, outputs, succeeded), seconds per task
+        ("sleep", 3.0, sleep_ms / 1000.0),
+        ("stream", 43.0, 7.8),
+    ];
+    for (agent, events, seconds) in cases {
+        let e = |field: &str| num(&doc, &["executors", agent, field]);
+        assert_eq!(int(&doc, &["executors", agent, "agents"]), AGENTS, "{agent}");
+        let memory = e("memory_bytes_per_agent");
+        assert!(memory > 0.0 && memory < 50.0 * MB, "{agent}: {memory} bytes per agent\n{doc:#}");
+        let cpu = e("cpu_per_agent");
+        // CPU times tick in 10 ms: a quiet 2 s window may read 0
+        assert!((0.0..2.0 / AGENTS as f64).contains(&cpu), "{agent}: {cpu} vCPU per agent\n{doc:#}");
+        assert_eq!(e("events_per_task"), events, "{agent}\n{doc:#}");
+        let took = e("task_seconds");
+        assert!(took >= seconds && took < seconds + 1.5, "{agent}: {took} s per task, asked for {seconds}\n{doc:#}");
+        assert_eq!(int(&doc, &["executors", agent, "outcomes", "succeeded"]), AGENTS, "{agent}\n{doc:#}");
+    }
+    // sleep was given the hold window plus the settling and a margin
+    assert!(sleep_ms >= 7000.0, "{doc:#}");
+
+    assert_eq!(int(&doc, &["sse", "connections"]), SSE, "{doc:#}");
+    let per_connection = num(&doc, &["sse", "memory_bytes_per_connection"]);
+    assert!(per_connection > 0.0 && per_connection < MB, "{per_connection} bytes per SSE connection\n{doc:#}");
+
+    // --merge: another run measuring only SSE connections keeps the executors measured before
+    let (code, stdout, stderr) = cli(
+        &[
+            "--server",
+            &s.base,
+            "bench",
+            "--scenario",
+            "baseline",
+            "--agents",
+            "0",
+            "--hold-seconds",
+            "1",
+            "--sse-connections",
+            "10",
+            "--merge",
+            "--out",
+            out.to_str().expect("utf-8 path"),
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(code, 0, "smith bench --merge failed:\n{stdout}\n{stderr}");
+    assert!(!stdout.contains("baseline sleep"), "{stdout}");
+    let merged: Value = serde_json::from_str(&std::fs::read_to_string(&out).expect("the --out file")).expect("JSON");
+    assert_eq!(merged["executors"], doc["executors"], "{merged:#}");
+    assert_eq!(int(&merged, &["sse", "connections"]), 10, "{merged:#}");
+    assert_eq!(merged["hold_seconds"], 1.0, "{merged:#}");
+
+    // left idle: every task measured has ended, and the SSE connections' tasks were cancelled
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let busy = [s.list_all("status=running").await, s.list_all("status=queued").await].concat();
+        if busy.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tasks left behind: {busy:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cancelled = s.list_all("agent=sleep&status=cancelled").await;
+    assert_eq!(cancelled.len(), 2, "{cancelled:?}");
+}
