@@ -63,7 +63,8 @@ enum Command {
     Agents,
     /// List nodes and their health.
     Nodes,
-    /// Measure a running `smith up`: end-to-end tasks/s and dispatch latency.
+    /// Measure a running `smith up`: tasks/s and dispatch latency, events, bursts, or the
+    /// per-agent baseline `smith plan --model measured` reads.
     Bench(bench::BenchArgs),
     /// Capacity and monthly AWS cost for N agents; `--emit` writes the deployment.
     Plan(plan::PlanArgs),

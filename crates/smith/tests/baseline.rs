@@ -143,4 +143,33 @@ async fn baseline_writes_the_planners_contract_and_leaves_the_server_idle() {
     }
     let cancelled = s.list_all("agent=sleep&status=cancelled").await;
     assert_eq!(cancelled.len(), 2, "{cancelled:?}");
+
+    // What the bench wrote is what the planner sizes from: `smith plan --model measured`.
+    let out = out.to_str().expect("utf-8 path");
+    for executor in ["sleep", "stream"] {
+        let (code, stdout, stderr) = cli(
+            &[
+                "plan",
+                "--agents",
+                "500",
+                "--model",
+                "measured",
+                "--baseline",
+                out,
+                "--executor",
+                executor,
+                "--format",
+                "json",
+            ],
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(code, 0, "smith plan --model measured failed:\n{stdout}\n{stderr}");
+        let plan: Value = serde_json::from_str(&stdout).expect("plan JSON");
+        assert_eq!(plan["model"], "measured");
+        assert_eq!(plan["executor"], executor);
+        let worker = &plan["services"][1];
+        let per_task = worker["agents_per_task"].as_u64().expect("agents per task");
+        assert!(per_task >= 1 && worker["tasks"].as_u64().unwrap() * per_task >= 500, "{worker}");
+    }
 }

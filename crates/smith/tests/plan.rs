@@ -425,3 +425,25 @@ fn bad_input_is_refused_with_a_clear_error_and_no_output() {
         }
     }
 }
+
+#[test]
+fn the_checked_in_baseline_plans() {
+    // bench/baseline-2026-11-27.json is `smith bench --scenario baseline` on this kind of
+    // machine (BENCHMARKS.md): the planner must keep reading what the bench writes.
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/baseline-2026-11-27.json");
+    let f = file.to_str().unwrap();
+    let b: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    for (executor, e) in b["executors"].as_object().unwrap() {
+        let p = plan_json(&["--agents", "1000", "--model", "measured", "--baseline", f, "--executor", executor]);
+        let w = &p["services"][1];
+        let (per_task, tasks) = (w["agents_per_task"].as_f64().unwrap(), w["tasks"].as_f64().unwrap());
+        assert!(per_task * tasks >= 1000.0, "{executor}: {w}");
+        // Each task holds its agents' measured memory within 70% of the task's memory.
+        let need_gb =
+            (b["idle_rss_bytes"].as_f64().unwrap() + per_task * e["memory_bytes_per_agent"].as_f64().unwrap()) / 1e9;
+        assert!(need_gb <= w["memory_gb"].as_f64().unwrap() * 0.7 + 1e-9, "{executor}: {need_gb} GB in {w}");
+        // Task messages per agent-minute come from the measured events and durations.
+        let want = e["events_per_task"].as_f64().unwrap() * 60.0 / e["task_seconds"].as_f64().unwrap();
+        assert!((num(&p, "messaging.kinds.2.per_agent_minute") - want).abs() < 1e-3, "{executor}");
+    }
+}
