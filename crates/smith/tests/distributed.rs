@@ -956,3 +956,74 @@ async fn llm_agents_collaborate_across_processes() {
     let t2 = api.wait_terminal(turn["id"].as_str().unwrap(), Duration::from_secs(60)).await;
     assert_eq!(t2["result"]["text"], "you said gamma", "{t2:#}");
 }
+
+/// The stack the generated AWS deployment runs: PostgreSQL and RabbitMQ (`amqp://`, Amazon MQ's
+/// protocol) between separate processes. Mixed tasks finish with whole logs, a live stream
+/// reaches its reader, a cancel stops a running task, and the gateway's bus counters show the
+/// events arrived over AMQP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_flow_over_the_amqp_bus() {
+    const TASKS: usize = 60;
+    let services = services!();
+    let Some(amqp) = std::env::var("SMITH_TEST_AMQP_URL").ok().filter(|v| !v.is_empty()) else {
+        eprintln!("skipped: SMITH_TEST_AMQP_URL not set");
+        return;
+    };
+    let services = Services { nats: amqp, ..services };
+    let cluster = Cluster::new(&services, &config(4, "[agents.fail]\nretry_backoff = \"50ms\"\n")).await;
+    assert!(cluster.bus.starts_with("amqp"), "{}", cluster.bus);
+    let sup = cluster.start(Role::Supervisor).await;
+    let (w, gw) = tokio::join!(cluster.start(Role::Worker), cluster.start(Role::Gateway));
+    let api = gw.api();
+
+    let mut submitted = Vec::new();
+    for i in 0..TASKS {
+        let (body, expect) = mixed(i);
+        submitted.push((api.submit_id(body).await, expect));
+    }
+    // a live stream, read as it is written
+    let followed =
+        api.submit_id(json!({"agent": "stream", "input": {"events": 20, "bytes": 10, "interval_ms": 25}})).await;
+    let frames = api.events(&followed, Duration::from_secs(30)).await;
+    assert_complete_log(&followed, &frames);
+    // a cancel reaches a running task
+    let long = api.submit_id(json!({"agent": "sleep", "input": 60_000})).await;
+    eventually("the long task runs", SECS_10, || async {
+        let t = api.get_task(&long).await;
+        if t["status"] == "running" {
+            Ok(())
+        } else {
+            Err(format!("{}", t["status"]))
+        }
+    })
+    .await;
+    let (status, body) = api.cancel(&long).await;
+    assert!(status.is_success(), "cancel: {status} {body}");
+    let t = api.wait_terminal(&long, SECS_10).await;
+    assert_eq!(t["status"], "cancelled", "{t}");
+
+    let ids: Vec<String> = submitted.iter().map(|s| s.0.clone()).collect();
+    for (id, _) in &submitted {
+        api.wait_terminal(id, Duration::from_secs(60)).await;
+    }
+    let from = logs(std::slice::from_ref(&api), &ids, 8).await;
+    for (id, expect) in &submitted {
+        assert_complete_log(id, &from[id]);
+        check_outcome(&api.get_task(id).await, expect, &from[id], false);
+    }
+
+    // the events reached the gateway through the broker
+    let resp = reqwest::get(format!("{}/metrics", api.base)).await.expect("scrape the gateway");
+    let text = resp.text().await.expect("metrics text");
+    let received: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("smith_bus_messages_total{")
+                && l.contains("direction=\"in\"")
+                && l.contains("kind=\"events\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(received >= TASKS as f64, "the gateway received {received} event messages over AMQP:\n{text}");
+    drop((sup, w, gw));
+}
