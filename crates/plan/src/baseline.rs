@@ -77,18 +77,22 @@ impl Baseline {
                 Err(Error::Baseline(format!("{origin}: {what} must be a positive number, not {v}")))
             }
         };
+        // A measurement too small to see (a few agents or connections fitting in memory the
+        // process already had) reads 0: allowed, and the plan warns about it.
+        let not_negative = |what: String, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(Error::Baseline(format!("{origin}: {what} must be 0 or more, not {v}")))
+            }
+        };
         for (name, e) in &b.executors {
-            positive(format!("executors.{name}.memory_bytes_per_agent"), e.memory_bytes_per_agent)?;
+            not_negative(format!("executors.{name}.memory_bytes_per_agent"), e.memory_bytes_per_agent)?;
+            not_negative(format!("executors.{name}.cpu_per_agent"), e.cpu_per_agent)?;
             positive(format!("executors.{name}.task_seconds"), e.task_seconds)?;
             positive(format!("executors.{name}.events_per_task"), e.events_per_task)?;
-            if !e.cpu_per_agent.is_finite() || e.cpu_per_agent < 0.0 {
-                return Err(Error::Baseline(format!(
-                    "{origin}: executors.{name}.cpu_per_agent must be 0 or more, not {}",
-                    e.cpu_per_agent
-                )));
-            }
         }
-        positive("sse.memory_bytes_per_connection".into(), b.sse.memory_bytes_per_connection)?;
+        not_negative("sse.memory_bytes_per_connection".into(), b.sse.memory_bytes_per_connection)?;
         positive("idle_rss_bytes".into(), b.idle_rss_bytes)?;
         Ok(b)
     }

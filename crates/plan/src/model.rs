@@ -681,7 +681,25 @@ pub fn plan(req: &Request) -> Result<Plan> {
                     known.join(", ")
                 )));
             };
-            (measured_inputs(profile, n, b, &name, e, p)?, Some(name))
+            let mut zero = Vec::new();
+            if e.memory_bytes_per_agent == 0.0 {
+                zero.push(format!("memory per `{name}` agent ({} agents)", e.agents));
+            }
+            if e.cpu_per_agent == 0.0 {
+                zero.push(format!("CPU per `{name}` agent ({} agents)", e.agents));
+            }
+            if b.sse.memory_bytes_per_connection == 0.0 {
+                zero.push(format!("memory per SSE connection ({} connections)", b.sse.connections));
+            }
+            let inputs = measured_inputs(profile, n, b, &name, e, p)?;
+            let mut plan = build(n, profile, req.model, Some(name), &inputs, p);
+            if !zero.is_empty() {
+                plan.warnings.push(format!(
+                    "the baseline measured 0 for {}: too few to see against the process's own memory and CPU, so the plan counts them free (capped by the per-task limits); measure more on a fresh server",
+                    zero.join(", ")
+                ));
+            }
+            return Ok(plan);
         }
     };
     Ok(build(n, profile, req.model, executor, &inputs, p))

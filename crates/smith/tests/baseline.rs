@@ -87,7 +87,8 @@ async fn baseline_writes_the_planners_contract_and_leaves_the_server_idle() {
         let e = |field: &str| num(&doc, &["executors", agent, field]);
         assert_eq!(int(&doc, &["executors", agent, "agents"]), AGENTS, "{agent}");
         let memory = e("memory_bytes_per_agent");
-        assert!(memory > 0.0 && memory < 50.0 * MB, "{agent}: {memory} bytes per agent\n{doc:#}");
+        // 20 agents may fit in memory the server already has (it reads 0 then): bounded, not exact
+        assert!((0.0..50.0 * MB).contains(&memory), "{agent}: {memory} bytes per agent\n{doc:#}");
         let cpu = e("cpu_per_agent");
         // CPU times tick in 10 ms: a quiet 2 s window may read 0
         assert!((0.0..2.0 / AGENTS as f64).contains(&cpu), "{agent}: {cpu} vCPU per agent\n{doc:#}");
@@ -101,7 +102,7 @@ async fn baseline_writes_the_planners_contract_and_leaves_the_server_idle() {
 
     assert_eq!(int(&doc, &["sse", "connections"]), SSE, "{doc:#}");
     let per_connection = num(&doc, &["sse", "memory_bytes_per_connection"]);
-    assert!(per_connection > 0.0 && per_connection < MB, "{per_connection} bytes per SSE connection\n{doc:#}");
+    assert!((0.0..MB).contains(&per_connection), "{per_connection} bytes per SSE connection\n{doc:#}");
 
     // --merge: another run measuring only SSE connections keeps the executors measured before
     let (code, stdout, stderr) = cli(

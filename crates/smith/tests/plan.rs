@@ -366,6 +366,24 @@ fn measured_model_sizes_from_the_baseline() {
 
     let small = plan_json(&["--agents", "10", "--model", "measured", "--baseline", f]);
     figures(&small, &[("services.1.vcpu", 1.0), ("services.1.memory_gb", 3.0), ("services.1.tasks", 1.0)]);
+    // A measurement too small to see reads 0: planned as free, with a warning.
+    let zero = dir.path().join("zero.json");
+    std::fs::write(
+        &zero,
+        BASELINE.replace("\"memory_bytes_per_connection\": 20000", "\"memory_bytes_per_connection\": 0"),
+    )
+    .unwrap();
+    let z = plan_json(&["--agents", "1000", "--model", "measured", "--baseline", zero.to_str().unwrap()]);
+    figures(&z, &[("services.2.tasks", 2.0)]);
+    assert!(
+        z["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("memory per SSE connection (1000 connections)")),
+        "{}",
+        z["warnings"]
+    );
     let sleep = plan_json(&["--agents", "1000", "--model", "measured", "--baseline", f, "--executor", "sleep"]);
     assert_eq!(sleep["executor"], "sleep");
     figures(&sleep, &[("services.1.agents_per_task", 100.0), ("services.1.tasks", 10.0)]);
