@@ -1,5 +1,6 @@
 //! Domain types of MisterSmith: tasks, events, agents, nodes and error codes — no I/O, no runtime.
 
+pub mod access;
 pub mod agent;
 pub mod error;
 pub mod event;
@@ -7,6 +8,7 @@ pub mod node;
 pub mod task;
 pub mod time;
 
+pub use access::{ApiKey, AuditQuery, AuditRecord, NewApiKey, NewAuditRecord, Scope, ALL_TENANTS};
 pub use agent::{AgentDef, AgentSummary, BreakerState, Budget, ExecutorKind, InputMode, Pricing, Secret};
 pub use error::{Code, Error, Result};
 pub use event::{Event, EventDraft, EventHeader, EventKind};
