@@ -5,12 +5,15 @@
 //! backend is done when `store_conformance!(open_my_backend())` passes. Waits are real but
 //! short: leases and backoffs of tens of milliseconds, or a `now` handed to `reap`.
 
-use crate::{ClaimRequest, Claimed, Error, FeedFilter, GlobalEvent, Session, Store, TaskQuery, UsageBy};
+use crate::{
+    ClaimRequest, Claimed, Error, FeedFilter, GlobalEvent, Session, Store, TaskQuery, TenantLoad, UsageBy, AUDIT_LIMIT,
+};
 use serde_json::{json, Value};
 use smith_core::task::DEFAULT_TENANT;
 use smith_core::{
-    AgentDef, Budget, Code, Event, EventDraft, EventKind, ExecutorKind, Micros, NewTask, Node, NodeRole, NodeStatus,
-    Outcome, Task, TaskError, TaskId, TaskStatus, Usage,
+    AgentDef, ApiKey, AuditQuery, AuditRecord, Budget, Code, Event, EventDraft, EventKind, ExecutorKind, Micros,
+    NewApiKey, NewAuditRecord, NewTask, Node, NodeRole, NodeStatus, Outcome, Scope, Task, TaskError, TaskId,
+    TaskStatus, Usage,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -75,6 +78,12 @@ macro_rules! store_conformance {
             sessions_are_created_once_for_known_agents,
             global_events_are_fed_and_listed_by_kind_and_tenant,
             usage_totals_sum_by_agent_and_tenant,
+            api_keys_are_created_listed_and_revoked,
+            api_keys_are_checked_before_they_are_stored,
+            audit_records_are_numbered_and_filtered,
+            audit_limit_is_capped_and_bad_records_are_refused,
+            audit_tail_under_concurrent_writers_misses_nothing,
+            tenant_load_counts_in_flight_tasks_and_usage_since,
         );
     };
     (skip_unless_env = $var:literal, $factory:expr) => {
@@ -1534,8 +1543,9 @@ pub struct Reopened {
 }
 
 /// Durability across a close and reopen (not in `store_conformance!`: only the backend's test
-/// knows how to reopen the same data): tasks, events, the feed, idempotency keys, agents and
-/// nodes survive, a running attempt still holds its task, and positions keep growing.
+/// knows how to reopen the same data): tasks, events, the feed, idempotency keys, agents,
+/// nodes, API keys and the audit log survive, a running attempt still holds its task, and
+/// positions and audit ids keep growing.
 pub async fn reopening_keeps_everything<F, Fut>(store: S, input: Value, reopen: F) -> Reopened
 where
     F: FnOnce() -> Fut,
@@ -1572,6 +1582,9 @@ where
         load: json!({"running": 1}),
     };
     store.heartbeat(&node).await.unwrap();
+    let key = store.create_api_key(new_key("k1", "acme", &[Scope::Admin], 7)).await.unwrap();
+    let audited =
+        store.append_audit(audit_record(Micros::now(), "token", "acme", "key.create", Some("k1"), 201)).await.unwrap();
 
     let all = TaskQuery { limit: 100, ..Default::default() };
     let tasks = store.list_tasks(&all).await.unwrap().items;
@@ -1589,6 +1602,10 @@ where
     assert_eq!(store.nodes().await.unwrap(), [node]);
     assert_eq!(store.get_task(done.id).await.unwrap().unwrap().usage, usage);
     assert_eq!(store.get_task(queued.id).await.unwrap().unwrap().status, TaskStatus::Queued);
+    assert_eq!(store.api_key("k1").await.unwrap(), Some((key, "07".repeat(32))));
+    assert_eq!(store.audit(&AuditQuery::default()).await.unwrap(), std::slice::from_ref(&audited));
+    let next = store.append_audit(audit_record(Micros::now(), "token", "acme", "task.submit", None, 201)).await;
+    assert!(next.unwrap().id > audited.id, "audit ids restarted after reopening");
 
     keyed.id = Default::default();
     let repeat = store.submit(keyed).await.unwrap();
@@ -1740,4 +1757,296 @@ pub async fn usage_totals_sum_by_agent_and_tenant(store: S) {
     let agents = store.agents().await.unwrap();
     let llm = agents.iter().find(|a| a.def.name == "llm").unwrap();
     assert_eq!(llm.usage, spend(11, 7, 0.75), "GET /v1/agents shows usage");
+}
+
+// ---------------------------------------------------------------------------------------------
+// API keys, the audit log, tenant load
+
+/// A key whose secret hash is `n` repeated (any 64 lowercase hex digits will do).
+fn new_key(id: &str, tenant: &str, scopes: &[Scope], n: u8) -> NewApiKey {
+    NewApiKey {
+        id: id.into(),
+        tenant: tenant.into(),
+        scopes: scopes.to_vec(),
+        name: Some(format!("{id}'s label")),
+        secret_sha256: format!("{n:02x}").repeat(32),
+    }
+}
+
+async fn key_ids(store: &S, tenant: Option<&str>) -> Vec<String> {
+    store.list_api_keys(tenant).await.expect("list_api_keys").into_iter().map(|k| k.id).collect()
+}
+
+pub async fn api_keys_are_created_listed_and_revoked(store: S) {
+    let before = Micros::now();
+    let a1 = store.create_api_key(new_key("k1", "acme", &[Scope::TasksWrite, Scope::TasksRead], 1)).await.unwrap();
+    let after = Micros::now();
+    assert_eq!((a1.id.as_str(), a1.tenant.as_str(), a1.name.as_deref()), ("k1", "acme", Some("k1's label")));
+    assert_eq!((a1.scopes.as_slice(), a1.revoked_at), (&[Scope::TasksWrite, Scope::TasksRead][..], None));
+    assert!(before <= a1.created_at && a1.created_at <= after, "created now: {a1:?}");
+    let b1 = store.create_api_key(new_key("k2", "other", &[Scope::Admin], 2)).await.unwrap();
+    let mut unnamed = new_key("k3", "acme", &[], 3);
+    unnamed.name = None;
+    let a2 = store.create_api_key(unnamed).await.unwrap();
+    assert_eq!((a2.scopes.len(), a2.name.as_deref()), (0, None));
+
+    // A read gives the key as created, and the hash as stored.
+    assert_eq!(store.api_key("k1").await.unwrap(), Some((a1.clone(), "01".repeat(32))));
+    assert_eq!(store.api_key("k3").await.unwrap(), Some((a2.clone(), "03".repeat(32))));
+    assert_eq!(store.api_key("nope").await.unwrap(), None);
+
+    // An id is taken once, whatever the rest of the key.
+    let again = store.create_api_key(new_key("k1", "other", &[Scope::Admin], 9)).await.unwrap_err();
+    assert_eq!(again.code(), Code::Conflict, "{again}");
+    assert_eq!(store.api_key("k1").await.unwrap(), Some((a1.clone(), "01".repeat(32))), "the first key is kept");
+
+    // Lists: oldest first, by tenant or all (an `ApiKey` has no hash to leak).
+    assert_eq!(store.list_api_keys(Some("acme")).await.unwrap(), [a1.clone(), a2.clone()]);
+    assert_eq!(store.list_api_keys(None).await.unwrap(), [a1.clone(), b1.clone(), a2.clone()]);
+    assert_eq!(key_ids(&store, Some("ghost")).await, Vec::<String>::new());
+
+    // Revocation: kept with the first time, unknown ids are `None`.
+    let at = Micros(a1.created_at.0 + 1_000);
+    let revoked = store.revoke_api_key("k1", at).await.unwrap().expect("k1 exists");
+    assert_eq!(revoked, ApiKey { revoked_at: Some(at), ..a1.clone() });
+    let twice = store.revoke_api_key("k1", Micros(at.0 + 5_000_000)).await.unwrap().expect("k1 exists");
+    assert_eq!(twice.revoked_at, Some(at), "a second revocation keeps the first time");
+    assert_eq!(store.revoke_api_key("nope", at).await.unwrap(), None);
+    assert_eq!(store.api_key("k1").await.unwrap(), Some((revoked.clone(), "01".repeat(32))), "revoked keys are read");
+    assert_eq!(store.list_api_keys(Some("acme")).await.unwrap(), [revoked, a2], "and listed");
+    assert_eq!(store.api_key("k2").await.unwrap().unwrap().0, b1, "other keys are untouched");
+}
+
+pub async fn api_keys_are_checked_before_they_are_stored(store: S) {
+    // (what is wrong, the key, the code)
+    let plaintext = NewApiKey { secret_sha256: "hunter2".into(), ..new_key("p", "acme", &[], 0) };
+    let upper = NewApiKey { secret_sha256: "AB".repeat(32), ..new_key("u", "acme", &[], 0) };
+    let cases = [
+        ("a secret that is not a SHA-256", plaintext, Code::InvalidArgument),
+        ("uppercase hex", upper, Code::InvalidArgument),
+        ("no id", new_key("", "acme", &[], 1), Code::InvalidArgument),
+        ("no tenant", new_key("t", "", &[], 1), Code::InvalidArgument),
+        ("a NUL in the id", new_key("n\u{0}ul", "acme", &[], 1), Code::Unprocessable),
+        ("a NUL in the tenant", new_key("n", "ac\u{0}me", &[], 1), Code::Unprocessable),
+    ];
+    for (what, key, code) in cases {
+        let err = store.create_api_key(key).await.expect_err(what);
+        assert_eq!(err.code(), code, "{what}: {err}");
+    }
+    assert_eq!(key_ids(&store, None).await, Vec::<String>::new(), "nothing was stored");
+}
+
+fn audit_record(
+    at: Micros,
+    actor: &str,
+    tenant: &str,
+    action: &str,
+    target: Option<&str>,
+    status: u16,
+) -> NewAuditRecord {
+    NewAuditRecord {
+        at,
+        actor: actor.into(),
+        tenant: tenant.into(),
+        action: action.into(),
+        target: target.map(str::to_string),
+        source: "127.0.0.1:5000".into(),
+        status,
+    }
+}
+
+async fn audit_ids(store: &S, q: AuditQuery) -> Vec<u64> {
+    store.audit(&q).await.expect("audit").into_iter().map(|r| r.id).collect()
+}
+
+pub async fn audit_records_are_numbered_and_filtered(store: S) {
+    let t = Micros(1_700_000_000_000_000);
+    let at = |s: i64| Micros(t.0 + s * 1_000_000);
+    let news = [
+        audit_record(at(0), "key:a", "acme", "task.submit", Some("task-1"), 201),
+        audit_record(at(10), "key:a", "acme", "task.cancel", Some("task-1"), 202),
+        audit_record(at(20), "token", "other", "key.create", Some("k1"), 201),
+        audit_record(at(30), "key:b", "acme", "task.submit", None, 422),
+        audit_record(at(40), "jwt:x", "acme", "session.start", None, 201),
+    ];
+    let mut stored: Vec<AuditRecord> = Vec::new();
+    for n in &news {
+        let r = store.append_audit(n.clone()).await.unwrap();
+        let NewAuditRecord { at, actor, tenant, action, target, source, status } = n.clone();
+        assert_eq!(r, AuditRecord { id: r.id, at, actor, tenant, action, target, source, status });
+        if let Some(last) = stored.last() {
+            assert!(r.id > last.id, "ids increase: {} after {}", r.id, last.id);
+        }
+        stored.push(r);
+    }
+    assert_eq!(store.audit(&AuditQuery::default()).await.unwrap(), stored, "everything, oldest first");
+    let id = |i: usize| stored[i - 1].id;
+    let s = |v: &str| Some(v.to_string());
+    // (the query, the records it gives, numbered from 1)
+    let cases: Vec<(AuditQuery, Vec<usize>)> = vec![
+        (AuditQuery { tenant: s("acme"), ..Default::default() }, vec![1, 2, 4, 5]),
+        (AuditQuery { actor: s("key:a"), ..Default::default() }, vec![1, 2]),
+        (AuditQuery { action: s("task.submit"), ..Default::default() }, vec![1, 4]),
+        (AuditQuery { since: Some(at(10)), ..Default::default() }, vec![2, 3, 4, 5]),
+        (AuditQuery { until: Some(at(30)), ..Default::default() }, vec![1, 2, 3]),
+        (AuditQuery { since: Some(at(10)), until: Some(at(30)), ..Default::default() }, vec![2, 3]),
+        (AuditQuery { since: Some(at(11)), until: Some(at(11)), ..Default::default() }, vec![]),
+        (AuditQuery { tenant: s("acme"), action: s("task.submit"), ..Default::default() }, vec![1, 4]),
+        (AuditQuery { tenant: s("other"), actor: s("key:a"), ..Default::default() }, vec![]),
+        (AuditQuery { actor: s("nobody"), ..Default::default() }, vec![]),
+        (AuditQuery { after: id(2), ..Default::default() }, vec![3, 4, 5]),
+        (AuditQuery { after: id(5), ..Default::default() }, vec![]),
+        (AuditQuery { limit: 2, ..Default::default() }, vec![1, 2]),
+        (AuditQuery { after: id(2), limit: 2, ..Default::default() }, vec![3, 4]),
+        (AuditQuery { tenant: s("acme"), after: id(2), limit: 1, ..Default::default() }, vec![4]),
+    ];
+    for (q, want) in cases {
+        let want: Vec<u64> = want.into_iter().map(id).collect();
+        assert_eq!(audit_ids(&store, q.clone()).await, want, "{q:?}");
+    }
+    // Paging with `after` walks the log once.
+    let (mut after, mut paged) = (0, Vec::new());
+    loop {
+        let page = audit_ids(&store, AuditQuery { after, limit: 2, ..Default::default() }).await;
+        let Some(&last) = page.last() else { break };
+        paged.extend(page);
+        after = last;
+    }
+    assert_eq!(paged, stored.iter().map(|r| r.id).collect::<Vec<_>>());
+}
+
+pub async fn audit_limit_is_capped_and_bad_records_are_refused(store: S) {
+    let mut appends = tokio::task::JoinSet::new();
+    for i in 0..(AUDIT_LIMIT + 5) {
+        let s = store.clone();
+        let r = audit_record(Micros(i as i64), "token", "acme", "task.submit", None, 201);
+        appends.spawn(async move { s.append_audit(r).await });
+    }
+    while let Some(res) = appends.join_next().await {
+        res.unwrap().unwrap();
+    }
+    for limit in [0, AUDIT_LIMIT + 1, usize::MAX] {
+        let got = store.audit(&AuditQuery { limit, ..Default::default() }).await.unwrap();
+        assert_eq!(got.len(), AUDIT_LIMIT, "limit {limit}");
+    }
+    let last = store.audit(&AuditQuery { limit: AUDIT_LIMIT, ..Default::default() }).await.unwrap().last().unwrap().id;
+    assert_eq!(audit_ids(&store, AuditQuery { after: last, ..Default::default() }).await.len(), 5);
+
+    let mut bad = audit_record(Micros::now(), "key:\u{0}", "acme", "task.submit", None, 201);
+    let err = store.append_audit(bad.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unprocessable, "{err}");
+    bad.actor = "token".into();
+    bad.target = Some("\u{0}".into());
+    assert_eq!(store.append_audit(bad).await.unwrap_err().code(), Code::Unprocessable);
+    let all = AuditQuery { after: last, ..Default::default() };
+    assert_eq!(audit_ids(&store, all).await.len(), 5, "a refused record is not stored");
+}
+
+/// Records appended by concurrent writers are numbered in commit order: a reader paging with
+/// `after` while they write sees each exactly once.
+pub async fn audit_tail_under_concurrent_writers_misses_nothing(store: S) {
+    let writing = Arc::new(AtomicUsize::new(4));
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let (s, writing) = (store.clone(), writing.clone());
+        writers.spawn(async move {
+            for i in 0..40 {
+                let target = format!("{w}-{i}");
+                s.append_audit(audit_record(Micros::now(), "token", "acme", "task.submit", Some(&target), 201))
+                    .await
+                    .unwrap();
+                if i % 10 == 0 {
+                    // mixed into batches with other writes
+                    s.submit(NewTask::new("echo", json!(i))).await.unwrap();
+                }
+            }
+            writing.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+    let (mut after, mut seen) = (0, Vec::new());
+    loop {
+        let done = writing.load(Ordering::SeqCst) == 0;
+        let page = store.audit(&AuditQuery { after, limit: 7, ..Default::default() }).await.unwrap();
+        if let Some(last) = page.last() {
+            after = last.id;
+        }
+        let full = page.len() == 7;
+        seen.extend(page);
+        if done && !full {
+            break;
+        }
+        if !full {
+            tokio::task::yield_now().await;
+        }
+    }
+    while let Some(res) = writers.join_next().await {
+        res.unwrap();
+    }
+    let all = store.audit(&AuditQuery::default()).await.unwrap();
+    assert_eq!(all.len(), 160);
+    assert_eq!(seen, all, "the tail saw every record once, in order");
+}
+
+pub async fn tenant_load_counts_in_flight_tasks_and_usage_since(store: S) {
+    alive(&store, "w").await;
+    // acme's tasks run on "tries" (a long backoff keeps a retried task waiting), other's on "sleep"
+    define(&store, "tries", 3, 60_000).await;
+    let of = |agent: &str, tenant: &str| {
+        let mut t = NewTask::new(agent, json!("x"));
+        t.tenant = tenant.into();
+        t
+    };
+    let mut acme = Vec::new();
+    for _ in 0..3 {
+        acme.push(store.submit(of("tries", "acme")).await.unwrap().task);
+    }
+    for _ in 0..2 {
+        store.submit(of("sleep", "other")).await.unwrap();
+    }
+    let a1 = claim_one(&store, "w", "tries", LONG).await.task;
+    assert_eq!(a1.id, acme[0].id);
+    let o1 = claim_one(&store, "w", "sleep", LONG).await.task;
+    let load = |tenant: &'static str, since: Micros| {
+        let store = store.clone();
+        async move { store.tenant_load(tenant, since).await.expect("tenant_load") }
+    };
+    let figures = |queued, running, tokens, cost_usd| TenantLoad { queued, running, tokens, cost_usd };
+    assert_eq!(load("acme", Micros(0)).await, figures(2, 1, 0, 0.0));
+    assert_eq!(load("other", Micros(0)).await, figures(1, 1, 0, 0.0));
+    assert_eq!(load("nobody", Micros(0)).await, TenantLoad::default());
+
+    let spend = |i: u64, o: u64, c: f64| Usage { input_tokens: i, output_tokens: o, cost_usd: c };
+    let ok = |usage| Outcome::Succeeded { result: json!(1), usage };
+    store.complete(a1.id, 1, vec![], ok(spend(10, 5, 0.5))).await.unwrap();
+    assert_eq!(load("acme", Micros(0)).await, figures(2, 0, 15, 0.5));
+
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let mark = Micros::now();
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    assert_eq!(load("acme", mark).await, figures(2, 0, 0, 0.0), "spent before the mark");
+
+    // A failed attempt's usage counts when it ends, though its task is queued again.
+    let a2 = claim_one(&store, "w", "tries", LONG).await.task;
+    assert_eq!(a2.id, acme[1].id);
+    let failed =
+        Outcome::Failed { error: TaskError::new("boom", "it broke"), retryable: true, usage: spend(7, 0, 0.125) };
+    assert_eq!(store.complete(a2.id, 1, vec![], failed).await.unwrap().task.status, TaskStatus::Queued);
+    assert_eq!(load("acme", mark).await, figures(2, 0, 7, 0.125));
+
+    let a3 = claim_one(&store, "w", "tries", LONG).await.task;
+    assert_eq!(a3.id, acme[2].id, "the retried task waits out its backoff");
+    assert_eq!(load("acme", mark).await, figures(1, 1, 7, 0.125));
+    store.complete(a3.id, 1, vec![], ok(spend(1, 2, 0.25))).await.unwrap();
+    assert_eq!(load("acme", mark).await, figures(1, 0, 10, 0.375));
+    assert_eq!(load("acme", Micros(0)).await, figures(1, 0, 25, 0.875));
+    assert_eq!(load("acme", Micros::now().plus(Duration::from_secs(60))).await, figures(1, 0, 0, 0.0));
+
+    // Other tenants' spending is theirs.
+    store.complete(o1.id, 1, vec![], ok(spend(100, 0, 1.0))).await.unwrap();
+    assert_eq!(load("acme", Micros(0)).await, figures(1, 0, 25, 0.875));
+    assert_eq!(load("other", mark).await, figures(1, 0, 100, 1.0));
+
+    // Since the beginning, it is what the usage totals say.
+    let totals: HashMap<String, Usage> = store.usage_totals(UsageBy::Tenant).await.unwrap().into_iter().collect();
+    assert_eq!(totals["acme"], spend(18, 7, 0.875));
 }

@@ -6,13 +6,13 @@
 use crate::metrics::{ERRORS, OPERATION_DURATION};
 use crate::{
     Change, ClaimRequest, Claimed, FeedFilter, FeedPage, GlobalEvent, Held, PoolStats, QueueStats, Result, Session,
-    Store, Submitted, TaskPage, TaskQuery, UsageBy,
+    Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use serde_json::Value;
 use smith_core::{
-    AgentDef, AgentSummary, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId,
-    Usage,
+    AgentDef, AgentSummary, ApiKey, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros, NewApiKey,
+    NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -119,6 +119,34 @@ impl Store for Instrumented {
 
     async fn usage_totals(&self, by: UsageBy) -> Result<Vec<(String, Usage)>> {
         timed("usage_totals", self.0.usage_totals(by)).await
+    }
+
+    async fn tenant_load(&self, tenant: &str, since: Micros) -> Result<TenantLoad> {
+        timed("tenant_load", self.0.tenant_load(tenant, since)).await
+    }
+
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {
+        timed("create_api_key", self.0.create_api_key(key)).await
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<(ApiKey, String)>> {
+        timed("api_key", self.0.api_key(id)).await
+    }
+
+    async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>> {
+        timed("list_api_keys", self.0.list_api_keys(tenant)).await
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: Micros) -> Result<Option<ApiKey>> {
+        timed("revoke_api_key", self.0.revoke_api_key(id, at)).await
+    }
+
+    async fn append_audit(&self, record: NewAuditRecord) -> Result<AuditRecord> {
+        timed("append_audit", self.0.append_audit(record)).await
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        timed("audit", self.0.audit(query)).await
     }
 
     async fn put_agents(&self, defs: &[AgentDef]) -> Result<()> {
@@ -342,6 +370,27 @@ mod tests {
             no()
         }
         async fn usage_totals(&self, _: UsageBy) -> Result<Vec<(String, Usage)>> {
+            no()
+        }
+        async fn tenant_load(&self, _: &str, _: Micros) -> Result<TenantLoad> {
+            no()
+        }
+        async fn create_api_key(&self, _: NewApiKey) -> Result<ApiKey> {
+            no()
+        }
+        async fn api_key(&self, _: &str) -> Result<Option<(ApiKey, String)>> {
+            no()
+        }
+        async fn list_api_keys(&self, _: Option<&str>) -> Result<Vec<ApiKey>> {
+            no()
+        }
+        async fn revoke_api_key(&self, _: &str, _: Micros) -> Result<Option<ApiKey>> {
+            no()
+        }
+        async fn append_audit(&self, _: NewAuditRecord) -> Result<AuditRecord> {
+            no()
+        }
+        async fn audit(&self, _: &AuditQuery) -> Result<Vec<AuditRecord>> {
             no()
         }
         async fn put_agents(&self, _: &[AgentDef]) -> Result<()> {

@@ -3,6 +3,7 @@
 //! Backends sit behind the object-safe [`Store`] trait and are chosen by URL in [`open`].
 //! Every backend passes the same [`conformance`] suite.
 
+mod access;
 pub mod conformance;
 mod error;
 mod instrumented;
@@ -11,6 +12,7 @@ pub mod metrics;
 pub mod postgres;
 pub mod sqlite;
 
+pub use access::AUDIT_LIMIT;
 pub use error::{Error, Result};
 pub use instrumented::{instrument, Instrumented};
 pub use metrics::{describe_metrics, record_pool_stats};
@@ -18,8 +20,8 @@ pub use metrics::{describe_metrics, record_pool_stats};
 use async_trait::async_trait;
 use serde_json::Value;
 use smith_core::{
-    AgentDef, AgentSummary, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId,
-    TaskStatus, Usage,
+    AgentDef, AgentSummary, ApiKey, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros, NewApiKey,
+    NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, TaskStatus, Usage,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,6 +156,17 @@ pub struct QueueStats {
     pub oldest_queued_age: Option<Duration>,
 }
 
+/// What a tenant has in flight, and what it spent since a time: the figures its quotas check.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct TenantLoad {
+    pub queued: u64,
+    pub running: u64,
+    /// Input plus output tokens of the attempts that finished at or after the time asked for
+    /// (see [`Store::tenant_load`]).
+    pub tokens: u64,
+    pub cost_usd: f64,
+}
+
 /// Connections of a store's pool, for metrics. Read from counters: no I/O.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
@@ -237,6 +250,38 @@ pub trait Store: Send + Sync + 'static {
 
     /// Token and cost totals of finished and running attempts, grouped.
     async fn usage_totals(&self, by: UsageBy) -> Result<Vec<(String, Usage)>>;
+
+    /// What a tenant has in flight and has used since `since` (for quotas): its queued and
+    /// running tasks, and the tokens (input + output) and USD cost recorded on its tasks whose
+    /// usage last grew at or after `since` — the usage [`Store::usage_totals`] sums, dated by
+    /// the end of the last attempt that spent (a task retried across `since` counts whole).
+    /// Cheap: index lookups only.
+    async fn tenant_load(&self, tenant: &str, since: Micros) -> Result<TenantLoad>;
+
+    /// Creates an API key, created now; `Error` with code `Conflict` if the id exists,
+    /// `InvalidArgument` when the id or tenant is empty or the hash is not 64 lowercase hex
+    /// digits, `Unprocessable` for a NUL character. Returns it as stored.
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey>;
+
+    /// The key (revoked ones too) and its secret's SHA-256 hex as stored, for a constant-time
+    /// comparison by the caller.
+    async fn api_key(&self, id: &str) -> Result<Option<(ApiKey, String)>>;
+
+    /// Keys of one tenant (or all with `None`), oldest first; never their hashes.
+    async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>>;
+
+    /// Revokes a key at `at`; a second revocation keeps the first time. `None` for an unknown id.
+    async fn revoke_api_key(&self, id: &str, at: Micros) -> Result<Option<ApiKey>>;
+
+    /// Appends one audit record durably (committed before returning), numbered by the store:
+    /// ids increase in commit order, so a reader paging with `after` misses nothing. Records are
+    /// never changed or deleted. `Unprocessable` for a NUL character in a field.
+    async fn append_audit(&self, record: NewAuditRecord) -> Result<AuditRecord>;
+
+    /// Audit records matching the query (every `Some` field narrows; `since <= at < until`;
+    /// `id > after`), oldest first, at most `limit` (0, or more than [`AUDIT_LIMIT`], means
+    /// [`AUDIT_LIMIT`]).
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>>;
 
     /// Replaces the stored agent definitions (built-ins are always kept).
     async fn put_agents(&self, defs: &[AgentDef]) -> Result<()>;

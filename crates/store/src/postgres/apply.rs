@@ -109,6 +109,9 @@ pub(super) fn complete(
     }
     let mut events = push_drafts(row, drafts, now, ev);
     row.task.usage = add_usage(row.task.usage, outcome.usage());
+    if !outcome.usage().is_zero() {
+        row.spent_at = Some(now);
+    }
     let usage = row.task.usage;
     let change = match outcome {
         Outcome::Succeeded { result, .. } => {
@@ -252,6 +255,7 @@ mod tests {
             last_seq: 2,
             lease_until: Some(Micros(now.0 + 1_000_000)),
             run_at: now,
+            spent_at: None,
         }
     }
 
@@ -314,6 +318,7 @@ mod tests {
 
         let drafts = [EventDraft::output("a"), EventDraft::output("b")];
         let change = complete(Some(&mut row), id, 2, &drafts, &ok, now, &mut ev).unwrap();
+        assert_eq!(row.spent_at, Some(now), "usage is dated by the attempt that spent it");
         let seqs: Vec<(u64, u64)> = change.events.iter().map(|e| (e.seq, e.pos)).collect();
         assert_eq!(seqs, [(3, 0), (4, 1), (5, 2)]);
         assert_eq!(change.task.usage.output_tokens, 2);

@@ -13,6 +13,7 @@ use sqlx::{Connection, PgConnection, Row};
 const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
     (2, "collaboration", include_str!("../../migrations/postgres/0002_collaboration.sql")),
+    (3, "access", include_str!("../../migrations/postgres/0003_access.sql")),
 ];
 
 /// Serialises migrations across every process sharing the database (`"smithmig"`).

@@ -10,6 +10,7 @@
 //! URL: `postgres://user:password@host:port/database`, with libpq-style parameters; a schema
 //! other than the default is chosen with `?options[search_path]=NAME`.
 
+mod access;
 mod apply;
 mod migrate;
 mod phases;
@@ -17,13 +18,15 @@ mod reads;
 mod rows;
 mod writer;
 
+use crate::access::{check_audit, check_new_key};
 use crate::{
     AgentSummary, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, Held, OpenOptions,
-    PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, UsageBy,
+    PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use smith_core::{
-    AgentDef, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
+    AgentDef, ApiKey, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros, NewApiKey, NewAuditRecord,
+    NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -295,6 +298,37 @@ impl Store for PgStore {
 
     async fn usage_totals(&self, by: UsageBy) -> Result<Vec<(String, Usage)>> {
         reads::usage_totals(&self.pool, by).await
+    }
+
+    async fn tenant_load(&self, tenant: &str, since: Micros) -> Result<TenantLoad> {
+        access::tenant_load(&self.pool, tenant, since).await
+    }
+
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {
+        check_new_key(&key)?;
+        access::create_api_key(&self.pool, &key, Micros::now()).await
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<(ApiKey, String)>> {
+        access::api_key(&self.pool, id).await
+    }
+
+    async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>> {
+        access::list_api_keys(&self.pool, tenant).await
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: Micros) -> Result<Option<ApiKey>> {
+        access::revoke_api_key(&self.pool, id, at).await
+    }
+
+    async fn append_audit(&self, record: NewAuditRecord) -> Result<AuditRecord> {
+        // checked here: a value the server refused at the batch's end would fail the whole batch
+        check_audit(&record)?;
+        self.write(Op::Audit, record).await
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        access::audit(&self.pool, query).await
     }
 
     async fn put_agents(&self, defs: &[AgentDef]) -> Result<()> {

@@ -4,7 +4,7 @@
 
 use super::apply;
 use super::db_error;
-use super::rows::{node_row, task_row, EventBuf, TaskRow, NODE_COLS, TASK_COLS};
+use super::rows::{node_row, task_row, AuditBuf, EventBuf, TaskRow, NODE_COLS, TASK_COLS};
 use super::writer::{Job, Op};
 use crate::{ClaimRequest, Claimed, Error, Result, Submitted};
 use serde_json::json;
@@ -48,8 +48,34 @@ async fn lock_feed(conn: &mut PgConnection, ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
+/// What a batch inserts when it ends, under the feed lock: its events and audit records.
+#[derive(Debug, Default)]
+pub(super) struct Appends {
+    pub events: EventBuf,
+    pub audit: AuditBuf,
+}
+
+impl Appends {
+    /// How much is queued now, to go back to with [`Appends::truncate`].
+    pub fn mark(&self) -> (usize, usize) {
+        (self.events.len(), self.audit.len())
+    }
+
+    pub fn truncate(&mut self, (events, audit): (usize, usize)) {
+        self.events.truncate(events);
+        self.audit.truncate(audit);
+    }
+}
+
 /// Runs every phase of a batch (or of one job, alone in its savepoint).
-pub(super) async fn run(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx: &mut Ctx) -> Result<()> {
+pub(super) async fn run(conn: &mut PgConnection, ops: &mut [Op], out: &mut Appends, ctx: &mut Ctx) -> Result<()> {
+    for op in ops.iter_mut() {
+        if let Op::Audit(j) = op {
+            // checked before it was queued; numbered when the batch ends
+            j.out = Some(Ok(out.audit.push(&j.input)));
+        }
+    }
+    let ev = &mut out.events;
     misc(conn, ops, ev).await?;
     submit(conn, ops, ev, ctx).await?;
     task_changes(conn, ops, ev).await?;
@@ -515,6 +541,7 @@ async fn write_back(conn: &mut PgConnection, rows: &[&TaskRow]) -> Result<()> {
     let mut released = Vec::with_capacity(n);
     let mut last_seq = Vec::with_capacity(n);
     let mut cancel = Vec::with_capacity(n);
+    let mut spent_at = Vec::with_capacity(n);
     for r in rows {
         let t = &r.task;
         id.push(t.id.to_string());
@@ -530,15 +557,17 @@ async fn write_back(conn: &mut PgConnection, rows: &[&TaskRow]) -> Result<()> {
         released.push(r.released as i32);
         last_seq.push(r.last_seq as i64);
         cancel.push(t.cancel_requested);
+        spent_at.push(r.spent_at.map(|m| m.0));
     }
     sqlx::query(
         "UPDATE tasks AS t SET status = u.status, result = u.result::json, error = u.error::json, \
              usage = u.usage::json, finished_at = u.finished_at, worker = u.worker, lease_until = u.lease_until, \
-             run_at = u.run_at, released = u.released, last_seq = u.last_seq, cancel_requested = u.cancel_requested \
+             run_at = u.run_at, released = u.released, last_seq = u.last_seq, cancel_requested = u.cancel_requested, \
+             spent_at = u.spent_at \
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], \
-             $8::int8[], $9::int8[], $10::int4[], $11::int8[], $12::bool[]) \
+             $8::int8[], $9::int8[], $10::int4[], $11::int8[], $12::bool[], $13::int8[]) \
              AS u(id, status, result, error, usage, finished_at, worker, lease_until, run_at, released, last_seq, \
-                  cancel_requested) \
+                  cancel_requested, spent_at) \
          WHERE t.id = u.id",
     )
     .bind(id)
@@ -553,6 +582,7 @@ async fn write_back(conn: &mut PgConnection, rows: &[&TaskRow]) -> Result<()> {
     .bind(released)
     .bind(last_seq)
     .bind(cancel)
+    .bind(spent_at)
     .execute(conn)
     .await
     .map_err(db_error)?;
@@ -710,6 +740,37 @@ pub(super) async fn insert_events(conn: &mut PgConnection, ev: &EventBuf, ctx: &
     .bind(&ev.attempt)
     .bind(&ev.at)
     .bind(&ev.data)
+    .fetch_one(conn)
+    .await
+    .map_err(db_error)?;
+    Ok(before as u64 + 1)
+}
+
+/// Inserts the batch's audit records under the feed lock; returns how far to shift their
+/// placeholder ids (index `i` becomes id `previous maximum + 1 + i`), so ids increase in commit
+/// order as feed positions do.
+pub(super) async fn insert_audit(conn: &mut PgConnection, audit: &AuditBuf, ctx: &mut Ctx) -> Result<u64> {
+    if audit.is_empty() {
+        return Ok(0);
+    }
+    // A statement of its own after the lock, as for events: it must see the previous holder's rows.
+    lock_feed(conn, ctx).await?;
+    let before: i64 = sqlx::query_scalar(
+        "WITH head AS (SELECT coalesce(max(id), 0) AS id FROM audit), \
+         ins AS ( \
+             INSERT INTO audit (id, at, actor, tenant, action, target, source, status) \
+             SELECT head.id + u.n, u.at, u.actor, u.tenant, u.action, u.target, u.source, u.status \
+             FROM head, UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int4[]) \
+                 WITH ORDINALITY AS u(at, actor, tenant, action, target, source, status, n)) \
+         SELECT id FROM head",
+    )
+    .bind(&audit.at)
+    .bind(&audit.actor)
+    .bind(&audit.tenant)
+    .bind(&audit.action)
+    .bind(&audit.target)
+    .bind(&audit.source)
+    .bind(&audit.status)
     .fetch_one(conn)
     .await
     .map_err(db_error)?;

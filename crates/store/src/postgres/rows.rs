@@ -3,7 +3,9 @@
 
 use crate::{Change, Claimed, Error, Held, Result, Submitted};
 use serde_json::Value;
-use smith_core::{Event, EventKind, Micros, Node, NodeRole, NodeStatus, Task, TaskError, TaskId, Usage};
+use smith_core::{
+    AuditRecord, Event, EventKind, Micros, NewAuditRecord, Node, NodeRole, NodeStatus, Task, TaskError, TaskId, Usage,
+};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
@@ -12,7 +14,7 @@ pub(super) const TASK_COLS: &str = "seq, id::text AS id, tenant, agent, input::t
     timeout_ms, max_attempts, attempt, idempotency_key, session_id, metadata::text AS metadata, \
     result::text AS result, error::text AS error, usage::text AS usage, cancel_requested, created_at, started_at, \
     finished_at, worker, released, backoff_ms, backoff_max_ms, last_seq, lease_until, run_at, \
-    parent_id::text AS parent_id, budget::text AS budget";
+    parent_id::text AS parent_id, budget::text AS budget, spent_at";
 
 pub(super) const EVENT_COLS: &str = "pos, task_id::text AS task_id, seq, kind, agent, attempt, at, data::text AS data";
 
@@ -30,6 +32,8 @@ pub(super) struct TaskRow {
     pub last_seq: u64,
     pub lease_until: Option<Micros>,
     pub run_at: Micros,
+    /// When the usage last grew (tenant quotas read usage by it).
+    pub spent_at: Option<Micros>,
 }
 
 fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(r: &'r PgRow, col: &str) -> Result<T> {
@@ -105,6 +109,7 @@ pub(super) fn task_row(r: &PgRow) -> Result<TaskRow> {
         last_seq: u64_col(r, "last_seq")?,
         lease_until: get::<Option<i64>>(r, "lease_until")?.map(Micros),
         run_at: Micros(get(r, "run_at")?),
+        spent_at: get::<Option<i64>>(r, "spent_at")?.map(Micros),
     })
 }
 
@@ -214,10 +219,75 @@ impl EventBuf {
     }
 }
 
-/// Outputs whose events carry placeholder positions until their batch commits.
+/// The audit records a batch appends, column by column, inserted when the batch ends under the
+/// feed lock like its events; until then each [`AuditRecord`] handed out carries its index here
+/// as its `id`.
+#[derive(Debug, Default)]
+pub(super) struct AuditBuf {
+    pub at: Vec<i64>,
+    pub actor: Vec<String>,
+    pub tenant: Vec<String>,
+    pub action: Vec<String>,
+    pub target: Vec<Option<String>>,
+    pub source: Vec<String>,
+    pub status: Vec<i32>,
+}
+
+impl AuditBuf {
+    pub fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
+    /// Forgets the records pushed after the first `n` (a job rolled back to its savepoint).
+    pub fn truncate(&mut self, n: usize) {
+        self.at.truncate(n);
+        self.actor.truncate(n);
+        self.tenant.truncate(n);
+        self.action.truncate(n);
+        self.target.truncate(n);
+        self.source.truncate(n);
+        self.status.truncate(n);
+    }
+
+    /// Queues a record and returns it with a placeholder id.
+    pub fn push(&mut self, r: &NewAuditRecord) -> AuditRecord {
+        let id = self.len() as u64;
+        self.at.push(r.at.0);
+        self.actor.push(r.actor.clone());
+        self.tenant.push(r.tenant.clone());
+        self.action.push(r.action.clone());
+        self.target.push(r.target.clone());
+        self.source.push(r.source.clone());
+        self.status.push(i32::from(r.status));
+        AuditRecord {
+            id,
+            at: r.at,
+            actor: r.actor.clone(),
+            tenant: r.tenant.clone(),
+            action: r.action.clone(),
+            target: r.target.clone(),
+            source: r.source.clone(),
+            status: r.status,
+        }
+    }
+}
+
+/// How far a committed batch moves its placeholders: event index → feed position, audit index
+/// → audit id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Shift {
+    pub pos: u64,
+    pub audit: u64,
+}
+
+/// Outputs that carry placeholder positions (or audit ids) until their batch commits.
 pub(super) trait Positions {
-    /// Adds `by` to every event position (placeholder index → feed position).
-    fn shift(&mut self, _by: u64) {}
+    /// Turns every placeholder into the value the batch's inserts gave it.
+    fn shift(&mut self, _by: Shift) {}
 }
 
 impl Positions for () {}
@@ -227,13 +297,19 @@ impl Positions for Node {}
 impl Positions for NodeStatus {}
 
 impl Positions for Event {
-    fn shift(&mut self, by: u64) {
-        self.pos += by;
+    fn shift(&mut self, by: Shift) {
+        self.pos += by.pos;
+    }
+}
+
+impl Positions for AuditRecord {
+    fn shift(&mut self, by: Shift) {
+        self.id += by.audit;
     }
 }
 
 impl<T: Positions> Positions for Vec<T> {
-    fn shift(&mut self, by: u64) {
+    fn shift(&mut self, by: Shift) {
         for item in self {
             item.shift(by);
         }
@@ -241,19 +317,19 @@ impl<T: Positions> Positions for Vec<T> {
 }
 
 impl Positions for Submitted {
-    fn shift(&mut self, by: u64) {
+    fn shift(&mut self, by: Shift) {
         self.events.shift(by);
     }
 }
 
 impl Positions for Claimed {
-    fn shift(&mut self, by: u64) {
+    fn shift(&mut self, by: Shift) {
         self.event.shift(by);
     }
 }
 
 impl Positions for Change {
-    fn shift(&mut self, by: u64) {
+    fn shift(&mut self, by: Shift) {
         self.events.shift(by);
     }
 }

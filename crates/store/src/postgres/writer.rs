@@ -13,7 +13,7 @@
 //!
 //! Events are not inserted as jobs run but collected ([`EventBuf`]) and inserted at the end of
 //! the batch in one statement, under a transaction-level advisory lock (the feed lock) held
-//! until the commit. `pos` is assigned under that lock as the previous maximum plus one, so every
+//! until the commit; so are audit records ([`AuditBuf`]), numbered the same way. `pos` is assigned under that lock as the previous maximum plus one, so every
 //! writer of every process sharing the database hands out positions in commit order, without
 //! gaps: a reader whose snapshot shows position `p` also shows every position below it, which is
 //! what makes the feed's cursor safe (a sequence would hand out positions in call order, and a
@@ -27,10 +27,14 @@
 //! fails, PostgreSQL aborts the whole transaction: the batch is rolled back and run again with
 //! each job alone in its own savepoint, so only the job that fails again is refused.
 
-use super::phases::{self, Ctx};
-use super::rows::{EventBuf, Positions};
+use super::phases::{self, Appends, Ctx};
+#[cfg(doc)]
+use super::rows::{AuditBuf, EventBuf};
+use super::rows::{Positions, Shift};
 use crate::{Change, ClaimRequest, Claimed, Error, Held, Result, Submitted};
-use smith_core::{AgentDef, Event, EventDraft, Micros, NewTask, Node, NodeStatus, Outcome, TaskId};
+use smith_core::{
+    AgentDef, AuditRecord, Event, EventDraft, Micros, NewAuditRecord, NewTask, Node, NodeStatus, Outcome, TaskId,
+};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
 use std::sync::Arc;
@@ -110,6 +114,7 @@ pub(super) enum Op {
     Readmit(Job<String, bool>),
     MarkDead(Job<Micros, Vec<Node>>),
     Lease(Job<LeaseJob, bool>),
+    Audit(Job<NewAuditRecord, AuditRecord>),
 }
 
 /// What the batch driver does with any job, whatever its types.
@@ -117,8 +122,8 @@ trait Pending {
     /// Forgets the output of a run that was rolled back.
     fn reset(&mut self);
     fn fail(&mut self, e: Error);
-    /// Sends the output, with its events' positions shifted by `Ok(by)`, or the commit's error.
-    fn answer(&mut self, committed: std::result::Result<u64, &Error>);
+    /// Sends the output, its placeholders shifted by `Ok(by)`, or the commit's error.
+    fn answer(&mut self, committed: std::result::Result<Shift, &Error>);
 }
 
 impl<I, O: Positions> Pending for Job<I, O> {
@@ -130,7 +135,7 @@ impl<I, O: Positions> Pending for Job<I, O> {
         self.out = Some(Err(e));
     }
 
-    fn answer(&mut self, committed: std::result::Result<u64, &Error>) {
+    fn answer(&mut self, committed: std::result::Result<Shift, &Error>) {
         let Some(reply) = self.reply.take() else { return };
         let res = match committed {
             Err(e) => Err(batch_failed(e)),
@@ -177,6 +182,7 @@ impl Op {
             Op::Readmit(j) => j,
             Op::MarkDead(j) => j,
             Op::Lease(j) => j,
+            Op::Audit(j) => j,
         }
     }
 }
@@ -270,7 +276,7 @@ async fn begin<'c>(pool: &PgPool, conn: &'c mut Option<PoolConnection<Postgres>>
     Err(last.unwrap_or_else(|| Error::Unavailable("store writer has no connection".into())))
 }
 
-fn answer_all(batch: &mut Vec<Op>, committed: std::result::Result<u64, &Error>) {
+fn answer_all(batch: &mut Vec<Op>, committed: std::result::Result<Shift, &Error>) {
     for mut op in batch.drain(..) {
         op.pending().answer(committed);
     }
@@ -285,15 +291,15 @@ async fn exec(conn: &mut PgConnection, sql: &'static str) -> Result<()> {
 const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 
 /// Runs a batch in the transaction [`begin`] opened and commits it; returns how far to shift the
-/// placeholder positions of its events.
-async fn run_batch(conn: &mut PgConnection, batch: &mut [Op], ctx: &mut Ctx) -> Result<u64> {
-    let mut ev = EventBuf::default();
+/// placeholder positions of its events and ids of its audit records.
+async fn run_batch(conn: &mut PgConnection, batch: &mut [Op], ctx: &mut Ctx) -> Result<Shift> {
+    let mut appends = Appends::default();
     ctx.locked = false;
-    if let Err(e) = phases::run(conn, batch, &mut ev, ctx).await {
+    if let Err(e) = phases::run(conn, batch, &mut appends, ctx).await {
         tracing::warn!(error = %e, jobs = batch.len(), "a store batch failed; running its jobs one by one");
         exec(conn, "ROLLBACK").await?;
         ctx.locked = false;
-        ev = EventBuf::default();
+        appends = Appends::default();
         for op in batch.iter_mut() {
             op.pending().reset();
         }
@@ -301,19 +307,20 @@ async fn run_batch(conn: &mut PgConnection, batch: &mut [Op], ctx: &mut Ctx) -> 
         // Claims last: they take the feed lock, and no job should wait for a row lock under it.
         batch.sort_by_key(|op| matches!(op, Op::Claim(_)));
         for op in batch.iter_mut() {
-            let (mark, locked) = (ev.len(), ctx.locked);
+            let (mark, locked) = (appends.mark(), ctx.locked);
             exec(conn, "SAVEPOINT job").await?;
-            if let Err(e) = phases::run(conn, std::slice::from_mut(op), &mut ev, ctx).await {
+            if let Err(e) = phases::run(conn, std::slice::from_mut(op), &mut appends, ctx).await {
                 // rolling back to the savepoint also gives up a lock taken since
                 exec(conn, "ROLLBACK TO SAVEPOINT job").await?;
-                ev.truncate(mark);
+                appends.truncate(mark);
                 ctx.locked = locked;
                 op.pending().fail(e);
             }
             exec(conn, "RELEASE SAVEPOINT job").await?;
         }
     }
-    let shift = phases::insert_events(conn, &ev, ctx).await?;
+    let pos = phases::insert_events(conn, &appends.events, ctx).await?;
+    let audit = phases::insert_audit(conn, &appends.audit, ctx).await?;
     exec(conn, "COMMIT").await?;
-    Ok(shift)
+    Ok(Shift { pos, audit })
 }

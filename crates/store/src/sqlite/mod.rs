@@ -6,16 +6,19 @@
 //! commits once, and only then answers each caller. A caller waits one batch; throughput is
 //! batch-sized. A single writer also makes `events.pos` commit-ordered, which the feed relies on.
 
+mod access;
 mod ops;
 
+use crate::access::{check_audit, check_new_key};
 use crate::{
     AgentSummary, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, Held, OpenOptions,
-    PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, UsageBy,
+    PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use smith_core::{
-    AgentDef, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
+    AgentDef, ApiKey, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros, NewApiKey, NewAuditRecord,
+    NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -27,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_leader.sql"),
     include_str!("../../migrations/sqlite/0003_collaboration.sql"),
+    include_str!("../../migrations/sqlite/0004_access.sql"),
 ];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;
@@ -434,6 +438,41 @@ impl Store for SqliteStore {
         self.read(move |c| ops::usage_totals(c, by)).await
     }
 
+    async fn tenant_load(&self, tenant: &str, since: Micros) -> Result<TenantLoad> {
+        let tenant = tenant.to_string();
+        self.read(move |c| access::tenant_load(c, &tenant, since)).await
+    }
+
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {
+        check_new_key(&key)?;
+        self.write(move |c| access::create_api_key(c, &key, Micros::now())).await
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<(ApiKey, String)>> {
+        let id = id.to_string();
+        self.read(move |c| access::api_key(c, &id)).await
+    }
+
+    async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>> {
+        let tenant = tenant.map(str::to_string);
+        self.read(move |c| access::list_api_keys(c, tenant.as_deref())).await
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: Micros) -> Result<Option<ApiKey>> {
+        let id = id.to_string();
+        self.write(move |c| access::revoke_api_key(c, &id, at)).await
+    }
+
+    async fn append_audit(&self, record: NewAuditRecord) -> Result<AuditRecord> {
+        check_audit(&record)?;
+        self.write(move |c| access::append_audit(c, &record)).await
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        let q = query.clone();
+        self.read(move |c| access::audit(c, &q)).await
+    }
+
     async fn put_agents(&self, defs: &[AgentDef]) -> Result<()> {
         for d in defs {
             d.validate()?;
@@ -512,6 +551,49 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `tenant_load` runs on every submission when quotas are set: it must read indexes only,
+    /// never scan the tasks table.
+    #[tokio::test]
+    async fn tenant_load_reads_indexes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = OpenOptions { fsync: false, readers: 1, pool_size: 1 };
+        let store = SqliteStore::open(&dir.path().join("s.db"), &options).await.unwrap();
+        let plan: Vec<String> = store
+            .read(|c| {
+                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {}", access::TENANT_LOAD))?;
+                let rows = st.query_map(["acme", "0"], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+            .unwrap();
+        let uses = |index: &str| plan.iter().filter(|step| step.contains(index)).count();
+        assert_eq!((uses("tasks_tenant_active"), uses("tasks_tenant_spent")), (2, 1), "{plan:#?}");
+        assert!(plan.iter().all(|step| !step.starts_with("SCAN")), "{plan:#?}");
+    }
+
+    /// The audit log is append-only in the schema too, whatever SQL a future change adds.
+    #[tokio::test]
+    async fn audit_records_cannot_be_changed_or_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = OpenOptions { fsync: false, readers: 1, pool_size: 1 };
+        let store = SqliteStore::open(&dir.path().join("s.db"), &options).await.unwrap();
+        let record = smith_core::NewAuditRecord {
+            at: Micros(1),
+            actor: "token".into(),
+            tenant: "acme".into(),
+            action: "task.submit".into(),
+            target: None,
+            source: "127.0.0.1:1".into(),
+            status: 201,
+        };
+        store.append_audit(record).await.unwrap();
+        for sql in ["UPDATE audit SET status = 200", "DELETE FROM audit"] {
+            let err = store.write(move |c| Ok(c.execute(sql, [])?)).await.unwrap_err();
+            assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+        }
+        assert_eq!(store.audit(&AuditQuery::default()).await.unwrap().len(), 1);
+    }
 
     /// Writes that fail after changing rows are undone without undoing their batch neighbours.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -463,6 +463,10 @@ pub(super) fn complete(
         row.last_seq += drafts.len() as u64;
     }
     row.task.usage = add_usage(row.task.usage, outcome.usage());
+    if !outcome.usage().is_zero() {
+        // dates the usage for tenant quotas (`tenant_load`)
+        c.prepare_cached("UPDATE tasks SET spent_at = ?2 WHERE id = ?1")?.execute(params![id.to_string(), now.0])?;
+    }
     let usage = row.task.usage;
     let change = match outcome {
         Outcome::Succeeded { result, .. } => {

@@ -1,0 +1,163 @@
+//! The SQL of API keys, the audit log and tenant load in the SQLite store. Writes run in the
+//! writer's batch transaction, reads on a reader, like everything in `ops.rs`.
+
+use crate::access::{audit_limit, parse_scopes, scopes_text};
+use crate::{Result, TenantLoad};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use smith_core::{ApiKey, AuditQuery, AuditRecord, Micros, NewApiKey, NewAuditRecord};
+
+const KEY_COLS: &str = "id, tenant, scopes, name, created_at, revoked_at";
+const AUDIT_COLS: &str = "id, at, actor, tenant, action, target, source, status";
+
+/// A key row before its scopes are parsed (which may fail with a store error, not a driver one).
+struct KeyRow {
+    id: String,
+    tenant: String,
+    scopes: String,
+    name: Option<String>,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+fn key_row(r: &Row) -> rusqlite::Result<KeyRow> {
+    Ok(KeyRow {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        scopes: r.get(2)?,
+        name: r.get(3)?,
+        created_at: r.get(4)?,
+        revoked_at: r.get(5)?,
+    })
+}
+
+impl KeyRow {
+    fn key(self) -> Result<ApiKey> {
+        Ok(ApiKey {
+            scopes: parse_scopes(&self.scopes)?,
+            id: self.id,
+            tenant: self.tenant,
+            name: self.name,
+            created_at: Micros(self.created_at),
+            revoked_at: self.revoked_at.map(Micros),
+        })
+    }
+}
+
+fn audit_row(r: &Row) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        id: r.get::<_, i64>(0)? as u64,
+        at: Micros(r.get(1)?),
+        actor: r.get(2)?,
+        tenant: r.get(3)?,
+        action: r.get(4)?,
+        target: r.get(5)?,
+        source: r.get(6)?,
+        status: r.get(7)?,
+    })
+}
+
+pub(super) fn create_api_key(c: &Connection, k: &NewApiKey, now: Micros) -> Result<ApiKey> {
+    let n = c
+        .prepare_cached(
+            "INSERT INTO api_keys (id, tenant, scopes, name, secret_sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (id) DO NOTHING",
+        )?
+        .execute(params![k.id, k.tenant, scopes_text(&k.scopes), k.name, k.secret_sha256, now.0])?;
+    if n == 0 {
+        return Err(
+            smith_core::Error::new(smith_core::Code::Conflict, format!("API key {} already exists", k.id)).into()
+        );
+    }
+    Ok(ApiKey {
+        id: k.id.clone(),
+        tenant: k.tenant.clone(),
+        scopes: k.scopes.clone(),
+        name: k.name.clone(),
+        created_at: now,
+        revoked_at: None,
+    })
+}
+
+pub(super) fn api_key(c: &Connection, id: &str) -> Result<Option<(ApiKey, String)>> {
+    let sql = format!("SELECT {KEY_COLS}, secret_sha256 FROM api_keys WHERE id = ?1");
+    let row = c.prepare_cached(&sql)?.query_row([id], |r| Ok((key_row(r)?, r.get::<_, String>(6)?))).optional()?;
+    match row {
+        None => Ok(None),
+        Some((key, hash)) => Ok(Some((key.key()?, hash))),
+    }
+}
+
+pub(super) fn list_api_keys(c: &Connection, tenant: Option<&str>) -> Result<Vec<ApiKey>> {
+    let sql = format!("SELECT {KEY_COLS} FROM api_keys WHERE ?1 IS NULL OR tenant = ?1 ORDER BY created_at, rowid");
+    let rows: Vec<KeyRow> = c.prepare_cached(&sql)?.query_map([tenant], key_row)?.collect::<rusqlite::Result<_>>()?;
+    rows.into_iter().map(KeyRow::key).collect()
+}
+
+pub(super) fn revoke_api_key(c: &Connection, id: &str, at: Micros) -> Result<Option<ApiKey>> {
+    let sql = format!("UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1 RETURNING {KEY_COLS}");
+    let row = c.prepare_cached(&sql)?.query_row(params![id, at.0], key_row).optional()?;
+    row.map(KeyRow::key).transpose()
+}
+
+pub(super) fn append_audit(c: &Connection, r: &NewAuditRecord) -> Result<AuditRecord> {
+    c.prepare_cached(
+        "INSERT INTO audit (at, actor, tenant, action, target, source, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![r.at.0, r.actor, r.tenant, r.action, r.target, r.source, r.status])?;
+    Ok(AuditRecord {
+        id: c.last_insert_rowid() as u64,
+        at: r.at,
+        actor: r.actor.clone(),
+        tenant: r.tenant.clone(),
+        action: r.action.clone(),
+        target: r.target.clone(),
+        source: r.source.clone(),
+        status: r.status,
+    })
+}
+
+pub(super) fn audit(c: &Connection, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
+    let after = i64::try_from(q.after).unwrap_or(i64::MAX);
+    let mut sql = format!("SELECT {AUDIT_COLS} FROM audit WHERE id > ?1");
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(after)];
+    let mut narrow = |cond: &str, value: Box<dyn rusqlite::ToSql>| {
+        args.push(value);
+        sql.push_str(&format!(" AND {cond} ?{}", args.len()));
+    };
+    if let Some(t) = &q.tenant {
+        narrow("tenant =", Box::new(t.clone()));
+    }
+    if let Some(a) = &q.actor {
+        narrow("actor =", Box::new(a.clone()));
+    }
+    if let Some(a) = &q.action {
+        narrow("action =", Box::new(a.clone()));
+    }
+    if let Some(s) = q.since {
+        narrow("at >=", Box::new(s.0));
+    }
+    if let Some(u) = q.until {
+        narrow("at <", Box::new(u.0));
+    }
+    args.push(Box::new(audit_limit(q) as i64));
+    sql.push_str(&format!(" ORDER BY id LIMIT ?{}", args.len()));
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())), audit_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A tenant's queued and running tasks, and what it spent since `?2`. Three index lookups:
+/// `tasks_tenant_active` for each count, `tasks_tenant_spent` for the sums (see the test).
+pub(super) const TENANT_LOAD: &str = "SELECT \
+        (SELECT count(*) FROM tasks WHERE tenant = ?1 AND status = 'queued'), \
+        (SELECT count(*) FROM tasks WHERE tenant = ?1 AND status = 'running'), \
+        coalesce(sum(json_extract(usage, '$.input_tokens') + json_extract(usage, '$.output_tokens')), 0), \
+        coalesce(sum(json_extract(usage, '$.cost_usd')), 0.0) \
+    FROM tasks WHERE tenant = ?1 AND usage IS NOT NULL AND spent_at >= ?2";
+
+pub(super) fn tenant_load(c: &Connection, tenant: &str, since: Micros) -> Result<TenantLoad> {
+    let (queued, running, tokens, cost) = c.prepare_cached(TENANT_LOAD)?.query_row(params![tenant, since.0], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, f64>(3)?))
+    })?;
+    Ok(TenantLoad { queued: queued as u64, running: running as u64, tokens: tokens as u64, cost_usd: cost })
+}
