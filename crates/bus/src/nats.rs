@@ -34,6 +34,7 @@
 //!   alone and counted in [`Subscription::dropped`].
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +91,9 @@ struct Target {
     display: String,
     auth: Auth,
     capacity: usize,
+    /// `?cacertfile=`: PEM certificate authorities to trust instead of the system's; TLS is
+    /// then required.
+    ca_file: Option<PathBuf>,
 }
 
 enum Auth {
@@ -102,7 +106,9 @@ impl NatsBus {
     /// Connects to the server named by `url`: `nats://[user:password@]host[:port]`,
     /// `nats://token@host[:port]`, or `tls://…` for TLS (system trust roots). The port
     /// defaults to 4222; `?capacity=N` sets the per-subscriber buffer (default
-    /// [`DEFAULT_CAPACITY`]).
+    /// [`DEFAULT_CAPACITY`]); `?cacertfile=PATH` names a PEM file of certificate authorities
+    /// (a private CA) to trust instead of the system's, and makes TLS required even with
+    /// `nats://` (a server that does not offer it is refused, not spoken to in plain text).
     ///
     /// Fails within about [`CONNECT_TIMEOUT`]: [`Error::Config`] for a malformed URL,
     /// rejected credentials or a TLS mismatch, [`Error::Backend`] for a server that is
@@ -110,7 +116,15 @@ impl NatsBus {
     pub async fn connect(url: &str) -> Result<NatsBus> {
         let target = parse_url(url)?;
         let server = target.display.clone();
-        let options = connect_options(&server, target.auth);
+        if let Some(path) = &target.ca_file {
+            check_ca_file(path).await.map_err(|why| {
+                Error::Config(format!("bus URL for NATS server {server}: cacertfile `{}` {why}", path.display()))
+            })?;
+        }
+        let mut options = connect_options(&server, target.auth);
+        if let Some(path) = target.ca_file {
+            options = options.add_root_certificates(path).require_tls(true);
+        }
 
         // async-nats bounds only the TCP connect by `connection_timeout`; this bounds the
         // handshake too, so a port that accepts and never speaks NATS fails as well.
@@ -211,6 +225,15 @@ async fn forward(
     }
 }
 
+/// Whether a `cacertfile` can be used: readable and holding a PEM certificate.
+async fn check_ca_file(path: &Path) -> std::result::Result<(), String> {
+    let pem = tokio::fs::read_to_string(path).await.map_err(|e| format!("cannot be read: {e}"))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err("holds no PEM certificate".into());
+    }
+    Ok(())
+}
+
 fn connect_options(server: &str, auth: Auth) -> ConnectOptions {
     let events_server = server.to_owned();
     // `retry_on_initial_connect` stays off (the default): a server that is down at
@@ -256,6 +279,15 @@ fn connect_error(server: &str, err: &async_nats::ConnectError) -> Error {
             Error::Config(format!("{message}; check the credentials in the bus URL"))
         }
         ConnectErrorKind::ServerParse | ConnectErrorKind::Tls => Error::Config(message),
+        // rustls's verdict on the server's certificate, wrapped in an I/O error
+        ConnectErrorKind::Io if message.contains("certificate") => Error::Config(format!(
+            "{message}; the server's TLS certificate is not trusted for this host name \
+             (system trust roots, or ?cacertfile= for a private CA)"
+        )),
+        // rustls got something that is not TLS back
+        ConnectErrorKind::Io if message.contains("corrupt message") => {
+            Error::Config(format!("{message}; the server does not speak TLS, which tls:// and ?cacertfile= require"))
+        }
         ConnectErrorKind::Dns | ConnectErrorKind::TimedOut | ConnectErrorKind::Io | ConnectErrorKind::MaxReconnects => {
             Error::Backend(message)
         }
@@ -269,6 +301,7 @@ fn parse_url(url: &str) -> Result<Target> {
     let (address, query) = url.split_once('?').unwrap_or((url, ""));
 
     let mut capacity = DEFAULT_CAPACITY;
+    let mut ca_file = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
@@ -276,7 +309,14 @@ fn parse_url(url: &str) -> Result<Target> {
                 Ok(n) if n > 0 => capacity = n,
                 _ => return Err(bad(format!("capacity must be a positive integer, got `{value}`"))),
             },
-            other => return Err(bad(format!("unknown option `{other}`; supported: capacity"))),
+            "cacertfile" => {
+                let path = percent_decode(value).ok_or_else(|| bad("cacertfile is not valid UTF-8".into()))?;
+                if path.is_empty() {
+                    return Err(bad("cacertfile needs a path".into()));
+                }
+                ca_file = Some(PathBuf::from(path));
+            }
+            other => return Err(bad(format!("unknown option `{other}`; supported: capacity, cacertfile"))),
         }
     }
 
@@ -307,7 +347,7 @@ fn parse_url(url: &str) -> Result<Target> {
     let _ = bare.set_password(None);
     let address = ServerAddr::from_url(bare).map_err(|e| bad(e.to_string()))?;
     let display = format!("{}://{}:{}", address.scheme(), address.host(), address.port());
-    Ok(Target { address, display, auth, capacity })
+    Ok(Target { address, display, auth, capacity, ca_file })
 }
 
 #[async_trait::async_trait]
@@ -395,6 +435,11 @@ mod tests {
         assert_eq!(target.display, "tls://nats.example:7422");
         assert!(matches!(&target.auth, Auth::Token(t) if t == "s3cret"));
         assert!(target.address.tls_required());
+        assert_eq!(target.ca_file, None);
+
+        let target = parse_url("nats://h?cacertfile=/etc/ssl/my%20ca.pem&capacity=3").unwrap();
+        assert_eq!(target.ca_file.as_deref(), Some(Path::new("/etc/ssl/my ca.pem")));
+        assert_eq!(target.capacity, 3);
     }
 
     #[test]
@@ -407,7 +452,8 @@ mod tests {
             ("nats://host/path", &["no path"]),
             ("nats://host?capacity=0", &["capacity"]),
             ("nats://host?capacity=lots", &["capacity"]),
-            ("nats://host?size=3", &["`size`"]),
+            ("nats://host?size=3", &["`size`", "cacertfile"]),
+            ("tls://host?cacertfile=", &["cacertfile needs a path"]),
             ("http://host", &["nats://", "tls://"]),
             ("nats://user:s3cret@host:port", &["***@host:port"]),
         ];

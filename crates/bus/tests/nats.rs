@@ -292,3 +292,74 @@ async fn subscription_ends_when_bus_is_dropped() {
     let end = tokio::time::timeout(Duration::from_secs(2), sub.recv()).await;
     assert!(matches!(end, Ok(None)), "{end:?}");
 }
+
+/// A NATS server with a certificate from a private CA: untrusted (a configuration error) until
+/// `?cacertfile=` names the CA, and with it TLS is required even on a `nats://` URL.
+#[tokio::test]
+async fn tls_with_a_private_ca() {
+    const OPENSSL: &str = "/usr/bin/openssl";
+    if !Path::new(OPENSSL).exists() {
+        println!("skipped: {OPENSSL} is not installed");
+        return;
+    }
+    let dir = tempfile_dir("smith-nats-tls");
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    std::fs::write(file("leaf.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+        .unwrap();
+    // (Temporary directory paths hold no spaces.)
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    let steps = [
+        format!("req -x509 {ec} -days 1 -subj /CN=smith-test-CA -keyout {} -out {}", file("ca.key"), file("ca.pem")),
+        format!("req {ec} -subj /CN=localhost -keyout {} -out {}", file("leaf.key"), file("leaf.csr")),
+        format!(
+            "x509 -req -days 1 -CAcreateserial -in {} -CA {} -CAkey {} -extfile {} -out {}",
+            file("leaf.csr"),
+            file("ca.pem"),
+            file("ca.key"),
+            file("leaf.ext"),
+            file("leaf.pem")
+        ),
+    ];
+    for step in steps {
+        let out = Command::new(OPENSSL).args(step.split(' ')).output().unwrap();
+        assert!(out.status.success(), "openssl {step}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (cert, key) = (file("leaf.pem"), file("leaf.key"));
+    let Some(server) = PrivateServer::start(&["--tlscert", &cert, "--tlskey", &key]) else { return };
+    let tls_url = format!("tls://127.0.0.1:{}", server.port);
+
+    // the system does not trust the private CA
+    let err = NatsBus::connect(&tls_url).await.expect_err("an untrusted certificate was accepted");
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+
+    // a CA file that is missing, or holds no certificate: said before connecting
+    for (ca, words) in [("missing.pem", "cannot be read"), ("leaf.key", "holds no PEM certificate")] {
+        let url = format!("{tls_url}?cacertfile={}", file(ca));
+        let err = NatsBus::connect(&url).await.expect_err("a bad cacertfile was accepted");
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert!(err.to_string().contains(words), "{err}");
+    }
+
+    // with the CA: connected, over TLS, on tls:// and on nats://
+    for scheme in ["tls", "nats"] {
+        let url = format!("{scheme}://127.0.0.1:{}?cacertfile={}", server.port, file("ca.pem"));
+        let bus = connect(&url).await;
+        let subject = unique("tls");
+        let mut sub = bus.subscribe(&subject).await.unwrap();
+        round_trip(&bus, &subject, &mut sub).await;
+    }
+
+    // a server without TLS is refused when a CA is given, never spoken to in plain text
+    let Some(plain) = PrivateServer::start(&[]) else { return };
+    let url = format!("{}?cacertfile={}", plain.url(""), file("ca.pem"));
+    let err = NatsBus::connect(&url).await.expect_err("TLS was required");
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("does not speak TLS"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir(prefix: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{:016x}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
