@@ -8,10 +8,13 @@ mod hub;
 mod mcp;
 pub mod metrics;
 mod routes;
+mod server;
 mod sessions;
 mod stream;
+pub mod tls;
 
 pub use error::{status_of, ApiError};
+pub use server::ServeOptions;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::header::AUTHORIZATION;
@@ -106,22 +109,25 @@ impl Gateway {
             .layer(axum::Extension(error::BodyLimit(self.state.opts.max_body_bytes)))
     }
 
-    /// Serves HTTP on an already-bound listener until `stop`; in-flight requests finish, SSE
-    /// streams are closed (their readers resume elsewhere by id).
+    /// Serves plain HTTP with the default timeouts; see [`Gateway::serve_with`].
     pub async fn serve(self, listener: TcpListener, stop: CancellationToken) -> Result<(), String> {
+        self.serve_with(listener, &ServeOptions::default(), stop).await
+    }
+
+    /// Serves HTTP, or HTTPS with `opts.tls`, on an already-bound listener until `stop`;
+    /// in-flight requests finish, SSE streams are closed (their readers resume elsewhere by id).
+    pub async fn serve_with(
+        self,
+        listener: TcpListener,
+        opts: &ServeOptions,
+        stop: CancellationToken,
+    ) -> Result<(), String> {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         *self.state.address.lock().expect("address lock") = Some(addr.to_string());
-        tracing::info!(%addr, "gateway listening");
-        let closing = CancellationToken::new();
-        *self.state.closing.lock().expect("closing lock") = closing.clone();
-        let app = self.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                stop.cancelled().await;
-                closing.cancel();
-            })
-            .await
-            .map_err(|e| format!("http server failed: {e}"))
+        tracing::info!(%addr, tls = opts.tls.is_some(), "gateway listening");
+        // cancelled with `stop`: open SSE streams end, so their connections can close
+        *self.state.closing.lock().expect("closing lock") = stop.child_token();
+        server::run(listener, self.router(), opts, stop).await
     }
 
     /// Feeds the hub from the bus: every committed event, published by any process.
@@ -194,10 +200,7 @@ pub async fn serve_metrics(
             }),
         )
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .map_err(|e| format!("metrics server failed: {e}"))
+    server::run(listener, app, &ServeOptions::default(), stop).await
 }
 
 /// Authentication and request metrics for every route.

@@ -42,6 +42,16 @@ pub struct ServerSection {
     pub keepalive: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     pub slow_reader_timeout: Option<Duration>,
+    /// PEM certificate chain (leaf first) to serve HTTPS with; goes with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// From the moment a request is due to its last header line (slow clients are cut off).
+    #[serde(default, with = "opt_duration")]
+    pub header_timeout: Option<Duration>,
+    /// How long a kept-alive connection may wait for its next request.
+    #[serde(default, with = "opt_duration")]
+    pub idle_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -326,6 +336,58 @@ pub fn worker_options(
     Ok(worker)
 }
 
+/// The flags of a role that serves the API over HTTPS (`smith up`, `smith gateway`).
+#[derive(clap::Args, Debug, Default)]
+pub struct TlsArgs {
+    /// PEM certificate chain (leaf first) to serve HTTPS with; needs --tls-key. SIGHUP reloads
+    /// both files.
+    #[arg(long, env = "SMITH_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 RSA or SEC1 EC; unencrypted).
+    #[arg(long, env = "SMITH_TLS_KEY", hide_env_values = true)]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// How the API listener serves, after all layers: the TLS files (none for plain HTTP) and the
+/// slow-client timeouts.
+#[derive(Debug)]
+pub struct Listener {
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// `[server]` TLS files and timeouts, each TLS file overridden by its flag (or environment);
+/// both files or neither.
+pub fn listener(file: &FileConfig, args: &TlsArgs) -> Result<Listener> {
+    let s = &file.server;
+    let given = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+    let cert = given(&args.tls_cert).or_else(|| given(&s.tls_cert));
+    let key = given(&args.tls_key).or_else(|| given(&s.tls_key));
+    let tls = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => bail!(
+            "HTTPS needs a certificate and its key: tls_cert is set but tls_key is not \
+             (--tls-key, SMITH_TLS_KEY or [server] tls_key)"
+        ),
+        (None, Some(_)) => bail!(
+            "HTTPS needs a certificate and its key: tls_key is set but tls_cert is not \
+             (--tls-cert, SMITH_TLS_CERT or [server] tls_cert)"
+        ),
+    };
+    let defaults = smith_gateway::ServeOptions::default();
+    let header_timeout = s.header_timeout.unwrap_or(defaults.header_timeout);
+    let idle_timeout = s.idle_timeout.unwrap_or(defaults.idle_timeout);
+    if header_timeout.is_zero() {
+        bail!("server.header_timeout must be more than 0s");
+    }
+    if idle_timeout.is_zero() {
+        bail!("server.idle_timeout must be more than 0s");
+    }
+    Ok(Listener { tls, header_timeout, idle_timeout })
+}
+
 /// The autoscaler's options: `[scaling]`, bounded by `min`/`max` agent slots.
 pub fn scaling_options(file: &FileConfig, min: usize, max: usize) -> Result<smith_supervisor::scaling::ScalingOptions> {
     let mut o = smith_supervisor::scaling::ScalingOptions { min_agents: min, max_agents: max, ..Default::default() };
@@ -379,6 +441,27 @@ mod tests {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs_and_flags_win() {
+        let f = parse("[server]\ntls_cert = \"file.crt\"\ntls_key = \"file.key\"\nheader_timeout = \"2s\"").unwrap();
+        let none = TlsArgs::default();
+        let l = listener(&f, &none).unwrap();
+        assert_eq!(l.tls, Some(("file.crt".into(), "file.key".into())));
+        assert_eq!((l.header_timeout, l.idle_timeout), (Duration::from_secs(2), Duration::from_secs(60)));
+        let flags = TlsArgs { tls_cert: Some("flag.crt".into()), tls_key: None };
+        assert_eq!(listener(&f, &flags).unwrap().tls, Some(("flag.crt".into(), "file.key".into())));
+        assert_eq!(listener(&FileConfig::default(), &none).unwrap().tls, None);
+
+        let half = parse("[server]\ntls_cert = \"file.crt\"").unwrap();
+        let err = listener(&half, &none).unwrap_err().to_string();
+        assert!(err.contains("tls_key is not") && err.contains("--tls-key"), "{err}");
+        let half = TlsArgs { tls_cert: None, tls_key: Some("k.pem".into()) };
+        let err = listener(&FileConfig::default(), &half).unwrap_err().to_string();
+        assert!(err.contains("tls_cert is not") && err.contains("--tls-cert"), "{err}");
+        let zero = parse("[server]\nidle_timeout = \"0s\"").unwrap();
+        assert!(listener(&zero, &none).unwrap_err().to_string().contains("idle_timeout"));
     }
 
     #[test]

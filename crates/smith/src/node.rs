@@ -2,7 +2,8 @@
 //! draining shutdown, and the pieces every role shares (listener, metrics, node ids).
 
 use anyhow::{anyhow, bail, Context, Result};
-use smith_gateway::Gateway;
+use smith_gateway::tls::ServerCert;
+use smith_gateway::{Gateway, ServeOptions};
 use smith_supervisor::tree::{self, Backoff, ChildSpec, Intensity, Restart, Strategy, SupervisorSpec};
 use smith_supervisor::Supervisor;
 use smith_worker::Worker;
@@ -10,6 +11,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 pub fn hostname() -> String {
@@ -22,7 +24,6 @@ pub fn instance_id() -> String {
 }
 
 pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     tokio::select! {
@@ -61,14 +62,12 @@ pub fn prepare_process_agents(run_dir: &std::path::Path) {
     }
 }
 
-/// A URL fit for logs and errors: any password replaced.
+/// A URL fit for logs and errors: any password replaced, in the user part or in a query
+/// parameter (`?password=`, which libpq and sqlx accept, and the like).
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or("");
             // a bare user part is a secret token in NATS URLs
@@ -80,11 +79,30 @@ pub fn redact(url: &str) -> String {
             } else {
                 user.to_string()
             };
-            format!("{scheme}://{masked}@{host}{path}")
+            format!("{masked}@{host}")
         }
-        None => url.to_string(),
-    }
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = query.split_once('#').map_or((query, None), |(q, f)| (q, Some(f)));
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) => format!("{k}=***"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
+            format!("{path}?{}{fragment}", pairs.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
+
+/// Query parameters whose values are secrets.
+const SECRET_PARAMS: &[&str] = &["password", "passwd", "pass", "sslpassword", "token", "auth_token", "secret"];
 
 /// Installs the Prometheus recorder and describes every crate's metrics.
 pub fn install_metrics() -> Result<smith_gateway::MetricsRender> {
@@ -231,25 +249,82 @@ pub fn worker_tree(worker: &Worker) -> SupervisorSpec {
         }))
 }
 
+/// How the API listener serves: loads and checks the TLS certificate and key when there are
+/// any, and from then on SIGHUP no longer ends the process (it reloads them, see
+/// [`gateway_tree`]).
+pub async fn serve_options(l: &crate::config::Listener) -> Result<ServeOptions> {
+    let mut opts = ServeOptions { tls: None, header_timeout: l.header_timeout, idle_timeout: l.idle_timeout };
+    if let Some((cert, key)) = &l.tls {
+        let loaded = ServerCert::load(cert, key).await.context("cannot serve HTTPS")?;
+        // replaces SIGHUP's default action (exit) for the life of the process, before anyone
+        // learns the address and might signal
+        drop(signal(SignalKind::hangup()).context("cannot handle SIGHUP")?);
+        tracing::info!(cert = %cert.display(), fingerprint = %loaded.fingerprint(), "serving HTTPS");
+        opts.tls = Some(loaded);
+    }
+    Ok(opts)
+}
+
+/// `https` or `http`: the scheme of the API's URL.
+pub fn scheme(opts: &ServeOptions) -> &'static str {
+    if opts.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 /// The hub feeds the streams the server serves: if it restarts, so does the server (rest_for_one).
-pub fn gateway_tree(gateway: &Gateway, listener: std::net::TcpListener) -> SupervisorSpec {
+/// With TLS, a last child reloads the certificate on SIGHUP.
+pub fn gateway_tree(gateway: &Gateway, listener: std::net::TcpListener, serve: ServeOptions) -> SupervisorSpec {
     let listener = Arc::new(listener);
     let gw = gateway.clone();
-    SupervisorSpec::new("gateway", Strategy::RestForOne)
+    let cert = serve.tls.clone();
+    let serve = Arc::new(serve);
+    let spec = SupervisorSpec::new("gateway", Strategy::RestForOne)
         .intensity(INTENSITY)
         .backoff(BACKOFF)
         .child(child("hub", gateway, |g, t| Box::pin(g.hub_loop(t))))
         .child(ChildSpec::worker("http", Restart::Permanent, move |stop| {
             let gw = gw.clone();
             let l = listener.clone();
+            let serve = serve.clone();
             Box::pin(async move {
                 let std_listener = l.try_clone().map_err(|e| tree::ChildError(format!("listener: {e}")))?;
                 let listener = tokio::net::TcpListener::from_std(std_listener)
                     .map_err(|e| tree::ChildError(format!("listener: {e}")))?;
-                gw.serve(listener, stop).await.map_err(tree::ChildError::from)
+                gw.serve_with(listener, &serve, stop).await.map_err(tree::ChildError::from)
             })
         }))
-        .child(child("gateway-heartbeat", gateway, |g, t| Box::pin(g.heartbeat_loop(t))))
+        .child(child("gateway-heartbeat", gateway, |g, t| Box::pin(g.heartbeat_loop(t))));
+    match cert {
+        Some(cert) => spec.child(ChildSpec::worker("tls-reload", Restart::Permanent, move |stop| {
+            Box::pin(reload_on_sighup(cert.clone(), stop))
+        })),
+        None => spec,
+    }
+}
+
+/// Re-reads the certificate and key at each SIGHUP. A bad pair is logged and ignored: the
+/// certificate in use stays, and open connections are never touched either way.
+async fn reload_on_sighup(cert: Arc<ServerCert>, stop: CancellationToken) -> Result<(), tree::ChildError> {
+    let mut hangups = signal(SignalKind::hangup()).map_err(|e| tree::ChildError(format!("SIGHUP handler: {e}")))?;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = hangups.recv() => {}
+        }
+        match cert.reload().await {
+            Ok(fingerprint) => {
+                tracing::info!(cert = %cert.cert_path().display(), %fingerprint, "SIGHUP: TLS certificate reloaded")
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                fingerprint = %cert.fingerprint(),
+                "SIGHUP: TLS certificate not reloaded; still serving the one in use"
+            ),
+        }
+    }
 }
 
 /// The node's root: each role is a subtree with its own strategy and intensity; a role that
@@ -322,6 +397,13 @@ mod tests {
             ("postgres://db/x", "postgres://db/x"),
             ("amqp://guest:guest@h/%2f", "amqp://guest:***@h/%2f"),
             ("sqlite://./d/smith.db", "sqlite://./d/smith.db"),
+            ("nats://tok@h:4222?capacity=8&x=a@b", "nats://***@h:4222?capacity=8&x=a@b"),
+            ("nats://h?x=a@b", "nats://h?x=a@b"),
+            (
+                "postgres://u@db/x?sslmode=require&password=secret&sslrootcert=/ca.pem",
+                "postgres://u@db/x?sslmode=require&password=***&sslrootcert=/ca.pem",
+            ),
+            ("postgres://db?PassWord=secret#frag", "postgres://db?PassWord=***#frag"),
         ] {
             assert_eq!(super::redact(url), want);
         }

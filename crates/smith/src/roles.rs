@@ -15,12 +15,13 @@ use std::time::Duration;
 /// Where a role finds the shared store and bus.
 #[derive(clap::Args, Debug)]
 pub struct Shared {
-    /// The store: `postgres://user@host/db` (or `sqlite://PATH` for a single machine).
-    #[arg(long, env = "SMITH_STORE")]
+    /// The store: `postgres://user@host/db` (or `sqlite://PATH` for a single machine); TLS with
+    /// `?sslmode=require` (or `verify-full&sslrootcert=CA.pem`).
+    #[arg(long, env = "SMITH_STORE", hide_env_values = true)]
     store: Option<String>,
     /// The bus: `nats://host:4222` or `amqp://user:pass@host:5672/%2f` (or `memory://` inside
-    /// one process only).
-    #[arg(long, env = "SMITH_BUS")]
+    /// one process only); TLS with `tls://` or `amqps://`, a private CA with `?cacertfile=PATH`.
+    #[arg(long, env = "SMITH_BUS", hide_env_values = true)]
     bus: Option<String>,
     /// Config file (default: ./smith.toml if present).
     #[arg(long, env = "SMITH_CONFIG")]
@@ -56,6 +57,8 @@ pub struct GatewayArgs {
     /// Address to serve the API on; a non-loopback address requires --token.
     #[arg(long, env = "SMITH_LISTEN")]
     listen: Option<String>,
+    #[command(flatten)]
+    tls: config::TlsArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -113,7 +116,10 @@ async fn open(shared: &Shared) -> Result<Backends> {
         .or(file.bus.url.clone())
         .ok_or_else(|| anyhow!("no bus: pass --bus URL or set SMITH_BUS"))?;
     if bus_url.starts_with("memory:") || bus_url.starts_with("inproc:") {
-        bail!("--bus {bus_url} only connects parts of one process; separate roles need a shared bus such as nats://host:4222 or amqp://host:5672");
+        bail!(
+            "--bus {} only connects parts of one process; separate roles need a shared bus such as nats://host:4222 or amqp://host:5672",
+            node::redact(&bus_url)
+        );
     }
     let store = open_store(&store_url, &file).await?;
     let bus =
@@ -219,7 +225,11 @@ fn system_events_only(sup: &Supervisor) -> smith_supervisor::tree::SupervisorSpe
 }
 
 pub async fn gateway(args: GatewayArgs, token: Option<String>) -> Result<ExitCode> {
+    // validated before anything connects
+    let file = FileConfig::load(args.shared.config.as_deref())?;
+    let settings = config::listener(&file, &args.tls)?;
     crate::init_logging();
+    let serve = node::serve_options(&settings).await?;
     let b = open(&args.shared).await?;
     let token = token.or(b.file.server.token.clone()).filter(|t| !t.is_empty());
     let listen = args.listen.or(b.file.server.listen.clone()).unwrap_or_else(|| "127.0.0.1:8080".into());
@@ -234,10 +244,10 @@ pub async fn gateway(args: GatewayArgs, token: Option<String>) -> Result<ExitCod
     );
     let b_store = b.store.clone();
     let sup = Supervisor::new(SupervisorOptions::new(id), b.store, b.bus);
-    println!("smith listening on http://{bound}");
+    println!("smith listening on {}://{bound}", node::scheme(&serve));
     tracing::info!(addr = %bound, "smith gateway running");
-    let spec =
-        node::root(vec![node::gateway_tree(&gateway, listener), system_events_only(&sup), node::sampler_tree(b_store)]);
+    let gateway = node::gateway_tree(&gateway, listener, serve);
+    let spec = node::root(vec![gateway, system_events_only(&sup), node::sampler_tree(b_store)]);
     node::run(spec, sup.observer(), None, Duration::ZERO).await
 }
 

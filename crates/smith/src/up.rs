@@ -38,6 +38,8 @@ pub struct UpArgs {
     /// Do not fsync each commit: survives a process crash, not a power loss. Faster.
     #[arg(long, env = "SMITH_NO_FSYNC")]
     no_fsync: bool,
+    #[command(flatten)]
+    tls: config::TlsArgs,
 }
 
 /// The settings `smith up` runs with, after all layers.
@@ -52,6 +54,7 @@ struct Settings {
     dead_after: Duration,
     quarantine: Duration,
     scaling: smith_supervisor::scaling::ScalingOptions,
+    listener: config::Listener,
     file: FileConfig,
 }
 
@@ -77,6 +80,7 @@ fn settings(args: UpArgs, token: Option<String>) -> Result<Settings> {
         bail!("supervisor.dead_after must be at least two worker heartbeats");
     }
     let quarantine = file.supervisor.quarantine.unwrap_or(Duration::from_secs(10));
+    let listener = config::listener(&file, &args.tls)?;
     Ok(Settings {
         listen,
         data_dir,
@@ -88,6 +92,7 @@ fn settings(args: UpArgs, token: Option<String>) -> Result<Settings> {
         dead_after,
         quarantine,
         scaling,
+        listener,
         file,
     })
 }
@@ -112,6 +117,8 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     // errors before logging is up go to stderr by the caller
     let s = settings(args, token)?;
     crate::init_logging();
+    let serve = node::serve_options(&s.listener).await?;
+    let scheme = node::scheme(&serve);
     let _lock = lock_data_dir(&s.data_dir)?;
     let listener = node::bind(&s.listen, s.token.as_deref()).await?;
     node::prepare_process_agents(&s.data_dir.join("run"));
@@ -143,7 +150,7 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     wopts.node_id = format!("worker-{instance}");
     wopts.address = Some(bound.to_string());
     // LLM agents reach the platform's tools through this process's own gateway
-    wopts.mcp_url = wopts.mcp_url.or_else(|| Some(format!("http://{bound}/mcp")));
+    wopts.mcp_url = wopts.mcp_url.or_else(|| Some(format!("{scheme}://{bound}/mcp")));
     wopts.mcp_token = s.token.clone();
     wopts.work_dir = wopts.work_dir.or_else(|| Some(s.data_dir.join("work")));
     let worker = Worker::new(wopts, store.clone(), bus.clone());
@@ -171,10 +178,10 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     let spec = node::root(vec![
         node::supervisor_tree(&supervisor),
         node::worker_tree(&worker),
-        node::gateway_tree(&gateway, listener),
+        node::gateway_tree(&gateway, listener, serve),
         node::sampler_tree(store.clone()),
     ]);
-    println!("smith listening on http://{bound}");
+    println!("smith listening on {scheme}://{bound}");
     tracing::info!(addr = %bound, data_dir = %s.data_dir.display(), agents = s.agents.len(), "smith up");
     node::run(spec, supervisor.observer(), Some(worker), s.drain_timeout).await
 }

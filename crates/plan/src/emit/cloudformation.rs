@@ -23,7 +23,7 @@ const AURORA_VERSION: &str = "16.9";
 const AURORA_FAMILY: &str = "aurora-postgresql16";
 /// The ALB's idle timeout: far above the gateway's 15 s SSE keep-alive, so live streams are
 /// never cut for being quiet.
-const ALB_IDLE_TIMEOUT_S: u64 = 3600;
+pub(super) const ALB_IDLE_TIMEOUT_S: u64 = 3600;
 /// How long a deregistering gateway keeps its connections: its own stop takes at most
 /// `STOP_S`; SSE readers resume from their last event id on another gateway.
 const DEREGISTRATION_DELAY_S: u64 = 30;
@@ -275,8 +275,11 @@ fn secrets(f: &Fleet, res: &mut Map<String, Value>) {
             "AWS::SecretsManager::Secret",
             json!({
                 "Description": format!("{}: SMITH_STORE, the store URL", f.name),
+                // TLS to Aurora (or RDS Proxy), which refuses anything else (`rds.force_ssl`,
+                // `RequireTLS`). `require` encrypts without checking the certificate against a
+                // CA: Aurora's comes from Amazon's RDS CA, which the image's trust roots lack.
                 "SecretString": sub(format!(
-                    "postgres://{}:{}@{host}:{DB_PORT}/{DB_NAME}",
+                    "postgres://{}:{}@{host}:{DB_PORT}/{DB_NAME}?sslmode=require",
                     dynamic("DatabaseSecret", "username"),
                     dynamic("DatabaseSecret", "password"),
                 )),
@@ -412,9 +415,9 @@ fn database(f: &Fleet, res: &mut Map<String, Value>) {
         resource(
             "AWS::RDS::DBClusterParameterGroup",
             json!({
-                "Description": format!("{}: the store connects without TLS (its PostgreSQL client is built without it), inside the VPC", f.name),
+                "Description": format!("{}: connections must use TLS (the store URL has sslmode=require)", f.name),
                 "Family": AURORA_FAMILY,
-                "Parameters": {"rds.force_ssl": "0"},
+                "Parameters": {"rds.force_ssl": "1"},
             }),
         ),
     );
@@ -496,7 +499,7 @@ fn database(f: &Fleet, res: &mut Map<String, Value>) {
                 "RoleArn": ga("DatabaseProxyRole", "Arn"),
                 "VpcSubnetIds": r("PrivateSubnetIds"),
                 "VpcSecurityGroupIds": [ga("DatabaseProxySecurityGroup", "GroupId")],
-                "RequireTLS": false,
+                "RequireTLS": true,
                 "IdleClientTimeout": 1800,
             }),
         ),

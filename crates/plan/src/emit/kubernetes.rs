@@ -24,7 +24,7 @@ pub(super) fn files(f: &Fleet) -> Result<Vec<(String, String)>> {
     let secret_note = format!(
         "# Create the Secret `{0}-secrets` in this namespace before the Deployments start; this\n\
          # deployment ships no credentials. Keys:\n\
-         #   store-url  SMITH_STORE, e.g. postgres://USER:PASSWORD@HOST:5432/smith\n\
+         #   store-url  SMITH_STORE, e.g. postgres://USER:PASSWORD@HOST:5432/smith?sslmode=require\n\
          #   bus-url    SMITH_BUS, e.g. amqps://USER:PASSWORD@HOST:5671 or nats://HOST:4222\n\
          #   token      SMITH_TOKEN: the gateway's bearer token (clients, workers' agents, KEDA)\n\
          # kubectl -n {0} create secret generic {0}-secrets --from-literal=store-url=... \\\n\

@@ -320,7 +320,16 @@ impl<'a> Fleet<'a> {
                     "\n# Agent definitions ([agents.NAME]) go here; the built-ins echo, sleep, fail and stream are always there."
                 );
             }
-            Role::Gateway => {}
+            Role::Gateway => {
+                // A balancer that reuses a kept-alive connection just as the gateway closes it
+                // answers 502: the gateway must outwait the balancer's own idle timeout.
+                let lb = cloudformation::ALB_IDLE_TIMEOUT_S;
+                let _ = writeln!(
+                    t,
+                    "\n[server]\n# longer than the load balancer's idle timeout ({lb} s on the AWS stack's ALB)"
+                );
+                let _ = writeln!(t, "idle_timeout = \"{}s\"", lb + 60);
+            }
         }
         t
     }
