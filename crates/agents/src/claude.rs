@@ -235,9 +235,8 @@ impl<'a> StreamJson<'a> {
             }
         }
         if let (Some(id), Some(u)) = (message["id"].as_str(), message.get("usage")) {
-            let count = |k: &str| u[k].as_u64().unwrap_or(0);
-            let input = count("input_tokens") + count("cache_creation_input_tokens") + count("cache_read_input_tokens");
-            let seen = Usage { input_tokens: input, output_tokens: count("output_tokens"), cost_usd: 0.0 };
+            let (input_tokens, output_tokens) = tokens(u);
+            let seen = Usage { input_tokens, output_tokens, cost_usd: 0.0 };
             let prev = self.messages.insert(id.to_string(), seen);
             if prev != Some(seen) {
                 self.update_usage().await;
@@ -248,7 +247,9 @@ impl<'a> StreamJson<'a> {
     async fn update_usage(&mut self) {
         let mut total = Usage::default();
         for u in self.messages.values() {
-            total.add(u);
+            // saturating, like `tokens`: the counts are the CLI's, however absurd
+            total.input_tokens = total.input_tokens.saturating_add(u.input_tokens);
+            total.output_tokens = total.output_tokens.saturating_add(u.output_tokens);
         }
         if let Some(p) = self.pricing {
             total.cost_usd = p.cost(total.input_tokens, total.output_tokens);
@@ -262,15 +263,8 @@ impl<'a> StreamJson<'a> {
     }
 
     async fn result(&mut self, line: Value) {
-        let u = &line["usage"];
-        let count = |k: &str| u[k].as_u64().unwrap_or(0);
-        let mut total = Usage {
-            input_tokens: count("input_tokens")
-                + count("cache_creation_input_tokens")
-                + count("cache_read_input_tokens"),
-            output_tokens: count("output_tokens"),
-            cost_usd: line["total_cost_usd"].as_f64().unwrap_or(0.0),
-        };
+        let (input_tokens, output_tokens) = tokens(&line["usage"]);
+        let mut total = Usage { input_tokens, output_tokens, cost_usd: line["total_cost_usd"].as_f64().unwrap_or(0.0) };
         // the result's own totals are authoritative, but never smaller than what streamed
         total.input_tokens = total.input_tokens.max(self.usage.input_tokens);
         total.output_tokens = total.output_tokens.max(self.usage.output_tokens);
@@ -350,6 +344,16 @@ impl LineSink for StreamJson<'_> {
         self.handle(line).await;
         !self.gone
     }
+}
+
+/// The input (cache reads and writes included) and output tokens of a `usage` object. The
+/// counts come from the CLI: absurd ones saturate at `u64::MAX` rather than overflow.
+fn tokens(u: &Value) -> (u64, u64) {
+    let count = |k: &str| u[k].as_u64().unwrap_or(0);
+    let input = count("input_tokens")
+        .saturating_add(count("cache_creation_input_tokens"))
+        .saturating_add(count("cache_read_input_tokens"));
+    (input, count("output_tokens"))
 }
 
 fn excerpt(s: &str) -> String {
