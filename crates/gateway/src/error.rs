@@ -98,7 +98,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             }
         }
         let bytes = read_limited(req).await?;
-        parse_json(&bytes).map(JsonBody)
+        let value = parse_json(&bytes)?;
+        // serde also builds a struct from an array, field by field in order: a body is an object
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Err(ApiError::unprocessable("the body must be a JSON object, not an array"));
+        }
+        Ok(JsonBody(value))
     }
 }
 
@@ -142,6 +147,48 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     })?;
     de.end().map_err(|e| ApiError::invalid(format!("malformed JSON: {e}")))?;
     Ok(value)
+}
+
+/// `deserialize_with` for an optional object field (`budget`): null or absent is `None`, an
+/// object is decoded as `T` (naming the field inside it that is wrong), and anything else is
+/// refused — serde alone would also build the struct from an array (`"budget": [5]`).
+pub(crate) fn object_or_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    use serde::de::{Error, Unexpected};
+    use serde_json::Value;
+    let value = <Option<Value> as serde::Deserialize>::deserialize(d)?;
+    let unexpected = match &value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v @ Value::Object(_)) => {
+            return serde_path_to_error::deserialize(v.clone()).map(Some).map_err(|e| {
+                let path = e.path().to_string();
+                D::Error::custom(format!("{path}: {}", e.into_inner()))
+            })
+        }
+        Some(Value::Array(_)) => Unexpected::Seq,
+        Some(Value::Bool(b)) => Unexpected::Bool(*b),
+        Some(Value::Number(_)) => Unexpected::Other("a number"),
+        Some(Value::String(s)) => Unexpected::Str(s),
+    };
+    Err(D::Error::invalid_type(unexpected, &"an object or null"))
+}
+
+/// A path parameter as text; one that is not UTF-8 once percent-decoded is a JSON 400 (axum's
+/// own rejection is plain text).
+pub struct PathText(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathText {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(text)) => Ok(PathText(text)),
+            Err(e) => Err(ApiError::invalid(format!("malformed path: {e}"))),
+        }
+    }
 }
 
 /// Query parameters; unknown or malformed ones are 400 and named.

@@ -76,6 +76,7 @@ struct SubmitRequest {
     idempotency_key: Option<String>,
     session_id: Option<String>,
     parent_id: Option<String>,
+    #[serde(default, deserialize_with = "crate::error::object_or_null")]
     budget: Option<Budget>,
     metadata: Option<Value>,
 }

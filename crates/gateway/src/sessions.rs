@@ -3,10 +3,10 @@
 //! hands each turn the finished ones (Claude Code resumes its own session, HTTP LLM agents
 //! get the message history).
 
-use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::error::{ApiError, ApiResult, JsonBody, PathText};
 use crate::routes::submit_task;
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -27,6 +27,7 @@ pub(crate) struct StartRequest {
     input: Option<Value>,
     metadata: Option<Value>,
     timeout_ms: Option<u64>,
+    #[serde(default, deserialize_with = "crate::error::object_or_null")]
     budget: Option<Budget>,
 }
 
@@ -35,6 +36,7 @@ pub(crate) struct StartRequest {
 pub(crate) struct TurnRequest {
     input: Value,
     timeout_ms: Option<u64>,
+    #[serde(default, deserialize_with = "crate::error::object_or_null")]
     budget: Option<Budget>,
     idempotency_key: Option<String>,
     metadata: Option<Value>,
@@ -108,7 +110,7 @@ async fn load(s: &AppState, id: &str) -> ApiResult<Session> {
 
 pub(crate) async fn add_turn(
     State(s): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    PathText(id): PathText,
     JsonBody(req): JsonBody<TurnRequest>,
 ) -> ApiResult<Response> {
     let session = load(&s, &id).await?;
@@ -137,7 +139,7 @@ async fn count(s: &AppState, id: &str) -> ApiResult<usize> {
     Ok(s.store.list_tasks(&query(id, MAX_TURNS)).await?.items.len())
 }
 
-pub(crate) async fn show(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
+pub(crate) async fn show(State(s): State<Arc<AppState>>, PathText(id): PathText) -> ApiResult<Response> {
     let session = load(&s, &id).await?;
     let mut turns = s.store.list_tasks(&query(&session.id, MAX_TURNS)).await?.items;
     turns.retain(|t| t.tenant == session.tenant);
