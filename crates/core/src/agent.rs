@@ -95,7 +95,8 @@ impl Budget {
 
     /// Which limit `usage` crosses, as a message; `None` while within budget.
     pub fn exceeded_by(&self, usage: &crate::task::Usage) -> Option<String> {
-        let tokens = usage.input_tokens + usage.output_tokens;
+        // saturating: a provider may report absurd counts; they must not wrap or panic
+        let tokens = usage.input_tokens.saturating_add(usage.output_tokens);
         if let Some(max) = self.max_tokens {
             if tokens > max {
                 return Some(format!("used {tokens} tokens, over the budget of {max}"));

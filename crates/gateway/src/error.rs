@@ -12,11 +12,13 @@ use smith_core::Code;
 pub struct ApiError {
     pub code: Code,
     pub message: String,
+    /// Seconds for `Retry-After` on a 429 or 503 (default 1).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into() }
+        ApiError { code, message: message.into(), retry_after: None }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(Code::InvalidArgument, message)
@@ -26,6 +28,10 @@ impl ApiError {
     }
     pub fn unprocessable(message: impl Into<String>) -> Self {
         Self::new(Code::Unprocessable, message)
+    }
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 }
 
@@ -56,7 +62,8 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
         }
         if self.code == Code::Unavailable || self.code == Code::RateLimited {
-            resp.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            let secs = self.retry_after.unwrap_or(1).to_string();
+            resp.headers_mut().insert("retry-after", HeaderValue::from_str(&secs).expect("digits"));
         }
         resp
     }
@@ -64,7 +71,7 @@ impl IntoResponse for ApiError {
 
 impl From<smith_core::Error> for ApiError {
     fn from(e: smith_core::Error) -> Self {
-        ApiError { code: e.code, message: e.message }
+        ApiError { code: e.code, message: e.message, retry_after: None }
     }
 }
 
@@ -72,7 +79,7 @@ impl From<smith_store::Error> for ApiError {
     fn from(e: smith_store::Error) -> Self {
         match e {
             smith_store::Error::Domain(d) => d.into(),
-            other => ApiError { code: other.code(), message: other.to_string() },
+            other => ApiError { code: other.code(), message: other.to_string(), retry_after: None },
         }
     }
 }

@@ -3,10 +3,14 @@
 //! It validates, writes through the store, publishes wake-ups and cancels on the bus, and
 //! fans live events out to SSE readers through its [`hub::Hub`]. It never runs agents.
 
+mod audit;
+pub mod auth;
 mod error;
 mod hub;
+mod keys;
 mod mcp;
 pub mod metrics;
+pub mod quota;
 mod routes;
 mod server;
 mod sessions;
@@ -18,10 +22,11 @@ pub use server::ServeOptions;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::header::AUTHORIZATION;
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use smith_bus::Bus;
-use smith_core::{Code, EventHeader, Micros, Node, NodeRole, NodeStatus};
+use smith_core::{EventHeader, Micros, Node, NodeRole, NodeStatus};
 use smith_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,8 +39,14 @@ pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 #[derive(Clone)]
 pub struct GatewayOptions {
     pub node_id: String,
-    /// Bearer token required on every route but `/healthz` and `/readyz`, when set.
+    /// The platform token (every tenant, every scope); with no `token` and no `jwt`, callers
+    /// without credentials act as the platform (zero-config loopback `smith up`). API keys are
+    /// honoured either way.
     pub token: Option<String>,
+    /// JWT bearer tokens: tenant and scopes from their claims.
+    pub jwt: Option<auth::JwtOptions>,
+    /// Per-tenant submission quotas.
+    pub quotas: quota::Quotas,
     pub max_body_bytes: usize,
     pub keepalive: Duration,
     /// Frames buffered per SSE stream.
@@ -52,6 +63,8 @@ impl GatewayOptions {
         GatewayOptions {
             node_id: node_id.into(),
             token: None,
+            jwt: None,
+            quotas: Default::default(),
             max_body_bytes: 4 << 20,
             keepalive: Duration::from_secs(15),
             sse_buffer: 64,
@@ -65,6 +78,8 @@ impl GatewayOptions {
 
 pub(crate) struct AppState {
     pub opts: GatewayOptions,
+    pub auth: auth::AuthOptions,
+    pub quotas: quota::Enforcer,
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub hub: Arc<hub::Hub>,
@@ -89,8 +104,15 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(opts: GatewayOptions, store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Self {
         let hub = hub::Hub::new(opts.hub_buffer);
+        let auth = auth::AuthOptions {
+            token: opts.token.clone(),
+            jwt: opts.jwt.clone(),
+            anonymous: opts.token.is_none() && opts.jwt.is_none(),
+        };
         Gateway {
             state: Arc::new(AppState {
+                auth,
+                quotas: quota::Enforcer::new(opts.quotas.clone()),
                 opts,
                 store,
                 bus,
@@ -203,22 +225,64 @@ pub async fn serve_metrics(
     server::run(listener, app, &ServeOptions::default(), stop).await
 }
 
-/// Authentication and request metrics for every route.
-async fn guard(axum::extract::State(state): axum::extract::State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// Authentication, scopes, the audit log and request metrics for every route.
+async fn guard(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let route =
         req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let open = matches!(req.uri().path(), "/healthz" | "/readyz");
-    if let (Some(token), false) = (&state.opts.token, open) {
-        let given =
-            req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        let ok = given.is_some_and(|g| subtle::ConstantTimeEq::ct_eq(g.as_bytes(), token.as_bytes()).into());
-        if !ok {
-            let msg = if given.is_none() { "missing bearer token" } else { "invalid bearer token" };
-            return ApiError::new(Code::Unauthenticated, msg).into_response();
-        }
-    }
     let started = std::time::Instant::now();
-    let resp = next.run(req).await;
+    let open = matches!(req.uri().path(), "/healthz" | "/readyz");
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let audit = mutating.then(|| audit::Pending::new(&req, &route));
+    let resp = if open {
+        next.run(req).await
+    } else {
+        // owned: the request (its body is not Sync) must not be borrowed across the await
+        let header = req.headers().get(AUTHORIZATION).map(|v| v.to_str().unwrap_or("?").to_string());
+        match auth::authenticate(&state.auth, state.store.as_ref(), header.as_deref()).await {
+            Err(e) => {
+                let resp = e.into_response();
+                if let Some(a) = audit {
+                    a.record(&state, None, &resp).await;
+                }
+                metrics::request(&route, resp.status().as_u16(), started.elapsed().as_secs_f64());
+                return resp;
+            }
+            Ok(principal) => match principal.require(scope_of(req.method(), &route)) {
+                Err(e) => {
+                    let resp = e.into_response();
+                    if let Some(a) = audit {
+                        a.record(&state, Some(&principal), &resp).await;
+                    }
+                    resp
+                }
+                Ok(()) => {
+                    req.extensions_mut().insert(principal.clone());
+                    let resp = next.run(req).await;
+                    if let Some(a) = audit {
+                        a.record(&state, Some(&principal), &resp).await;
+                    }
+                    resp
+                }
+            },
+        }
+    };
     metrics::request(&route, resp.status().as_u16(), started.elapsed().as_secs_f64());
     resp
+}
+
+/// The scope a route needs: reading is `tasks:read`, changing is `tasks:write`, keys and the
+/// audit log are `admin`.
+fn scope_of(method: &Method, route: &str) -> smith_core::Scope {
+    use smith_core::Scope;
+    if route.starts_with("/v1/keys") || route.starts_with("/v1/audit") {
+        Scope::Admin
+    } else if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        Scope::TasksRead
+    } else {
+        Scope::TasksWrite
+    }
 }

@@ -8,15 +8,16 @@
 //! operator (no agent, no parent). Tool failures (bad arguments, unknown tasks) are tool results
 //! with `isError: true`, so the model sees them; protocol failures are JSON-RPC errors.
 
+use crate::auth::Principal;
 use crate::error::{ApiError, LimitedBody};
 use crate::routes::submit_task;
 use crate::AppState;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
-use smith_core::{Budget, EventKind, NewTask, Task, TaskId, DEFAULT_TENANT};
+use smith_core::{Budget, EventKind, NewTask, Task, TaskId};
 use smith_store::GlobalEvent;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,14 +50,16 @@ impl From<ApiError> for ToolError {
 
 type ToolResult = Result<Value, ToolError>;
 
-/// Who is calling: the task named by `x-smith-task`, when there is one.
+/// Who is calling: the task named by `x-smith-task`, when there is one (it must be the
+/// credential's tenant's), else the credential's tenant.
 struct Caller {
     task: Option<Task>,
+    tenant: String,
 }
 
 impl Caller {
     fn tenant(&self) -> String {
-        self.task.as_ref().map(|t| t.tenant.clone()).unwrap_or_else(|| DEFAULT_TENANT.to_string())
+        self.task.as_ref().map(|t| t.tenant.clone()).unwrap_or_else(|| self.tenant.clone())
     }
     fn agent(&self) -> Option<String> {
         self.task.as_ref().map(|t| t.agent.clone())
@@ -68,10 +71,11 @@ impl Caller {
 
 pub(crate) async fn post(
     State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
 ) -> Response {
-    let caller = match caller(&s, &headers).await {
+    let caller = match caller(&s, &p, &headers).await {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
@@ -109,16 +113,17 @@ pub(crate) async fn get() -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, [(axum::http::header::ALLOW, "POST")], Json(body)).into_response()
 }
 
-async fn caller(s: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let Some(raw) = headers.get(TASK_HEADER) else { return Ok(Caller { task: None }) };
+async fn caller(s: &AppState, p: &Principal, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let tenant = p.write_tenant();
+    let Some(raw) = headers.get(TASK_HEADER) else { return Ok(Caller { task: None, tenant }) };
     let id = raw
         .to_str()
         .map_err(|_| ApiError::invalid(format!("{TASK_HEADER} is not text")))?
         .parse::<TaskId>()
         .map_err(|e| ApiError::invalid(format!("{TASK_HEADER}: {}", e.message)))?;
     match s.store.get_task(id).await? {
-        Some(task) => Ok(Caller { task: Some(task) }),
-        None => Err(ApiError::not_found(format!("{TASK_HEADER}: task {id} not found"))),
+        Some(task) if p.sees(&task.tenant) => Ok(Caller { task: Some(task), tenant }),
+        _ => Err(ApiError::not_found(format!("{TASK_HEADER}: task {id} not found"))),
     }
 }
 

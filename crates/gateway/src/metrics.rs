@@ -9,6 +9,7 @@ pub const SSE_LAGGED: &str = "smith_sse_lagged_total";
 pub const MCP_TOOL_CALLS: &str = "smith_mcp_tool_calls_total";
 pub const DISCOVERIES: &str = "smith_discoveries_total";
 pub const EVENT_DELIVERY: &str = "smith_event_delivery_seconds";
+pub const AUDIT_FAILURES: &str = "smith_audit_write_failures_total";
 
 pub fn describe() {
     metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests, by route and status");
@@ -22,6 +23,8 @@ pub fn describe() {
     // rare events start at 0, so that rate() and increase() see their first occurrence
     metrics::counter!(SSE_SLOW_READERS).absolute(0);
     metrics::counter!(SSE_LAGGED).absolute(0);
+    metrics::describe_counter!(AUDIT_FAILURES, "Audit records that could not be written (the request's effect stands)");
+    metrics::counter!(AUDIT_FAILURES).absolute(0);
     metrics::describe_histogram!(
         EVENT_DELIVERY,
         metrics::Unit::Seconds,
@@ -32,6 +35,10 @@ pub fn describe() {
 pub(crate) fn tool_call(tool: &str, ok: bool) {
     let outcome = if ok { "ok" } else { "error" };
     metrics::counter!(MCP_TOOL_CALLS, "tool" => tool.to_string(), "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn audit_failed() {
+    metrics::counter!(AUDIT_FAILURES).increment(1);
 }
 
 pub(crate) fn discovery(agent: &str) {

@@ -1,18 +1,17 @@
 //! The HTTP routes of SPEC §4 (sessions come later) and their request and response shapes.
 
+use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, JsonBody, QueryParams};
 use crate::stream::{self, SseBody};
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use smith_core::{
-    BreakerState, Budget, Code, EventKind, NewTask, NodeRole, NodeStatus, TaskId, TaskStatus, DEFAULT_TENANT,
-};
+use smith_core::{BreakerState, Budget, Code, EventKind, NewTask, NodeRole, NodeStatus, TaskId, TaskStatus};
 use smith_store::{FeedFilter, TaskQuery, UsageBy};
 use std::sync::Arc;
 
@@ -29,6 +28,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sessions/{id}", get(crate::sessions::show))
         .route("/v1/sessions/{id}/turns", post(crate::sessions::add_turn))
         .route("/v1/usage", get(usage))
+        .route("/v1/keys", post(crate::keys::create).get(crate::keys::list))
+        .route("/v1/keys/{id}/revoke", post(crate::keys::revoke))
+        .route("/v1/audit", get(crate::keys::audit))
         .route("/mcp", post(crate::mcp::post).get(crate::mcp::get))
         .route("/v1/agents", get(agents))
         .route("/v1/nodes", get(nodes))
@@ -81,19 +83,24 @@ struct SubmitRequest {
     metadata: Option<Value>,
 }
 
-async fn submit(State(s): State<Arc<AppState>>, JsonBody(req): JsonBody<SubmitRequest>) -> ApiResult<Response> {
+async fn submit(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    JsonBody(req): JsonBody<SubmitRequest>,
+) -> ApiResult<Response> {
     let parent_id = req
         .parent_id
         .as_deref()
         .map(str::parse::<TaskId>)
         .transpose()
         .map_err(|e| ApiError::unprocessable(format!("parent_id: {}", e.message)))?;
-    let parent_id = match parent_id {
-        Some(p) if s.store.get_task(p).await?.is_none() => {
-            return Err(ApiError::unprocessable(format!("parent_id {p} names no task")))
+    let tenant = p.write_tenant();
+    if let Some(parent) = parent_id {
+        match s.store.get_task(parent).await? {
+            Some(t) if t.tenant == tenant => {}
+            _ => return Err(ApiError::unprocessable(format!("parent_id {parent} names no task"))),
         }
-        p => p,
-    };
+    }
     let task = NewTask {
         id: TaskId::new(),
         agent: req.agent,
@@ -105,7 +112,7 @@ async fn submit(State(s): State<Arc<AppState>>, JsonBody(req): JsonBody<SubmitRe
         session_id: req.session_id,
         parent_id,
         budget: req.budget.unwrap_or_default(),
-        tenant: DEFAULT_TENANT.to_string(),
+        tenant,
         metadata: req.metadata.unwrap_or_else(|| json!({})),
     };
     let submitted = submit_task(&s, task).await?;
@@ -118,6 +125,7 @@ async fn submit(State(s): State<Arc<AppState>>, JsonBody(req): JsonBody<SubmitRe
 /// API, session turns, an agent's `spawn_task`) goes through here.
 pub(crate) async fn submit_task(s: &AppState, task: NewTask) -> ApiResult<smith_store::Submitted> {
     task.validate()?;
+    s.quotas.admit(s.store.as_ref(), &task.tenant).await?;
     let submitted = s.store.submit(task).await?;
     if submitted.created {
         let t = &submitted.task;
@@ -129,10 +137,20 @@ pub(crate) async fn submit_task(s: &AppState, task: NewTask) -> ApiResult<smith_
     Ok(submitted)
 }
 
-async fn get_task(State(s): State<Arc<AppState>>, PathId(id): PathId) -> ApiResult<Response> {
+async fn get_task(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    PathId(id): PathId,
+) -> ApiResult<Response> {
+    Ok(Json(visible_task(&s, &p, id).await?).into_response())
+}
+
+/// The task, when it exists and is the caller's tenant's: another tenant's task is a 404
+/// exactly like a missing one.
+pub(crate) async fn visible_task(s: &AppState, p: &Principal, id: TaskId) -> ApiResult<smith_core::Task> {
     match s.store.get_task(id).await? {
-        Some(t) => Ok(Json(t).into_response()),
-        None => Err(ApiError::not_found(format!("task {id} not found"))),
+        Some(t) if p.sees(&t.tenant) => Ok(t),
+        _ => Err(ApiError::not_found(format!("task {id} not found"))),
     }
 }
 
@@ -147,7 +165,11 @@ struct ListParams {
     cursor: Option<String>,
 }
 
-async fn list(State(s): State<Arc<AppState>>, QueryParams(p): QueryParams<ListParams>) -> ApiResult<Response> {
+async fn list(
+    State(s): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    QueryParams(p): QueryParams<ListParams>,
+) -> ApiResult<Response> {
     let status = p.status.as_deref().map(str::parse::<TaskStatus>).transpose()?;
     let limit = p.limit.unwrap_or(50);
     if limit == 0 || limit > 1000 {
@@ -157,7 +179,7 @@ async fn list(State(s): State<Arc<AppState>>, QueryParams(p): QueryParams<ListPa
     let q = TaskQuery {
         status,
         agent: p.agent,
-        tenant: None,
+        tenant: who.filter(),
         session_id: p.session_id,
         parent_id,
         limit,
@@ -167,7 +189,12 @@ async fn list(State(s): State<Arc<AppState>>, QueryParams(p): QueryParams<ListPa
     Ok(Json(json!({"items": page.items, "next_cursor": page.next_cursor})).into_response())
 }
 
-async fn cancel(State(s): State<Arc<AppState>>, PathId(id): PathId) -> ApiResult<Response> {
+async fn cancel(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    PathId(id): PathId,
+) -> ApiResult<Response> {
+    visible_task(&s, &p, id).await?;
     let task = cancel_one(&s, id).await?;
     cancel_descendants(&s, id).await;
     Ok((StatusCode::ACCEPTED, Json(task)).into_response())
@@ -237,11 +264,13 @@ fn resume_point(headers: &HeaderMap, after: Option<&str>) -> ApiResult<Option<u6
 
 async fn task_events(
     State(s): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     PathId(id): PathId,
     headers: HeaderMap,
     QueryParams(p): QueryParams<StreamParams>,
 ) -> ApiResult<SseBody> {
     let after = resume_point(&headers, p.after.as_deref())?.unwrap_or(0);
+    visible_task(&s, &who, id).await?;
     stream::task_stream(s, id, after).await
 }
 
@@ -256,6 +285,7 @@ struct FeedParams {
 
 async fn feed(
     State(s): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     QueryParams(p): QueryParams<FeedParams>,
 ) -> ApiResult<SseBody> {
@@ -267,7 +297,7 @@ async fn feed(
     if let Some(a) = &p.agent {
         smith_core::agent::validate_name(a).map_err(|e| ApiError::new(Code::InvalidArgument, e.message))?;
     }
-    let filter = FeedFilter { agent: p.agent, kinds, tenant: None };
+    let filter = FeedFilter { agent: p.agent, kinds, tenant: who.filter() };
     stream::feed_stream(s, cursor, filter).await
 }
 
@@ -297,13 +327,27 @@ struct UsageParams {
 }
 
 /// Token and cost totals by agent (default) or by tenant.
-async fn usage(State(s): State<Arc<AppState>>, QueryParams(p): QueryParams<UsageParams>) -> ApiResult<Response> {
+async fn usage(
+    State(s): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    QueryParams(p): QueryParams<UsageParams>,
+) -> ApiResult<Response> {
     let by = match p.by.as_deref() {
+        None if !who.all_tenants() => UsageBy::Tenant,
         None | Some("agent") => UsageBy::Agent,
         Some("tenant") => UsageBy::Tenant,
         Some(other) => return Err(ApiError::invalid(format!("by must be agent or tenant, got {other:?}"))),
     };
-    let totals = s.store.usage_totals(by).await?;
+    if by == UsageBy::Agent && !who.all_tenants() {
+        return Err(ApiError::new(
+            Code::PermissionDenied,
+            "usage by agent sums every tenant's work; a tenant's credential reads its own total with by=tenant",
+        ));
+    }
+    let mut totals = s.store.usage_totals(by).await?;
+    if let Some(own) = who.filter() {
+        totals.retain(|(tenant, _)| *tenant == own);
+    }
     let items: Vec<Value> = totals
         .into_iter()
         .map(|(key, u)| json!({"key": key, "input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "cost_usd": u.cost_usd}))

@@ -3,16 +3,17 @@
 //! hands each turn the finished ones (Claude Code resumes its own session, HTTP LLM agents
 //! get the message history).
 
+use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, JsonBody, PathText};
 use crate::routes::submit_task;
 use crate::AppState;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use smith_core::{Budget, Micros, NewTask, DEFAULT_TENANT};
+use smith_core::{Budget, Micros, NewTask};
 use smith_store::{Session, TaskQuery};
 use std::sync::Arc;
 
@@ -44,6 +45,7 @@ pub(crate) struct TurnRequest {
 
 pub(crate) async fn start(
     State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
     JsonBody(req): JsonBody<StartRequest>,
 ) -> ApiResult<Response> {
     smith_core::agent::validate_name(&req.agent)?;
@@ -54,7 +56,7 @@ pub(crate) async fn start(
     let session = Session {
         id: uuid::Uuid::now_v7().to_string(),
         agent: req.agent,
-        tenant: DEFAULT_TENANT.to_string(),
+        tenant: p.write_tenant(),
         metadata,
         created_at: Micros::now(),
     };
@@ -101,19 +103,20 @@ fn turn_task(
     t
 }
 
-async fn load(s: &AppState, id: &str) -> ApiResult<Session> {
+async fn load(s: &AppState, p: &Principal, id: &str) -> ApiResult<Session> {
     match s.store.get_session(id).await? {
-        Some(session) if session.tenant == DEFAULT_TENANT => Ok(session),
+        Some(session) if p.sees(&session.tenant) => Ok(session),
         _ => Err(ApiError::not_found(format!("session {id:?} not found"))),
     }
 }
 
 pub(crate) async fn add_turn(
     State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
     PathText(id): PathText,
     JsonBody(req): JsonBody<TurnRequest>,
 ) -> ApiResult<Response> {
-    let session = load(&s, &id).await?;
+    let session = load(&s, &p, &id).await?;
     let task = turn_task(&session, req.input, req.timeout_ms, req.budget, req.idempotency_key, req.metadata);
     task.validate()?;
     if count(&s, &session.id).await? >= MAX_TURNS {
@@ -139,8 +142,12 @@ async fn count(s: &AppState, id: &str) -> ApiResult<usize> {
     Ok(s.store.list_tasks(&query(id, MAX_TURNS)).await?.items.len())
 }
 
-pub(crate) async fn show(State(s): State<Arc<AppState>>, PathText(id): PathText) -> ApiResult<Response> {
-    let session = load(&s, &id).await?;
+pub(crate) async fn show(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    PathText(id): PathText,
+) -> ApiResult<Response> {
+    let session = load(&s, &p, &id).await?;
     let mut turns = s.store.list_tasks(&query(&session.id, MAX_TURNS)).await?.items;
     turns.retain(|t| t.tenant == session.tenant);
     turns.reverse();

@@ -36,6 +36,10 @@ const ROUTES: &[(&str, &str, bool, bool)] = &[
     ("get", "/readyz", false, false),
     ("get", "/metrics", false, true),
     ("get", "/v1/openapi.json", false, true),
+    ("post", "/v1/keys", true, true),
+    ("get", "/v1/keys", true, true),
+    ("post", "/v1/keys/{id}/revoke", true, true),
+    ("get", "/v1/audit", true, true),
 ];
 
 /// Operations that never succeed: `GET /mcp` only says that the server offers no stream (405).
@@ -184,25 +188,30 @@ fn statuses_match_the_handlers() {
         doc["paths"][path][method]["responses"].as_object().expect("responses").keys().cloned().collect()
     };
     let set = |c: &[&str]| -> BTreeSet<String> { c.iter().map(|s| s.to_string()).collect() };
-    assert_eq!(codes("post", "/v1/tasks"), set(&["200", "201", "400", "401", "413", "422", "500", "503"]));
-    assert_eq!(codes("get", "/v1/tasks"), set(&["200", "400", "401", "500", "503"]));
-    assert_eq!(codes("get", "/v1/tasks/{id}"), set(&["200", "400", "401", "404", "500", "503"]));
-    assert_eq!(codes("post", "/v1/tasks/{id}/cancel"), set(&["202", "400", "401", "404", "500", "503"]));
-    assert_eq!(codes("get", "/v1/tasks/{id}/events"), set(&["200", "400", "401", "404", "500", "503"]));
-    assert_eq!(codes("get", "/v1/events"), set(&["200", "400", "401", "422", "500", "503"]));
+    assert_eq!(
+        codes("post", "/v1/tasks"),
+        set(&["200", "201", "400", "401", "403", "413", "422", "429", "500", "503"])
+    );
+    assert_eq!(codes("get", "/v1/tasks"), set(&["200", "400", "401", "403", "500", "503"]));
+    assert_eq!(codes("get", "/v1/tasks/{id}"), set(&["200", "400", "401", "403", "404", "500", "503"]));
+    assert_eq!(codes("post", "/v1/tasks/{id}/cancel"), set(&["202", "400", "401", "403", "404", "500", "503"]));
+    assert_eq!(codes("get", "/v1/tasks/{id}/events"), set(&["200", "400", "401", "403", "404", "500", "503"]));
+    assert_eq!(codes("get", "/v1/events"), set(&["200", "400", "401", "403", "422", "500", "503"]));
     assert_eq!(codes("get", "/healthz"), set(&["200"]));
     assert_eq!(codes("get", "/readyz"), set(&["200", "503"]));
-    assert_eq!(codes("get", "/metrics"), set(&["200", "401"]));
-    assert_eq!(codes("get", "/v1/agents"), set(&["200", "401", "500", "503"]));
-    assert_eq!(codes("post", "/v1/sessions"), set(&["201", "400", "401", "413", "422", "500", "503"]));
-    assert_eq!(codes("get", "/v1/sessions/{id}"), set(&["200", "400", "401", "404", "500", "503"]));
+    assert_eq!(codes("get", "/metrics"), set(&["200", "401", "403"]));
+    assert_eq!(codes("get", "/v1/agents"), set(&["200", "401", "403", "500", "503"]));
+    assert_eq!(codes("post", "/v1/sessions"), set(&["201", "400", "401", "403", "413", "422", "429", "500", "503"]));
+    assert_eq!(codes("get", "/v1/sessions/{id}"), set(&["200", "400", "401", "403", "404", "500", "503"]));
     assert_eq!(
         codes("post", "/v1/sessions/{id}/turns"),
-        set(&["200", "201", "400", "401", "404", "409", "413", "422", "500", "503"])
+        set(&["200", "201", "400", "401", "403", "404", "409", "413", "422", "429", "500", "503"])
     );
-    assert_eq!(codes("get", "/v1/usage"), set(&["200", "400", "401", "500", "503"]));
-    assert_eq!(codes("post", "/mcp"), set(&["200", "202", "400", "401", "404", "413", "500", "503"]));
-    assert_eq!(codes("get", "/mcp"), set(&["401", "405"]));
+    assert_eq!(codes("get", "/v1/usage"), set(&["200", "400", "401", "403", "500", "503"]));
+    assert_eq!(codes("post", "/mcp"), set(&["200", "202", "400", "401", "403", "404", "413", "500", "503"]));
+    assert_eq!(codes("get", "/mcp"), set(&["401", "403", "405"]));
+    assert_eq!(codes("post", "/v1/keys"), set(&["201", "400", "401", "403", "409", "413", "422", "500", "503"]));
+    assert_eq!(codes("get", "/v1/audit"), set(&["200", "400", "401", "403", "500", "503"]));
 
     let ok = |method: &str, path: &str, status: &str| -> Vec<String> {
         let r = deref(&doc, &doc["paths"][path][method]["responses"][status]);

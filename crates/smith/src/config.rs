@@ -30,6 +30,59 @@ pub struct FileConfig {
     pub metrics: MetricsSection,
     #[serde(default)]
     pub agents: BTreeMap<String, AgentSection>,
+    #[serde(default)]
+    pub auth: AuthSection,
+    /// Per-tenant submission quotas (docs/security.md).
+    #[serde(default)]
+    pub quotas: smith_gateway::quota::Quotas,
+}
+
+/// JWT bearer tokens (docs/security.md); the platform token is `[server] token`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// HS256/384/512 tokens signed with this (at least 32 bytes; or `SMITH_JWT_HMAC_SECRET`).
+    pub jwt_hmac_secret: Option<Secret>,
+    /// RS*/PS*/ES* tokens verified against this JWKS document's keys.
+    pub jwks_file: Option<PathBuf>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    /// The claim naming the tenant (default `tenant`).
+    pub tenant_claim: Option<String>,
+}
+
+impl AuthSection {
+    /// The JWT verifier this section configures, or `None`; a bad setting is an error naming it.
+    pub fn jwt(&self) -> Result<Option<smith_gateway::auth::JwtOptions>> {
+        // the secret may come from the environment rather than the file
+        let env = std::env::var("SMITH_JWT_HMAC_SECRET").ok().filter(|v| !v.is_empty()).map(Secret);
+        let mut jwt = match (env.as_ref().or(self.jwt_hmac_secret.as_ref()), &self.jwks_file) {
+            (Some(_), Some(_)) => bail!("[auth] takes jwt_hmac_secret or jwks_file, not both"),
+            (Some(secret), None) => smith_gateway::auth::JwtOptions::hmac(secret.0.as_bytes())
+                .map_err(|e| anyhow!("[auth] jwt_hmac_secret: {e}"))?,
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("[auth] jwks_file: cannot read {}", path.display()))?;
+                smith_gateway::auth::JwtOptions::jwks(&text)
+                    .map_err(|e| anyhow!("[auth] jwks_file {}: {e}", path.display()))?
+            }
+            (None, None) => {
+                if self.jwt_issuer.is_some() || self.jwt_audience.is_some() || self.tenant_claim.is_some() {
+                    bail!("[auth] jwt_issuer, jwt_audience and tenant_claim need jwt_hmac_secret or jwks_file");
+                }
+                return Ok(None);
+            }
+        };
+        jwt.issuer = self.jwt_issuer.clone();
+        jwt.audience = self.jwt_audience.clone();
+        if let Some(c) = &self.tenant_claim {
+            if c.is_empty() {
+                bail!("[auth] tenant_claim must not be empty");
+            }
+            jwt.tenant_claim = c.clone();
+        }
+        Ok(Some(jwt))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

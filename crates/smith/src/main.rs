@@ -4,6 +4,7 @@
 mod bench;
 mod client;
 mod config;
+mod keys;
 mod node;
 mod plan;
 mod procmetrics;
@@ -66,6 +67,13 @@ enum Command {
     /// Measure a running `smith up`: tasks/s and dispatch latency, events, bursts, or the
     /// per-agent baseline `smith plan --model measured` reads.
     Bench(bench::BenchArgs),
+    /// Create, list and revoke API keys (admin scope).
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Read the audit log: one record per mutating request (admin scope).
+    Audit(keys::AuditArgs),
     /// Capacity and monthly AWS cost for N agents; `--emit` writes the deployment.
     Plan(plan::PlanArgs),
 }
@@ -105,6 +113,8 @@ fn main() -> ExitCode {
             Command::Nodes => client::nodes(client).await,
             Command::Bench(args) => bench::run(args, client).await,
             Command::Plan(args) => plan::run(args),
+            Command::Keys { command } => keys::keys(command, client).await,
+            Command::Audit(args) => keys::audit(args, client).await,
         }
     });
     match result {

@@ -32,16 +32,17 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Resolves and binds the API listener; a non-loopback address requires a token.
-pub async fn bind(listen: &str, token: Option<&str>) -> Result<std::net::TcpListener> {
+/// Resolves and binds the API listener; a non-loopback address requires authentication (the
+/// platform token or a JWT issuer).
+pub async fn bind(listen: &str, authenticated: bool) -> Result<std::net::TcpListener> {
     let addr: SocketAddr = tokio::net::lookup_host(listen)
         .await
         .with_context(|| format!("cannot resolve listen address {listen:?}"))?
         .next()
         .ok_or_else(|| anyhow!("listen address {listen:?} resolves to nothing"))?;
-    if !addr.ip().is_loopback() && token.is_none() {
+    if !addr.ip().is_loopback() && !authenticated {
         bail!(
-            "refusing to listen on {addr} without authentication: set --token or SMITH_TOKEN (or listen on 127.0.0.1)"
+            "refusing to listen on {addr} without authentication: set --token or SMITH_TOKEN, or configure [auth] JWT verification (or listen on 127.0.0.1)"
         );
     }
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;

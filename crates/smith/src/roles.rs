@@ -134,9 +134,12 @@ pub fn gateway_options(
     file: &FileConfig,
     metrics: MetricsRender,
     heartbeat: Duration,
-) -> GatewayOptions {
+) -> Result<GatewayOptions> {
     let mut g = GatewayOptions::new(node_id);
     g.token = token;
+    g.jwt = file.auth.jwt()?;
+    file.quotas.validate().map_err(|e| anyhow!(e))?;
+    g.quotas = file.quotas.clone();
     g.heartbeat = heartbeat;
     g.metrics = Some(metrics);
     if let Some(v) = file.server.max_body_bytes {
@@ -148,7 +151,7 @@ pub fn gateway_options(
     if let Some(v) = file.server.slow_reader_timeout {
         g.slow_reader_timeout = v;
     }
-    g
+    Ok(g)
 }
 
 fn heartbeat(file: &FileConfig) -> Duration {
@@ -233,12 +236,13 @@ pub async fn gateway(args: GatewayArgs, token: Option<String>) -> Result<ExitCod
     let b = open(&args.shared).await?;
     let token = token.or(b.file.server.token.clone()).filter(|t| !t.is_empty());
     let listen = args.listen.or(b.file.server.listen.clone()).unwrap_or_else(|| "127.0.0.1:8080".into());
-    let listener = node::bind(&listen, token.as_deref()).await?;
+    let jwt = b.file.auth.jwt()?.is_some();
+    let listener = node::bind(&listen, token.is_some() || jwt).await?;
     let bound = listener.local_addr()?;
     let metrics = node::install_metrics()?;
     let id = format!("gateway-{}", node::instance_id());
     let gateway = Gateway::new(
-        gateway_options(id.clone(), token, &b.file, metrics, heartbeat(&b.file)),
+        gateway_options(id.clone(), token, &b.file, metrics, heartbeat(&b.file))?,
         b.store.clone(),
         b.bus.clone(),
     );

@@ -120,7 +120,14 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     let serve = node::serve_options(&s.listener).await?;
     let scheme = node::scheme(&serve);
     let _lock = lock_data_dir(&s.data_dir)?;
-    let listener = node::bind(&s.listen, s.token.as_deref()).await?;
+    let jwt = s.file.auth.jwt()?.is_some();
+    let listener = node::bind(&s.listen, s.token.is_some() || jwt).await?;
+    // With JWT verification and no platform token, this process's own LLM agents reach its MCP
+    // endpoint with a token only it knows.
+    let internal_token = match (&s.token, jwt) {
+        (None, true) => Some(smith_gateway::auth::internal_token()),
+        _ => None,
+    };
     node::prepare_process_agents(&s.data_dir.join("run"));
     let metrics = node::install_metrics()?;
 
@@ -151,7 +158,7 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     wopts.address = Some(bound.to_string());
     // LLM agents reach the platform's tools through this process's own gateway
     wopts.mcp_url = wopts.mcp_url.or_else(|| Some(format!("{scheme}://{bound}/mcp")));
-    wopts.mcp_token = s.token.clone();
+    wopts.mcp_token = s.token.clone().or_else(|| internal_token.clone());
     wopts.work_dir = wopts.work_dir.or_else(|| Some(s.data_dir.join("work")));
     let worker = Worker::new(wopts, store.clone(), bus.clone());
     worker.register().await.context("cannot register the worker")?;
@@ -168,11 +175,11 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     supervisor.follow(std::sync::Arc::new(move |desired| follower.set_target(desired)));
     let gopts = crate::roles::gateway_options(
         format!("gateway-{instance}"),
-        s.token.clone(),
+        s.token.clone().or(internal_token),
         &s.file,
         metrics,
         s.worker.heartbeat,
-    );
+    )?;
     let gateway = Gateway::new(gopts, store.clone(), bus.clone());
 
     let spec = node::root(vec![

@@ -17,7 +17,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_smith");
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Variables that would change how the binary under test behaves.
-pub const SMITH_ENV: [&str; 10] = [
+pub const SMITH_ENV: [&str; 13] = [
     "SMITH_LISTEN",
     "SMITH_DATA_DIR",
     "SMITH_CONFIG",
@@ -28,6 +28,9 @@ pub const SMITH_ENV: [&str; 10] = [
     "SMITH_NO_FSYNC",
     "SMITH_STORE",
     "SMITH_BUS",
+    "SMITH_TLS_CERT",
+    "SMITH_TLS_KEY",
+    "SMITH_JWT_HMAC_SECRET",
 ];
 
 /// How to run `smith up`.

@@ -1,0 +1,105 @@
+//! The audit log: one durable record per mutating request — who, tenant, action, target,
+//! source address, outcome, time — written before the response leaves, served to admins at
+//! `GET /v1/audit`. Append-only: no route changes or deletes a record.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
+use smith_core::{Micros, NewAuditRecord};
+
+use crate::auth::Principal;
+use crate::AppState;
+
+/// What the guard notes about a mutating request before running it.
+pub(crate) struct Pending {
+    at: Micros,
+    action: String,
+    target: Option<String>,
+    source: String,
+}
+
+impl Pending {
+    pub fn new(req: &Request, route: &str) -> Pending {
+        let source = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_else(|| "unknown".to_string());
+        Pending {
+            at: Micros::now(),
+            action: action(req.method().as_str(), route),
+            target: path_param(route, req.uri().path()),
+            source,
+        }
+    }
+
+    /// Appends the record; a failure is logged and counted (the request's effect stands).
+    pub fn record<'a>(
+        self,
+        state: &'a AppState,
+        who: Option<&'a Principal>,
+        resp: &Response,
+    ) -> impl std::future::Future<Output = ()> + Send + 'a {
+        // a created object is the target: its id ends the Location header
+        let target = self.target.clone().or_else(|| {
+            resp.headers()
+                .get(axum::http::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| l.rsplit('/').next())
+                .map(str::to_string)
+        });
+        // (the response, whose body is not Sync, is not held across the write)
+        self.write(state, who, target, resp.status().as_u16())
+    }
+
+    async fn write(self, state: &AppState, who: Option<&Principal>, target: Option<String>, status: u16) {
+        let record = NewAuditRecord {
+            at: self.at,
+            actor: who.map_or_else(|| "unauthenticated".to_string(), |p| p.actor.clone()),
+            tenant: who.map_or_else(|| "-".to_string(), |p| p.tenant.clone()),
+            action: self.action,
+            target,
+            source: self.source,
+            status,
+        };
+        if let Err(e) = state.store.append_audit(record).await {
+            tracing::error!(error = %e, "cannot write an audit record");
+            crate::metrics::audit_failed();
+        }
+    }
+}
+
+/// `task.submit`, `task.cancel`, … from the method and the route template.
+fn action(method: &str, route: &str) -> String {
+    match (method, route) {
+        ("POST", "/v1/tasks") => "task.submit",
+        ("POST", "/v1/tasks/{id}/cancel") => "task.cancel",
+        ("POST", "/v1/sessions") => "session.start",
+        ("POST", "/v1/sessions/{id}/turns") => "session.turn",
+        ("POST", "/mcp") => "mcp.call",
+        ("POST", "/v1/keys") => "key.create",
+        ("POST", "/v1/keys/{id}/revoke") => "key.revoke",
+        _ => return format!("{} {route}", method.to_ascii_lowercase()),
+    }
+    .to_string()
+}
+
+/// The `{id}` of a route template, read from the request path.
+fn path_param(route: &str, path: &str) -> Option<String> {
+    let at = route.split('/').position(|seg| seg == "{id}")?;
+    path.split('/').nth(at).filter(|s| !s.is_empty()).map(|s| s.chars().take(200).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_and_targets() {
+        assert_eq!(action("POST", "/v1/tasks"), "task.submit");
+        assert_eq!(action("DELETE", "/v1/things/{id}"), "delete /v1/things/{id}");
+        assert_eq!(path_param("/v1/tasks/{id}/cancel", "/v1/tasks/abc/cancel").as_deref(), Some("abc"));
+        assert_eq!(path_param("/v1/tasks", "/v1/tasks"), None);
+    }
+}

@@ -1,0 +1,185 @@
+//! Per-tenant quotas, checked on every submission (the tasks API, session turns, an agent's
+//! `spawn_task`): submissions per second (a token bucket per tenant in this gateway), queued
+//! tasks, and daily token and cost budgets (since 00:00 UTC). A refusal is a 429 with
+//! `Retry-After`, and changes nothing.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::Deserialize;
+use smith_core::{Code, Micros};
+use smith_store::Store;
+
+use crate::error::{ApiError, ApiResult};
+
+/// One tenant's limits; `None` is unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Sustained submissions per second.
+    pub submissions_per_second: Option<f64>,
+    /// Submissions allowed at once above the rate (default: one second's worth, at least 1).
+    pub burst: Option<f64>,
+    /// Tasks waiting to run.
+    pub max_queued: Option<u64>,
+    /// Input plus output tokens of attempts finished since 00:00 UTC.
+    pub daily_tokens: Option<u64>,
+    /// USD of attempts finished since 00:00 UTC.
+    pub daily_cost_usd: Option<f64>,
+}
+
+impl Limits {
+    pub fn validate(&self, name: &str) -> Result<(), String> {
+        for (what, v) in [
+            ("submissions_per_second", self.submissions_per_second),
+            ("burst", self.burst),
+            ("daily_cost_usd", self.daily_cost_usd),
+        ] {
+            if let Some(v) = v {
+                if !v.is_finite() || v <= 0.0 {
+                    return Err(format!("quota {name}.{what} must be a positive number, not {v}"));
+                }
+            }
+        }
+        if self.burst.is_some() && self.submissions_per_second.is_none() {
+            return Err(format!("quota {name}.burst needs {name}.submissions_per_second"));
+        }
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+}
+
+/// The quotas: defaults for every tenant, and overrides by tenant (a tenant's entry replaces
+/// the defaults field by field).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    #[serde(flatten)]
+    pub default: Limits,
+    #[serde(default)]
+    pub tenant: HashMap<String, Limits>,
+}
+
+impl Quotas {
+    pub fn validate(&self) -> Result<(), String> {
+        self.default.validate("quotas")?;
+        for (t, l) in &self.tenant {
+            l.validate(&format!("quotas.tenant.{t}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.default.is_empty() && self.tenant.values().all(Limits::is_empty)
+    }
+
+    fn for_tenant(&self, tenant: &str) -> Limits {
+        let d = &self.default;
+        match self.tenant.get(tenant) {
+            None => d.clone(),
+            Some(t) => Limits {
+                submissions_per_second: t.submissions_per_second.or(d.submissions_per_second),
+                burst: t.burst.or(if t.submissions_per_second.is_some() { None } else { d.burst }),
+                max_queued: t.max_queued.or(d.max_queued),
+                daily_tokens: t.daily_tokens.or(d.daily_tokens),
+                daily_cost_usd: t.daily_cost_usd.or(d.daily_cost_usd),
+            },
+        }
+    }
+}
+
+/// The quotas and each tenant's token bucket.
+pub(crate) struct Enforcer {
+    quotas: Quotas,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+fn limited(message: String, retry_after_s: u64) -> ApiError {
+    ApiError::new(Code::RateLimited, message).retry_after(retry_after_s.max(1))
+}
+
+impl Enforcer {
+    pub fn new(quotas: Quotas) -> Enforcer {
+        Enforcer { quotas, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Admits one submission of `tenant`, or says why not and when to retry.
+    pub async fn admit(&self, store: &dyn Store, tenant: &str) -> ApiResult<()> {
+        let l = self.quotas.for_tenant(tenant);
+        if l.max_queued.is_some() || l.daily_tokens.is_some() || l.daily_cost_usd.is_some() {
+            let now = Micros::now();
+            let day = 86_400_000_000i64;
+            let midnight = Micros(now.0 - now.0.rem_euclid(day));
+            let load = store.tenant_load(tenant, midnight).await?;
+            let to_midnight = ((midnight.0 + day - now.0) / 1_000_000) as u64 + 1;
+            if let Some(max) = l.max_queued {
+                if load.queued >= max {
+                    return Err(limited(
+                        format!("tenant {tenant} has {} tasks queued, its quota is {max}", load.queued),
+                        1,
+                    ));
+                }
+            }
+            if let Some(max) = l.daily_tokens {
+                if load.tokens >= max {
+                    return Err(limited(
+                        format!("tenant {tenant} used {} tokens today, its daily quota is {max}", load.tokens),
+                        to_midnight,
+                    ));
+                }
+            }
+            if let Some(max) = l.daily_cost_usd {
+                if load.cost_usd >= max {
+                    return Err(limited(
+                        format!("tenant {tenant} spent ${:.4} today, its daily quota is ${max}", load.cost_usd),
+                        to_midnight,
+                    ));
+                }
+            }
+        }
+        if let Some(rate) = l.submissions_per_second {
+            let burst = l.burst.unwrap_or(rate.max(1.0));
+            let mut buckets = self.buckets.lock().expect("quota lock");
+            let now = Instant::now();
+            let b = buckets.entry(tenant.to_string()).or_insert(Bucket { tokens: burst, at: now });
+            b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
+            b.at = now;
+            if b.tokens < 1.0 {
+                let wait = ((1.0 - b.tokens) / rate).ceil() as u64;
+                return Err(limited(format!("tenant {tenant} is over its {rate} submissions per second"), wait));
+            }
+            b.tokens -= 1.0;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_entry_overrides_field_by_field() {
+        let q: Quotas = toml::from_str(
+            "max_queued = 10\nsubmissions_per_second = 5.0\n[tenant.acme]\nmax_queued = 2\n[tenant.big]\nsubmissions_per_second = 100.0\n",
+        )
+        .unwrap();
+        assert_eq!(q.for_tenant("acme").max_queued, Some(2));
+        assert_eq!(q.for_tenant("acme").submissions_per_second, Some(5.0));
+        assert_eq!(q.for_tenant("other").max_queued, Some(10));
+        assert_eq!(q.for_tenant("big").submissions_per_second, Some(100.0));
+        assert!(q.validate().is_ok());
+        let bad: Quotas = toml::from_str("submissions_per_second = -1.0").unwrap();
+        assert!(bad.validate().is_err());
+        assert!(toml::from_str::<Quotas>("max_running = 3").is_err(), "unknown keys are refused");
+    }
+}
