@@ -573,26 +573,17 @@ fn measured_inputs(
         assumption("aurora, iops, storage growth, peak, month", "as the seed", SEED),
         assumption("cloudwatch", "15 custom metrics, 3 dashboards, 12 alarms, 0.25 GB of logs per agent-month", "planner"),
     ];
+    // What the baseline measures replaces the seed's guess; the rest stays the seed's.
     Ok(Inputs {
         supervisor: Shape { vcpu: 1.0, memory_gb: 2.0, count: redundant, pool: 10 },
         gateway: Shape { vcpu: 2.0, memory_gb: gateway_mem, count: redundant, pool: 20 },
         worker,
         sse_per_gateway,
-        sse_per_agent: 1.0,
         kinds,
-        peak_factor: 5.0,
-        connections_per_acu: 30.0,
-        aurora: profile.aurora(),
-        iops_writes_per_agent_s: 0.5,
-        iops_reads_per_agent_s: 2.0,
-        storage_base_gb: 10.0,
-        storage_growth_gb_per_agent_month: 0.0432 + 0.0432 + 0.105 + 0.216,
-        spot_share: 0.7,
-        off_hours_share: 0.5,
-        off_hours_reduction: 0.5,
         cloudwatch: CloudWatchUse { metrics: 15.0, dashboards: 3.0, alarms: 12.0, log_gb_per_agent_month: 0.25 },
         seed_flat: None,
         assumptions,
+        ..seed_inputs(profile)
     })
 }
 
@@ -1272,20 +1263,26 @@ pub fn format_count(v: f64) -> String {
     group(v.round() as i64)
 }
 
+/// The seed model's plan for `n` agents at default prices (unit tests).
+#[cfg(test)]
+pub(crate) fn seed_plan(n: i64) -> Plan {
+    plan(&Request {
+        agents: n,
+        profile: None,
+        model: Model::Seed,
+        baseline: None,
+        executor: None,
+        prices: Prices::default(),
+    })
+    .expect("a seed plan")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn seed(n: i64) -> Plan {
-        plan(&Request {
-            agents: n,
-            profile: None,
-            model: Model::Seed,
-            baseline: None,
-            executor: None,
-            prices: Prices::default(),
-        })
-        .unwrap()
+        seed_plan(n)
     }
 
     #[test]

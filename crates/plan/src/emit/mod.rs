@@ -386,18 +386,9 @@ fn memory_quantity(gb: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{plan, Model, Prices, Request};
 
     fn seed(n: i64) -> Plan {
-        plan(&Request {
-            agents: n,
-            profile: None,
-            model: Model::Seed,
-            baseline: None,
-            executor: None,
-            prices: Prices::default(),
-        })
-        .unwrap()
+        crate::model::seed_plan(n)
     }
 
     #[test]
