@@ -49,7 +49,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::memory::DEFAULT_CAPACITY;
-use crate::remote::{percent_decode, reconnect_delay, redact};
+use crate::remote::{capacity_option, percent_decode, query_options, reconnect_delay, redact};
 use crate::subjects::{validate_group, validate_pattern, validate_subject};
 use crate::{Bus, Message, Subscription};
 
@@ -302,13 +302,9 @@ fn parse_url(url: &str) -> Result<Target> {
 
     let mut capacity = DEFAULT_CAPACITY;
     let mut ca_file = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (key, value) in query_options(query) {
         match key {
-            "capacity" => match value.parse::<usize>() {
-                Ok(n) if n > 0 => capacity = n,
-                _ => return Err(bad(format!("capacity must be a positive integer, got `{value}`"))),
-            },
+            "capacity" => capacity = capacity_option(value).map_err(&bad)?,
             "cacertfile" => {
                 let path = percent_decode(value).ok_or_else(|| bad("cacertfile is not valid UTF-8".into()))?;
                 if path.is_empty() {

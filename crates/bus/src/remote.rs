@@ -50,6 +50,19 @@ pub(crate) fn reconnect_delay(attempt: usize, max: Duration) -> Duration {
     (base + jitter).min(max)
 }
 
+/// A URL query's `key=value` options in order (a bare `key` has an empty value).
+pub(crate) fn query_options(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+/// The `capacity` option: messages a subscription buffers.
+pub(crate) fn capacity_option(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("capacity must be a positive integer, got `{value}`")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

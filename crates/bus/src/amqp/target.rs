@@ -7,7 +7,7 @@ use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserIn
 
 use crate::error::{Error, Result};
 use crate::memory::DEFAULT_CAPACITY;
-use crate::remote::{percent_decode, redact};
+use crate::remote::{capacity_option, percent_decode, query_options, redact};
 
 /// The exchange every subject is published to unless the URL names another.
 pub const DEFAULT_EXCHANGE: &str = "smith";
@@ -101,13 +101,9 @@ impl Target {
         let mut capacity = DEFAULT_CAPACITY;
         let mut heartbeat = DEFAULT_HEARTBEAT;
         let mut ca_file = None;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        for (key, value) in query_options(query) {
             match key {
-                "capacity" => match value.parse::<usize>() {
-                    Ok(n) if n > 0 => capacity = n,
-                    _ => return Err(bad(format!("capacity must be a positive integer, got `{value}`"))),
-                },
+                "capacity" => capacity = capacity_option(value).map_err(&bad)?,
                 "exchange" => {
                     exchange = percent_decode(value).unwrap_or_default();
                     validate_exchange(&exchange).map_err(&bad)?;
