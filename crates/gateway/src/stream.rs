@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 /// Replay page size.
 const PAGE: usize = 500;
-/// With no live event for this long, look at the store anyway (a lost publish must not stall a reader).
+/// With no live event for about this long (one to two periods), look at the store anyway.
 const STORE_POLL: Duration = Duration::from_secs(2);
 
 type Frame = Result<SseEvent, Infallible>;
@@ -37,8 +37,14 @@ fn encode(ev: &Event) -> Bytes {
     Bytes::from(serde_json::to_vec(ev).expect("event serializes"))
 }
 
-/// Sends a frame; false when the reader is gone or too slow (cut off).
+/// Sends a frame; false when the reader is gone or too slow (cut off). A frame that fits goes
+/// straight in: only a full channel arms the slow-reader timer (no timer per event).
 async fn send(tx: &mpsc::Sender<Frame>, f: Frame, slow: Duration) -> bool {
+    let f = match tx.try_send(f) {
+        Ok(()) => return true,
+        Err(mpsc::error::TrySendError::Closed(_)) => return false,
+        Err(mpsc::error::TrySendError::Full(f)) => f,
+    };
     match tokio::time::timeout(slow, tx.send(f)).await {
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,
@@ -46,6 +52,32 @@ async fn send(tx: &mpsc::Sender<Frame>, f: Frame, slow: Duration) -> bool {
             crate::metrics::slow_reader_cut();
             tracing::info!("slow SSE reader cut off; it resumes with Last-Event-ID");
             false
+        }
+    }
+}
+
+/// The store check of a live stream: every [`STORE_POLL`], if no live event came since the last
+/// one, the stream reads the store anyway (a lost publish must not stall a reader). One timer
+/// per stream for its life, not one per event.
+struct Poll {
+    tick: tokio::time::Interval,
+    live: bool,
+}
+
+impl Poll {
+    fn new() -> Poll {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + STORE_POLL, STORE_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Poll { tick, live: false }
+    }
+
+    /// Resolves when the store should be read: a tick with no live event since the last.
+    async fn due(&mut self) {
+        loop {
+            self.tick.tick().await;
+            if !std::mem::take(&mut self.live) {
+                return;
+            }
         }
     }
 }
@@ -92,15 +124,17 @@ async fn follow_task(state: &Arc<AppState>, id: TaskId, after: u64, tx: &mpsc::S
         if terminal {
             return;
         }
+        let mut poll = Poll::new();
         loop {
             let live = tokio::select! {
                 ev = tap.rx.recv() => ev,
-                _ = tokio::time::sleep(STORE_POLL) => {
+                _ = poll.due() => {
                     if let Flow::Done = replay_task(state, id, &mut next, tx).await { return; }
                     continue;
                 }
                 _ = tx.closed() => return,
             };
+            poll.live = true;
             let Some(ev) = live else {
                 // unhooked for lagging: read what was missed, then hook in again
                 let _ = tap.lagged();
@@ -183,15 +217,17 @@ async fn follow_feed(state: &Arc<AppState>, mut cursor: u64, filter: &FeedFilter
         if !replay_feed(state, &mut cursor, filter, tx).await {
             return;
         }
+        let mut poll = Poll::new();
         loop {
             let live: Option<Arc<LiveEvent>> = tokio::select! {
                 ev = tap.rx.recv() => ev,
-                _ = tokio::time::sleep(STORE_POLL) => {
+                _ = poll.due() => {
                     if !replay_feed(state, &mut cursor, filter, tx).await { return; }
                     continue;
                 }
                 _ = tx.closed() => return,
             };
+            poll.live = true;
             let Some(ev) = live else { continue 'hook };
             let pos = ev.event.pos;
             if pos <= cursor {

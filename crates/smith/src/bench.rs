@@ -5,6 +5,7 @@
 //! `smith plan --model measured` sizes from).
 
 mod baseline;
+mod fanout;
 
 use crate::client::{SseFrame, SseParser};
 use crate::ClientOpts;
@@ -28,9 +29,10 @@ pub struct BenchArgs {
     /// SSE connections being opened at once).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// The agent to run (its input is "x").
-    #[arg(long, default_value = "echo")]
-    agent: String,
+    /// The agent to run (its input is "x"; default echo). fanout: the agent its queued tasks
+    /// name, which no worker may serve (default stream: run the gateway with no worker).
+    #[arg(long)]
+    agent: Option<String>,
     /// Seconds of the latency run, paced at --latency-fraction of the measured rate.
     #[arg(long, default_value_t = 10)]
     latency_seconds: u64,
@@ -49,7 +51,9 @@ pub struct BenchArgs {
     /// autoscaled pool's 0 → N). `baseline`: for each --measure agent, memory and CPU per
     /// running agent with --agents running, events and run time per task; then memory per idle
     /// SSE connection (--sse-connections). The server must run on this host: its figures are
-    /// read from its /metrics.
+    /// read from its /metrics. `fanout`: --clients SSE streams, each following its own task,
+    /// get --rate events/s each, published on --bus by this process in place of workers: one
+    /// gateway's delivery latency, memory per connection and CPU (docs in bench/fanout.rs).
     #[arg(long, default_value = "tasks")]
     scenario: String,
     /// events scenario: output events per task.
@@ -92,6 +96,24 @@ pub struct BenchArgs {
     /// against a fresh server and gather them with --merge.
     #[arg(long)]
     merge: bool,
+    /// fanout scenario: SSE clients, each following its own task.
+    #[arg(long, default_value_t = 10_000)]
+    clients: usize,
+    /// fanout scenario: events per second to each client (at most 100).
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// fanout scenario: seconds measured, after the warm-up.
+    #[arg(long, default_value_t = 30.0)]
+    seconds: f64,
+    /// fanout scenario: seconds of events before the measurement.
+    #[arg(long, default_value_t = 5.0)]
+    warmup_seconds: f64,
+    /// fanout scenario: bytes of text in each event.
+    #[arg(long, default_value_t = 200)]
+    event_bytes: usize,
+    /// fanout scenario: the gateway's bus, which this process publishes the events on.
+    #[arg(long, value_name = "URL")]
+    bus: Option<String>,
 }
 
 /// Follows `/v1/events` with a filter and hands each frame to a channel.
@@ -146,13 +168,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-pub async fn run(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
+pub async fn run(mut a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
+    let default_agent = if a.scenario == "fanout" { "stream" } else { "echo" };
+    a.agent.get_or_insert_with(|| default_agent.to_string());
     match a.scenario.as_str() {
         "tasks" => tasks(a, opts).await,
         "events" => events(a, opts).await,
         "burst" => burst(a, opts).await,
         "baseline" => baseline::run(a, opts).await,
-        other => bail!("unknown --scenario {other:?}: use tasks, events, burst or baseline"),
+        "fanout" => fanout::run(a, opts).await,
+        other => bail!("unknown --scenario {other:?}: use tasks, events, burst, baseline or fanout"),
     }
 }
 
@@ -160,7 +185,7 @@ pub async fn run(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
 /// own SSE reader from the start: delivered output events/s, and delivery latency (the event's
 /// commit-time `at` to its arrival at the reader; same machine, same clock).
 async fn events(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(a.tasks as usize * 2).build()?;
+    let http = crate::client::http_builder(&opts)?.pool_max_idle_per_host(a.tasks as usize * 2).build()?;
     let input = json!({"events": a.events, "bytes": a.bytes, "interval_ms": a.interval_ms});
     let started = Instant::now();
     let mut readers = tokio::task::JoinSet::new();
@@ -205,7 +230,7 @@ async fn events(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
 /// (the server's `task.started` time; same machine, same clock), and how long after the last
 /// submission was acknowledged that was.
 async fn burst(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build()?;
+    let http = crate::client::http_builder(&opts)?.pool_max_idle_per_host(a.concurrency).build()?;
     let mut started_rx = feed(&http, &opts, "agent=sleep&kind=task.started").await?;
     let input = json!(a.sleep_ms);
     let first = Micros::now();
@@ -295,17 +320,22 @@ async fn read_stream(http: &reqwest::Client, opts: &ClientOpts, id: &str) -> Res
 }
 
 async fn tasks(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency * 2).build()?;
+    let http = crate::client::http_builder(&opts)?.pool_max_idle_per_host(a.concurrency * 2).build()?;
 
     // Throughput: N tasks as fast as C submitters go; done when N terminal events were seen.
-    let mut done_rx = feed(&http, &opts, &format!("agent={}&kind=task.succeeded,task.failed", a.agent)).await?;
+    let mut done_rx = feed(
+        &http,
+        &opts,
+        &format!("agent={}&kind=task.succeeded,task.failed", a.agent.as_deref().unwrap_or_default()),
+    )
+    .await?;
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let mut submitters = Vec::new();
     for _ in 0..a.concurrency {
         let (http, opts, agent, next, errors) =
-            (http.clone(), opts.clone(), a.agent.clone(), next.clone(), errors.clone());
+            (http.clone(), opts.clone(), a.agent.clone().unwrap_or_default(), next.clone(), errors.clone());
         let n = a.tasks;
         submitters.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < n {
@@ -338,11 +368,12 @@ async fn tasks(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
     let tps = expect as f64 / total.as_secs_f64();
     let submit_rate = a.tasks as f64 / submitted_in.as_secs_f64();
     drop(done_rx);
-    println!("throughput: {expect} {} tasks end to end in {:.2} s = {tps:.0} tasks/s (submits {submit_rate:.0}/s, {errs} submit errors, {failed} failed)", a.agent, total.as_secs_f64());
+    println!("throughput: {expect} {} tasks end to end in {:.2} s = {tps:.0} tasks/s (submits {submit_rate:.0}/s, {errs} submit errors, {failed} failed)", a.agent.as_deref().unwrap_or_default(), total.as_secs_f64());
 
     // Latency: paced submits at a fraction of that rate; submit → task.started from server timestamps.
     let rate = a.latency_rate.unwrap_or(tps * a.latency_fraction).max(1.0);
-    let mut started_rx = feed(&http, &opts, &format!("agent={}&kind=task.started", a.agent)).await?;
+    let mut started_rx =
+        feed(&http, &opts, &format!("agent={}&kind=task.started", a.agent.as_deref().unwrap_or_default())).await?;
     let created: Arc<Mutex<HashMap<String, Micros>>> = Arc::default();
     let total_tasks = (rate * a.latency_seconds as f64) as u64;
     let t0 = Instant::now();
@@ -350,7 +381,8 @@ async fn tasks(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
     for i in 0..total_tasks {
         let due = t0 + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(due.into()).await;
-        let (http, opts, agent, created) = (http.clone(), opts.clone(), a.agent.clone(), created.clone());
+        let (http, opts, agent, created) =
+            (http.clone(), opts.clone(), a.agent.clone().unwrap_or_default(), created.clone());
         inflight.spawn(async move {
             if let Ok((id, at)) = submit(&http, &opts, &agent).await {
                 created.lock().expect("lock").insert(id, at);
@@ -390,7 +422,7 @@ async fn tasks(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
         let doc = json!({
             "at": Micros::now(),
             "server": opts.server,
-            "agent": a.agent,
+            "agent": a.agent.as_deref().unwrap_or_default(),
             "throughput": {"tasks": expect, "seconds": total.as_secs_f64(), "tasks_per_s": tps, "submits_per_s": submit_rate, "concurrency": a.concurrency},
             "dispatch_latency_ms": {"rate": rate, "samples": latencies.len(), "p50": p50, "p99": p99, "max": max},
         });

@@ -73,6 +73,24 @@ pub fn exit_code_for(status: &str) -> ExitCode {
     }
 }
 
+/// An HTTP client builder that trusts `--ca-cert` (a gateway's private CA) besides the
+/// built-in roots.
+pub fn http_builder(opts: &ClientOpts) -> Result<reqwest::ClientBuilder> {
+    let mut b = reqwest::Client::builder();
+    if let Some(path) = &opts.ca_cert {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("--ca-cert {} is not a PEM certificate bundle", path.display()))?;
+        if certs.is_empty() {
+            bail!("--ca-cert {} holds no PEM certificate", path.display());
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    Ok(b)
+}
+
 pub struct Client {
     http: reqwest::Client,
     base: String,
@@ -81,7 +99,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(opts: &ClientOpts) -> Result<Self> {
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
+        let http = http_builder(opts)?.connect_timeout(Duration::from_secs(5)).build()?;
         Ok(Client { http, base: opts.server.trim_end_matches('/').to_string(), token: opts.token.clone() })
     }
 

@@ -36,6 +36,10 @@ pub struct ClientOpts {
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
     pub json: bool,
+    /// PEM file of CA certificates to trust for an HTTPS gateway, besides the built-in roots
+    /// (a private CA).
+    #[arg(long, global = true, env = "SMITH_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -244,6 +244,23 @@ async fn https_serves_the_api_and_refuses_what_it_should() {
     // and the server still serves
     let (status, _) = api.get("/healthz").await;
     assert_eq!(status, 200);
+
+    // the CLI trusts the private CA with --ca-cert, and without it refuses the server
+    let ca_file = pki.dir.path().join("ca.pem");
+    let ca_file = ca_file.to_str().unwrap();
+    let (code, out, err) = cli(&["agents", "--server", &s.base, "--ca-cert", ca_file], SECS_10).await;
+    assert_eq!(code, 0, "smith agents --ca-cert: {out}{err}");
+    assert!(out.contains("echo"), "{out}");
+    let (code, out, err) = cli(&["agents", "--server", &s.base], SECS_10).await;
+    assert_ne!(code, 0, "an untrusted server must be refused: {out}");
+    assert!(err.contains("cannot reach") && err.to_lowercase().contains("certificate"), "{err}");
+    let key = server.key.to_str().unwrap();
+    for (bad, says) in [(key, "holds no PEM certificate"), ("/nonexistent/ca.pem", "cannot read --ca-cert")] {
+        let (code, out, err) = cli(&["agents", "--server", &s.base, "--ca-cert", bad], SECS_10).await;
+        assert_eq!(code, 1, "--ca-cert {bad}: {out}{err}");
+        assert!(err.contains(says), "--ca-cert {bad}: {err}");
+    }
+
     let log = s.stderr();
     assert!(log.contains("serving HTTPS"), "{log}");
     assert_no_key_material(&log, &server.key);

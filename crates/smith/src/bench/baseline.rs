@@ -111,11 +111,11 @@ impl Scrape {
 
 /// What the server's processes and one agent's processes hold and have used, at one moment.
 #[derive(Debug, Clone, Copy, Default)]
-struct Reading {
+pub(super) struct Reading {
     /// Resident memory of the server's processes.
-    rss: f64,
+    pub(super) rss: f64,
     /// CPU seconds the server's processes have used.
-    cpu: f64,
+    pub(super) cpu: f64,
     /// Resident memory of the agent's processes (0 for an in-process executor).
     agent_memory: f64,
     agent_processes: f64,
@@ -124,22 +124,22 @@ struct Reading {
     /// When the worker sampled the agent figures (Unix seconds).
     agent_sampled_at: Option<f64>,
     /// Open SSE streams following a task.
-    sse_task: f64,
+    pub(super) sse_task: f64,
 }
 
 /// The server under measurement: its API and its metrics endpoints.
-struct Target {
-    http: reqwest::Client,
-    opts: ClientOpts,
-    metrics: Vec<String>,
+pub(super) struct Target {
+    pub(super) http: reqwest::Client,
+    pub(super) opts: ClientOpts,
+    pub(super) metrics: Vec<String>,
 }
 
 impl Target {
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.opts.server.trim_end_matches('/'))
     }
 
-    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+    pub(super) fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
         let r = self.http.request(method, url);
         match &self.opts.token {
             Some(t) => r.bearer_auth(t),
@@ -161,7 +161,7 @@ impl Target {
         Ok(Scrape::parse(&text))
     }
 
-    async fn reading(&self, agent: Option<&str>) -> Result<Reading> {
+    pub(super) async fn reading(&self, agent: Option<&str>) -> Result<Reading> {
         let s = self.scrape().await?;
         let Some(rss) = s.sum(crate::procmetrics::RESIDENT_MEMORY, None) else {
             bail!(
@@ -182,7 +182,7 @@ impl Target {
         })
     }
 
-    async fn submit(&self, agent: &str, input: &Value) -> Result<String> {
+    pub(super) async fn submit(&self, agent: &str, input: &Value) -> Result<String> {
         let resp = self
             .request(reqwest::Method::POST, &self.url("/v1/tasks"))
             .json(&json!({"agent": agent, "input": input}))
@@ -197,7 +197,7 @@ impl Target {
     }
 
     /// Cancels every task of `ids` that has not ended (best effort: the run is failing anyway).
-    async fn cancel_all(&self, ids: &[String], concurrency: usize) {
+    pub(super) async fn cancel_all(&self, ids: &[String], concurrency: usize) {
         stream::iter(ids)
             .for_each_concurrent(concurrency.max(1), |id| async move {
                 let url = self.url(&format!("/v1/tasks/{id}/cancel"));
@@ -340,7 +340,7 @@ fn mean(a: Reading, b: Reading) -> Reading {
 }
 
 /// Bytes as KiB/MiB/GiB, for the summary lines.
-fn size(bytes: f64) -> String {
+pub(super) fn size(bytes: f64) -> String {
     let (v, unit) = match bytes.abs() {
         b if b >= 1024.0 * 1024.0 * 1024.0 => (bytes / (1024.0 * 1024.0 * 1024.0), "GiB"),
         b if b >= 1024.0 * 1024.0 => (bytes / (1024.0 * 1024.0), "MiB"),
@@ -352,7 +352,7 @@ fn size(bytes: f64) -> String {
 
 /// A server this command can measure is on this host; say so when its address is not a
 /// loopback one (it may still be this host's own address).
-fn warn_if_remote(server: &str) {
+pub(super) fn warn_if_remote(server: &str) {
     let host = reqwest::Url::parse(server).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
     let local = host == "localhost"
         || host
@@ -428,7 +428,7 @@ pub async fn run(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
         a.metrics.clone()
     };
     let concurrency = a.concurrency.max(1);
-    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let http = crate::client::http_builder(&opts)?.pool_max_idle_per_host(concurrency).build()?;
     let t = Target { http, opts: opts.clone(), metrics };
 
     // the server at rest: its memory, and the CPU it uses doing nothing, over one window
@@ -621,7 +621,7 @@ async fn measure_sse(t: &Target, k: usize, concurrency: usize) -> Result<(usize,
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = t.reading(None).await?;
         // a client of its own, so that every stream is a connection of its own
-        let sse = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
+        let sse = crate::client::http_builder(&t.opts)?.pool_max_idle_per_host(0).build()?;
         let url = t.url(&format!("/v1/tasks/{anchor}/events"));
         let open = |_| {
             let r = match &t.opts.token {

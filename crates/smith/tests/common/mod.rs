@@ -17,8 +17,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_smith");
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Variables that would change how the binary under test behaves.
-pub const SMITH_ENV: [&str; 13] = [
+pub const SMITH_ENV: [&str; 14] = [
     "SMITH_LISTEN",
+    "SMITH_CA_CERT",
     "SMITH_DATA_DIR",
     "SMITH_CONFIG",
     "SMITH_TOKEN",
