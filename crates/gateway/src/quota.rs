@@ -1,7 +1,9 @@
 //! Per-tenant quotas, checked on every submission (the tasks API, session turns, an agent's
 //! `spawn_task`): submissions per second (a token bucket per tenant in this gateway), queued
 //! tasks, and daily token and cost budgets (since 00:00 UTC). A refusal is a 429 with
-//! `Retry-After`, and changes nothing.
+//! `Retry-After`, and changes nothing. Running tasks (`max_running`) cannot be bounded at
+//! submission: workers hand them to the store's claim as [`RunningCaps`], and a tenant's tasks
+//! over its cap wait in the queue.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,7 +11,7 @@ use std::time::Instant;
 
 use serde::Deserialize;
 use smith_core::{Code, Micros};
-use smith_store::Store;
+use smith_store::{RunningCaps, Store};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -23,6 +25,8 @@ pub struct Limits {
     pub burst: Option<f64>,
     /// Tasks waiting to run.
     pub max_queued: Option<u64>,
+    /// Tasks running at once over every worker; more wait in the queue (enforced by the claim).
+    pub max_running: Option<u64>,
     /// Input plus output tokens of attempts finished since 00:00 UTC.
     pub daily_tokens: Option<u64>,
     /// USD of attempts finished since 00:00 UTC.
@@ -41,6 +45,9 @@ impl Limits {
                     return Err(format!("quota {name}.{what} must be a positive number, not {v}"));
                 }
             }
+        }
+        if self.max_running == Some(0) {
+            return Err(format!("quota {name}.max_running must be at least 1 (0 would never run a task)"));
         }
         if self.burst.is_some() && self.submissions_per_second.is_none() {
             return Err(format!("quota {name}.burst needs {name}.submissions_per_second"));
@@ -77,6 +84,12 @@ impl Quotas {
         self.default.is_empty() && self.tenant.values().all(Limits::is_empty)
     }
 
+    /// The running caps the workers' claims enforce.
+    pub fn running_caps(&self) -> RunningCaps {
+        let tenants = self.tenant.iter().filter_map(|(t, l)| Some((t.clone(), l.max_running?))).collect();
+        RunningCaps { default: self.default.max_running, tenants }
+    }
+
     fn for_tenant(&self, tenant: &str) -> Limits {
         let d = &self.default;
         match self.tenant.get(tenant) {
@@ -85,6 +98,7 @@ impl Quotas {
                 submissions_per_second: t.submissions_per_second.or(d.submissions_per_second),
                 burst: t.burst.or(if t.submissions_per_second.is_some() { None } else { d.burst }),
                 max_queued: t.max_queued.or(d.max_queued),
+                max_running: t.max_running.or(d.max_running),
                 daily_tokens: t.daily_tokens.or(d.daily_tokens),
                 daily_cost_usd: t.daily_cost_usd.or(d.daily_cost_usd),
             },
@@ -180,6 +194,23 @@ mod tests {
         assert!(q.validate().is_ok());
         let bad: Quotas = toml::from_str("submissions_per_second = -1.0").unwrap();
         assert!(bad.validate().is_err());
-        assert!(toml::from_str::<Quotas>("max_running = 3").is_err(), "unknown keys are refused");
+        assert!(toml::from_str::<Quotas>("max_runing = 3").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn running_caps_are_the_default_and_each_tenant_s_own() {
+        let q: Quotas = toml::from_str(
+            "max_running = 2\n[tenant.big]\nmax_running = 10\n[tenant.fast]\nsubmissions_per_second = 9.0\n",
+        )
+        .unwrap();
+        assert!(q.validate().is_ok());
+        assert_eq!(q.for_tenant("fast").max_running, Some(2), "an entry without it keeps the default");
+        let caps = q.running_caps();
+        assert_eq!(caps.default, Some(2));
+        assert_eq!(caps.tenants, HashMap::from([("big".to_string(), 10)]));
+        assert_eq!((caps.cap("big"), caps.cap("fast"), caps.cap("any")), (Some(10), Some(2), Some(2)));
+        assert!(Quotas::default().running_caps().is_unlimited());
+        let zero: Quotas = toml::from_str("[tenant.x]\nmax_running = 0").unwrap();
+        assert!(zero.validate().unwrap_err().contains("quotas.tenant.x.max_running"));
     }
 }

@@ -816,6 +816,7 @@ async fn served_bodies_match_the_schemas() {
         lease: std::time::Duration::from_secs(60),
         wants: vec![("echo".into(), 10)],
         limit: None,
+        caps: Default::default(),
     };
     let claimed = gw.store.claim(&claim).await.unwrap();
     assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), [first]);

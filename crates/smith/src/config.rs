@@ -32,7 +32,8 @@ pub struct FileConfig {
     pub agents: BTreeMap<String, AgentSection>,
     #[serde(default)]
     pub auth: AuthSection,
-    /// Per-tenant submission quotas (docs/security.md).
+    /// Per-tenant quotas (docs/security.md): checked at submission by gateways, and
+    /// `max_running` at every claim by workers.
     #[serde(default)]
     pub quotas: smith_gateway::quota::Quotas,
 }
@@ -383,6 +384,8 @@ pub fn worker_options(
         worker.mcp_url = Some(url.clone());
     }
     worker.work_dir = w.work_dir.clone();
+    file.quotas.validate().map_err(|e| anyhow!(e))?;
+    worker.running_caps = std::sync::Arc::new(file.quotas.running_caps());
     if worker.heartbeat * 3 > worker.lease {
         bail!("worker.heartbeat ({:?}) must be at most a third of worker.lease ({:?})", worker.heartbeat, worker.lease);
     }

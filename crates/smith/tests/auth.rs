@@ -412,3 +412,70 @@ async fn quotas_answer_429_with_retry_after_and_recover() {
         small.cancel(id).await;
     }
 }
+
+/// The most intervals `[start, end)` open at one instant (an end at the instant a start happens
+/// is already closed).
+fn most_at_once(intervals: &[(i64, i64)]) -> usize {
+    let mut edges: Vec<(i64, i32)> = intervals.iter().flat_map(|&(s, e)| [(s, 1), (e, -1)]).collect();
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_running_holds_a_tenant_to_its_cap_without_holding_back_others() {
+    let config = "[quotas]\nmax_running = 2\n";
+    let s = Smith::start(Opts::new().token(ROOT).config(config)).await;
+    let root = s.api();
+    let (acme, _) = key(&root, "acme", &["tasks:write", "tasks:read"]).await;
+    let (globex, _) = key(&root, "globex", &["tasks:write", "tasks:read"]).await;
+
+    // acme's six are older than globex's two: globex must not wait behind acme's backlog
+    let mut a = Vec::new();
+    for _ in 0..6 {
+        a.push(acme.submit_id(json!({"agent": "sleep", "input": 1200})).await);
+    }
+    let mut g = Vec::new();
+    for _ in 0..2 {
+        g.push(globex.submit_id(json!({"agent": "sleep", "input": 1200})).await);
+    }
+    // watch while they run: acme never has more than two running, and globex runs beside it
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (mut most_acme, mut side_by_side) = (0, false);
+    loop {
+        let running = root.list_all("status=running").await;
+        let of = |t: &str| running.iter().filter(|r| r["tenant"] == t).count();
+        most_acme = most_acme.max(of("acme"));
+        side_by_side |= of("acme") == 2 && of("globex") == 2;
+        let done = acme.list_all("").await.iter().chain(&globex.list_all("").await).all(common::is_terminal);
+        if done {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "tasks still unfinished after 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(most_acme, 2, "acme's running tasks seen at once");
+    assert!(side_by_side, "globex's tasks ran while acme was at its cap");
+
+    // the record agrees: every task succeeded, never more than two of acme's at once, and
+    // globex's both started before acme's third did
+    let span = |t: &Value| (common::micros(&t["started_at"]), common::micros(&t["finished_at"]));
+    let mut acme_spans = Vec::new();
+    for id in &a {
+        let t = acme.get_task(id).await;
+        assert_eq!((t["status"].as_str(), t["attempt"].as_u64()), (Some("succeeded"), Some(1)), "{t}");
+        acme_spans.push(span(&t));
+    }
+    assert_eq!(most_at_once(&acme_spans), 2, "{acme_spans:?}");
+    let mut starts: Vec<i64> = acme_spans.iter().map(|s| s.0).collect();
+    starts.sort();
+    for id in &g {
+        let t = globex.get_task(id).await;
+        assert_eq!(t["status"], "succeeded", "{t}");
+        assert!(span(&t).0 < starts[2], "globex's task waited for acme's: {t}");
+    }
+}

@@ -6,7 +6,8 @@
 //! short: leases and backoffs of tens of milliseconds, or a `now` handed to `reap`.
 
 use crate::{
-    ClaimRequest, Claimed, Error, FeedFilter, GlobalEvent, Session, Store, TaskQuery, TenantLoad, UsageBy, AUDIT_LIMIT,
+    ClaimRequest, Claimed, Error, FeedFilter, GlobalEvent, RunningCaps, Session, Store, TaskQuery, TenantLoad, UsageBy,
+    AUDIT_LIMIT,
 };
 use serde_json::{json, Value};
 use smith_core::task::DEFAULT_TENANT;
@@ -15,7 +16,7 @@ use smith_core::{
     NewApiKey, NewAuditRecord, NewTask, Node, NodeRole, NodeStatus, Outcome, Scope, Task, TaskError, TaskId,
     TaskStatus, Usage,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,10 @@ macro_rules! store_conformance {
             claim_limit_caps_the_total_and_skips_agents_without_work,
             claim_marks_running_and_writes_started,
             concurrent_claims_never_hand_out_a_task_twice,
+            running_cap_holds_within_a_claim_and_frees_slots_as_tasks_end,
+            running_cap_holds_across_agents_and_concurrent_claims,
+            running_cap_of_a_tenant_overrides_the_default,
+            a_tenant_at_its_running_cap_holds_back_no_one,
             append_is_fenced_by_status_and_attempt,
             complete_success_records_result_and_terminal_event,
             retryable_failure_backs_off_then_exhausts_attempts,
@@ -155,7 +160,13 @@ async fn submit(store: &S, agent: &str) -> Task {
 }
 
 async fn claim(store: &S, worker: &str, agent: &str, n: u32, lease: Duration) -> Vec<Claimed> {
-    let request = ClaimRequest { worker: worker.into(), lease, wants: vec![(agent.into(), n)], limit: None };
+    let request = ClaimRequest {
+        worker: worker.into(),
+        lease,
+        wants: vec![(agent.into(), n)],
+        limit: None,
+        caps: Default::default(),
+    };
     store.claim(&request).await.expect("claim")
 }
 
@@ -409,6 +420,7 @@ pub async fn claim_limit_caps_the_total_and_skips_agents_without_work(store: S) 
         lease: LONG,
         wants: vec![("echo".into(), 2), ("stream".into(), 2), ("sleep".into(), 2), ("fail".into(), 2)],
         limit: Some(limit),
+        caps: Default::default(),
     };
     // echo and stream have nothing queued: sleep gets the two slots
     let got = store.claim(&req(2)).await.unwrap();
@@ -431,6 +443,7 @@ pub async fn claim_takes_only_wanted_agents_up_to_n(store: S) {
         lease: LONG,
         wants: vec![("echo".into(), 2), ("sleep".into(), 1), ("stream".into(), 5), ("fail".into(), 0)],
         limit: None,
+        caps: Default::default(),
     };
     let got = store.claim(&request).await.unwrap();
     let mut per_agent: HashMap<String, usize> = HashMap::new();
@@ -496,6 +509,188 @@ pub async fn concurrent_claims_never_hand_out_a_task_twice(store: S) {
         assert_eq!(get(&store, id).await.worker.as_deref(), Some(worker));
         assert_eq!(checked_log(&store, id).await.len(), 2, "one task.started per claim");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-tenant running caps
+
+fn caps(default: Option<u64>, tenants: &[(&str, u64)]) -> Arc<RunningCaps> {
+    Arc::new(RunningCaps { default, tenants: tenants.iter().map(|(t, n)| (t.to_string(), *n)).collect() })
+}
+
+async fn submit_as(store: &S, agent: &str, tenant: &str, priority: u8) -> Task {
+    let mut t = NewTask::new(agent, json!(tenant));
+    t.tenant = tenant.into();
+    t.priority = priority;
+    store.submit(t).await.expect("submit").task
+}
+
+async fn claim_capped(store: &S, worker: &str, wants: &[(&str, u32)], caps: &Arc<RunningCaps>) -> Vec<Claimed> {
+    let wants = wants.iter().map(|(a, n)| (a.to_string(), *n)).collect();
+    let request = ClaimRequest { worker: worker.into(), lease: LONG, wants, limit: None, caps: caps.clone() };
+    store.claim(&request).await.expect("claim")
+}
+
+fn by_tenant<'a>(claimed: impl IntoIterator<Item = &'a Claimed>) -> BTreeMap<String, usize> {
+    let mut n = BTreeMap::new();
+    for c in claimed {
+        *n.entry(c.task.tenant.clone()).or_default() += 1;
+    }
+    n
+}
+
+fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(t, n)| (t.to_string(), *n)).collect()
+}
+
+/// Tasks running by tenant, as the store has them.
+async fn running_by_tenant(store: &S) -> BTreeMap<String, usize> {
+    let q = TaskQuery { status: Some(TaskStatus::Running), limit: 1000, ..Default::default() };
+    let mut n = BTreeMap::new();
+    for t in store.list_tasks(&q).await.expect("list_tasks").items {
+        *n.entry(t.tenant).or_default() += 1;
+    }
+    n
+}
+
+pub async fn running_cap_holds_within_a_claim_and_frees_slots_as_tasks_end(store: S) {
+    alive(&store, "w").await;
+    define(&store, "tries", 3, 0).await;
+    let two = caps(Some(2), &[]);
+    let mut acme = Vec::new();
+    for _ in 0..5 {
+        acme.push(submit_as(&store, "tries", "acme", 0).await.id);
+    }
+    let got = claim_capped(&store, "w", &[("tries", 10)], &two).await;
+    assert_eq!(got.iter().map(|c| c.task.id).collect::<Vec<_>>(), acme[..2], "the two oldest, and no more");
+    assert!(claim_capped(&store, "w", &[("tries", 10)], &two).await.is_empty(), "acme is at its cap");
+
+    // a success frees a slot: the next oldest runs
+    store.complete(acme[0], 1, vec![], success(json!(1))).await.unwrap();
+    let next = claim_capped(&store, "w", &[("tries", 10)], &two).await;
+    assert_eq!(next.iter().map(|c| c.task.id).collect::<Vec<_>>(), [acme[2]]);
+    // so does a failure that sends its task back to the queue: it is the oldest queued again
+    let requeued = store.complete(acme[1], 1, vec![], failure(true)).await.unwrap();
+    assert_eq!(requeued.task.status, TaskStatus::Queued);
+    let mut tries = 0;
+    let retry = loop {
+        let got = claim_capped(&store, "w", &[("tries", 10)], &two).await;
+        if !got.is_empty() {
+            break got;
+        }
+        tries += 1;
+        assert!(tries < 200, "the requeued task never became claimable");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(retry.iter().map(|c| (c.task.id, c.task.attempt)).collect::<Vec<_>>(), [(acme[1], 2)]);
+    // and so does a cancelled one
+    store.request_cancel(acme[2]).await.unwrap();
+    let cancelled = Outcome::Cancelled { usage: Usage::default() };
+    store.complete(acme[2], 1, vec![], cancelled).await.unwrap();
+    let next = claim_capped(&store, "w", &[("tries", 10)], &two).await;
+    assert_eq!(next.iter().map(|c| c.task.id).collect::<Vec<_>>(), [acme[3]]);
+    assert_eq!(running_by_tenant(&store).await, counts(&[("acme", 2)]));
+    assert!(claim_capped(&store, "w", &[("tries", 10)], &two).await.is_empty());
+}
+
+/// One claim for two agents, then many claims at once (a PostgreSQL writer batches them into
+/// one transaction; processes take turns) by several workers, each for two agents: a tenant's
+/// running tasks over all of them never pass its cap, and every slot the caps allow is filled.
+pub async fn running_cap_holds_across_agents_and_concurrent_claims(store: S) {
+    for w in ["w1", "w2", "w3"] {
+        alive(&store, w).await;
+    }
+    let three = caps(Some(3), &[]);
+    for agent in ["fail", "stream"] {
+        for _ in 0..3 {
+            submit_as(&store, agent, "umbrella", 0).await;
+        }
+    }
+    // umbrella's two oldest fail tasks leave it one slot for stream
+    let first = claim_capped(&store, "w1", &[("fail", 2), ("stream", 5)], &three).await;
+    let agents: Vec<&str> = first.iter().map(|c| c.task.agent.as_str()).collect();
+    assert_eq!(agents, ["fail", "fail", "stream"], "{first:#?}");
+
+    for agent in ["echo", "sleep"] {
+        for _ in 0..6 {
+            submit_as(&store, agent, "acme", 0).await;
+        }
+        submit_as(&store, agent, "globex", 0).await;
+    }
+    for _ in 0..4 {
+        submit_as(&store, "sleep", "initech", 0).await;
+    }
+    let mut joins = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let (s, c) = (store.clone(), three.clone());
+        let worker = ["w1", "w2", "w3"][i % 3];
+        let wants: &[(&str, u32)] =
+            if i % 2 == 0 { &[("echo", 4), ("sleep", 4)] } else { &[("sleep", 4), ("echo", 4)] };
+        joins.spawn(async move { claim_capped(&s, worker, wants, &c).await });
+    }
+    let mut seen = HashSet::new();
+    let mut claimed = Vec::new();
+    while let Some(res) = joins.join_next().await {
+        for c in res.unwrap() {
+            assert!(seen.insert(c.task.id), "task {} handed out twice", c.task.id);
+            claimed.push(c);
+        }
+    }
+    assert_eq!(by_tenant(&claimed), counts(&[("acme", 3), ("globex", 2), ("initech", 3)]), "{claimed:#?}");
+    let running = counts(&[("acme", 3), ("globex", 2), ("initech", 3), ("umbrella", 3)]);
+    assert_eq!(running_by_tenant(&store).await, running);
+    assert_eq!(store.queue_stats().await.unwrap().queued, 9 + 1 + 3);
+}
+
+pub async fn running_cap_of_a_tenant_overrides_the_default(store: S) {
+    alive(&store, "w").await;
+    for tenant in ["big", "small", "other"] {
+        for _ in 0..4 {
+            submit_as(&store, "echo", tenant, 0).await;
+            submit_as(&store, "sleep", tenant, 0).await;
+        }
+    }
+    let got = claim_capped(&store, "w", &[("echo", 20)], &caps(Some(1), &[("big", 3)])).await;
+    assert_eq!(by_tenant(&got), counts(&[("big", 3), ("other", 1), ("small", 1)]));
+    // a cap for one tenant only: the others have none (and the running echo tasks count)
+    let got = claim_capped(&store, "w", &[("sleep", 20)], &caps(None, &[("small", 2)])).await;
+    assert_eq!(by_tenant(&got), counts(&[("big", 4), ("other", 4), ("small", 1)]));
+    assert_eq!(running_by_tenant(&store).await, counts(&[("big", 7), ("other", 5), ("small", 2)]));
+    // without caps the claim takes everything runnable
+    let got = claim(&store, "w", "echo", 20, LONG).await;
+    assert_eq!(by_tenant(&got), counts(&[("big", 1), ("other", 3), ("small", 3)]));
+}
+
+/// A capped tenant's backlog ahead of everyone (older and of higher priority) does not use up
+/// a claim's slots: the claim takes the capped tenant's share and the tasks behind.
+pub async fn a_tenant_at_its_running_cap_holds_back_no_one(store: S) {
+    alive(&store, "w").await;
+    let mut hog = Vec::new();
+    for _ in 0..40 {
+        hog.push(submit_as(&store, "echo", "hog", 9).await.id);
+    }
+    let mut small = Vec::new();
+    for priority in [0, 3, 0] {
+        small.push(submit_as(&store, "echo", "small", priority).await.id);
+    }
+    let one = caps(Some(1), &[("small", 5)]);
+    let got = claim_capped(&store, "w", &[("echo", 3)], &one).await;
+    let ids: Vec<TaskId> = got.iter().map(|c| c.task.id).collect();
+    assert_eq!(ids, [hog[0], small[1], small[0]], "hog's oldest, then small's by priority and age");
+    let got = claim_capped(&store, "w", &[("echo", 3)], &one).await;
+    assert_eq!(got.iter().map(|c| c.task.id).collect::<Vec<_>>(), [small[2]]);
+    assert!(claim_capped(&store, "w", &[("echo", 3)], &one).await.is_empty());
+    // sessions still go one turn at a time under caps
+    let turn = |n: u32| {
+        let mut t = NewTask::new("sleep", json!(n));
+        t.session_id = Some("s".into());
+        t.tenant = "small".into();
+        t
+    };
+    let t1 = store.submit(turn(1)).await.unwrap().task;
+    store.submit(turn(2)).await.unwrap();
+    let got = claim_capped(&store, "w", &[("sleep", 3)], &one).await;
+    assert_eq!(got.iter().map(|c| c.task.id).collect::<Vec<_>>(), [t1.id]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1556,6 +1751,7 @@ where
         lease: LONG,
         wants: vec![(agent.into(), 1)],
         limit: None,
+        caps: Default::default(),
     };
     let mut custom = AgentDef::new("custom", ExecutorKind::Echo);
     custom.max_attempts = 5;

@@ -4,6 +4,7 @@
 //! Every backend passes the same [`conformance`] suite.
 
 mod access;
+mod caps;
 pub mod conformance;
 mod error;
 mod instrumented;
@@ -13,6 +14,7 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use access::AUDIT_LIMIT;
+pub use caps::RunningCaps;
 pub use error::{Error, Result};
 pub use instrumented::{instrument, Instrumented};
 pub use metrics::{describe_metrics, record_pool_stats};
@@ -45,12 +47,16 @@ pub struct Claimed {
 /// What a worker asks for: up to `n` tasks of each agent, in the order given, and at most
 /// `limit` in all (each agent may be offered every free slot, since only the store knows
 /// which agents have work; the limit keeps the total within the worker's capacity).
+///
+/// `caps` bounds each tenant's running tasks over every worker: a tenant at its cap gets
+/// nothing, and the tasks behind its own are claimed as if it had none queued.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
     pub worker: String,
     pub lease: Duration,
     pub wants: Vec<(String, u32)>,
     pub limit: Option<u32>,
+    pub caps: Arc<RunningCaps>,
 }
 
 /// A task's state change and the events it wrote.

@@ -1,7 +1,8 @@
 //! The store conformance suite against PostgreSQL, plus what only a networked store promises:
 //! reopening keeps everything, migrations apply once however many processes start at once, two
-//! processes writing the feed keep it commit-ordered, a failing write does not fail its batch,
-//! and bad URLs, unreachable servers and missing databases fail fast and say why.
+//! processes writing the feed keep it commit-ordered, running caps hold across processes, a
+//! failing write does not fail its batch, and bad URLs, unreachable servers and missing
+//! databases fail fast and say why.
 //!
 //! Needs `SMITH_TEST_POSTGRES_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`); without
 //! it each test that needs a server prints why it is skipped and passes. Every test works in a
@@ -11,7 +12,7 @@
 use serde_json::json;
 use smith_core::{AgentDef, AuditQuery, Code, EventDraft, Micros, NewAuditRecord, NewTask, Outcome, Usage};
 use smith_store::conformance::reopening_keeps_everything;
-use smith_store::{ClaimRequest, Error, FeedFilter, OpenOptions, Store};
+use smith_store::{ClaimRequest, Error, FeedFilter, OpenOptions, RunningCaps, Store};
 use sqlx::{Connection, PgConnection};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -82,7 +83,13 @@ mod conformance {
 }
 
 fn claim_request(worker: &str, agent: &str, n: u32) -> ClaimRequest {
-    ClaimRequest { worker: worker.into(), lease: Duration::from_secs(600), wants: vec![(agent.into(), n)], limit: None }
+    ClaimRequest {
+        worker: worker.into(),
+        lease: Duration::from_secs(600),
+        wants: vec![(agent.into(), n)],
+        limit: None,
+        caps: Default::default(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +129,7 @@ async fn migrations_apply_once_however_many_processes_start_at_once() {
         .fetch_all(&mut conn)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     let builtins: i64 = sqlx::query_scalar("SELECT count(*) FROM agents").fetch_one(&mut conn).await.unwrap();
     assert_eq!(builtins as usize, AgentDef::builtins().len());
 
@@ -183,6 +190,69 @@ async fn feed_stays_commit_ordered_across_processes() {
     let positions: Vec<u64> = all.iter().map(|e| e.pos).collect();
     assert_eq!(positions, (1..=all.len() as u64).collect::<Vec<_>>(), "positions are gapless");
     assert_eq!(seen, all, "the tail saw every event once, in order");
+}
+
+/// Two processes' workers claiming and finishing one tenant's tasks as fast as they can never
+/// run more of them at once than its cap: claims of every process are serialized, and each
+/// counts what runs when it begins. The stored start and end times say so (a claim's start is
+/// read after the lock, so after the end of every task whose slot it took).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_caps_hold_across_processes() {
+    let Some(server) = server() else { return };
+    let url = fresh_schema(&server).await;
+    let stores =
+        [smith_store::open(&url, &options()).await.unwrap(), smith_store::open(&url, &options()).await.unwrap()];
+    for tenant in ["acme", "globex"] {
+        for i in 0..24 {
+            let mut t = NewTask::new(if i % 2 == 0 { "echo" } else { "sleep" }, json!(i));
+            t.tenant = tenant.into();
+            stores[0].submit(t).await.unwrap();
+        }
+    }
+    let caps = Arc::new(RunningCaps { default: Some(3), tenants: [("globex".to_string(), 5)].into() });
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..6 {
+        let (s, caps) = (stores[w % 2].clone(), caps.clone());
+        workers.spawn(async move {
+            let wants = vec![("echo".to_string(), 2), ("sleep".to_string(), 2)];
+            let req =
+                ClaimRequest { worker: format!("w{w}"), lease: Duration::from_secs(600), wants, limit: None, caps };
+            let mut idle = 0;
+            while idle < 50 {
+                let got = s.claim(&req).await.unwrap();
+                idle = if got.is_empty() { idle + 1 } else { 0 };
+                if got.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                for c in got {
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                    let ok = Outcome::Succeeded { result: json!(w), usage: Usage::default() };
+                    s.complete(c.task.id, c.task.attempt, vec![], ok).await.unwrap();
+                }
+            }
+        });
+    }
+    while let Some(res) = workers.join_next().await {
+        res.unwrap();
+    }
+    for (tenant, cap) in [("acme", 3), ("globex", 5)] {
+        let q = smith_store::TaskQuery { tenant: Some(tenant.into()), limit: 100, ..Default::default() };
+        let tasks = stores[1].list_tasks(&q).await.unwrap().items;
+        assert_eq!(tasks.len(), 24);
+        let mut edges = Vec::new();
+        for t in &tasks {
+            assert_eq!(t.status, smith_core::TaskStatus::Succeeded, "{t:?}");
+            edges.push((t.started_at.unwrap().0, 1));
+            edges.push((t.finished_at.unwrap().0, -1));
+        }
+        edges.sort();
+        let (mut now, mut most) = (0, 0);
+        for (_, d) in edges {
+            now += d;
+            most = most.max(now);
+        }
+        assert_eq!(most, cap, "{tenant}'s tasks running at once, by their stored times");
+    }
 }
 
 /// Audit ids are handed out under the feed lock, so they too are commit-ordered and gapless

@@ -48,7 +48,13 @@ mod instrumented {
 }
 
 fn claim_request(worker: &str, agent: &str, n: u32) -> ClaimRequest {
-    ClaimRequest { worker: worker.into(), lease: Duration::from_secs(600), wants: vec![(agent.into(), n)], limit: None }
+    ClaimRequest {
+        worker: worker.into(),
+        lease: Duration::from_secs(600),
+        wants: vec![(agent.into(), n)],
+        limit: None,
+        caps: Default::default(),
+    }
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ mod pool;
 
 use smith_bus::Bus;
 use smith_core::{AgentDef, Micros, Node, NodeRole, NodeStatus, TaskId};
-use smith_store::{ClaimRequest, Store};
+use smith_store::{ClaimRequest, RunningCaps, Store};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,6 +47,9 @@ pub struct WorkerOptions {
     /// Where Claude Code agents without a `cwd` work: `sessions/<id>` per session (kept, so a
     /// later turn resumes in the same place), `tasks/<id>` per task (removed when it ends).
     pub work_dir: Option<std::path::PathBuf>,
+    /// The most tasks of each tenant running at once over every worker (`[quotas]
+    /// max_running`): the claim leaves a tenant's tasks queued while it has that many running.
+    pub running_caps: Arc<RunningCaps>,
 }
 
 impl WorkerOptions {
@@ -65,6 +68,7 @@ impl WorkerOptions {
             mcp_url: None,
             mcp_token: None,
             work_dir: None,
+            running_caps: Arc::default(),
         }
     }
 }
@@ -312,7 +316,13 @@ impl Worker {
         if wanted == 0 {
             return Ok((0, 0));
         }
-        let req = ClaimRequest { worker: s.opts.node_id.clone(), lease: s.opts.lease, wants, limit: Some(free) };
+        let req = ClaimRequest {
+            worker: s.opts.node_id.clone(),
+            lease: s.opts.lease,
+            wants,
+            limit: Some(free),
+            caps: s.opts.running_caps.clone(),
+        };
         let claimed = match s.store.claim(&req).await {
             Ok(c) => c,
             Err(e) => {

@@ -12,6 +12,7 @@
 
 mod access;
 mod apply;
+mod claims;
 mod migrate;
 mod phases;
 mod reads;

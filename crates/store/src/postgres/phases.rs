@@ -6,7 +6,7 @@ use super::apply;
 use super::db_error;
 use super::rows::{node_row, task_row, AuditBuf, EventBuf, TaskRow, NODE_COLS, TASK_COLS};
 use super::writer::{Job, Op};
-use crate::{ClaimRequest, Claimed, Error, Result, Submitted};
+use crate::{Error, Result, Submitted};
 use serde_json::json;
 use smith_core::{AgentDef, Code, EventKind, Micros, NewTask, Node, NodeStatus, Task, TaskId, TaskStatus};
 use sqlx::PgConnection;
@@ -34,7 +34,7 @@ impl Ctx {
 /// Takes the feed lock until the transaction ends. Whoever holds it must never wait for a row
 /// lock (claims skip locked rows, events conflict with no one), so it cannot close a cycle of
 /// waits; it is held from the claims to the commit.
-async fn lock_feed(conn: &mut PgConnection, ctx: &mut Ctx) -> Result<()> {
+pub(super) async fn lock_feed(conn: &mut PgConnection, ctx: &mut Ctx) -> Result<()> {
     if ctx.locked {
         return Ok(());
     }
@@ -79,7 +79,7 @@ pub(super) async fn run(conn: &mut PgConnection, ops: &mut [Op], out: &mut Appen
     misc(conn, ops, ev).await?;
     submit(conn, ops, ev, ctx).await?;
     task_changes(conn, ops, ev).await?;
-    claims(conn, ops, ev, ctx).await
+    super::claims::claims(conn, ops, ev, ctx).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -586,128 +586,6 @@ async fn write_back(conn: &mut PgConnection, rows: &[&TaskRow]) -> Result<()> {
     .execute(conn)
     .await
     .map_err(db_error)?;
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Claims: last, under the feed lock. SKIP LOCKED alone lets two concurrent claims miss work: a
-// claim whose snapshot predates a submission's commit skips the one older task another claim
-// has locked, and returns nothing while a task is queued. Claims that run one at a time (in
-// every process), each after the previous one committed, see every committed task that no
-// one else is claiming. They never wait (SKIP LOCKED), so holding the lock through them is safe.
-
-/// Tasks one claim takes of one agent at most ("up to n": a larger `n` gets this many).
-const MAX_CLAIM: u32 = 1000;
-
-/// The task slots a batch's claims ask of one agent, in arrival order: the claimant's worker and
-/// lease end, and which claim (and which of its wants) the slot belongs to.
-struct Slots<'a> {
-    agent: &'a str,
-    workers: Vec<String>,
-    leases: Vec<i64>,
-    owners: Vec<(usize, usize)>,
-}
-
-/// One statement per agent for every claim of the batch: the claims' slots are numbered in
-/// arrival order and matched to the runnable tasks by rank (priority, then age), so each claim
-/// gets what it would have got running alone after the claims before it.
-/// Slots of quarantined workers are left out before matching, so they get nothing.
-async fn claims(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx: &mut Ctx) -> Result<()> {
-    let mut jobs: Vec<&mut Job<ClaimRequest, Vec<Claimed>>> = ops
-        .iter_mut()
-        .filter_map(|op| match op {
-            Op::Claim(j) => Some(j),
-            _ => None,
-        })
-        .collect();
-    if jobs.is_empty() {
-        return Ok(());
-    }
-    lock_feed(conn, ctx).await?;
-    let now = Micros::now();
-    // agents in the order the claims name them; each claim's limit is spent agent by agent
-    let mut names: Vec<String> = Vec::new();
-    for job in &jobs {
-        for (agent, _) in &job.input.wants {
-            if !names.contains(agent) {
-                names.push(agent.clone());
-            }
-        }
-    }
-    let mut left: Vec<u32> = jobs.iter().map(|j| j.input.limit.unwrap_or(u32::MAX)).collect();
-    let sql = format!(
-        "WITH picked AS ( \
-             SELECT pick_id, row_number() OVER (ORDER BY priority DESC, seq) AS k FROM ( \
-                 SELECT id AS pick_id, priority, seq FROM tasks \
-                 WHERE status = 'queued' AND agent = $1 AND run_at <= $2 \
-                 AND (session_id IS NULL OR NOT EXISTS (SELECT 1 FROM tasks p \
-                      WHERE p.session_id = tasks.session_id AND p.tenant = tasks.tenant AND p.seq < tasks.seq \
-                      AND p.status IN ('queued', 'running'))) \
-                 ORDER BY priority DESC, seq LIMIT $3 FOR UPDATE SKIP LOCKED) AS q), \
-         slots AS ( \
-             SELECT slot_worker, slot_lease, n AS slot, row_number() OVER (ORDER BY n) AS k \
-             FROM UNNEST($4::text[], $5::int8[]) WITH ORDINALITY AS s(slot_worker, slot_lease, n) \
-             WHERE NOT EXISTS (SELECT 1 FROM nodes \
-                               WHERE nodes.id = s.slot_worker AND nodes.status = 'quarantined')) \
-         UPDATE tasks SET status = 'running', attempt = attempt + 1, worker = slots.slot_worker, \
-             lease_until = slots.slot_lease, started_at = $2, last_seq = last_seq + 1 \
-         FROM picked JOIN slots ON slots.k = picked.k \
-         WHERE tasks.id = picked.pick_id \
-         RETURNING slots.slot AS slot, {TASK_COLS}"
-    );
-    // claimed rows per job and want, in rank order
-    let mut got: Vec<Vec<Vec<TaskRow>>> = jobs.iter().map(|j| vec![Vec::new(); j.input.wants.len()]).collect();
-    for agent in &names {
-        let mut slots = Slots { agent, workers: Vec::new(), leases: Vec::new(), owners: Vec::new() };
-        for (j, job) in jobs.iter().enumerate() {
-            for (w, (a, n)) in job.input.wants.iter().enumerate() {
-                if a != agent {
-                    continue;
-                }
-                for _ in 0..(*n).min(MAX_CLAIM).min(left[j]) {
-                    slots.workers.push(job.input.worker.clone());
-                    slots.leases.push(now.plus(job.input.lease).0);
-                    slots.owners.push((j, w));
-                }
-            }
-        }
-        let Slots { agent, workers, leases, owners } = slots;
-        if owners.is_empty() {
-            continue;
-        }
-        let rows = sqlx::query(&sql)
-            .bind(agent)
-            .bind(now.0)
-            .bind(owners.len() as i64)
-            .bind(&workers)
-            .bind(&leases)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_error)?;
-        let mut ranked = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let slot: i64 = sqlx::Row::try_get(r, "slot").map_err(db_error)?;
-            ranked.push((slot, task_row(r)?));
-        }
-        ranked.sort_by_key(|(slot, _)| *slot);
-        for (slot, row) in ranked {
-            let owner = usize::try_from(slot - 1).ok().and_then(|i| owners.get(i));
-            let Some(&(j, w)) = owner else {
-                return Err(Error::Backend(format!("claim returned unknown slot {slot}")));
-            };
-            left[j] = left[j].saturating_sub(1);
-            got[j][w].push(row);
-        }
-    }
-    for (job, wants) in jobs.iter_mut().zip(got) {
-        let mut out = Vec::new();
-        for row in wants.into_iter().flatten() {
-            let data = json!({"worker": job.input.worker, "attempt": row.task.attempt});
-            let event = ev.push(Some(&row.task), row.last_seq, EventKind::Started, row.task.attempt, now, data);
-            out.push(Claimed { task: row.task, event });
-        }
-        job.out = Some(Ok(out));
-    }
     Ok(())
 }
 

@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_leader.sql"),
     include_str!("../../migrations/sqlite/0003_collaboration.sql"),
     include_str!("../../migrations/sqlite/0004_access.sql"),
+    include_str!("../../migrations/sqlite/0005_running_caps.sql"),
 ];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;

@@ -1,6 +1,7 @@
 //! The SQL of the SQLite store: every function runs on a connection the caller owns
 //! (the writer's batch transaction, or a reader).
 
+use crate::caps::Room;
 use crate::{
     Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, Held, QueueStats, Result, Session,
     Submitted, TaskPage, TaskQuery, UsageBy,
@@ -268,6 +269,15 @@ pub(super) fn list_tasks(c: &Connection, q: &TaskQuery) -> Result<TaskPage> {
     Ok(TaskPage { items, next_cursor: if more { next_cursor.map(|v| v.to_string()) } else { None } })
 }
 
+/// A queued task `t` that is no later turn of a session whose earlier turn is queued or running.
+const NO_EARLIER_TURN: &str = "(t.session_id IS NULL OR NOT EXISTS (SELECT 1 FROM tasks p \
+     WHERE p.session_id = t.session_id AND p.tenant = t.tenant AND p.rowid < t.rowid \
+     AND p.status IN ('queued', 'running')))";
+
+/// Claims a task: `?1` worker, `?2` lease end, `?3` now.
+const CLAIM_SET: &str = "UPDATE tasks SET status = 'running', attempt = attempt + 1, worker = ?1, lease_until = ?2, \
+     started_at = ?3, last_seq = last_seq + 1";
+
 pub(super) fn claim(c: &Connection, req: &ClaimRequest, now: Micros) -> Result<Vec<Claimed>> {
     let quarantined =
         c.prepare_cached("SELECT 1 FROM nodes WHERE id = ?1 AND status = 'quarantined'")?.exists([&req.worker])?;
@@ -276,15 +286,13 @@ pub(super) fn claim(c: &Connection, req: &ClaimRequest, now: Micros) -> Result<V
     }
     let lease_until = now.plus(req.lease);
     let sql = format!(
-        "UPDATE tasks SET status = 'running', attempt = attempt + 1, worker = ?1, lease_until = ?2, started_at = ?3, \
-         last_seq = last_seq + 1 \
-         WHERE rowid IN (SELECT rowid FROM tasks t WHERE status = 'queued' AND agent = ?4 AND run_at <= ?3 \
-                         AND (session_id IS NULL OR NOT EXISTS (SELECT 1 FROM tasks p \
-                              WHERE p.session_id = t.session_id AND p.tenant = t.tenant AND p.rowid < t.rowid \
-                              AND p.status IN ('queued', 'running'))) \
-                         ORDER BY priority DESC, rowid LIMIT ?5) \
+        "{CLAIM_SET} WHERE rowid IN (SELECT rowid FROM tasks t WHERE status = 'queued' AND agent = ?4 AND run_at <= ?3 \
+                                     AND {NO_EARLIER_TURN} ORDER BY priority DESC, rowid LIMIT ?5) \
          RETURNING {TASK_COLS}"
     );
+    // Under running caps, the tenants' running tasks now (this is the only writer, so nothing
+    // else claims until this transaction commits), less what this claim takes as it goes.
+    let mut room = if req.caps.is_unlimited() { None } else { Some(Room::new(&req.caps, running_by_tenant(c)?)) };
     let mut out = Vec::new();
     let mut left = req.limit.unwrap_or(u32::MAX);
     for (agent, n) in &req.wants {
@@ -292,12 +300,26 @@ pub(super) fn claim(c: &Connection, req: &ClaimRequest, now: Micros) -> Result<V
         if n == 0 {
             continue;
         }
-        let mut rows: Vec<(TaskRow, i64)> = {
-            let mut stmt = c.prepare_cached(&sql)?;
-            let it = stmt.query_map(params![req.worker, lease_until.0, now.0, agent, n as i64], |r| {
-                Ok((task_row(r)?, r.get::<_, i64>(24)?))
-            })?;
-            it.collect::<rusqlite::Result<_>>()?
+        let mut rows: Vec<(TaskRow, i64)> = match room.as_mut() {
+            None => {
+                let mut stmt = c.prepare_cached(&sql)?;
+                let it = stmt.query_map(params![req.worker, lease_until.0, now.0, agent, n as i64], |r| {
+                    Ok((task_row(r)?, r.get::<_, i64>(24)?))
+                })?;
+                it.collect::<rusqlite::Result<_>>()?
+            }
+            Some(room) => {
+                let mut stmt = c.prepare_cached(&format!("{CLAIM_SET} WHERE rowid = ?4 RETURNING {TASK_COLS}"))?;
+                let mut rows = Vec::new();
+                for rowid in capped_picks(c, agent, n, now, room)? {
+                    let row = stmt.query_row(params![req.worker, lease_until.0, now.0, rowid], |r| {
+                        Ok((task_row(r)?, r.get::<_, i64>(24)?))
+                    })?;
+                    room.take(&row.0.task.tenant);
+                    rows.push(row);
+                }
+                rows
+            }
         };
         left = left.saturating_sub(rows.len() as u32);
         rows.sort_by_key(|(r, rowid)| (std::cmp::Reverse(r.task.priority), *rowid));
@@ -316,6 +338,51 @@ pub(super) fn claim(c: &Connection, req: &ClaimRequest, now: Micros) -> Result<V
         }
     }
     Ok(out)
+}
+
+/// Running tasks by tenant.
+fn running_by_tenant(c: &Connection) -> Result<HashMap<String, u64>> {
+    let mut stmt = c.prepare_cached("SELECT tenant, count(*) FROM tasks WHERE status = 'running' GROUP BY tenant")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The rowids of the best `n` runnable tasks of `agent` that fit their tenants' free running
+/// slots: each tenant with queued work (found one index probe at a time) offers its best tasks
+/// up to its room, and the offers are merged by priority, then age. A tenant at its cap costs
+/// one probe, however long its backlog, and holds back no one else's tasks.
+fn capped_picks(c: &Connection, agent: &str, n: u32, now: Micros, room: &Room) -> Result<Vec<i64>> {
+    let tenants: Vec<String> = {
+        let mut stmt = c.prepare_cached(
+            "WITH RECURSIVE queued(tenant) AS ( \
+                 SELECT (SELECT tenant FROM tasks WHERE status = 'queued' AND agent = ?1 ORDER BY tenant LIMIT 1) \
+                 UNION ALL \
+                 SELECT (SELECT tenant FROM tasks WHERE status = 'queued' AND agent = ?1 AND tenant > queued.tenant \
+                         ORDER BY tenant LIMIT 1) \
+                 FROM queued WHERE queued.tenant IS NOT NULL) \
+             SELECT tenant FROM queued WHERE tenant IS NOT NULL",
+        )?;
+        let it = stmt.query_map([agent], |r| r.get(0))?;
+        it.collect::<rusqlite::Result<_>>()?
+    };
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT priority, rowid FROM tasks t WHERE status = 'queued' AND agent = ?1 AND tenant = ?2 AND run_at <= ?3 \
+         AND {NO_EARLIER_TURN} ORDER BY priority DESC, rowid LIMIT ?4"
+    ))?;
+    let mut picks: Vec<(i64, i64)> = Vec::new();
+    for tenant in &tenants {
+        let k = room.left(tenant).map_or(u64::from(n), |free| free.min(u64::from(n)));
+        if k == 0 {
+            continue;
+        }
+        let it = stmt.query_map(params![agent, tenant, now.0, k as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        for pick in it {
+            picks.push(pick?);
+        }
+    }
+    picks.sort_by_key(|&(priority, rowid)| (std::cmp::Reverse(priority), rowid));
+    picks.truncate(n as usize);
+    Ok(picks.into_iter().map(|(_, rowid)| rowid).collect())
 }
 
 /// Fences a write to a running task and reserves `n` sequence numbers; returns the first.
