@@ -481,6 +481,11 @@ async fn postgres_sslmode_is_honoured() {
         let (code, _, err) = cli(&["migrate", "--store", &verify], Duration::from_secs(60)).await;
         assert_ne!(code, 0, "verify-full against a foreign CA must fail");
         assert!(err.contains("invalid peer certificate"), "{err}");
+        assert!(!err.contains("unavailable"), "a refused certificate is a configuration error, not an outage: {err}");
+        let missing = param(&url, "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem");
+        let (code, _, err) = cli(&["migrate", "--store", &missing], Duration::from_secs(60)).await;
+        assert_ne!(code, 0, "a missing sslrootcert must fail");
+        assert!(err.contains("cannot read sslrootcert /nonexistent/ca.pem"), "{err}");
     } else {
         eprintln!("note: this PostgreSQL has ssl = {ssl}; checking that sslmode=require fails clearly");
         assert_ne!(code, 0, "sslmode=require against a server without TLS must fail");

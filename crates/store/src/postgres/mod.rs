@@ -85,10 +85,61 @@ pub(super) fn db_error(e: sqlx::Error) -> Error {
     }
 }
 
+/// A TLS failure that retrying cannot mend: the server's certificate is refused, or TLS is
+/// required and the server offers none. sqlx reports a refused certificate as an I/O error.
+fn is_tls_refusal(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(io) => {
+            let text = io.to_string();
+            text.contains("invalid peer certificate") || text.contains("certificate verify failed")
+        }
+        _ => false,
+    }
+}
+
+/// The certificate files a PostgreSQL URL names (`sslrootcert`, `sslcert`, `sslkey`) must be
+/// readable: sqlx would say only "No such file or directory", at the first connection.
+fn check_tls_files(url: &str) -> Result<()> {
+    let Some((_, query)) = url.split_once('?') else { return Ok(()) };
+    for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+        if !matches!(key, "sslrootcert" | "sslcert" | "sslkey") {
+            continue;
+        }
+        let path = percent_decode(value);
+        if let Err(e) = std::fs::File::open(&path) {
+            return Err(Error::Config(format!("cannot read {key} {path}: {e}")));
+        }
+    }
+    Ok(())
+}
+
+/// `%XX` escapes decoded (a URL's query value); anything else as it is.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Parses the URL and applies the options; never echoes the URL (it may hold a password).
 fn connect_options(url: &str, options: &OpenOptions) -> Result<PgConnectOptions> {
     let mut opts =
         PgConnectOptions::from_str(url).map_err(|e| Error::Config(format!("invalid PostgreSQL URL: {e}")))?;
+    check_tls_files(url)?;
     if opts.get_application_name().is_none() {
         opts = opts.application_name("smith");
     }
@@ -129,7 +180,7 @@ async fn connect(opts: &PgConnectOptions) -> Result<PgConnection> {
                 _ => db_error(sqlx::Error::Database(d)),
             })
         }
-        Ok(Err(e @ sqlx::Error::Tls(_))) => Err(Error::Config(format!("cannot connect to {place}: {e}"))),
+        Ok(Err(e)) if is_tls_refusal(&e) => Err(Error::Config(format!("cannot connect to {place}: {e}"))),
         Ok(Err(e)) => Err(Error::Unavailable(format!("cannot connect to {place}: {e}"))),
     }
 }
@@ -429,5 +480,18 @@ mod tests {
                 other => panic!("{url}: expected a configuration error, got {:?}", other.map(|_| ())),
             }
         }
+    }
+
+    #[test]
+    fn missing_certificate_files_are_named_configuration_errors() {
+        let url = "postgres://u:secret@h/db?sslmode=verify-full&sslrootcert=/no%20such/ca.pem";
+        match connect_options(url, &OpenOptions::default()) {
+            Err(Error::Config(m)) => {
+                assert!(m.contains("sslrootcert /no such/ca.pem"), "{m}");
+                assert!(!m.contains("secret"), "{m}");
+            }
+            other => panic!("expected a configuration error, got {:?}", other.map(|_| ())),
+        }
+        assert_eq!(percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
     }
 }
