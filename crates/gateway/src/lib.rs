@@ -5,6 +5,7 @@
 
 mod audit;
 pub mod auth;
+mod console;
 mod error;
 mod hub;
 mod keys;
@@ -126,9 +127,12 @@ impl Gateway {
 
     pub fn router(&self) -> axum::Router {
         let state = self.state.clone();
-        routes::router(state.clone())
+        let api = routes::router(state.clone())
             .layer(axum::middleware::from_fn_with_state(state, guard))
-            .layer(axum::Extension(error::BodyLimit(self.state.opts.max_body_bytes)))
+            .layer(axum::Extension(error::BodyLimit(self.state.opts.max_body_bytes)));
+        // the console's static files hold no data (it reads the API with the operator's
+        // token), so they are served outside the guard, to anyone
+        console::router().merge(api)
     }
 
     /// Serves plain HTTP with the default timeouts; see [`Gateway::serve_with`].
