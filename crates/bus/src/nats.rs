@@ -79,6 +79,10 @@ struct Shared {
     /// The server URL without credentials, for messages and logs.
     server: String,
     capacity: usize,
+    /// Messages the connection may have lost (async-nats' own buffer overflowed, or the
+    /// connection dropped): every subscription counts them as dropped, so its reader
+    /// re-reads the store.
+    lost: Arc<AtomicU64>,
     /// Never sent on; dropped with the last clone, which stops every forwarder.
     _shutdown: watch::Sender<()>,
     shutdown: watch::Receiver<()>,
@@ -121,7 +125,8 @@ impl NatsBus {
                 Error::Config(format!("bus URL for NATS server {server}: cacertfile `{}` {why}", path.display()))
             })?;
         }
-        let mut options = connect_options(&server, target.auth);
+        let lost = Arc::new(AtomicU64::new(0));
+        let mut options = connect_options(&server, target.auth, target.capacity, lost.clone());
         if let Some(path) = target.ca_file {
             options = options.add_root_certificates(path).require_tls(true);
         }
@@ -144,6 +149,7 @@ impl NatsBus {
                 client,
                 server,
                 capacity: target.capacity,
+                lost,
                 _shutdown: shutdown_tx,
                 shutdown: shutdown_rx,
             }),
@@ -167,8 +173,8 @@ impl NatsBus {
     fn forward(&self, pattern: &str, subscriber: async_nats::Subscriber) -> Subscription {
         let (tx, rx) = mpsc::channel(self.shared.capacity);
         let dropped = Arc::new(AtomicU64::new(0));
-        let task =
-            tokio::spawn(forward(subscriber, tx, dropped.clone(), pattern.to_owned(), self.shared.shutdown.clone()));
+        let counts = Counts { dropped: dropped.clone(), lost: self.shared.lost.clone() };
+        let task = tokio::spawn(forward(subscriber, tx, counts, pattern.to_owned(), self.shared.shutdown.clone()));
         let abort = task.abort_handle();
         // Aborting drops the async-nats subscriber, which unsubscribes on the server.
         Subscription::new(rx, dropped, Box::new(move || abort.abort()))
@@ -188,13 +194,22 @@ impl fmt::Debug for NatsBus {
 /// Moves messages from one async-nats subscriber into its bounded buffer until the
 /// subscription or the bus is dropped. Never waits on a full buffer: the message is
 /// dropped and counted, as in the in-process bus.
+struct Counts {
+    /// This subscription's drops.
+    dropped: Arc<AtomicU64>,
+    /// The connection's possible losses ([`Shared::lost`]).
+    lost: Arc<AtomicU64>,
+}
+
 async fn forward(
     mut subscriber: async_nats::Subscriber,
     tx: mpsc::Sender<Arc<Message>>,
-    dropped: Arc<AtomicU64>,
+    counts: Counts,
     pattern: String,
     mut shutdown: watch::Receiver<()>,
 ) {
+    let Counts { dropped, lost } = counts;
+    let mut lost_seen = lost.load(Ordering::Relaxed);
     loop {
         let next = tokio::select! {
             biased;
@@ -203,6 +218,11 @@ async fn forward(
         };
         // `None`: the connection is closed for good (the client was dropped).
         let Some(message) = next else { return };
+        let lost_now = lost.load(Ordering::Relaxed);
+        if lost_now != lost_seen {
+            dropped.fetch_add(lost_now - lost_seen, Ordering::Relaxed);
+            lost_seen = lost_now;
+        }
         let message = Message {
             subject: message.subject.into_string(),
             payload: message.payload,
@@ -234,7 +254,7 @@ async fn check_ca_file(path: &Path) -> std::result::Result<(), String> {
     Ok(())
 }
 
-fn connect_options(server: &str, auth: Auth) -> ConnectOptions {
+fn connect_options(server: &str, auth: Auth, capacity: usize, lost: Arc<AtomicU64>) -> ConnectOptions {
     let events_server = server.to_owned();
     // `retry_on_initial_connect` stays off (the default): a server that is down at
     // start-up must be an error the operator sees, not a silent retry loop.
@@ -244,9 +264,11 @@ fn connect_options(server: &str, auth: Auth) -> ConnectOptions {
         .max_reconnects(None)
         .reconnect_delay_callback(|attempt| reconnect_delay(attempt, MAX_RECONNECT_DELAY))
         .ping_interval(PING_INTERVAL)
+        // the client's own buffer per subscription, ahead of ours: as deep as ours
+        .subscription_capacity(capacity)
         .event_callback(move |event| {
-            let server = events_server.clone();
-            async move { log_event(&server, event) }
+            let (server, lost) = (events_server.clone(), lost.clone());
+            async move { log_event(&server, event, &lost) }
         });
     match auth {
         Auth::None => options,
@@ -255,16 +277,22 @@ fn connect_options(server: &str, auth: Auth) -> ConnectOptions {
     }
 }
 
-fn log_event(server: &str, event: Event) {
+fn log_event(server: &str, event: Event, lost: &AtomicU64) {
     match event {
         Event::Connected => tracing::info!(server, "nats connection (re)established"),
         Event::Disconnected => {
+            lost.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(server, "nats connection lost; reconnecting (bus messages are dropped meanwhile)")
         }
         Event::ClientError(err) => tracing::warn!(server, error = %err, "nats reconnect attempt failed"),
         Event::ServerError(err) => tracing::warn!(server, error = %err, "nats server reported an error"),
         Event::SlowConsumer(sid) => {
-            tracing::warn!(server, sid, "nats client buffer full; a subscriber lost messages")
+            // one line at the 1st, 2nd, 4th, 8th… loss: a line per lost message would be an
+            // outage of its own
+            let n = lost.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(server, sid, lost = n, "nats client buffer full; a subscriber lost messages");
+            }
         }
         Event::LameDuckMode => tracing::warn!(server, "nats server is shutting down (lame duck mode)"),
         Event::Draining => tracing::info!(server, "nats connection draining"),

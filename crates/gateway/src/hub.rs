@@ -32,11 +32,15 @@ pub struct Hub {
     all: Mutex<Vec<Hook>>,
     next: AtomicU64,
     buffer: usize,
+    /// Bumped when the hub may have missed messages: every stream then reads the store.
+    missed: tokio::sync::watch::Sender<u64>,
 }
 
 /// A stream's hook into the hub; unhooks on drop.
 pub struct Tap {
     pub rx: mpsc::Receiver<Arc<LiveEvent>>,
+    /// Changes when the hub may have missed messages: see [`suspect`].
+    pub missed: tokio::sync::watch::Receiver<u64>,
     lagged: Arc<AtomicBool>,
     id: u64,
     task: Option<TaskId>,
@@ -47,6 +51,15 @@ impl Tap {
     /// True when the hub unhooked this tap because it fell behind.
     pub fn lagged(&self) -> bool {
         self.lagged.load(Ordering::Acquire)
+    }
+}
+
+/// Resolves when the hub may have missed messages since the tap was made or last told
+/// (cancel-safe): the stream should read the store.
+pub async fn suspect(missed: &mut tokio::sync::watch::Receiver<u64>) {
+    if missed.changed().await.is_err() {
+        // the hub is gone with the gateway: nothing more will come this way
+        std::future::pending::<()>().await;
     }
 }
 
@@ -72,6 +85,11 @@ impl Hub {
         Arc::new(Hub { buffer: buffer.max(1), ..Default::default() })
     }
 
+    /// The bus subscription dropped messages (or may have): every stream reads the store.
+    pub fn missed(&self) {
+        self.missed.send_modify(|n| *n += 1);
+    }
+
     fn hook(&self) -> (Hook, mpsc::Receiver<Arc<LiveEvent>>, Arc<AtomicBool>, u64) {
         let (tx, rx) = mpsc::channel(self.buffer);
         let lagged = Arc::new(AtomicBool::new(false));
@@ -82,13 +100,13 @@ impl Hub {
     pub fn tap_task(self: &Arc<Self>, task: TaskId) -> Tap {
         let (hook, rx, lagged, id) = self.hook();
         self.tasks.lock().expect("hub lock").entry(task).or_default().push(hook);
-        Tap { rx, lagged, id, task: Some(task), hub: self.clone() }
+        Tap { rx, missed: self.missed.subscribe(), lagged, id, task: Some(task), hub: self.clone() }
     }
 
     pub fn tap_all(self: &Arc<Self>) -> Tap {
         let (hook, rx, lagged, id) = self.hook();
         self.all.lock().expect("hub lock").push(hook);
-        Tap { rx, lagged, id, task: None, hub: self.clone() }
+        Tap { rx, missed: self.missed.subscribe(), lagged, id, task: None, hub: self.clone() }
     }
 
     /// Delivers one event to its task's taps and to every feed tap.

@@ -161,12 +161,25 @@ impl Gateway {
         let bus = &self.state.bus;
         let mut events = bus.subscribe(smith_bus::subjects::ALL_EVENTS).await.map_err(|e| e.to_string())?;
         let mut system = bus.subscribe(smith_bus::subjects::SYSTEM).await.map_err(|e| e.to_string())?;
+        let mut dropped = 0;
         loop {
             let msg = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 m = events.recv() => m.ok_or("event subscription closed")?,
                 m = system.recv() => m.ok_or("system subscription closed")?,
             };
+            let now_dropped = events.dropped() + system.dropped();
+            if now_dropped > dropped {
+                // a line when the total passes a power of two, not one per drop
+                if dropped == 0 || now_dropped.ilog2() > dropped.ilog2() {
+                    tracing::warn!(
+                        dropped = now_dropped,
+                        "the hub's bus subscription dropped events; streams re-read the store"
+                    );
+                }
+                dropped = now_dropped;
+                self.state.hub.missed();
+            }
             match serde_json::from_slice::<EventHeader>(&msg.payload) {
                 Ok(event) => {
                     if let Some(at) = event.at {

@@ -22,8 +22,10 @@ use tokio_stream::wrappers::ReceiverStream;
 
 /// Replay page size.
 const PAGE: usize = 500;
-/// With no live event for about this long (one to two periods), look at the store anyway.
+/// With no live event for about this long, look at the store anyway; then back off to
+/// [`STORE_POLL_MAX`] while the stream stays quiet.
 const STORE_POLL: Duration = Duration::from_secs(2);
+const STORE_POLL_MAX: Duration = Duration::from_secs(30);
 
 type Frame = Result<SseEvent, Infallible>;
 pub type SseBody = Sse<axum::response::sse::KeepAliveStream<ReceiverStream<Frame>>>;
@@ -56,26 +58,47 @@ async fn send(tx: &mpsc::Sender<Frame>, f: Frame, slow: Duration) -> bool {
     }
 }
 
-/// The store check of a live stream: every [`STORE_POLL`], if no live event came since the last
-/// one, the stream reads the store anyway (a lost publish must not stall a reader). One timer
-/// per stream for its life, not one per event.
+/// The store check of a live stream (a lost publish must not stall a reader): a stream with no
+/// live event for [`STORE_POLL`] reads the store, then waits twice as long each time it stays
+/// quiet, up to [`STORE_POLL_MAX`], so that thousands of idle streams cost the store little; a
+/// live event brings the period back down. Each wait is jittered by ±20% so that streams opened
+/// together do not poll together. One timer per stream for its life, not one per event. When
+/// the hub may have missed messages (`hub::suspect`), every quiet stream reads the store within
+/// [`STORE_POLL`], spread over it.
 struct Poll {
-    tick: tokio::time::Interval,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    period: Duration,
     live: bool,
+}
+
+fn jittered(d: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + d.mul_f64(0.8 + 0.4 * fastrand::f64())
 }
 
 impl Poll {
     fn new() -> Poll {
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + STORE_POLL, STORE_POLL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Poll { tick, live: false }
+        Poll { sleep: Box::pin(tokio::time::sleep_until(jittered(STORE_POLL))), period: STORE_POLL, live: false }
     }
 
-    /// Resolves when the store should be read: a tick with no live event since the last.
+    /// The hub may have missed messages: read the store within the next [`STORE_POLL`] unless a
+    /// live event comes first (a gap in what comes shows by itself). Spread over that period,
+    /// so that a gateway's thousands of streams do not all read the store at once.
+    fn soon(&mut self) {
+        self.period = STORE_POLL;
+        self.live = false;
+        let at = tokio::time::Instant::now() + STORE_POLL.mul_f64(fastrand::f64());
+        self.sleep.as_mut().reset(at);
+    }
+
+    /// Resolves when the store should be read: a period with no live event.
     async fn due(&mut self) {
         loop {
-            self.tick.tick().await;
-            if !std::mem::take(&mut self.live) {
+            self.sleep.as_mut().await;
+            let quiet = !std::mem::take(&mut self.live);
+            self.period = if quiet { (self.period * 2).min(STORE_POLL_MAX) } else { STORE_POLL };
+            let next = jittered(self.period);
+            self.sleep.as_mut().reset(next);
+            if quiet {
                 return;
             }
         }
@@ -130,6 +153,10 @@ async fn follow_task(state: &Arc<AppState>, id: TaskId, after: u64, tx: &mpsc::S
                 ev = tap.rx.recv() => ev,
                 _ = poll.due() => {
                     if let Flow::Done = replay_task(state, id, &mut next, tx).await { return; }
+                    continue;
+                }
+                _ = crate::hub::suspect(&mut tap.missed) => {
+                    poll.soon();
                     continue;
                 }
                 _ = tx.closed() => return,
@@ -223,6 +250,10 @@ async fn follow_feed(state: &Arc<AppState>, mut cursor: u64, filter: &FeedFilter
                 ev = tap.rx.recv() => ev,
                 _ = poll.due() => {
                     if !replay_feed(state, &mut cursor, filter, tx).await { return; }
+                    continue;
+                }
+                _ = crate::hub::suspect(&mut tap.missed) => {
+                    poll.soon();
                     continue;
                 }
                 _ = tx.closed() => return,
