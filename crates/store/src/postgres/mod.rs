@@ -135,6 +135,9 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// How long a session may sit idle inside a transaction before the server ends it.
+const IDLE_IN_TRANSACTION: &str = "5s";
+
 /// Parses the URL and applies the options; never echoes the URL (it may hold a password).
 fn connect_options(url: &str, options: &OpenOptions) -> Result<PgConnectOptions> {
     let mut opts =
@@ -147,6 +150,11 @@ fn connect_options(url: &str, options: &OpenOptions) -> Result<PgConnectOptions>
     // after five executions, is frozen at the statistics of that moment: made while the queue was
     // nearly empty it scans the whole table, and keeps doing so as the table grows to millions.
     opts = opts.options([("plan_cache_mode", "force_custom_plan")]);
+    // A process frozen inside a transaction (SIGSTOP, a paused VM, a stalled host) would hold
+    // its locks — the feed lock every writer of the cluster takes among them — for as long as
+    // it stays frozen. The server ends such a transaction (and its connection) instead: ours
+    // take milliseconds between statements.
+    opts = opts.options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION)]);
     if !options.fsync {
         // Commits return before their WAL is flushed: a server crash may lose the last moments
         // of writes (never corrupt them), as `fsync = false` promises.
