@@ -135,6 +135,19 @@ pub(super) struct Target {
 }
 
 impl Target {
+    /// The server `opts` names, read through `--metrics` (default SERVER/metrics), with a
+    /// client pooling `--concurrency` connections; warns when the server is not on this host.
+    pub(super) fn new(a: &BenchArgs, opts: &ClientOpts) -> Result<Target> {
+        warn_if_remote(&opts.server);
+        let metrics = if a.metrics.is_empty() {
+            vec![format!("{}/metrics", opts.server.trim_end_matches('/'))]
+        } else {
+            a.metrics.clone()
+        };
+        let http = crate::client::http_builder(opts)?.pool_max_idle_per_host(a.concurrency.max(1)).build()?;
+        Ok(Target { http, opts: opts.clone(), metrics })
+    }
+
     pub(super) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.opts.server.trim_end_matches('/'))
     }
@@ -352,7 +365,7 @@ pub(super) fn size(bytes: f64) -> String {
 
 /// A server this command can measure is on this host; say so when its address is not a
 /// loopback one (it may still be this host's own address).
-pub(super) fn warn_if_remote(server: &str) {
+fn warn_if_remote(server: &str) {
     let host = reqwest::Url::parse(server).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
     let local = host == "localhost"
         || host
@@ -421,15 +434,8 @@ pub async fn run(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
         }
         measures.push(m);
     }
-    warn_if_remote(&opts.server);
-    let metrics = if a.metrics.is_empty() {
-        vec![format!("{}/metrics", opts.server.trim_end_matches('/'))]
-    } else {
-        a.metrics.clone()
-    };
     let concurrency = a.concurrency.max(1);
-    let http = crate::client::http_builder(&opts)?.pool_max_idle_per_host(concurrency).build()?;
-    let t = Target { http, opts: opts.clone(), metrics };
+    let t = Target::new(&a, &opts)?;
 
     // the server at rest: its memory, and the CPU it uses doing nothing, over one window
     let first = t.reading(None).await?;

@@ -13,7 +13,7 @@
 //! serve, so they stay queued — and are cancelled at the end. So the gateway must run as its
 //! own role (`smith gateway`) on a bus this process can reach (`--bus`).
 
-use super::baseline::{size, warn_if_remote, Reading, Target};
+use super::baseline::{size, Reading, Target};
 use super::BenchArgs;
 use crate::ClientOpts;
 use anyhow::{anyhow, bail, Context, Result};
@@ -70,16 +70,9 @@ pub(super) async fn run(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
         bail!("--scenario fanout publishes its events on the gateway's bus: give it --bus URL (NATS or AMQP)");
     };
     let agent = a.agent.clone().unwrap_or_default();
-    warn_if_remote(&opts.server);
+    let t = Target::new(&a, &opts)?;
     let bus = smith_bus::open(&bus_url).await.context("cannot connect to --bus")?;
-    let metrics = if a.metrics.is_empty() {
-        vec![format!("{}/metrics", opts.server.trim_end_matches('/'))]
-    } else {
-        a.metrics.clone()
-    };
     let concurrency = a.concurrency.max(1);
-    let http = crate::client::http_builder(&opts)?.pool_max_idle_per_host(concurrency).build()?;
-    let t = Target { http, opts: opts.clone(), metrics };
     let fresh = t.reading(None).await?;
 
     // the tasks: real, queued, for an agent nobody serves
