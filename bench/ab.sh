@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# A/B throughput of two builds in one sitting: bench/ab.sh BASE [HEAD]
+#
+# Builds BASE (any git revision) in its own worktree and target directory, and HEAD (default:
+# the checked-out tree, uncommitted changes included) in the repo's own target directory, both
+# `--release -p smith`. Then alternates fresh-server runs of the two builds — B A B A … so
+# neither always goes first — with ONE client (HEAD's `smith bench`), and prints every run,
+# the medians and HEAD/BASE's ratio.
+#
+#   embedded:    `smith up` on a fresh data dir; bench --tasks $TASKS --concurrency $CONC
+#   distributed: when SMITH_TEST_POSTGRES_URL and SMITH_TEST_NATS_URL are set (or DIST=1 with
+#                them), one supervisor, one worker and one gateway as separate processes on a
+#                fresh database and bus namespace; bench --tasks $DIST_TASKS --concurrency $DIST_CONC
+#
+# Knobs (environment): RUNS (3 per build), TASKS (30000), CONC (64), LATENCY_SECONDS (3),
+# DIST (auto|0|1), DIST_TASKS (20000), DIST_CONC (256), AB_DIR (/tmp/smith-ab: worktrees,
+# target dirs, logs). Record the CPU model printed first with every figure (BENCHMARKS.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+base=${1:?usage: bench/ab.sh BASE [HEAD]}
+head=${2:-}
+RUNS=${RUNS:-3}
+TASKS=${TASKS:-30000}
+CONC=${CONC:-64}
+LATENCY_SECONDS=${LATENCY_SECONDS:-3}
+DIST_TASKS=${DIST_TASKS:-20000}
+DIST_CONC=${DIST_CONC:-256}
+AB_DIR=${AB_DIR:-/tmp/smith-ab}
+mkdir -p "$AB_DIR"
+
+# Builds a revision in its own worktree and target dir; prints the binary's path.
+build_rev() {
+  local rev sha src target
+  rev=$1
+  sha=$(git rev-parse --verify "$rev^{commit}")
+  src=$AB_DIR/src-$sha
+  target=$AB_DIR/target-$sha
+  if [ ! -d "$src" ]; then
+    git worktree add --detach "$src" "$sha" >&2
+  fi
+  (cd "$src" && cargo build --release -p smith --target-dir "$target" >&2)
+  echo "$target/release/smith"
+}
+
+echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($(nproc) cores)"
+echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+a_bin=$(build_rev "$base")
+a_name="base $(git rev-parse --short "$base")"
+if [ -n "$head" ]; then
+  b_bin=$(build_rev "$head")
+  b_name="head $(git rev-parse --short "$head")"
+else
+  cargo build --release -p smith >&2
+  b_bin=$root/target/release/smith
+  b_name="head $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo +dirty)"
+fi
+client=$b_bin
+echo "A = $a_name ($a_bin)"
+echo "B = $b_name ($b_bin)"
+
+pids=()
+stop_all() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+trap stop_all EXIT
+
+wait_http() {
+  for _ in $(seq 1 200); do
+    if curl -fsS "$1/healthz" >/dev/null 2>&1; then return 0; fi
+    sleep 0.05
+  done
+  echo "server at $1 did not come up" >&2
+  return 1
+}
+
+port=$((18300 + RANDOM % 500))
+
+# Runs the bench client; prints "TPS P99".
+bench() {
+  local url=$1 tasks=$2 conc=$3 out
+  out=$("$client" --server "$url" bench --tasks "$tasks" --concurrency "$conc" --latency-seconds "$LATENCY_SECONDS" 2>&1) || {
+    echo "$out" >&2
+    echo "nan nan"
+    return
+  }
+  local tps p99
+  tps=$(sed -n 's/.* = \([0-9.]*\) tasks\/s.*/\1/p' <<<"$out" | head -n1)
+  p99=$(sed -n 's/.*p99 \([0-9.]*\) ms.*/\1/p' <<<"$out" | head -n1)
+  echo "${tps:-nan} ${p99:-nan}"
+}
+
+embedded() {
+  local bin=$1 dir url
+  dir=$(mktemp -d "$AB_DIR/up.XXXXXX")
+  port=$((port + 1))
+  url=http://127.0.0.1:$port
+  "$bin" up --listen "127.0.0.1:$port" --data-dir "$dir/data" >"$dir/server.log" 2>&1 &
+  pids+=($!)
+  wait_http "$url"
+  bench "$url" "$TASKS" "$CONC"
+  stop_all
+  rm -rf "$dir"
+}
+
+distributed() {
+  local bin=$1 dir url db store bus
+  dir=$(mktemp -d "$AB_DIR/dist.XXXXXX")
+  db=ab_$(basename "$dir" | tr -dc 'a-zA-Z0-9' | tr 'A-Z' 'a-z')
+  psql "$SMITH_TEST_POSTGRES_URL" -qc "CREATE DATABASE $db" >/dev/null
+  store=$(sed -E "s#/[^/?]*(\\?|$)#/$db\\1#" <<<"${SMITH_TEST_POSTGRES_URL%/}")
+  bus="${SMITH_TEST_NATS_URL}?namespace=$db"
+  port=$((port + 1))
+  url=http://127.0.0.1:$port
+  export SMITH_STORE=$store SMITH_BUS=$bus
+  "$bin" migrate >"$dir/migrate.log" 2>&1
+  "$bin" supervisor --metrics-listen off >"$dir/sup.log" 2>&1 &
+  pids+=($!)
+  "$bin" worker --data-dir "$dir/w" --metrics-listen off >"$dir/worker.log" 2>&1 &
+  pids+=($!)
+  "$bin" gateway --listen "127.0.0.1:$port" >"$dir/gw.log" 2>&1 &
+  pids+=($!)
+  wait_http "$url"
+  bench "$url" "$DIST_TASKS" "$DIST_CONC"
+  stop_all
+  unset SMITH_STORE SMITH_BUS
+  psql "$SMITH_TEST_POSTGRES_URL" -qc "DROP DATABASE $db WITH (FORCE)" >/dev/null
+  rm -rf "$dir"
+}
+
+median() { sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
+
+# Alternates the builds; prints each run and the summary of one mode.
+compare() {
+  local mode=$1 i a_tps=() b_tps=() a_p99=() b_p99=() r
+  echo
+  echo "== $mode: $RUNS runs per build, alternating =="
+  for i in $(seq 1 "$RUNS"); do
+    for which in B A; do
+      # B first on odd runs, A first on even ones
+      if [ $((i % 2)) -eq 0 ]; then which=$([ "$which" = B ] && echo A || echo B); fi
+      if [ "$which" = A ]; then
+        r=$($mode "$a_bin")
+        a_tps+=("${r% *}") a_p99+=("${r#* }")
+      else
+        r=$($mode "$b_bin")
+        b_tps+=("${r% *}") b_p99+=("${r#* }")
+      fi
+      printf '%-12s run %d  %s  %8s tasks/s  dispatch p99 %s ms\n' "$mode" "$i" "$which" "${r% *}" "${r#* }"
+    done
+  done
+  local am bm ap bp
+  am=$(printf '%s\n' "${a_tps[@]}" | median)
+  bm=$(printf '%s\n' "${b_tps[@]}" | median)
+  ap=$(printf '%s\n' "${a_p99[@]}" | median)
+  bp=$(printf '%s\n' "${b_p99[@]}" | median)
+  echo "$mode A ($a_name): runs ${a_tps[*]} tasks/s; median $am; dispatch p99 median $ap ms"
+  echo "$mode B ($b_name): runs ${b_tps[*]} tasks/s; median $bm; dispatch p99 median $bp ms"
+  awk -v a="$am" -v b="$bm" -v m="$mode" 'BEGIN { if (a > 0) printf "%s ratio B/A: %.3f\n", m, b / a }'
+}
+
+compare embedded
+dist=${DIST:-auto}
+if [ "$dist" = auto ]; then
+  if [ -n "${SMITH_TEST_POSTGRES_URL:-}" ] && [ -n "${SMITH_TEST_NATS_URL:-}" ]; then dist=1; else dist=0; fi
+fi
+if [ "$dist" = 1 ]; then
+  compare distributed
+else
+  echo
+  echo "distributed: skipped (set SMITH_TEST_POSTGRES_URL and SMITH_TEST_NATS_URL)"
+fi
