@@ -123,8 +123,33 @@ pub struct Event {
     pub at: Micros,
     pub data: Value,
     pub agent: Option<String>,
+    /// The tenant whose event it is: its task's, or the one a discovery or message was made in.
+    /// `None` for fleet (`system`) events only. Absent from old publishers.
+    #[serde(default)]
+    pub tenant: Option<String>,
     pub attempt: u32,
     pub pos: u64,
+}
+
+impl Event {
+    /// Whether a reader of tenant `reader` sees this event (see [`visible_to`]).
+    pub fn visible_to(&self, reader: Option<&str>) -> bool {
+        visible_to(reader, self.kind, self.tenant.as_deref())
+    }
+}
+
+/// Who sees an event — the one rule every path (store replay, live hub, MCP listings) applies.
+/// `reader` is the reader's tenant, `None` for the platform, which sees everything. A tenant sees
+/// its own tenant's events and tenant-less fleet (`system`) events, nothing else: an event whose
+/// tenant is missing is hidden from every tenant unless it is a fleet event. The store's SQL
+/// predicate for the same rule is `visible_sql` in `smith-store`, checked against this function by
+/// the store conformance suite.
+pub fn visible_to(reader: Option<&str>, kind: EventKind, tenant: Option<&str>) -> bool {
+    match (reader, tenant) {
+        (None, _) => true,
+        (Some(reader), Some(tenant)) => reader == tenant,
+        (Some(_), None) => kind == EventKind::System,
+    }
 }
 
 /// An event an executor wants appended to its task's log.
@@ -151,9 +176,88 @@ pub struct EventHeader {
     pub kind: EventKind,
     pub agent: Option<String>,
     pub pos: u64,
+    /// The event's tenant; `None` for fleet events, and from old publishers that did not say
+    /// (a live reader of a tenant then reads the store, which knows).
+    #[serde(default)]
+    pub tenant: Option<String>,
     #[serde(default)]
     pub attempt: u32,
     /// When it was written (absent from old publishers).
     #[serde(default)]
     pub at: Option<crate::Micros>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_sees_its_own_events_and_fleet_events_only() {
+        use EventKind::*;
+        // (reader, kind, event tenant, visible)
+        let cases: &[(Option<&str>, EventKind, Option<&str>, bool)] = &[
+            // the platform sees everything, whoever's it is
+            (None, Output, Some("acme"), true),
+            (None, Discovery, Some("globex"), true),
+            (None, System, None, true),
+            (None, Output, None, true),
+            // a tenant: its own events of every kind
+            (Some("acme"), Queued, Some("acme"), true),
+            (Some("acme"), Output, Some("acme"), true),
+            (Some("acme"), Discovery, Some("acme"), true),
+            (Some("acme"), Message, Some("acme"), true),
+            // another tenant's: never, of any kind
+            (Some("globex"), Queued, Some("acme"), false),
+            (Some("globex"), Output, Some("acme"), false),
+            (Some("globex"), Succeeded, Some("acme"), false),
+            (Some("globex"), Discovery, Some("acme"), false),
+            (Some("globex"), Message, Some("acme"), false),
+            (Some("globex"), System, Some("acme"), false),
+            // tenant-less: fleet events yes, anything else is of an unknown tenant
+            (Some("acme"), System, None, true),
+            (Some("acme"), Output, None, false),
+            (Some("acme"), Succeeded, None, false),
+            (Some("acme"), Discovery, None, false),
+            (Some("acme"), Message, None, false),
+            // names are compared exactly
+            (Some("acme"), Output, Some("ACME"), false),
+            (Some("acme"), Output, Some("acme "), false),
+            (Some(""), Output, Some("acme"), false),
+        ];
+        for &(reader, kind, tenant, want) in cases {
+            assert_eq!(visible_to(reader, kind, tenant), want, "reader {reader:?}, {kind} of {tenant:?}");
+        }
+        for kind in EventKind::ALL {
+            assert!(!visible_to(Some("globex"), kind, Some("acme")), "{kind}");
+            assert_eq!(visible_to(Some("globex"), kind, None), kind == System, "{kind}");
+        }
+    }
+
+    #[test]
+    fn the_tenant_travels_in_the_json_and_old_publishers_still_decode() {
+        let ev = Event {
+            task_id: Some(TaskId::new()),
+            seq: 2,
+            kind: EventKind::Output,
+            at: Micros(1),
+            data: Value::from("x"),
+            agent: Some("echo".into()),
+            tenant: Some("acme".into()),
+            attempt: 1,
+            pos: 5,
+        };
+        let json = serde_json::to_vec(&ev).unwrap();
+        let header: EventHeader = serde_json::from_slice(&json).unwrap();
+        assert_eq!(header.tenant.as_deref(), Some("acme"));
+        assert!(ev.visible_to(Some("acme")) && !ev.visible_to(Some("globex")) && ev.visible_to(None));
+        // a publisher from before tenants: no tenant, so no tenant reader is shown it live
+        let old = br#"{"task_id":null,"seq":0,"kind":"output","agent":null,"pos":3}"#;
+        let header: EventHeader = serde_json::from_slice(old).unwrap();
+        assert_eq!(header.tenant, None);
+        assert!(!visible_to(Some("acme"), header.kind, header.tenant.as_deref()));
+        let mut v = serde_json::to_value(&ev).unwrap();
+        v.as_object_mut().unwrap().remove("tenant");
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back.tenant, None);
+    }
 }

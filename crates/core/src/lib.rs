@@ -11,7 +11,7 @@ pub mod time;
 pub use access::{ApiKey, AuditQuery, AuditRecord, NewApiKey, NewAuditRecord, Scope, ALL_TENANTS};
 pub use agent::{AgentDef, AgentSummary, BreakerState, Budget, ExecutorKind, InputMode, Pricing, Secret};
 pub use error::{Code, Error, Result};
-pub use event::{Event, EventDraft, EventHeader, EventKind};
+pub use event::{visible_to, Event, EventDraft, EventHeader, EventKind};
 pub use node::{Node, NodeRole, NodeStatus};
 pub use task::{NewTask, Outcome, Task, TaskError, TaskId, TaskStatus, Usage, DEFAULT_TENANT};
 pub use time::Micros;

@@ -413,7 +413,8 @@ async fn scan(
         scanned += page.len();
         for e in page {
             cursor = e.pos;
-            if keep(&e.data) {
+            // the store read the caller's tenant's; the one rule again, as on every other path
+            if e.visible_to(Some(&tenant)) && keep(&e.data) {
                 let mut item = e.data;
                 item["at"] = json!(e.at);
                 item["cursor"] = json!(e.pos);

@@ -271,7 +271,7 @@ async fn task_events(
 ) -> ApiResult<SseBody> {
     let after = resume_point(&headers, p.after.as_deref())?.unwrap_or(0);
     visible_task(&s, &who, id).await?;
-    stream::task_stream(s, id, after).await
+    stream::task_stream(s, who.filter(), id, after).await
 }
 
 #[derive(Deserialize)]

@@ -3,7 +3,10 @@
 //!
 //! Each stream hooks into the hub *first*, then replays from the store, then goes live,
 //! dropping events already sent and filling any gap from the store before sending past it.
-//! The store is the truth; the hub is only the fast path. A producer task per stream writes
+//! The store is the truth; the hub is only the fast path. Every event a stream sends, live or
+//! replayed, passes [`smith_core::visible_to`] for the reader's tenant: a live event carries
+//! its tenant, and one that does not say (an old publisher) is read from the store instead of
+//! being shown. A producer task per stream writes
 //! into a small bounded channel that the response body drains: a reader that stops reading
 //! for `slow_reader_timeout` is cut off and resumes with `Last-Event-ID`.
 
@@ -110,9 +113,11 @@ fn respond(state: &AppState, rx: mpsc::Receiver<Frame>) -> SseBody {
 }
 
 /// `GET /v1/tasks/{id}/events`: replay after `after`, then live; closes after the terminal event.
-pub async fn task_stream(state: Arc<AppState>, id: TaskId, after: u64) -> ApiResult<SseBody> {
-    if state.store.get_task(id).await?.is_none() {
-        return Err(ApiError::not_found(format!("task {id} not found")));
+/// `reader` is the reader's tenant (`None`: the platform); a task of another tenant is missing.
+pub async fn task_stream(state: Arc<AppState>, reader: Option<String>, id: TaskId, after: u64) -> ApiResult<SseBody> {
+    match state.store.get_task(id).await? {
+        Some(t) if reader.as_deref().is_none_or(|r| r == t.tenant) => {}
+        _ => return Err(ApiError::not_found(format!("task {id} not found"))),
     }
     let (tx, rx) = mpsc::channel(state.opts.sse_buffer);
     let st = state.clone();
@@ -120,7 +125,7 @@ pub async fn task_stream(state: Arc<AppState>, id: TaskId, after: u64) -> ApiRes
     tokio::spawn(async move {
         let _conn = crate::metrics::SseConnection::open("task");
         tokio::select! {
-            _ = follow_task(&st, id, after, &tx) => {}
+            _ = follow_task(&st, reader.as_deref(), id, after, &tx) => {}
             _ = closing.cancelled() => {}
         }
     });
@@ -133,7 +138,7 @@ enum Flow {
     Done,
 }
 
-async fn follow_task(state: &Arc<AppState>, id: TaskId, after: u64, tx: &mpsc::Sender<Frame>) {
+async fn follow_task(state: &Arc<AppState>, reader: Option<&str>, id: TaskId, after: u64, tx: &mpsc::Sender<Frame>) {
     let slow = state.opts.slow_reader_timeout;
     let mut next = after + 1;
     'hook: loop {
@@ -167,6 +172,18 @@ async fn follow_task(state: &Arc<AppState>, id: TaskId, after: u64, tx: &mpsc::S
                 let _ = tap.lagged();
                 continue 'hook;
             };
+            if ev.event.task_id != Some(id) {
+                // a task's tap carries that task's events only; anything else is never sent
+                continue;
+            }
+            if !smith_core::visible_to(reader, ev.event.kind, ev.event.tenant.as_deref()) {
+                // the task was checked at open, so this live event did not say whose it is (an old
+                // publisher): send the store's copy, not the bus's
+                if let Flow::Done = replay_task(state, id, &mut next, tx).await {
+                    return;
+                }
+                continue;
+            }
             let seq = ev.event.seq;
             if seq < next {
                 continue;
@@ -271,9 +288,18 @@ async fn follow_feed(state: &Arc<AppState>, mut cursor: u64, filter: &FeedFilter
                 }
                 continue;
             }
+            let h = &ev.event;
+            if filter.tenant.is_some() && h.tenant.is_none() && h.kind != EventKind::System {
+                // a live event that does not say whose it is (an old publisher): a tenant's
+                // reader is never shown it from the bus; the store knows its tenant
+                if !replay_feed(state, &mut cursor, filter, tx).await {
+                    return;
+                }
+                continue;
+            }
             cursor = pos;
-            if filter.accepts(ev.event.kind, ev.event.agent.as_deref())
-                && !send(tx, frame(pos, ev.event.kind, &ev.json), slow).await
+            if filter.accepts(h.kind, h.agent.as_deref(), h.tenant.as_deref())
+                && !send(tx, frame(pos, h.kind, &ev.json), slow).await
             {
                 return;
             }
@@ -293,6 +319,12 @@ async fn replay_feed(state: &AppState, cursor: &mut u64, filter: &FeedFilter, tx
         };
         for ev in &page.events {
             if ev.pos <= *cursor {
+                continue;
+            }
+            // the store filtered already; the same rule again here, so that no backend's query
+            // can show a reader what the live path would not
+            if !filter.matches(ev) {
+                *cursor = ev.pos;
                 continue;
             }
             if !send(tx, frame(ev.pos, ev.kind, &encode(ev)), slow).await {

@@ -485,6 +485,7 @@ fn schemas_match_the_domain_types() {
             at: t,
             data: json!({"priority": 0}),
             agent: Some("echo".into()),
+            tenant: Some("acme".into()),
             attempt: 0,
             pos: 7,
         },
@@ -495,6 +496,7 @@ fn schemas_match_the_domain_types() {
             at: t,
             data: json!(null),
             agent: None,
+            tenant: None,
             attempt: 0,
             pos: 8,
         },
@@ -511,13 +513,14 @@ fn schemas_match_the_domain_types() {
         at: t,
         data: json!({"line": "a\nb"}),
         agent: Some("echo".into()),
+        tenant: Some("acme \"corp\"".into()),
         attempt: 1,
         pos: 9,
     };
     let line = serde_json::to_string(&event).unwrap();
     assert!(!line.contains('\n'), "{line}");
     // (the document's own key order is not kept by serde_json::Value, hence the list)
-    let fields = ["task_id", "seq", "kind", "at", "data", "agent", "attempt", "pos"];
+    let fields = ["task_id", "seq", "kind", "at", "data", "agent", "tenant", "attempt", "pos"];
     let documented: BTreeSet<&str> =
         schema(&doc, "Event")["properties"].as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(documented, fields.into_iter().collect());

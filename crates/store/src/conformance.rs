@@ -65,6 +65,7 @@ macro_rules! store_conformance {
             events_pages_every_event_once_in_order,
             feed_is_commit_ordered_and_pages_without_gaps,
             feed_filters_by_kind_agent_and_tenant,
+            every_event_carries_its_tenant_and_a_reader_sees_only_its_own,
             feed_includes_system_events,
             feed_head_is_where_new_events_begin,
             feed_tail_under_concurrent_writers_misses_nothing,
@@ -241,6 +242,7 @@ async fn checked_log(store: &S, id: TaskId) -> Vec<Event> {
         assert_eq!(e.seq, i as u64 + 1, "task {id}: seqs must be 1..n: {events:#?}");
         assert_eq!(e.task_id, Some(id));
         assert_eq!(e.agent.as_deref(), Some(task.agent.as_str()));
+        assert_eq!(e.tenant.as_deref(), Some(task.tenant.as_str()), "task {id}: every event carries the tenant");
         if i > 0 {
             assert!(e.pos > events[i - 1].pos, "task {id}: pos must grow with seq: {events:#?}");
         }
@@ -1200,6 +1202,124 @@ pub async fn feed_filters_by_kind_agent_and_tenant(store: S) {
     }
     let got_tasks: Vec<Event> = got.into_iter().filter(|e| e.task_id.is_some()).collect();
     assert_eq!(got_tasks, want);
+}
+
+/// Every event a store returns or creates carries its tenant — a task's events their task's,
+/// discoveries and messages the tenant they were made in, fleet events none — and every
+/// tenant-filtered read shows exactly what `smith_core::visible_to` allows (the live path's rule).
+pub async fn every_event_carries_its_tenant_and_a_reader_sees_only_its_own(store: S) {
+    define(&store, "echo", 1, 10).await;
+    alive(&store, "w1").await;
+    let of = |tenant: &str, input: &str| {
+        let mut t = NewTask::new("echo", json!(input));
+        t.tenant = tenant.into();
+        t
+    };
+    let has = |events: &[Event], tenant: &str, what: &str| {
+        assert!(!events.is_empty(), "{what}: no events");
+        for e in events {
+            assert_eq!(e.tenant.as_deref(), Some(tenant), "{what}: {e:?}");
+        }
+    };
+    // every way a task's events are made hands them back with the tenant
+    let a = store.submit(of("acme", "a")).await.unwrap();
+    has(&a.events, "acme", "submit");
+    let b = store.submit(of("globex", "b")).await.unwrap();
+    has(&b.events, "globex", "submit");
+    let claimed = claim(&store, "w1", "echo", 2, LONG).await;
+    assert_eq!(claimed.len(), 2);
+    for c in &claimed {
+        has(std::slice::from_ref(&c.event), &c.task.tenant, "claim");
+        let appended = store.append(c.task.id, 1, vec![output(1), output(2)]).await.unwrap();
+        has(&appended, &c.task.tenant, "append");
+    }
+    let (ca, cb) =
+        if claimed[0].task.tenant == "acme" { (&claimed[0], &claimed[1]) } else { (&claimed[1], &claimed[0]) };
+    let done = store.complete(ca.task.id, 1, vec![output(3)], success(json!("ok"))).await.unwrap();
+    has(&done.events, "acme", "complete");
+    let reaped = store.reap(Micros::now().plus(LONG + Duration::from_secs(60))).await.unwrap();
+    let reaped: Vec<Event> = reaped.into_iter().flat_map(|c| c.events).collect();
+    has(&reaped, "globex", "reap");
+    assert!(reaped.iter().all(|e| e.task_id == Some(cb.task.id)), "{reaped:?}");
+    let queued = store.submit(of("acme", "c")).await.unwrap().task;
+    let cancelled = store.request_cancel(queued.id).await.unwrap();
+    has(&cancelled.events, "acme", "cancel");
+    // global events: a discovery and a message of each tenant, a fleet event, and one whose
+    // tenant nobody recorded (no tenant reader may see it)
+    let global = |kind, tenant: Option<&str>| GlobalEvent {
+        kind,
+        agent: Some("echo".into()),
+        tenant: tenant.map(str::to_string),
+        data: json!({"of": tenant}),
+    };
+    let mut made = Vec::new();
+    for (kind, tenant) in [
+        (EventKind::Discovery, Some("acme")),
+        (EventKind::Message, Some("acme")),
+        (EventKind::Discovery, Some("globex")),
+        (EventKind::Message, Some("globex")),
+        (EventKind::Discovery, None),
+    ] {
+        let e = store.append_global(global(kind, tenant)).await.unwrap();
+        assert_eq!(e.tenant.as_deref(), tenant, "append_global hands back the tenant: {e:?}");
+        made.push(e);
+    }
+    let sys = store.append_system(json!({"type": "node.dead", "node": "w9"})).await.unwrap();
+    assert_eq!(sys.tenant, None, "fleet events belong to no tenant: {sys:?}");
+
+    // read back: the feed and every log hold the same tenants
+    let all = feed_all(&store).await;
+    for id in [a.task.id, b.task.id, queued.id] {
+        checked_log(&store, id).await;
+    }
+    for e in &all {
+        match e.task_id {
+            Some(id) => assert_eq!(e.tenant.as_deref(), Some(get(&store, id).await.tenant.as_str()), "{e:?}"),
+            None if e.kind == EventKind::System => assert_eq!(e.tenant, None, "{e:?}"),
+            None => assert_eq!(e.tenant, e.data["of"].as_str().map(str::to_string), "{e:?}"),
+        }
+    }
+    for m in &made {
+        assert!(all.contains(m), "the feed returns {m:?} as append_global did");
+    }
+
+    // the store's filter is the live path's rule, for every reader and kind filter
+    let kinds = [
+        vec![],
+        vec![EventKind::Discovery, EventKind::Message],
+        vec![EventKind::System],
+        vec![EventKind::Output, EventKind::Succeeded],
+    ];
+    for reader in [None, Some("acme"), Some("globex"), Some("initech")] {
+        for k in &kinds {
+            let filter = FeedFilter { kinds: k.clone(), tenant: reader.map(str::to_string), ..Default::default() };
+            let want: Vec<Event> = all
+                .iter()
+                .filter(|e| smith_core::visible_to(reader, e.kind, e.tenant.as_deref()) && filter.matches(e))
+                .cloned()
+                .collect();
+            let got = store.feed(0, &filter, 1000).await.unwrap().events;
+            assert_eq!(got, want, "feed for {reader:?}, kinds {k:?}");
+            if let Some(r) = reader {
+                assert!(
+                    got.iter()
+                        .all(|e| e.tenant.as_deref() == Some(r) || (e.tenant.is_none() && e.kind == EventKind::System)),
+                    "{got:?}"
+                );
+            }
+            if k.is_empty() {
+                continue;
+            }
+            let listed = store.global_events(k, reader, 0, 1000).await.unwrap();
+            let want: Vec<Event> = want.into_iter().filter(|e| e.task_id.is_none()).collect();
+            assert_eq!(listed, want, "global_events for {reader:?}, kinds {k:?}");
+        }
+    }
+    let acme = FeedFilter { tenant: Some("acme".into()), ..Default::default() };
+    let seen = store.feed(0, &acme, 1000).await.unwrap().events;
+    assert!(seen.iter().any(|e| e.task_id == Some(a.task.id)) && seen.contains(&sys), "{seen:?}");
+    assert!(!seen.iter().any(|e| e.task_id == Some(b.task.id) || e.tenant.as_deref() == Some("globex")), "{seen:?}");
+    assert!(!seen.contains(&made[4]), "an event of no known tenant is no tenant's to see");
 }
 
 pub async fn feed_includes_system_events(store: S) {

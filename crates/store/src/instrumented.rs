@@ -314,6 +314,7 @@ mod tests {
                 at: Micros(0),
                 data,
                 agent: Some("probe".into()),
+                tenant: None,
                 attempt: 0,
                 pos: 7,
             })

@@ -92,6 +92,9 @@ pub struct TaskPage {
     pub next_cursor: Option<String>,
 }
 
+/// What a feed reader asks for. `tenant` is the reader's tenant (`None`: the platform, which
+/// sees every tenant); whatever else it asks, it sees only what [`smith_core::visible_to`]
+/// allows it — in the store's SQL (`visible_sql`) as on the live path ([`FeedFilter::accepts`]).
 #[derive(Debug, Clone, Default)]
 pub struct FeedFilter {
     pub agent: Option<String>,
@@ -101,10 +104,15 @@ pub struct FeedFilter {
 
 impl FeedFilter {
     pub fn matches(&self, e: &Event) -> bool {
-        self.accepts(e.kind, e.agent.as_deref())
+        self.accepts(e.kind, e.agent.as_deref(), e.tenant.as_deref())
     }
 
-    pub fn accepts(&self, kind: EventKind, agent: Option<&str>) -> bool {
+    /// Whether an event of `kind`, `agent` and `tenant` belongs in this reader's feed. The
+    /// tenant is not optional here: a live event is judged by the tenant it carries.
+    pub fn accepts(&self, kind: EventKind, agent: Option<&str>, tenant: Option<&str>) -> bool {
+        if !smith_core::visible_to(self.tenant.as_deref(), kind, tenant) {
+            return false;
+        }
         if !self.kinds.is_empty() && !self.kinds.contains(&kind) {
             return false;
         }
@@ -113,6 +121,14 @@ impl FeedFilter {
             None => true,
         }
     }
+}
+
+/// [`smith_core::visible_to`] as an SQL predicate over the `events` table, for a reader whose
+/// tenant is bound at `param` (`?3`, `$4`): its own tenant's rows and tenant-less fleet rows.
+/// Both backends use it for every tenant-filtered read of events; the conformance suite checks
+/// that it agrees with the Rust rule.
+pub(crate) fn visible_sql(param: &str) -> String {
+    format!("(tenant = {param} OR (tenant IS NULL AND kind = 'system'))")
 }
 
 /// A page of the all-events feed. Every event at or below `cursor` is committed and was
@@ -394,5 +410,33 @@ pub struct OpenOptions {
 impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions { fsync: true, readers: 4, pool_size: 30 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The live path's filter: the reader's tenant first, whatever else it asks for.
+    #[test]
+    fn a_feed_filter_never_accepts_another_tenants_event() {
+        use EventKind::{Discovery, Output, System};
+        let globex = |kinds: Vec<EventKind>, agent: Option<&str>| FeedFilter {
+            agent: agent.map(str::to_string),
+            kinds,
+            tenant: Some("globex".into()),
+        };
+        for f in [globex(vec![], None), globex(vec![Output, Discovery], None), globex(vec![], Some("echo"))] {
+            assert!(!f.accepts(Output, Some("echo"), Some("acme")), "{f:?}");
+            assert!(!f.accepts(Discovery, Some("echo"), Some("acme")), "{f:?}");
+            assert!(!f.accepts(Output, Some("echo"), None), "an event of no known tenant: {f:?}");
+            assert!(f.accepts(Output, Some("echo"), Some("globex")), "{f:?}");
+        }
+        assert!(globex(vec![], None).accepts(System, None, None), "fleet events are everyone's");
+        assert!(!globex(vec![Output], None).accepts(System, None, None), "unless the kinds leave them out");
+        assert!(!globex(vec![], Some("sleep")).accepts(Output, Some("echo"), Some("globex")));
+        let platform = FeedFilter::default();
+        assert!(platform.accepts(Output, Some("echo"), Some("acme")) && platform.accepts(Output, None, None));
+        assert_eq!(visible_sql("?3"), "(tenant = ?3 OR (tenant IS NULL AND kind = 'system'))");
     }
 }

@@ -202,13 +202,16 @@ async fn measure(
         })
         .collect::<Result<_>>()?;
     let seqs: Vec<u64> = shared.base.iter().map(|b| b.load(Ordering::Acquire)).collect();
+    // published as a worker would: with the tasks' tenant, which readers on a tenant's key check
+    let tenant = task_tenant(t, &ids[0]).await?;
     let filler = "x".repeat(p.bytes);
     let start = Micros::now();
     let from = start.plus(Duration::from_secs_f64(p.warmup));
     let until = from.plus(Duration::from_secs_f64(p.seconds));
     shared.from.store(from.0, Ordering::Release);
     shared.until.store(until.0, Ordering::Release);
-    let producer = tokio::spawn(produce(bus, subjects, seqs, period, filler, agent.to_string(), (from, until)));
+    let producer =
+        tokio::spawn(produce(bus, subjects, seqs, period, filler, (agent.to_string(), tenant), (from, until)));
 
     let own_cpu = || crate::procmetrics::Snapshot::read().cpu_seconds.unwrap_or(f64::NAN);
     sleep_until(from).await;
@@ -292,6 +295,17 @@ async fn sleep_until(at: Micros) {
     }
 }
 
+/// The tenant the gateway put a task in (the bench's credential's).
+async fn task_tenant(t: &Target, id: &str) -> Result<String> {
+    let resp = t.request(reqwest::Method::GET, &t.url(&format!("/v1/tasks/{id}"))).send().await?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if status.as_u16() != 200 {
+        bail!("reading task {id} answered {status}: {body}");
+    }
+    body["tenant"].as_str().map(str::to_string).ok_or_else(|| anyhow!("no tenant in {body}"))
+}
+
 /// Publishes every task's events until the window ends; returns the events published inside
 /// it and how many ticks started late.
 async fn produce(
@@ -300,7 +314,7 @@ async fn produce(
     mut seqs: Vec<u64>,
     period: usize,
     filler: String,
-    agent: String,
+    (agent, tenant): (String, String),
     (from, until): (Micros, Micros),
 ) -> Result<(u64, u64)> {
     let mut tick = tokio::time::interval(TICK);
@@ -328,6 +342,7 @@ async fn produce(
                 at: Micros::now(),
                 data: data.clone(),
                 agent: Some(agent.clone()),
+                tenant: Some(tenant.clone()),
                 attempt: 1,
                 pos: 0,
             };

@@ -98,7 +98,7 @@ pub(super) async fn feed(pool: &PgPool, cursor: u64, filter: &FeedFilter, n: usi
         next += 1;
     }
     if filter.tenant.is_some() {
-        sql.push_str(&format!(" AND (tenant = ${next} OR tenant IS NULL)"));
+        sql.push_str(&format!(" AND {}", crate::visible_sql(&format!("${next}"))));
     }
     sql.push_str(" ORDER BY pos LIMIT $2) e ON true ORDER BY e.pos");
     let from = i64::try_from(cursor).unwrap_or(i64::MAX);
@@ -188,7 +188,8 @@ pub(super) async fn global_events(
     let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
     let sql = format!(
         "SELECT {EVENT_COLS} FROM events WHERE task_id IS NULL AND kind = ANY($1::text[]) AND pos > $2 \
-         AND ($4::text IS NULL OR tenant = $4 OR tenant IS NULL) ORDER BY pos LIMIT $3"
+         AND ($4::text IS NULL OR {}) ORDER BY pos LIMIT $3",
+        crate::visible_sql("$4")
     );
     let after = i64::try_from(after).unwrap_or(i64::MAX);
     let rows = sqlx::query(&sql)

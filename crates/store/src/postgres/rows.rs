@@ -16,7 +16,8 @@ pub(super) const TASK_COLS: &str = "seq, id::text AS id, tenant, agent, input::t
     finished_at, worker, released, backoff_ms, backoff_max_ms, last_seq, lease_until, run_at, \
     parent_id::text AS parent_id, budget::text AS budget, spent_at";
 
-pub(super) const EVENT_COLS: &str = "pos, task_id::text AS task_id, seq, kind, agent, attempt, at, data::text AS data";
+pub(super) const EVENT_COLS: &str =
+    "pos, task_id::text AS task_id, seq, kind, agent, attempt, at, data::text AS data, tenant";
 
 pub(super) const NODE_COLS: &str = "id, role, version, address, status, started_at, heartbeat_at, load::text AS load";
 
@@ -125,6 +126,7 @@ pub(super) fn event_row(r: &PgRow) -> Result<Event> {
         seq: u64_col(r, "seq")?,
         kind: parse::<EventKind>(r, "kind")?,
         agent: get(r, "agent")?,
+        tenant: get(r, "tenant")?,
         attempt: u32_col(r, "attempt")?,
         at: Micros(get(r, "at")?),
         data: json(r, "data")?,
@@ -201,7 +203,17 @@ impl EventBuf {
         self.attempt.push(attempt as i32);
         self.at.push(at.0);
         self.data.push(data.to_string());
-        Event { task_id: task.map(|t| t.id), seq, kind, at, data, agent: task.map(|t| t.agent.clone()), attempt, pos }
+        Event {
+            task_id: task.map(|t| t.id),
+            seq,
+            kind,
+            at,
+            data,
+            agent: task.map(|t| t.agent.clone()),
+            tenant: task.map(|t| t.tenant.clone()),
+            attempt,
+            pos,
+        }
     }
 
     /// Queues an event outside every task's log (a discovery, a message, a fleet event).
@@ -215,7 +227,17 @@ impl EventBuf {
         self.attempt.push(0);
         self.at.push(at.0);
         self.data.push(e.data.to_string());
-        Event { task_id: None, seq: 0, kind: e.kind, at, data: e.data.clone(), agent: e.agent.clone(), attempt: 0, pos }
+        Event {
+            task_id: None,
+            seq: 0,
+            kind: e.kind,
+            at,
+            data: e.data.clone(),
+            agent: e.agent.clone(),
+            tenant: e.tenant.clone(),
+            attempt: 0,
+            pos,
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 const TASK_COLS: &str = "id, tenant, agent, input, status, priority, timeout_ms, max_attempts, attempt, \
     idempotency_key, session_id, metadata, result, error, usage, cancel_requested, created_at, started_at, \
     finished_at, worker, released, backoff_ms, backoff_max_ms, last_seq, rowid, parent_id, budget";
-const EVENT_COLS: &str = "pos, task_id, seq, kind, agent, attempt, at, data";
+const EVENT_COLS: &str = "pos, task_id, seq, kind, agent, attempt, at, data, tenant";
 
 /// A task row with the bookkeeping columns the API does not show.
 struct TaskRow {
@@ -109,6 +109,7 @@ fn event_row(r: &Row) -> rusqlite::Result<Event> {
         attempt: r.get(5)?,
         at: Micros(r.get(6)?),
         data: json_col(r, 7)?,
+        tenant: r.get(8)?,
     })
 }
 
@@ -147,6 +148,7 @@ fn insert_event(
         at,
         data,
         agent: task.map(|t| t.agent.clone()),
+        tenant: task.map(|t| t.tenant.clone()),
         attempt,
         pos: c.last_insert_rowid() as u64,
     })
@@ -425,6 +427,7 @@ pub(super) fn append(
             at: now,
             data: d.data.clone(),
             agent: Some(agent.clone()),
+            tenant: Some(tenant.clone()),
             attempt,
             pos: c.last_insert_rowid() as u64,
         });
@@ -716,7 +719,7 @@ fn feed_in_snapshot(c: &Connection, cursor: u64, filter: &FeedFilter, limit: usi
     }
     if let Some(t) = &filter.tenant {
         args.push(Box::new(t.clone()));
-        sql.push_str(&format!(" AND (tenant = ?{} OR tenant IS NULL)", args.len()));
+        sql.push_str(&format!(" AND {}", crate::visible_sql(&format!("?{}", args.len()))));
     }
     args.push(Box::new(limit as i64));
     sql.push_str(&format!(" ORDER BY pos LIMIT ?{}", args.len()));
@@ -743,6 +746,7 @@ pub(super) fn append_global(c: &Connection, e: &GlobalEvent, now: Micros) -> Res
         at: now,
         data: e.data.clone(),
         agent: e.agent.clone(),
+        tenant: e.tenant.clone(),
         attempt: 0,
         pos: c.last_insert_rowid() as u64,
     })
@@ -763,7 +767,7 @@ pub(super) fn global_events(
     let mut sql =
         format!("SELECT {EVENT_COLS} FROM events WHERE task_id IS NULL AND kind IN ({}) AND pos > ?1", list.join(","));
     if tenant.is_some() {
-        sql.push_str(" AND (tenant = ?3 OR tenant IS NULL)");
+        sql.push_str(&format!(" AND {}", crate::visible_sql("?3")));
     }
     sql.push_str(" ORDER BY pos LIMIT ?2");
     let mut stmt = c.prepare_cached(&sql)?;
