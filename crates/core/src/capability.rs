@@ -16,13 +16,23 @@ const KEY_LABEL: &[u8] = b"mistersmith mcp capability v1";
 const MAX_LEN: usize = 2048;
 
 /// What a capability grants: the agent-facing tools, as the task `task` at `attempt` of `tenant`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capability {
     pub task: TaskId,
     pub attempt: u32,
     pub tenant: String,
     /// Refused from this time on (microseconds since the epoch).
     pub expires: Micros,
+}
+
+/// A capability's payload as signed: short names, the expiry in plain microseconds.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    t: TaskId,
+    a: u32,
+    n: String,
+    e: i64,
 }
 
 /// The MAC key derived from a shared secret.
@@ -45,7 +55,8 @@ impl CapabilityKey {
 
     /// The bearer string for `cap`.
     pub fn mint(&self, cap: &Capability) -> String {
-        let payload = encode(&serde_json::to_vec(cap).expect("a capability serializes"));
+        let wire = Wire { t: cap.task, a: cap.attempt, n: cap.tenant.clone(), e: cap.expires.0 };
+        let payload = encode(&serde_json::to_vec(&wire).expect("a capability serializes"));
         let mac = ring::hmac::sign(&self.0, payload.as_bytes());
         format!("{PREFIX}{payload}.{}", encode(mac.as_ref()))
     }
@@ -60,7 +71,8 @@ impl CapabilityKey {
         let mac = decode(mac).ok_or("malformed capability")?;
         ring::hmac::verify(&self.0, payload.as_bytes(), &mac).map_err(|_| "invalid capability")?;
         let bytes = decode(payload).ok_or("malformed capability")?;
-        let cap: Capability = serde_json::from_slice(&bytes).map_err(|_| "malformed capability")?;
+        let wire: Wire = serde_json::from_slice(&bytes).map_err(|_| "malformed capability")?;
+        let cap = Capability { task: wire.t, attempt: wire.a, tenant: wire.n, expires: Micros(wire.e) };
         if now >= cap.expires {
             return Err("this capability has expired");
         }
