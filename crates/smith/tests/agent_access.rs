@@ -5,6 +5,8 @@
 //! SIGKILLed (parent-death signal). The Claude Code side (capabilities, the MCP config file) is
 //! in `claude.rs`.
 
+#[path = "common/anthropic_mock.rs"]
+mod anthropic_mock;
 #[path = "common/cluster.rs"]
 #[allow(dead_code)]
 mod cluster;
@@ -111,6 +113,17 @@ async fn a_distributed_worker_hands_its_agents_neither_its_store_url_nor_its_tok
     let Some(services) = cluster::Services::from_env() else { return };
     let cluster = cluster::Cluster::new(&services, &config()).await;
     let gateway = cluster.start_with(cluster::Role::Gateway, &["--token", TOKEN]).await;
+    let (_worker, stderr_path) = own_worker(&cluster).await;
+    let api = Api::new(&gateway.api().base, Some(TOKEN.to_string()));
+    let out = check_dump(&api, || std::fs::read_to_string(&stderr_path).unwrap_or_default()).await;
+    for secret in [cluster.store.as_str(), cluster.bus.as_str(), "SMITH_BUS", "postgres://"] {
+        assert!(!out.contains(secret), "the agent saw {secret:?}:\n{out}");
+    }
+}
+
+/// A `smith worker` of `cluster` given its store URL (with the database password), its bus
+/// and the platform token in its environment, as a deployment does; started once it runs.
+async fn own_worker(cluster: &cluster::Cluster) -> (tokio::process::Child, std::path::PathBuf) {
     let dir = cluster.dir().join("own-worker");
     std::fs::create_dir_all(&dir).unwrap();
     let stderr_path = dir.join("stderr.log");
@@ -119,7 +132,6 @@ async fn a_distributed_worker_hands_its_agents_neither_its_store_url_nor_its_tok
     for k in SMITH_ENV {
         cmd.env_remove(k);
     }
-    // the store URL really works: the password is the test database's, in SMITH_STORE
     cmd.env("SMITH_STORE", &cluster.store)
         .env("SMITH_BUS", &cluster.bus)
         .env("SMITH_TOKEN", TOKEN)
@@ -130,7 +142,7 @@ async fn a_distributed_worker_hands_its_agents_neither_its_store_url_nor_its_tok
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr_path).unwrap())
         .kill_on_drop(true);
-    let _worker = cmd.spawn().expect("spawn smith worker");
+    let worker = cmd.spawn().expect("spawn smith worker");
     // it records its agents' definitions before it says it runs
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&stderr_path).unwrap_or_default().contains("smith worker running") {
@@ -138,11 +150,38 @@ async fn a_distributed_worker_hands_its_agents_neither_its_store_url_nor_its_tok
         assert!(Instant::now() < deadline, "the worker did not start:\n{log}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let api = Api::new(&gateway.api().base, Some(TOKEN.to_string()));
-    let out = check_dump(&api, || std::fs::read_to_string(&stderr_path).unwrap_or_default()).await;
-    for secret in [cluster.store.as_str(), cluster.bus.as_str(), "SMITH_BUS", "postgres://"] {
-        assert!(!out.contains(secret), "the agent saw {secret:?}:\n{out}");
-    }
+    (worker, stderr_path)
+}
+
+/// A capability minted by a distributed worker (its key derived from the platform token) is
+/// verified by a gateway in another process: an `anthropic` agent shares a discovery through
+/// `/mcp` with it, and never holds the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distributed_workers_capability_is_honoured_by_the_gateway() {
+    let Some(services) = cluster::Services::from_env() else { return };
+    let mock = anthropic_mock::Mock::start().await;
+    let cluster = cluster::Cluster::new(&services, &config()).await;
+    let gateway = cluster.start_with(cluster::Role::Gateway, &["--token", TOKEN]).await;
+    let base = gateway.api().base;
+    let agents = format!(
+        "[worker]\nmcp_url = \"{base}/mcp\"\n\n[agents.boss]\nexecutor = \"anthropic\"\nmodel = \"claude-sonnet-4-5\"\n\
+         base_url = \"{}\"\napi_key = \"k\"\n",
+        mock.url
+    );
+    std::fs::write(cluster.config_path(), format!("{}\n{agents}", config())).unwrap();
+    let (_worker, stderr_path) = own_worker(&cluster).await;
+    let api = Api::new(&base, Some(TOKEN.to_string()));
+    let mut discoveries = api.sse("/v1/events?kind=discovery", None).await;
+    let id = api.submit_id(json!({"agent": "boss", "input": "SHARE capabilities travel"})).await;
+    let task = api.wait_terminal(&id, Duration::from_secs(60)).await;
+    let log = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert_eq!(task["status"], "succeeded", "{task:#}\n{}", log());
+    let d = discoveries.next(Duration::from_secs(10)).await.expect("a discovery on the feed").json();
+    assert_eq!(d["data"]["content"], "capabilities travel", "{d:#}");
+    assert_eq!(d["data"]["task_id"], id.as_str());
+    // the model saw nothing of the token either
+    let sent = serde_json::to_string(&mock.requests()).unwrap();
+    assert!(!sent.contains(TOKEN) && !sent.contains("smc_"), "{sent}");
 }
 
 /// Live processes whose environment carries `SMITH_TASK_ID=<id>`.
