@@ -4,8 +4,9 @@
 //! The CLI runs in its own process group through [`run_group`], so a cancel, a timeout or a
 //! stall (no stdout for the agent's `stall_timeout`: `claude -p` can hang without exiting)
 //! kills it and everything it started. Each stream-json line becomes a typed event; the
-//! `result` line decides the outcome. The platform's MCP server is added to its MCP config
-//! when the worker knows a gateway, and a session's later turns resume with `--resume`.
+//! `result` line decides the outcome. The platform's MCP server (with the attempt's capability)
+//! is added to its MCP config, passed in a private file, when the worker knows a gateway; a
+//! session's later turns resume with `--resume`.
 
 use crate::process::{agent_env, run_group, LineSink, Stopped};
 use crate::{input_text, Executor, Failure, RunContext, RunResult, Success, PROVIDER_ERROR, PROVIDER_UNAVAILABLE};
@@ -13,6 +14,8 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use smith_core::{EventKind, Pricing, Usage};
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::process::Command;
 
 /// The MCP server name the platform's tools appear under (`mcp__smith__share_discovery`).
@@ -27,8 +30,10 @@ pub struct ClaudeCode;
 const SESSION_NOT_FOUND: &str = "session_not_found";
 
 /// The command line for one attempt: flags from the agent definition, then the defaults.
-/// `resume`: continue the session's CLI session (`--resume`) when it has one.
-pub fn command(ctx: &RunContext, resume: bool) -> Result<Command, Failure> {
+/// `resume`: continue the session's CLI session (`--resume`) when it has one. The MCP config
+/// (which holds the attempt's capability) goes in a private file, never on the command line:
+/// keep the returned [`McpFile`] until the run ends, dropping it removes the file.
+pub fn command(ctx: &RunContext, resume: bool) -> Result<(Command, Option<McpFile>), Failure> {
     let def = &ctx.def;
     let program = def.command.clone().unwrap_or_else(|| "claude".to_string());
     let mut cmd = Command::new(&program);
@@ -57,15 +62,57 @@ pub fn command(ctx: &RunContext, resume: bool) -> Result<Command, Failure> {
     if let Some(n) = def.max_turns {
         cmd.arg("--max-turns").arg(n.to_string());
     }
-    if let Some(cfg) = mcp {
-        cmd.arg("--mcp-config").arg(cfg.to_string());
-    }
+    let file = match mcp {
+        Some(cfg) => {
+            let file = McpFile::write(ctx, &cfg)
+                .map_err(|e| Failure::new("spawn_failed", format!("cannot write the MCP config file: {e}"), true))?;
+            cmd.arg("--mcp-config").arg(&file.path);
+            Some(file)
+        }
+        None => None,
+    };
     if let Some(id) = ctx.session.as_ref().and_then(|s| s.claude_session()).filter(|_| resume) {
         cmd.args(["--resume", id]);
     }
     cmd.args(&def.args);
     agent_env(&mut cmd, ctx);
-    Ok(cmd)
+    Ok((cmd, file))
+}
+
+/// An attempt's MCP config in a file only its user can read (`0600`, in a `0700` directory of
+/// its own under the server's temporary directory); removed with its directory when dropped.
+#[derive(Debug)]
+pub struct McpFile {
+    dir: PathBuf,
+    pub path: PathBuf,
+}
+
+impl McpFile {
+    fn write(ctx: &RunContext, cfg: &Value) -> std::io::Result<McpFile> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "smith-mcp-{}-{}-{}-{}",
+            ctx.task.id,
+            ctx.task.attempt,
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(name);
+        // fails if it exists: nobody else can have prepared it for us
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let file = McpFile { path: dir.join("mcp.json"), dir };
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file.path)?;
+        f.write_all(cfg.to_string().as_bytes())?;
+        Ok(file)
+    }
+}
+
+impl Drop for McpFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// The agent's own MCP servers (inline JSON or a file) plus the platform's, as one config.
@@ -411,7 +458,8 @@ fn transcript(turns: &[crate::Turn], ctx: &RunContext) -> String {
 
 /// One run of the CLI with `prompt` on stdin.
 async fn run_once(ctx: &RunContext, resume: bool, prompt: String) -> RunResult {
-    let cmd = command(ctx, resume)?;
+    // `_mcp` lives until the run has ended: the CLI reads its file at start-up
+    let (cmd, _mcp) = command(ctx, resume)?;
     let program = ctx.def.command.clone().unwrap_or_else(|| "claude".into());
     // the prompt goes on stdin: no argument-length limit, no option parsing of its text
     let prompt = prompt.into_bytes();

@@ -4,7 +4,8 @@
 //! cut into chunks past [`MAX_LINE`], so no output can grow memory without bound); the tail of
 //! stderr is kept for the error; the exit code decides the outcome. On cancel or timeout the
 //! whole group gets SIGTERM, then SIGKILL after the agent's `kill_grace`; after every run the
-//! group is torn down and reaped, so no descendant outlives its task.
+//! group is torn down and reaped, so no descendant outlives its task. The agent starts from a
+//! cleared environment (see [`agent_env`]) and is killed by the kernel if its worker dies.
 
 use crate::{input_text, Executor, Failure, RunContext, RunResult, Success};
 use async_trait::async_trait;
@@ -178,11 +179,31 @@ fn expand(arg: &str, input: &str, ctx: &RunContext) -> String {
         .replace("{agent}", &ctx.task.agent)
 }
 
-/// The agent's environment and working directory: its `env`, the task's identity
-/// (`SMITH_TASK_ID`, `SMITH_ATTEMPT`, `SMITH_AGENT`), and its `cwd` or the worker's work dir.
+/// The variables of the server's own environment an agent inherits (and every `LC_*`): what a
+/// program needs to find its tools, its home, its locale and a scratch directory. Nothing else
+/// of the server's reaches an agent — not its token, its store URL or another agent's secrets;
+/// an agent needs anything more in its definition's `env`.
+pub const INHERITED_ENV: [&str; 11] =
+    ["PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "COLORTERM"];
+
+/// Whether the server's variable `name` is passed on to agents (see [`INHERITED_ENV`]).
+pub fn inherited(name: &str) -> bool {
+    INHERITED_ENV.contains(&name) || name.starts_with("LC_")
+}
+
+/// The agent's environment and working directory, from a cleared environment: the allowlisted
+/// variables of the server's ([`INHERITED_ENV`]), then its definition's `env`, then the task's
+/// identity (`SMITH_TASK_ID`, `SMITH_ATTEMPT`, `SMITH_AGENT`; [`run_group`] adds `SMITH_RUN`);
+/// and its `cwd` or the worker's work dir.
 pub fn agent_env(cmd: &mut Command, ctx: &RunContext) {
     if let Some(dir) = ctx.def.cwd.as_ref().map(PathBuf::from).or_else(|| ctx.workdir.clone()) {
         cmd.current_dir(dir);
+    }
+    cmd.env_clear();
+    for (name, value) in std::env::vars_os() {
+        if name.to_str().is_some_and(inherited) {
+            cmd.env(name, value);
+        }
     }
     cmd.envs(&ctx.def.env)
         .env("SMITH_TASK_ID", ctx.task.id.to_string())
@@ -253,6 +274,7 @@ pub async fn run_group(
         .kill_on_drop(true);
     let marker = new_marker();
     cmd.env(RUN_MARKER, &marker);
+    die_with_parent(&mut cmd);
     let mut child = cmd.spawn()?;
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
     register(pid);
@@ -313,6 +335,30 @@ pub async fn run_group(
     reap_orphans();
     let stderr_tail = stderr_task.await.unwrap_or_default();
     Ok(GroupExit { status, stopped, stderr_tail })
+}
+
+/// Has the kernel SIGKILL the child when this process dies (a SIGKILLed worker runs no
+/// teardown), and refuses to start it if this process is already gone.
+///
+/// The signal fires when the *thread* that forked exits: `spawn` runs on the executor's task,
+/// on one of the runtime's worker threads, which live as long as the process (nothing here
+/// uses `block_in_place`, which could hand such a thread to the blocking pool). The rest of
+/// the group is killed by [`adopt_run_dir`]'s sweep when the node restarts.
+fn die_with_parent(cmd: &mut Command) {
+    let parent = nix::unistd::getpid();
+    #[allow(unsafe_code)]
+    // SAFETY: between fork and exec the closure makes only async-signal-safe system calls
+    // (prctl, getppid) and does not allocate.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            // the parent may have died before the prctl: then no signal would ever come
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// stdout as `output` events, and the first `max_result` bytes as the result.

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod agent;
+pub mod capability;
 pub mod error;
 pub mod event;
 pub mod node;
@@ -10,6 +11,7 @@ pub mod time;
 
 pub use access::{ApiKey, AuditQuery, AuditRecord, NewApiKey, NewAuditRecord, Scope, ALL_TENANTS};
 pub use agent::{AgentDef, AgentSummary, BreakerState, Budget, ExecutorKind, InputMode, Pricing, Secret};
+pub use capability::{Capability, CapabilityKey};
 pub use error::{Code, Error, Result};
 pub use event::{visible_to, Event, EventDraft, EventHeader, EventKind};
 pub use node::{Node, NodeRole, NodeStatus};

@@ -1,12 +1,13 @@
 //! Who is calling, and what they may do: the configured platform token, API keys (stored
 //! hashed; `smk_<id>_<secret>`), and JWT bearer tokens (HMAC secret or a JWKS file), each
-//! resolved to a [`Principal`] — an actor, a tenant and scopes.
+//! resolved to a [`Principal`] — an actor, a tenant and scopes — and the per-attempt
+//! capabilities (`smc_…`) agents present to the MCP endpoint.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::Value;
-use smith_core::{Code, NewApiKey, Scope, ALL_TENANTS, DEFAULT_TENANT};
+use smith_core::{Capability, CapabilityKey, Code, NewApiKey, Scope, ALL_TENANTS, DEFAULT_TENANT};
 use smith_store::Store;
 
 use crate::error::{ApiError, ApiResult};
@@ -17,7 +18,7 @@ pub const KEY_PREFIX: &str = "smk_";
 /// A resolved caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// `key:<id>`, `token`, `jwt:<sub>` or `anonymous`.
+    /// `key:<id>`, `token`, `jwt:<sub>`, `task:<id>` (an agent's capability) or `anonymous`.
     pub actor: String,
     /// Its tenant; [`ALL_TENANTS`] for a platform admin.
     pub tenant: String,
@@ -204,9 +205,41 @@ pub struct AuthOptions {
     /// The platform token: every tenant, every scope.
     pub token: Option<String>,
     pub jwt: Option<JwtOptions>,
+    /// Verifies the per-attempt capabilities workers give their agents (see [`capability`]).
+    pub capability: Option<CapabilityKey>,
     /// No credential configured and bound to loopback: callers without one act as the
     /// platform (zero-config `smith up`). API keys are still honoured.
     pub anonymous: bool,
+}
+
+/// The route a capability may call: the agent-facing MCP tools, nothing else.
+pub const CAPABILITY_ROUTE: &str = "/mcp";
+
+/// The attempt's capability the `Authorization` header carries, verified (MAC and expiry;
+/// whether its attempt still runs is checked by the MCP endpoint); `None` when the header
+/// holds another kind of credential.
+pub fn capability(opts: &AuthOptions, header: Option<&str>) -> Option<ApiResult<Capability>> {
+    let given = header?.strip_prefix("Bearer ")?.trim();
+    if !given.starts_with(smith_core::capability::PREFIX) {
+        return None;
+    }
+    let unauthenticated = |m: &str| ApiError::new(Code::Unauthenticated, m.to_string());
+    Some(match &opts.capability {
+        Some(key) => key.verify(given, smith_core::Micros::now()).map_err(unauthenticated),
+        None => Err(unauthenticated("this gateway accepts no agent capabilities")),
+    })
+}
+
+impl Principal {
+    /// The agent of a capability's attempt: its task's tenant, reading and writing through the
+    /// MCP tools only ([`CAPABILITY_ROUTE`]; the guard refuses every other route).
+    pub fn agent(cap: &Capability) -> Principal {
+        Principal {
+            actor: format!("task:{}", cap.task),
+            tenant: cap.tenant.clone(),
+            scopes: [Scope::TasksRead, Scope::TasksWrite].into(),
+        }
+    }
 }
 
 /// Resolves the `Authorization` header to a principal, or a 401 that says why.

@@ -46,6 +46,9 @@ pub struct GatewayOptions {
     pub token: Option<String>,
     /// JWT bearer tokens: tenant and scopes from their claims.
     pub jwt: Option<auth::JwtOptions>,
+    /// Verifies the capabilities workers mint for their agents' MCP access (the workers hold
+    /// the same key). `None`: capabilities are refused.
+    pub capability_key: Option<smith_core::CapabilityKey>,
     /// Per-tenant submission quotas.
     pub quotas: quota::Quotas,
     pub max_body_bytes: usize,
@@ -65,6 +68,7 @@ impl GatewayOptions {
             node_id: node_id.into(),
             token: None,
             jwt: None,
+            capability_key: None,
             quotas: Default::default(),
             max_body_bytes: 4 << 20,
             keepalive: Duration::from_secs(15),
@@ -108,6 +112,7 @@ impl Gateway {
         let auth = auth::AuthOptions {
             token: opts.token.clone(),
             jwt: opts.jwt.clone(),
+            capability: opts.capability_key.clone(),
             anonymous: opts.token.is_none() && opts.jwt.is_none(),
         };
         Gateway {
@@ -259,7 +264,11 @@ async fn guard(
     } else {
         // owned: the request (its body is not Sync) must not be borrowed across the await
         let header = req.headers().get(AUTHORIZATION).map(|v| v.to_str().unwrap_or("?").to_string());
-        match auth::authenticate(&state.auth, state.store.as_ref(), header.as_deref()).await {
+        let resolved = match auth::capability(&state.auth, header.as_deref()) {
+            Some(cap) => cap.map(|c| (auth::Principal::agent(&c), Some(c))),
+            None => auth::authenticate(&state.auth, state.store.as_ref(), header.as_deref()).await.map(|p| (p, None)),
+        };
+        match resolved {
             Err(e) => {
                 let resp = e.into_response();
                 if let Some(a) = audit {
@@ -268,7 +277,14 @@ async fn guard(
                 metrics::request(&route, resp.status().as_u16(), started.elapsed().as_secs_f64());
                 return resp;
             }
-            Ok(principal) => match principal.require(scope_of(req.method(), &route)) {
+            Ok((principal, cap)) => match principal.require(scope_of(req.method(), &route)).and_then(|()| {
+                // an agent's capability opens its tools and nothing else of the API
+                if cap.is_some() && route != auth::CAPABILITY_ROUTE {
+                    let only = format!("an agent's capability is valid on {} only", auth::CAPABILITY_ROUTE);
+                    return Err(ApiError::new(smith_core::Code::PermissionDenied, only));
+                }
+                Ok(())
+            }) {
                 Err(e) => {
                     let resp = e.into_response();
                     if let Some(a) = audit {
@@ -278,6 +294,9 @@ async fn guard(
                 }
                 Ok(()) => {
                     req.extensions_mut().insert(principal.clone());
+                    if let Some(c) = cap {
+                        req.extensions_mut().insert(c);
+                    }
                     let resp = next.run(req).await;
                     if let Some(a) = audit {
                         a.record(&state, Some(&principal), &resp).await;

@@ -5,7 +5,8 @@
 //! get `202`. The calling task is named by the `x-smith-task` header, which workers set when
 //! they configure an agent with this server: it attributes discoveries and messages, addresses
 //! `read_messages`, and becomes the parent of spawned tasks. Without it, a caller acts as an
-//! operator (no agent, no parent). Tool failures (bad arguments, unknown tasks) are tool results
+//! operator (no agent, no parent). An agent's capability fixes the calling task: it is refused
+//! once that attempt no longer runs, and for any other task in the header. Tool failures (bad arguments, unknown tasks) are tool results
 //! with `isError: true`, so the model sees them; protocol failures are JSON-RPC errors.
 
 use crate::auth::Principal;
@@ -17,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
-use smith_core::{Budget, EventKind, NewTask, Task, TaskId};
+use smith_core::{Budget, Capability, Code, EventKind, NewTask, Task, TaskId, TaskStatus};
 use smith_store::GlobalEvent;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,10 +73,15 @@ impl Caller {
 pub(crate) async fn post(
     State(s): State<Arc<AppState>>,
     Extension(p): Extension<Principal>,
+    cap: Option<Extension<Capability>>,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
 ) -> Response {
-    let caller = match caller(&s, &p, &headers).await {
+    let found = match cap {
+        Some(Extension(cap)) => agent_caller(&s, &cap, &headers).await,
+        None => caller(&s, &p, &headers).await,
+    };
+    let caller = match found {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
@@ -124,6 +130,27 @@ async fn caller(s: &AppState, p: &Principal, headers: &HeaderMap) -> Result<Call
     match s.store.get_task(id).await? {
         Some(task) if p.sees(&task.tenant) => Ok(Caller { task: Some(task), tenant }),
         _ => Err(ApiError::not_found(format!("{TASK_HEADER}: task {id} not found"))),
+    }
+}
+
+/// The caller an attempt's capability names: its task, while that task is still running at
+/// that attempt (one read). Any other task named by `x-smith-task` is refused.
+async fn agent_caller(s: &AppState, cap: &Capability, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    if let Some(raw) = headers.get(TASK_HEADER) {
+        if raw.to_str().ok().and_then(|v| v.parse::<TaskId>().ok()) != Some(cap.task) {
+            return Err(ApiError::new(
+                Code::PermissionDenied,
+                format!("{TASK_HEADER}: this capability acts as task {} only", cap.task),
+            ));
+        }
+    }
+    match s.store.get_task(cap.task).await? {
+        Some(task)
+            if task.tenant == cap.tenant && task.status == TaskStatus::Running && task.attempt == cap.attempt =>
+        {
+            Ok(Caller { task: Some(task), tenant: cap.tenant.clone() })
+        }
+        _ => Err(ApiError::new(Code::Unauthenticated, "this capability's attempt has ended")),
     }
 }
 

@@ -136,6 +136,8 @@ pub fn gateway_options(
     heartbeat: Duration,
 ) -> Result<GatewayOptions> {
     let mut g = GatewayOptions::new(node_id);
+    // workers sign their agents' capabilities with a key derived from the platform token
+    g.capability_key = token.as_deref().map(|t| smith_core::CapabilityKey::derive(t.as_bytes()));
     g.token = token;
     g.jwt = file.auth.jwt()?;
     file.quotas.validate().map_err(|e| anyhow!(e))?;
@@ -193,8 +195,10 @@ pub async fn worker(args: WorkerArgs) -> Result<ExitCode> {
     let listener = node::metrics_listener(args.metrics_listen.as_deref(), &b.file, "127.0.0.1:9465").await?;
     let instance = node::instance_id();
     w.node_id = format!("worker-{instance}");
-    // the gateway's token, when it requires one, is what agents present to its MCP endpoint
-    w.mcp_token = std::env::var("SMITH_TOKEN").ok().or(file.server.token.clone()).filter(|t| !t.is_empty());
+    // the capabilities this worker gives its agents are signed with a key derived from the
+    // platform token, which the gateways share; the token itself never reaches an agent
+    let token = std::env::var("SMITH_TOKEN").ok().or(file.server.token.clone()).filter(|t| !t.is_empty());
+    w.capability_key = token.map(|t| smith_core::CapabilityKey::derive(t.as_bytes()));
     w.work_dir = w.work_dir.or_else(|| Some(args.data_dir.join("work")));
     b.store.put_agents(&agents).await.context("cannot record agent definitions")?;
     let worker = Worker::new(w, b.store.clone(), b.bus.clone());

@@ -122,12 +122,10 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     let _lock = lock_data_dir(&s.data_dir)?;
     let jwt = s.file.auth.jwt()?.is_some();
     let listener = node::bind(&s.listen, s.token.is_some() || jwt).await?;
-    // With JWT verification and no platform token, this process's own LLM agents reach its MCP
-    // endpoint with a token only it knows.
-    let internal_token = match (&s.token, jwt) {
-        (None, true) => Some(smith_gateway::auth::internal_token()),
-        _ => None,
-    };
+    // This process's worker signs its agents' capabilities, and its gateway verifies them, with
+    // a key derived from a secret no other process knows: whatever the platform's credentials,
+    // a capability is good on this process only and dies with it.
+    let capability_key = smith_core::CapabilityKey::derive(smith_gateway::auth::internal_token().as_bytes());
     node::prepare_process_agents(&s.data_dir.join("run"));
     let metrics = node::install_metrics()?;
 
@@ -158,7 +156,7 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     wopts.address = Some(bound.to_string());
     // LLM agents reach the platform's tools through this process's own gateway
     wopts.mcp_url = wopts.mcp_url.or_else(|| Some(format!("{scheme}://{bound}/mcp")));
-    wopts.mcp_token = s.token.clone().or_else(|| internal_token.clone());
+    wopts.capability_key = Some(capability_key.clone());
     wopts.work_dir = wopts.work_dir.or_else(|| Some(s.data_dir.join("work")));
     let worker = Worker::new(wopts, store.clone(), bus.clone());
     worker.register().await.context("cannot register the worker")?;
@@ -173,13 +171,14 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     worker.set_target(s.worker.min_agents);
     let follower = worker.clone();
     supervisor.follow(std::sync::Arc::new(move |desired| follower.set_target(desired)));
-    let gopts = crate::roles::gateway_options(
+    let mut gopts = crate::roles::gateway_options(
         format!("gateway-{instance}"),
-        s.token.clone().or(internal_token),
+        s.token.clone(),
         &s.file,
         metrics,
         s.worker.heartbeat,
     )?;
+    gopts.capability_key = Some(capability_key);
     let gateway = Gateway::new(gopts, store.clone(), bus.clone());
 
     let spec = node::root(vec![

@@ -1,7 +1,9 @@
 //! The real Claude Code CLI as a MisterSmith agent, against a mock Anthropic Messages API
 //! served by this test: a plain turn, a tool-use turn through the platform's MCP tools, a
 //! two-turn session that resumes, a stalled API (stall detection kills the process group),
-//! and a cancel mid-stream.
+//! a cancel mid-stream, and what the CLI holds: no platform token or server secret in its
+//! environment or command line, an MCP config file only its user reads, and a capability
+//! good on `/mcp` for its own task while its attempt runs and refused everywhere else.
 //!
 //! Needs the CLI: `SMITH_TEST_CLAUDE` names its binary (`.ci/run` installs the pinned npm
 //! package and sets it). Without it, each test prints that it is skipped.
@@ -228,5 +230,138 @@ async fn a_cancel_mid_stream_stops_the_cli_and_closes_its_stream() {
     while rig.mock.state.disconnected.load(Ordering::SeqCst) == 0 {
         assert!(Instant::now() < deadline, "the API stream was never closed");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The platform token as the server's environment holds it, in the test below.
+const CLAUDE_TOKEN: &str = "platform-token-for-claude-9d1e";
+
+/// One JSON-RPC call of `list_discoveries` on the platform's MCP endpoint, as an agent makes it.
+async fn mcp_call(url: &str, bearer: &str, task_header: Option<&str>) -> (reqwest::StatusCode, Value) {
+    let mut r = reqwest::Client::new()
+        .post(url)
+        .header("authorization", bearer)
+        .header("content-type", "application/json")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "list_discoveries", "arguments": {}}}));
+    if let Some(t) = task_header {
+        r = r.header("x-smith-task", t);
+    }
+    let resp = r.timeout(Duration::from_secs(15)).send().await.expect("the MCP endpoint answers");
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_gets_a_per_attempt_capability_in_a_private_file_and_never_the_platform_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(claude) = claude() else { return };
+    let mock = Mock::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let server_secret = "server-secret-c4a0";
+    let opts = Opts::new()
+        .config(&config(&claude, &mock, home.path()))
+        .env("SMITH_TOKEN", CLAUDE_TOKEN)
+        .env("AWS_SECRET_ACCESS_KEY", server_secret);
+    let smith = Smith::start(opts).await;
+    let api = common::Api::new(&smith.base, Some(CLAUDE_TOKEN.to_string()));
+    let claude = std::fs::canonicalize(&claude).unwrap();
+
+    // another tenant's task, for the capability to be aimed at
+    let (status, key) =
+        api.post("/v1/keys", &json!({"tenant": "globex", "scopes": ["tasks:read", "tasks:write"]})).await;
+    assert_eq!(status, 201, "{key:#}");
+    let globex = common::Api::new(&smith.base, Some(key["secret"].as_str().unwrap().to_string()));
+    let foreign = globex.submit_id(json!({"agent": "echo", "input": "globex data"})).await;
+
+    let id = api.submit_id(json!({"agent": "researcher", "input": "SLOW count for me"})).await;
+    let deadline = Instant::now() + TURN;
+    while !mock.state.streaming.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the stream never started\n{}", smith.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // What the running CLI holds: its environment, its command line, the MCP config file.
+    let data = std::fs::canonicalize(smith.data_dir()).unwrap();
+    let pids = claude_processes(&claude, &data);
+    assert!(!pids.is_empty(), "the CLI is running\n{}", smith.stderr());
+    let mut config_path = None;
+    for pid in &pids {
+        let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).into_owned();
+        let argv: Vec<String> = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+            .split('\0')
+            .map(str::to_string)
+            .collect();
+        let cmdline = argv.join(" ");
+        for secret in [CLAUDE_TOKEN, server_secret, "SMITH_TOKEN", "AWS_SECRET"] {
+            assert!(!environ.contains(secret), "the CLI's environment holds {secret:?}: {environ}");
+            assert!(!cmdline.contains(secret), "the CLI's command line holds {secret:?}: {cmdline}");
+        }
+        assert!(
+            !cmdline.contains("smc_") && !cmdline.contains("Bearer"),
+            "a credential on the command line: {cmdline}"
+        );
+        assert!(environ.contains(&format!("SMITH_TASK_ID={id}")), "{environ}");
+        if let Some(i) = argv.iter().position(|a| a == "--mcp-config") {
+            config_path = Some(PathBuf::from(&argv[i + 1]));
+        }
+    }
+    let path = config_path.expect("the CLI was given --mcp-config");
+    let mode = std::fs::metadata(&path).expect("the config file exists while the CLI runs").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+    let dir_mode = std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode();
+    assert_eq!(dir_mode & 0o777, 0o700, "{}", path.display());
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains(CLAUDE_TOKEN), "{text}");
+    let cfg: Value = serde_json::from_str(&text).unwrap();
+    let server = &cfg["mcpServers"]["smith"];
+    let url = server["url"].as_str().expect("the platform's MCP server").to_string();
+    let bearer = server["headers"]["authorization"].as_str().expect("a capability").to_string();
+    assert!(bearer.starts_with("Bearer smc_"), "{bearer}");
+    assert_eq!(server["headers"]["x-smith-task"], id.as_str());
+
+    // It works on /mcp, as this task, while the attempt runs ...
+    let (status, body) = mcp_call(&url, &bearer, Some(&id)).await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(body["result"]["isError"], false, "{body:#}");
+    let (status, _) = mcp_call(&url, &bearer, None).await;
+    assert_eq!(status, 200);
+    // ... as no other task (another tenant's), and on no other route.
+    let (status, body) = mcp_call(&url, &bearer, Some(&foreign)).await;
+    assert_eq!(status, 403, "{body:#}");
+    let cap = common::Api::new(&smith.base, Some(bearer.trim_start_matches("Bearer ").to_string()));
+    for path in
+        ["/v1/tasks".to_string(), format!("/v1/tasks/{id}"), format!("/v1/tasks/{foreign}"), "/v1/agents".into()]
+    {
+        let (status, body) = cap.get(&path).await;
+        assert_eq!(status, 403, "{path}: {body:#}");
+    }
+    let (status, body) = cap.post("/v1/tasks", &json!({"agent": "echo", "input": "x"})).await;
+    assert_eq!(status, 403, "{body:#}");
+
+    // Once the attempt has ended it is refused, and its file is gone.
+    let (status, _) = api.cancel(&id).await;
+    assert_eq!(status, 202);
+    let task = api.wait_terminal(&id, Duration::from_secs(20)).await;
+    assert_eq!(task["status"], "cancelled", "{task:#}");
+    let (status, body) = mcp_call(&url, &bearer, None).await;
+    assert_eq!(status, 401, "{body:#}");
+    assert_no_claude_left_in(&claude, &data, &smith).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while path.parent().unwrap().exists() {
+        assert!(Instant::now() < deadline, "{} outlived its run", path.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn assert_no_claude_left_in(claude: &Path, dir: &Path, smith: &Smith) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = claude_processes(claude, dir);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "claude processes left running: {left:?}\n{}", smith.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -5,7 +5,8 @@ use crate::breaker::Transition;
 use crate::{metrics, Running, Shared, StopReason};
 use smith_agents::{Emitter, RunContext, RunResult, SessionContext, Turn};
 use smith_core::{
-    AgentDef, BreakerState, EventDraft, EventKind, ExecutorKind, Outcome, Task, TaskError, TaskId, TaskStatus, Usage,
+    AgentDef, BreakerState, EventDraft, EventKind, ExecutorKind, Micros, Outcome, Task, TaskError, TaskId, TaskStatus,
+    Usage,
 };
 use smith_store::{Claimed, Error as StoreError, TaskQuery};
 use std::path::PathBuf;
@@ -20,6 +21,25 @@ const EVENT_BUFFER: usize = 1024;
 const MAX_APPEND: usize = 256;
 /// After a stop, how long an executor gets beyond its kill grace before it is abandoned.
 const STOP_SLACK: Duration = Duration::from_secs(5);
+
+/// How long a capability outlives its attempt's timeout (the kill grace and clock skew between
+/// nodes fit in it); the gateway refuses it anyway once the attempt is no longer running.
+const CAPABILITY_SLACK: Duration = Duration::from_secs(60);
+
+/// The capability an attempt's agent gets for the platform's MCP tools: this task at this
+/// attempt in its tenant, expiring a little after the attempt's timeout (the longest timeout a
+/// task may have when it has none).
+fn capability(task: &Task, def: &AgentDef) -> smith_core::Capability {
+    let lifetime = Duration::from_millis(task.timeout_ms.unwrap_or(smith_core::task::MAX_TIMEOUT_MS))
+        + def.kill_grace
+        + CAPABILITY_SLACK;
+    smith_core::Capability {
+        task: task.id,
+        attempt: task.attempt,
+        tenant: task.tenant.clone(),
+        expires: Micros(Micros::now().0.saturating_add(lifetime.as_micros() as i64)),
+    }
+}
 
 /// Records a claimed attempt as running (so the lease keeper renews it from now on).
 pub(crate) fn register(shared: &Shared, claimed: &Claimed) {
@@ -106,8 +126,9 @@ async fn run(
     if def.executor.is_llm() && def.collaborate {
         ctx.mcp = s.opts.mcp_url.as_ref().map(|url| {
             let mut headers = vec![(smith_agents::TASK_HEADER.to_string(), id.to_string())];
-            if let Some(token) = &s.opts.mcp_token {
-                headers.push(("authorization".to_string(), format!("Bearer {token}")));
+            if let Some(key) = &s.opts.capability_key {
+                let cap = capability(&ctx.task, &def);
+                headers.push(("authorization".to_string(), format!("Bearer {}", key.mint(&cap))));
             }
             smith_agents::McpAccess { url: url.clone(), headers }
         });

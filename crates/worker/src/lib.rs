@@ -42,8 +42,10 @@ pub struct WorkerOptions {
     pub linger: Duration,
     /// The platform's MCP endpoint (a gateway's `/mcp`), given to collaborating LLM agents.
     pub mcp_url: Option<String>,
-    /// The bearer token agents present to the MCP endpoint, when the gateway requires one.
-    pub mcp_token: Option<String>,
+    /// Signs the capability each collaborating attempt presents to the MCP endpoint (bound to
+    /// its task, attempt and tenant); the gateway holds the same key. `None`: agents present
+    /// none (the gateway is anonymous).
+    pub capability_key: Option<smith_core::CapabilityKey>,
     /// Where Claude Code agents without a `cwd` work: `sessions/<id>` per session (kept, so a
     /// later turn resumes in the same place), `tasks/<id>` per task (removed when it ends).
     pub work_dir: Option<std::path::PathBuf>,
@@ -66,7 +68,7 @@ impl WorkerOptions {
             claim_batch: 512,
             linger: Duration::from_millis(2),
             mcp_url: None,
-            mcp_token: None,
+            capability_key: None,
             work_dir: None,
             running_caps: Arc::default(),
         }

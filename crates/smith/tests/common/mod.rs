@@ -42,6 +42,8 @@ pub struct Opts {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub args: Vec<String>,
+    /// Variables set in the server's environment (after the `SMITH_*` ones are cleared).
+    pub envs: Vec<(String, String)>,
 }
 
 impl Opts {
@@ -68,6 +70,10 @@ impl Opts {
     }
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.to_string());
+        self
+    }
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.envs.push((name.to_string(), value.to_string()));
         self
     }
 }
@@ -184,6 +190,7 @@ impl Smith {
         for k in SMITH_ENV {
             cmd.env_remove(k);
         }
+        cmd.envs(self.opts.envs.iter().map(|(k, v)| (k, v)));
         cmd.env("SMITH_LOG", "info")
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
