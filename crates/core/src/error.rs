@@ -15,6 +15,8 @@ pub enum Code {
     Conflict,
     TooLarge,
     RateLimited,
+    /// The store is over its size limit: new work is refused until space is freed.
+    InsufficientStorage,
     Unavailable,
     /// A write lost its fence: the task is no longer held by this attempt.
     Fenced,
@@ -32,6 +34,7 @@ impl Code {
             Code::Conflict => "conflict",
             Code::TooLarge => "too_large",
             Code::RateLimited => "rate_limited",
+            Code::InsufficientStorage => "insufficient_storage",
             Code::Unavailable => "unavailable",
             Code::Fenced => "fenced",
             Code::Internal => "internal",

@@ -45,6 +45,7 @@ pub fn status_of(code: Code) -> StatusCode {
         Code::Conflict | Code::Fenced => StatusCode::CONFLICT,
         Code::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        Code::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -53,7 +54,8 @@ pub fn status_of(code: Code) -> StatusCode {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = status_of(self.code);
-        if status.is_server_error() {
+        // a full store refuses every submission until space is freed: its gauge and alert say so
+        if status.is_server_error() && self.code != Code::InsufficientStorage {
             tracing::error!(code = %self.code, message = %self.message, "request failed");
         }
         let body = serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}});

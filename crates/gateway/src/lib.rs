@@ -60,6 +60,11 @@ pub struct GatewayOptions {
     pub slow_reader_timeout: Duration,
     pub heartbeat: Duration,
     pub metrics: Option<MetricsRender>,
+    /// The store-size guard (`[limits] store_max_bytes`): submissions are refused with 507
+    /// while the store is larger.
+    pub store_max_bytes: Option<u64>,
+    /// How often the store's size is measured.
+    pub store_sample: Duration,
 }
 
 impl GatewayOptions {
@@ -77,6 +82,8 @@ impl GatewayOptions {
             slow_reader_timeout: Duration::from_secs(30),
             heartbeat: Duration::from_secs(1),
             metrics: None,
+            store_max_bytes: None,
+            store_sample: Duration::from_secs(5),
         }
     }
 }
@@ -118,7 +125,7 @@ impl Gateway {
         Gateway {
             state: Arc::new(AppState {
                 auth,
-                quotas: quota::Enforcer::new(opts.quotas.clone()),
+                quotas: quota::Enforcer::new(opts.quotas.clone(), opts.store_max_bytes),
                 opts,
                 store,
                 bus,
@@ -222,6 +229,34 @@ impl Gateway {
             };
             if let Err(e) = s.store.heartbeat(&node).await.map(drop) {
                 tracing::warn!(error = %e, "gateway heartbeat failed");
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// Measures the store's size now and then (never per request): exports it, and arms the
+    /// store-size guard that refuses submissions while the store is over its limit.
+    pub async fn store_size_loop(self, stop: CancellationToken) -> Result<(), String> {
+        let s = &self.state;
+        let max = s.opts.store_max_bytes;
+        ::metrics::gauge!(crate::metrics::STORE_MAX).set(max.unwrap_or(0) as f64);
+        let mut tick = tokio::time::interval(s.opts.store_sample);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tick.tick() => {}
+            }
+            match s.store.size_bytes().await {
+                Ok(Some(size)) => {
+                    let full = s.quotas.store_measured(size);
+                    ::metrics::gauge!(crate::metrics::STORE_SIZE).set(size as f64);
+                    ::metrics::gauge!(crate::metrics::STORE_FULL).set(if full { 1.0 } else { 0.0 });
+                }
+                Ok(None) => {}
+                // the last measure stands: a store that cannot answer refuses writes by itself
+                Err(e) => tracing::warn!(error = %e, "cannot measure the store's size"),
             }
         }
     }

@@ -10,6 +10,9 @@ pub const MCP_TOOL_CALLS: &str = "smith_mcp_tool_calls_total";
 pub const DISCOVERIES: &str = "smith_discoveries_total";
 pub const EVENT_DELIVERY: &str = "smith_event_delivery_seconds";
 pub const AUDIT_FAILURES: &str = "smith_audit_write_failures_total";
+pub const STORE_SIZE: &str = "smith_store_size_bytes";
+pub const STORE_MAX: &str = "smith_store_max_bytes";
+pub const STORE_FULL: &str = "smith_store_full";
 
 pub fn describe() {
     metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests, by route and status");
@@ -25,6 +28,20 @@ pub fn describe() {
     metrics::counter!(SSE_LAGGED).absolute(0);
     metrics::describe_counter!(AUDIT_FAILURES, "Audit records that could not be written (the request's effect stands)");
     metrics::counter!(AUDIT_FAILURES).absolute(0);
+    metrics::describe_gauge!(
+        STORE_SIZE,
+        metrics::Unit::Bytes,
+        "Bytes the store occupies, measured by the gateway every few seconds"
+    );
+    metrics::describe_gauge!(
+        STORE_MAX,
+        metrics::Unit::Bytes,
+        "The store-size guard's limit ([limits] store_max_bytes; 0 when unset)"
+    );
+    metrics::describe_gauge!(
+        STORE_FULL,
+        "1 while the store is over [limits] store_max_bytes and submissions are refused (507)"
+    );
     metrics::describe_histogram!(
         EVENT_DELIVERY,
         metrics::Unit::Seconds,

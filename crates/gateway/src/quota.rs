@@ -1,11 +1,13 @@
 //! Per-tenant quotas, checked on every submission (the tasks API, session turns, an agent's
 //! `spawn_task`): submissions per second (a token bucket per tenant in this gateway), queued
-//! tasks, and daily token and cost budgets (since 00:00 UTC). A refusal is a 429 with
-//! `Retry-After`, and changes nothing. Running tasks (`max_running`) cannot be bounded at
+//! tasks, and daily token, cost and output-byte budgets (since 00:00 UTC). A refusal is a 429
+//! with `Retry-After`, and changes nothing. The store-size guard refuses every submission with
+//! 507 while the store (measured every few seconds) is over `[limits] store_max_bytes`. Running tasks (`max_running`) cannot be bounded at
 //! submission: workers hand them to the store's claim as [`RunningCaps`], and a tenant's tasks
 //! over its cap wait in the queue.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -31,6 +33,10 @@ pub struct Limits {
     pub daily_tokens: Option<u64>,
     /// USD of attempts finished since 00:00 UTC.
     pub daily_cost_usd: Option<f64>,
+    /// Bytes of events and results the tenant's tasks hold that wrote since 00:00 UTC: over
+    /// it, submissions are refused (tasks already running finish, within `[limits]
+    /// task_output_bytes` each).
+    pub daily_output_bytes: Option<u64>,
 }
 
 impl Limits {
@@ -45,6 +51,9 @@ impl Limits {
                     return Err(format!("quota {name}.{what} must be a positive number, not {v}"));
                 }
             }
+        }
+        if self.daily_output_bytes == Some(0) {
+            return Err(format!("quota {name}.daily_output_bytes must be at least 1 (0 would refuse every task)"));
         }
         if self.max_running == Some(0) {
             return Err(format!("quota {name}.max_running must be at least 1 (0 would never run a task)"));
@@ -101,6 +110,7 @@ impl Quotas {
                 max_running: t.max_running.or(d.max_running),
                 daily_tokens: t.daily_tokens.or(d.daily_tokens),
                 daily_cost_usd: t.daily_cost_usd.or(d.daily_cost_usd),
+                daily_output_bytes: t.daily_output_bytes.or(d.daily_output_bytes),
             },
         }
     }
@@ -110,6 +120,10 @@ impl Quotas {
 pub(crate) struct Enforcer {
     quotas: Quotas,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// `[limits] store_max_bytes`, and the store's size at its last measure.
+    store_max: Option<u64>,
+    store_size: AtomicU64,
+    store_full: AtomicBool,
 }
 
 struct Bucket {
@@ -122,14 +136,48 @@ fn limited(message: String, retry_after_s: u64) -> ApiError {
 }
 
 impl Enforcer {
-    pub fn new(quotas: Quotas) -> Enforcer {
-        Enforcer { quotas, buckets: Mutex::new(HashMap::new()) }
+    pub fn new(quotas: Quotas, store_max: Option<u64>) -> Enforcer {
+        Enforcer {
+            quotas,
+            buckets: Mutex::new(HashMap::new()),
+            store_max,
+            store_size: AtomicU64::new(0),
+            store_full: AtomicBool::new(false),
+        }
+    }
+
+    /// Records the store's size; returns whether it is over the limit (new work refused).
+    pub fn store_measured(&self, size: u64) -> bool {
+        let full = self.store_max.is_some_and(|max| size > max);
+        self.store_size.store(size, Ordering::Relaxed);
+        if self.store_full.swap(full, Ordering::Relaxed) != full {
+            if full {
+                tracing::warn!(size, max = self.store_max, "store over its size limit: refusing new submissions");
+            } else {
+                tracing::info!(size, max = self.store_max, "store back under its size limit: accepting submissions");
+            }
+        }
+        full
     }
 
     /// Admits one submission of `tenant`, or says why not and when to retry.
     pub async fn admit(&self, store: &dyn Store, tenant: &str) -> ApiResult<()> {
+        if self.store_full.load(Ordering::Relaxed) {
+            return Err(ApiError::new(
+                Code::InsufficientStorage,
+                format!(
+                    "the store holds {} bytes, over its limit of {} ([limits] store_max_bytes): new work is refused until space is freed",
+                    self.store_size.load(Ordering::Relaxed),
+                    self.store_max.unwrap_or(0)
+                ),
+            ));
+        }
         let l = self.quotas.for_tenant(tenant);
-        if l.max_queued.is_some() || l.daily_tokens.is_some() || l.daily_cost_usd.is_some() {
+        if l.max_queued.is_some()
+            || l.daily_tokens.is_some()
+            || l.daily_cost_usd.is_some()
+            || l.daily_output_bytes.is_some()
+        {
             let now = Micros::now();
             let day = 86_400_000_000i64;
             let midnight = Micros(now.0 - now.0.rem_euclid(day));
@@ -147,6 +195,17 @@ impl Enforcer {
                 if load.tokens >= max {
                     return Err(limited(
                         format!("tenant {tenant} used {} tokens today, its daily quota is {max}", load.tokens),
+                        to_midnight,
+                    ));
+                }
+            }
+            if let Some(max) = l.daily_output_bytes {
+                if load.output_bytes >= max {
+                    return Err(limited(
+                        format!(
+                            "tenant {tenant}'s tasks wrote {} bytes today, its daily quota is {max} bytes (daily_output_bytes)",
+                            load.output_bytes
+                        ),
                         to_midnight,
                     ));
                 }
@@ -195,6 +254,12 @@ mod tests {
         let bad: Quotas = toml::from_str("submissions_per_second = -1.0").unwrap();
         assert!(bad.validate().is_err());
         assert!(toml::from_str::<Quotas>("max_runing = 3").is_err(), "unknown keys are refused");
+        let bytes: Quotas = toml::from_str("daily_output_bytes = 100\n[tenant.big]\ndaily_output_bytes = 900").unwrap();
+        assert!(bytes.validate().is_ok());
+        assert_eq!(bytes.for_tenant("big").daily_output_bytes, Some(900));
+        assert_eq!(bytes.for_tenant("small").daily_output_bytes, Some(100));
+        let zero: Quotas = toml::from_str("[tenant.x]\ndaily_output_bytes = 0").unwrap();
+        assert!(zero.validate().unwrap_err().contains("quotas.tenant.x.daily_output_bytes"));
     }
 
     #[test]

@@ -36,6 +36,51 @@ pub struct FileConfig {
     /// `max_running` at every claim by workers.
     #[serde(default)]
     pub quotas: smith_gateway::quota::Quotas,
+    /// Caps on what one task writes (enforced by workers) and on the store's size (checked
+    /// by gateways at submission).
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[limits]`: every key optional; 0 is refused (it would fail every task or refuse every
+/// submission).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Bytes of event data plus the result one task may write (default 64 MiB).
+    pub task_output_bytes: Option<u64>,
+    /// Events one task may emit (default 100,000).
+    pub task_events: Option<u64>,
+    /// Submissions are refused (507) while the store holds more than this many bytes.
+    pub store_max_bytes: Option<u64>,
+}
+
+impl LimitsSection {
+    /// The per-task output caps, defaults filled in.
+    pub fn output(&self) -> Result<smith_worker::OutputLimits> {
+        let mut o = smith_worker::OutputLimits::default();
+        if let Some(v) = self.task_output_bytes {
+            if v == 0 {
+                bail!("limits.task_output_bytes must be at least 1 (0 would fail every task)");
+            }
+            o.bytes = v;
+        }
+        if let Some(v) = self.task_events {
+            if v == 0 {
+                bail!("limits.task_events must be at least 1 (0 would fail every task)");
+            }
+            o.events = v;
+        }
+        Ok(o)
+    }
+
+    /// The store-size guard, if set.
+    pub fn store_max_bytes(&self) -> Result<Option<u64>> {
+        if self.store_max_bytes == Some(0) {
+            bail!("limits.store_max_bytes must be at least 1 (0 would refuse every submission)");
+        }
+        Ok(self.store_max_bytes)
+    }
 }
 
 /// JWT bearer tokens (docs/security.md); the platform token is `[server] token`.
@@ -386,6 +431,7 @@ pub fn worker_options(
     worker.work_dir = w.work_dir.clone();
     file.quotas.validate().map_err(|e| anyhow!(e))?;
     worker.running_caps = std::sync::Arc::new(file.quotas.running_caps());
+    worker.output = file.limits.output()?;
     if worker.heartbeat * 3 > worker.lease {
         bail!("worker.heartbeat ({:?}) must be at most a third of worker.lease ({:?})", worker.heartbeat, worker.lease);
     }
@@ -497,6 +543,35 @@ mod tests {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn limits_have_defaults_and_refuse_zero_and_unknown_keys() {
+        let none = LimitsSection::default().output().unwrap();
+        assert_eq!((none.bytes, none.events), (64 << 20, 100_000));
+        let f = parse("[limits]\ntask_output_bytes = 1000\ntask_events = 7\nstore_max_bytes = 5").unwrap();
+        let o = f.limits.output().unwrap();
+        assert_eq!((o.bytes, o.events), (1000, 7));
+        assert_eq!(f.limits.store_max_bytes().unwrap(), Some(5));
+        for (text, needle) in [
+            ("[limits]\ntask_output_bytes = 0", "limits.task_output_bytes"),
+            ("[limits]\ntask_events = 0", "limits.task_events"),
+            ("[limits]\nstore_max_bytes = 0", "limits.store_max_bytes"),
+        ] {
+            let f = parse(text).unwrap();
+            let err = f.limits.output().and_then(|_| f.limits.store_max_bytes()).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        for (text, needle) in [
+            ("[limits]\ntask_bytes = 1", "task_bytes"),
+            ("[limits]\ntask_events = -1", "task_events"),
+            ("[limits]\ntask_events = \"many\"", "task_events"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle) || err.contains("invalid"), "{needle}: {err}");
+        }
+        let err = worker_options(&parse("[limits]\ntask_events = 0").unwrap(), vec![], None, None).unwrap_err();
+        assert!(err.to_string().contains("task_events"), "{err}");
     }
 
     #[test]

@@ -297,7 +297,8 @@ pub fn gateway_tree(gateway: &Gateway, listener: std::net::TcpListener, serve: S
                 gw.serve_with(listener, &serve, stop).await.map_err(tree::ChildError::from)
             })
         }))
-        .child(child("gateway-heartbeat", gateway, |g, t| Box::pin(g.heartbeat_loop(t))));
+        .child(child("gateway-heartbeat", gateway, |g, t| Box::pin(g.heartbeat_loop(t))))
+        .child(child("store-size", gateway, |g, t| Box::pin(g.store_size_loop(t))));
     match cert {
         Some(cert) => spec.child(ChildSpec::worker("tls-reload", Restart::Permanent, move |stop| {
             Box::pin(reload_on_sighup(cert.clone(), stop))

@@ -153,6 +153,7 @@ pub fn gateway_options(
     if let Some(v) = file.server.slow_reader_timeout {
         g.slow_reader_timeout = v;
     }
+    g.store_max_bytes = file.limits.store_max_bytes()?;
     Ok(g)
 }
 

@@ -4,7 +4,7 @@
 use crate::config::{self, FileConfig};
 use crate::node;
 use anyhow::{anyhow, bail, Context, Result};
-use smith_core::Micros;
+use smith_core::NodeStatus;
 
 use smith_gateway::Gateway;
 use smith_supervisor::{Supervisor, SupervisorOptions};
@@ -113,6 +113,40 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::Fil
     }
 }
 
+/// Where `smith up` records the node ids of its current incarnation, one a line.
+const NODES_FILE: &str = "nodes";
+
+/// Marks dead the nodes of this data directory's previous incarnations — the ids its last run
+/// recorded in `<data dir>/nodes` (we hold the directory's lock, so their process is gone) —
+/// so their tasks are requeued at once; then records `ours` for the next run. Nodes it cannot
+/// prove its own (another process on the same store) are left to the supervisor's heartbeat
+/// check, never marked dead here.
+async fn mark_previous_dead(store: &dyn smith_store::Store, data_dir: &std::path::Path, ours: &[String]) -> Result<()> {
+    let path = data_dir.join(NODES_FILE);
+    let previous = match std::fs::read_to_string(&path) {
+        Ok(text) => text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(anyhow!("cannot read {}: {e}", path.display())),
+    };
+    let mut marked = 0;
+    for n in store.nodes().await? {
+        let live = matches!(n.status, NodeStatus::Alive | NodeStatus::Draining | NodeStatus::Quarantined);
+        if live && previous.contains(&n.id) {
+            // not a worker that may come back (quarantine): its process is gone for good
+            store.set_node_status(&n.id, NodeStatus::Dead).await?;
+            marked += 1;
+        }
+    }
+    if marked > 0 {
+        tracing::info!(count = marked, "previous nodes marked dead; their tasks will be requeued");
+    }
+    // recorded before the nodes register, so a crash right after still leaves them provably ours
+    let tmp = data_dir.join(format!("{NODES_FILE}.tmp"));
+    std::fs::write(&tmp, ours.join("\n") + "\n").with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
 pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     // errors before logging is up go to stderr by the caller
     let s = settings(args, token)?;
@@ -137,20 +171,12 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     let store = smith_store::instrument(store);
     let bus = smith_bus::instrument(smith_bus::open("memory://").await?);
     store.put_agents(&s.agents).await.context("cannot record agent definitions")?;
-    // We hold the data dir's lock, so every node recorded as alive is a previous incarnation
-    // of this process: mark them dead now so their tasks are requeued at once.
-    let stale = store.mark_dead_nodes(Micros(i64::MAX)).await?;
-    for n in &stale {
-        // not a worker that may come back (quarantine): its process is gone for good
-        store.set_node_status(&n.id, smith_core::NodeStatus::Dead).await?;
-    }
-    if !stale.is_empty() {
-        tracing::info!(count = stale.len(), "previous nodes marked dead; their tasks will be requeued");
-    }
+    let instance = node::instance_id();
+    let ours = [format!("worker-{instance}"), format!("supervisor-{instance}"), format!("gateway-{instance}")];
+    mark_previous_dead(store.as_ref(), &s.data_dir, &ours).await?;
 
     let bound = listener.local_addr()?;
 
-    let instance = node::instance_id();
     let mut wopts = s.worker.clone();
     wopts.node_id = format!("worker-{instance}");
     wopts.address = Some(bound.to_string());

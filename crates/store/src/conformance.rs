@@ -90,6 +90,8 @@ macro_rules! store_conformance {
             audit_limit_is_capped_and_bad_records_are_refused,
             audit_tail_under_concurrent_writers_misses_nothing,
             tenant_load_counts_in_flight_tasks_and_usage_since,
+            tenant_load_counts_output_bytes_written_since,
+            size_bytes_grows_with_what_is_written,
         );
     };
     (skip_unless_env = $var:literal, $factory:expr) => {
@@ -2324,9 +2326,10 @@ pub async fn tenant_load_counts_in_flight_tasks_and_usage_since(store: S) {
     let o1 = claim_one(&store, "w", "sleep", LONG).await.task;
     let load = |tenant: &'static str, since: Micros| {
         let store = store.clone();
-        async move { store.tenant_load(tenant, since).await.expect("tenant_load") }
+        // the bytes are `tenant_load_counts_output_bytes_written_since`'s
+        async move { TenantLoad { output_bytes: 0, ..store.tenant_load(tenant, since).await.expect("tenant_load") } }
     };
-    let figures = |queued, running, tokens, cost_usd| TenantLoad { queued, running, tokens, cost_usd };
+    let figures = |queued, running, tokens, cost_usd| TenantLoad { queued, running, tokens, cost_usd, output_bytes: 0 };
     assert_eq!(load("acme", Micros(0)).await, figures(2, 1, 0, 0.0));
     assert_eq!(load("other", Micros(0)).await, figures(1, 1, 0, 0.0));
     assert_eq!(load("nobody", Micros(0)).await, TenantLoad::default());
@@ -2365,4 +2368,78 @@ pub async fn tenant_load_counts_in_flight_tasks_and_usage_since(store: S) {
     // Since the beginning, it is what the usage totals say.
     let totals: HashMap<String, Usage> = store.usage_totals(UsageBy::Tenant).await.unwrap().into_iter().collect();
     assert_eq!(totals["acme"], spend(18, 7, 0.875));
+}
+
+pub async fn tenant_load_counts_output_bytes_written_since(store: S) {
+    alive(&store, "w").await;
+    let of = |tenant: &str| {
+        let mut t = NewTask::new("sleep", json!("x"));
+        t.tenant = tenant.into();
+        t
+    };
+    let a = store.submit(of("acme")).await.unwrap().task;
+    let o = store.submit(of("other")).await.unwrap().task;
+    let bytes = |tenant: &'static str, since: Micros| {
+        let store = store.clone();
+        async move { store.tenant_load(tenant, since).await.expect("tenant_load").output_bytes }
+    };
+    let before = Micros::now();
+    assert_eq!(bytes("acme", Micros(0)).await, 0, "a queued task wrote nothing");
+    let a1 = claim_one(&store, "w", "sleep", LONG).await.task;
+    let o1 = claim_one(&store, "w", "sleep", LONG).await.task;
+    assert_eq!((a1.id, o1.id), (a.id, o.id));
+    // each draft's data counts as stored (its JSON text), the started event does not
+    let data = json!({"text": "0123456789"});
+    let size = crate::json_len(&data);
+    assert_eq!(size, 19);
+    store.append(a.id, 1, vec![EventDraft::new(EventKind::Output, data.clone()); 3]).await.unwrap();
+    assert_eq!(bytes("acme", before).await, 3 * size);
+    assert_eq!(bytes("other", before).await, 0, "another tenant's bytes are its own");
+    let result = json!("done!");
+    let change = store
+        .complete(
+            a.id,
+            1,
+            vec![EventDraft::new(EventKind::Output, data.clone())],
+            Outcome::Succeeded { result: result.clone(), usage: Usage::default() },
+        )
+        .await
+        .unwrap();
+    assert_eq!(change.task.status, TaskStatus::Succeeded);
+    assert_eq!(bytes("acme", before).await, 4 * size + crate::json_len(&result));
+    // a fenced write counts nothing
+    assert!(store.append(a.id, 1, vec![EventDraft::new(EventKind::Output, data.clone())]).await.is_err());
+    assert_eq!(bytes("acme", Micros(0)).await, 4 * size + 7);
+    assert_eq!(bytes("acme", Micros::now().plus(Duration::from_secs(60))).await, 0, "nothing written after");
+    store
+        .complete(
+            o.id,
+            1,
+            vec![],
+            Outcome::Failed { error: TaskError::new("boom", "x"), retryable: false, usage: Usage::default() },
+        )
+        .await
+        .unwrap();
+    assert_eq!(bytes("other", Micros(0)).await, 0, "a failure holds no result");
+}
+
+pub async fn size_bytes_grows_with_what_is_written(store: S) {
+    let Some(empty) = store.size_bytes().await.unwrap() else { return };
+    assert!(empty > 0, "a store holds its schema");
+    alive(&store, "w").await;
+    // letters from a xorshift generator: a compressing backend (PostgreSQL's TOAST) keeps them whole
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..50 {
+        let text: String = (0..20_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (b'a' + (x % 26) as u8) as char
+            })
+            .collect();
+        store.submit(NewTask::new("sleep", json!(text))).await.unwrap();
+    }
+    let full = store.size_bytes().await.unwrap().expect("a size");
+    assert!(full >= empty + 500_000, "50 inputs of 20 kB: {empty} → {full}");
 }

@@ -177,6 +177,10 @@ impl Store for Instrumented {
         timed("mark_dead_nodes", self.0.mark_dead_nodes(stale_before)).await
     }
 
+    async fn size_bytes(&self) -> Result<Option<u64>> {
+        timed("size_bytes", self.0.size_bytes()).await
+    }
+
     async fn queue_stats(&self) -> Result<QueueStats> {
         timed("queue_stats", self.0.queue_stats()).await
     }

@@ -187,6 +187,9 @@ pub struct TenantLoad {
     /// (see [`Store::tenant_load`]).
     pub tokens: u64,
     pub cost_usd: f64,
+    /// Bytes of event data and results held by the tenant's tasks that wrote at or after the
+    /// time asked for (a task still writing counts everything it wrote).
+    pub output_bytes: u64,
 }
 
 /// Connections of a store's pool, for metrics. Read from counters: no I/O.
@@ -277,7 +280,8 @@ pub trait Store: Send + Sync + 'static {
     /// running tasks, and the tokens (input + output) and USD cost recorded on its tasks whose
     /// usage last grew at or after `since` — the usage [`Store::usage_totals`] sums, dated by
     /// the end of the last attempt that spent (a task retried across `since` counts whole).
-    /// Cheap: index lookups only.
+    /// Its `output_bytes` are the bytes of event data and results (as stored) held by its tasks
+    /// that wrote at or after `since`. Cheap: index lookups only.
     async fn tenant_load(&self, tenant: &str, since: Micros) -> Result<TenantLoad>;
 
     /// Creates an API key, created now; `Error` with code `Conflict` if the id exists,
@@ -349,6 +353,31 @@ pub trait Store: Send + Sync + 'static {
     /// tasks pile up (PostgreSQL: vacuums the tasks table when it has many dead rows, whatever
     /// the server's autovacuum does). Returns what it did, if anything.
     async fn maintain(&self) -> Result<Option<String>>;
+
+    /// The bytes the store occupies (SQLite: its pages plus the WAL file; PostgreSQL:
+    /// `pg_database_size`), for the store-size guard; `None` when the backend cannot tell.
+    /// Not free: call it on a timer, never per request.
+    async fn size_bytes(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+}
+
+/// The length of a value serialized as JSON (as the store writes it), without building the text.
+pub fn json_len(v: &Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len() as u64;
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // writing to a counter cannot fail, and a Value always serializes
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }
 
 /// Opens a store by URL: `sqlite://PATH` (or a bare path), or `postgres://…` (`postgresql://…`)

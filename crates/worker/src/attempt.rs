@@ -1,14 +1,16 @@
 //! One attempt of one task: runs the executor, batches its events into the store, enforces
-//! the timeout, and records the outcome — all writes fenced by the attempt number.
+//! the timeout, the budget and the output caps, and records the outcome — all writes fenced by
+//! the attempt number, and retried through transient store errors until the lease is over.
 
 use crate::breaker::Transition;
-use crate::{metrics, Running, Shared, StopReason};
+use crate::{metrics, OutputLimits, Running, Shared, StopReason};
 use smith_agents::{Emitter, RunContext, RunResult, SessionContext, Turn};
 use smith_core::{
     AgentDef, BreakerState, EventDraft, EventKind, ExecutorKind, Micros, Outcome, Task, TaskError, TaskId, TaskStatus,
     Usage,
 };
 use smith_store::{Claimed, Error as StoreError, TaskQuery};
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +23,9 @@ const EVENT_BUFFER: usize = 1024;
 const MAX_APPEND: usize = 256;
 /// After a stop, how long an executor gets beyond its kill grace before it is abandoned.
 const STOP_SLACK: Duration = Duration::from_secs(5);
+/// The first and the longest wait between two tries of a write the store failed transiently.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// How long a capability outlives its attempt's timeout (the kill grace and clock skew between
 /// nodes fit in it); the gateway refuses it anyway once the attempt is no longer running.
@@ -154,6 +159,8 @@ async fn run(
     // the latest cumulative usage the executor reported, checked against the budget
     let mut reported = Usage::default();
     let mut over_budget: Option<String> = None;
+    let mut output = Output::new(s.opts.output);
+    let writes = Writes { s, id, attempt, reason: &reason, started };
     let result: Option<RunResult> = loop {
         let far = started + Duration::from_secs(365 * 24 * 3600);
         tokio::select! {
@@ -180,18 +187,23 @@ async fn run(
                             stop(StopReason::BudgetExceeded);
                         }
                     }
+                    let from = buf.len() - n;
+                    if output.admit(&mut buf, from) {
+                        tracing::info!(task_id = %id, attempt, why = output.over.as_deref().unwrap_or(""), "attempt over its output cap");
+                        stop(StopReason::OutputLimit);
+                    }
                 }
                 if n > 0 && linger.is_none() {
                     linger = Some(tokio::time::Instant::now() + s.opts.linger);
                 }
-                if buf.len() >= MAX_APPEND && !flush(s, id, attempt, &mut buf, &stop).await {
+                if buf.len() >= MAX_APPEND && !flush(&writes, &mut buf, &stop).await {
                     linger = None;
                 }
                 if buf.is_empty() { linger = None; }
             }
             _ = tokio::time::sleep_until(linger.unwrap_or(far)), if linger.is_some() => {
                 linger = None;
-                flush(s, id, attempt, &mut buf, &stop).await;
+                flush(&writes, &mut buf, &stop).await;
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && !timed_out && abandon_at.is_none() => {
                 // once: the stop below is seen by the cancel branch, which this biased select
@@ -211,9 +223,11 @@ async fn run(
         }
     };
     // Everything the executor emitted before returning is in the channel now.
+    let from = buf.len();
     while let Ok(ev) = rx.try_recv() {
         buf.push(ev);
     }
+    let mut over_output = output.admit(&mut buf, from);
     for ev in buf.iter().filter(|e| e.kind == EventKind::Usage) {
         if let Ok(u) = serde_json::from_value::<Usage>(ev.data.clone()) {
             reported = u;
@@ -230,6 +244,13 @@ async fn run(
             over_budget = Some(why);
             stop(StopReason::BudgetExceeded);
         }
+    }
+    if let Some(Ok(success)) = &result {
+        over_output |= output.admit_result(&success.result);
+    }
+    if over_output && reason.lock().expect("reason lock").is_none() {
+        tracing::info!(task_id = %id, attempt, why = output.over.as_deref().unwrap_or(""), "attempt over its output cap");
+        stop(StopReason::OutputLimit);
     }
     let why = *reason.lock().expect("reason lock");
     // a stopped executor may return before it could total its usage: keep what it reported
@@ -254,7 +275,7 @@ async fn run(
         }
         (Some(StopReason::Released), _) => {
             if !buf.is_empty() {
-                flush(s, id, attempt, &mut buf, &|_| {}).await;
+                flush(&writes, &mut buf, &|_| {}).await;
             }
             release("worker draining").await;
             metrics::finished(&agent, "released", started.elapsed());
@@ -263,7 +284,7 @@ async fn run(
         (None, Some(Err(f))) if outage && breaker_open => {
             // The provider is down: the task waits queued for it instead of spending an attempt.
             if !buf.is_empty() {
-                flush(s, id, attempt, &mut buf, &|_| {}).await;
+                flush(&writes, &mut buf, &|_| {}).await;
             }
             tracing::info!(task_id = %id, agent, error = %f.error.message, "provider down; task handed back to the queue");
             release("circuit breaker open: the provider keeps failing").await;
@@ -272,6 +293,14 @@ async fn run(
         }
         (Some(StopReason::BudgetExceeded), _) => Outcome::Failed {
             error: TaskError::new("budget_exceeded", over_budget.unwrap_or_else(|| "over budget".into())),
+            retryable: false,
+            usage,
+        },
+        (Some(StopReason::OutputLimit), _) => Outcome::Failed {
+            error: TaskError::new(
+                OUTPUT_LIMIT_EXCEEDED,
+                output.over.take().unwrap_or_else(|| "over the task's output cap".into()),
+            ),
             retryable: false,
             usage,
         },
@@ -286,7 +315,10 @@ async fn run(
         },
     };
     let label = outcome.label();
-    match s.store.complete(id, attempt, buf, outcome).await {
+    // A successful outcome dropped on a transient error would have the task run again (its
+    // side effects and spend repeated): the completion is retried until the lease is over.
+    let completed = writes.retry("complete", || s.store.complete(id, attempt, buf.clone(), outcome.clone())).await;
+    match completed {
         Ok(change) => {
             smith_bus::publish_events(s.bus.as_ref(), &change.events).await;
             metrics::finished(&agent, label, started.elapsed());
@@ -303,7 +335,8 @@ async fn run(
             tracing::warn!(task_id = %id, attempt, "completion fenced: a newer attempt owns the task");
         }
         Err(e) => {
-            // the lease will expire and the reaper requeues it; never guess an outcome
+            // the lease is over (or the error is not one a retry mends): the reaper requeues
+            // the task; never guess an outcome
             tracing::error!(task_id = %id, attempt, error = %e, "cannot record the outcome");
         }
     }
@@ -396,19 +429,15 @@ async fn record_breaker(s: &Shared, agent: &str, outage: bool, why: Option<StopR
     state == BreakerState::Open
 }
 
-/// Writes buffered events; on a fence, stops the attempt (its lease is gone).
-async fn flush(
-    s: &Shared,
-    id: TaskId,
-    attempt: u32,
-    buf: &mut Vec<EventDraft>,
-    stop: &(dyn Fn(StopReason) + Sync),
-) -> bool {
+/// Writes buffered events, retrying transient store errors; on a fence or once the lease is
+/// over, stops the attempt (its lease is gone).
+async fn flush(w: &Writes<'_>, buf: &mut Vec<EventDraft>, stop: &(dyn Fn(StopReason) + Sync)) -> bool {
     if buf.is_empty() {
         return true;
     }
     let batch = std::mem::take(buf);
-    match s.store.append(id, attempt, batch).await {
+    let (s, id, attempt) = (w.s, w.id, w.attempt);
+    match w.retry("append", || s.store.append(id, attempt, batch.clone())).await {
         Ok(events) => {
             smith_bus::publish_events(s.bus.as_ref(), &events).await;
             true
@@ -422,6 +451,119 @@ async fn flush(
             tracing::warn!(task_id = %id, attempt, error = %e, "append failed; stopping the attempt");
             stop(StopReason::Lost);
             false
+        }
+    }
+}
+
+/// The error code of an attempt stopped by its output caps.
+pub(crate) const OUTPUT_LIMIT_EXCEEDED: &str = "output_limit_exceeded";
+
+/// What an attempt has written so far, against its caps.
+struct Output {
+    limits: OutputLimits,
+    bytes: u64,
+    events: u64,
+    /// Which cap was crossed, with the numbers; set once.
+    over: Option<String>,
+}
+
+impl Output {
+    fn new(limits: OutputLimits) -> Self {
+        Output { limits, bytes: 0, events: 0, over: None }
+    }
+
+    /// Counts the events at `buf[from..]`; the first that does not fit and every later one
+    /// are dropped. Returns whether this call crossed a cap.
+    fn admit(&mut self, buf: &mut Vec<EventDraft>, from: usize) -> bool {
+        if self.over.is_some() {
+            buf.truncate(from);
+            return false;
+        }
+        for i in from..buf.len() {
+            let size = smith_store::json_len(&buf[i].data);
+            if self.events + 1 > self.limits.events {
+                self.over = Some(format!(
+                    "the task emitted more than {} events, its cap ([limits] task_events)",
+                    self.limits.events
+                ));
+            } else if self.bytes + size > self.limits.bytes {
+                self.over = Some(format!(
+                    "the task wrote {} bytes and its next event has {size}: over its cap of {} bytes ([limits] task_output_bytes)",
+                    self.bytes, self.limits.bytes
+                ));
+            }
+            if self.over.is_some() {
+                buf.truncate(i);
+                return true;
+            }
+            self.events += 1;
+            self.bytes += size;
+        }
+        false
+    }
+
+    /// Counts a successful result; returns whether it crossed the bytes cap.
+    fn admit_result(&mut self, result: &serde_json::Value) -> bool {
+        if self.over.is_some() {
+            return false;
+        }
+        let size = smith_store::json_len(result);
+        if self.bytes + size <= self.limits.bytes {
+            self.bytes += size;
+            return false;
+        }
+        self.over = Some(format!(
+            "the task wrote {} bytes and its result has {size}: over its cap of {} bytes ([limits] task_output_bytes)",
+            self.bytes, self.limits.bytes
+        ));
+        true
+    }
+}
+
+/// The writes of one attempt: each is retried through transient store errors (with jittered,
+/// capped backoff) until it succeeds, is fenced, or the attempt's lease is over.
+struct Writes<'a> {
+    s: &'a Shared,
+    id: TaskId,
+    attempt: u32,
+    reason: &'a Mutex<Option<StopReason>>,
+    started: tokio::time::Instant,
+}
+
+impl Writes<'_> {
+    async fn retry<T, F, Fut>(&self, op: &'static str, mut write: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut wait = RETRY_FIRST;
+        let mut first_failure = None;
+        loop {
+            let e = match write().await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            // an error that keeps coming back while the lease is renewed is given one lease
+            // period, then the task is handed back like an orphan
+            let since = *first_failure.get_or_insert_with(tokio::time::Instant::now);
+            if !matches!(e, StoreError::Unavailable(_) | StoreError::Backend(_)) {
+                return Err(e);
+            }
+            if *self.reason.lock().expect("reason lock") == Some(StopReason::Lost) {
+                return Err(e);
+            }
+            // Every lease ends `lease` after the later of its claim and its last renewal; past
+            // that the reaper may have handed the task to another attempt.
+            let renewed = *self.s.renewed_at.lock().expect("renewed lock");
+            let lease_end = (renewed.max(self.started) + self.s.opts.lease).min(since + self.s.opts.lease);
+            let jittered = wait.mul_f64(0.5 + fastrand::f64() / 2.0);
+            if tokio::time::Instant::now() + jittered >= lease_end {
+                return Err(e);
+            }
+            metrics::write_retried(op);
+            tracing::warn!(task_id = %self.id, attempt = self.attempt, op, error = %e, "store write failed; retrying");
+            tokio::time::sleep(jittered).await;
+            wait = (wait * 2).min(RETRY_MAX);
         }
     }
 }

@@ -9,6 +9,8 @@ mod attempt;
 mod breaker;
 pub mod metrics;
 mod pool;
+#[cfg(test)]
+mod tests;
 
 use smith_bus::Bus;
 use smith_core::{AgentDef, Micros, Node, NodeRole, NodeStatus, TaskId};
@@ -52,6 +54,32 @@ pub struct WorkerOptions {
     /// The most tasks of each tenant running at once over every worker (`[quotas]
     /// max_running`): the claim leaves a tenant's tasks queued while it has that many running.
     pub running_caps: Arc<RunningCaps>,
+    /// What one attempt may write (`[limits] task_output_bytes`, `task_events`).
+    pub output: OutputLimits,
+}
+
+/// Caps on what one attempt writes to the store: its events (the serialized `data` of each
+/// event the executor emits, plus the result) and their count. An attempt over either is
+/// stopped and fails `output_limit_exceeded`, keeping the events that fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimits {
+    /// Bytes of event data plus the result.
+    pub bytes: u64,
+    /// Events emitted by the executor.
+    pub events: u64,
+}
+
+impl OutputLimits {
+    /// 64 MiB: four `max_result_bytes`-sized results, or 4,000 events of 16 KiB.
+    pub const DEFAULT_BYTES: u64 = 64 << 20;
+    /// 100,000 events: a long Claude Code session emits a few thousand.
+    pub const DEFAULT_EVENTS: u64 = 100_000;
+}
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        OutputLimits { bytes: Self::DEFAULT_BYTES, events: Self::DEFAULT_EVENTS }
+    }
 }
 
 impl WorkerOptions {
@@ -71,6 +99,7 @@ impl WorkerOptions {
             capability_key: None,
             work_dir: None,
             running_caps: Arc::default(),
+            output: OutputLimits::default(),
         }
     }
 }
@@ -85,6 +114,8 @@ pub(crate) enum StopReason {
     Lost,
     /// The attempt spent more tokens or money than its budget allows.
     BudgetExceeded,
+    /// The attempt wrote more bytes or events than [`OutputLimits`] allow.
+    OutputLimit,
 }
 
 pub(crate) struct Running {
@@ -132,6 +163,9 @@ pub(crate) struct Shared {
     /// Claims made, to rotate which agent is served first.
     pub claims: std::sync::atomic::AtomicUsize,
     pub started_at: Micros,
+    /// When the lease keeper last renewed this worker's leases (every lease ends at most
+    /// `lease` after it): how long a write of an attempt's outcome is worth retrying.
+    pub renewed_at: Mutex<tokio::time::Instant>,
 }
 
 impl Shared {
@@ -191,6 +225,7 @@ impl Worker {
                 busy_micros: AtomicU64::new(0),
                 claims: Default::default(),
                 started_at: Micros::now(),
+                renewed_at: Mutex::new(tokio::time::Instant::now()),
             }),
         }
     }
@@ -375,8 +410,12 @@ impl Worker {
         // is missing from its answer without having lost anything.
         let before: Vec<(TaskId, u32)> =
             s.running.lock().expect("running lock").iter().map(|(id, r)| (*id, r.attempt)).collect();
+        let asked = tokio::time::Instant::now();
         let held = match s.store.renew(&s.opts.node_id, s.opts.lease).await {
-            Ok(h) => h,
+            Ok(h) => {
+                *s.renewed_at.lock().expect("renewed lock") = asked;
+                h
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "lease renewal failed");
                 return;

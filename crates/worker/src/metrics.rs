@@ -17,6 +17,7 @@ pub const SLOTS: &str = "smith_agent_slots";
 pub const SLOTS_TARGET: &str = "smith_agent_slots_target";
 pub const SLOTS_MAX: &str = "smith_agent_slots_max";
 pub const UTILIZATION: &str = "smith_agent_utilization";
+pub const WRITE_RETRIES: &str = "smith_attempt_write_retries_total";
 
 pub fn describe() {
     metrics::describe_counter!(TASKS_DISPATCHED, "Tasks claimed and started, by agent");
@@ -34,6 +35,10 @@ pub fn describe() {
     metrics::describe_gauge!(SLOTS_MAX, "The most agent slots the pool may hold (--max-agents)");
     metrics::describe_gauge!(UTILIZATION, "Busy agent slots / agent slots (0 with no slots)");
     metrics::counter!(LEASES_LOST).absolute(0);
+    metrics::describe_counter!(
+        WRITE_RETRIES,
+        "Writes of an attempt's events or outcome retried after a transient store error, by op (append, complete)"
+    );
     metrics::describe_gauge!(BREAKER_OPEN, "1 while an agent's circuit breaker is open (0.5 half-open), by agent");
 }
 
@@ -88,4 +93,8 @@ pub(crate) fn pool(busy: usize, slots: usize, target: usize, max: usize) {
     metrics::gauge!(SLOTS_TARGET).set(target as f64);
     metrics::gauge!(SLOTS_MAX).set(max as f64);
     metrics::gauge!(UTILIZATION).set(if slots == 0 { 0.0 } else { busy_slots as f64 / slots as f64 });
+}
+
+pub(crate) fn write_retried(op: &'static str) {
+    metrics::counter!(WRITE_RETRIES, "op" => op).increment(1);
 }

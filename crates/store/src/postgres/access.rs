@@ -112,11 +112,14 @@ pub(super) async fn audit(pool: &PgPool, q: &AuditQuery) -> Result<Vec<AuditReco
     rows.iter().map(audit_row).collect()
 }
 
-/// Three index lookups: `tasks_tenant_active` for each count, `tasks_tenant_spent` for the sums.
+/// Four index lookups: `tasks_tenant_active` for each count, `tasks_tenant_spent` for the sums,
+/// `tasks_tenant_output` for the bytes.
 pub(super) async fn tenant_load(pool: &PgPool, tenant: &str, since: Micros) -> Result<TenantLoad> {
-    let (queued, running, tokens, cost): (i64, i64, i64, f64) = sqlx::query_as(
+    let (queued, running, output, tokens, cost): (i64, i64, i64, i64, f64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM tasks WHERE tenant = $1 AND status = 'queued'), \
                 (SELECT count(*) FROM tasks WHERE tenant = $1 AND status = 'running'), \
+                (SELECT coalesce(sum(output_bytes), 0)::int8 FROM tasks \
+                  WHERE tenant = $1 AND output_bytes > 0 AND output_at >= $2), \
                 coalesce(sum((usage->>'input_tokens')::int8 + (usage->>'output_tokens')::int8), 0)::int8, \
                 coalesce(sum((usage->>'cost_usd')::float8), 0) \
          FROM tasks WHERE tenant = $1 AND usage IS NOT NULL AND spent_at >= $2",
@@ -126,5 +129,11 @@ pub(super) async fn tenant_load(pool: &PgPool, tenant: &str, since: Micros) -> R
     .fetch_one(pool)
     .await
     .map_err(db_error)?;
-    Ok(TenantLoad { queued: queued as u64, running: running as u64, tokens: tokens as u64, cost_usd: cost })
+    Ok(TenantLoad {
+        queued: queued as u64,
+        running: running as u64,
+        tokens: tokens as u64,
+        cost_usd: cost,
+        output_bytes: output as u64,
+    })
 }

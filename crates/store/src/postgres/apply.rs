@@ -20,6 +20,11 @@ fn push_drafts(row: &mut TaskRow, drafts: &[EventDraft], now: Micros, ev: &mut E
     for d in drafts {
         row.last_seq += 1;
         out.push(ev.push(Some(&row.task), row.last_seq, d.kind, row.task.attempt, now, d.data.clone()));
+        row.output_bytes += ev.last_data_len();
+    }
+    if !drafts.is_empty() {
+        // dates the bytes for tenant quotas (`tenant_load`)
+        row.output_at = Some(now);
     }
     out
 }
@@ -115,6 +120,11 @@ pub(super) fn complete(
     let usage = row.task.usage;
     let change = match outcome {
         Outcome::Succeeded { result, .. } => {
+            let bytes = crate::json_len(result);
+            if bytes > 0 {
+                row.output_bytes += bytes;
+                row.output_at = Some(now);
+            }
             row.task.result = Some(result.clone());
             row.task.error = None;
             let data = json!({"result": result, "usage": usage});
@@ -256,6 +266,8 @@ mod tests {
             lease_until: Some(Micros(now.0 + 1_000_000)),
             run_at: now,
             spent_at: None,
+            output_bytes: 0,
+            output_at: None,
         }
     }
 

@@ -444,6 +444,14 @@ impl Store for PgStore {
         self.write(Op::Lease, job).await.map(|_| ())
     }
 
+    async fn size_bytes(&self) -> Result<Option<u64>> {
+        let (size,): (i64,) = sqlx::query_as("SELECT pg_database_size(current_database())")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(Some(size.max(0) as u64))
+    }
+
     async fn maintain(&self) -> Result<Option<String>> {
         let row: Option<(i64, i64)> = sqlx::query_as(
             "SELECT n_live_tup, n_dead_tup FROM pg_stat_user_tables \

@@ -14,7 +14,7 @@ pub(super) const TASK_COLS: &str = "seq, id::text AS id, tenant, agent, input::t
     timeout_ms, max_attempts, attempt, idempotency_key, session_id, metadata::text AS metadata, \
     result::text AS result, error::text AS error, usage::text AS usage, cancel_requested, created_at, started_at, \
     finished_at, worker, released, backoff_ms, backoff_max_ms, last_seq, lease_until, run_at, \
-    parent_id::text AS parent_id, budget::text AS budget, spent_at";
+    parent_id::text AS parent_id, budget::text AS budget, spent_at, output_bytes, output_at";
 
 pub(super) const EVENT_COLS: &str =
     "pos, task_id::text AS task_id, seq, kind, agent, attempt, at, data::text AS data, tenant";
@@ -35,6 +35,9 @@ pub(super) struct TaskRow {
     pub run_at: Micros,
     /// When the usage last grew (tenant quotas read usage by it).
     pub spent_at: Option<Micros>,
+    /// Bytes of event data and result the task wrote, and when it last wrote (tenant quotas).
+    pub output_bytes: u64,
+    pub output_at: Option<Micros>,
 }
 
 fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(r: &'r PgRow, col: &str) -> Result<T> {
@@ -111,6 +114,8 @@ pub(super) fn task_row(r: &PgRow) -> Result<TaskRow> {
         lease_until: get::<Option<i64>>(r, "lease_until")?.map(Micros),
         run_at: Micros(get(r, "run_at")?),
         spent_at: get::<Option<i64>>(r, "spent_at")?.map(Micros),
+        output_bytes: get::<i64>(r, "output_bytes")?.max(0) as u64,
+        output_at: get::<Option<i64>>(r, "output_at")?.map(Micros),
     })
 }
 
@@ -182,6 +187,11 @@ impl EventBuf {
         self.attempt.truncate(n);
         self.at.truncate(n);
         self.data.truncate(n);
+    }
+
+    /// The length of the last queued event's data as it will be stored.
+    pub fn last_data_len(&self) -> u64 {
+        self.data.last().map_or(0, |d| d.len() as u64)
     }
 
     /// Queues an event of `task` (or a fleet event) and returns it with a placeholder position.

@@ -146,18 +146,33 @@ pub(super) fn audit(c: &Connection, q: &AuditQuery) -> Result<Vec<AuditRecord>> 
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// A tenant's queued and running tasks, and what it spent since `?2`. Three index lookups:
-/// `tasks_tenant_active` for each count, `tasks_tenant_spent` for the sums (see the test).
+/// A tenant's queued and running tasks, what it spent since `?2` and the bytes its tasks that
+/// wrote since then hold. Four index lookups: `tasks_tenant_active` for each count,
+/// `tasks_tenant_spent` for the sums, `tasks_tenant_output` for the bytes (see the test).
 pub(super) const TENANT_LOAD: &str = "SELECT \
         (SELECT count(*) FROM tasks WHERE tenant = ?1 AND status = 'queued'), \
         (SELECT count(*) FROM tasks WHERE tenant = ?1 AND status = 'running'), \
+        (SELECT coalesce(sum(output_bytes), 0) FROM tasks WHERE tenant = ?1 AND output_bytes > 0 AND output_at >= ?2), \
         coalesce(sum(json_extract(usage, '$.input_tokens') + json_extract(usage, '$.output_tokens')), 0), \
         coalesce(sum(json_extract(usage, '$.cost_usd')), 0.0) \
     FROM tasks WHERE tenant = ?1 AND usage IS NOT NULL AND spent_at >= ?2";
 
 pub(super) fn tenant_load(c: &Connection, tenant: &str, since: Micros) -> Result<TenantLoad> {
-    let (queued, running, tokens, cost) = c.prepare_cached(TENANT_LOAD)?.query_row(params![tenant, since.0], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, f64>(3)?))
-    })?;
-    Ok(TenantLoad { queued: queued as u64, running: running as u64, tokens: tokens as u64, cost_usd: cost })
+    let (queued, running, output, tokens, cost) =
+        c.prepare_cached(TENANT_LOAD)?.query_row(params![tenant, since.0], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, f64>(4)?,
+            ))
+        })?;
+    Ok(TenantLoad {
+        queued: queued as u64,
+        running: running as u64,
+        tokens: tokens as u64,
+        cost_usd: cost,
+        output_bytes: output as u64,
+    })
 }

@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_collaboration.sql"),
     include_str!("../../migrations/sqlite/0004_access.sql"),
     include_str!("../../migrations/sqlite/0005_running_caps.sql"),
+    include_str!("../../migrations/sqlite/0006_output_bytes.sql"),
 ];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;
@@ -540,6 +541,21 @@ impl Store for SqliteStore {
         Ok(None)
     }
 
+    async fn size_bytes(&self) -> Result<Option<u64>> {
+        let pages: u64 = self
+            .read(|c| {
+                let count: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                let size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+                Ok((count.max(0) * size.max(0)) as u64)
+            })
+            .await?;
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        // no WAL file (just checkpointed and truncated) is an empty one
+        let wal = tokio::fs::metadata(&wal).await.map(|m| m.len()).unwrap_or(0);
+        Ok(Some(pages + wal))
+    }
+
     async fn ping(&self) -> Result<()> {
         self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await?;
         if self.writer.is_closed() {
@@ -570,6 +586,7 @@ mod tests {
             .unwrap();
         let uses = |index: &str| plan.iter().filter(|step| step.contains(index)).count();
         assert_eq!((uses("tasks_tenant_active"), uses("tasks_tenant_spent")), (2, 1), "{plan:#?}");
+        assert_eq!(uses("tasks_tenant_output"), 1, "{plan:#?}");
         assert!(plan.iter().all(|step| !step.starts_with("SCAN")), "{plan:#?}");
     }
 

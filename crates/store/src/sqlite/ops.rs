@@ -387,14 +387,23 @@ fn capped_picks(c: &Connection, agent: &str, n: u32, now: Micros, room: &Room) -
     Ok(picks.into_iter().map(|(_, rowid)| rowid).collect())
 }
 
-/// Fences a write to a running task and reserves `n` sequence numbers; returns the first.
-fn reserve_seq(c: &Connection, id: TaskId, attempt: u32, n: u64) -> Result<(u64, String, String)> {
+/// Fences a write to a running task, reserves `n` sequence numbers and counts the `bytes` it
+/// writes; returns the first.
+fn reserve_seq(
+    c: &Connection,
+    id: TaskId,
+    attempt: u32,
+    n: u64,
+    bytes: u64,
+    now: Micros,
+) -> Result<(u64, String, String)> {
     let got = c
         .prepare_cached(
-            "UPDATE tasks SET last_seq = last_seq + ?1 WHERE id = ?2 AND status = 'running' AND attempt = ?3 \
+            "UPDATE tasks SET last_seq = last_seq + ?1, output_bytes = output_bytes + ?4, output_at = ?5 \
+             WHERE id = ?2 AND status = 'running' AND attempt = ?3 \
              RETURNING last_seq, agent, tenant",
         )?
-        .query_row(params![n as i64, id.to_string(), attempt], |r| {
+        .query_row(params![n as i64, id.to_string(), attempt, bytes as i64, now.0], |r| {
             Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
         })
         .optional()?;
@@ -411,15 +420,17 @@ pub(super) fn append(
     drafts: &[EventDraft],
     now: Micros,
 ) -> Result<Vec<Event>> {
-    let (first, agent, tenant) = reserve_seq(c, id, attempt, drafts.len() as u64)?;
+    let texts: Vec<String> = drafts.iter().map(|d| d.data.to_string()).collect();
+    let bytes = texts.iter().map(|t| t.len() as u64).sum();
+    let (first, agent, tenant) = reserve_seq(c, id, attempt, drafts.len() as u64, bytes, now)?;
     let mut stmt = c.prepare_cached(
         "INSERT INTO events (task_id, seq, kind, agent, tenant, attempt, at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     let mut out = Vec::with_capacity(drafts.len());
     let id_s = id.to_string();
-    for (i, d) in drafts.iter().enumerate() {
+    for (i, (d, text)) in drafts.iter().zip(texts).enumerate() {
         let seq = first + i as u64;
-        stmt.execute(params![id_s, seq as i64, d.kind.as_str(), agent, tenant, attempt, now.0, d.data.to_string()])?;
+        stmt.execute(params![id_s, seq as i64, d.kind.as_str(), agent, tenant, attempt, now.0, text])?;
         out.push(Event {
             task_id: Some(id),
             seq,
@@ -533,9 +544,19 @@ pub(super) fn complete(
         row.last_seq += drafts.len() as u64;
     }
     row.task.usage = add_usage(row.task.usage, outcome.usage());
-    if !outcome.usage().is_zero() {
-        // dates the usage for tenant quotas (`tenant_load`)
-        c.prepare_cached("UPDATE tasks SET spent_at = ?2 WHERE id = ?1")?.execute(params![id.to_string(), now.0])?;
+    let result_bytes = match outcome {
+        Outcome::Succeeded { result, .. } => crate::json_len(result),
+        _ => 0,
+    };
+    let bytes = drafts.iter().map(|d| crate::json_len(&d.data)).sum::<u64>() + result_bytes;
+    let spent = !outcome.usage().is_zero();
+    if spent || bytes > 0 {
+        // dates the usage and the bytes for tenant quotas (`tenant_load`)
+        c.prepare_cached(
+            "UPDATE tasks SET spent_at = CASE WHEN ?3 THEN ?2 ELSE spent_at END, \
+             output_bytes = output_bytes + ?4, output_at = CASE WHEN ?4 > 0 THEN ?2 ELSE output_at END WHERE id = ?1",
+        )?
+        .execute(params![id.to_string(), now.0, spent, bytes as i64])?;
     }
     let usage = row.task.usage;
     let change = match outcome {
