@@ -13,11 +13,14 @@
 //! RabbitMQ when `SMITH_TEST_POSTGRES_URL` with `SMITH_TEST_NATS_URL` / `SMITH_TEST_AMQP_URL`
 //! name them (skipped, saying so, otherwise).
 
+#[path = "common/anthropic_mock.rs"]
+mod anthropic_mock;
 #[path = "common/cluster.rs"]
 #[allow(dead_code)]
 mod cluster;
 mod common;
 
+use anthropic_mock::Mock;
 use cluster::{unique, Cluster, Role, Services};
 use common::{Api, Frame, Next, Opts, Smith};
 use reqwest::Method;
@@ -144,21 +147,38 @@ fn every_operation_in_the_document_has_a_tenant_rule() {
 // ---------------------------------------------------------------------------------------------
 // The deployment under test and the two tenants' objects
 
-/// Agents every deployment defines: `vault` holds a secret in its `env` and runs long, one at a
-/// time per worker, so A's tasks sit running and queued while B reads the agents' counts.
-fn agents_config(secret: &str) -> String {
-    format!(
-        "[agents.vault]\nexecutor = \"process\"\ncommand = \"sleep\"\nargs = [\"30\"]\ninput = \"none\"\n\
-         concurrency = 1\nenv = {{ API_KEY = \"{secret}\" }}\n"
-    )
+/// The agents every deployment defines, with secrets of their own: `vault` holds one in its
+/// `env` and runs long, one at a time per worker, so A's tasks sit running and queued while B
+/// reads the agents' counts; `scribe` (an LLM agent on the mock Messages API) holds an API key
+/// and spends tokens, which the metrics count by tenant.
+struct Agents {
+    env_secret: String,
+    api_key: String,
+    mock: Mock,
+}
+
+impl Agents {
+    async fn start() -> Agents {
+        Agents { env_secret: unique("sk-secret-"), api_key: unique("sk-ant-secret-"), mock: Mock::start().await }
+    }
+
+    fn config(&self) -> String {
+        format!(
+            "[agents.vault]\nexecutor = \"process\"\ncommand = \"sleep\"\nargs = [\"30\"]\ninput = \"none\"\n\
+             concurrency = 1\nenv = {{ API_KEY = \"{}\" }}\n\n\
+             [agents.scribe]\nexecutor = \"anthropic\"\nmodel = \"claude-sonnet-4-5\"\nbase_url = \"{}\"\n\
+             api_key = \"{}\"\ncollaborate = false\n",
+            self.env_secret, self.mock.url, self.api_key
+        )
+    }
 }
 
 /// What tenant B must never see, by name.
 struct Secrets {
     /// In every text A writes: task input and output, session turn, discovery, message.
     marker: String,
-    /// The `vault` agent's `env` value: no one is ever served it.
-    env_secret: String,
+    /// The agents' secrets (`vault`'s `env` value, `scribe`'s API key): no one is ever served them.
+    agent_secrets: Vec<(&'static str, String)>,
     /// A's task, session and key ids, labelled.
     ids: Vec<(&'static str, String)>,
 }
@@ -167,10 +187,10 @@ impl Secrets {
     /// The names of A's data found in `text` (with where the first one is), except what B
     /// itself named in the request.
     fn leaked(&self, text: &str, named: &[&str]) -> (Vec<String>, Option<usize>) {
-        let mut needles: Vec<(String, String)> = vec![
-            (format!("A's marker {}", self.marker), self.marker.clone()),
-            ("the vault agent's env secret value".into(), self.env_secret.clone()),
-        ];
+        let mut needles: Vec<(String, String)> = vec![(format!("A's marker {}", self.marker), self.marker.clone())];
+        for (label, secret) in &self.agent_secrets {
+            needles.push((label.to_string(), secret.clone()));
+        }
         if !named.contains(&"acme") {
             needles.push(("A's tenant name \"acme\"".into(), "\"acme\"".into()));
         }
@@ -259,7 +279,7 @@ fn excerpt(text: &str, at: usize) -> String {
     while !text.is_char_boundary(end) {
         end += 1;
     }
-    text[start..end].to_string()
+    text[start..end].replace('\n', " ⏎ ")
 }
 
 fn clip(text: &str) -> String {
@@ -294,6 +314,13 @@ struct World {
     b_marker: String,
     b_streams: Vec<(String, Reader)>,
     a_streams: Vec<(String, Reader)>,
+}
+
+impl World {
+    /// Tenant B's credentials: every read runs with each.
+    fn bs(&self) -> [(&'static str, &Api); 2] {
+        [("B", &self.b), ("B's admin", &self.b_admin)]
+    }
 }
 
 /// Creates a key with the platform token; returns a client using it and the key's id.
@@ -358,12 +385,15 @@ impl Reader {
     }
 }
 
-/// A replay read to its end: every frame until the stream is quiet for a while.
+/// A replay read to its end: every frame until the stream is quiet for a while (each reader
+/// has events of its own, so the first comes).
 async fn replay(api: &Api, path: &str, last_event_id: Option<&str>) -> Vec<Frame> {
     let mut s = api.sse(path, last_event_id).await;
     let mut frames = Vec::new();
-    while let Next::Frame(f) = s.next_within(Duration::from_millis(1500)).await {
+    let mut wait = WAIT;
+    while let Next::Frame(f) = s.next_within(wait).await {
         frames.push(f);
+        wait = Duration::from_millis(1500);
     }
     frames
 }
@@ -414,13 +444,26 @@ async fn setup(root: Api, stop: &CancellationToken) -> World {
     for _ in 0..2 {
         a_vault.push(a.submit_id(json!({"agent": "vault", "input": format!("{marker} vault")})).await);
     }
+    // tokens spent: the metrics' per-tenant series now name A's tenant
+    let a_llm = a.submit_id(json!({"agent": "scribe", "input": format!("{marker} write a line")})).await;
     let b_task = b.submit_id(json!({"agent": "echo", "input": b_marker})).await;
-    for id in [&a_task, &a_turn] {
+    for id in [&a_task, &a_turn, &a_llm] {
         let t = a.wait_terminal(id, WAIT).await;
         assert_eq!(t["status"], "succeeded", "A's task: {t}");
-        assert!(t.to_string().contains(&marker), "A's task echoes its marker: {t}");
+        assert!(t.to_string().contains(&marker), "A's task holds its marker: {t}");
     }
     b.wait_terminal(&b_task, WAIT).await;
+    // B's own discovery: B's discovery streams are not empty for want of any
+    let (_, shared) = mcp(
+        &b,
+        Some(&b_task),
+        &tool(
+            "share_discovery",
+            json!({"type": "insight", "content": format!("{b_marker} discovery"), "confidence": 0.5}),
+        ),
+    )
+    .await;
+    assert_eq!(shared["result"]["isError"], false, "B shares a discovery: {shared}");
     let (_, shared) = mcp(
         &a,
         Some(&a_task),
@@ -449,11 +492,12 @@ async fn setup(root: Api, stop: &CancellationToken) -> World {
 
     let secrets = Secrets {
         marker,
-        env_secret: String::new(),
+        agent_secrets: Vec::new(),
         ids: vec![
             ("A's task", a_task.clone()),
             ("A's session", a_session.clone()),
             ("A's session turn", a_turn.clone()),
+            ("A's LLM task", a_llm.clone()),
             ("A's vault task", a_vault[0].clone()),
             ("A's queued vault task", a_vault[1].clone()),
             ("A's admin key", a_admin_id.clone()),
@@ -483,10 +527,13 @@ async fn setup(root: Api, stop: &CancellationToken) -> World {
 // The probes: one per operation, applying its rule
 
 /// Runs every operation of the served document under its rule; returns every violation.
-async fn matrix(deployment: &'static str, root: Api, env_secret: &str) -> Findings {
+async fn matrix(deployment: &'static str, root: Api, agents: &Agents) -> Findings {
     let stop = CancellationToken::new();
     let mut w = setup(root, &stop).await;
-    w.secrets.env_secret = env_secret.to_string();
+    w.secrets.agent_secrets = vec![
+        ("the vault agent's env secret value", agents.env_secret.clone()),
+        ("the scribe agent's API key", agents.api_key.clone()),
+    ];
     let mut f = Findings { deployment, list: Vec::new() };
 
     let (status, doc) = w.root.get("/v1/openapi.json").await;
@@ -532,9 +579,11 @@ async fn probe(w: &World, f: &mut Findings, op: &str, rule: Rule) {
     match op {
         "GET /v1/tasks/{id}" => {
             for id in [&w.a_task, &w.a_turn, &w.a_vault[0]] {
-                let r = w.b.get(&format!("/v1/tasks/{id}")).await;
-                f.clean(op, rule, "B", &r.1.to_string(), s, &[id]);
-                not_found(f, "B", r);
+                for (who, b) in w.bs() {
+                    let r = b.get(&format!("/v1/tasks/{id}")).await;
+                    f.clean(op, rule, who, &r.1.to_string(), s, &[id]);
+                    not_found(f, who, r);
+                }
             }
             for (who, api) in [("A", &w.a), ("the platform token", &w.root)] {
                 let (status, body) = api.get(&format!("/v1/tasks/{}", w.a_task)).await;
@@ -556,12 +605,14 @@ async fn probe(w: &World, f: &mut Findings, op: &str, rule: Rule) {
         "GET /v1/tasks/{id}/events" => {
             for id in [&w.a_task, &w.a_vault[0]] {
                 let path = format!("/v1/tasks/{id}/events");
-                let r = w.b.send(w.b.request(Method::GET, &path).header("accept", "text/event-stream")).await;
-                f.clean(op, rule, "B", &r.1.to_string(), s, &[id]);
-                not_found(f, "B", r);
-                let r = w.b.send(w.b.request(Method::GET, &format!("{path}?after=0"))).await;
-                f.clean(op, rule, "B (after=0)", &r.1.to_string(), s, &[id]);
-                not_found(f, "B (after=0)", r);
+                for (who, b) in w.bs() {
+                    let r = b.send(b.request(Method::GET, &path).header("accept", "text/event-stream")).await;
+                    f.clean(op, rule, who, &r.1.to_string(), s, &[id]);
+                    not_found(f, who, r);
+                    let r = b.send(b.request(Method::GET, &format!("{path}?after=0"))).await;
+                    f.clean(op, rule, &format!("{who} (after=0)"), &r.1.to_string(), s, &[id]);
+                    not_found(f, &format!("{who} (after=0)"), r);
+                }
             }
             let frames = w.a.events(&w.a_task, WAIT).await;
             f.check(frames.iter().any(|fr| fr.data.contains(&s.marker)), op, rule, || {
@@ -569,9 +620,11 @@ async fn probe(w: &World, f: &mut Findings, op: &str, rule: Rule) {
             });
         }
         "GET /v1/sessions/{id}" => {
-            let r = w.b.get(&format!("/v1/sessions/{}", w.a_session)).await;
-            f.clean(op, rule, "B", &r.1.to_string(), s, &[&w.a_session]);
-            not_found(f, "B", r);
+            for (who, b) in w.bs() {
+                let r = b.get(&format!("/v1/sessions/{}", w.a_session)).await;
+                f.clean(op, rule, who, &r.1.to_string(), s, &[&w.a_session]);
+                not_found(f, who, r);
+            }
             let (status, body) = w.a.get(&format!("/v1/sessions/{}", w.a_session)).await;
             f.check(status == 200 && body.to_string().contains(&s.marker), op, rule, || {
                 format!("sanity: A cannot read its session: {status} {}", clip(&body.to_string()))
@@ -595,9 +648,11 @@ async fn probe(w: &World, f: &mut Findings, op: &str, rule: Rule) {
                 "status=running".to_string(),
             ];
             for q in &queries {
-                let (status, body) = w.b.get(&format!("/v1/tasks?limit=1000&{q}")).await;
-                f.clean(op, rule, &format!("B (?{q})"), &body.to_string(), s, &[]);
-                f.check(status == 200, op, rule, || format!("B's listing ?{q}: {status} {body}"));
+                for (who, b) in w.bs() {
+                    let (status, body) = b.get(&format!("/v1/tasks?limit=1000&{q}")).await;
+                    f.clean(op, rule, &format!("{who} (?{q})"), &body.to_string(), s, &[]);
+                    f.check(status == 200, op, rule, || format!("{who}'s listing ?{q}: {status} {body}"));
+                }
             }
             let (_, mine) = w.b.get("/v1/tasks?limit=1000").await;
             f.check(mine.to_string().contains(&w.b_task), op, rule, || {
@@ -609,15 +664,28 @@ async fn probe(w: &World, f: &mut Findings, op: &str, rule: Rule) {
                     format!("sanity: {who}'s list lacks A's task: {}", clip(&all.to_string()))
                 });
             }
+            let (_, all) = w.root.get("/v1/tasks?limit=1000").await;
+            f.check(all.to_string().contains(&w.b_task), op, rule, || {
+                "sanity: the platform's list lacks B's task".into()
+            });
         }
         "GET /v1/usage" => {
             for q in ["", "?by=tenant"] {
-                let (status, body) = w.b.get(&format!("/v1/usage{q}")).await;
-                f.clean(op, rule, &format!("B ({q})"), &body.to_string(), s, &[]);
-                f.check(status == 200 && items(&body).iter().all(|u| u["key"] == "globex"), op, rule, || {
-                    format!("B's usage{q} is not B's alone: {status} {body}")
-                });
+                for (who, b) in w.bs() {
+                    let (status, body) = b.get(&format!("/v1/usage{q}")).await;
+                    f.clean(op, rule, &format!("{who} ({q})"), &body.to_string(), s, &[]);
+                    f.check(status == 200 && items(&body).iter().all(|u| u["key"] == "globex"), op, rule, || {
+                        format!("{who}'s usage{q} is not B's alone: {status} {body}")
+                    });
+                }
             }
+            let (_, body) = w.a.get("/v1/usage?by=tenant").await;
+            f.check(
+                items(&body).iter().any(|u| u["key"] == "acme" && u["input_tokens"].as_u64() > Some(0)),
+                op,
+                rule,
+                || format!("sanity: A's usage lacks A's LLM task's tokens: {body}"),
+            );
             let (status, body) = w.b.get("/v1/usage?by=agent").await;
             f.clean(op, rule, "B (?by=agent)", &body.to_string(), s, &[]);
             f.check(status == 403, op, rule, || format!("B's usage by agent (every tenant's sums): {status} {body}"));
@@ -636,9 +704,13 @@ async fn probe(w: &World, f: &mut Findings, op: &str, rule: Rule) {
         "GET /v1/agents" => catalog(w, f, op, rule).await,
         "GET /v1/nodes" | "GET /v1/scaling" | "GET /metrics" => {
             let path = op.split_once(' ').expect("method and path").1;
-            let r = w.b.send(w.b.request(Method::GET, path)).await;
-            f.clean(op, rule, "B", &text(&r.1), s, &[]);
-            f.check(matches!(r.0.as_u16(), 200 | 403 | 503), op, rule, || format!("B: {} {}", r.0, clip(&text(&r.1))));
+            for (who, b) in w.bs() {
+                let r = b.send(b.request(Method::GET, path)).await;
+                f.clean(op, rule, who, &text(&r.1), s, &[]);
+                f.check(matches!(r.0.as_u16(), 200 | 403 | 503), op, rule, || {
+                    format!("{who}: {} {}", r.0, clip(&text(&r.1)))
+                });
+            }
             let (status, body) = w.root.send(w.root.request(Method::GET, path)).await;
             f.check(matches!(status.as_u16(), 200 | 503), op, rule, || {
                 format!("sanity: the platform token: {status} {}", clip(&body.to_string()))
@@ -703,11 +775,9 @@ async fn streams(w: &World, f: &mut Findings, op: &str, rule: Rule) {
         if let Some(e) = reader.closed() {
             f.fail(op, rule, format!("B's live {path} ended early: {e}"));
         }
-        if !path.contains("kind=") {
-            f.check(data(&frames).contains(&w.b_marker), op, rule, || {
-                format!("sanity: B's live {path} lacks B's own task: {}", clip(&data(&frames)))
-            });
-        }
+        f.check(data(&frames).contains(&w.b_marker), op, rule, || {
+            format!("sanity: B's live {path} lacks B's own events: {}", clip(&data(&frames)))
+        });
     }
     for (path, reader) in &w.a_streams {
         let text = data(&reader.frames());
@@ -725,18 +795,22 @@ async fn streams(w: &World, f: &mut Findings, op: &str, rule: Rule) {
     for path in ["/v1/events?after=0", "/v1/events?kind=discovery,message&after=0", "/v1/events?agent=echo&after=0"] {
         let frames = replay(&w.b, path, None).await;
         f.clean_frames(op, rule, &format!("B's replay {path}"), &frames, s);
+        f.check(data(&frames).contains(&w.b_marker), op, rule, || format!("sanity: B's replay {path} lacks B's own"));
         let text = data(&replay(&w.a, path, None).await);
         f.check(text.contains(&s.marker), op, rule, || format!("sanity: A's replay {path} lacks A's data"));
     }
     // resuming by Last-Event-ID is the same replay
     let frames = replay(&w.b, "/v1/events", Some("0")).await;
     f.clean_frames(op, rule, "B's replay with Last-Event-ID: 0", &frames, s);
+    f.check(data(&frames).contains(&w.b_marker), op, rule, || "sanity: B's Last-Event-ID replay lacks B's own".into());
 }
 
 /// `GET /v1/agents`: one catalog for every tenant, with no secret values and B's counts only.
 async fn catalog(w: &World, f: &mut Findings, op: &str, rule: Rule) {
     let s = &w.secrets;
     let vault = |body: &Value| items(body).into_iter().find(|a| a["name"] == "vault");
+    let (_, body) = w.b_admin.get("/v1/agents").await;
+    f.clean(op, rule, "B's admin", &body.to_string(), s, &[]);
     let (status, body) = w.b.get("/v1/agents").await;
     f.clean(op, rule, "B", &body.to_string(), s, &[]);
     match vault(&body) {
@@ -755,7 +829,7 @@ async fn catalog(w: &World, f: &mut Findings, op: &str, rule: Rule) {
     }
     for (who, api) in [("A", &w.a), ("the platform token", &w.root)] {
         let (_, body) = api.get("/v1/agents").await;
-        f.check(!body.to_string().contains(&s.env_secret), op, rule, || {
+        f.check(s.agent_secrets.iter().all(|(_, v)| !body.to_string().contains(v.as_str())), op, rule, || {
             format!(
                 "{who} was served the vault agent's env secret value: env = {}",
                 vault(&body).unwrap_or_default()["env"]
@@ -904,30 +978,26 @@ fn report(f: Findings) {
     );
 }
 
-fn env_secret() -> String {
-    unique("sk-secret-")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_matrix_on_smith_up() {
-    let secret = env_secret();
-    let s = Smith::start(Opts::new().token(ROOT).config(&agents_config(&secret))).await;
+    let agents = Agents::start().await;
+    let s = Smith::start(Opts::new().token(ROOT).config(&agents.config())).await;
     let started = Instant::now();
-    let f = matrix("smith up (SQLite, in-process bus)", s.api(), &secret).await;
+    let f = matrix("smith up (SQLite, in-process bus)", s.api(), &agents).await;
     eprintln!("tenant matrix on smith up: {:?}", started.elapsed());
     report(f);
 }
 
 /// Supervisor, worker and gateway processes on a fresh database and `bus`.
 async fn distributed(deployment: &'static str, services: &Services, bus: &str) {
-    let secret = env_secret();
-    let config = format!("[server]\ntoken = \"{ROOT}\"\n\n[store]\npool_size = 4\n\n{}", agents_config(&secret));
+    let agents = Agents::start().await;
+    let config = format!("[server]\ntoken = \"{ROOT}\"\n\n[store]\npool_size = 4\n\n{}", agents.config());
     let cluster = Cluster::with_bus(services, bus, &config).await;
     let sup = cluster.start(Role::Supervisor).await;
     let (worker, gw) = tokio::join!(cluster.start(Role::Worker), cluster.start(Role::Gateway));
     let root = Api::new(&gw.api().base, Some(ROOT.to_string()));
     let started = Instant::now();
-    let f = matrix(deployment, root, &secret).await;
+    let f = matrix(deployment, root, &agents).await;
     eprintln!("tenant matrix on {deployment}: {:?}", started.elapsed());
     drop((sup, worker, gw));
     report(f);
