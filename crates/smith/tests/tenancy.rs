@@ -93,7 +93,7 @@ const RULES: &[(&str, &str, Rule)] = &[
     ("GET", "/v1/audit", Rule::Admin),
 ];
 
-/// `(METHOD, path)` of every operation in an OpenAPI document, in document order.
+/// `(METHOD, path)` of every operation in an OpenAPI document, by path.
 fn operations(doc: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (path, item) in doc["paths"].as_object().expect("the document has paths") {
@@ -415,7 +415,7 @@ async fn eventually(what: &str, mut f: impl AsyncFnMut() -> Result<(), String>) 
 }
 
 /// Keys, B's streams (open before A acts), then A's objects.
-async fn setup(root: Api, stop: &CancellationToken) -> World {
+async fn setup(root: Api, agents: &Agents, stop: &CancellationToken) -> World {
     let (a, _) = key(&root, "acme", &["tasks:read", "tasks:write"]).await;
     let (a_admin, a_admin_id) = key(&root, "acme", &["admin"]).await;
     let (b, _) = key(&root, "globex", &["tasks:read", "tasks:write"]).await;
@@ -492,7 +492,10 @@ async fn setup(root: Api, stop: &CancellationToken) -> World {
 
     let secrets = Secrets {
         marker,
-        agent_secrets: Vec::new(),
+        agent_secrets: vec![
+            ("the vault agent's env secret value", agents.env_secret.clone()),
+            ("the scribe agent's API key", agents.api_key.clone()),
+        ],
         ids: vec![
             ("A's task", a_task.clone()),
             ("A's session", a_session.clone()),
@@ -529,11 +532,7 @@ async fn setup(root: Api, stop: &CancellationToken) -> World {
 /// Runs every operation of the served document under its rule; returns every violation.
 async fn matrix(deployment: &'static str, root: Api, agents: &Agents) -> Findings {
     let stop = CancellationToken::new();
-    let mut w = setup(root, &stop).await;
-    w.secrets.agent_secrets = vec![
-        ("the vault agent's env secret value", agents.env_secret.clone()),
-        ("the scribe agent's API key", agents.api_key.clone()),
-    ];
+    let w = setup(root, agents, &stop).await;
     let mut f = Findings { deployment, list: Vec::new() };
 
     let (status, doc) = w.root.get("/v1/openapi.json").await;
@@ -541,7 +540,10 @@ async fn matrix(deployment: &'static str, root: Api, agents: &Agents) -> Finding
     for gap in coverage(&doc) {
         f.list.push(gap);
     }
-    for (method, path) in operations(&doc) {
+    // reads first: B's writes name A's ids on purpose, and B's later reads may echo them back
+    let mut ops = operations(&doc);
+    ops.sort_by_key(|(method, _)| method != "GET");
+    for (method, path) in ops {
         let Some(rule) = rule_of(&method, &path) else { continue };
         let op = format!("{method} {path}");
         probe(&w, &mut f, &op, rule).await;
