@@ -305,7 +305,8 @@ pub fn mint_key(tenant: &str, scopes: Vec<Scope>, name: Option<String>) -> (NewA
     (NewApiKey { id, tenant: tenant.to_string(), scopes, name, secret_sha256: sha256_hex(secret.as_bytes()) }, full)
 }
 
-/// A random platform token for a process's own use (its LLM agents' MCP calls), never shown.
+/// A random secret for a process's own use (`smith up` derives its agents' capability key
+/// from it), never shown or written anywhere.
 pub fn internal_token() -> String {
     format!("internal-{}", random_token(40))
 }
