@@ -389,9 +389,17 @@ async fn readyz(State(s): State<Arc<AppState>>) -> ApiResult<Response> {
     Ok(Json(json!({"status": "ready"})).into_response())
 }
 
-async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+/// The process's metrics: they count every tenant's work (and name tenants in the quota and
+/// spend series), so only the platform reads them; a tenant's credential gets 403.
+async fn metrics(State(s): State<Arc<AppState>>, Extension(who): Extension<Principal>) -> ApiResult<Response> {
+    if !who.all_tenants() {
+        return Err(ApiError::new(
+            Code::PermissionDenied,
+            "metrics cover every tenant: read them with the platform credential (a tenant reads its own /v1/usage)",
+        ));
+    }
     let body = s.opts.metrics.as_ref().map(|r| r()).unwrap_or_default();
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }
 
 async fn openapi() -> Response {
