@@ -92,6 +92,8 @@ async fn a_live_feed_carries_no_byte_of_another_tenants_task() {
     let mut globex_done = globex.sse("/v1/events?kind=output,task.succeeded", None).await;
     let mut acme_all = acme.sse("/v1/events", None).await;
     let mut root_all = root.sse("/v1/events", None).await;
+    // each stream hooks into the hub from its own task, just after its response is made
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let ta = acme.submit_id(json!({"agent": "echo", "input": "acme-secret-42"})).await;
     let done = acme.wait_terminal(&ta, WAIT).await;
@@ -169,6 +171,7 @@ async fn discoveries_and_messages_stay_in_their_tenant_live_and_through_mcp() {
     let mut globex_feed = globex.sse(path, None).await;
     let mut acme_feed = acme.sse(path, None).await;
     let mut root_feed = root.sse(path, None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     // acme's discovery and its message to every `sleep` task — globex's included, by name
     let d = mcp(
