@@ -190,7 +190,7 @@ fn statuses_match_the_handlers() {
     let set = |c: &[&str]| -> BTreeSet<String> { c.iter().map(|s| s.to_string()).collect() };
     assert_eq!(
         codes("post", "/v1/tasks"),
-        set(&["200", "201", "400", "401", "403", "413", "422", "429", "500", "503"])
+        set(&["200", "201", "400", "401", "403", "413", "422", "429", "500", "503", "507"])
     );
     assert_eq!(codes("get", "/v1/tasks"), set(&["200", "400", "401", "403", "500", "503"]));
     assert_eq!(codes("get", "/v1/tasks/{id}"), set(&["200", "400", "401", "403", "404", "500", "503"]));
@@ -201,11 +201,11 @@ fn statuses_match_the_handlers() {
     assert_eq!(codes("get", "/readyz"), set(&["200", "503"]));
     assert_eq!(codes("get", "/metrics"), set(&["200", "401", "403"]));
     assert_eq!(codes("get", "/v1/agents"), set(&["200", "401", "403", "500", "503"]));
-    assert_eq!(codes("post", "/v1/sessions"), set(&["201", "400", "401", "403", "413", "422", "429", "500", "503"]));
+    assert_eq!(codes("post", "/v1/sessions"), set(&["201", "400", "401", "403", "413", "422", "429", "500", "503", "507"]));
     assert_eq!(codes("get", "/v1/sessions/{id}"), set(&["200", "400", "401", "403", "404", "500", "503"]));
     assert_eq!(
         codes("post", "/v1/sessions/{id}/turns"),
-        set(&["200", "201", "400", "401", "403", "404", "409", "413", "422", "429", "500", "503"])
+        set(&["200", "201", "400", "401", "403", "404", "409", "413", "422", "429", "500", "503", "507"])
     );
     assert_eq!(codes("get", "/v1/usage"), set(&["200", "400", "401", "403", "500", "503"]));
     assert_eq!(codes("post", "/mcp"), set(&["200", "202", "400", "401", "403", "404", "413", "500", "503"]));

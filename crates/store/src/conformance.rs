@@ -2391,7 +2391,7 @@ pub async fn tenant_load_counts_output_bytes_written_since(store: S) {
     // each draft's data counts as stored (its JSON text), the started event does not
     let data = json!({"text": "0123456789"});
     let size = crate::json_len(&data);
-    assert_eq!(size, 19);
+    assert_eq!(size, 21);
     store.append(a.id, 1, vec![EventDraft::new(EventKind::Output, data.clone()); 3]).await.unwrap();
     assert_eq!(bytes("acme", before).await, 3 * size);
     assert_eq!(bytes("other", before).await, 0, "another tenant's bytes are its own");

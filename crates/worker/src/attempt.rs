@@ -479,8 +479,9 @@ impl Output {
             buf.truncate(from);
             return false;
         }
-        for i in from..buf.len() {
-            let size = smith_store::json_len(&buf[i].data);
+        let mut cut = None;
+        for (i, ev) in buf.iter().enumerate().skip(from) {
+            let size = smith_store::json_len(&ev.data);
             if self.events + 1 > self.limits.events {
                 self.over = Some(format!(
                     "the task emitted more than {} events, its cap ([limits] task_events)",
@@ -493,13 +494,15 @@ impl Output {
                 ));
             }
             if self.over.is_some() {
-                buf.truncate(i);
-                return true;
+                cut = Some(i);
+                break;
             }
             self.events += 1;
             self.bytes += size;
         }
-        false
+        let Some(i) = cut else { return false };
+        buf.truncate(i);
+        true
     }
 
     /// Counts a successful result; returns whether it crossed the bytes cap.
