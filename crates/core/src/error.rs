@@ -14,6 +14,8 @@ pub enum Code {
     NotFound,
     Conflict,
     TooLarge,
+    /// A request body that is not `application/json`.
+    UnsupportedMediaType,
     RateLimited,
     Unavailable,
     /// A write lost its fence: the task is no longer held by this attempt.
@@ -31,6 +33,7 @@ impl Code {
             Code::NotFound => "not_found",
             Code::Conflict => "conflict",
             Code::TooLarge => "too_large",
+            Code::UnsupportedMediaType => "unsupported_media_type",
             Code::RateLimited => "rate_limited",
             Code::Unavailable => "unavailable",
             Code::Fenced => "fenced",
