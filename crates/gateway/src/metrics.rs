@@ -10,6 +10,10 @@ pub const MCP_TOOL_CALLS: &str = "smith_mcp_tool_calls_total";
 pub const DISCOVERIES: &str = "smith_discoveries_total";
 pub const EVENT_DELIVERY: &str = "smith_event_delivery_seconds";
 pub const AUDIT_FAILURES: &str = "smith_audit_write_failures_total";
+pub const AUTH_FAILURES: &str = "smith_gateway_auth_failures_total";
+
+/// Why a request was refused before it was authenticated: [`AUTH_FAILURES`]'s `reason`.
+pub const AUTH_FAILURE_REASONS: [&str; 6] = ["missing", "malformed", "invalid", "error", "origin", "host"];
 
 pub fn describe() {
     metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests, by route and status");
@@ -25,6 +29,13 @@ pub fn describe() {
     metrics::counter!(SSE_LAGGED).absolute(0);
     metrics::describe_counter!(AUDIT_FAILURES, "Audit records that could not be written (the request's effect stands)");
     metrics::counter!(AUDIT_FAILURES).absolute(0);
+    metrics::describe_counter!(
+        AUTH_FAILURES,
+        "Requests refused before authentication (no, malformed or invalid credential; foreign Origin or Host), by reason"
+    );
+    for reason in AUTH_FAILURE_REASONS {
+        metrics::counter!(AUTH_FAILURES, "reason" => reason).absolute(0);
+    }
     metrics::describe_histogram!(
         EVENT_DELIVERY,
         metrics::Unit::Seconds,
@@ -35,6 +46,10 @@ pub fn describe() {
 pub(crate) fn tool_call(tool: &str, ok: bool) {
     let outcome = if ok { "ok" } else { "error" };
     metrics::counter!(MCP_TOOL_CALLS, "tool" => tool.to_string(), "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn auth_failed(reason: &'static str) {
+    metrics::counter!(AUTH_FAILURES, "reason" => reason).increment(1);
 }
 
 pub(crate) fn audit_failed() {

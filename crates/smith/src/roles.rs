@@ -151,6 +151,8 @@ pub fn gateway_options(
     if let Some(v) = file.server.slow_reader_timeout {
         g.slow_reader_timeout = v;
     }
+    g.sites = smith_gateway::origin::Sites::new(file.server.public_url.as_deref(), &file.server.allowed_origins)
+        .map_err(|e| anyhow!("server.{e}"))?;
     Ok(g)
 }
 
