@@ -230,16 +230,16 @@ async fn list(
     for (i, task) in page.items.into_iter().enumerate() {
         let mut item = serde_json::to_value(task).map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
         let left_out = page.omitted.get(i).copied().unwrap_or_default();
-        if let Some(n) = left_out.input_bytes {
+        if left_out.input_bytes.is_some() {
             item["input"] = Value::Null;
-            item["input_omitted"] = json!(true);
-            item["input_bytes"] = json!(n);
         }
-        if let Some(n) = left_out.result_bytes {
+        if left_out.result_bytes.is_some() {
             item["result"] = Value::Null;
-            item["result_omitted"] = json!(true);
-            item["result_bytes"] = json!(n);
         }
+        item["input_omitted"] = json!(left_out.input_bytes.is_some());
+        item["input_bytes"] = json!(left_out.input_bytes);
+        item["result_omitted"] = json!(left_out.result_bytes.is_some());
+        item["result_bytes"] = json!(left_out.result_bytes);
         items.push(item);
     }
     Ok(Json(json!({"items": items, "next_cursor": page.next_cursor})).into_response())

@@ -865,6 +865,7 @@ async fn served_bodies_match_the_schemas() {
     let page = r.json();
     assert_shape(doc, "TaskPage", &page);
     assert_eq!(page["items"].as_array().map(|a| a.len()), Some(1), "{page}");
+    assert_shape(doc, "TaskListItem", &page["items"][0]);
     assert_eq!(page["items"][0]["id"], child["id"]);
 
     // usage totals

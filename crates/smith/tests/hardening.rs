@@ -279,7 +279,12 @@ async fn task_lists_leave_out_large_values_and_stay_bounded() {
     let page: Value = serde_json::from_str(&text).unwrap();
     for item in items(&page) {
         if item["id"] == small.as_str() {
-            assert_eq!((item["input"].as_str(), item.get("input_omitted")), (Some("small"), None), "{item}");
+            assert_eq!(
+                (item["input"].as_str(), item["input_omitted"].as_bool()),
+                (Some("small"), Some(false)),
+                "{item}"
+            );
+            assert_eq!((item["input_bytes"].as_u64(), item["result_omitted"].as_bool()), (None, Some(false)));
             assert_eq!(item["result"], "small");
         } else {
             assert_eq!(item["input"], Value::Null, "{item}");
@@ -289,7 +294,7 @@ async fn task_lists_leave_out_large_values_and_stay_bounded() {
     }
     let (_, full) = s.get("/v1/tasks?limit=1000&full=true").await;
     assert_eq!(items(&full).len(), 4);
-    assert!(items(&full).iter().all(|t| t.get("input_omitted").is_none() && t["input"].is_string()), "full=true");
+    assert!(items(&full).iter().all(|t| t["input_omitted"] == false && t["input"].is_string()), "full=true");
     assert_eq!(s.get_task(&ids[0]).await["input"].as_str().map(str::len), Some(100_000), "one task is always whole");
 
     // the page is bounded in bytes even in full: 3 MiB inputs and results, 6 MiB a task
