@@ -154,6 +154,67 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// What a served secret reads as.
+pub const REDACTED: &str = "<redacted>";
+
+/// The definition as it may be shown to anyone: `env` values, the values of MCP servers'
+/// `headers` and `env`, and a password in `base_url` or an MCP server's `url` replaced by
+/// [`REDACTED`] (names kept); `api_key` already serializes redacted. Workers run the real one.
+pub fn redacted(def: &AgentDef) -> AgentDef {
+    let mut d = def.clone();
+    for v in d.env.values_mut() {
+        *v = REDACTED.to_string();
+    }
+    d.api_key = d.api_key.map(|_| Secret(REDACTED.to_string()));
+    d.base_url = d.base_url.as_deref().map(redact_url);
+    d.mcp_config = d.mcp_config.as_deref().map(redact_mcp_config);
+    d
+}
+
+/// A URL with the password of its user part replaced (`https://u:<redacted>@host/`).
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:{REDACTED}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// An inline `mcp_config` (JSON) with every `headers` and `env` value and every URL password
+/// redacted, at any depth; a path (not JSON) is kept. Unparseable inline text is withheld whole.
+fn redact_mcp_config(text: &str) -> String {
+    if !text.trim_start().starts_with('{') {
+        return text.to_string();
+    }
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(text) else { return REDACTED.to_string() };
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(o) => {
+                for (k, child) in o.iter_mut() {
+                    match (k.as_str(), child) {
+                        ("headers" | "env", serde_json::Value::Object(m)) => {
+                            for val in m.values_mut() {
+                                *val = serde_json::Value::String(REDACTED.to_string());
+                            }
+                        }
+                        ("url", serde_json::Value::String(u)) => *u = redact_url(u),
+                        (_, other) => walk(other),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v.to_string()
+}
+
 /// Claude Code's permission modes (`--permission-mode`).
 pub const PERMISSION_MODES: [&str; 5] = ["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"];
 
@@ -439,5 +500,34 @@ impl BreakerState {
             BreakerState::Open => "open",
             BreakerState::HalfOpen => "half_open",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacted_keeps_names_and_hides_values() {
+        let mut d = AgentDef::new("a", ExecutorKind::ClaudeCode);
+        d.env.insert("ANTHROPIC_API_KEY".into(), "sk-ant-secret".into());
+        d.api_key = Some(Secret("sk-other".into()));
+        d.base_url = Some("https://user:hunter2@api.example/v1".into());
+        d.mcp_config = Some(
+            r#"{"mcpServers":{"x":{"type":"http","url":"https://u:pw@mcp.example/","headers":{"Authorization":"Bearer tok"},"env":{"K":"v"}}}}"#
+                .into(),
+        );
+        let r = redacted(&d);
+        let text = serde_json::to_string(&r).unwrap();
+        for secret in ["sk-ant-secret", "sk-other", "hunter2", "Bearer tok", "pw@", "\"v\""] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert_eq!(r.env["ANTHROPIC_API_KEY"], REDACTED);
+        assert!(text.contains("Authorization") && text.contains("https://user:<redacted>@api.example/v1"), "{text}");
+        assert_eq!(d.env["ANTHROPIC_API_KEY"], "sk-ant-secret", "the original is untouched");
+        let path = AgentDef { mcp_config: Some("/etc/mcp.json".into()), ..d.clone() };
+        assert_eq!(redacted(&path).mcp_config.as_deref(), Some("/etc/mcp.json"));
+        let broken = AgentDef { mcp_config: Some("{not json".into()), ..d };
+        assert_eq!(redacted(&broken).mcp_config.as_deref(), Some(REDACTED));
     }
 }

@@ -14,6 +14,8 @@ pub enum Code {
     NotFound,
     Conflict,
     TooLarge,
+    /// A request body that is not `application/json`.
+    UnsupportedMediaType,
     RateLimited,
     /// The store is over its size limit: new work is refused until space is freed.
     InsufficientStorage,
@@ -33,6 +35,7 @@ impl Code {
             Code::NotFound => "not_found",
             Code::Conflict => "conflict",
             Code::TooLarge => "too_large",
+            Code::UnsupportedMediaType => "unsupported_media_type",
             Code::RateLimited => "rate_limited",
             Code::InsufficientStorage => "insufficient_storage",
             Code::Unavailable => "unavailable",

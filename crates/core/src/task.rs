@@ -171,6 +171,25 @@ pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
 pub const MAX_KEY_LEN: usize = 256;
 pub const DEFAULT_TENANT: &str = "default";
 
+/// The longest session id: it names the session's work directory, one path component.
+pub const MAX_SESSION_ID_LEN: usize = 128;
+
+/// A session id is 1..=128 of `A-Z a-z 0-9 . _ -`, and not `.` or `..`: it names a directory.
+pub fn validate_session_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_SESSION_ID_LEN
+        && id != "."
+        && id != ".."
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::unprocessable(format!(
+            "session_id must be 1..={MAX_SESSION_ID_LEN} letters, digits, '.', '_' or '-' (not \".\" or \"..\")"
+        )))
+    }
+}
+
 /// A validated submission.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewTask {
@@ -223,14 +242,15 @@ impl NewTask {
                 return Err(Error::unprocessable(format!("timeout_ms must be 1..={MAX_TIMEOUT_MS}, got {t}")));
             }
         }
-        for (field, value) in [("idempotency_key", &self.idempotency_key), ("session_id", &self.session_id)] {
-            if let Some(k) = value {
-                if k.is_empty() || k.len() > MAX_KEY_LEN || k.chars().any(char::is_control) {
-                    return Err(Error::unprocessable(format!(
-                        "{field} must be 1..={MAX_KEY_LEN} bytes without control characters"
-                    )));
-                }
+        if let Some(k) = &self.idempotency_key {
+            if k.is_empty() || k.len() > MAX_KEY_LEN || k.chars().any(char::is_control) {
+                return Err(Error::unprocessable(format!(
+                    "idempotency_key must be 1..={MAX_KEY_LEN} bytes without control characters"
+                )));
             }
+        }
+        if let Some(s) = &self.session_id {
+            validate_session_id(s)?;
         }
         if self.tenant.is_empty() || self.tenant.len() > MAX_KEY_LEN || self.tenant.chars().any(char::is_control) {
             return Err(Error::unprocessable(format!(

@@ -1,6 +1,8 @@
-//! The audit log: one durable record per mutating request — who, tenant, action, target,
-//! source address, outcome, time — written before the response leaves, served to admins at
-//! `GET /v1/audit`. Append-only: no route changes or deletes a record.
+//! The audit log: one durable record per authenticated mutating request — who, tenant,
+//! action, target, source address, outcome, time — written before the response leaves, served
+//! to admins at `GET /v1/audit`. Append-only: no route changes or deletes a record. Requests
+//! refused before authentication are counted (`smith_gateway_auth_failures_total`) and
+//! summarized, at most one `auth.refused` record a minute, so a flood cannot grow the log.
 
 use std::net::SocketAddr;
 
@@ -53,6 +55,14 @@ impl Pending {
         self.write(state, who, target, resp.status().as_u16())
     }
 
+    /// A mutating request refused before authentication: no record of its own; a summary of
+    /// the refusals since the last one, when [`Refusals`] says one is due.
+    pub async fn refused(self, state: &AppState, status: u16) {
+        let Some(count) = state.refusals.note() else { return };
+        let target = Some(count.to_string());
+        Pending { action: "auth.refused".to_string(), ..self }.write(state, None, target, status).await
+    }
+
     async fn write(self, state: &AppState, who: Option<&Principal>, target: Option<String>, status: u16) {
         let record = NewAuditRecord {
             at: self.at,
@@ -67,6 +77,30 @@ impl Pending {
             tracing::error!(error = %e, "cannot write an audit record");
             crate::metrics::audit_failed();
         }
+    }
+}
+
+/// The most often an `auth.refused` summary is written.
+pub(crate) const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Mutating requests refused before authentication, summarized: the first after a quiet
+/// [`SUMMARY_EVERY`] writes a record whose target is how many were refused since the last
+/// record (itself included); the rest only count.
+#[derive(Default)]
+pub(crate) struct Refusals(std::sync::Mutex<(Option<std::time::Instant>, u64)>);
+
+impl Refusals {
+    /// Counts one refusal; `Some(count)` when a summary record is due now.
+    pub fn note(&self) -> Option<u64> {
+        let mut g = self.0.lock().expect("refusals lock");
+        g.1 += 1;
+        let due = g.0.is_none_or(|last| last.elapsed() >= SUMMARY_EVERY);
+        if !due {
+            return None;
+        }
+        let count = std::mem::take(&mut g.1);
+        g.0 = Some(std::time::Instant::now());
+        Some(count)
     }
 }
 
@@ -101,5 +135,18 @@ mod tests {
         assert_eq!(action("DELETE", "/v1/things/{id}"), "delete /v1/things/{id}");
         assert_eq!(path_param("/v1/tasks/{id}/cancel", "/v1/tasks/abc/cancel").as_deref(), Some("abc"));
         assert_eq!(path_param("/v1/tasks", "/v1/tasks"), None);
+    }
+
+    #[test]
+    fn refusals_are_summarized_once_a_minute() {
+        let r = Refusals::default();
+        assert_eq!(r.note(), Some(1), "the first refusal is recorded");
+        for _ in 0..99 {
+            assert_eq!(r.note(), None);
+        }
+        // a minute later the next one reports every refusal since the last record
+        r.0.lock().unwrap().0 = Some(std::time::Instant::now() - SUMMARY_EVERY);
+        assert_eq!(r.note(), Some(100));
+        assert_eq!(r.note(), None);
     }
 }

@@ -44,6 +44,7 @@ pub fn status_of(code: Code) -> StatusCode {
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::Conflict | Code::Fenced => StatusCode::CONFLICT,
         Code::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Code::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -88,8 +89,9 @@ impl From<smith_store::Error> for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// A JSON body, read with the size limit: malformed JSON is 400, a valid document with a
-/// wrong or unknown field is 422 naming it, an oversized body 413.
+/// A JSON body, read with the size limit: no `Content-Type: application/json` is 415,
+/// malformed JSON 400, a valid document with a wrong or unknown field 422 naming it, an
+/// oversized body 413.
 pub struct JsonBody<T>(pub T);
 
 /// The largest request body accepted; set per router as an extension.
@@ -100,11 +102,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or("");
-            if !ct.is_empty() && !ct.starts_with("application/json") && !ct.contains("+json") {
-                return Err(ApiError::invalid(format!("content-type must be application/json, got {ct:?}")));
-            }
+        // a body must say it is JSON: a page from another site can send text, never JSON
+        let ct = req.headers().get(axum::http::header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?"));
+        if !crate::origin::is_json(ct) {
+            return Err(crate::origin::unsupported(ct));
         }
         let bytes = read_limited(req).await?;
         let value = parse_json(&bytes)?;

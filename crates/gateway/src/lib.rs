@@ -11,6 +11,7 @@ mod hub;
 mod keys;
 mod mcp;
 pub mod metrics;
+pub mod origin;
 pub mod quota;
 mod routes;
 mod server;
@@ -57,6 +58,11 @@ pub struct GatewayOptions {
     pub sse_buffer: usize,
     /// Events buffered per stream in the hub before the stream is unhooked and re-reads the store.
     pub hub_buffer: usize,
+    /// Bytes of event JSON buffered per stream in the hub, likewise.
+    pub hub_buffer_bytes: usize,
+    /// The sites requests may come from besides the listener's own address (`[server]
+    /// public_url` and `allowed_origins`): a foreign `Origin` or `Host` is refused.
+    pub sites: origin::Sites,
     pub slow_reader_timeout: Duration,
     pub heartbeat: Duration,
     pub metrics: Option<MetricsRender>,
@@ -79,6 +85,8 @@ impl GatewayOptions {
             keepalive: Duration::from_secs(15),
             sse_buffer: 64,
             hub_buffer: 1024,
+            hub_buffer_bytes: 8 << 20,
+            sites: Default::default(),
             slow_reader_timeout: Duration::from_secs(30),
             heartbeat: Duration::from_secs(1),
             metrics: None,
@@ -97,6 +105,9 @@ pub(crate) struct AppState {
     pub hub: Arc<hub::Hub>,
     pub started_at: Micros,
     pub address: std::sync::Mutex<Option<String>>,
+    /// The bound listener (for the `Origin` and `Host` checks); unset until served.
+    pub listener: std::sync::Mutex<Option<std::net::SocketAddr>>,
+    pub refusals: audit::Refusals,
     /// Cancelled when the server stops, so open SSE streams end and connections can close.
     pub closing: std::sync::Mutex<CancellationToken>,
 }
@@ -115,7 +126,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(opts: GatewayOptions, store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Self {
-        let hub = hub::Hub::new(opts.hub_buffer);
+        let hub = hub::Hub::new(opts.hub_buffer, opts.hub_buffer_bytes);
         let auth = auth::AuthOptions {
             token: opts.token.clone(),
             jwt: opts.jwt.clone(),
@@ -132,6 +143,8 @@ impl Gateway {
                 hub,
                 started_at: Micros::now(),
                 address: Default::default(),
+                listener: Default::default(),
+                refusals: Default::default(),
                 closing: Default::default(),
             }),
         }
@@ -162,6 +175,7 @@ impl Gateway {
     ) -> Result<(), String> {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         *self.state.address.lock().expect("address lock") = Some(addr.to_string());
+        *self.state.listener.lock().expect("listener lock") = Some(addr);
         tracing::info!(%addr, tls = opts.tls.is_some(), "gateway listening");
         // cancelled with `stop`: open SSE streams end, so their connections can close
         *self.state.closing.lock().expect("closing lock") = stop.child_token();
@@ -282,7 +296,7 @@ pub async fn serve_metrics(
     server::run(listener, app, &ServeOptions::default(), stop).await
 }
 
-/// Authentication, scopes, the audit log and request metrics for every route.
+/// Browser safety, authentication, scopes, the audit log and request metrics for every route.
 async fn guard(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
     mut req: Request,
@@ -297,52 +311,72 @@ async fn guard(
     let resp = if open {
         next.run(req).await
     } else {
-        // owned: the request (its body is not Sync) must not be borrowed across the await
-        let header = req.headers().get(AUTHORIZATION).map(|v| v.to_str().unwrap_or("?").to_string());
-        let resolved = match auth::capability(&state.auth, header.as_deref()) {
-            Some(cap) => cap.map(|c| (auth::Principal::agent(&c), Some(c))),
-            None => auth::authenticate(&state.auth, state.store.as_ref(), header.as_deref()).await.map(|p| (p, None)),
+        let listener = *state.listener.lock().expect("listener lock");
+        let refused = match state.opts.sites.check(req.headers(), listener) {
+            Err((reason, e)) => Err((reason, e)),
+            Ok(()) => {
+                // owned: the request (its body is not Sync) must not be borrowed across the await
+                let header = req.headers().get(AUTHORIZATION).map(|v| v.to_str().unwrap_or("?").to_string());
+                let resolved = match auth::capability(&state.auth, header.as_deref()) {
+                    Some(cap) => cap.map(|c| (auth::Principal::agent(&c), Some(c))),
+                    None => {
+                        auth::authenticate(&state.auth, state.store.as_ref(), header.as_deref()).await.map(|p| (p, None))
+                    }
+                };
+                resolved.map_err(|e| (failure_reason(header.as_deref(), &e), e))
+            }
         };
-        match resolved {
-            Err(e) => {
+        match refused {
+            Err((reason, e)) => {
+                metrics::auth_failed(reason);
                 let resp = e.into_response();
                 if let Some(a) = audit {
-                    a.record(&state, None, &resp).await;
+                    a.refused(&state, resp.status().as_u16()).await;
                 }
                 metrics::request(&route, resp.status().as_u16(), started.elapsed().as_secs_f64());
                 return resp;
             }
-            Ok((principal, cap)) => match principal.require(scope_of(req.method(), &route)).and_then(|()| {
-                // an agent's capability opens its tools and nothing else of the API
-                if cap.is_some() && route != auth::CAPABILITY_ROUTE {
-                    let only = format!("an agent's capability is valid on {} only", auth::CAPABILITY_ROUTE);
-                    return Err(ApiError::new(smith_core::Code::PermissionDenied, only));
-                }
-                Ok(())
-            }) {
-                Err(e) => {
-                    let resp = e.into_response();
-                    if let Some(a) = audit {
-                        a.record(&state, Some(&principal), &resp).await;
+            Ok((principal, cap)) => {
+                let allowed = principal
+                    .require(scope_of(req.method(), &route))
+                    .and_then(|()| {
+                        // an agent's capability opens its tools and nothing else of the API
+                        if cap.is_some() && route != auth::CAPABILITY_ROUTE {
+                            let only = format!("an agent's capability is valid on {} only", auth::CAPABILITY_ROUTE);
+                            return Err(ApiError::new(smith_core::Code::PermissionDenied, only));
+                        }
+                        Ok(())
+                    })
+                    .and_then(|()| origin::check_body(req.headers()));
+                let resp = match allowed {
+                    Err(e) => e.into_response(),
+                    Ok(()) => {
+                        req.extensions_mut().insert(principal.clone());
+                        if let Some(c) = cap {
+                            req.extensions_mut().insert(c);
+                        }
+                        next.run(req).await
                     }
-                    resp
+                };
+                if let Some(a) = audit {
+                    a.record(&state, Some(&principal), &resp).await;
                 }
-                Ok(()) => {
-                    req.extensions_mut().insert(principal.clone());
-                    if let Some(c) = cap {
-                        req.extensions_mut().insert(c);
-                    }
-                    let resp = next.run(req).await;
-                    if let Some(a) = audit {
-                        a.record(&state, Some(&principal), &resp).await;
-                    }
-                    resp
-                }
-            },
+                resp
+            }
         }
     };
     metrics::request(&route, resp.status().as_u16(), started.elapsed().as_secs_f64());
     resp
+}
+
+/// The bounded `reason` label of a failed authentication.
+fn failure_reason(header: Option<&str>, e: &ApiError) -> &'static str {
+    match header {
+        _ if e.code != smith_core::Code::Unauthenticated => "error",
+        None => "missing",
+        Some(h) if !h.starts_with("Bearer ") => "malformed",
+        Some(_) => "invalid",
+    }
 }
 
 /// The scope a route needs: reading is `tasks:read`, changing is `tasks:write`, keys and the

@@ -13,6 +13,10 @@ pub const AUDIT_FAILURES: &str = "smith_audit_write_failures_total";
 pub const STORE_SIZE: &str = "smith_store_size_bytes";
 pub const STORE_MAX: &str = "smith_store_max_bytes";
 pub const STORE_FULL: &str = "smith_store_full";
+pub const AUTH_FAILURES: &str = "smith_gateway_auth_failures_total";
+
+/// Why a request was refused before it was authenticated: [`AUTH_FAILURES`]'s `reason`.
+pub const AUTH_FAILURE_REASONS: [&str; 6] = ["missing", "malformed", "invalid", "error", "origin", "host"];
 
 pub fn describe() {
     metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests, by route and status");
@@ -42,6 +46,13 @@ pub fn describe() {
         STORE_FULL,
         "1 while the store is over [limits] store_max_bytes and submissions are refused (507)"
     );
+    metrics::describe_counter!(
+        AUTH_FAILURES,
+        "Requests refused before authentication (no, malformed or invalid credential; foreign Origin or Host), by reason"
+    );
+    for reason in AUTH_FAILURE_REASONS {
+        metrics::counter!(AUTH_FAILURES, "reason" => reason).absolute(0);
+    }
     metrics::describe_histogram!(
         EVENT_DELIVERY,
         metrics::Unit::Seconds,
@@ -52,6 +63,10 @@ pub fn describe() {
 pub(crate) fn tool_call(tool: &str, ok: bool) {
     let outcome = if ok { "ok" } else { "error" };
     metrics::counter!(MCP_TOOL_CALLS, "tool" => tool.to_string(), "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn auth_failed(reason: &'static str) {
+    metrics::counter!(AUTH_FAILURES, "reason" => reason).increment(1);
 }
 
 pub(crate) fn audit_failed() {

@@ -101,6 +101,7 @@ async fn submit(
             _ => return Err(ApiError::unprocessable(format!("parent_id {parent} names no task"))),
         }
     }
+    let session_id = req.session_id;
     let task = NewTask {
         id: TaskId::new(),
         agent: req.agent,
@@ -109,16 +110,46 @@ async fn submit(
         timeout_ms: req.timeout_ms,
         max_attempts: req.max_attempts,
         idempotency_key: req.idempotency_key,
-        session_id: req.session_id,
+        session_id: session_id.clone(),
         parent_id,
         budget: req.budget.unwrap_or_default(),
         tenant,
         metadata: req.metadata.unwrap_or_else(|| json!({})),
     };
+    if let Some(sid) = &session_id {
+        task.validate()?;
+        own_session(&s, sid, &task).await?;
+    }
     let submitted = submit_task(&s, task).await?;
     let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
     let location = format!("/v1/tasks/{}", submitted.task.id);
     Ok((status, [(axum::http::header::LOCATION, location)], Json(submitted.task)).into_response())
+}
+
+/// A task naming a session joins it only in its own tenant: another tenant's session names no
+/// session, exactly like a missing one would; a session id not yet used becomes this tenant's
+/// session (with the task's agent), so no other tenant can join it later.
+async fn own_session(s: &AppState, id: &str, task: &NewTask) -> ApiResult<()> {
+    let unknown = || ApiError::unprocessable(format!("session_id {id:?} names no session"));
+    if let Some(existing) = s.store.get_session(id).await? {
+        return if existing.tenant == task.tenant { Ok(()) } else { Err(unknown()) };
+    }
+    let session = smith_store::Session {
+        id: id.to_string(),
+        agent: task.agent.clone(),
+        tenant: task.tenant.clone(),
+        metadata: json!({}),
+        created_at: smith_core::Micros::now(),
+    };
+    match s.store.create_session(&session).await {
+        Ok(()) => Ok(()),
+        // another submission took the id first: it is this tenant's, or it names no session
+        Err(e) if e.code() == Code::Conflict => match s.store.get_session(id).await? {
+            Some(existing) if existing.tenant == task.tenant => Ok(()),
+            _ => Err(unknown()),
+        },
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Validates and submits a task, announces it and wakes the workers: every way in (the tasks
@@ -163,7 +194,14 @@ struct ListParams {
     parent_id: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
+    /// Every input and result in full, however large.
+    full: Option<bool>,
 }
+
+/// Inputs and results above this many bytes are left out of list items unless `full=true`.
+pub(crate) const LIST_VALUE_BYTES: usize = 16 << 10;
+/// A page of tasks ends early once its inputs and results add up to this many bytes.
+pub(crate) const LIST_PAGE_BYTES: usize = 8 << 20;
 
 async fn list(
     State(s): State<Arc<AppState>>,
@@ -184,9 +222,27 @@ async fn list(
         parent_id,
         limit,
         cursor: p.cursor,
+        value_limit: (!p.full.unwrap_or(false)).then_some(LIST_VALUE_BYTES),
+        max_bytes: Some(LIST_PAGE_BYTES),
     };
     let page = s.store.list_tasks(&q).await?;
-    Ok(Json(json!({"items": page.items, "next_cursor": page.next_cursor})).into_response())
+    let mut items = Vec::with_capacity(page.items.len());
+    for (i, task) in page.items.into_iter().enumerate() {
+        let mut item = serde_json::to_value(task).map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
+        let left_out = page.omitted.get(i).copied().unwrap_or_default();
+        if left_out.input_bytes.is_some() {
+            item["input"] = Value::Null;
+        }
+        if left_out.result_bytes.is_some() {
+            item["result"] = Value::Null;
+        }
+        item["input_omitted"] = json!(left_out.input_bytes.is_some());
+        item["input_bytes"] = json!(left_out.input_bytes);
+        item["result_omitted"] = json!(left_out.result_bytes.is_some());
+        item["result_bytes"] = json!(left_out.result_bytes);
+        items.push(item);
+    }
+    Ok(Json(json!({"items": items, "next_cursor": page.next_cursor})).into_response())
 }
 
 async fn cancel(
@@ -220,7 +276,8 @@ async fn cancel_descendants(s: &AppState, root: TaskId) {
     for _ in 0..MAX_DEPTH {
         let mut next = Vec::new();
         for parent in generation {
-            let q = TaskQuery { parent_id: Some(parent), limit: 1000, ..Default::default() };
+            // ids and statuses are all it needs: no input or result is read
+            let q = TaskQuery { parent_id: Some(parent), limit: 1000, value_limit: Some(0), ..Default::default() };
             let children = match s.store.list_tasks(&q).await {
                 Ok(page) => page.items,
                 Err(e) => {
@@ -301,8 +358,16 @@ async fn feed(
     stream::feed_stream(s, cursor, filter).await
 }
 
-async fn agents(State(s): State<Arc<AppState>>) -> ApiResult<Response> {
-    let mut items = s.store.agents().await?;
+/// The agents with their counts and usage — a tenant's credential sees its own tenant's only —
+/// and never a secret of their definitions.
+async fn agents(State(s): State<Arc<AppState>>, Extension(who): Extension<Principal>) -> ApiResult<Response> {
+    let mut items = match who.filter() {
+        None => s.store.agents().await?,
+        Some(tenant) => s.store.tenant_agents(&tenant).await?,
+    };
+    for item in items.iter_mut() {
+        item.def = smith_core::agent::redacted(&item.def);
+    }
     // Breakers live in the workers, which report them with their heartbeats.
     let nodes = s.store.nodes().await?;
     for item in items.iter_mut() {

@@ -119,7 +119,7 @@ pub(crate) async fn add_turn(
     let session = load(&s, &p, &id).await?;
     let task = turn_task(&session, req.input, req.timeout_ms, req.budget, req.idempotency_key, req.metadata);
     task.validate()?;
-    if count(&s, &session.id).await? >= MAX_TURNS {
+    if s.store.count_session_tasks(&session.id, &session.tenant).await? >= MAX_TURNS as u64 {
         return Err(ApiError::new(smith_core::Code::Conflict, format!("session {id} has {MAX_TURNS} turns, the most")));
     }
     let submitted = submit_task(&s, task).await?;
@@ -136,10 +136,6 @@ pub(crate) async fn add_turn(
 
 fn query(id: &str, limit: usize) -> TaskQuery {
     TaskQuery { session_id: Some(id.to_string()), limit, ..Default::default() }
-}
-
-async fn count(s: &AppState, id: &str) -> ApiResult<usize> {
-    Ok(s.store.list_tasks(&query(id, MAX_TURNS)).await?.items.len())
 }
 
 pub(crate) async fn show(

@@ -85,6 +85,7 @@ fn status_of_code(code: &str) -> Option<u16> {
         "method_not_allowed" => 405,
         "conflict" | "fenced" => 409,
         "too_large" => 413,
+        "unsupported_media_type" => 415,
         "unprocessable" => 422,
         "rate_limited" => 429,
         _ => return None,
@@ -131,7 +132,7 @@ impl Harness {
         opts.max_body_bytes = BODY_LIMIT;
         let router = Gateway::new(opts, store.clone(), bus).router();
         let mut h = Harness { rt, router, store, dir, parent: TaskId::new() };
-        let r = h.send(Method::POST, "/v1/tasks", &[], br#"{"agent":"echo","input":"parent"}"#.to_vec());
+        let r = h.post_json("/v1/tasks", br#"{"agent":"echo","input":"parent"}"#.to_vec());
         assert_eq!(r.status, 201, "{}", r.text());
         h.parent = r.json().unwrap()["id"].as_str().unwrap().parse().unwrap();
         h
@@ -279,6 +280,17 @@ fn opt_key(v: Option<&Value>) -> bool {
     })
 }
 
+fn opt_session(v: Option<&Value>) -> bool {
+    let id_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 128
+            && s != "."
+            && s != ".."
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    v.is_none_or(|v| v.is_null() || v.as_str().is_some_and(id_ok))
+}
+
 fn opt_budget(v: Option<&Value>) -> bool {
     let Some(v) = v.filter(|v| !v.is_null()) else { return true };
     let Some(o) = v.as_object() else { return false };
@@ -297,7 +309,7 @@ fn is_valid_task(v: &Value, parent: TaskId) -> bool {
         && opt_int(o.get("timeout_ms"), 1, MAX_TIMEOUT_MS)
         && opt_int(o.get("max_attempts"), 1, 100)
         && opt_key(o.get("idempotency_key"))
-        && opt_key(o.get("session_id"))
+        && opt_session(o.get("session_id"))
         && o.get("parent_id").is_none_or(|p| p.is_null() || p.as_str().and_then(|p| p.parse().ok()) == Some(parent))
         && opt_budget(o.get("budget"))
         && o.get("metadata").is_none_or(|m| m.is_null() || m.is_object())
@@ -353,7 +365,14 @@ fn field_value(field: &'static str, parent: TaskId) -> BoxedStrategy<Value> {
         "priority" => ints(0, 9),
         "timeout_ms" => ints(1, MAX_TIMEOUT_MS),
         "max_attempts" => ints(1, 100),
-        "idempotency_key" | "session_id" => keys.boxed(),
+        "idempotency_key" => keys.boxed(),
+        "session_id" => prop_oneof![
+            4 => "[A-Za-z0-9._-]{1,40}".prop_map(Value::from),
+            2 => keys,
+            1 => (124usize..133).prop_map(|n| Value::from("s".repeat(n))),
+            1 => prop::sample::select(vec![json!("."), json!(".."), json!("a/b"), json!("../x"), json!("a b")]),
+        ]
+        .boxed(),
         "parent_id" => prop_oneof![
             2 => Just(json!(parent.to_string())),
             1 => Just(json!(TaskId::new().to_string())),
@@ -439,8 +458,13 @@ fn pct(bytes: &[u8]) -> String {
 fn arbitrary_bytes_never_crash_a_body_route() {
     let h = Harness::new();
     let acked = RefCell::new(Acked::default());
-    let content_types =
-        prop::sample::select(vec![None, Some("application/json"), Some("text/plain"), Some("application/x+json")]);
+    let content_types = prop::sample::select(vec![
+        None,
+        Some("application/json"),
+        Some("application/json; charset=utf-8"),
+        Some("text/plain"),
+        Some("application/x+json"),
+    ]);
     let bytes = prop_oneof![
         prop::collection::vec(any::<u8>(), 0..512),
         // JSON-looking: an object opened and cut short, or with garbage inside
@@ -448,13 +472,13 @@ fn arbitrary_bytes_never_crash_a_body_route() {
     ];
     let routes = prop::sample::select(vec!["/v1/tasks", "/v1/sessions", "/mcp"]);
     check((routes, content_types, bytes), |(route, ct, body)| {
-        let json_like = ct.is_none_or(|c| c.starts_with("application/json") || c.contains("+json"));
+        let json_like = ct.is_some_and(|c| c.starts_with("application/json"));
         let headers: Vec<(&str, &str)> = ct.iter().map(|c| ("content-type", *c)).collect();
         let r = h.send(Method::POST, route, &headers, body.clone());
         check_answer(route, &r)?;
         if route == "/v1/tasks" {
             if !json_like {
-                prop_assert_eq!(r.status.as_u16(), 400, "a non-JSON content type: {}", r.text());
+                prop_assert_eq!(r.status.as_u16(), 415, "a missing or non-JSON content type: {}", r.text());
             } else if r.status.is_success() {
                 // random bytes that happen to be a valid task: it must be the stored one
                 let sent: Value = serde_json::from_slice(&body).unwrap();
@@ -579,7 +603,7 @@ fn agent_name_ok(a: &str) -> bool {
 #[test]
 fn list_queries_are_decoded_or_refused_with_400() {
     let h = Harness::new();
-    const KNOWN: &[&str] = &["status", "agent", "session_id", "parent_id", "limit", "cursor"];
+    const KNOWN: &[&str] = &["status", "agent", "session_id", "parent_id", "limit", "cursor", "full"];
     check(params(KNOWN, values()), |p| {
         let r = h.send(Method::GET, &format!("/v1/tasks?{}", query(&p)), &[], Vec::new());
         check_answer("GET /v1/tasks", &r)?;
@@ -587,7 +611,8 @@ fn list_queries_are_decoded_or_refused_with_400() {
             && value(&p, "status").is_none_or(|s| s.parse::<TaskStatus>().is_ok())
             && value(&p, "limit").is_none_or(|l| l.parse::<usize>().is_ok_and(|n| (1..=1000).contains(&n)))
             && value(&p, "parent_id").is_none_or(|id| id.parse::<TaskId>().is_ok())
-            && value(&p, "cursor").is_none_or(|c| c.parse::<i64>().is_ok_and(|n| n > 0));
+            && value(&p, "cursor").is_none_or(|c| c.parse::<i64>().is_ok_and(|n| n > 0))
+            && value(&p, "full").is_none_or(|f| f.parse::<bool>().is_ok());
         prop_assert_eq!(r.status.as_u16(), if ok { 200 } else { 400 }, "{:?}: {}", p, r.text());
         if ok {
             let page = r.json()?;

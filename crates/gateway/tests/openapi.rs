@@ -190,7 +190,7 @@ fn statuses_match_the_handlers() {
     let set = |c: &[&str]| -> BTreeSet<String> { c.iter().map(|s| s.to_string()).collect() };
     assert_eq!(
         codes("post", "/v1/tasks"),
-        set(&["200", "201", "400", "401", "403", "413", "422", "429", "500", "503", "507"])
+        set(&["200", "201", "400", "401", "403", "413", "415", "422", "429", "500", "503", "507"])
     );
     assert_eq!(codes("get", "/v1/tasks"), set(&["200", "400", "401", "403", "500", "503"]));
     assert_eq!(codes("get", "/v1/tasks/{id}"), set(&["200", "400", "401", "403", "404", "500", "503"]));
@@ -201,16 +201,19 @@ fn statuses_match_the_handlers() {
     assert_eq!(codes("get", "/readyz"), set(&["200", "503"]));
     assert_eq!(codes("get", "/metrics"), set(&["200", "401", "403"]));
     assert_eq!(codes("get", "/v1/agents"), set(&["200", "401", "403", "500", "503"]));
-    assert_eq!(codes("post", "/v1/sessions"), set(&["201", "400", "401", "403", "413", "422", "429", "500", "503", "507"]));
+    assert_eq!(
+        codes("post", "/v1/sessions"),
+        set(&["201", "400", "401", "403", "413", "415", "422", "429", "500", "503", "507"])
+    );
     assert_eq!(codes("get", "/v1/sessions/{id}"), set(&["200", "400", "401", "403", "404", "500", "503"]));
     assert_eq!(
         codes("post", "/v1/sessions/{id}/turns"),
-        set(&["200", "201", "400", "401", "403", "404", "409", "413", "422", "429", "500", "503", "507"])
+        set(&["200", "201", "400", "401", "403", "404", "409", "413", "415", "422", "429", "500", "503", "507"])
     );
     assert_eq!(codes("get", "/v1/usage"), set(&["200", "400", "401", "403", "500", "503"]));
-    assert_eq!(codes("post", "/mcp"), set(&["200", "202", "400", "401", "403", "404", "413", "500", "503"]));
+    assert_eq!(codes("post", "/mcp"), set(&["200", "202", "400", "401", "403", "404", "413", "415", "500", "503"]));
     assert_eq!(codes("get", "/mcp"), set(&["401", "403", "405"]));
-    assert_eq!(codes("post", "/v1/keys"), set(&["201", "400", "401", "403", "409", "413", "422", "500", "503"]));
+    assert_eq!(codes("post", "/v1/keys"), set(&["201", "400", "401", "403", "409", "413", "415", "422", "500", "503"]));
     assert_eq!(codes("get", "/v1/audit"), set(&["200", "400", "401", "403", "500", "503"]));
 
     let ok = |method: &str, path: &str, status: &str| -> Vec<String> {
@@ -252,7 +255,8 @@ fn statuses_match_the_handlers() {
             ("query", "session_id"),
             ("query", "parent_id"),
             ("query", "limit"),
-            ("query", "cursor")
+            ("query", "cursor"),
+            ("query", "full")
         ])
     );
     assert_eq!(params("/v1/usage"), pset(&[("query", "by")]));
@@ -617,6 +621,7 @@ fn schemas_match_the_domain_types() {
         smith_core::Code::NotFound,
         smith_core::Code::Conflict,
         smith_core::Code::TooLarge,
+        smith_core::Code::UnsupportedMediaType,
         smith_core::Code::Unavailable,
         smith_core::Code::Internal,
     ] {
@@ -863,6 +868,7 @@ async fn served_bodies_match_the_schemas() {
     let page = r.json();
     assert_shape(doc, "TaskPage", &page);
     assert_eq!(page["items"].as_array().map(|a| a.len()), Some(1), "{page}");
+    assert_shape(doc, "TaskListItem", &page["items"][0]);
     assert_eq!(page["items"][0]["id"], child["id"]);
 
     // usage totals

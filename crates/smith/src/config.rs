@@ -151,6 +151,12 @@ pub struct ServerSection {
     /// How long a kept-alive connection may wait for its next request.
     #[serde(default, with = "opt_duration")]
     pub idle_timeout: Option<Duration>,
+    /// The URL clients (and browsers) reach the gateway by, behind a proxy: its host is
+    /// accepted in `Host` and its origin in `Origin`.
+    pub public_url: Option<String>,
+    /// Web origins (`https://console.example.com`) whose pages may call the API.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -154,6 +154,8 @@ pub fn gateway_options(
         g.slow_reader_timeout = v;
     }
     g.store_max_bytes = file.limits.store_max_bytes()?;
+    g.sites = smith_gateway::origin::Sites::new(file.server.public_url.as_deref(), &file.server.allowed_origins)
+        .map_err(|e| anyhow!("server.{e}"))?;
     Ok(g)
 }
 

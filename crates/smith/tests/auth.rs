@@ -222,7 +222,8 @@ async fn the_audit_log_holds_one_record_per_mutating_call() {
         (actor.clone(), "acme".into(), "task.submit".into(), None, 422),
         (actor.clone(), "acme".into(), "session.start".into(), Some(sid.clone()), 201),
         (actor.clone(), "acme".into(), "session.turn".into(), Some(sid.clone()), 201),
-        ("unauthenticated".into(), "-".into(), "task.submit".into(), None, 401),
+        // refused before authentication: counted, and summarized (this is the first refusal)
+        ("unauthenticated".into(), "-".into(), "auth.refused".into(), Some("1".into()), 401),
     ];
     assert_eq!(got, want, "{log:#}");
     for r in &records {
@@ -234,7 +235,7 @@ async fn the_audit_log_holds_one_record_per_mutating_call() {
 
     // filters and paging
     let (_, only) = root.get("/v1/audit?action=task.submit").await;
-    assert_eq!(items(&only).len(), 3, "{only}");
+    assert_eq!(items(&only).len(), 2, "{only}");
     let (_, page) = root.get("/v1/audit?limit=2").await;
     assert_eq!(items(&page).len(), 2);
     let after = page["next_after"].as_u64().expect("a next page");

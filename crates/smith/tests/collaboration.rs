@@ -356,7 +356,8 @@ async fn the_mcp_endpoint_speaks_the_protocol_and_rejects_bad_input() {
     let (status, _) = api.get("/mcp").await;
     assert_eq!(status, 405);
     let huge = format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(5 << 20));
-    let (status, e) = api.send(api.request(reqwest::Method::POST, "/mcp").body(huge)).await;
+    let r = api.request(reqwest::Method::POST, "/mcp").header("content-type", "application/json").body(huge);
+    let (status, e) = api.send(r).await;
     assert_eq!((status.as_u16(), e["error"]["code"].as_str()), (413, Some("too_large")), "{e:#}");
 }
 

@@ -72,6 +72,8 @@ macro_rules! store_conformance {
             list_tasks_newest_first_with_filters_and_paging,
             list_tasks_rejects_malformed_cursor,
             agents_lists_builtins_custom_and_counts,
+            tenant_agents_and_session_counts_are_one_tenants,
+            list_pages_leave_out_large_values_and_are_bounded_in_bytes,
             nodes_heartbeat_status_and_dead_detection,
             stale_workers_are_quarantined_and_their_tasks_reaped,
             quarantine_holds_through_heartbeats_until_readmitted,
@@ -1492,6 +1494,72 @@ pub async fn list_tasks_rejects_malformed_cursor(store: S) {
         let err = store.list_tasks(&q).await.expect_err(cursor);
         assert_eq!(err.code(), Code::InvalidArgument, "{cursor:?}: {err}");
     }
+}
+
+pub async fn tenant_agents_and_session_counts_are_one_tenants(store: S) {
+    let mut custom = agent("custom", 4, 20);
+    custom.env.insert("KEY".into(), "value".into());
+    store.put_agents(&[custom]).await.unwrap();
+    for (tenant, n) in [("acme", 3), ("globex", 1)] {
+        for _ in 0..n {
+            let mut t = NewTask::new("custom", json!(1));
+            t.tenant = tenant.into();
+            t.session_id = Some("chat".into());
+            store.submit(t).await.unwrap();
+        }
+    }
+    claim_one(&store, "w1", "custom", LONG).await;
+    let counts = |list: Vec<crate::AgentSummary>| {
+        let a = list.into_iter().find(|a| a.def.name == "custom").expect("custom");
+        assert_eq!(a.def.env["KEY"], "value", "the store keeps the real values");
+        a.queued + a.running
+    };
+    assert_eq!(counts(store.agents().await.unwrap()), 4);
+    assert_eq!(counts(store.tenant_agents("acme").await.unwrap()), 3);
+    assert_eq!(counts(store.tenant_agents("globex").await.unwrap()), 1);
+    assert_eq!(counts(store.tenant_agents("nobody").await.unwrap()), 0);
+    assert!(store.tenant_agents("nobody").await.unwrap().iter().any(|a| a.def.name == "echo"), "every agent listed");
+    assert_eq!(store.count_session_tasks("chat", "acme").await.unwrap(), 3);
+    assert_eq!(store.count_session_tasks("chat", "globex").await.unwrap(), 1);
+    assert_eq!(store.count_session_tasks("other", "acme").await.unwrap(), 0);
+}
+
+pub async fn list_pages_leave_out_large_values_and_are_bounded_in_bytes(store: S) {
+    let big = "x".repeat(1000);
+    let mut ids = Vec::new();
+    for input in [json!(big), json!("small"), json!(big)] {
+        ids.push(store.submit(NewTask::new("echo", input)).await.unwrap().task.id);
+    }
+    let q = TaskQuery { limit: 10, value_limit: Some(100), ..Default::default() };
+    let page = store.list_tasks(&q).await.unwrap();
+    assert_eq!(page.items.len(), 3);
+    assert_eq!(page.omitted.len(), 3);
+    // newest first
+    assert_eq!(page.items[1].input, json!("small"));
+    assert_eq!(page.omitted[1], crate::Omitted::default());
+    for i in [0, 2] {
+        assert_eq!(page.items[i].input, Value::Null, "left out");
+        assert_eq!(page.omitted[i], crate::Omitted { input_bytes: Some(1002), result_bytes: None });
+    }
+    let full = store.list_tasks(&TaskQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert!(full.items.iter().all(|t| t.input.is_string()) && full.omitted.iter().all(|o| *o == Default::default()));
+
+    // 1,500 bytes hold one big input and the small one, not the second big one
+    let mut q = TaskQuery { limit: 10, max_bytes: Some(1500), ..Default::default() };
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    loop {
+        let page = store.list_tasks(&q).await.unwrap();
+        sizes.push(page.items.len());
+        seen.extend(page.items.iter().map(|t| t.id));
+        match page.next_cursor {
+            Some(c) => q.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, vec![2, 1]);
+    ids.reverse();
+    assert_eq!(seen, ids, "paging by bytes misses nothing");
 }
 
 pub async fn agents_lists_builtins_custom_and_counts(store: S) {

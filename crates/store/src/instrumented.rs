@@ -157,6 +157,14 @@ impl Store for Instrumented {
         timed("agents", self.0.agents()).await
     }
 
+    async fn tenant_agents(&self, tenant: &str) -> Result<Vec<AgentSummary>> {
+        timed("tenant_agents", self.0.tenant_agents(tenant)).await
+    }
+
+    async fn count_session_tasks(&self, session_id: &str, tenant: &str) -> Result<u64> {
+        timed("count_session_tasks", self.0.count_session_tasks(session_id, tenant)).await
+    }
+
     async fn heartbeat(&self, node: &Node) -> Result<NodeStatus> {
         timed("heartbeat", self.0.heartbeat(node)).await
     }
@@ -402,6 +410,12 @@ mod tests {
             no()
         }
         async fn agents(&self) -> Result<Vec<AgentSummary>> {
+            no()
+        }
+        async fn tenant_agents(&self, _: &str) -> Result<Vec<AgentSummary>> {
+            no()
+        }
+        async fn count_session_tasks(&self, _: &str, _: &str) -> Result<u64> {
             no()
         }
         async fn heartbeat(&self, _: &Node) -> Result<NodeStatus> {

@@ -84,12 +84,43 @@ pub struct TaskQuery {
     pub limit: usize,
     /// Opaque: the `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// An input or result longer than this many bytes (as JSON) is left out of its item (the
+    /// input reads `null`, the result `None`) and its size reported in [`TaskPage::omitted`];
+    /// `None`: every value in full.
+    pub value_limit: Option<usize>,
+    /// The page ends early once the inputs and results it holds add up to this many bytes
+    /// (`next_cursor` then continues it); one item is always returned. `None`: no byte cap.
+    pub max_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
 pub struct TaskPage {
     pub items: Vec<Task>,
     pub next_cursor: Option<String>,
+    /// One entry per item, in order: what [`TaskQuery::value_limit`] left out of it.
+    pub omitted: Vec<Omitted>,
+}
+
+/// The byte sizes of an item's input and result, when they were left out of a listing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Omitted {
+    pub input_bytes: Option<u64>,
+    pub result_bytes: Option<u64>,
+}
+
+impl Omitted {
+    /// From the values' sizes (`None` for an absent result) and the page's limit.
+    pub fn of(input_bytes: u64, result_bytes: Option<u64>, limit: Option<usize>) -> Omitted {
+        let over = |n: u64| limit.is_some_and(|l| n > l as u64);
+        Omitted { input_bytes: Some(input_bytes).filter(|n| over(*n)), result_bytes: result_bytes.filter(|n| over(*n)) }
+    }
+
+    /// The bytes of the values the item does hold.
+    pub fn kept(&self, input_bytes: u64, result_bytes: Option<u64>) -> u64 {
+        let input = if self.input_bytes.is_some() { 0 } else { input_bytes };
+        let result = if self.result_bytes.is_some() { 0 } else { result_bytes.unwrap_or(0) };
+        input + result
+    }
 }
 
 /// What a feed reader asks for. `tenant` is the reader's tenant (`None`: the platform, which
@@ -313,6 +344,13 @@ pub trait Store: Send + Sync + 'static {
     async fn put_agents(&self, defs: &[AgentDef]) -> Result<()>;
 
     async fn agents(&self) -> Result<Vec<AgentSummary>>;
+
+    /// The agents with one tenant's queued and running counts and usage only: what that
+    /// tenant's credential may see.
+    async fn tenant_agents(&self, tenant: &str) -> Result<Vec<AgentSummary>>;
+
+    /// How many tasks of `tenant` carry `session_id` (counted, not read).
+    async fn count_session_tasks(&self, session_id: &str, tenant: &str) -> Result<u64>;
 
     /// Registers or refreshes a node (its heartbeat): its status, heartbeat time and load. A
     /// quarantined node stays quarantined when it reports itself alive or draining (only

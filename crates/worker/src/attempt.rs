@@ -138,9 +138,18 @@ async fn run(
             smith_agents::McpAccess { url: url.clone(), headers }
         });
     }
-    let task_dir = work_dir(s, &def, &ctx.task);
+    // an agent never runs outside its own work dir: without it the attempt fails instead
+    let (task_dir, unavailable) = match work_dir(s, &def, &ctx.task) {
+        Ok(dir) => (dir, None),
+        Err(f) => (None, Some(f)),
+    };
     ctx.workdir = task_dir.as_ref().map(|(dir, _)| dir.clone());
-    let mut exec = tokio::spawn(async move { executor.run(ctx).await });
+    let mut exec = tokio::spawn(async move {
+        match unavailable {
+            Some(f) => Err(f),
+            None => executor.run(ctx).await,
+        }
+    });
 
     let stop = |r: StopReason| {
         let mut g = reason.lock().expect("reason lock");
@@ -365,31 +374,42 @@ async fn session_context(s: &Shared, task: &Task) -> Option<SessionContext> {
 }
 
 /// Where a Claude Code agent without a `cwd` works, and whether the dir is the task's own
-/// (removed when the task ends) rather than its session's (kept for the next turn).
-fn work_dir(s: &Shared, def: &AgentDef, task: &Task) -> Option<(PathBuf, bool)> {
+/// (removed when the task ends) rather than its session's (kept for the next turn). A dir
+/// that cannot be made fails the attempt (`workdir_unavailable`; retryable unless the cause
+/// is permanent): the agent must not run in the server's own working directory instead.
+fn work_dir(s: &Shared, def: &AgentDef, task: &Task) -> Result<Option<(PathBuf, bool)>, smith_agents::Failure> {
     if def.cwd.is_some() || def.executor != ExecutorKind::ClaudeCode {
-        return None;
+        return Ok(None);
     }
-    let root = s.opts.work_dir.as_ref()?;
+    let Some(root) = s.opts.work_dir.as_ref() else { return Ok(None) };
     let (dir, own) = match &task.session_id {
-        // session ids are free text: name the dir by a digest-free, path-safe rendering
+        // one path component whatever the id (ids from before validation may hold anything)
         Some(sid) => (root.join("sessions").join(safe_name(sid)), false),
         None => (root.join("tasks").join(task.id.to_string()), true),
     };
     match std::fs::create_dir_all(&dir) {
-        Ok(()) => Some((dir, own)),
+        Ok(()) => Ok(Some((dir, own))),
         Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot create the agent's work dir");
-            None
+            tracing::warn!(task_id = %task.id, dir = %dir.display(), error = %e, "cannot create the agent's work dir");
+            /// Linux's ENAMETOOLONG (`ErrorKind::InvalidFilename` is newer than our rust-version).
+            const NAME_TOO_LONG: i32 = 36;
+            use std::io::ErrorKind as K;
+            let permanent = matches!(
+                e.kind(),
+                K::PermissionDenied | K::NotADirectory | K::ReadOnlyFilesystem | K::AlreadyExists | K::InvalidInput
+            ) || e.raw_os_error() == Some(NAME_TOO_LONG);
+            let message = format!("cannot create the agent's work dir {}: {e}", dir.display());
+            Err(smith_agents::Failure::new("workdir_unavailable", message, !permanent))
         }
     }
 }
 
-/// A session id as one path component: safe bytes kept, everything else hex-escaped.
+/// A session id as one path component: safe bytes kept (a `.` but the first), everything
+/// else hex-escaped; a valid id (at most 128 bytes) fits a file name.
 fn safe_name(id: &str) -> String {
     let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+    for (i, b) in id.bytes().enumerate() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02x}"));

@@ -159,6 +159,12 @@ impl Store for Flaky {
     async fn agents(&self) -> Result<Vec<AgentSummary>> {
         self.inner.agents().await
     }
+    async fn tenant_agents(&self, tenant: &str) -> Result<Vec<AgentSummary>> {
+        self.inner.tenant_agents(tenant).await
+    }
+    async fn count_session_tasks(&self, session_id: &str, tenant: &str) -> Result<u64> {
+        self.inner.count_session_tasks(session_id, tenant).await
+    }
 
     async fn heartbeat(&self, node: &Node) -> Result<NodeStatus> {
         self.inner.heartbeat(node).await

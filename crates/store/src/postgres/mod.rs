@@ -399,7 +399,15 @@ impl Store for PgStore {
     }
 
     async fn agents(&self) -> Result<Vec<AgentSummary>> {
-        reads::agents(&self.pool).await
+        reads::agents(&self.pool, None).await
+    }
+
+    async fn tenant_agents(&self, tenant: &str) -> Result<Vec<AgentSummary>> {
+        reads::agents(&self.pool, Some(tenant)).await
+    }
+
+    async fn count_session_tasks(&self, session_id: &str, tenant: &str) -> Result<u64> {
+        reads::count_session_tasks(&self.pool, session_id, tenant).await
     }
 
     async fn heartbeat(&self, node: &Node) -> Result<NodeStatus> {

@@ -2,7 +2,7 @@
 
 use super::db_error;
 use super::rows::{event_row, node_row, task_row, EVENT_COLS, NODE_COLS, TASK_COLS};
-use crate::{AgentSummary, FeedFilter, FeedPage, QueueStats, Result, Session, TaskPage, TaskQuery, UsageBy};
+use crate::{AgentSummary, FeedFilter, FeedPage, Omitted, QueueStats, Result, Session, TaskPage, TaskQuery, UsageBy};
 use smith_core::{AgentDef, BreakerState, Event, EventKind, Micros, Node, Task, TaskId, Usage};
 use sqlx::{PgPool, Row};
 use std::collections::HashMap;
@@ -32,7 +32,23 @@ pub(super) async fn list_tasks(pool: &PgPool, q: &TaskQuery) -> Result<TaskPage>
             .ok_or_else(|| smith_core::Error::invalid(format!("malformed cursor {s:?}")))?,
     };
     let page = q.limit.clamp(1, 1000);
-    let mut sql = format!("SELECT {TASK_COLS} FROM tasks WHERE seq < $1");
+    // a value over the limit is not sent into the page at all
+    let mut cols = TASK_COLS.to_string();
+    if let Some(n) = q.value_limit {
+        cols = cols
+            .replace(
+                "input::text AS input",
+                &format!("CASE WHEN octet_length(input::text) > {n} THEN 'null' ELSE input::text END AS input"),
+            )
+            .replace(
+                "result::text AS result",
+                &format!("CASE WHEN octet_length(result::text) > {n} THEN NULL ELSE result::text END AS result"),
+            );
+    }
+    let mut sql = format!(
+        "SELECT {cols}, octet_length(input::text) AS input_bytes, octet_length(result::text) AS result_bytes \
+         FROM tasks WHERE seq < $1"
+    );
     let mut args: Vec<String> = Vec::new();
     let mut filter = |column: &str, value: String| {
         args.push(value);
@@ -60,15 +76,28 @@ pub(super) async fn list_tasks(pool: &PgPool, q: &TaskQuery) -> Result<TaskPage>
     }
     // one row more than the page: it proves another page follows
     let rows = query.bind(limit(page + 1)).fetch_all(pool).await.map_err(db_error)?;
-    let more = rows.len() > page;
+    let mut more = rows.len() > page;
     let mut items = Vec::with_capacity(page);
+    let mut omitted = Vec::new();
+    let mut bytes = 0u64;
     let mut last = None;
     for r in rows.iter().take(page) {
+        let input_bytes = r.try_get::<i32, _>("input_bytes").map_err(db_error)? as u64;
+        let result_bytes = r.try_get::<Option<i32>, _>("result_bytes").map_err(db_error)?.map(|n| n as u64);
+        let left_out = Omitted::of(input_bytes, result_bytes, q.value_limit);
+        let size = left_out.kept(input_bytes, result_bytes);
+        if !items.is_empty() && q.max_bytes.is_some_and(|m| bytes + size > m as u64) {
+            more = true;
+            break;
+        }
+        bytes += size;
         let row = task_row(r)?;
         last = Some(row.seq);
         items.push(row.task);
+        omitted.push(left_out);
     }
-    Ok(TaskPage { items, next_cursor: if more { last.map(|v| v.to_string()) } else { None } })
+    let next_cursor = if more { last.map(|v| v.to_string()) } else { None };
+    Ok(TaskPage { items, next_cursor, omitted })
 }
 
 pub(super) async fn events(pool: &PgPool, id: TaskId, after: u64, n: usize) -> Result<Vec<Event>> {
@@ -134,12 +163,16 @@ pub(super) async fn feed_head(pool: &PgPool) -> Result<u64> {
     Ok(head as u64)
 }
 
-pub(super) async fn agents(pool: &PgPool) -> Result<Vec<AgentSummary>> {
+/// Every agent with its counts and usage: every tenant's, or one tenant's only.
+pub(super) async fn agents(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<AgentSummary>> {
     // One branch per partial index, so neither scans the whole table.
     let counted: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT 'queued', agent, count(*) FROM tasks WHERE status = 'queued' GROUP BY agent \
-         UNION ALL SELECT 'running', agent, count(*) FROM tasks WHERE status = 'running' GROUP BY agent",
+        "SELECT 'queued', agent, count(*) FROM tasks WHERE status = 'queued' \
+             AND ($1::text IS NULL OR tenant = $1) GROUP BY agent \
+         UNION ALL SELECT 'running', agent, count(*) FROM tasks WHERE status = 'running' \
+             AND ($1::text IS NULL OR tenant = $1) GROUP BY agent",
     )
+    .bind(tenant)
     .fetch_all(pool)
     .await
     .map_err(db_error)?;
@@ -148,7 +181,10 @@ pub(super) async fn agents(pool: &PgPool) -> Result<Vec<AgentSummary>> {
         .fetch_all(pool)
         .await
         .map_err(db_error)?;
-    let usage: HashMap<String, Usage> = usage_totals(pool, UsageBy::Agent).await?.into_iter().collect();
+    let usage: HashMap<String, Usage> = match tenant {
+        None => usage_totals(pool, UsageBy::Agent).await?.into_iter().collect(),
+        Some(t) => tenant_usage_by_agent(pool, t).await?.into_iter().collect(),
+    };
     let mut out = Vec::with_capacity(defs.len());
     for raw in defs {
         let def: AgentDef = serde_json::from_str(&raw)?;
@@ -176,6 +212,33 @@ pub(super) async fn usage_totals(pool: &PgPool, by: UsageBy) -> Result<Vec<(Stri
         .map(|(k, i, o, c)| (k, Usage { input_tokens: i as u64, output_tokens: o as u64, cost_usd: c }))
         .filter(|(_, u)| !u.is_zero())
         .collect())
+}
+
+/// One tenant's token and cost totals by agent.
+async fn tenant_usage_by_agent(pool: &PgPool, tenant: &str) -> Result<Vec<(String, Usage)>> {
+    let rows: Vec<(String, i64, i64, f64)> = sqlx::query_as(
+        "SELECT agent, coalesce(sum((usage->>'input_tokens')::int8), 0)::int8, \
+         coalesce(sum((usage->>'output_tokens')::int8), 0)::int8, coalesce(sum((usage->>'cost_usd')::float8), 0) \
+         FROM tasks WHERE usage IS NOT NULL AND tenant = $1 GROUP BY agent",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await
+    .map_err(db_error)?;
+    Ok(rows
+        .into_iter()
+        .map(|(k, i, o, c)| (k, Usage { input_tokens: i as u64, output_tokens: o as u64, cost_usd: c }))
+        .collect())
+}
+
+pub(super) async fn count_session_tasks(pool: &PgPool, session_id: &str, tenant: &str) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE session_id = $1 AND tenant = $2")
+        .bind(session_id)
+        .bind(tenant)
+        .fetch_one(pool)
+        .await
+        .map_err(db_error)?;
+    Ok(n as u64)
 }
 
 pub(super) async fn global_events(

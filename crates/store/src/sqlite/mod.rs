@@ -484,7 +484,17 @@ impl Store for SqliteStore {
     }
 
     async fn agents(&self) -> Result<Vec<AgentSummary>> {
-        self.read(ops::agents).await
+        self.read(|c| ops::agents(c, None)).await
+    }
+
+    async fn tenant_agents(&self, tenant: &str) -> Result<Vec<AgentSummary>> {
+        let tenant = tenant.to_string();
+        self.read(move |c| ops::agents(c, Some(&tenant))).await
+    }
+
+    async fn count_session_tasks(&self, session_id: &str, tenant: &str) -> Result<u64> {
+        let (sid, tenant) = (session_id.to_string(), tenant.to_string());
+        self.read(move |c| ops::count_session_tasks(c, &sid, &tenant)).await
     }
 
     async fn heartbeat(&self, node: &Node) -> Result<NodeStatus> {

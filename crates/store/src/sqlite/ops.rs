@@ -3,8 +3,8 @@
 
 use crate::caps::Room;
 use crate::{
-    Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, Held, QueueStats, Result, Session,
-    Submitted, TaskPage, TaskQuery, UsageBy,
+    Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, Held, Omitted, QueueStats, Result,
+    Session, Submitted, TaskPage, TaskQuery, UsageBy,
 };
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -227,7 +227,21 @@ pub(super) fn list_tasks(c: &Connection, q: &TaskQuery) -> Result<TaskPage> {
             .ok_or_else(|| smith_core::Error::invalid(format!("malformed cursor {s:?}")))?,
     };
     let limit = q.limit.clamp(1, 1000);
-    let mut sql = format!("SELECT {TASK_COLS} FROM tasks WHERE rowid < ?1");
+    // sizes at 27 and 28; a value over the limit is not read into the page at all
+    let mut cols = TASK_COLS.to_string();
+    if let Some(n) = q.value_limit {
+        cols = cols
+            .replace(
+                "agent, input, status",
+                &format!("agent, CASE WHEN length(CAST(input AS BLOB)) > {n} THEN 'null' ELSE input END, status"),
+            )
+            .replace(
+                "metadata, result, error",
+                &format!("metadata, CASE WHEN length(CAST(result AS BLOB)) > {n} THEN NULL ELSE result END, error"),
+            );
+    }
+    let mut sql =
+        format!("SELECT {cols}, length(CAST(input AS BLOB)), length(CAST(result AS BLOB)) FROM tasks WHERE rowid < ?1");
     let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(before)];
     if let Some(s) = q.status {
         args.push(Box::new(s.as_str()));
@@ -253,22 +267,31 @@ pub(super) fn list_tasks(c: &Connection, q: &TaskQuery) -> Result<TaskPage> {
     sql.push_str(&format!(" ORDER BY rowid DESC LIMIT ?{}", args.len()));
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())), |r| {
-        Ok((task_row(r)?, r.get::<_, i64>(24)?))
+        let sizes = (r.get::<_, i64>(27)? as u64, r.get::<_, Option<i64>>(28)?.map(|n| n as u64));
+        Ok((task_row(r)?, r.get::<_, i64>(24)?, sizes))
     })?;
     let mut items = Vec::with_capacity(limit);
+    let mut omitted = Vec::new();
+    let mut bytes = 0u64;
     let mut next_cursor = None;
     let mut more = false;
     for row in rows {
-        let (row, rowid) = row?;
-        if items.len() == limit {
+        let (row, rowid, (input_bytes, result_bytes)) = row?;
+        let left_out = Omitted::of(input_bytes, result_bytes, q.value_limit);
+        let size = left_out.kept(input_bytes, result_bytes);
+        let full = q.max_bytes.is_some_and(|m| bytes + size > m as u64);
+        if items.len() == limit || (full && !items.is_empty()) {
             // the query asked for one more than the page: this row proves another page follows
             more = true;
             break;
         }
+        bytes += size;
         items.push(row.task);
+        omitted.push(left_out);
         next_cursor = Some(rowid);
     }
-    Ok(TaskPage { items, next_cursor: if more { next_cursor.map(|v| v.to_string()) } else { None } })
+    let next_cursor = if more { next_cursor.map(|v| v.to_string()) } else { None };
+    Ok(TaskPage { items, next_cursor, omitted })
 }
 
 /// A queued task `t` that is no later turn of a session whose earlier turn is queued or running.
@@ -861,6 +884,32 @@ pub(super) fn usage_totals(c: &Connection, by: UsageBy) -> Result<Vec<(String, U
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.into_iter().filter(|(_, u)| !u.is_zero()).collect())
 }
 
+/// One tenant's token and cost totals by agent.
+fn tenant_usage_by_agent(c: &Connection, tenant: &str) -> Result<Vec<(String, Usage)>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT agent, sum(json_extract(usage, '$.input_tokens')), sum(json_extract(usage, '$.output_tokens')), \
+         sum(json_extract(usage, '$.cost_usd')) FROM tasks WHERE usage IS NOT NULL AND tenant = ?1 GROUP BY agent",
+    )?;
+    let rows = stmt.query_map([tenant], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            Usage {
+                input_tokens: r.get::<_, Option<i64>>(1)?.unwrap_or(0) as u64,
+                output_tokens: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
+                cost_usd: r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
+            },
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+pub(super) fn count_session_tasks(c: &Connection, session_id: &str, tenant: &str) -> Result<u64> {
+    let n: i64 = c
+        .prepare_cached("SELECT count(*) FROM tasks WHERE session_id = ?1 AND tenant = ?2")?
+        .query_row(params![session_id, tenant], |r| r.get(0))?;
+    Ok(n as u64)
+}
+
 /// Upserts the given definitions, and the built-ins unless a definition overrides one.
 pub(super) fn put_agents(c: &Connection, defs: &[AgentDef]) -> Result<()> {
     let now = Micros::now();
@@ -877,19 +926,25 @@ pub(super) fn put_agents(c: &Connection, defs: &[AgentDef]) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn agents(c: &Connection) -> Result<Vec<AgentSummary>> {
+/// Every agent with its counts and usage: every tenant's, or one tenant's only.
+pub(super) fn agents(c: &Connection, tenant: Option<&str>) -> Result<Vec<AgentSummary>> {
     let mut counts: HashMap<(String, String), u64> = HashMap::new();
     {
         let mut stmt = c.prepare_cached(
-            "SELECT agent, status, count(*) FROM tasks WHERE status IN ('queued', 'running') GROUP BY agent, status",
+            "SELECT agent, status, count(*) FROM tasks WHERE status IN ('queued', 'running') \
+             AND (?1 IS NULL OR tenant = ?1) GROUP BY agent, status",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+        let rows =
+            stmt.query_map([tenant], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
         for row in rows {
             let (a, s, n) = row?;
             counts.insert((a, s), n as u64);
         }
     }
-    let usage: HashMap<String, Usage> = usage_totals(c, UsageBy::Agent)?.into_iter().collect();
+    let usage: HashMap<String, Usage> = match tenant {
+        None => usage_totals(c, UsageBy::Agent)?.into_iter().collect(),
+        Some(t) => tenant_usage_by_agent(c, t)?.into_iter().collect(),
+    };
     let mut stmt = c.prepare_cached("SELECT definition FROM agents ORDER BY name")?;
     let defs = stmt.query_map([], |r| r.get::<_, String>(0))?;
     let mut out = Vec::new();
