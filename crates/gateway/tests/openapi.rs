@@ -201,7 +201,10 @@ fn statuses_match_the_handlers() {
     assert_eq!(codes("get", "/readyz"), set(&["200", "503"]));
     assert_eq!(codes("get", "/metrics"), set(&["200", "401", "403"]));
     assert_eq!(codes("get", "/v1/agents"), set(&["200", "401", "403", "500", "503"]));
-    assert_eq!(codes("post", "/v1/sessions"), set(&["201", "400", "401", "403", "413", "422", "429", "500", "503", "507"]));
+    assert_eq!(
+        codes("post", "/v1/sessions"),
+        set(&["201", "400", "401", "403", "413", "422", "429", "500", "503", "507"])
+    );
     assert_eq!(codes("get", "/v1/sessions/{id}"), set(&["200", "400", "401", "403", "404", "500", "503"]));
     assert_eq!(
         codes("post", "/v1/sessions/{id}/turns"),
