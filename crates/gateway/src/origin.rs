@@ -38,7 +38,7 @@ impl Site {
         };
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(end);
-        if !path_ok && !(tail.is_empty() || tail == "/") {
+        if !(path_ok || tail.is_empty() || tail == "/") {
             return Err(format!("{text:?}: an origin is scheme://host[:port], without a path"));
         }
         if authority.contains('@') {
