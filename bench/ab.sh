@@ -14,7 +14,8 @@
 #
 # Knobs (environment): RUNS (3 per build), TASKS (30000), CONC (64), LATENCY_SECONDS (3),
 # DIST (auto|0|1), DIST_TASKS (20000), DIST_CONC (256), AB_DIR (/tmp/smith-ab: worktrees,
-# target dirs, logs). Record the CPU model printed first with every figure (BENCHMARKS.md).
+# target dirs, logs); A_BIN / B_BIN: binaries already built from BASE / HEAD (skips building
+# that side). Record the CPU model printed first with every figure (BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -46,9 +47,12 @@ build_rev() {
 
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($(nproc) cores)"
 echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-a_bin=$(build_rev "$base")
+a_bin=${A_BIN:-$(build_rev "$base")}
 a_name="base $(git rev-parse --short "$base")"
-if [ -n "$head" ]; then
+if [ -n "${B_BIN:-}" ]; then
+  b_bin=$B_BIN
+  b_name="head ${head:-$(git rev-parse --short HEAD)}"
+elif [ -n "$head" ]; then
   b_bin=$(build_rev "$head")
   b_name="head $(git rev-parse --short "$head")"
 else
