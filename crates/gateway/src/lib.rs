@@ -319,9 +319,9 @@ async fn guard(
                 let header = req.headers().get(AUTHORIZATION).map(|v| v.to_str().unwrap_or("?").to_string());
                 let resolved = match auth::capability(&state.auth, header.as_deref()) {
                     Some(cap) => cap.map(|c| (auth::Principal::agent(&c), Some(c))),
-                    None => {
-                        auth::authenticate(&state.auth, state.store.as_ref(), header.as_deref()).await.map(|p| (p, None))
-                    }
+                    None => auth::authenticate(&state.auth, state.store.as_ref(), header.as_deref())
+                        .await
+                        .map(|p| (p, None)),
                 };
                 resolved.map_err(|e| (failure_reason(header.as_deref(), &e), e))
             }
