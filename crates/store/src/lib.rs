@@ -311,8 +311,9 @@ pub trait Store: Send + Sync + 'static {
     /// running tasks, and the tokens (input + output) and USD cost recorded on its tasks whose
     /// usage last grew at or after `since` — the usage [`Store::usage_totals`] sums, dated by
     /// the end of the last attempt that spent (a task retried across `since` counts whole).
-    /// Its `output_bytes` are the bytes of event data and results (as stored) held by its tasks
-    /// that wrote at or after `since`. Cheap: index lookups only.
+    /// Its `output_bytes` are the bytes of event data and results (as stored) its tasks wrote
+    /// on the UTC day of `since` or later (counted by day: see [`output_day`]). Cheap: index
+    /// lookups only.
     async fn tenant_load(&self, tenant: &str, since: Micros) -> Result<TenantLoad>;
 
     /// Creates an API key, created now; `Error` with code `Conflict` if the id exists,
@@ -398,6 +399,11 @@ pub trait Store: Send + Sync + 'static {
     async fn size_bytes(&self) -> Result<Option<u64>> {
         Ok(None)
     }
+}
+
+/// The UTC day a time falls on (days since 1970-01-01): what tenants' output bytes are counted by.
+pub fn output_day(at: Micros) -> i64 {
+    at.0.div_euclid(86_400_000_000)
 }
 
 /// The length of a value serialized as JSON (as the store writes it), without building the text.

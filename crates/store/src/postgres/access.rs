@@ -112,20 +112,20 @@ pub(super) async fn audit(pool: &PgPool, q: &AuditQuery) -> Result<Vec<AuditReco
     rows.iter().map(audit_row).collect()
 }
 
-/// Four index lookups: `tasks_tenant_active` for each count, `tasks_tenant_spent` for the sums,
-/// `tasks_tenant_output` for the bytes.
+/// Index lookups only: `tasks_tenant_active` for each count, `tasks_tenant_spent` for the sums,
+/// `tenant_output`'s key for the bytes written from the day of `since` on.
 pub(super) async fn tenant_load(pool: &PgPool, tenant: &str, since: Micros) -> Result<TenantLoad> {
     let (queued, running, output, tokens, cost): (i64, i64, i64, i64, f64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM tasks WHERE tenant = $1 AND status = 'queued'), \
                 (SELECT count(*) FROM tasks WHERE tenant = $1 AND status = 'running'), \
-                (SELECT coalesce(sum(output_bytes), 0)::int8 FROM tasks \
-                  WHERE tenant = $1 AND output_bytes > 0 AND output_at >= $2), \
+                (SELECT coalesce(sum(bytes), 0)::int8 FROM tenant_output WHERE tenant = $1 AND day >= $3), \
                 coalesce(sum((usage->>'input_tokens')::int8 + (usage->>'output_tokens')::int8), 0)::int8, \
                 coalesce(sum((usage->>'cost_usd')::float8), 0) \
          FROM tasks WHERE tenant = $1 AND usage IS NOT NULL AND spent_at >= $2",
     )
     .bind(tenant)
     .bind(since.0)
+    .bind(crate::output_day(since))
     .fetch_one(pool)
     .await
     .map_err(db_error)?;

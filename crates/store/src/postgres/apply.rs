@@ -20,10 +20,11 @@ fn push_drafts(row: &mut TaskRow, drafts: &[EventDraft], now: Micros, ev: &mut E
     for d in drafts {
         row.last_seq += 1;
         out.push(ev.push(Some(&row.task), row.last_seq, d.kind, row.task.attempt, now, d.data.clone()));
-        row.output_bytes += ev.last_data_len();
+        let bytes = ev.last_data_len();
+        ev.count_output(bytes);
+        row.output_bytes += bytes;
     }
     if !drafts.is_empty() {
-        // dates the bytes for tenant quotas (`tenant_load`)
         row.output_at = Some(now);
     }
     out
@@ -128,7 +129,10 @@ pub(super) fn complete(
             row.task.result = Some(result.clone());
             row.task.error = None;
             let data = json!({"result": result, "usage": usage});
-            finish(row, TaskStatus::Succeeded, EventKind::Succeeded, data, now, ev)
+            let change = finish(row, TaskStatus::Succeeded, EventKind::Succeeded, data, now, ev);
+            // the terminal event just queued is this task's: its result counts as stored output
+            ev.count_output(bytes);
+            change
         }
         Outcome::Failed { error, retryable, .. } => fail_or_retry(row, error.clone(), *retryable, now, ev),
         Outcome::Cancelled { .. } => {

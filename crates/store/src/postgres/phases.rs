@@ -624,10 +624,43 @@ pub(super) async fn insert_events(conn: &mut PgConnection, ev: &EventBuf, ctx: &
     .bind(&ev.attempt)
     .bind(&ev.at)
     .bind(&ev.data)
-    .fetch_one(conn)
+    .fetch_one(&mut *conn)
     .await
     .map_err(db_error)?;
+    add_tenant_output(conn, ev).await?;
     Ok(before as u64 + 1)
+}
+
+/// Adds the batch's stored output to its tenants' day totals (`tenant_output`), still under the
+/// feed lock: batches of every process are serialized there already, so the rows' locks cost
+/// no wait of their own.
+async fn add_tenant_output(conn: &mut PgConnection, ev: &EventBuf) -> Result<()> {
+    let mut totals: BTreeMap<(&str, i64), i64> = BTreeMap::new();
+    for i in 0..ev.len() {
+        if let (Some(tenant), bytes @ 1..) = (&ev.tenant[i], ev.output[i]) {
+            *totals.entry((tenant.as_str(), crate::output_day(Micros(ev.at[i])))).or_default() += bytes;
+        }
+    }
+    if totals.is_empty() {
+        return Ok(());
+    }
+    let (mut tenant, mut day, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
+    for ((t, d), b) in totals {
+        tenant.push(t);
+        day.push(d);
+        bytes.push(b);
+    }
+    sqlx::query(
+        "INSERT INTO tenant_output (tenant, day, bytes) SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[]) \
+         ON CONFLICT (tenant, day) DO UPDATE SET bytes = tenant_output.bytes + excluded.bytes",
+    )
+    .bind(tenant)
+    .bind(day)
+    .bind(bytes)
+    .execute(conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
 }
 
 /// Inserts the batch's audit records under the feed lock; returns how far to shift their

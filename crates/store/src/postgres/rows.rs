@@ -166,6 +166,9 @@ pub(super) struct EventBuf {
     pub attempt: Vec<i32>,
     pub at: Vec<i64>,
     pub data: Vec<String>,
+    /// Bytes each event adds to its tenant's stored output (its data when an executor wrote it,
+    /// the result on a success), for `tenant_output`.
+    pub output: Vec<i64>,
 }
 
 impl EventBuf {
@@ -179,6 +182,7 @@ impl EventBuf {
 
     /// Forgets the events pushed after the first `n` (a job rolled back to its savepoint).
     pub fn truncate(&mut self, n: usize) {
+        self.output.truncate(n);
         self.task_id.truncate(n);
         self.seq.truncate(n);
         self.kind.truncate(n);
@@ -187,6 +191,14 @@ impl EventBuf {
         self.attempt.truncate(n);
         self.at.truncate(n);
         self.data.truncate(n);
+    }
+
+    /// Counts `bytes` as output its task's tenant stored, on the last queued event (which must
+    /// be that task's): `insert_events` adds them to `tenant_output`.
+    pub fn count_output(&mut self, bytes: u64) {
+        if let Some(last) = self.output.last_mut() {
+            *last += bytes as i64;
+        }
     }
 
     /// The length of the last queued event's data as it will be stored.
@@ -205,6 +217,7 @@ impl EventBuf {
         data: Value,
     ) -> Event {
         let pos = self.len() as u64;
+        self.output.push(0);
         self.task_id.push(task.map(|t| t.id.to_string()));
         self.seq.push(seq as i64);
         self.kind.push(kind.as_str());
@@ -229,6 +242,7 @@ impl EventBuf {
     /// Queues an event outside every task's log (a discovery, a message, a fleet event).
     pub fn push_global(&mut self, e: &crate::GlobalEvent, at: Micros) -> Event {
         let pos = self.len() as u64;
+        self.output.push(0);
         self.task_id.push(None);
         self.seq.push(0);
         self.kind.push(e.kind.as_str());

@@ -146,20 +146,20 @@ pub(super) fn audit(c: &Connection, q: &AuditQuery) -> Result<Vec<AuditRecord>> 
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// A tenant's queued and running tasks, what it spent since `?2` and the bytes its tasks that
-/// wrote since then hold. Four index lookups: `tasks_tenant_active` for each count,
-/// `tasks_tenant_spent` for the sums, `tasks_tenant_output` for the bytes (see the test).
+/// A tenant's queued and running tasks, what it spent since `?2`, and the bytes its tasks wrote
+/// from day `?3` on. Index lookups only: `tasks_tenant_active` for each count,
+/// `tasks_tenant_spent` for the sums, `tenant_output`'s key for the bytes (see the test).
 pub(super) const TENANT_LOAD: &str = "SELECT \
         (SELECT count(*) FROM tasks WHERE tenant = ?1 AND status = 'queued'), \
         (SELECT count(*) FROM tasks WHERE tenant = ?1 AND status = 'running'), \
-        (SELECT coalesce(sum(output_bytes), 0) FROM tasks WHERE tenant = ?1 AND output_bytes > 0 AND output_at >= ?2), \
+        (SELECT coalesce(sum(bytes), 0) FROM tenant_output WHERE tenant = ?1 AND day >= ?3), \
         coalesce(sum(json_extract(usage, '$.input_tokens') + json_extract(usage, '$.output_tokens')), 0), \
         coalesce(sum(json_extract(usage, '$.cost_usd')), 0.0) \
     FROM tasks WHERE tenant = ?1 AND usage IS NOT NULL AND spent_at >= ?2";
 
 pub(super) fn tenant_load(c: &Connection, tenant: &str, since: Micros) -> Result<TenantLoad> {
     let (queued, running, output, tokens, cost) =
-        c.prepare_cached(TENANT_LOAD)?.query_row(params![tenant, since.0], |r| {
+        c.prepare_cached(TENANT_LOAD)?.query_row(params![tenant, since.0, crate::output_day(since)], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,

@@ -412,6 +412,19 @@ fn capped_picks(c: &Connection, agent: &str, n: u32, now: Micros, room: &Room) -
 
 /// Fences a write to a running task, reserves `n` sequence numbers and counts the `bytes` it
 /// writes; returns the first.
+/// Adds bytes a tenant's task stored to its day's total (`tenant_output`), in the same write.
+fn add_tenant_output(c: &Connection, tenant: &str, bytes: u64, now: Micros) -> Result<()> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    c.prepare_cached(
+        "INSERT INTO tenant_output (tenant, day, bytes) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (tenant, day) DO UPDATE SET bytes = bytes + excluded.bytes",
+    )?
+    .execute(params![tenant, crate::output_day(now), bytes as i64])?;
+    Ok(())
+}
+
 fn reserve_seq(
     c: &Connection,
     id: TaskId,
@@ -446,6 +459,7 @@ pub(super) fn append(
     let texts: Vec<String> = drafts.iter().map(|d| d.data.to_string()).collect();
     let bytes = texts.iter().map(|t| t.len() as u64).sum();
     let (first, agent, tenant) = reserve_seq(c, id, attempt, drafts.len() as u64, bytes, now)?;
+    add_tenant_output(c, &tenant, bytes, now)?;
     let mut stmt = c.prepare_cached(
         "INSERT INTO events (task_id, seq, kind, agent, tenant, attempt, at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
@@ -580,6 +594,7 @@ pub(super) fn complete(
              output_bytes = output_bytes + ?4, output_at = CASE WHEN ?4 > 0 THEN ?2 ELSE output_at END WHERE id = ?1",
         )?
         .execute(params![id.to_string(), now.0, spent, bytes as i64])?;
+        add_tenant_output(c, &row.task.tenant, bytes, now)?;
     }
     let usage = row.task.usage;
     let change = match outcome {
