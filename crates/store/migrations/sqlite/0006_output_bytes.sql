@@ -1,9 +1,7 @@
--- Durable bytes each task wrote (its events' data and its result), and when it last wrote.
-ALTER TABLE tasks ADD COLUMN output_bytes INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE tasks ADD COLUMN output_at INTEGER;
--- The same bytes by tenant and UTC day (micros / 86,400,000,000), added in the write that stores
--- them: the tenant's daily output quota (`[quotas] daily_output_bytes`) reads one row. (An index
--- on the tasks' own columns would be rewritten by every event write.)
+-- Durable bytes (event data and results, as stored) by tenant and UTC day (micros /
+-- 86,400,000,000), added in the write that stores them: the tenant's daily output quota
+-- (`[quotas] daily_output_bytes`) reads one row. (A per-task column under an index would be
+-- rewritten with every event.)
 CREATE TABLE tenant_output (
     tenant TEXT NOT NULL,
     day    INTEGER NOT NULL,

@@ -20,12 +20,7 @@ fn push_drafts(row: &mut TaskRow, drafts: &[EventDraft], now: Micros, ev: &mut E
     for d in drafts {
         row.last_seq += 1;
         out.push(ev.push(Some(&row.task), row.last_seq, d.kind, row.task.attempt, now, d.data.clone()));
-        let bytes = ev.last_data_len();
-        ev.count_output(bytes);
-        row.output_bytes += bytes;
-    }
-    if !drafts.is_empty() {
-        row.output_at = Some(now);
+        ev.count_output(ev.last_data_len());
     }
     out
 }
@@ -122,10 +117,6 @@ pub(super) fn complete(
     let change = match outcome {
         Outcome::Succeeded { result, .. } => {
             let bytes = crate::json_len(result);
-            if bytes > 0 {
-                row.output_bytes += bytes;
-                row.output_at = Some(now);
-            }
             row.task.result = Some(result.clone());
             row.task.error = None;
             let data = json!({"result": result, "usage": usage});
@@ -270,8 +261,6 @@ mod tests {
             lease_until: Some(Micros(now.0 + 1_000_000)),
             run_at: now,
             spent_at: None,
-            output_bytes: 0,
-            output_at: None,
         }
     }
 

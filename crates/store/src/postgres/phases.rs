@@ -542,8 +542,6 @@ async fn write_back(conn: &mut PgConnection, rows: &[&TaskRow]) -> Result<()> {
     let mut last_seq = Vec::with_capacity(n);
     let mut cancel = Vec::with_capacity(n);
     let mut spent_at = Vec::with_capacity(n);
-    let mut output_bytes = Vec::with_capacity(n);
-    let mut output_at = Vec::with_capacity(n);
     for r in rows {
         let t = &r.task;
         id.push(t.id.to_string());
@@ -560,18 +558,16 @@ async fn write_back(conn: &mut PgConnection, rows: &[&TaskRow]) -> Result<()> {
         last_seq.push(r.last_seq as i64);
         cancel.push(t.cancel_requested);
         spent_at.push(r.spent_at.map(|m| m.0));
-        output_bytes.push(r.output_bytes as i64);
-        output_at.push(r.output_at.map(|m| m.0));
     }
     sqlx::query(
         "UPDATE tasks AS t SET status = u.status, result = u.result::json, error = u.error::json, \
              usage = u.usage::json, finished_at = u.finished_at, worker = u.worker, lease_until = u.lease_until, \
              run_at = u.run_at, released = u.released, last_seq = u.last_seq, cancel_requested = u.cancel_requested, \
-             spent_at = u.spent_at, output_bytes = u.output_bytes, output_at = u.output_at \
+             spent_at = u.spent_at \
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], \
-             $8::int8[], $9::int8[], $10::int4[], $11::int8[], $12::bool[], $13::int8[], $14::int8[], $15::int8[]) \
+             $8::int8[], $9::int8[], $10::int4[], $11::int8[], $12::bool[], $13::int8[]) \
              AS u(id, status, result, error, usage, finished_at, worker, lease_until, run_at, released, last_seq, \
-                  cancel_requested, spent_at, output_bytes, output_at) \
+                  cancel_requested, spent_at) \
          WHERE t.id = u.id",
     )
     .bind(id)
@@ -587,8 +583,6 @@ async fn write_back(conn: &mut PgConnection, rows: &[&TaskRow]) -> Result<()> {
     .bind(last_seq)
     .bind(cancel)
     .bind(spent_at)
-    .bind(output_bytes)
-    .bind(output_at)
     .execute(conn)
     .await
     .map_err(db_error)?;

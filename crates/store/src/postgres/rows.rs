@@ -14,7 +14,7 @@ pub(super) const TASK_COLS: &str = "seq, id::text AS id, tenant, agent, input::t
     timeout_ms, max_attempts, attempt, idempotency_key, session_id, metadata::text AS metadata, \
     result::text AS result, error::text AS error, usage::text AS usage, cancel_requested, created_at, started_at, \
     finished_at, worker, released, backoff_ms, backoff_max_ms, last_seq, lease_until, run_at, \
-    parent_id::text AS parent_id, budget::text AS budget, spent_at, output_bytes, output_at";
+    parent_id::text AS parent_id, budget::text AS budget, spent_at";
 
 pub(super) const EVENT_COLS: &str =
     "pos, task_id::text AS task_id, seq, kind, agent, attempt, at, data::text AS data, tenant";
@@ -35,9 +35,6 @@ pub(super) struct TaskRow {
     pub run_at: Micros,
     /// When the usage last grew (tenant quotas read usage by it).
     pub spent_at: Option<Micros>,
-    /// Bytes of event data and result the task wrote, and when it last wrote (tenant quotas).
-    pub output_bytes: u64,
-    pub output_at: Option<Micros>,
 }
 
 fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(r: &'r PgRow, col: &str) -> Result<T> {
@@ -114,8 +111,6 @@ pub(super) fn task_row(r: &PgRow) -> Result<TaskRow> {
         lease_until: get::<Option<i64>>(r, "lease_until")?.map(Micros),
         run_at: Micros(get(r, "run_at")?),
         spent_at: get::<Option<i64>>(r, "spent_at")?.map(Micros),
-        output_bytes: get::<i64>(r, "output_bytes")?.max(0) as u64,
-        output_at: get::<Option<i64>>(r, "output_at")?.map(Micros),
     })
 }
 

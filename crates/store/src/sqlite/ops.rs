@@ -425,21 +425,13 @@ fn add_tenant_output(c: &Connection, tenant: &str, bytes: u64, now: Micros) -> R
     Ok(())
 }
 
-fn reserve_seq(
-    c: &Connection,
-    id: TaskId,
-    attempt: u32,
-    n: u64,
-    bytes: u64,
-    now: Micros,
-) -> Result<(u64, String, String)> {
+fn reserve_seq(c: &Connection, id: TaskId, attempt: u32, n: u64) -> Result<(u64, String, String)> {
     let got = c
         .prepare_cached(
-            "UPDATE tasks SET last_seq = last_seq + ?1, output_bytes = output_bytes + ?4, output_at = ?5 \
-             WHERE id = ?2 AND status = 'running' AND attempt = ?3 \
+            "UPDATE tasks SET last_seq = last_seq + ?1 WHERE id = ?2 AND status = 'running' AND attempt = ?3 \
              RETURNING last_seq, agent, tenant",
         )?
-        .query_row(params![n as i64, id.to_string(), attempt, bytes as i64, now.0], |r| {
+        .query_row(params![n as i64, id.to_string(), attempt], |r| {
             Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
         })
         .optional()?;
@@ -458,7 +450,7 @@ pub(super) fn append(
 ) -> Result<Vec<Event>> {
     let texts: Vec<String> = drafts.iter().map(|d| d.data.to_string()).collect();
     let bytes = texts.iter().map(|t| t.len() as u64).sum();
-    let (first, agent, tenant) = reserve_seq(c, id, attempt, drafts.len() as u64, bytes, now)?;
+    let (first, agent, tenant) = reserve_seq(c, id, attempt, drafts.len() as u64)?;
     add_tenant_output(c, &tenant, bytes, now)?;
     let mut stmt = c.prepare_cached(
         "INSERT INTO events (task_id, seq, kind, agent, tenant, attempt, at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -484,12 +476,21 @@ pub(super) fn append(
 }
 
 /// Inserts drafts as events `first..` of a task whose fence the caller has checked.
-fn insert_drafts(c: &Connection, task: &Task, first: u64, drafts: &[EventDraft], now: Micros) -> Result<Vec<Event>> {
+/// Inserts drafts as the task's events from `first` on; returns them and their data's bytes.
+fn insert_drafts(
+    c: &Connection,
+    task: &Task,
+    first: u64,
+    drafts: &[EventDraft],
+    now: Micros,
+) -> Result<(Vec<Event>, u64)> {
     let mut out = Vec::with_capacity(drafts.len());
+    let mut bytes = 0;
     for (i, d) in drafts.iter().enumerate() {
+        bytes += crate::json_len(&d.data);
         out.push(insert_event(c, Some(task), first + i as u64, d.kind, task.attempt, now, d.data.clone())?);
     }
-    Ok(out)
+    Ok((out, bytes))
 }
 
 fn add_usage(a: Usage, b: Usage) -> Usage {
@@ -575,9 +576,10 @@ pub(super) fn complete(
         return Err(Error::Fenced(id));
     }
     let mut events = Vec::new();
+    let mut draft_bytes = 0;
     if !drafts.is_empty() {
         // the load above checked the fence; `finish` writes last_seq with the terminal event
-        events = insert_drafts(c, &row.task, row.last_seq + 1, drafts, now)?;
+        (events, draft_bytes) = insert_drafts(c, &row.task, row.last_seq + 1, drafts, now)?;
         row.last_seq += drafts.len() as u64;
     }
     row.task.usage = add_usage(row.task.usage, outcome.usage());
@@ -585,16 +587,10 @@ pub(super) fn complete(
         Outcome::Succeeded { result, .. } => crate::json_len(result),
         _ => 0,
     };
-    let bytes = drafts.iter().map(|d| crate::json_len(&d.data)).sum::<u64>() + result_bytes;
-    let spent = !outcome.usage().is_zero();
-    if spent || bytes > 0 {
-        // dates the usage and the bytes for tenant quotas (`tenant_load`)
-        c.prepare_cached(
-            "UPDATE tasks SET spent_at = CASE WHEN ?3 THEN ?2 ELSE spent_at END, \
-             output_bytes = output_bytes + ?4, output_at = CASE WHEN ?4 > 0 THEN ?2 ELSE output_at END WHERE id = ?1",
-        )?
-        .execute(params![id.to_string(), now.0, spent, bytes as i64])?;
-        add_tenant_output(c, &row.task.tenant, bytes, now)?;
+    add_tenant_output(c, &row.task.tenant, draft_bytes + result_bytes, now)?;
+    if !outcome.usage().is_zero() {
+        // dates the usage for tenant quotas (`tenant_load`)
+        c.prepare_cached("UPDATE tasks SET spent_at = ?2 WHERE id = ?1")?.execute(params![id.to_string(), now.0])?;
     }
     let usage = row.task.usage;
     let change = match outcome {
