@@ -177,7 +177,7 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
         format!("gateway-{instance}"),
         s.token.clone().or(internal_token),
         &s.file,
-        metrics,
+        metrics.render.clone(),
         s.worker.heartbeat,
     )?;
     let gateway = Gateway::new(gopts, store.clone(), bus.clone());
@@ -186,7 +186,7 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
         node::supervisor_tree(&supervisor),
         node::worker_tree(&worker),
         node::gateway_tree(&gateway, listener, serve),
-        node::sampler_tree(store.clone()),
+        node::sampler_tree(store.clone(), &metrics),
     ]);
     println!("smith listening on {scheme}://{bound}");
     tracing::info!(addr = %bound, data_dir = %s.data_dir.display(), agents = s.agents.len(), "smith up");
