@@ -105,31 +105,60 @@ pub fn redact(url: &str) -> String {
 /// Query parameters whose values are secrets.
 const SECRET_PARAMS: &[&str] = &["password", "passwd", "pass", "sslpassword", "token", "auth_token", "secret"];
 
-/// Installs the Prometheus recorder and describes every crate's metrics.
-pub fn install_metrics() -> Result<smith_gateway::MetricsRender> {
+/// The installed Prometheus recorder: `render` for `/metrics`, and the upkeep that
+/// [`sampler_tree`] runs on a timer.
+#[derive(Clone)]
+pub struct Metrics {
+    pub render: smith_gateway::MetricsRender,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+impl Metrics {
+    /// Folds the samples histograms have buffered since the last upkeep into their buckets.
+    /// Without it, every sample (dozens per task) is kept until something renders `/metrics`:
+    /// a process nobody scrapes grows without bound (metrics-rs/metrics#467).
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+}
+
+/// How often [`sampler_tree`] runs the recorder's upkeep (and samples the pool).
+const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+
+/// The recorder with this project's histogram buckets, not installed.
+fn recorder() -> Result<metrics_exporter_prometheus::PrometheusRecorder> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     // Histograms, not summaries: quantiles must aggregate across processes (histogram_quantile).
     const LATENCY: &[f64] =
         &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
     const TASK: &[f64] =
         &[0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0];
-    let handle = PrometheusBuilder::new()
+    Ok(PrometheusBuilder::new()
         .set_buckets(LATENCY)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(smith_worker::metrics::TASK_DURATION.into()), TASK))
         .map_err(|e| anyhow!("metrics buckets: {e}"))?
-        .install_recorder()
-        .map_err(|e| anyhow!("cannot install the metrics recorder: {e}"))?;
+        .build_recorder())
+}
+
+/// Installs the Prometheus recorder and describes every crate's metrics. The caller must run
+/// [`sampler_tree`] with the result, which keeps the recorder's memory bounded.
+pub fn install_metrics() -> Result<Metrics> {
+    let recorder = recorder()?;
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| anyhow!("cannot install the metrics recorder: {e}"))?;
     smith_worker::metrics::describe();
     smith_gateway::metrics::describe();
     smith_supervisor::describe_metrics();
     smith_agents::rss::describe_agent_metrics();
     smith_store::describe_metrics();
     smith_bus::describe_metrics();
-    Ok(Arc::new(move || {
-        let mut text = handle.render();
+    let h = handle.clone();
+    let render: smith_gateway::MetricsRender = Arc::new(move || {
+        let mut text = h.render();
         text.push_str(&crate::procmetrics::render());
         text
-    }))
+    });
+    Ok(Metrics { render, handle })
 }
 
 /// The metrics listener of a role without the API: the flag, else `[metrics] listen`, else
@@ -181,19 +210,23 @@ pub fn metrics_tree(
     ))
 }
 
-/// Samples what is not recorded as it happens (the store's connection pool) every few seconds.
-pub fn sampler_tree(store: Arc<dyn smith_store::Store>) -> SupervisorSpec {
+/// Every [`SAMPLE_EVERY`]: the recorder's upkeep, whether or not anyone scrapes `/metrics`,
+/// and the figures not recorded as they happen (the store's connection pool).
+pub fn sampler_tree(store: Arc<dyn smith_store::Store>, metrics: &Metrics) -> SupervisorSpec {
+    let metrics = metrics.clone();
     SupervisorSpec::new("sampler", Strategy::OneForOne).intensity(INTENSITY).backoff(BACKOFF).child(ChildSpec::worker(
         "metrics-sampler",
         Restart::Permanent,
         move |stop| {
             let store = store.clone();
+            let metrics = metrics.clone();
             Box::pin(async move {
                 loop {
                     smith_store::record_pool_stats(store.as_ref());
+                    metrics.upkeep();
                     tokio::select! {
                         _ = stop.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = tokio::time::sleep(SAMPLE_EVERY) => {}
                     }
                 }
             })
@@ -391,6 +424,50 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
+    /// This process's resident memory, in bytes.
+    fn rss() -> i64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: i64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        pages * nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).unwrap().unwrap()
+    }
+
+    /// How much the process grew while `rounds` × 1,000,000 samples were recorded into the
+    /// histograms a task touches, `between` being called after each round.
+    fn growth_while_sampling(rounds: usize, between: impl Fn(&super::Metrics)) -> i64 {
+        let recorder = super::recorder().unwrap();
+        let m = super::Metrics { render: std::sync::Arc::new(String::new), handle: recorder.handle() };
+        metrics::with_local_recorder(&recorder, || {
+            let names = [smith_worker::metrics::TASK_DURATION, "smith_dispatch_latency_seconds", "smith_x_seconds"];
+            let hs: Vec<_> = names.iter().map(|n| metrics::histogram!(*n, "agent" => "echo")).collect();
+            let record = || {
+                for i in 0..1_000_000 {
+                    hs[i % hs.len()].record(i as f64 * 1e-6);
+                }
+            };
+            // one round first: what the recorder keeps for itself is not growth
+            record();
+            between(&m);
+            let before = rss();
+            for _ in 0..rounds {
+                record();
+                between(&m);
+            }
+            rss() - before
+        })
+    }
+
+    /// The cause of unbounded growth under load (issue 16): histogram samples buffered until
+    /// something renders `/metrics`. The sampler's upkeep keeps them bounded with nobody
+    /// scraping. The control without upkeep (run second, so that it cannot reuse memory the
+    /// first one kept) shows that the measurement sees the growth: ~8 bytes a sample.
+    #[test]
+    fn upkeep_bounds_what_unscraped_histograms_hold() {
+        let with = growth_while_sampling(8, super::Metrics::upkeep);
+        let without = growth_while_sampling(8, |_| {});
+        assert!(without > 32 << 20, "the control should grow by ~64 MB (8M samples), grew {without} bytes");
+        assert!(with < 8 << 20, "with upkeep the recorder still grew {with} bytes (without: {without})");
+    }
+
     #[test]
     fn redact_hides_passwords_only() {
         for (url, want) in [

@@ -178,11 +178,11 @@ pub async fn supervisor(args: SupervisorArgs) -> Result<ExitCode> {
     let sc = &b.file.scaling;
     opts.scaling = config::scaling_options(&b.file, sc.min_agents.unwrap_or(0), sc.max_agents.unwrap_or(1000))?;
     let listener = node::metrics_listener(args.metrics_listen.as_deref(), &b.file, "127.0.0.1:9464").await?;
-    let sampler = node::sampler_tree(b.store.clone());
+    let sampler = node::sampler_tree(b.store.clone(), &metrics);
     let sup = Supervisor::new(opts, b.store, b.bus);
     tracing::info!("smith supervisor running");
     let mut roles = vec![node::supervisor_tree(&sup), sampler];
-    roles.extend(node::metrics_tree(listener, metrics));
+    roles.extend(node::metrics_tree(listener, metrics.render.clone()));
     node::run(node::root(roles), sup.observer(), None, Duration::ZERO).await
 }
 
@@ -211,8 +211,9 @@ pub async fn worker(args: WorkerArgs) -> Result<ExitCode> {
     let sup = Supervisor::new(SupervisorOptions::new(worker.id().to_string()), b.store, b.bus);
     let drain = args.drain_timeout.or(file.worker.drain_timeout).unwrap_or(Duration::from_secs(110));
     tracing::info!(node = worker.id(), agents = agents.len(), "smith worker running");
-    let mut roles = vec![node::worker_tree(&worker), system_events_only(&sup), node::sampler_tree(worker_store)];
-    roles.extend(node::metrics_tree(listener, metrics));
+    let mut roles =
+        vec![node::worker_tree(&worker), system_events_only(&sup), node::sampler_tree(worker_store, &metrics)];
+    roles.extend(node::metrics_tree(listener, metrics.render.clone()));
     let spec = node::root(roles);
     node::run(spec, sup.observer(), Some(worker), drain).await
 }
@@ -249,7 +250,7 @@ pub async fn gateway(args: GatewayArgs, token: Option<String>) -> Result<ExitCod
     let metrics = node::install_metrics()?;
     let id = format!("gateway-{}", node::instance_id());
     let gateway = Gateway::new(
-        gateway_options(id.clone(), token, &b.file, metrics, heartbeat(&b.file))?,
+        gateway_options(id.clone(), token, &b.file, metrics.render.clone(), heartbeat(&b.file))?,
         b.store.clone(),
         b.bus.clone(),
     );
@@ -258,7 +259,7 @@ pub async fn gateway(args: GatewayArgs, token: Option<String>) -> Result<ExitCod
     println!("smith listening on {}://{bound}", node::scheme(&serve));
     tracing::info!(addr = %bound, "smith gateway running");
     let gateway = node::gateway_tree(&gateway, listener, serve);
-    let spec = node::root(vec![gateway, system_events_only(&sup), node::sampler_tree(b_store)]);
+    let spec = node::root(vec![gateway, system_events_only(&sup), node::sampler_tree(b_store, &metrics)]);
     node::run(spec, sup.observer(), None, Duration::ZERO).await
 }
 

@@ -201,7 +201,7 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
         format!("gateway-{instance}"),
         s.token.clone(),
         &s.file,
-        metrics,
+        metrics.render.clone(),
         s.worker.heartbeat,
     )?;
     gopts.capability_key = Some(capability_key);
@@ -211,7 +211,7 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
         node::supervisor_tree(&supervisor),
         node::worker_tree(&worker),
         node::gateway_tree(&gateway, listener, serve),
-        node::sampler_tree(store.clone()),
+        node::sampler_tree(store.clone(), &metrics),
     ]);
     println!("smith listening on {scheme}://{bound}");
     tracing::info!(addr = %bound, data_dir = %s.data_dir.display(), agents = s.agents.len(), "smith up");
