@@ -598,16 +598,21 @@ pub(super) async fn insert_events(conn: &mut PgConnection, ev: &EventBuf, ctx: &
     if ev.is_empty() {
         return Ok(0);
     }
+    let (tenant, day, bytes) = tenant_output(ev);
     // A statement of its own: the insert's snapshot must be taken after the lock is granted, so
     // that it sees the previous holder's committed events.
     lock_feed(conn, ctx).await?;
+    // The events and the tenants' output bytes in one statement: one round trip under the lock.
     let before: i64 = sqlx::query_scalar(
         "WITH head AS (SELECT coalesce(max(pos), 0) AS pos FROM events), \
          ins AS ( \
              INSERT INTO events (pos, task_id, seq, kind, agent, tenant, attempt, at, data) \
              SELECT head.pos + u.n, u.task_id::uuid, u.seq, u.kind, u.agent, u.tenant, u.attempt, u.at, u.data::json \
              FROM head, UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::int8[], \
-                 $8::text[]) WITH ORDINALITY AS u(task_id, seq, kind, agent, tenant, attempt, at, data, n)) \
+                 $8::text[]) WITH ORDINALITY AS u(task_id, seq, kind, agent, tenant, attempt, at, data, n)), \
+         output AS ( \
+             INSERT INTO tenant_output (tenant, day, bytes) SELECT * FROM UNNEST($9::text[], $10::int8[], $11::int8[]) \
+             ON CONFLICT (tenant, day) DO UPDATE SET bytes = tenant_output.bytes + excluded.bytes) \
          SELECT pos FROM head",
     )
     .bind(&ev.task_id)
@@ -618,25 +623,24 @@ pub(super) async fn insert_events(conn: &mut PgConnection, ev: &EventBuf, ctx: &
     .bind(&ev.attempt)
     .bind(&ev.at)
     .bind(&ev.data)
+    .bind(tenant)
+    .bind(day)
+    .bind(bytes)
     .fetch_one(&mut *conn)
     .await
     .map_err(db_error)?;
-    add_tenant_output(conn, ev).await?;
     Ok(before as u64 + 1)
 }
 
-/// Adds the batch's stored output to its tenants' day totals (`tenant_output`), still under the
-/// feed lock: batches of every process are serialized there already, so the rows' locks cost
-/// no wait of their own.
-async fn add_tenant_output(conn: &mut PgConnection, ev: &EventBuf) -> Result<()> {
+/// The batch's stored output summed by tenant and day, as the columns of the upsert into
+/// `tenant_output` — still under the feed lock: batches of every process are serialized there
+/// already, so the rows' locks cost no wait of their own.
+fn tenant_output(ev: &EventBuf) -> (Vec<&str>, Vec<i64>, Vec<i64>) {
     let mut totals: BTreeMap<(&str, i64), i64> = BTreeMap::new();
     for i in 0..ev.len() {
         if let (Some(tenant), bytes @ 1..) = (&ev.tenant[i], ev.output[i]) {
             *totals.entry((tenant.as_str(), crate::output_day(Micros(ev.at[i])))).or_default() += bytes;
         }
-    }
-    if totals.is_empty() {
-        return Ok(());
     }
     let (mut tenant, mut day, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
     for ((t, d), b) in totals {
@@ -644,17 +648,7 @@ async fn add_tenant_output(conn: &mut PgConnection, ev: &EventBuf) -> Result<()>
         day.push(d);
         bytes.push(b);
     }
-    sqlx::query(
-        "INSERT INTO tenant_output (tenant, day, bytes) SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[]) \
-         ON CONFLICT (tenant, day) DO UPDATE SET bytes = tenant_output.bytes + excluded.bytes",
-    )
-    .bind(tenant)
-    .bind(day)
-    .bind(bytes)
-    .execute(conn)
-    .await
-    .map_err(db_error)?;
-    Ok(())
+    (tenant, day, bytes)
 }
 
 /// Inserts the batch's audit records under the feed lock; returns how far to shift their

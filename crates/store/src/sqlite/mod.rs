@@ -44,7 +44,7 @@ const KEEP_READERS: usize = 16;
 /// A write waiting for the writer thread. It may run twice: a batch in which a write fails
 /// after changing rows is rolled back and run again with each write in its own savepoint.
 trait WriteJob: Send {
-    fn run(&mut self, conn: &Connection) -> Ran;
+    fn run(&mut self, tx: &Tx) -> Ran;
     /// Answers the caller once the batch's commit is known.
     fn answer(self: Box<Self>, commit: &Result<(), String>);
 }
@@ -64,17 +64,18 @@ struct Write<R, F> {
     tx: oneshot::Sender<Result<R>>,
 }
 
-impl<R: Send, F: Fn(&Connection) -> Result<R> + Send> WriteJob for Write<R, F> {
-    fn run(&mut self, conn: &Connection) -> Ran {
-        let before = conn.total_changes();
+impl<R: Send, F: Fn(&Tx) -> Result<R> + Send> WriteJob for Write<R, F> {
+    fn run(&mut self, tx: &Tx) -> Ran {
+        let before = tx.total_changes();
         // a panicking write must not take the writer (and so the whole store) down with it
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.f)(conn)))
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.f)(tx)))
             .unwrap_or_else(|_| Err(Error::Backend("a store write panicked; it was rolled back".into())));
         let ran = match &out {
             Ok(_) => Ran::Ok,
-            Err(_) if conn.total_changes() == before => Ran::FailedClean,
+            Err(_) if tx.total_changes() == before => Ran::FailedClean,
             Err(_) => Ran::FailedDirty,
         };
+        tx.end_write(ran == Ran::Ok);
         self.out = Some(out);
         ran
     }
@@ -89,6 +90,71 @@ impl<R: Send, F: Fn(&Connection) -> Result<R> + Send> WriteJob for Write<R, F> {
 }
 
 type Job = Box<dyn WriteJob>;
+
+/// The writer's connection inside a batch's transaction, with what the batch's writes add to
+/// `tenant_output`: summed per (tenant, day) and written once, just before the commit — one
+/// upsert a batch instead of one per write (a completion would otherwise pay a statement for it).
+pub(super) struct Tx<'a> {
+    conn: &'a Connection,
+    /// Bytes the running write stored, by (tenant, day); kept only if the write succeeds.
+    write: std::cell::RefCell<Vec<(String, i64, u64)>>,
+    /// Bytes the batch's succeeded writes stored.
+    batch: std::cell::RefCell<std::collections::HashMap<(String, i64), u64>>,
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl<'a> Tx<'a> {
+    fn new(conn: &'a Connection) -> Self {
+        Tx { conn, write: Default::default(), batch: Default::default() }
+    }
+
+    /// Counts bytes a tenant's task stored on `day` toward its daily total.
+    pub(super) fn add_output(&self, tenant: &str, day: i64, bytes: u64) {
+        if bytes > 0 {
+            self.write.borrow_mut().push((tenant.to_string(), day, bytes));
+        }
+    }
+
+    /// Ends one write: what it counted joins the batch's totals if it succeeded.
+    fn end_write(&self, ok: bool) {
+        let mut write = self.write.borrow_mut();
+        if ok {
+            let mut batch = self.batch.borrow_mut();
+            for (tenant, day, bytes) in write.drain(..) {
+                *batch.entry((tenant, day)).or_default() += bytes;
+            }
+        }
+        write.clear();
+    }
+
+    /// Forgets the batch's totals (its transaction was rolled back).
+    fn rolled_back(&self) {
+        self.write.borrow_mut().clear();
+        self.batch.borrow_mut().clear();
+    }
+
+    /// Writes the batch's totals, inside its transaction.
+    fn flush_output(&self) -> Result<()> {
+        let batch = std::mem::take(&mut *self.batch.borrow_mut());
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO tenant_output (tenant, day, bytes) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (tenant, day) DO UPDATE SET bytes = bytes + excluded.bytes",
+        )?;
+        for ((tenant, day), bytes) in batch {
+            stmt.execute(rusqlite::params![tenant, day, bytes as i64])?;
+        }
+        Ok(())
+    }
+}
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
@@ -255,7 +321,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` inside the writer's next batch transaction; resolves after the commit.
-    async fn write<R: Send + 'static>(&self, f: impl Fn(&Connection) -> Result<R> + Send + 'static) -> Result<R> {
+    async fn write<R: Send + 'static>(&self, f: impl Fn(&Tx) -> Result<R> + Send + 'static) -> Result<R> {
         let (tx, rx) = oneshot::channel::<Result<R>>();
         let job: Job = Box::new(Write { f, out: None, tx });
         self.writer.send(job).await.map_err(|_| Error::Unavailable("store writer stopped".into()))?;
@@ -326,19 +392,22 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, writing: &AtomicBo
 /// touches). Only when a write fails after changing rows is the batch undone and run again
 /// with each write in its own savepoint.
 fn run_batch(conn: &Connection, batch: &mut [Job]) -> Result<(), String> {
+    let tx = Tx::new(conn);
     conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
-    let dirty = batch.iter_mut().any(|job| job.run(conn) == Ran::FailedDirty);
+    let dirty = batch.iter_mut().any(|job| job.run(&tx) == Ran::FailedDirty);
     if dirty {
         conn.execute_batch("ROLLBACK").map_err(|e| e.to_string())?;
+        tx.rolled_back();
         conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
         for job in batch.iter_mut() {
             conn.execute_batch("SAVEPOINT job").map_err(|e| e.to_string())?;
-            if job.run(conn) != Ran::Ok {
+            if job.run(&tx) != Ran::Ok {
                 conn.execute_batch("ROLLBACK TO job").map_err(|e| e.to_string())?;
             }
             conn.execute_batch("RELEASE job").map_err(|e| e.to_string())?;
         }
     }
+    tx.flush_output().map_err(|e| format!("cannot add the batch's output bytes: {e}"))?;
     conn.execute_batch("COMMIT").map_err(|e| e.to_string())
 }
 
@@ -623,16 +692,60 @@ mod tests {
         assert_eq!(store.audit(&AuditQuery::default()).await.unwrap().len(), 1);
     }
 
+    /// A fresh store with a scratch table `t (v INTEGER NOT NULL)`; the dir lives as long as it.
+    async fn store_with_table_t() -> (tempfile::TempDir, Arc<SqliteStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let options = OpenOptions { fsync: false, readers: 1, pool_size: 1 };
+        let store = Arc::new(SqliteStore::open(&dir.path().join("s.db"), &options).await.unwrap());
+        store.write(|c| Ok(c.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)")?)).await.unwrap();
+        (dir, store)
+    }
+
+    /// A batch writes its writes' output bytes once, summed by tenant and day, and only those of
+    /// the writes that succeeded — whether the batch ran fast or was redone with savepoints.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_counts_the_output_bytes_of_its_succeeded_writes_only() {
+        let (_dir, store) = store_with_table_t().await;
+        let mut handles = Vec::new();
+        for i in 0..300i64 {
+            let s = store.clone();
+            handles.push(tokio::spawn(async move {
+                s.write(move |c| {
+                    let tenant = if i % 2 == 0 { "acme" } else { "globex" };
+                    c.add_output(tenant, 7, 10);
+                    match i % 3 {
+                        // fails after changing rows: the batch is redone with savepoints
+                        1 => {
+                            c.execute("INSERT INTO t (v) VALUES (?1)", [i])?;
+                            Err(Error::Backend("fails after writing".into()))
+                        }
+                        // fails before changing anything
+                        2 => Err(Error::Backend("fails clean".into())),
+                        _ => Ok(()),
+                    }
+                })
+                .await
+            }));
+        }
+        for h in handles {
+            let _ = h.await.unwrap();
+        }
+        let totals: Vec<(String, i64, i64)> = store
+            .read(|c| {
+                let mut st = c.prepare("SELECT tenant, day, bytes FROM tenant_output ORDER BY tenant")?;
+                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+            .unwrap();
+        // i % 3 == 0 succeeds: 100 writes, 50 of each tenant
+        assert_eq!(totals, vec![("acme".to_string(), 7, 500), ("globex".to_string(), 7, 500)]);
+    }
+
     /// Writes that fail after changing rows are undone without undoing their batch neighbours.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_write_is_undone_and_its_neighbours_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            SqliteStore::open(&dir.path().join("s.db"), &OpenOptions { fsync: false, readers: 1, pool_size: 1 })
-                .await
-                .unwrap(),
-        );
-        store.write(|c| Ok(c.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)")?)).await.unwrap();
+        let (_dir, store) = store_with_table_t().await;
         let mut handles = Vec::new();
         for i in 0..200i64 {
             let s = store.clone();

@@ -1,6 +1,7 @@
 //! The SQL of the SQLite store: every function runs on a connection the caller owns
 //! (the writer's batch transaction, or a reader).
 
+use super::Tx;
 use crate::caps::Room;
 use crate::{
     Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, Held, Omitted, QueueStats, Result,
@@ -118,6 +119,7 @@ fn load(c: &Connection, id: TaskId) -> Result<Option<TaskRow>> {
     Ok(c.prepare_cached(&sql)?.query_row([id.to_string()], task_row).optional()?)
 }
 
+/// Inserts one event; returns it and the bytes of its data as stored.
 #[allow(clippy::too_many_arguments)]
 fn insert_event(
     c: &Connection,
@@ -127,10 +129,12 @@ fn insert_event(
     attempt: u32,
     at: Micros,
     data: Value,
-) -> Result<Event> {
+) -> Result<(Event, u64)> {
     let mut stmt = c.prepare_cached(
         "INSERT INTO events (task_id, seq, kind, agent, tenant, attempt, at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
+    let text = data.to_string();
+    let bytes = text.len() as u64;
     stmt.execute(params![
         task.map(|t| t.id.to_string()),
         seq as i64,
@@ -139,9 +143,9 @@ fn insert_event(
         task.map(|t| t.tenant.as_str()),
         attempt,
         at.0,
-        data.to_string(),
+        text,
     ])?;
-    Ok(Event {
+    let ev = Event {
         task_id: task.map(|t| t.id),
         seq,
         kind,
@@ -151,7 +155,8 @@ fn insert_event(
         tenant: task.map(|t| t.tenant.clone()),
         attempt,
         pos: c.last_insert_rowid() as u64,
-    })
+    };
+    Ok((ev, bytes))
 }
 
 fn agent_def(c: &Connection, name: &str) -> Result<Option<AgentDef>> {
@@ -209,7 +214,7 @@ pub(super) fn submit(c: &Connection, t: &NewTask, now: Micros) -> Result<Submitt
         (!t.budget.is_empty()).then(|| serde_json::to_string(&t.budget).expect("budget serializes")),
     ])?;
     let task = Task::queued(t, timeout_ms, max_attempts, now);
-    let event = insert_event(c, Some(&task), 1, EventKind::Queued, 0, now, json!({"priority": t.priority}))?;
+    let event = insert_event(c, Some(&task), 1, EventKind::Queued, 0, now, json!({"priority": t.priority}))?.0;
     Ok(Submitted { task, created: true, events: vec![event] })
 }
 
@@ -358,7 +363,8 @@ pub(super) fn claim(c: &Connection, req: &ClaimRequest, now: Micros) -> Result<V
                 task.attempt,
                 now,
                 json!({"worker": req.worker, "attempt": task.attempt}),
-            )?;
+            )?
+            .0;
             out.push(Claimed { task, event });
         }
     }
@@ -410,21 +416,8 @@ fn capped_picks(c: &Connection, agent: &str, n: u32, now: Micros, room: &Room) -
     Ok(picks.into_iter().map(|(_, rowid)| rowid).collect())
 }
 
-/// Fences a write to a running task, reserves `n` sequence numbers and counts the `bytes` it
-/// writes; returns the first.
-/// Adds bytes a tenant's task stored to its day's total (`tenant_output`), in the same write.
-fn add_tenant_output(c: &Connection, tenant: &str, bytes: u64, now: Micros) -> Result<()> {
-    if bytes == 0 {
-        return Ok(());
-    }
-    c.prepare_cached(
-        "INSERT INTO tenant_output (tenant, day, bytes) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (tenant, day) DO UPDATE SET bytes = bytes + excluded.bytes",
-    )?
-    .execute(params![tenant, crate::output_day(now), bytes as i64])?;
-    Ok(())
-}
-
+/// Fences a write to a running task and reserves `n` sequence numbers; returns the first, and
+/// the task's agent and tenant.
 fn reserve_seq(c: &Connection, id: TaskId, attempt: u32, n: u64) -> Result<(u64, String, String)> {
     let got = c
         .prepare_cached(
@@ -441,17 +434,11 @@ fn reserve_seq(c: &Connection, id: TaskId, attempt: u32, n: u64) -> Result<(u64,
     }
 }
 
-pub(super) fn append(
-    c: &Connection,
-    id: TaskId,
-    attempt: u32,
-    drafts: &[EventDraft],
-    now: Micros,
-) -> Result<Vec<Event>> {
+pub(super) fn append(c: &Tx, id: TaskId, attempt: u32, drafts: &[EventDraft], now: Micros) -> Result<Vec<Event>> {
     let texts: Vec<String> = drafts.iter().map(|d| d.data.to_string()).collect();
     let bytes = texts.iter().map(|t| t.len() as u64).sum();
     let (first, agent, tenant) = reserve_seq(c, id, attempt, drafts.len() as u64)?;
-    add_tenant_output(c, &tenant, bytes, now)?;
+    c.add_output(&tenant, crate::output_day(now), bytes);
     let mut stmt = c.prepare_cached(
         "INSERT INTO events (task_id, seq, kind, agent, tenant, attempt, at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
@@ -475,8 +462,8 @@ pub(super) fn append(
     Ok(out)
 }
 
-/// Inserts drafts as events `first..` of a task whose fence the caller has checked.
-/// Inserts drafts as the task's events from `first` on; returns them and their data's bytes.
+/// Inserts drafts as events `first..` of a task whose fence the caller has checked; returns
+/// them and their data's bytes as stored.
 fn insert_drafts(
     c: &Connection,
     task: &Task,
@@ -487,8 +474,9 @@ fn insert_drafts(
     let mut out = Vec::with_capacity(drafts.len());
     let mut bytes = 0;
     for (i, d) in drafts.iter().enumerate() {
-        bytes += crate::json_len(&d.data);
-        out.push(insert_event(c, Some(task), first + i as u64, d.kind, task.attempt, now, d.data.clone())?);
+        let (ev, size) = insert_event(c, Some(task), first + i as u64, d.kind, task.attempt, now, d.data.clone())?;
+        bytes += size;
+        out.push(ev);
     }
     Ok((out, bytes))
 }
@@ -527,7 +515,7 @@ fn finish(
         now.0,
         seq as i64,
     ])?;
-    let ev = insert_event(c, Some(t), seq, kind, t.attempt, now, data)?;
+    let ev = insert_event(c, Some(t), seq, kind, t.attempt, now, data)?.0;
     Ok(Change { task: row.task, events: vec![ev] })
 }
 
@@ -556,7 +544,7 @@ fn fail_or_retry(c: &Connection, mut row: TaskRow, error: TaskError, retryable: 
         row.task.worker = None;
         row.task.error = Some(error.clone());
         let data = json!({"attempt": row.task.attempt, "delay_ms": delay, "error": error, "reason": "failed"});
-        let ev = insert_event(c, Some(&row.task), seq, EventKind::Retrying, row.task.attempt, now, data)?;
+        let ev = insert_event(c, Some(&row.task), seq, EventKind::Retrying, row.task.attempt, now, data)?.0;
         return Ok(Change { task: row.task, events: vec![ev] });
     }
     row.task.error = Some(error.clone());
@@ -564,7 +552,7 @@ fn fail_or_retry(c: &Connection, mut row: TaskRow, error: TaskError, retryable: 
 }
 
 pub(super) fn complete(
-    c: &Connection,
+    c: &Tx,
     id: TaskId,
     attempt: u32,
     drafts: &[EventDraft],
@@ -587,7 +575,7 @@ pub(super) fn complete(
         Outcome::Succeeded { result, .. } => crate::json_len(result),
         _ => 0,
     };
-    add_tenant_output(c, &row.task.tenant, draft_bytes + result_bytes, now)?;
+    c.add_output(&row.task.tenant, crate::output_day(now), draft_bytes + result_bytes);
     if !outcome.usage().is_zero() {
         // dates the usage for tenant quotas (`tenant_load`)
         c.prepare_cached("UPDATE tasks SET spent_at = ?2 WHERE id = ?1")?.execute(params![id.to_string(), now.0])?;
@@ -667,7 +655,7 @@ pub(super) fn release(
         row.task.status = TaskStatus::Queued;
         row.task.worker = None;
         let data = json!({"attempt": attempt, "delay_ms": 0, "reason": reason});
-        let ev = insert_event(c, Some(&row.task), seq, EventKind::Retrying, *attempt, now, data)?;
+        let ev = insert_event(c, Some(&row.task), seq, EventKind::Retrying, *attempt, now, data)?.0;
         out.push(Change { task: row.task, events: vec![ev] });
     }
     Ok(out)
