@@ -12,6 +12,10 @@
 #                them), one supervisor, one worker and one gateway as separate processes on a
 #                fresh database and bus namespace; bench --tasks $DIST_TASKS --concurrency $DIST_CONC
 #
+# Besides throughput it prints the servers' CPU time per task (user + system of every server
+# process over the bench, in µs): on a shared, noisy VM that cost is steadier than tasks/s, and
+# it is what a change on the hot path adds or saves.
+#
 # Knobs (environment): RUNS (3 per build), TASKS (30000), CONC (64), LATENCY_SECONDS (3),
 # DIST (auto|0|1), DIST_TASKS (20000), DIST_CONC (256), AB_DIR (/tmp/smith-ab: worktrees,
 # target dirs, logs); A_BIN / B_BIN: binaries already built from BASE / HEAD (skips building
@@ -83,6 +87,15 @@ wait_http() {
 
 port=$((18300 + RANDOM % 500))
 
+# CPU ticks (user + system) used so far by the given processes.
+ticks() {
+  local p t=0
+  for p in "$@"; do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+
 # Runs the bench client; prints "TPS P99".
 bench() {
   local url=$1 tasks=$2 conc=$3 out
@@ -105,9 +118,18 @@ embedded() {
   "$bin" up --listen "127.0.0.1:$port" --data-dir "$dir/data" >"$dir/server.log" 2>&1 &
   pids+=($!)
   wait_http "$url"
-  bench "$url" "$TASKS" "$CONC"
+  local t0 r
+  t0=$(ticks "${pids[@]}")
+  r=$(bench "$url" "$TASKS" "$CONC")
+  echo "$r $(cpu_per_task "$t0" "$TASKS")"
   stop_all
   rm -rf "$dir"
+}
+
+# µs of server CPU per task since `t0` ticks.
+cpu_per_task() {
+  awk -v t0="$1" -v t1="$(ticks "${pids[@]}")" -v hz="$(getconf CLK_TCK)" -v n="$2" \
+    'BEGIN { printf "%.1f", (t1 - t0) / hz * 1e6 / n }'
 }
 
 distributed() {
@@ -128,7 +150,10 @@ distributed() {
   "$bin" gateway --listen "127.0.0.1:$port" >"$dir/gw.log" 2>&1 &
   pids+=($!)
   wait_http "$url"
-  bench "$url" "$DIST_TASKS" "$DIST_CONC"
+  local t0 r
+  t0=$(ticks "${pids[@]}")
+  r=$(bench "$url" "$DIST_TASKS" "$DIST_CONC")
+  echo "$r $(cpu_per_task "$t0" "$DIST_TASKS")"
   stop_all
   unset SMITH_STORE SMITH_BUS
   psql "$SMITH_TEST_POSTGRES_URL" -qc "DROP DATABASE $db WITH (FORCE)" >/dev/null
@@ -139,7 +164,7 @@ median() { sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "nan"; else if (NR 
 
 # Alternates the builds; prints each run and the summary of one mode.
 compare() {
-  local mode=$1 i a_tps=() b_tps=() a_p99=() b_p99=() r
+  local mode=$1 i a_tps=() b_tps=() a_p99=() b_p99=() a_cpu=() b_cpu=() r tps p99 cpu
   echo
   echo "== $mode: $RUNS runs per build, alternating =="
   for i in $(seq 1 "$RUNS"); do
@@ -148,22 +173,27 @@ compare() {
       if [ $((i % 2)) -eq 0 ]; then which=$([ "$which" = B ] && echo A || echo B); fi
       if [ "$which" = A ]; then
         r=$($mode "$a_bin")
-        a_tps+=("${r% *}") a_p99+=("${r#* }")
+        read -r tps p99 cpu <<<"$r"
+        a_tps+=("$tps") a_p99+=("$p99") a_cpu+=("$cpu")
       else
         r=$($mode "$b_bin")
-        b_tps+=("${r% *}") b_p99+=("${r#* }")
+        read -r tps p99 cpu <<<"$r"
+        b_tps+=("$tps") b_p99+=("$p99") b_cpu+=("$cpu")
       fi
-      printf '%-12s run %d  %s  %8s tasks/s  dispatch p99 %s ms\n' "$mode" "$i" "$which" "${r% *}" "${r#* }"
+      printf '%-12s run %d  %s  %8s tasks/s  dispatch p99 %s ms  server cpu %s us/task\n' "$mode" "$i" "$which" "$tps" "$p99" "$cpu"
     done
   done
-  local am bm ap bp
+  local am bm ap bp ac bc
   am=$(printf '%s\n' "${a_tps[@]}" | median)
   bm=$(printf '%s\n' "${b_tps[@]}" | median)
   ap=$(printf '%s\n' "${a_p99[@]}" | median)
   bp=$(printf '%s\n' "${b_p99[@]}" | median)
-  echo "$mode A ($a_name): runs ${a_tps[*]} tasks/s; median $am; dispatch p99 median $ap ms"
-  echo "$mode B ($b_name): runs ${b_tps[*]} tasks/s; median $bm; dispatch p99 median $bp ms"
+  ac=$(printf '%s\n' "${a_cpu[@]}" | median)
+  bc=$(printf '%s\n' "${b_cpu[@]}" | median)
+  echo "$mode A ($a_name): runs ${a_tps[*]} tasks/s; median $am; dispatch p99 median $ap ms; server cpu ${a_cpu[*]} us/task, median $ac"
+  echo "$mode B ($b_name): runs ${b_tps[*]} tasks/s; median $bm; dispatch p99 median $bp ms; server cpu ${b_cpu[*]} us/task, median $bc"
   awk -v a="$am" -v b="$bm" -v m="$mode" 'BEGIN { if (a > 0) printf "%s ratio B/A: %.3f\n", m, b / a }'
+  awk -v a="$ac" -v b="$bc" -v m="$mode" 'BEGIN { if (a > 0) printf "%s server cpu per task B/A: %.3f\n", m, b / a }'
 }
 
 compare embedded
