@@ -38,6 +38,8 @@ const MIGRATIONS: &[&str] = &[
 const MAX_BATCH: usize = 512;
 /// Writes waiting for the writer at most; callers wait (backpressure) beyond that.
 const QUEUE_DEPTH: usize = 8192;
+/// What the WAL file is cut back to when the log restarts.
+const WAL_KEEP_BYTES: i64 = 64 << 20;
 /// Idle readers kept at most; a burst of reads beyond them opens short-lived extra readers.
 const KEEP_READERS: usize = 16;
 
@@ -249,6 +251,10 @@ fn open_conn(path: &Path, read_only: bool, fsync: bool) -> Result<Connection> {
     if !read_only {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
+        // The WAL file keeps its high-water mark unless told otherwise: each time the log
+        // restarts (every frame checkpointed, the next write begins at its start) SQLite cuts
+        // the file back to this size, so a burst's growth does not stay on disk.
+        conn.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
     }
     conn.pragma_update(None, "cache_size", -16_000)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
