@@ -142,6 +142,15 @@ async fn define(store: &S, name: &str, max_attempts: u32, backoff_ms: u64) {
     store.put_agents(&[agent(name, max_attempts, backoff_ms)]).await.expect("put_agents");
 }
 
+/// A node as listed: as its last heartbeat said it, dated by the store — PostgreSQL dates a
+/// heartbeat on its own clock (`liveness.rs`), so within a second of the node's timestamp here.
+fn assert_listed(got: Option<&Node>, want: &Node) {
+    let got = got.unwrap_or_else(|| panic!("node {} not listed", want.id));
+    let off = (got.heartbeat_at.0 - want.heartbeat_at.0).abs();
+    assert!(off < 1_000_000, "heartbeat dated {off} µs off: {got:#?} against {want:#?}");
+    assert_eq!(Node { heartbeat_at: want.heartbeat_at, ..got.clone() }, *want);
+}
+
 fn node(id: &str, status: NodeStatus, heartbeat_at: Micros) -> Node {
     Node {
         id: id.into(),
@@ -1616,15 +1625,15 @@ pub async fn nodes_heartbeat_status_and_dead_detection(store: S) {
     let find = |nodes: &[Node], id: &str| nodes.iter().find(|n| n.id == id).cloned();
     let nodes = store.nodes().await.unwrap();
     assert_eq!(nodes.len(), 2);
-    assert_eq!(find(&nodes, "w1"), Some(w1.clone()));
-    assert_eq!(find(&nodes, "gw"), Some(gw.clone()));
+    assert_listed(find(&nodes, "w1").as_ref(), &w1);
+    assert_listed(find(&nodes, "gw").as_ref(), &gw);
 
     w1.heartbeat_at = now.plus(Duration::from_millis(500));
     w1.load = json!({"running": 5});
     store.heartbeat(&w1).await.unwrap();
     let nodes = store.nodes().await.unwrap();
     assert_eq!(nodes.len(), 2, "a heartbeat must update, not insert");
-    assert_eq!(find(&nodes, "w1"), Some(w1.clone()));
+    assert_listed(find(&nodes, "w1").as_ref(), &w1);
 
     store.set_node_status("w1", NodeStatus::Draining).await.unwrap();
     assert_eq!(find(&store.nodes().await.unwrap(), "w1").unwrap().status, NodeStatus::Draining);
@@ -1735,10 +1744,9 @@ pub async fn quarantine_holds_through_heartbeats_until_readmitted(store: S) {
         beat.load = json!({"running": 3, "as": status.as_str()});
         assert_eq!(store.heartbeat(&beat).await.unwrap(), NodeStatus::Quarantined, "{status:?}");
         let stored = find(store.nodes().await.unwrap(), "w-q");
-        assert_eq!(
-            (stored.status, &stored.heartbeat_at, &stored.load),
-            (NodeStatus::Quarantined, &beat.heartbeat_at, &beat.load)
-        );
+        let off = (stored.heartbeat_at.0 - beat.heartbeat_at.0).abs();
+        assert!(off < 1_000_000, "heartbeat dated {off} µs off");
+        assert_eq!((stored.status, &stored.load), (NodeStatus::Quarantined, &beat.load));
     }
     assert!(store.mark_dead_nodes(Micros(Micros::now().0 + 60_000_000)).await.unwrap().is_empty(), "marked twice");
     assert_eq!(find(store.nodes().await.unwrap(), "w-q").status, NodeStatus::Quarantined);
@@ -1985,7 +1993,9 @@ where
     assert_eq!(reopened.events, feed.events);
     assert_eq!(reopened.cursor, feed.cursor);
     assert_eq!(store.agents().await.unwrap(), agents);
-    assert_eq!(store.nodes().await.unwrap(), [node]);
+    let nodes = store.nodes().await.unwrap();
+    assert_eq!(nodes.len(), 1, "{nodes:#?}");
+    assert_listed(nodes.first(), &node);
     assert_eq!(store.get_task(done.id).await.unwrap().unwrap().usage, usage);
     assert_eq!(store.get_task(queued.id).await.unwrap().unwrap().status, TaskStatus::Queued);
     assert_eq!(store.api_key("k1").await.unwrap(), Some((key, "07".repeat(32))));

@@ -394,6 +394,58 @@ async fn feed_cursor_is_the_high_water_mark() {
     assert_eq!(ahead.cursor, high + 100);
 }
 
+/// Liveness writes never queue behind the feed lock: while another session holds it (a batch of
+/// events stuck on a slow commit), an append waits for it, and a heartbeat and another worker's
+/// lease renewal still go through at once. (They used to share the writer's batches: a healthy
+/// worker's heartbeat once waited 1.8 s and the supervisor quarantined it.) A renewal waits only
+/// for a batch that is changing the same task's row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_and_renewals_do_not_wait_for_the_feed_lock() {
+    let Some(server) = server() else { return };
+    let url = fresh_schema(&server).await;
+    let store = smith_store::open(&url, &options()).await.unwrap();
+    let t = store.submit(NewTask::new("echo", json!(1))).await.unwrap().task;
+    store.claim(&claim_request("w1", "echo", 1)).await.unwrap();
+    let other = store.submit(NewTask::new("echo", json!(2))).await.unwrap().task;
+    store.claim(&claim_request("w2", "echo", 1)).await.unwrap();
+
+    let mut holder = PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    // the feed lock's key: the store's class and the events table's oid as an int4
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(1397573188, \
+             ((('events'::regclass::oid::int8 + 2147483648) % 4294967296) - 2147483648)::int4)",
+    )
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    let s = store.clone();
+    let append = tokio::spawn(async move { s.append(t.id, 1, vec![EventDraft::output(json!("late"))]).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!append.is_finished(), "the append should wait for the feed lock");
+
+    let node = smith_core::Node {
+        id: "w1".into(),
+        role: smith_core::NodeRole::Worker,
+        version: "test".into(),
+        address: None,
+        status: smith_core::NodeStatus::Alive,
+        started_at: Micros::now(),
+        heartbeat_at: Micros::now(),
+        load: json!({}),
+    };
+    let beat = tokio::time::timeout(Duration::from_secs(20), store.heartbeat(&node));
+    assert_eq!(beat.await.expect("the heartbeat waited for the feed lock").unwrap(), smith_core::NodeStatus::Alive);
+    let renew = tokio::time::timeout(Duration::from_secs(20), store.renew("w2", Duration::from_secs(60)));
+    let held = renew.await.expect("the renewal waited for the feed lock").unwrap();
+    assert_eq!(held.iter().map(|h| (h.id, h.attempt)).collect::<Vec<_>>(), [(other.id, 1)]);
+    assert!(!append.is_finished(), "the append still waits");
+
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    let written = append.await.unwrap().unwrap();
+    assert_eq!(written.len(), 1);
+}
+
 /// Opening fails within the connect timeout, with an error that names the problem.
 async fn open_error(url: &str) -> (Error, Duration) {
     let started = Instant::now();

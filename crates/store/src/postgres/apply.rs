@@ -4,7 +4,7 @@
 //! they are the embedded store's rules (`sqlite/ops.rs`), row for row.
 
 use super::rows::{EventBuf, TaskRow};
-use crate::{Change, Error, Held, Result};
+use crate::{Change, Error, Result};
 use serde_json::{json, Value};
 use smith_core::task::retry_backoff_ms;
 use smith_core::{Event, EventDraft, EventKind, Micros, Outcome, TaskError, TaskId, TaskStatus, Usage};
@@ -138,15 +138,6 @@ pub(super) fn complete(
     };
     events.extend(change.events);
     Ok(Change { task: change.task, events })
-}
-
-/// Renews the lease of a task `worker` holds; `None` when it holds it no more.
-pub(super) fn renew(row: &mut TaskRow, worker: &str, until: Micros) -> Option<Held> {
-    if row.task.status != TaskStatus::Running || row.task.worker.as_deref() != Some(worker) {
-        return None;
-    }
-    row.lease_until = Some(until);
-    Some(Held { id: row.task.id, attempt: row.task.attempt, cancel_requested: row.task.cancel_requested })
 }
 
 /// Hands a task back for immediate requeue without spending an attempt; `None` when `worker`

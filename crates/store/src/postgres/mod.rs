@@ -13,6 +13,7 @@
 mod access;
 mod apply;
 mod claims;
+mod liveness;
 mod migrate;
 mod phases;
 mod reads;
@@ -35,12 +36,14 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Mutex};
-use writer::{AppendJob, CompleteJob, Job, LeaseJob, Op, ReapJob, ReleaseJob, RenewJob};
+use writer::{AppendJob, CompleteJob, Job, LeaseJob, Op, ReapJob, ReleaseJob};
 
 /// How long opening the store waits for the server before saying it is unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a read or a writer waits for a pooled connection (including connecting one).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections for liveness writes (`liveness.rs`): a node's heartbeat and its renewals.
+const LIVENESS_CONNECTIONS: u32 = 2;
 /// Pooled connections idle longer than this are pinged before use.
 const IDLE_CHECK: Duration = Duration::from_secs(10);
 /// The class half of the feed's advisory lock key (`"SMFD"`); the other half is the events
@@ -50,6 +53,8 @@ const FEED_LOCK_CLASS: i32 = 0x534d_4644;
 pub struct PgStore {
     ops: mpsc::Sender<Op>,
     pool: PgPool,
+    /// Heartbeats and lease renewals, outside the writers' batches.
+    liveness: PgPool,
 }
 
 /// Maps a driver error: lost or refused connections and transient server states are
@@ -237,6 +242,13 @@ impl PgStore {
                     Ok(true)
                 })
             })
+            .connect_lazy_with(opts.clone());
+        // Heartbeats and lease renewals: their own connections, never waiting for the pool's.
+        let liveness = PgPoolOptions::new()
+            .max_connections(LIVENESS_CONNECTIONS)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(Some(Duration::from_secs(300)))
             .connect_lazy_with(opts);
         // One writer per process. Every process sharing the database already brings its own,
         // and all of them queue for the feed lock; more writers per process only split the same
@@ -249,7 +261,7 @@ impl PgStore {
         // The oid is a u32; the lock key takes its bits as an i32.
         let feed_lock = (FEED_LOCK_CLASS, events_oid as u32 as i32);
         writer::spawn(writers, Arc::new(Mutex::new(rx)), pool.clone(), feed_lock);
-        Ok(PgStore { ops: tx, pool })
+        Ok(PgStore { ops: tx, pool, liveness })
     }
 
     /// Queues a write for the next batch; resolves after its commit.
@@ -298,7 +310,7 @@ impl Store for PgStore {
     }
 
     async fn renew(&self, worker: &str, lease: Duration) -> Result<Vec<Held>> {
-        self.write(Op::Renew, RenewJob { worker: worker.to_string(), lease }).await
+        liveness::renew(&self.liveness, worker, Micros::now().plus(lease)).await
     }
 
     async fn release(&self, worker: &str, tasks: &[(TaskId, u32)], reason: &str) -> Result<Vec<Change>> {
@@ -411,7 +423,7 @@ impl Store for PgStore {
     }
 
     async fn heartbeat(&self, node: &Node) -> Result<NodeStatus> {
-        self.write(Op::Heartbeat, node.clone()).await
+        liveness::heartbeat(&self.liveness, node).await
     }
 
     async fn set_node_status(&self, id: &str, status: NodeStatus) -> Result<()> {
@@ -427,7 +439,8 @@ impl Store for PgStore {
     }
 
     async fn mark_dead_nodes(&self, stale_before: Micros) -> Result<Vec<Node>> {
-        self.write(Op::MarkDead, stale_before).await
+        // judged on the store's clock: silent for longer than `stale_before`'s age now
+        self.write(Op::MarkDead, liveness::age(stale_before)).await
     }
 
     async fn queue_stats(&self) -> Result<QueueStats> {

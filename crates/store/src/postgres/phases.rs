@@ -4,11 +4,12 @@
 
 use super::apply;
 use super::db_error;
+use super::liveness::STORE_NOW;
 use super::rows::{node_row, task_row, AuditBuf, EventBuf, TaskRow, NODE_COLS, TASK_COLS};
 use super::writer::{Job, Op};
 use crate::{Error, Result, Submitted};
 use serde_json::json;
-use smith_core::{AgentDef, Code, EventKind, Micros, NewTask, Node, NodeStatus, Task, TaskId, TaskStatus};
+use smith_core::{AgentDef, Code, EventKind, Micros, NewTask, Node, Task, TaskId, TaskStatus};
 use sqlx::PgConnection;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -93,7 +94,6 @@ async fn misc(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf) -> Res
                 put_agents(conn, &j.input).await.map_err(db_error)?;
                 j.out = Some(Ok(()));
             }
-            Op::Heartbeat(j) => j.out = Some(heartbeat(conn, &j.input).await?),
             Op::SetNodeStatus(j) => {
                 let (id, status) = &j.input;
                 sqlx::query("UPDATE nodes SET status = $2 WHERE id = $1")
@@ -141,50 +141,22 @@ pub(super) async fn put_agents(conn: &mut PgConnection, defs: &[AgentDef]) -> sq
     Ok(())
 }
 
-/// Upserts the node; a quarantined node stays quarantined unless it stops. Returns the stored
-/// status. An `Err` is a failed statement; an `Ok(Err(…))` an unreadable status.
-async fn heartbeat(conn: &mut PgConnection, n: &Node) -> Result<Result<NodeStatus>> {
-    let status: String = sqlx::query_scalar(
-        "INSERT INTO nodes (id, role, version, address, status, started_at, heartbeat_at, load) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json) \
-         ON CONFLICT (id) DO UPDATE SET version = excluded.version, address = excluded.address, \
-             status = CASE WHEN nodes.status = 'quarantined' AND excluded.status IN ('alive', 'draining') \
-                           THEN 'quarantined' ELSE excluded.status END, \
-             heartbeat_at = excluded.heartbeat_at, load = excluded.load \
-         RETURNING status",
-    )
-    .bind(&n.id)
-    .bind(n.role.as_str())
-    .bind(&n.version)
-    .bind(&n.address)
-    .bind(n.status.as_str())
-    .bind(n.started_at.0)
-    .bind(n.heartbeat_at.0)
-    .bind(n.load.to_string())
-    .fetch_one(conn)
-    .await
-    .map_err(db_error)?;
-    Ok(NodeStatus::parse(&status).ok_or_else(|| Error::Backend(format!("unknown node status {status:?}"))))
-}
-
 /// Stopped, dead and quarantined nodes are kept this long for `GET /v1/nodes`, then forgotten.
 const NODE_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 /// Silent workers are quarantined (they may come back, and must be readmitted), other roles die.
-async fn mark_dead_nodes(conn: &mut PgConnection, stale_before: Micros) -> Result<Vec<Node>> {
+async fn mark_dead_nodes(conn: &mut PgConnection, silent_for: i64) -> Result<Vec<Node>> {
     let sql = format!(
         "UPDATE nodes SET status = CASE WHEN role = 'worker' THEN 'quarantined' ELSE 'dead' END \
-         WHERE status IN ('alive', 'draining') AND heartbeat_at < $1 \
+         WHERE status IN ('alive', 'draining') AND heartbeat_at < {STORE_NOW} - $1 \
          RETURNING {NODE_COLS}"
     );
-    let rows = sqlx::query(&sql).bind(stale_before.0).fetch_all(&mut *conn).await.map_err(db_error)?;
+    let rows = sqlx::query(&sql).bind(silent_for).fetch_all(&mut *conn).await.map_err(db_error)?;
     let dead = rows.iter().map(node_row).collect::<Result<Vec<_>>>()?;
-    let forget_before = Micros(Micros::now().0 - NODE_MEMORY.as_micros() as i64);
-    sqlx::query("DELETE FROM nodes WHERE status IN ('dead', 'stopped', 'quarantined') AND heartbeat_at < $1")
-        .bind(forget_before.0)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
+    let forget = format!(
+        "DELETE FROM nodes WHERE status IN ('dead', 'stopped', 'quarantined') AND heartbeat_at < {STORE_NOW} - $1"
+    );
+    sqlx::query(&forget).bind(NODE_MEMORY.as_micros() as i64).execute(&mut *conn).await.map_err(db_error)?;
     Ok(dead)
 }
 
@@ -393,10 +365,9 @@ async fn submit(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx:
 // ---------------------------------------------------------------------------------------------
 // Changes to existing tasks: one locking SELECT, the rules in memory, one UPDATE.
 
-/// Every task the batch's appends, completions, cancels, releases, reaps and renewals touch.
-async fn touched_ids(conn: &mut PgConnection, ops: &[Op]) -> Result<BTreeSet<TaskId>> {
+/// Every task the batch's appends, completions, cancels, releases and reaps touch.
+fn touched_ids(ops: &[Op]) -> BTreeSet<TaskId> {
     let mut ids = BTreeSet::new();
-    let mut workers: Vec<String> = Vec::new();
     for op in ops {
         match op {
             Op::Append(j) => {
@@ -410,28 +381,15 @@ async fn touched_ids(conn: &mut PgConnection, ops: &[Op]) -> Result<BTreeSet<Tas
             }
             Op::Release(j) => ids.extend(j.input.tasks.iter().map(|(id, _)| *id)),
             Op::Reap(j) => ids.extend(j.input.victims.iter().map(|(id, _)| *id)),
-            Op::Renew(j) => workers.push(j.input.worker.clone()),
             _ => {}
         }
     }
-    if !workers.is_empty() {
-        let held: Vec<String> =
-            sqlx::query_scalar("SELECT id::text FROM tasks WHERE status = 'running' AND worker = ANY($1::text[])")
-                .bind(workers)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(db_error)?;
-        for id in held {
-            ids.insert(id.parse::<TaskId>().map_err(|e| Error::Backend(e.to_string()))?);
-        }
-    }
-    Ok(ids)
+    ids
 }
 
 async fn task_changes(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf) -> Result<()> {
-    let renews = ops.iter().any(|op| matches!(op, Op::Renew(_)));
-    let ids = touched_ids(conn, ops).await?;
-    if ids.is_empty() && !renews {
+    let ids = touched_ids(ops);
+    if ids.is_empty() {
         return Ok(());
     }
     // Locked in id order, as every writer does, so two batches never wait on each other in a cycle.
@@ -476,11 +434,6 @@ async fn task_changes(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf
                     out.extend(apply::reap(row, *attempt, worker_alive, r.now, ev));
                 }
                 j.out = Some(Ok(out));
-            }
-            Op::Renew(j) => {
-                let until = now.plus(j.input.lease);
-                let held = rows.values_mut().filter_map(|row| apply::renew(row, &j.input.worker, until)).collect();
-                j.out = Some(Ok(held));
             }
             _ => {}
         }

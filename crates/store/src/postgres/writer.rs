@@ -4,7 +4,7 @@
 //! A batch runs in phases, each one statement (or a few) for all its jobs of one kind rather
 //! than statements per job: misc writes (agents, nodes, leases, fleet events), then every
 //! submission in one `INSERT … SELECT FROM UNNEST`, then every change to existing tasks
-//! (appends, completions, renewals, releases, cancels, reaps) by loading their rows `FOR UPDATE`
+//! (appends, completions, releases, cancels, reaps) by loading their rows `FOR UPDATE`
 //! in one statement, applying the jobs in memory in arrival order (`apply.rs`) and writing the
 //! changed rows back in one statement, then the claims (`FOR UPDATE SKIP LOCKED`). Jobs in one
 //! batch were all in flight at once, so any order among them is a valid history; the phase
@@ -31,7 +31,7 @@ use super::phases::{self, Appends, Ctx};
 #[cfg(doc)]
 use super::rows::{AuditBuf, EventBuf};
 use super::rows::{Positions, Shift};
-use crate::{Change, ClaimRequest, Claimed, Error, Held, Result, Submitted};
+use crate::{Change, ClaimRequest, Claimed, Error, Result, Submitted};
 use smith_core::{
     AgentDef, AuditRecord, Event, EventDraft, Micros, NewAuditRecord, NewTask, Node, NodeStatus, Outcome, TaskId,
 };
@@ -73,11 +73,6 @@ pub(super) struct CompleteJob {
     pub outcome: Outcome,
 }
 
-pub(super) struct RenewJob {
-    pub worker: String,
-    pub lease: Duration,
-}
-
 pub(super) struct ReleaseJob {
     pub worker: String,
     pub tasks: Vec<(TaskId, u32)>,
@@ -103,16 +98,15 @@ pub(super) enum Op {
     Claim(Job<ClaimRequest, Vec<Claimed>>),
     Append(Job<AppendJob, Vec<Event>>),
     Complete(Job<CompleteJob, Change>),
-    Renew(Job<RenewJob, Vec<Held>>),
     Release(Job<ReleaseJob, Vec<Change>>),
     Reap(Job<ReapJob, Vec<Change>>),
     Cancel(Job<TaskId, Change>),
     Global(Job<crate::GlobalEvent, Event>),
     PutAgents(Job<Vec<AgentDef>, ()>),
-    Heartbeat(Job<Node, NodeStatus>),
     SetNodeStatus(Job<(String, NodeStatus), ()>),
     Readmit(Job<String, bool>),
-    MarkDead(Job<Micros, Vec<Node>>),
+    /// Silent for longer than this many µs, on the store's clock.
+    MarkDead(Job<i64, Vec<Node>>),
     Lease(Job<LeaseJob, bool>),
     Audit(Job<NewAuditRecord, AuditRecord>),
 }
@@ -171,13 +165,11 @@ impl Op {
             Op::Claim(j) => j,
             Op::Append(j) => j,
             Op::Complete(j) => j,
-            Op::Renew(j) => j,
             Op::Release(j) => j,
             Op::Reap(j) => j,
             Op::Cancel(j) => j,
             Op::Global(j) => j,
             Op::PutAgents(j) => j,
-            Op::Heartbeat(j) => j,
             Op::SetNodeStatus(j) => j,
             Op::Readmit(j) => j,
             Op::MarkDead(j) => j,
