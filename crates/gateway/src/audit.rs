@@ -13,7 +13,10 @@ use smith_core::{Micros, NewAuditRecord};
 use crate::auth::Principal;
 use crate::AppState;
 
-/// What the guard notes about a mutating request before running it.
+/// What the guard notes about a mutating request before running it. A handler that writes the
+/// request's record itself, in the same write as its effect (a task submission), finds it in
+/// the request's extensions and marks its response [`Written`].
+#[derive(Clone)]
 pub(crate) struct Pending {
     at: Micros,
     action: String,
@@ -33,6 +36,20 @@ impl Pending {
             action: action(req.method().as_str(), route),
             target: path_param(route, req.uri().path()),
             source,
+        }
+    }
+
+    /// The record of this request by `who`, for a handler to write with its effect; the store
+    /// fills in the target and the status.
+    pub fn for_handler(&self, who: &Principal) -> NewAuditRecord {
+        NewAuditRecord {
+            at: self.at,
+            actor: who.actor.clone(),
+            tenant: who.tenant.clone(),
+            action: self.action.clone(),
+            target: self.target.clone(),
+            source: self.source.clone(),
+            status: 0,
         }
     }
 
@@ -79,6 +96,13 @@ impl Pending {
         }
     }
 }
+
+/// Marks a response whose request's audit record its handler already wrote.
+#[derive(Clone, Copy)]
+pub(crate) struct Written;
+
+/// The route whose handler writes its own record, with the task it submits.
+pub(crate) const SELF_AUDITED: &str = "/v1/tasks";
 
 /// The most often an `auth.refused` summary is written.
 pub(crate) const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(60);

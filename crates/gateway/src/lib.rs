@@ -355,10 +355,13 @@ async fn guard(
                         if let Some(c) = cap {
                             req.extensions_mut().insert(c);
                         }
+                        if let Some(a) = audit.as_ref().filter(|_| route == audit::SELF_AUDITED) {
+                            req.extensions_mut().insert(a.clone());
+                        }
                         next.run(req).await
                     }
                 };
-                if let Some(a) = audit {
+                if let Some(a) = audit.filter(|_| resp.extensions().get::<audit::Written>().is_none()) {
                     a.record(&state, Some(&principal), &resp).await;
                 }
                 resp

@@ -565,7 +565,7 @@ async fn spawn_task(s: &AppState, caller: &Caller, args: &Map<String, Value>) ->
     if let Some(parent) = &caller.task {
         task.priority = parent.priority;
     }
-    let submitted = submit_task(s, task).await?;
+    let submitted = submit_task(s, task, None).await?;
     Ok(json!({"id": submitted.task.id, "agent": submitted.task.agent, "status": submitted.task.status}))
 }
 

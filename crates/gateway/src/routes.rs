@@ -86,6 +86,7 @@ struct SubmitRequest {
 async fn submit(
     State(s): State<Arc<AppState>>,
     Extension(p): Extension<Principal>,
+    audit: Option<Extension<crate::audit::Pending>>,
     JsonBody(req): JsonBody<SubmitRequest>,
 ) -> ApiResult<Response> {
     let parent_id = req
@@ -120,10 +121,17 @@ async fn submit(
         task.validate()?;
         own_session(&s, sid, &task).await?;
     }
-    let submitted = submit_task(&s, task).await?;
+    // the request's audit record goes in the submission's own write
+    let record = audit.map(|Extension(a)| a.for_handler(&p));
+    let audited = record.is_some();
+    let submitted = submit_task(&s, task, record).await?;
     let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
     let location = format!("/v1/tasks/{}", submitted.task.id);
-    Ok((status, [(axum::http::header::LOCATION, location)], Json(submitted.task)).into_response())
+    let mut resp = (status, [(axum::http::header::LOCATION, location)], Json(submitted.task)).into_response();
+    if audited {
+        resp.extensions_mut().insert(crate::audit::Written);
+    }
+    Ok(resp)
 }
 
 /// A task naming a session joins it only in its own tenant: another tenant's session names no
@@ -153,11 +161,19 @@ async fn own_session(s: &AppState, id: &str, task: &NewTask) -> ApiResult<()> {
 }
 
 /// Validates and submits a task, announces it and wakes the workers: every way in (the tasks
-/// API, session turns, an agent's `spawn_task`) goes through here.
-pub(crate) async fn submit_task(s: &AppState, task: NewTask) -> ApiResult<smith_store::Submitted> {
+/// API, session turns, an agent's `spawn_task`) goes through here. With `audit`, the request's
+/// record is written in the submission's own write.
+pub(crate) async fn submit_task(
+    s: &AppState,
+    task: NewTask,
+    audit: Option<smith_core::NewAuditRecord>,
+) -> ApiResult<smith_store::Submitted> {
     task.validate()?;
     s.quotas.admit(s.store.as_ref(), &task.tenant).await?;
-    let submitted = s.store.submit(task).await?;
+    let submitted = match audit {
+        Some(record) => s.store.submit_audited(task, record).await?,
+        None => s.store.submit(task).await?,
+    };
     if submitted.created {
         let t = &submitted.task;
         crate::metrics::submitted(&t.agent);

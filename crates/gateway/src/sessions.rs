@@ -75,7 +75,7 @@ pub(crate) async fn start(
     s.store.create_session(&session).await?;
     let mut turns = Vec::new();
     if let Some(t) = first {
-        turns.push(submit_task(&s, t).await?.task);
+        turns.push(submit_task(&s, t, None).await?.task);
     }
     let location = format!("/v1/sessions/{}", session.id);
     let body = json!({
@@ -122,7 +122,7 @@ pub(crate) async fn add_turn(
     if s.store.count_session_tasks(&session.id, &session.tenant).await? >= MAX_TURNS as u64 {
         return Err(ApiError::new(smith_core::Code::Conflict, format!("session {id} has {MAX_TURNS} turns, the most")));
     }
-    let submitted = submit_task(&s, task).await?;
+    let submitted = submit_task(&s, task, None).await?;
     if submitted.task.session_id.as_deref() != Some(session.id.as_str()) {
         return Err(ApiError::new(
             smith_core::Code::Conflict,

@@ -89,6 +89,7 @@ macro_rules! store_conformance {
             api_keys_are_created_listed_and_revoked,
             api_keys_are_checked_before_they_are_stored,
             audit_records_are_numbered_and_filtered,
+            a_submission_and_its_audit_record_are_written_together,
             audit_limit_is_capped_and_bad_records_are_refused,
             audit_tail_under_concurrent_writers_misses_nothing,
             tenant_load_counts_in_flight_tasks_and_usage_since,
@@ -2253,6 +2254,28 @@ fn audit_record(
 
 async fn audit_ids(store: &S, q: AuditQuery) -> Vec<u64> {
     store.audit(&q).await.expect("audit").into_iter().map(|r| r.id).collect()
+}
+
+/// `submit_audited` stores the task and its request's record, the record naming the task and
+/// saying whether it was created (201) or an idempotent repeat returned it (200); a submission
+/// the store refuses writes neither.
+pub async fn a_submission_and_its_audit_record_are_written_together(store: S) {
+    let request = audit_record(Micros::now(), "key:a", "acme", "task.submit", None, 0);
+    let mut new = NewTask::new("echo", json!({"n": 1}));
+    new.tenant = "acme".into();
+    new.idempotency_key = Some("once".into());
+    let first = store.submit_audited(new.clone(), request.clone()).await.unwrap();
+    let again = store.submit_audited(new, request.clone()).await.unwrap();
+    assert!(first.created && !again.created);
+    assert_eq!(again.task.id, first.task.id);
+    let unknown = store.submit_audited(NewTask::new("no-such-agent", json!(1)), request.clone()).await;
+    assert!(unknown.is_err(), "{unknown:?}");
+
+    let records = store.audit(&AuditQuery { actor: Some("key:a".into()), ..Default::default() }).await.unwrap();
+    let got: Vec<(Option<&str>, u16)> = records.iter().map(|r| (r.target.as_deref(), r.status)).collect();
+    let id = first.task.id.to_string();
+    assert_eq!(got, [(Some(id.as_str()), 201), (Some(id.as_str()), 200)]);
+    assert!(records.iter().all(|r| r.action == "task.submit" && r.tenant == "acme" && r.at == request.at));
 }
 
 pub async fn audit_records_are_numbered_and_filtered(store: S) {

@@ -43,6 +43,10 @@ impl Store for Instrumented {
         timed("submit", self.0.submit(task)).await
     }
 
+    async fn submit_audited(&self, task: NewTask, audit: NewAuditRecord) -> Result<Submitted> {
+        timed("submit", self.0.submit_audited(task, audit)).await
+    }
+
     async fn get_task(&self, id: TaskId) -> Result<Option<Task>> {
         timed("get_task", self.0.get_task(id)).await
     }

@@ -241,6 +241,19 @@ pub trait Store: Send + Sync + 'static {
     /// Fills `max_attempts` and `timeout_ms` from the agent definition; an unknown agent is an error.
     async fn submit(&self, task: NewTask) -> Result<Submitted>;
 
+    /// [`submit`](Store::submit) and the audit record of the request that made it: `audit`'s
+    /// `target` becomes the task's id and its `status` 201 when the task was created, 200 when
+    /// an idempotent repeat returned it. A backend that can writes both in one transaction, so
+    /// a submission is never accepted unaudited and costs one write, not two; this default
+    /// writes the record after the task, and a failure to write it is logged (the task stands).
+    async fn submit_audited(&self, task: NewTask, audit: NewAuditRecord) -> Result<Submitted> {
+        let submitted = self.submit(task).await?;
+        if let Err(e) = self.append_audit(submit_record(audit, &submitted)).await {
+            tracing::error!(error = %e, task_id = %submitted.task.id, "cannot write a submission's audit record");
+        }
+        Ok(submitted)
+    }
+
     async fn get_task(&self, id: TaskId) -> Result<Option<Task>>;
 
     /// Newest first.
@@ -404,6 +417,16 @@ pub trait Store: Send + Sync + 'static {
 /// The UTC day a time falls on (days since 1970-01-01): what tenants' output bytes are counted by.
 pub fn output_day(at: Micros) -> i64 {
     at.0.div_euclid(86_400_000_000)
+}
+
+/// A submission's audit record, completed with what the store decided: the task's id, and 201
+/// for a new task or 200 for an idempotent repeat.
+pub fn submit_record(audit: NewAuditRecord, submitted: &Submitted) -> NewAuditRecord {
+    NewAuditRecord {
+        target: Some(submitted.task.id.to_string()),
+        status: if submitted.created { 201 } else { 200 },
+        ..audit
+    }
 }
 
 /// The length of a value serialized as JSON (as the store writes it), without building the text.

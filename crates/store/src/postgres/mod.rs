@@ -36,7 +36,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Mutex};
-use writer::{AppendJob, CompleteJob, Job, LeaseJob, Op, ReapJob, ReleaseJob};
+use writer::{AppendJob, CompleteJob, Job, LeaseJob, Op, ReapJob, ReleaseJob, Submission};
 
 /// How long opening the store waits for the server before saying it is unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -280,7 +280,13 @@ fn stopped() -> Error {
 impl Store for PgStore {
     async fn submit(&self, task: NewTask) -> Result<Submitted> {
         task.validate()?;
-        self.write(Op::Submit, task).await
+        self.write(Op::Submit, Submission { task, audit: None }).await
+    }
+
+    async fn submit_audited(&self, task: NewTask, audit: NewAuditRecord) -> Result<Submitted> {
+        task.validate()?;
+        check_audit(&audit)?;
+        self.write(Op::Submit, Submission { task, audit: Some(audit) }).await
     }
 
     async fn get_task(&self, id: TaskId) -> Result<Option<Task>> {

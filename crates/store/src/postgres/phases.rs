@@ -6,10 +6,10 @@ use super::apply;
 use super::db_error;
 use super::liveness::STORE_NOW;
 use super::rows::{node_row, task_row, AuditBuf, EventBuf, TaskRow, NODE_COLS, TASK_COLS};
-use super::writer::{Job, Op};
+use super::writer::{Job, Op, Submission};
 use crate::{Error, Result, Submitted};
 use serde_json::json;
-use smith_core::{AgentDef, Code, EventKind, Micros, NewTask, Node, Task, TaskId, TaskStatus};
+use smith_core::{AgentDef, Code, EventKind, Micros, Node, Task, TaskId, TaskStatus};
 use sqlx::PgConnection;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -76,9 +76,9 @@ pub(super) async fn run(conn: &mut PgConnection, ops: &mut [Op], out: &mut Appen
             j.out = Some(Ok(out.audit.push(&j.input)));
         }
     }
+    misc(conn, ops, &mut out.events).await?;
+    submit(conn, ops, out, ctx).await?;
     let ev = &mut out.events;
-    misc(conn, ops, ev).await?;
-    submit(conn, ops, ev, ctx).await?;
     task_changes(conn, ops, ev).await?;
     super::claims::claims(conn, ops, ev, ctx).await
 }
@@ -231,8 +231,21 @@ struct NewRows {
     budget: Vec<Option<String>>,
 }
 
-async fn submit(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx: &mut Ctx) -> Result<()> {
-    let mut jobs: Vec<&mut Job<NewTask, Submitted>> = ops
+/// The batch's submissions, and the audit records of those that carry one.
+async fn submit(conn: &mut PgConnection, ops: &mut [Op], out: &mut Appends, ctx: &mut Ctx) -> Result<()> {
+    submit_tasks(conn, ops, &mut out.events, ctx).await?;
+    for op in ops.iter_mut() {
+        if let Op::Submit(j) = op {
+            if let (Some(audit), Some(Ok(submitted))) = (&j.input.audit, &j.out) {
+                out.audit.push(&crate::submit_record(audit.clone(), submitted));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn submit_tasks(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx: &mut Ctx) -> Result<()> {
+    let mut jobs: Vec<&mut Job<Submission, Submitted>> = ops
         .iter_mut()
         .filter_map(|op| match op {
             Op::Submit(j) => Some(j),
@@ -242,7 +255,7 @@ async fn submit(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx:
     if jobs.is_empty() {
         return Ok(());
     }
-    let names: BTreeSet<String> = jobs.iter().map(|j| j.input.agent.clone()).collect();
+    let names: BTreeSet<String> = jobs.iter().map(|j| j.input.task.agent.clone()).collect();
     let defs = agent_defs(conn, names.into_iter().collect(), ctx).await?;
     let now = Micros::now();
 
@@ -251,7 +264,7 @@ async fn submit(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx:
     let mut rows = NewRows::default();
     let mut ids: HashSet<TaskId> = HashSet::new();
     for j in jobs.iter_mut() {
-        let t = &j.input;
+        let t = &j.input.task;
         let Some(def) = defs.get(&t.agent) else {
             j.out = Some(Err(smith_core::Error::unprocessable(format!("unknown agent {:?}", t.agent)).into()));
             planned.push(None);

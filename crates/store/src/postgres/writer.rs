@@ -60,6 +60,13 @@ impl<I, O> Job<I, O> {
     }
 }
 
+/// A task to submit, and the audit record of the request that submits it (written in the same
+/// transaction, completed with the task's id and whether it was created).
+pub(super) struct Submission {
+    pub task: NewTask,
+    pub audit: Option<NewAuditRecord>,
+}
+
 pub(super) struct AppendJob {
     pub id: TaskId,
     pub attempt: u32,
@@ -94,7 +101,7 @@ pub(super) struct LeaseJob {
 
 /// Every write the store makes.
 pub(super) enum Op {
-    Submit(Job<NewTask, Submitted>),
+    Submit(Job<Submission, Submitted>),
     Claim(Job<ClaimRequest, Vec<Claimed>>),
     Append(Job<AppendJob, Vec<Event>>),
     Complete(Job<CompleteJob, Change>),

@@ -424,6 +424,17 @@ impl Store for SqliteStore {
         self.write(move |c| ops::submit(c, &task, Micros::now())).await
     }
 
+    async fn submit_audited(&self, task: NewTask, audit: NewAuditRecord) -> Result<Submitted> {
+        task.validate()?;
+        check_audit(&audit)?;
+        self.write(move |c| {
+            let submitted = ops::submit(c, &task, Micros::now())?;
+            access::append_audit(c, &crate::submit_record(audit.clone(), &submitted))?;
+            Ok(submitted)
+        })
+        .await
+    }
+
     async fn get_task(&self, id: TaskId) -> Result<Option<Task>> {
         self.read(move |c| ops::get_task(c, id)).await
     }
