@@ -14,6 +14,39 @@ use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+/// Threads that keep CPUs busy until dropped.
+struct Busy {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Busy {
+    fn start(n: usize) -> Busy {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                    }
+                })
+            })
+            .collect();
+        Busy { stop, threads }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The value of the sample `series` (name with its labels, exactly as rendered) in Prometheus text.
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -203,6 +236,10 @@ async fn scrape(url: &str) -> Result<String, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_worker_is_quarantined_its_tasks_finish_elsewhere_and_it_is_readmitted() {
     let Some(services) = Services::from_env() else { return };
+    // The machine is kept busy throughout: a healthy worker must not be judged silent because
+    // the CPU (or the store's batches of events) kept its heartbeats waiting. If one were,
+    // its tasks would be requeued a second time and the asserts on `worker` and `attempt` fail.
+    let _busy = Busy::start(2);
     let cluster =
         Cluster::new(&services, "[supervisor]\ndead_after = \"3s\"\nquarantine = \"3s\"\n[worker]\npoll = \"100ms\"\n")
             .await;

@@ -286,7 +286,7 @@ impl Store for PgStore {
     async fn submit_audited(&self, task: NewTask, audit: NewAuditRecord) -> Result<Submitted> {
         task.validate()?;
         check_audit(&audit)?;
-        self.write(Op::Submit, Submission { task, audit: Some(audit) }).await
+        self.write(Op::Submit, Submission { task, audit: Some(Box::new(audit)) }).await
     }
 
     async fn get_task(&self, id: TaskId) -> Result<Option<Task>> {

@@ -237,7 +237,7 @@ async fn submit(conn: &mut PgConnection, ops: &mut [Op], out: &mut Appends, ctx:
     for op in ops.iter_mut() {
         if let Op::Submit(j) = op {
             if let (Some(audit), Some(Ok(submitted))) = (&j.input.audit, &j.out) {
-                out.audit.push(&crate::submit_record(audit.clone(), submitted));
+                out.audit.push(&crate::submit_record((**audit).clone(), submitted));
             }
         }
     }

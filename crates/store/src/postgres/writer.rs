@@ -64,7 +64,8 @@ impl<I, O> Job<I, O> {
 /// transaction, completed with the task's id and whether it was created).
 pub(super) struct Submission {
     pub task: NewTask,
-    pub audit: Option<NewAuditRecord>,
+    /// Boxed: most submissions carry none, and the job stays small in the queue.
+    pub audit: Option<Box<NewAuditRecord>>,
 }
 
 pub(super) struct AppendJob {
