@@ -7,7 +7,7 @@ use super::rows::{EventBuf, TaskRow};
 use crate::{Change, Error, Result};
 use serde_json::{json, Value};
 use smith_core::task::retry_backoff_ms;
-use smith_core::{Event, EventDraft, EventKind, Micros, Outcome, TaskError, TaskId, TaskStatus, Usage};
+use smith_core::{Event, EventDraft, EventKind, Micros, Outcome, TaskError, TaskId, TaskStatus};
 use std::time::Duration;
 
 fn held_by(row: &TaskRow, attempt: u32) -> bool {
@@ -37,14 +37,6 @@ pub(super) fn append(
     match row {
         Some(row) if held_by(row, attempt) => Ok(push_drafts(row, drafts, now, ev)),
         _ => Err(Error::Fenced(id)),
-    }
-}
-
-fn add_usage(a: Usage, b: Usage) -> Usage {
-    Usage {
-        input_tokens: a.input_tokens + b.input_tokens,
-        output_tokens: a.output_tokens + b.output_tokens,
-        cost_usd: a.cost_usd + b.cost_usd,
     }
 }
 
@@ -109,7 +101,7 @@ pub(super) fn complete(
         return Err(Error::Fenced(id));
     }
     let mut events = push_drafts(row, drafts, now, ev);
-    row.task.usage = add_usage(row.task.usage, outcome.usage());
+    row.task.usage.add(&outcome.usage());
     if !outcome.usage().is_zero() {
         row.spent_at = Some(now);
     }
@@ -215,7 +207,7 @@ pub(super) fn request_cancel(row: Option<&mut TaskRow>, id: TaskId, now: Micros,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smith_core::Task;
+    use smith_core::{Task, Usage};
 
     fn running(attempt: u32, max_attempts: u32) -> TaskRow {
         let now = Micros(1_000_000);

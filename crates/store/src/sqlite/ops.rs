@@ -481,14 +481,6 @@ fn insert_drafts(
     Ok((out, bytes))
 }
 
-fn add_usage(a: Usage, b: Usage) -> Usage {
-    Usage {
-        input_tokens: a.input_tokens + b.input_tokens,
-        output_tokens: a.output_tokens + b.output_tokens,
-        cost_usd: a.cost_usd + b.cost_usd,
-    }
-}
-
 /// Writes a terminal state (or a requeue) and its event. `row.last_seq` is the last seq used.
 fn finish(
     c: &Connection,
@@ -570,7 +562,7 @@ pub(super) fn complete(
         (events, draft_bytes) = insert_drafts(c, &row.task, row.last_seq + 1, drafts, now)?;
         row.last_seq += drafts.len() as u64;
     }
-    row.task.usage = add_usage(row.task.usage, outcome.usage());
+    row.task.usage.add(&outcome.usage());
     let result_bytes = match outcome {
         Outcome::Succeeded { result, .. } => crate::json_len(result),
         _ => 0,
