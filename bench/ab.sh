@@ -96,18 +96,19 @@ ticks() {
   echo "$t"
 }
 
-# Runs the bench client; prints "TPS P99".
+# Runs the bench client; prints "TPS P99 N": N is every task it ran, the latency run's too.
 bench() {
   local url=$1 tasks=$2 conc=$3 out
   out=$("$client" --server "$url" bench --tasks "$tasks" --concurrency "$conc" --latency-seconds "$LATENCY_SECONDS" 2>&1) || {
     echo "$out" >&2
-    echo "nan nan"
+    echo "nan nan $tasks"
     return
   }
-  local tps p99
+  local tps p99 paced
   tps=$(sed -n 's/.* = \([0-9.]*\) tasks\/s.*/\1/p' <<<"$out" | head -n1)
   p99=$(sed -n 's/.*p99 \([0-9.]*\) ms.*/\1/p' <<<"$out" | head -n1)
-  echo "${tps:-nan} ${p99:-nan}"
+  paced=$(sed -n 's/^dispatch latency at .* (\([0-9]*\) tasks).*/\1/p' <<<"$out" | head -n1)
+  echo "${tps:-nan} ${p99:-nan} $((tasks + ${paced:-0}))"
 }
 
 embedded() {
@@ -118,18 +119,19 @@ embedded() {
   "$bin" up --listen "127.0.0.1:$port" --data-dir "$dir/data" >"$dir/server.log" 2>&1 &
   pids+=($!)
   wait_http "$url"
-  local t0 r
-  t0=$(ticks "${pids[@]}")
-  r=$(bench "$url" "$TASKS" "$CONC")
-  echo "$r $(cpu_per_task "$t0" "$TASKS")"
+  measured "$url" "$TASKS" "$CONC"
   stop_all
   rm -rf "$dir"
 }
 
-# µs of server CPU per task since `t0` ticks.
-cpu_per_task() {
-  awk -v t0="$1" -v t1="$(ticks "${pids[@]}")" -v hz="$(getconf CLK_TCK)" -v n="$2" \
-    'BEGIN { printf "%.1f", (t1 - t0) / hz * 1e6 / n }'
+# Runs the bench against the servers in `pids`; prints "TPS P99 CPU" (CPU: µs of their
+# user + system time per task over the bench, the latency run's tasks counted too).
+measured() {
+  local t0 tps p99 n
+  t0=$(ticks "${pids[@]}")
+  read -r tps p99 n < <(bench "$1" "$2" "$3")
+  awk -v r="$tps $p99" -v t0="$t0" -v t1="$(ticks "${pids[@]}")" -v hz="$(getconf CLK_TCK)" -v n="$n" \
+    'BEGIN { printf "%s %.1f\n", r, (t1 - t0) / hz * 1e6 / n }'
 }
 
 distributed() {
@@ -150,10 +152,7 @@ distributed() {
   "$bin" gateway --listen "127.0.0.1:$port" >"$dir/gw.log" 2>&1 &
   pids+=($!)
   wait_http "$url"
-  local t0 r
-  t0=$(ticks "${pids[@]}")
-  r=$(bench "$url" "$DIST_TASKS" "$DIST_CONC")
-  echo "$r $(cpu_per_task "$t0" "$DIST_TASKS")"
+  measured "$url" "$DIST_TASKS" "$DIST_CONC"
   stop_all
   unset SMITH_STORE SMITH_BUS
   psql "$SMITH_TEST_POSTGRES_URL" -qc "DROP DATABASE $db WITH (FORCE)" >/dev/null

@@ -132,6 +132,30 @@ pub struct Event {
 }
 
 impl Event {
+    /// The event a store records for `task` (a fleet event when `None`: no task, agent or
+    /// tenant) at feed position `pos`.
+    pub fn of_task(
+        task: Option<&crate::Task>,
+        seq: u64,
+        kind: EventKind,
+        attempt: u32,
+        at: Micros,
+        data: Value,
+        pos: u64,
+    ) -> Event {
+        Event {
+            task_id: task.map(|t| t.id),
+            seq,
+            kind,
+            at,
+            data,
+            agent: task.map(|t| t.agent.clone()),
+            tenant: task.map(|t| t.tenant.clone()),
+            attempt,
+            pos,
+        }
+    }
+
     /// Whether a reader of tenant `reader` sees this event (see [`visible_to`]).
     pub fn visible_to(&self, reader: Option<&str>) -> bool {
         visible_to(reader, self.kind, self.tenant.as_deref())

@@ -221,17 +221,7 @@ impl EventBuf {
         self.attempt.push(attempt as i32);
         self.at.push(at.0);
         self.data.push(data.to_string());
-        Event {
-            task_id: task.map(|t| t.id),
-            seq,
-            kind,
-            at,
-            data,
-            agent: task.map(|t| t.agent.clone()),
-            tenant: task.map(|t| t.tenant.clone()),
-            attempt,
-            pos,
-        }
+        Event::of_task(task, seq, kind, attempt, at, data, pos)
     }
 
     /// Queues an event outside every task's log (a discovery, a message, a fleet event).

@@ -145,18 +145,7 @@ fn insert_event(
         at.0,
         text,
     ])?;
-    let ev = Event {
-        task_id: task.map(|t| t.id),
-        seq,
-        kind,
-        at,
-        data,
-        agent: task.map(|t| t.agent.clone()),
-        tenant: task.map(|t| t.tenant.clone()),
-        attempt,
-        pos: c.last_insert_rowid() as u64,
-    };
-    Ok((ev, bytes))
+    Ok((Event::of_task(task, seq, kind, attempt, at, data, c.last_insert_rowid() as u64), bytes))
 }
 
 fn agent_def(c: &Connection, name: &str) -> Result<Option<AgentDef>> {
@@ -862,16 +851,7 @@ pub(super) fn usage_totals(c: &Connection, by: UsageBy) -> Result<Vec<(String, U
          sum(json_extract(usage, '$.cost_usd')) FROM tasks WHERE usage IS NOT NULL GROUP BY {col} ORDER BY {col}"
     );
     let mut stmt = c.prepare_cached(&sql)?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            Usage {
-                input_tokens: r.get::<_, Option<i64>>(1)?.unwrap_or(0) as u64,
-                output_tokens: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
-                cost_usd: r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
-            },
-        ))
-    })?;
+    let rows = stmt.query_map([], named_usage)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.into_iter().filter(|(_, u)| !u.is_zero()).collect())
 }
 
@@ -881,17 +861,18 @@ fn tenant_usage_by_agent(c: &Connection, tenant: &str) -> Result<Vec<(String, Us
         "SELECT agent, sum(json_extract(usage, '$.input_tokens')), sum(json_extract(usage, '$.output_tokens')), \
          sum(json_extract(usage, '$.cost_usd')) FROM tasks WHERE usage IS NOT NULL AND tenant = ?1 GROUP BY agent",
     )?;
-    let rows = stmt.query_map([tenant], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            Usage {
-                input_tokens: r.get::<_, Option<i64>>(1)?.unwrap_or(0) as u64,
-                output_tokens: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
-                cost_usd: r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
-            },
-        ))
-    })?;
+    let rows = stmt.query_map([tenant], named_usage)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// A row of (name, summed input tokens, output tokens, cost), the sums NULL when none spent.
+fn named_usage(r: &Row) -> rusqlite::Result<(String, Usage)> {
+    let usage = Usage {
+        input_tokens: r.get::<_, Option<i64>>(1)?.unwrap_or(0) as u64,
+        output_tokens: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
+        cost_usd: r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
+    };
+    Ok((r.get(0)?, usage))
 }
 
 pub(super) fn count_session_tasks(c: &Connection, session_id: &str, tenant: &str) -> Result<u64> {
