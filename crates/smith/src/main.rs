@@ -12,12 +12,6 @@ mod roles;
 mod up;
 
 use clap::{Args, Parser, Subcommand};
-
-/// mimalloc in place of glibc's malloc: the hot path allocates small, short-lived buffers on
-/// every task (JSON values, events, HTTP frames) from several threads, where glibc's arenas
-/// spent ~13 % of `smith up`'s CPU in malloc/free and their consolidation (perf, BENCHMARKS.md).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
