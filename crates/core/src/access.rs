@@ -64,6 +64,25 @@ pub struct NewApiKey {
     pub secret_sha256: String,
 }
 
+impl NewApiKey {
+    /// The key as stored at `now`: live, without its secret.
+    pub fn created(&self, now: crate::Micros) -> ApiKey {
+        ApiKey {
+            id: self.id.clone(),
+            tenant: self.tenant.clone(),
+            scopes: self.scopes.clone(),
+            name: self.name.clone(),
+            created_at: now,
+            revoked_at: None,
+        }
+    }
+
+    /// The refusal of a key whose id is taken.
+    pub fn conflict(&self) -> crate::Error {
+        crate::Error::new(crate::Code::Conflict, format!("API key {} already exists", self.id))
+    }
+}
+
 /// One mutating request, as the audit log keeps it. Append-only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {

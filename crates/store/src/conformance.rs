@@ -5,6 +5,7 @@
 //! backend is done when `store_conformance!(open_my_backend())` passes. Waits are real but
 //! short: leases and backoffs of tens of milliseconds, or a `now` handed to `reap`.
 
+use crate::lifecycle;
 use crate::{
     ClaimRequest, Claimed, Error, FeedFilter, GlobalEvent, RunningCaps, Session, Store, TaskQuery, TenantLoad, UsageBy,
     AUDIT_LIMIT,
@@ -61,6 +62,7 @@ macro_rules! store_conformance {
             reap_fails_tasks_with_attempts_exhausted,
             reap_cancels_cancel_requested_tasks,
             release_requeues_without_spending_an_attempt,
+            a_task_moves_as_the_lifecycle_says,
             request_cancel_depends_on_status,
             events_pages_every_event_once_in_order,
             feed_is_commit_ordered_and_pages_without_gaps,
@@ -1041,6 +1043,84 @@ pub async fn release_requeues_without_spending_an_attempt(store: S) {
     let change = store.complete(twice.id, 2, vec![], failure(true)).await.unwrap();
     assert_eq!(change.task.status, TaskStatus::Queued, "the release spent an attempt");
     checked_log(&store, twice.id).await;
+}
+
+/// The task and events a store answered, against what the lifecycle decides for the same step.
+/// Times are the store's own clock, so they are compared by presence.
+fn assert_moved(what: &str, task: &Task, events: &[Event], row: &lifecycle::Row, steps: &[lifecycle::Step]) {
+    let when = |t: &Task| (t.started_at.is_some(), t.finished_at.is_some());
+    let strip = |t: &Task| Task { created_at: Micros(0), started_at: None, finished_at: None, ..t.clone() };
+    assert_eq!(strip(task), strip(&row.task), "{what}: the task differs from the lifecycle's");
+    assert_eq!(when(task), when(&row.task), "{what}: started/finished differ from the lifecycle's");
+    let got: Vec<(u64, EventKind, u32, &Value)> = events.iter().map(|e| (e.seq, e.kind, e.attempt, &e.data)).collect();
+    let want: Vec<(u64, EventKind, u32, &Value)> = steps.iter().map(|s| (s.seq, s.kind, s.attempt, &s.data)).collect();
+    assert_eq!(got, want, "{what}: the events differ from the lifecycle's");
+}
+
+/// Each store moves a task exactly as `lifecycle` says, step by step — claims and renewals
+/// (set-based SQL in both stores) included: the same task and the same events.
+pub async fn a_task_moves_as_the_lifecycle_says(store: S) {
+    let def = agent("life", 2, 0);
+    store.put_agents(std::slice::from_ref(&def)).await.expect("put_agents");
+    alive(&store, "w1").await;
+    let new = NewTask::new("life", json!({"n": 1}));
+    let (mut row, queued) = lifecycle::submit(&new, &def, Micros(0));
+    let now = Micros::now();
+    let lease = now.plus(LONG);
+
+    let submitted = store.submit(new).await.unwrap();
+    assert_moved("submit", &submitted.task, &submitted.events, &row, &[queued]);
+    let id = row.task.id;
+
+    let claimed = claim_one(&store, "w1", "life", LONG).await;
+    let step = lifecycle::claim(&mut row, "w1", lease, now).unwrap();
+    assert_moved("claim", &claimed.task, &[claimed.event], &row, &[step]);
+
+    let drafts = vec![output(1), output(2)];
+    let events = store.append(id, 1, drafts.clone()).await.unwrap();
+    let steps = lifecycle::append(&mut row, 1, &drafts).unwrap();
+    assert_moved("append", &get(&store, id).await, &events, &row, &steps);
+
+    let change = store.complete(id, 1, vec![output(3)], failure(true)).await.unwrap();
+    let steps = lifecycle::complete(&mut row, 1, &[output(3)], &failure(true), now).unwrap();
+    assert_moved("retryable failure", &change.task, &change.events, &row, &steps);
+
+    let claimed = claim_one(&store, "w1", "life", LONG).await;
+    let step = lifecycle::claim(&mut row, "w1", lease, now).unwrap();
+    assert_moved("claim again", &claimed.task, &[claimed.event], &row, &[step]);
+
+    let held = store.renew("w1", LONG).await.unwrap();
+    lifecycle::renew(&mut row, "w1", lease).unwrap();
+    assert_eq!(held.iter().map(|h| (h.id, h.attempt)).collect::<Vec<_>>(), [(id, 2)]);
+
+    let changes = store.release("w1", &[(id, 2)], "drain").await.unwrap();
+    let step = lifecycle::release(&mut row, "w1", 2, "drain", now).unwrap();
+    assert_moved("release", &changes[0].task, &changes[0].events, &row, &[step]);
+
+    let claimed = claim_one(&store, "w1", "life", LONG).await;
+    let step = lifecycle::claim(&mut row, "w1", lease, now).unwrap();
+    assert_moved("claim after release", &claimed.task, &[claimed.event], &row, &[step]);
+
+    let change = store.request_cancel(id).await.unwrap();
+    assert_eq!(lifecycle::cancel(&mut row, now), None);
+    assert_moved("cancel while running", &change.task, &change.events, &row, &[]);
+
+    let refused = store.complete(id, 2, vec![], success(json!("late"))).await;
+    assert_eq!(
+        lifecycle::complete(&mut row, 2, &[], &success(json!("late")), now),
+        Err(lifecycle::Refusal::StaleAttempt { attempt: 2, current: 3 })
+    );
+    assert_fenced(refused, id, "a completion by the released attempt");
+
+    let change = store.complete(id, 3, vec![], failure(true)).await.unwrap();
+    let steps = lifecycle::complete(&mut row, 3, &[], &failure(true), now).unwrap();
+    assert_moved("a failure after a cancel request", &change.task, &change.events, &row, &steps);
+    assert_eq!(change.task.status, TaskStatus::Cancelled);
+
+    let change = store.request_cancel(id).await.unwrap();
+    assert_eq!(lifecycle::cancel(&mut row, now), None);
+    assert_moved("cancel when finished", &change.task, &change.events, &row, &[]);
+    checked_log(&store, id).await;
 }
 
 // ---------------------------------------------------------------------------------------------

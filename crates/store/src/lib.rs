@@ -1,13 +1,15 @@
 //! The durable store: tasks as a leased priority queue, per-task event logs, agents and nodes.
 //!
 //! Backends sit behind the object-safe [`Store`] trait and are chosen by URL in [`open`].
-//! Every backend passes the same [`conformance`] suite.
+//! Every backend passes the same `conformance` suite.
 
 mod access;
 mod caps;
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 mod error;
 mod instrumented;
+pub mod lifecycle;
 pub mod metrics;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -411,6 +413,18 @@ pub trait Store: Send + Sync + 'static {
     /// Not free: call it on a timer, never per request.
     async fn size_bytes(&self) -> Result<Option<u64>> {
         Ok(None)
+    }
+}
+
+/// The task-list cursor of a query: list positions below it (`i64::MAX` for the first page).
+pub fn list_before(q: &TaskQuery) -> Result<i64> {
+    match &q.cursor {
+        None => Ok(i64::MAX),
+        Some(s) => Ok(s
+            .parse::<i64>()
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| smith_core::Error::invalid(format!("malformed cursor {s:?}")))?),
     }
 }
 

@@ -53,18 +53,9 @@ pub(super) async fn create_api_key(pool: &PgPool, k: &NewApiKey, now: Micros) ->
     .await
     .map_err(db_error)?;
     if done.rows_affected() == 0 {
-        return Err(
-            smith_core::Error::new(smith_core::Code::Conflict, format!("API key {} already exists", k.id)).into()
-        );
+        return Err(k.conflict().into());
     }
-    Ok(ApiKey {
-        id: k.id.clone(),
-        tenant: k.tenant.clone(),
-        scopes: k.scopes.clone(),
-        name: k.name.clone(),
-        created_at: now,
-        revoked_at: None,
-    })
+    Ok(k.created(now))
 }
 
 pub(super) async fn api_key(pool: &PgPool, id: &str) -> Result<Option<(ApiKey, String)>> {

@@ -10,13 +10,11 @@
 //! once the batch's own claims are added as they return.
 
 use super::db_error;
-use super::phases::{lock_feed, Ctx};
+use super::jobs::{lock_feed, Ctx, Job, Op};
 use super::rows::{task_row, EventBuf, TaskRow, TASK_COLS};
-use super::writer::{Job, Op};
 use crate::caps::Room;
 use crate::{ClaimRequest, Claimed, Error, Result, RunningCaps};
-use serde_json::json;
-use smith_core::{EventKind, Micros};
+use smith_core::Micros;
 use sqlx::PgConnection;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -221,8 +219,8 @@ pub(super) async fn claims(conn: &mut PgConnection, ops: &mut [Op], ev: &mut Eve
     for (job, wants) in jobs.iter_mut().zip(got) {
         let mut out = Vec::new();
         for row in wants.into_iter().flatten() {
-            let data = json!({"worker": job.input.worker, "attempt": row.task.attempt});
-            let event = ev.push(Some(&row.task), row.last_seq, EventKind::Started, row.task.attempt, now, data);
+            let started = crate::lifecycle::started(&row);
+            let event = super::apply::emit(&row, vec![started], now, ev).remove(0);
             out.push(Claimed { task: row.task, event });
         }
         job.out = Some(Ok(out));

@@ -13,6 +13,7 @@
 mod access;
 mod apply;
 mod claims;
+mod jobs;
 mod liveness;
 mod migrate;
 mod phases;
@@ -26,6 +27,7 @@ use crate::{
     PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
+use jobs::{AppendJob, CompleteJob, Job, LeaseJob, Op, ReapJob, ReleaseJob, Submission};
 use smith_core::{
     AgentDef, ApiKey, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros, NewApiKey, NewAuditRecord,
     NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
@@ -36,7 +38,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Mutex};
-use writer::{AppendJob, CompleteJob, Job, LeaseJob, Op, ReapJob, ReleaseJob, Submission};
 
 /// How long opening the store waits for the server before saying it is unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -4,50 +4,15 @@
 
 use super::apply;
 use super::db_error;
+use super::jobs::{lock_feed, Ctx, Job, LeaseJob, Op, Submission};
 use super::liveness::STORE_NOW;
 use super::rows::{node_row, task_row, AuditBuf, EventBuf, TaskRow, NODE_COLS, TASK_COLS};
-use super::writer::{Job, Op, Submission};
+use crate::lifecycle::{self, Step};
 use crate::{Error, Result, Submitted};
-use serde_json::json;
-use smith_core::{AgentDef, Code, EventKind, Micros, Node, Task, TaskId, TaskStatus};
+use smith_core::{AgentDef, Code, Micros, Node, Task, TaskId, TaskStatus};
 use sqlx::PgConnection;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
-
-/// A writer's state across batches.
-pub(super) struct Ctx {
-    /// The feed's advisory lock: `(class, the events table's oid)`, so stores in different
-    /// schemas of one database do not serialise each other.
-    pub feed_lock: (i32, i32),
-    /// Whether the current transaction holds the feed lock.
-    pub locked: bool,
-    /// Parsed agent definitions by name, with the text they were parsed from: a submission
-    /// looks its agent up every time, and parsing is the expensive part.
-    agents: HashMap<String, (String, AgentDef)>,
-}
-
-impl Ctx {
-    pub fn new(feed_lock: (i32, i32)) -> Self {
-        Ctx { feed_lock, locked: false, agents: HashMap::new() }
-    }
-}
-
-/// Takes the feed lock until the transaction ends. Whoever holds it must never wait for a row
-/// lock (claims skip locked rows, events conflict with no one), so it cannot close a cycle of
-/// waits; it is held from the claims to the commit.
-pub(super) async fn lock_feed(conn: &mut PgConnection, ctx: &mut Ctx) -> Result<()> {
-    if ctx.locked {
-        return Ok(());
-    }
-    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-        .bind(ctx.feed_lock.0)
-        .bind(ctx.feed_lock.1)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
-    ctx.locked = true;
-    Ok(())
-}
 
 /// What a batch inserts when it ends, under the feed lock: its events and audit records.
 #[derive(Debug, Default)]
@@ -161,7 +126,7 @@ async fn mark_dead_nodes(conn: &mut PgConnection, silent_for: i64) -> Result<Vec
 }
 
 /// Takes or renews a named lease (`ttl`), or gives it up (`None`); whether `holder` holds it now.
-async fn lease(conn: &mut PgConnection, l: &super::writer::LeaseJob) -> sqlx::Result<bool> {
+async fn lease(conn: &mut PgConnection, l: &LeaseJob) -> sqlx::Result<bool> {
     let Some(ttl) = l.ttl else {
         sqlx::query("DELETE FROM leader_leases WHERE name = $1 AND holder = $2")
             .bind(&l.name)
@@ -260,7 +225,7 @@ async fn submit_tasks(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf
     let now = Micros::now();
 
     // The task each job would create; `None` for an unknown agent (answered at once).
-    let mut planned: Vec<Option<Task>> = Vec::with_capacity(jobs.len());
+    let mut planned: Vec<Option<(TaskRow, Step)>> = Vec::with_capacity(jobs.len());
     let mut rows = NewRows::default();
     let mut ids: HashSet<TaskId> = HashSet::new();
     for j in jobs.iter_mut() {
@@ -270,8 +235,8 @@ async fn submit_tasks(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf
             planned.push(None);
             continue;
         };
-        let timeout_ms = t.timeout_ms.or(def.timeout.map(|d| d.as_millis() as u64));
-        let task = Task::queued(t, timeout_ms, t.max_attempts.unwrap_or(def.max_attempts), now);
+        let (row, queued) = lifecycle::submit(t, def, now);
+        let task = &row.task;
         // A repeated id in one batch is never inserted twice: the repeat resolves like a conflict.
         if ids.insert(task.id) {
             rows.id.push(task.id.to_string());
@@ -281,15 +246,15 @@ async fn submit_tasks(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf
             rows.priority.push(i16::from(task.priority));
             rows.timeout_ms.push(task.timeout_ms.map(|v| v as i64));
             rows.max_attempts.push(task.max_attempts as i32);
-            rows.backoff_ms.push(def.retry_backoff.as_millis() as i64);
-            rows.backoff_max_ms.push(def.retry_backoff_max.as_millis() as i64);
+            rows.backoff_ms.push(row.backoff_ms as i64);
+            rows.backoff_max_ms.push(row.backoff_max_ms as i64);
             rows.key.push(task.idempotency_key.clone());
             rows.session.push(task.session_id.clone());
             rows.metadata.push(task.metadata.to_string());
             rows.parent.push(task.parent_id.map(|p| p.to_string()));
             rows.budget.push((!task.budget.is_empty()).then(|| serde_json::to_string(&task.budget).expect("budget")));
         }
-        planned.push(Some(task));
+        planned.push(Some((row, queued)));
     }
 
     let mut inserted: HashSet<TaskId> = HashSet::new();
@@ -337,12 +302,15 @@ async fn submit_tasks(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf
 
     // Answer the created ones; find what the others' keys already name.
     let mut repeats: Vec<(usize, String, String)> = Vec::new();
-    for (i, (j, task)) in jobs.iter_mut().zip(planned).enumerate() {
-        let Some(task) = task else { continue };
-        if inserted.remove(&task.id) {
-            let event = ev.push(Some(&task), 1, EventKind::Queued, 0, now, json!({"priority": task.priority}));
-            j.out = Some(Ok(Submitted { task, created: true, events: vec![event] }));
-        } else if let Some(key) = task.idempotency_key {
+    for (i, (j, planned)) in jobs.iter_mut().zip(planned).enumerate() {
+        let Some((row, queued)) = planned else { continue };
+        if inserted.remove(&row.task.id) {
+            let events = apply::emit(&row, vec![queued], now, ev);
+            j.out = Some(Ok(Submitted { task: row.task, created: true, events }));
+            continue;
+        }
+        let task = row.task;
+        if let Some(key) = task.idempotency_key {
             repeats.push((i, task.tenant, key));
         } else {
             let e = smith_core::Error::new(Code::Conflict, format!("task {} already exists", task.id));

@@ -23,14 +23,7 @@ pub(super) async fn get_task(pool: &PgPool, id: TaskId) -> Result<Option<Task>> 
 }
 
 pub(super) async fn list_tasks(pool: &PgPool, q: &TaskQuery) -> Result<TaskPage> {
-    let before: i64 = match &q.cursor {
-        None => i64::MAX,
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|v| *v > 0)
-            .ok_or_else(|| smith_core::Error::invalid(format!("malformed cursor {s:?}")))?,
-    };
+    let before = crate::list_before(q)?;
     let page = q.limit.clamp(1, 1000);
     // a value over the limit is not sent into the page at all
     let mut cols = TASK_COLS.to_string();
@@ -92,7 +85,7 @@ pub(super) async fn list_tasks(pool: &PgPool, q: &TaskQuery) -> Result<TaskPage>
         }
         bytes += size;
         let row = task_row(r)?;
-        last = Some(row.seq);
+        last = Some(r.try_get::<i64, _>("seq").map_err(db_error)?);
         items.push(row.task);
         omitted.push(left_out);
     }

@@ -21,21 +21,8 @@ pub(super) const EVENT_COLS: &str =
 
 pub(super) const NODE_COLS: &str = "id, role, version, address, status, started_at, heartbeat_at, load::text AS load";
 
-/// A task row with the bookkeeping columns the API does not show.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct TaskRow {
-    pub task: Task,
-    /// Insertion order: the list cursor and the claim tie-break.
-    pub seq: i64,
-    pub released: u32,
-    pub backoff_ms: u64,
-    pub backoff_max_ms: u64,
-    pub last_seq: u64,
-    pub lease_until: Option<Micros>,
-    pub run_at: Micros,
-    /// When the usage last grew (tenant quotas read usage by it).
-    pub spent_at: Option<Micros>,
-}
+/// A task row with the bookkeeping columns the API does not show: the lifecycle's row.
+pub(super) type TaskRow = crate::lifecycle::Row;
 
 fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(r: &'r PgRow, col: &str) -> Result<T> {
     r.try_get(col).map_err(|e| Error::Backend(format!("cannot read column {col}: {e}")))
@@ -103,7 +90,6 @@ pub(super) fn task_row(r: &PgRow) -> Result<TaskRow> {
     };
     Ok(TaskRow {
         task,
-        seq: get(r, "seq")?,
         released: u32_col(r, "released")?,
         backoff_ms: u64_col(r, "backoff_ms")?,
         backoff_max_ms: u64_col(r, "backoff_max_ms")?,

@@ -27,97 +27,21 @@
 //! fails, PostgreSQL aborts the whole transaction: the batch is rolled back and run again with
 //! each job alone in its own savepoint, so only the job that fails again is refused.
 
-use super::phases::{self, Appends, Ctx};
+use super::jobs::{Ctx, Job, Op};
+use super::phases::{self, Appends};
 #[cfg(doc)]
 use super::rows::{AuditBuf, EventBuf};
 use super::rows::{Positions, Shift};
-use crate::{Change, ClaimRequest, Claimed, Error, Result, Submitted};
-use smith_core::{
-    AgentDef, AuditRecord, Event, EventDraft, Micros, NewAuditRecord, NewTask, Node, NodeStatus, Outcome, TaskId,
-};
+use crate::{Error, Result};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, Mutex};
 
 /// Jobs per transaction at most; bounds one batch's latency and its statements' array sizes.
 pub(super) const MAX_BATCH: usize = 512;
 /// Jobs waiting for a writer at most; callers wait (backpressure) beyond that.
 pub(super) const QUEUE_DEPTH: usize = 8192;
-
-/// A write waiting for its batch: the input, the output once run, and its caller.
-pub(super) struct Job<I, O> {
-    pub input: I,
-    pub out: Option<Result<O>>,
-    reply: Option<oneshot::Sender<Result<O>>>,
-}
-
-impl<I, O> Job<I, O> {
-    pub fn new(input: I) -> (Self, oneshot::Receiver<Result<O>>) {
-        let (tx, rx) = oneshot::channel();
-        (Job { input, out: None, reply: Some(tx) }, rx)
-    }
-}
-
-/// A task to submit, and the audit record of the request that submits it (written in the same
-/// transaction, completed with the task's id and whether it was created).
-pub(super) struct Submission {
-    pub task: NewTask,
-    /// Boxed: most submissions carry none, and the job stays small in the queue.
-    pub audit: Option<Box<NewAuditRecord>>,
-}
-
-pub(super) struct AppendJob {
-    pub id: TaskId,
-    pub attempt: u32,
-    pub drafts: Vec<EventDraft>,
-}
-
-pub(super) struct CompleteJob {
-    pub id: TaskId,
-    pub attempt: u32,
-    pub drafts: Vec<EventDraft>,
-    pub outcome: Outcome,
-}
-
-pub(super) struct ReleaseJob {
-    pub worker: String,
-    pub tasks: Vec<(TaskId, u32)>,
-    pub reason: String,
-}
-
-/// Attempts to reap, as seen on a reader before the batch; checked again under lock.
-pub(super) struct ReapJob {
-    pub now: Micros,
-    pub victims: Vec<(TaskId, u32)>,
-}
-
-pub(super) struct LeaseJob {
-    pub name: String,
-    pub holder: String,
-    /// `None`: give the lease up.
-    pub ttl: Option<Duration>,
-}
-
-/// Every write the store makes.
-pub(super) enum Op {
-    Submit(Job<Submission, Submitted>),
-    Claim(Job<ClaimRequest, Vec<Claimed>>),
-    Append(Job<AppendJob, Vec<Event>>),
-    Complete(Job<CompleteJob, Change>),
-    Release(Job<ReleaseJob, Vec<Change>>),
-    Reap(Job<ReapJob, Vec<Change>>),
-    Cancel(Job<TaskId, Change>),
-    Global(Job<crate::GlobalEvent, Event>),
-    PutAgents(Job<Vec<AgentDef>, ()>),
-    SetNodeStatus(Job<(String, NodeStatus), ()>),
-    Readmit(Job<String, bool>),
-    /// Silent for longer than this many µs, on the store's clock.
-    MarkDead(Job<i64, Vec<Node>>),
-    Lease(Job<LeaseJob, bool>),
-    Audit(Job<NewAuditRecord, AuditRecord>),
-}
 
 /// What the batch driver does with any job, whatever its types.
 trait Pending {

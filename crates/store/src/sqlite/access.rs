@@ -64,18 +64,9 @@ pub(super) fn create_api_key(c: &Connection, k: &NewApiKey, now: Micros) -> Resu
         )?
         .execute(params![k.id, k.tenant, scopes_text(&k.scopes), k.name, k.secret_sha256, now.0])?;
     if n == 0 {
-        return Err(
-            smith_core::Error::new(smith_core::Code::Conflict, format!("API key {} already exists", k.id)).into()
-        );
+        return Err(k.conflict().into());
     }
-    Ok(ApiKey {
-        id: k.id.clone(),
-        tenant: k.tenant.clone(),
-        scopes: k.scopes.clone(),
-        name: k.name.clone(),
-        created_at: now,
-        revoked_at: None,
-    })
+    Ok(k.created(now))
 }
 
 pub(super) fn api_key(c: &Connection, id: &str) -> Result<Option<(ApiKey, String)>> {

@@ -3,33 +3,29 @@
 
 use super::Tx;
 use crate::caps::Room;
+use crate::lifecycle::{self, Output, Step};
 use crate::{
     Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, Held, Omitted, QueueStats, Result,
     Session, Submitted, TaskPage, TaskQuery, UsageBy,
 };
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde_json::{json, Value};
+use serde_json::Value;
 use smith_core::{
-    task::retry_backoff_ms, AgentDef, AgentSummary, BreakerState, Event, EventDraft, EventKind, Micros, NewTask, Node,
-    NodeRole, NodeStatus, Outcome, Task, TaskError, TaskId, TaskStatus, Usage,
+    AgentDef, AgentSummary, BreakerState, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeRole, NodeStatus,
+    Outcome, Task, TaskId, Usage,
 };
 use std::collections::HashMap;
 use std::time::Duration;
 
 const TASK_COLS: &str = "id, tenant, agent, input, status, priority, timeout_ms, max_attempts, attempt, \
     idempotency_key, session_id, metadata, result, error, usage, cancel_requested, created_at, started_at, \
-    finished_at, worker, released, backoff_ms, backoff_max_ms, last_seq, rowid, parent_id, budget";
+    finished_at, worker, released, backoff_ms, backoff_max_ms, last_seq, rowid, parent_id, budget, lease_until, run_at, \
+    spent_at";
 const EVENT_COLS: &str = "pos, task_id, seq, kind, agent, attempt, at, data, tenant";
 
-/// A task row with the bookkeeping columns the API does not show.
-struct TaskRow {
-    task: Task,
-    released: u32,
-    backoff_ms: u64,
-    backoff_max_ms: u64,
-    last_seq: u64,
-}
+/// A task row with the bookkeeping columns the API does not show: the lifecycle's row.
+type TaskRow = lifecycle::Row;
 
 fn json_col(r: &Row, i: usize) -> rusqlite::Result<Value> {
     let s: String = r.get(i)?;
@@ -90,6 +86,9 @@ fn task_row(r: &Row) -> rusqlite::Result<TaskRow> {
         backoff_ms: r.get::<_, i64>(21)? as u64,
         backoff_max_ms: r.get::<_, i64>(22)? as u64,
         last_seq: r.get::<_, i64>(23)? as u64,
+        lease_until: r.get::<_, Option<i64>>(27)?.map(Micros),
+        run_at: Micros(r.get(28)?),
+        spent_at: r.get::<_, Option<i64>>(29)?.map(Micros),
     })
 }
 
@@ -166,7 +165,7 @@ fn agent_def(c: &Connection, name: &str) -> Result<Option<AgentDef>> {
     Ok(Some(parsed))
 }
 
-pub(super) fn submit(c: &Connection, t: &NewTask, now: Micros) -> Result<Submitted> {
+pub(super) fn submit(c: &Tx, t: &NewTask, now: Micros) -> Result<Submitted> {
     let Some(def) = agent_def(c, &t.agent)? else {
         return Err(smith_core::Error::unprocessable(format!("unknown agent {:?}", t.agent)).into());
     };
@@ -177,34 +176,35 @@ pub(super) fn submit(c: &Connection, t: &NewTask, now: Micros) -> Result<Submitt
             return Ok(Submitted { task: row.task, created: false, events: Vec::new() });
         }
     }
-    let timeout_ms = t.timeout_ms.or(def.timeout.map(|d| d.as_millis() as u64));
-    let max_attempts = t.max_attempts.unwrap_or(def.max_attempts);
-    let metadata = if t.metadata.is_null() { json!({}) } else { t.metadata.clone() };
+    let (row, queued) = lifecycle::submit(t, &def, now);
+    let task = &row.task;
     c.prepare_cached(
         "INSERT INTO tasks (id, tenant, agent, input, status, priority, timeout_ms, max_attempts, backoff_ms, \
          backoff_max_ms, idempotency_key, session_id, metadata, created_at, run_at, last_seq, parent_id, budget) \
-         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, 1, ?14, ?15)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?
     .execute(params![
-        t.id.to_string(),
-        t.tenant,
-        t.agent,
-        t.input.to_string(),
-        t.priority,
-        timeout_ms.map(|v| v as i64),
-        max_attempts,
-        def.retry_backoff.as_millis() as i64,
-        def.retry_backoff_max.as_millis() as i64,
-        t.idempotency_key,
-        t.session_id,
-        metadata.to_string(),
-        now.0,
-        t.parent_id.map(|p| p.to_string()),
-        (!t.budget.is_empty()).then(|| serde_json::to_string(&t.budget).expect("budget serializes")),
+        task.id.to_string(),
+        task.tenant,
+        task.agent,
+        task.input.to_string(),
+        task.status.as_str(),
+        task.priority,
+        task.timeout_ms.map(|v| v as i64),
+        task.max_attempts,
+        row.backoff_ms as i64,
+        row.backoff_max_ms as i64,
+        task.idempotency_key,
+        task.session_id,
+        task.metadata.to_string(),
+        task.created_at.0,
+        row.run_at.0,
+        row.last_seq as i64,
+        task.parent_id.map(|p| p.to_string()),
+        (!task.budget.is_empty()).then(|| serde_json::to_string(&task.budget).expect("budget serializes")),
     ])?;
-    let task = Task::queued(t, timeout_ms, max_attempts, now);
-    let event = insert_event(c, Some(&task), 1, EventKind::Queued, 0, now, json!({"priority": t.priority}))?.0;
-    Ok(Submitted { task, created: true, events: vec![event] })
+    let events = emit(c, &row.task, vec![queued], now)?;
+    Ok(Submitted { task: row.task, created: true, events })
 }
 
 pub(super) fn get_task(c: &Connection, id: TaskId) -> Result<Option<Task>> {
@@ -212,16 +212,9 @@ pub(super) fn get_task(c: &Connection, id: TaskId) -> Result<Option<Task>> {
 }
 
 pub(super) fn list_tasks(c: &Connection, q: &TaskQuery) -> Result<TaskPage> {
-    let before: i64 = match &q.cursor {
-        None => i64::MAX,
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|v| *v > 0)
-            .ok_or_else(|| smith_core::Error::invalid(format!("malformed cursor {s:?}")))?,
-    };
+    let before = crate::list_before(q)?;
     let limit = q.limit.clamp(1, 1000);
-    // sizes at 27 and 28; a value over the limit is not read into the page at all
+    // sizes at 30 and 31; a value over the limit is not read into the page at all
     let mut cols = TASK_COLS.to_string();
     if let Some(n) = q.value_limit {
         cols = cols
@@ -261,7 +254,7 @@ pub(super) fn list_tasks(c: &Connection, q: &TaskQuery) -> Result<TaskPage> {
     sql.push_str(&format!(" ORDER BY rowid DESC LIMIT ?{}", args.len()));
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())), |r| {
-        let sizes = (r.get::<_, i64>(27)? as u64, r.get::<_, Option<i64>>(28)?.map(|n| n as u64));
+        let sizes = (r.get::<_, i64>(30)? as u64, r.get::<_, Option<i64>>(31)?.map(|n| n as u64));
         Ok((task_row(r)?, r.get::<_, i64>(24)?, sizes))
     })?;
     let mut items = Vec::with_capacity(limit);
@@ -297,7 +290,7 @@ const NO_EARLIER_TURN: &str = "(t.session_id IS NULL OR NOT EXISTS (SELECT 1 FRO
 const CLAIM_SET: &str = "UPDATE tasks SET status = 'running', attempt = attempt + 1, worker = ?1, lease_until = ?2, \
      started_at = ?3, last_seq = last_seq + 1";
 
-pub(super) fn claim(c: &Connection, req: &ClaimRequest, now: Micros) -> Result<Vec<Claimed>> {
+pub(super) fn claim(c: &Tx, req: &ClaimRequest, now: Micros) -> Result<Vec<Claimed>> {
     let quarantined =
         c.prepare_cached("SELECT 1 FROM nodes WHERE id = ?1 AND status = 'quarantined'")?.exists([&req.worker])?;
     if quarantined {
@@ -343,18 +336,8 @@ pub(super) fn claim(c: &Connection, req: &ClaimRequest, now: Micros) -> Result<V
         left = left.saturating_sub(rows.len() as u32);
         rows.sort_by_key(|(r, rowid)| (std::cmp::Reverse(r.task.priority), *rowid));
         for (row, _) in rows {
-            let task = row.task;
-            let event = insert_event(
-                c,
-                Some(&task),
-                row.last_seq,
-                EventKind::Started,
-                task.attempt,
-                now,
-                json!({"worker": req.worker, "attempt": task.attempt}),
-            )?
-            .0;
-            out.push(Claimed { task, event });
+            let event = emit(c, &row.task, vec![lifecycle::started(&row)], now)?.remove(0);
+            out.push(Claimed { task: row.task, event });
         }
     }
     Ok(out)
@@ -405,131 +388,66 @@ fn capped_picks(c: &Connection, agent: &str, n: u32, now: Micros, room: &Room) -
     Ok(picks.into_iter().map(|(_, rowid)| rowid).collect())
 }
 
-/// Fences a write to a running task and reserves `n` sequence numbers; returns the first, and
-/// the task's agent and tenant.
-fn reserve_seq(c: &Connection, id: TaskId, attempt: u32, n: u64) -> Result<(u64, String, String)> {
-    let got = c
-        .prepare_cached(
-            "UPDATE tasks SET last_seq = last_seq + ?1 WHERE id = ?2 AND status = 'running' AND attempt = ?3 \
-             RETURNING last_seq, agent, tenant",
-        )?
-        .query_row(params![n as i64, id.to_string(), attempt], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
-        })
-        .optional()?;
-    match got {
-        Some((last, agent, tenant)) => Ok((last - n + 1, agent, tenant)),
-        None => Err(Error::Fenced(id)),
+/// Inserts a transition's events for `task` and counts the output they store for its tenant.
+fn emit(c: &Tx, task: &Task, steps: Vec<Step>, now: Micros) -> Result<Vec<Event>> {
+    let mut out = Vec::with_capacity(steps.len());
+    let mut stored = 0;
+    for s in steps {
+        let (event, bytes) = insert_event(c, Some(task), s.seq, s.kind, s.attempt, now, s.data)?;
+        stored += match s.output {
+            Output::None => 0,
+            Output::Data => bytes,
+            Output::Bytes(n) => n,
+        };
+        out.push(event);
     }
-}
-
-pub(super) fn append(c: &Tx, id: TaskId, attempt: u32, drafts: &[EventDraft], now: Micros) -> Result<Vec<Event>> {
-    let texts: Vec<String> = drafts.iter().map(|d| d.data.to_string()).collect();
-    let bytes = texts.iter().map(|t| t.len() as u64).sum();
-    let (first, agent, tenant) = reserve_seq(c, id, attempt, drafts.len() as u64)?;
-    c.add_output(&tenant, crate::output_day(now), bytes);
-    let mut stmt = c.prepare_cached(
-        "INSERT INTO events (task_id, seq, kind, agent, tenant, attempt, at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
-    let mut out = Vec::with_capacity(drafts.len());
-    let id_s = id.to_string();
-    for (i, (d, text)) in drafts.iter().zip(texts).enumerate() {
-        let seq = first + i as u64;
-        stmt.execute(params![id_s, seq as i64, d.kind.as_str(), agent, tenant, attempt, now.0, text])?;
-        out.push(Event {
-            task_id: Some(id),
-            seq,
-            kind: d.kind,
-            at: now,
-            data: d.data.clone(),
-            agent: Some(agent.clone()),
-            tenant: Some(tenant.clone()),
-            attempt,
-            pos: c.last_insert_rowid() as u64,
-        });
+    if stored > 0 {
+        c.add_output(&task.tenant, crate::output_day(now), stored);
     }
     Ok(out)
 }
 
-/// Inserts drafts as events `first..` of a task whose fence the caller has checked; returns
-/// them and their data's bytes as stored.
-fn insert_drafts(
-    c: &Connection,
-    task: &Task,
-    first: u64,
-    drafts: &[EventDraft],
-    now: Micros,
-) -> Result<(Vec<Event>, u64)> {
-    let mut out = Vec::with_capacity(drafts.len());
-    let mut bytes = 0;
-    for (i, d) in drafts.iter().enumerate() {
-        let (ev, size) = insert_event(c, Some(task), first + i as u64, d.kind, task.attempt, now, d.data.clone())?;
-        bytes += size;
-        out.push(ev);
-    }
-    Ok((out, bytes))
-}
-
-/// Writes a terminal state (or a requeue) and its event. `row.last_seq` is the last seq used.
-fn finish(
-    c: &Connection,
-    mut row: TaskRow,
-    status: TaskStatus,
-    kind: EventKind,
-    data: Value,
-    now: Micros,
-) -> Result<Change> {
-    let seq = row.last_seq + 1;
-    let t = &mut row.task;
-    t.status = status;
-    t.finished_at = Some(now);
+/// Writes back the columns a transition may change.
+fn store_row(c: &Connection, row: &TaskRow) -> Result<()> {
+    let t = &row.task;
     c.prepare_cached(
-        "UPDATE tasks SET status = ?2, result = ?3, error = ?4, usage = ?5, finished_at = ?6, lease_until = NULL, \
-         last_seq = ?7 WHERE id = ?1",
+        "UPDATE tasks SET status = ?2, attempt = ?3, worker = ?4, lease_until = ?5, run_at = ?6, started_at = ?7, \
+         finished_at = ?8, result = ?9, error = ?10, usage = ?11, cancel_requested = ?12, released = ?13, \
+         last_seq = ?14, spent_at = ?15 WHERE id = ?1",
     )?
     .execute(params![
         t.id.to_string(),
-        status.as_str(),
+        t.status.as_str(),
+        t.attempt,
+        t.worker,
+        row.lease_until.map(|m| m.0),
+        row.run_at.0,
+        t.started_at.map(|m| m.0),
+        t.finished_at.map(|m| m.0),
         t.result.as_ref().map(|v| v.to_string()),
         t.error.as_ref().map(|e| serde_json::to_string(e).expect("error serializes")),
         stored_usage(&t.usage),
-        now.0,
-        seq as i64,
+        t.cancel_requested,
+        row.released,
+        row.last_seq as i64,
+        row.spent_at.map(|m| m.0),
     ])?;
-    let ev = insert_event(c, Some(t), seq, kind, t.attempt, now, data)?.0;
-    Ok(Change { task: row.task, events: vec![ev] })
+    Ok(())
 }
 
-/// A failed attempt: back to the queue after a backoff while attempts are left, else `failed`.
-fn fail_or_retry(c: &Connection, mut row: TaskRow, error: TaskError, retryable: bool, now: Micros) -> Result<Change> {
-    if row.task.cancel_requested {
-        return finish(c, row, TaskStatus::Cancelled, EventKind::Cancelled, json!({"reason": "cancel requested"}), now);
-    }
-    let spent = row.task.attempt.saturating_sub(row.released);
-    if retryable && spent < row.task.max_attempts {
-        let delay = retry_backoff_ms(row.backoff_ms, spent, row.backoff_max_ms);
-        let seq = row.last_seq + 1;
-        let run_at = now.plus(Duration::from_millis(delay));
-        c.prepare_cached(
-            "UPDATE tasks SET status = 'queued', error = ?2, usage = ?3, worker = NULL, lease_until = NULL, \
-             run_at = ?4, last_seq = ?5 WHERE id = ?1",
-        )?
-        .execute(params![
-            row.task.id.to_string(),
-            serde_json::to_string(&error).expect("error serializes"),
-            stored_usage(&row.task.usage),
-            run_at.0,
-            seq as i64,
-        ])?;
-        row.task.status = TaskStatus::Queued;
-        row.task.worker = None;
-        row.task.error = Some(error.clone());
-        let data = json!({"attempt": row.task.attempt, "delay_ms": delay, "error": error, "reason": "failed"});
-        let ev = insert_event(c, Some(&row.task), seq, EventKind::Retrying, row.task.attempt, now, data)?.0;
-        return Ok(Change { task: row.task, events: vec![ev] });
-    }
-    row.task.error = Some(error.clone());
-    finish(c, row, TaskStatus::Failed, EventKind::Failed, json!({"error": error}), now)
+/// Writes a row a transition changed, and its events.
+fn write(c: &Tx, row: TaskRow, steps: Vec<Step>, now: Micros) -> Result<Change> {
+    store_row(c, &row)?;
+    let events = emit(c, &row.task, steps, now)?;
+    Ok(Change { task: row.task, events })
+}
+
+pub(super) fn append(c: &Tx, id: TaskId, attempt: u32, drafts: &[EventDraft], now: Micros) -> Result<Vec<Event>> {
+    let Some(mut row) = load(c, id)? else { return Err(Error::Fenced(id)) };
+    let steps = lifecycle::append(&mut row, attempt, drafts).map_err(|_| Error::Fenced(id))?;
+    c.prepare_cached("UPDATE tasks SET last_seq = ?2 WHERE id = ?1")?
+        .execute(params![id.to_string(), row.last_seq as i64])?;
+    emit(c, &row.task, steps, now)
 }
 
 pub(super) fn complete(
@@ -541,49 +459,8 @@ pub(super) fn complete(
     now: Micros,
 ) -> Result<Change> {
     let Some(mut row) = load(c, id)? else { return Err(Error::NotFound(id)) };
-    if row.task.status != TaskStatus::Running || row.task.attempt != attempt {
-        return Err(Error::Fenced(id));
-    }
-    let mut events = Vec::new();
-    let mut draft_bytes = 0;
-    if !drafts.is_empty() {
-        // the load above checked the fence; `finish` writes last_seq with the terminal event
-        (events, draft_bytes) = insert_drafts(c, &row.task, row.last_seq + 1, drafts, now)?;
-        row.last_seq += drafts.len() as u64;
-    }
-    row.task.usage.add(&outcome.usage());
-    let result_bytes = match outcome {
-        Outcome::Succeeded { result, .. } => crate::json_len(result),
-        _ => 0,
-    };
-    c.add_output(&row.task.tenant, crate::output_day(now), draft_bytes + result_bytes);
-    if !outcome.usage().is_zero() {
-        // dates the usage for tenant quotas (`tenant_load`)
-        c.prepare_cached("UPDATE tasks SET spent_at = ?2 WHERE id = ?1")?.execute(params![id.to_string(), now.0])?;
-    }
-    let usage = row.task.usage;
-    let change = match outcome {
-        Outcome::Succeeded { result, .. } => {
-            row.task.result = Some(result.clone());
-            row.task.error = None;
-            let data = json!({"result": result, "usage": usage});
-            finish(c, row, TaskStatus::Succeeded, EventKind::Succeeded, data, now)?
-        }
-        Outcome::Failed { error, retryable, .. } => fail_or_retry(c, row, error.clone(), *retryable, now)?,
-        Outcome::Cancelled { .. } => {
-            finish(c, row, TaskStatus::Cancelled, EventKind::Cancelled, json!({"reason": "cancel requested"}), now)?
-        }
-        Outcome::TimedOut { .. } => {
-            let ms = row.task.timeout_ms;
-            row.task.error = Some(TaskError::new(
-                "timed_out",
-                format!("attempt {attempt} ran past its timeout of {} ms", ms.unwrap_or(0)),
-            ));
-            finish(c, row, TaskStatus::TimedOut, EventKind::TimedOut, json!({"timeout_ms": ms}), now)?
-        }
-    };
-    events.extend(change.events);
-    Ok(Change { task: change.task, events })
+    let steps = lifecycle::complete(&mut row, attempt, drafts, outcome, now).map_err(|_| Error::Fenced(id))?;
+    write(c, row, steps, now)
 }
 
 pub(super) fn renew(c: &Connection, worker: &str, until: Micros) -> Result<Vec<Held>> {
@@ -602,111 +479,58 @@ pub(super) fn renew(c: &Connection, worker: &str, until: Micros) -> Result<Vec<H
     Ok(out)
 }
 
-pub(super) fn release(
-    c: &Connection,
-    worker: &str,
-    tasks: &[(TaskId, u32)],
-    reason: &str,
-    now: Micros,
-) -> Result<Vec<Change>> {
+pub(super) fn release(c: &Tx, worker: &str, tasks: &[(TaskId, u32)], reason: &str, now: Micros) -> Result<Vec<Change>> {
     let mut out = Vec::new();
     for (id, attempt) in tasks {
         let Some(mut row) = load(c, *id)? else { continue };
-        let t = &row.task;
-        if t.status != TaskStatus::Running || t.attempt != *attempt || t.worker.as_deref() != Some(worker) {
-            continue;
+        if let Ok(step) = lifecycle::release(&mut row, worker, *attempt, reason, now) {
+            out.push(write(c, row, vec![step], now)?);
         }
-        if t.cancel_requested {
-            out.push(finish(
-                c,
-                row,
-                TaskStatus::Cancelled,
-                EventKind::Cancelled,
-                json!({"reason": "cancel requested"}),
-                now,
-            )?);
-            continue;
-        }
-        let seq = row.last_seq + 1;
-        c.prepare_cached(
-            "UPDATE tasks SET status = 'queued', worker = NULL, lease_until = NULL, run_at = ?2, released = released + 1, \
-             last_seq = ?3 WHERE id = ?1",
-        )?
-        .execute(params![id.to_string(), now.0, seq as i64])?;
-        row.task.status = TaskStatus::Queued;
-        row.task.worker = None;
-        let data = json!({"attempt": attempt, "delay_ms": 0, "reason": reason});
-        let ev = insert_event(c, Some(&row.task), seq, EventKind::Retrying, *attempt, now, data)?.0;
-        out.push(Change { task: row.task, events: vec![ev] });
     }
     Ok(out)
 }
 
-/// Running tasks whose lease ended, or whose worker is not alive: `(id, attempt, reason)`.
-pub(super) fn reap_candidates(c: &Connection, now: Micros) -> Result<Vec<(TaskId, u32, &'static str)>> {
+/// Running tasks whose lease ended, or whose worker is not alive: `(id, attempt)`.
+pub(super) fn reap_candidates(c: &Connection, now: Micros) -> Result<Vec<(TaskId, u32)>> {
     let mut stmt = c.prepare_cached(
-        "SELECT id, attempt, CASE WHEN lease_until < ?1 THEN 'lease_expired' ELSE 'worker_lost' END FROM tasks \
-         WHERE status = 'running' AND (lease_until < ?1 OR worker IS NULL OR worker NOT IN \
-               (SELECT id FROM nodes WHERE status IN ('alive', 'draining')))",
+        "SELECT id, attempt FROM tasks WHERE status = 'running' AND (lease_until < ?1 OR worker IS NULL \
+         OR worker NOT IN (SELECT id FROM nodes WHERE status IN ('alive', 'draining')))",
     )?;
-    let rows =
-        stmt.query_map([now.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?)))?;
+    let rows = stmt.query_map([now.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, attempt, reason) = row?;
-        let reason = if reason == "lease_expired" { "lease_expired" } else { "worker_lost" };
-        out.push((id.parse::<TaskId>()?, attempt, reason));
+        let (id, attempt) = row?;
+        out.push((id.parse::<TaskId>()?, attempt));
     }
     Ok(out)
 }
 
-pub(super) fn reap(c: &Connection, victims: &[(TaskId, u32, &'static str)], now: Micros) -> Result<Vec<Change>> {
-    // The victims were chosen on a reader, before this transaction: a lease renewed or a worker
-    // back alive since then keeps its task, so check again here.
-    let still = reap_candidates(c, now)?;
+pub(super) fn reap(c: &Tx, victims: &[(TaskId, u32)], now: Micros) -> Result<Vec<Change>> {
+    // The victims were chosen on a reader, before this transaction: the lifecycle judges each
+    // again on the row as it is now (a lease renewed or a worker back alive keeps its task).
+    let mut alive = c.prepare_cached("SELECT 1 FROM nodes WHERE id = ?1 AND status IN ('alive', 'draining')")?;
     let mut out = Vec::new();
-    for (id, attempt, _) in victims {
-        let Some(&(_, _, reason)) = still.iter().find(|(i, a, _)| i == id && a == attempt) else { continue };
-        let Some(row) = load(c, *id)? else { continue };
-        if row.task.status != TaskStatus::Running || row.task.attempt != *attempt {
-            continue;
-        }
-        let message = match reason {
-            "lease_expired" => format!(
-                "attempt {attempt}: the lease of worker {:?} expired",
-                row.task.worker.as_deref().unwrap_or("?")
-            ),
-            _ => format!("attempt {attempt}: worker {:?} is gone", row.task.worker.as_deref().unwrap_or("?")),
+    for (id, attempt) in victims {
+        let Some(mut row) = load(c, *id)? else { continue };
+        let worker_alive = match &row.task.worker {
+            Some(w) => alive.exists([w])?,
+            None => false,
         };
-        out.push(fail_or_retry(c, row, TaskError::new(reason, message), true, now)?);
+        if let Ok(step) = lifecycle::reap(&mut row, *attempt, worker_alive, now) {
+            out.push(write(c, row, vec![step], now)?);
+        }
     }
     Ok(out)
 }
 
-pub(super) fn request_cancel(c: &Connection, id: TaskId, now: Micros) -> Result<Change> {
+pub(super) fn request_cancel(c: &Tx, id: TaskId, now: Micros) -> Result<Change> {
     let Some(mut row) = load(c, id)? else { return Err(Error::NotFound(id)) };
-    match row.task.status {
-        TaskStatus::Queued => {
-            row.task.cancel_requested = true;
-            c.prepare_cached("UPDATE tasks SET cancel_requested = 1 WHERE id = ?1")?.execute([id.to_string()])?;
-            finish(
-                c,
-                row,
-                TaskStatus::Cancelled,
-                EventKind::Cancelled,
-                json!({"reason": "cancelled while queued"}),
-                now,
-            )
-        }
-        TaskStatus::Running => {
-            if !row.task.cancel_requested {
-                c.prepare_cached("UPDATE tasks SET cancel_requested = 1 WHERE id = ?1")?.execute([id.to_string()])?;
-                row.task.cancel_requested = true;
-            }
-            Ok(Change { task: row.task, events: Vec::new() })
-        }
-        _ => Ok(Change { task: row.task, events: Vec::new() }),
+    let requested = row.task.cancel_requested;
+    let steps: Vec<Step> = lifecycle::cancel(&mut row, now).into_iter().collect();
+    if steps.is_empty() && requested == row.task.cancel_requested {
+        return Ok(Change { task: row.task, events: Vec::new() });
     }
+    write(c, row, steps, now)
 }
 
 pub(super) fn events(c: &Connection, id: TaskId, after: u64, limit: usize) -> Result<Vec<Event>> {
