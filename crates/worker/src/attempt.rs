@@ -65,18 +65,12 @@ pub(crate) fn register(shared: &Shared, claimed: &Claimed) {
 pub(crate) async fn run_claimed(s: &Arc<Shared>, claimed: Claimed) {
     let task = claimed.task;
     let (id, attempt) = (task.id, task.attempt);
-    let handles = s
-        .running
-        .lock()
-        .expect("running lock")
-        .get(&id)
-        .filter(|r| r.attempt == attempt)
-        .map(|r| (r.cancel.clone(), r.reason.clone()));
-    let Some((cancel, reason)) = handles else { return };
+    let handle = s.running.lock().expect("running lock").get(&id).filter(|r| r.attempt == attempt).cloned();
+    let Some(running) = handle else { return };
     let _done = Forget(s, id, attempt);
     smith_bus::publish_events(s.bus.as_ref(), std::slice::from_ref(&claimed.event)).await;
     let started = tokio::time::Instant::now();
-    run(s, task, cancel, reason).await;
+    run(s, task, running).await;
     s.record_finished(started.elapsed());
 }
 
@@ -102,12 +96,229 @@ impl Drop for Forget<'_> {
     }
 }
 
-async fn run(
-    s: &Arc<Shared>,
-    task: smith_core::Task,
-    cancel: CancellationToken,
-    reason: Arc<Mutex<Option<StopReason>>>,
-) {
+/// How an attempt ends, decided by [`decide`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Ending {
+    /// The lease is gone (another attempt may own the task): write nothing.
+    Abandon,
+    /// Hand the task back to the queue without spending an attempt, after its last events.
+    Release(&'static str),
+    /// Record this outcome, after its last events.
+    Complete(Outcome),
+}
+
+/// What an attempt knows once its executor is done: why it was stopped (if it was), what the
+/// executor returned (`None`: it was abandoned or its task vanished), the usage to record, which
+/// caps it crossed, and whether the provider is down with the agent's breaker open.
+#[derive(Debug, Default)]
+pub(crate) struct Settled {
+    pub why: Option<StopReason>,
+    pub result: Option<RunResult>,
+    pub usage: Usage,
+    pub over_budget: Option<String>,
+    pub over_output: Option<String>,
+    pub provider_down: bool,
+}
+
+/// The one place an attempt's end is decided: pure, so every combination is unit-tested.
+pub(crate) fn decide(s: Settled) -> Ending {
+    let usage = s.usage;
+    let failed = |code: &str, why: Option<String>, default: &str| Outcome::Failed {
+        error: TaskError::new(code, why.unwrap_or_else(|| default.into())),
+        retryable: false,
+        usage,
+    };
+    Ending::Complete(match (s.why, s.result) {
+        (Some(StopReason::Lost), _) => return Ending::Abandon,
+        (Some(StopReason::Released), _) => return Ending::Release("worker draining"),
+        (None, Some(Err(_))) if s.provider_down => {
+            return Ending::Release("circuit breaker open: the provider keeps failing")
+        }
+        (Some(StopReason::BudgetExceeded), _) => failed("budget_exceeded", s.over_budget, "over budget"),
+        (Some(StopReason::OutputLimit), _) => {
+            failed(OUTPUT_LIMIT_EXCEEDED, s.over_output, "over the task's output cap")
+        }
+        (Some(StopReason::Cancelled), _) => Outcome::Cancelled { usage },
+        (Some(StopReason::TimedOut), _) => Outcome::TimedOut { usage },
+        (None, Some(Ok(success))) => Outcome::Succeeded { result: success.result, usage },
+        (None, Some(Err(f))) => Outcome::Failed { error: f.error, retryable: f.retryable, usage },
+        (None, None) => Outcome::Failed {
+            error: TaskError::new("executor_lost", "the executor stopped without a result"),
+            retryable: true,
+            usage,
+        },
+    })
+}
+
+/// The usage to record: what the executor returned, or — when a stopped executor returned
+/// before it could total its usage — the last it reported.
+fn settled_usage(reported: Usage, result: &Option<RunResult>) -> Usage {
+    let returned = match result {
+        Some(Ok(s)) => s.usage,
+        Some(Err(f)) => f.usage,
+        None => Usage::default(),
+    };
+    if returned.is_zero() {
+        reported
+    } else {
+        returned
+    }
+}
+
+/// The latest cumulative usage among `events`' usage reports.
+fn last_usage(events: &[EventDraft]) -> Option<Usage> {
+    events
+        .iter()
+        .rev()
+        .filter(|e| e.kind == EventKind::Usage)
+        .find_map(|e| serde_json::from_value::<Usage>(e.data.clone()).ok())
+}
+
+/// Sleeps until `at`; never wakes when there is no `at`.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One attempt while its executor runs: what it has gathered so far. The loop in
+/// [`Attempt::gather`] only collects inputs (events, the deadline, stops); what they mean for
+/// the attempt's end is [`decide`]'s.
+struct Attempt<'a> {
+    writes: Writes<'a>,
+    running: &'a Running,
+    budget: smith_core::Budget,
+    output: Output,
+    buf: Vec<EventDraft>,
+    /// The latest cumulative usage the executor reported, checked against the budget.
+    reported: Usage,
+    over_budget: Option<String>,
+}
+
+impl Attempt<'_> {
+    /// Takes events the executor emitted (`buf[from..]`): checks the budget and the caps.
+    fn take_events(&mut self, from: usize) {
+        let (id, attempt) = (self.writes.id, self.writes.attempt);
+        if let Some(u) = last_usage(&self.buf[from..]) {
+            self.reported = u;
+        }
+        if self.over_budget.is_none() {
+            if let Some(why) = self.budget.exceeded_by(&self.reported) {
+                tracing::info!(task_id = %id, attempt, %why, "attempt over budget");
+                self.over_budget = Some(why);
+                self.running.stop(StopReason::BudgetExceeded);
+            }
+        }
+        if self.output.admit(&mut self.buf, from) {
+            tracing::info!(task_id = %id, attempt, why = self.output.over.as_deref().unwrap_or(""), "attempt over its output cap");
+            self.running.stop(StopReason::OutputLimit);
+        }
+    }
+
+    /// Runs until the executor returns (or is abandoned after ignoring its stop), writing its
+    /// events in batches as they come; returns what it returned.
+    async fn gather(
+        &mut self,
+        exec: &mut tokio::task::JoinHandle<RunResult>,
+        rx: &mut mpsc::Receiver<EventDraft>,
+        deadline: Option<tokio::time::Instant>,
+        kill_grace: Duration,
+    ) -> Option<RunResult> {
+        let (id, attempt) = (self.writes.id, self.writes.attempt);
+        let linger_for = self.writes.s.opts.linger;
+        let mut linger: Option<tokio::time::Instant> = None;
+        let mut abandon_at: Option<tokio::time::Instant> = None;
+        let mut timed_out = false;
+        let mut closed = false;
+        loop {
+            tokio::select! {
+                biased;
+                joined = &mut *exec => {
+                    return match joined {
+                        Ok(r) => Some(r),
+                        Err(e) if e.is_panic() => Some(Err(smith_agents::Failure::new("executor_panicked", format!("the executor panicked: {e}"), true))),
+                        Err(_) => None,
+                    };
+                }
+                n = rx.recv_many(&mut self.buf, MAX_APPEND), if !closed && self.buf.len() < MAX_APPEND => {
+                    closed = n == 0;
+                    if n > 0 {
+                        let from = self.buf.len() - n;
+                        self.take_events(from);
+                        linger = linger.or(Some(tokio::time::Instant::now() + linger_for));
+                    }
+                    if self.buf.len() >= MAX_APPEND && !flush(&self.writes, &mut self.buf, self.running).await {
+                        linger = None;
+                    }
+                    if self.buf.is_empty() { linger = None; }
+                }
+                _ = until(linger), if linger.is_some() => {
+                    linger = None;
+                    flush(&self.writes, &mut self.buf, self.running).await;
+                }
+                _ = until(deadline), if deadline.is_some() && !timed_out && abandon_at.is_none() => {
+                    // once: the stop below is seen by the cancel branch, which this biased select
+                    // would otherwise never reach while the deadline stays past
+                    timed_out = true;
+                    tracing::info!(task_id = %id, attempt, "attempt timed out");
+                    self.running.stop(StopReason::TimedOut);
+                }
+                _ = self.running.cancel.cancelled(), if abandon_at.is_none() => {
+                    abandon_at = Some(tokio::time::Instant::now() + kill_grace + STOP_SLACK);
+                }
+                _ = until(abandon_at), if abandon_at.is_some() => {
+                    tracing::error!(task_id = %id, attempt, "executor ignored its stop; abandoning it");
+                    exec.abort();
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// After the executor returned: takes what it emitted last and holds it to its budget and
+    /// caps (an executor that finished before its last report was checked is still held to them).
+    fn settle(&mut self, rx: &mut mpsc::Receiver<EventDraft>, result: Option<RunResult>) -> Settled {
+        let from = self.buf.len();
+        while let Ok(ev) = rx.try_recv() {
+            self.buf.push(ev);
+        }
+        let mut over_output = self.output.admit(&mut self.buf, from);
+        if let Some(u) = last_usage(&self.buf) {
+            self.reported = u;
+        }
+        let usage = settled_usage(self.reported, &result);
+        if self.over_budget.is_none() && self.running.reason().is_none() {
+            let returned = match &result {
+                Some(Ok(s)) => s.usage,
+                Some(Err(f)) => f.usage,
+                None => Usage::default(),
+            };
+            if let Some(why) = self.budget.exceeded_by(&self.reported).or_else(|| self.budget.exceeded_by(&returned)) {
+                self.over_budget = Some(why);
+                self.running.stop(StopReason::BudgetExceeded);
+            }
+        }
+        if let Some(Ok(success)) = &result {
+            over_output |= self.output.admit_result(&success.result);
+        }
+        if over_output && self.running.reason().is_none() {
+            let (id, attempt) = (self.writes.id, self.writes.attempt);
+            tracing::info!(task_id = %id, attempt, why = self.output.over.as_deref().unwrap_or(""), "attempt over its output cap");
+            self.running.stop(StopReason::OutputLimit);
+        }
+        Settled {
+            why: self.running.reason(),
+            result,
+            usage,
+            over_budget: self.over_budget.take(),
+            over_output: self.output.over.take(),
+            provider_down: false,
+        }
+    }
+}
+
+async fn run(s: &Arc<Shared>, task: smith_core::Task, running: Running) {
     let id = task.id;
     let attempt = task.attempt;
     let agent = task.agent.clone();
@@ -118,32 +329,12 @@ async fn run(
         let _ = s.store.release(&s.opts.node_id, &[(id, attempt)], "agent not run by this worker").await;
         return;
     };
-    let timeout = task.timeout_ms.map(Duration::from_millis);
     let started = tokio::time::Instant::now();
+    let deadline = task.timeout_ms.map(|ms| started + Duration::from_millis(ms));
     tracing::debug!(task_id = %id, attempt, agent, "attempt started");
     let budget = task.budget.tighter(def.budget);
-
     let (tx, mut rx) = mpsc::channel::<EventDraft>(EVENT_BUFFER);
-    let mut ctx = RunContext::new(task, def.clone(), Emitter::new(tx), cancel.clone());
-    if ctx.task.session_id.is_some() {
-        ctx.session = session_context(s, &ctx.task).await;
-    }
-    if def.executor.is_llm() && def.collaborate {
-        ctx.mcp = s.opts.mcp_url.as_ref().map(|url| {
-            let mut headers = vec![(smith_agents::TASK_HEADER.to_string(), id.to_string())];
-            if let Some(key) = &s.opts.capability_key {
-                let cap = capability(&ctx.task, &def);
-                headers.push(("authorization".to_string(), format!("Bearer {}", key.mint(&cap))));
-            }
-            smith_agents::McpAccess { url: url.clone(), headers }
-        });
-    }
-    // an agent never runs outside its own work dir: without it the attempt fails instead
-    let (task_dir, unavailable) = match work_dir(s, &def, &ctx.task) {
-        Ok(dir) => (dir, None),
-        Err(f) => (None, Some(f)),
-    };
-    ctx.workdir = task_dir.as_ref().map(|(dir, _)| dir.clone());
+    let (ctx, task_dir, unavailable) = context(s, task, &def, Emitter::new(tx), running.cancel.clone()).await;
     let mut exec = tokio::spawn(async move {
         match unavailable {
             Some(f) => Err(f),
@@ -151,182 +342,49 @@ async fn run(
         }
     });
 
-    let stop = |r: StopReason| {
-        let mut g = reason.lock().expect("reason lock");
-        if g.is_none() {
-            *g = Some(r);
-        }
-        drop(g);
-        cancel.cancel();
+    let writes = Writes { s, id, attempt, running: &running, started };
+    let mut at = Attempt {
+        writes,
+        running: &running,
+        budget,
+        output: Output::new(s.opts.output),
+        buf: Vec::new(),
+        reported: Usage::default(),
+        over_budget: None,
     };
-    let deadline = timeout.map(|t| started + t);
-    let mut buf: Vec<EventDraft> = Vec::new();
-    let mut linger: Option<tokio::time::Instant> = None;
-    let mut abandon_at: Option<tokio::time::Instant> = None;
-    let mut timed_out = false;
-    let mut closed = false;
-    // the latest cumulative usage the executor reported, checked against the budget
-    let mut reported = Usage::default();
-    let mut over_budget: Option<String> = None;
-    let mut output = Output::new(s.opts.output);
-    let writes = Writes { s, id, attempt, reason: &reason, started };
-    let result: Option<RunResult> = loop {
-        let far = started + Duration::from_secs(365 * 24 * 3600);
-        tokio::select! {
-            biased;
-            joined = &mut exec => {
-                break match joined {
-                    Ok(r) => Some(r),
-                    Err(e) if e.is_panic() => Some(Err(smith_agents::Failure::new("executor_panicked", format!("the executor panicked: {e}"), true))),
-                    Err(_) => None,
-                };
-            }
-            n = rx.recv_many(&mut buf, MAX_APPEND), if !closed && buf.len() < MAX_APPEND => {
-                closed = n == 0;
-                if n > 0 {
-                    for ev in buf[buf.len() - n..].iter().filter(|e| e.kind == EventKind::Usage) {
-                        if let Ok(u) = serde_json::from_value::<Usage>(ev.data.clone()) {
-                            reported = u;
-                        }
-                    }
-                    if over_budget.is_none() {
-                        if let Some(why) = budget.exceeded_by(&reported) {
-                            tracing::info!(task_id = %id, attempt, %why, "attempt over budget");
-                            over_budget = Some(why);
-                            stop(StopReason::BudgetExceeded);
-                        }
-                    }
-                    let from = buf.len() - n;
-                    if output.admit(&mut buf, from) {
-                        tracing::info!(task_id = %id, attempt, why = output.over.as_deref().unwrap_or(""), "attempt over its output cap");
-                        stop(StopReason::OutputLimit);
-                    }
-                }
-                if n > 0 && linger.is_none() {
-                    linger = Some(tokio::time::Instant::now() + s.opts.linger);
-                }
-                if buf.len() >= MAX_APPEND && !flush(&writes, &mut buf, &stop).await {
-                    linger = None;
-                }
-                if buf.is_empty() { linger = None; }
-            }
-            _ = tokio::time::sleep_until(linger.unwrap_or(far)), if linger.is_some() => {
-                linger = None;
-                flush(&writes, &mut buf, &stop).await;
-            }
-            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && !timed_out && abandon_at.is_none() => {
-                // once: the stop below is seen by the cancel branch, which this biased select
-                // would otherwise never reach while the deadline stays past
-                timed_out = true;
-                tracing::info!(task_id = %id, attempt, "attempt timed out");
-                stop(StopReason::TimedOut);
-            }
-            _ = cancel.cancelled(), if abandon_at.is_none() => {
-                abandon_at = Some(tokio::time::Instant::now() + def.kill_grace + STOP_SLACK);
-            }
-            _ = tokio::time::sleep_until(abandon_at.unwrap_or(far)), if abandon_at.is_some() => {
-                tracing::error!(task_id = %id, attempt, "executor ignored its stop; abandoning it");
-                exec.abort();
-                break None;
-            }
-        }
-    };
-    // Everything the executor emitted before returning is in the channel now.
-    let from = buf.len();
-    while let Ok(ev) = rx.try_recv() {
-        buf.push(ev);
+    let result = at.gather(&mut exec, &mut rx, deadline, def.kill_grace).await;
+    let mut settled = at.settle(&mut rx, result);
+    metrics::usage(&agent, &tenant, &settled.usage);
+    let outage = matches!(&settled.result, Some(Err(f)) if f.is_provider_outage()) && settled.why.is_none();
+    settled.provider_down = record_breaker(s, &agent, outage, settled.why).await && outage;
+    if let (true, Some(Err(f))) = (settled.provider_down, &settled.result) {
+        tracing::info!(task_id = %id, agent, error = %f.error.message, "provider down; task handed back to the queue");
     }
-    let mut over_output = output.admit(&mut buf, from);
-    for ev in buf.iter().filter(|e| e.kind == EventKind::Usage) {
-        if let Ok(u) = serde_json::from_value::<Usage>(ev.data.clone()) {
-            reported = u;
-        }
-    }
-    let returned = match &result {
-        Some(Ok(s)) => s.usage,
-        Some(Err(f)) => f.usage,
-        None => Usage::default(),
-    };
-    // An executor that finished before its last usage report was checked is still held to its budget.
-    if over_budget.is_none() && reason.lock().expect("reason lock").is_none() {
-        if let Some(why) = budget.exceeded_by(&reported).or_else(|| budget.exceeded_by(&returned)) {
-            over_budget = Some(why);
-            stop(StopReason::BudgetExceeded);
-        }
-    }
-    if let Some(Ok(success)) = &result {
-        over_output |= output.admit_result(&success.result);
-    }
-    if over_output && reason.lock().expect("reason lock").is_none() {
-        tracing::info!(task_id = %id, attempt, why = output.over.as_deref().unwrap_or(""), "attempt over its output cap");
-        stop(StopReason::OutputLimit);
-    }
-    let why = *reason.lock().expect("reason lock");
-    // a stopped executor may return before it could total its usage: keep what it reported
-    let usage = if returned.is_zero() { reported } else { returned };
-    metrics::usage(&agent, &tenant, &usage);
-    let outage = matches!(&result, Some(Err(f)) if f.is_provider_outage()) && why.is_none();
-    let breaker_open = record_breaker(s, &agent, outage, why).await;
-    let release = |why: &'static str| async move {
-        match s.store.release(&s.opts.node_id, &[(id, attempt)], why).await {
-            Ok(changes) => {
-                for c in changes {
-                    smith_bus::publish_events(s.bus.as_ref(), &c.events).await;
-                }
-            }
-            Err(e) => tracing::warn!(task_id = %id, error = %e, "release failed; the lease will expire"),
-        }
-    };
-    let outcome = match (why, result) {
-        (Some(StopReason::Lost), _) => {
+    let mut buf = std::mem::take(&mut at.buf);
+    let outcome = match decide(settled) {
+        Ending::Abandon => {
             metrics::finished(&agent, "lost", started.elapsed());
             return;
         }
-        (Some(StopReason::Released), _) => {
-            if !buf.is_empty() {
-                flush(&writes, &mut buf, &|_| {}).await;
+        Ending::Release(why) => {
+            flush(&at.writes, &mut buf, &running).await;
+            match s.store.release(&s.opts.node_id, &[(id, attempt)], why).await {
+                Ok(changes) => {
+                    for c in changes {
+                        smith_bus::publish_events(s.bus.as_ref(), &c.events).await;
+                    }
+                }
+                Err(e) => tracing::warn!(task_id = %id, error = %e, "release failed; the lease will expire"),
             }
-            release("worker draining").await;
             metrics::finished(&agent, "released", started.elapsed());
             return;
         }
-        (None, Some(Err(f))) if outage && breaker_open => {
-            // The provider is down: the task waits queued for it instead of spending an attempt.
-            if !buf.is_empty() {
-                flush(&writes, &mut buf, &|_| {}).await;
-            }
-            tracing::info!(task_id = %id, agent, error = %f.error.message, "provider down; task handed back to the queue");
-            release("circuit breaker open: the provider keeps failing").await;
-            metrics::finished(&agent, "released", started.elapsed());
-            return;
-        }
-        (Some(StopReason::BudgetExceeded), _) => Outcome::Failed {
-            error: TaskError::new("budget_exceeded", over_budget.unwrap_or_else(|| "over budget".into())),
-            retryable: false,
-            usage,
-        },
-        (Some(StopReason::OutputLimit), _) => Outcome::Failed {
-            error: TaskError::new(
-                OUTPUT_LIMIT_EXCEEDED,
-                output.over.take().unwrap_or_else(|| "over the task's output cap".into()),
-            ),
-            retryable: false,
-            usage,
-        },
-        (Some(StopReason::Cancelled), _) => Outcome::Cancelled { usage },
-        (Some(StopReason::TimedOut), _) => Outcome::TimedOut { usage },
-        (None, Some(Ok(success))) => Outcome::Succeeded { result: success.result, usage },
-        (None, Some(Err(f))) => Outcome::Failed { error: f.error, retryable: f.retryable, usage },
-        (None, None) => Outcome::Failed {
-            error: TaskError::new("executor_lost", "the executor stopped without a result"),
-            retryable: true,
-            usage,
-        },
+        Ending::Complete(outcome) => outcome,
     };
     let label = outcome.label();
     // A successful outcome dropped on a transient error would have the task run again (its
     // side effects and spend repeated): the completion is retried until the lease is over.
-    let completed = writes.retry("complete", || s.store.complete(id, attempt, buf.clone(), outcome.clone())).await;
+    let completed = at.writes.retry("complete", || s.store.complete(id, attempt, buf.clone(), outcome.clone())).await;
     match completed {
         Ok(change) => {
             smith_bus::publish_events(s.bus.as_ref(), &change.events).await;
@@ -349,6 +407,39 @@ async fn run(
             tracing::error!(task_id = %id, attempt, error = %e, "cannot record the outcome");
         }
     }
+}
+
+/// The executor's run context for `task`: its session's history, its MCP access, its work dir
+/// (and whether the dir is the task's own), or why the dir cannot be had.
+async fn context(
+    s: &Shared,
+    task: Task,
+    def: &Arc<AgentDef>,
+    emitter: Emitter,
+    cancel: CancellationToken,
+) -> (RunContext, Option<(PathBuf, bool)>, Option<smith_agents::Failure>) {
+    let id = task.id;
+    let mut ctx = RunContext::new(task, def.clone(), emitter, cancel);
+    if ctx.task.session_id.is_some() {
+        ctx.session = session_context(s, &ctx.task).await;
+    }
+    if def.executor.is_llm() && def.collaborate {
+        ctx.mcp = s.opts.mcp_url.as_ref().map(|url| {
+            let mut headers = vec![(smith_agents::TASK_HEADER.to_string(), id.to_string())];
+            if let Some(key) = &s.opts.capability_key {
+                let cap = capability(&ctx.task, def);
+                headers.push(("authorization".to_string(), format!("Bearer {}", key.mint(&cap))));
+            }
+            smith_agents::McpAccess { url: url.clone(), headers }
+        });
+    }
+    // an agent never runs outside its own work dir: without it the attempt fails instead
+    let (task_dir, unavailable) = match work_dir(s, def, &ctx.task) {
+        Ok(dir) => (dir, None),
+        Err(f) => (None, Some(f)),
+    };
+    ctx.workdir = task_dir.as_ref().map(|(dir, _)| dir.clone());
+    (ctx, task_dir, unavailable)
 }
 
 /// The finished turns of the task's session before this one, oldest first.
@@ -451,7 +542,7 @@ async fn record_breaker(s: &Shared, agent: &str, outage: bool, why: Option<StopR
 
 /// Writes buffered events, retrying transient store errors; on a fence or once the lease is
 /// over, stops the attempt (its lease is gone).
-async fn flush(w: &Writes<'_>, buf: &mut Vec<EventDraft>, stop: &(dyn Fn(StopReason) + Sync)) -> bool {
+async fn flush(w: &Writes<'_>, buf: &mut Vec<EventDraft>, running: &Running) -> bool {
     if buf.is_empty() {
         return true;
     }
@@ -464,12 +555,12 @@ async fn flush(w: &Writes<'_>, buf: &mut Vec<EventDraft>, stop: &(dyn Fn(StopRea
         }
         Err(StoreError::Fenced(_)) => {
             tracing::warn!(task_id = %id, attempt, "append fenced: stopping the attempt");
-            stop(StopReason::Lost);
+            running.stop(StopReason::Lost);
             false
         }
         Err(e) => {
             tracing::warn!(task_id = %id, attempt, error = %e, "append failed; stopping the attempt");
-            stop(StopReason::Lost);
+            running.stop(StopReason::Lost);
             false
         }
     }
@@ -549,7 +640,7 @@ struct Writes<'a> {
     s: &'a Shared,
     id: TaskId,
     attempt: u32,
-    reason: &'a Mutex<Option<StopReason>>,
+    running: &'a Running,
     started: tokio::time::Instant,
 }
 
@@ -572,7 +663,7 @@ impl Writes<'_> {
             if !matches!(e, StoreError::Unavailable(_) | StoreError::Backend(_)) {
                 return Err(e);
             }
-            if *self.reason.lock().expect("reason lock") == Some(StopReason::Lost) {
+            if self.running.reason() == Some(StopReason::Lost) {
                 return Err(e);
             }
             // Every lease ends `lease` after the later of its claim and its last renewal; past
@@ -588,5 +679,115 @@ impl Writes<'_> {
             tokio::time::sleep(jittered).await;
             wait = (wait * 2).min(RETRY_MAX);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use smith_agents::{Failure, Success};
+
+    fn usage(n: u64) -> Usage {
+        Usage { input_tokens: n, output_tokens: n, cost_usd: 0.0 }
+    }
+
+    fn ended(why: Option<StopReason>, result: Option<RunResult>) -> Ending {
+        decide(Settled { why, result, usage: usage(1), ..Settled::default() })
+    }
+
+    fn ok() -> Option<RunResult> {
+        Some(Ok(Success { result: json!("done"), usage: usage(1) }))
+    }
+
+    fn err(retryable: bool) -> Option<RunResult> {
+        Some(Err(Failure::new("boom", "it broke", retryable)))
+    }
+
+    #[test]
+    fn a_stop_reason_decides_over_whatever_the_executor_returned() {
+        for result in [ok(), err(true), None] {
+            assert_eq!(ended(Some(StopReason::Lost), result.clone()), Ending::Abandon);
+            assert_eq!(ended(Some(StopReason::Released), result.clone()), Ending::Release("worker draining"));
+            assert_eq!(
+                ended(Some(StopReason::Cancelled), result.clone()),
+                Ending::Complete(Outcome::Cancelled { usage: usage(1) })
+            );
+            assert_eq!(
+                ended(Some(StopReason::TimedOut), result.clone()),
+                Ending::Complete(Outcome::TimedOut { usage: usage(1) })
+            );
+            let Ending::Complete(Outcome::Failed { error, retryable: false, .. }) =
+                ended(Some(StopReason::BudgetExceeded), result.clone())
+            else {
+                panic!("an attempt over budget must fail for good")
+            };
+            assert_eq!((error.code.as_str(), error.message.as_str()), ("budget_exceeded", "over budget"));
+            let Ending::Complete(Outcome::Failed { error, retryable: false, .. }) =
+                ended(Some(StopReason::OutputLimit), result)
+            else {
+                panic!("an attempt over its output cap must fail for good")
+            };
+            assert_eq!(error.code, OUTPUT_LIMIT_EXCEEDED);
+        }
+        let why = decide(Settled {
+            why: Some(StopReason::BudgetExceeded),
+            over_budget: Some("spent 9 tokens of 5".into()),
+            ..Settled::default()
+        });
+        assert!(
+            matches!(why, Ending::Complete(Outcome::Failed { error, .. }) if error.message == "spent 9 tokens of 5")
+        );
+    }
+
+    #[test]
+    fn without_a_stop_the_executor_result_is_the_outcome() {
+        assert_eq!(ended(None, ok()), Ending::Complete(Outcome::Succeeded { result: json!("done"), usage: usage(1) }));
+        for retryable in [true, false] {
+            let Ending::Complete(Outcome::Failed { error, retryable: r, usage: u }) = ended(None, err(retryable))
+            else {
+                panic!("a failure must be recorded")
+            };
+            assert_eq!((error.code.as_str(), r, u), ("boom", retryable, usage(1)));
+        }
+        let Ending::Complete(Outcome::Failed { error, retryable: true, .. }) = ended(None, None) else {
+            panic!("a vanished executor is a retryable failure")
+        };
+        assert_eq!(error.code, "executor_lost");
+    }
+
+    #[test]
+    fn a_failure_while_the_provider_is_down_hands_the_task_back() {
+        let down = |why, result| decide(Settled { why, result, provider_down: true, ..Settled::default() });
+        assert_eq!(down(None, err(true)), Ending::Release("circuit breaker open: the provider keeps failing"));
+        // a success, or an attempt stopped for its own reasons, is recorded as usual
+        assert!(matches!(down(None, ok()), Ending::Complete(Outcome::Succeeded { .. })));
+        assert!(matches!(down(Some(StopReason::Cancelled), err(true)), Ending::Complete(Outcome::Cancelled { .. })));
+    }
+
+    #[test]
+    fn the_usage_recorded_is_the_returned_total_or_else_the_last_reported() {
+        assert_eq!(settled_usage(usage(3), &ok()), usage(1));
+        assert_eq!(settled_usage(usage(3), &err(true)), usage(3), "a failure without a total keeps the report");
+        assert_eq!(settled_usage(usage(3), &None), usage(3));
+        let events = [
+            EventDraft::new(EventKind::Usage, json!(usage(1))),
+            EventDraft::output("x"),
+            EventDraft::new(EventKind::Usage, json!(usage(2))),
+            EventDraft::new(EventKind::Usage, json!("not a usage")),
+        ];
+        assert_eq!(last_usage(&events), Some(usage(2)));
+        assert_eq!(last_usage(&events[1..2]), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_without_a_time_never_fires() {
+        let start = tokio::time::Instant::now();
+        let at = start + Duration::from_secs(30);
+        tokio::select! {
+            _ = until(None) => panic!("a timer without a time fired"),
+            _ = until(Some(at)) => {}
+        }
+        assert_eq!(tokio::time::Instant::now(), at, "the timer fired at its time, not before or after");
     }
 }

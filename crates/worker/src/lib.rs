@@ -118,6 +118,9 @@ pub(crate) enum StopReason {
     OutputLimit,
 }
 
+/// A running attempt's handle, shared by the attempt and whoever may stop it (the lease keeper,
+/// a drain, the attempt's own checks).
+#[derive(Clone)]
 pub(crate) struct Running {
     pub attempt: u32,
     pub agent: String,
@@ -126,7 +129,13 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    /// First reason wins.
+    /// Why the attempt was stopped, if it was.
+    pub fn reason(&self) -> Option<StopReason> {
+        *self.reason.lock().expect("reason lock")
+    }
+
+    /// The one way to stop an attempt: records why (the first reason wins) and cancels its
+    /// executor.
     pub fn stop(&self, reason: StopReason) {
         let mut r = self.reason.lock().expect("reason lock");
         if r.is_none() {
@@ -285,9 +294,9 @@ impl Worker {
     }
 
     /// The claim loop: claims while there is capacity, waking on bus wake-ups and a poll timer.
-    pub async fn claim_loop(self, stop: CancellationToken) -> Result<(), String> {
+    pub async fn claim_loop(self, stop: CancellationToken) -> Result<(), smith_bus::Error> {
         let s = &self.shared;
-        let mut wakes = s.bus.subscribe(smith_bus::subjects::ALL_WAKES).await.map_err(|e| e.to_string())?;
+        let mut wakes = s.bus.subscribe(smith_bus::subjects::ALL_WAKES).await?;
         loop {
             if stop.is_cancelled() {
                 return Ok(());
@@ -305,7 +314,7 @@ impl Worker {
                 _ = stop.cancelled() => return Ok(()),
                 m = wakes.recv() => {
                     if m.is_none() {
-                        return Err("wake-up subscription closed".into());
+                        return Err(smith_bus::Error::Closed);
                     }
                     while wakes.try_recv().is_some() {}
                 }
@@ -316,7 +325,7 @@ impl Worker {
     }
 
     /// One claim for every agent with free slots; returns (slots asked, tasks got).
-    async fn claim_once(&self) -> Result<(u32, u32), String> {
+    async fn claim_once(&self) -> Result<(u32, u32), smith_bus::Error> {
         let s = &self.shared;
         let (wants, free): (Vec<(String, u32)>, u32) = {
             let running = s.running.lock().expect("running lock");
@@ -383,7 +392,7 @@ impl Worker {
 
     /// Heartbeat and lease renewal in one period; stops attempts whose lease is gone and
     /// those whose cancel was requested (a lost cancel message must not keep a task running).
-    pub async fn lease_keeper(self, stop: CancellationToken) -> Result<(), String> {
+    pub async fn lease_keeper(self, stop: CancellationToken) -> Result<(), std::convert::Infallible> {
         let s = &self.shared;
         let mut tick = tokio::time::interval(s.opts.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -496,13 +505,13 @@ impl Worker {
     }
 
     /// Stops running attempts whose cancel is published on the bus.
-    pub async fn cancel_listener(self, stop: CancellationToken) -> Result<(), String> {
+    pub async fn cancel_listener(self, stop: CancellationToken) -> Result<(), smith_bus::Error> {
         let s = &self.shared;
-        let mut sub = s.bus.subscribe(smith_bus::subjects::CANCEL).await.map_err(|e| e.to_string())?;
+        let mut sub = s.bus.subscribe(smith_bus::subjects::CANCEL).await?;
         loop {
             let msg = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                m = sub.recv() => m.ok_or("cancel subscription closed")?,
+                m = sub.recv() => m.ok_or(smith_bus::Error::Closed)?,
             };
             let Ok(id) = std::str::from_utf8(&msg.payload).unwrap_or("").parse::<TaskId>() else { continue };
             if let Some(r) = s.running.lock().expect("running lock").get(&id) {
