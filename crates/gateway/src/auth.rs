@@ -109,7 +109,7 @@ impl std::fmt::Debug for JwtOptions {
 
 impl JwtOptions {
     /// HS256/384/512 tokens signed with `secret`.
-    pub fn hmac(secret: &[u8]) -> Result<JwtOptions, String> {
+    pub fn hmac(secret: &[u8]) -> Result<JwtOptions, crate::ConfigError> {
         if secret.len() < 32 {
             return Err("the JWT HMAC secret must be at least 32 bytes".into());
         }
@@ -118,7 +118,7 @@ impl JwtOptions {
 
     /// RS*/PS*/ES* tokens verified against the keys of a JWKS document (`{"keys": [...]}`),
     /// chosen by the token's `kid`.
-    pub fn jwks(document: &str) -> Result<JwtOptions, String> {
+    pub fn jwks(document: &str) -> Result<JwtOptions, crate::ConfigError> {
         let set: jsonwebtoken::jwk::JwkSet =
             serde_json::from_str(document).map_err(|e| format!("not a JWKS document ({{\"keys\": [...]}}): {e}"))?;
         if set.keys.is_empty() {

@@ -8,6 +8,23 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use smith_core::Code;
 
+/// A gateway setting that cannot be used (a quota, a JWT key, an origin); the message names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl From<String> for ConfigError {
+    fn from(s: String) -> Self {
+        ConfigError(s)
+    }
+}
+
+impl From<&str> for ConfigError {
+    fn from(s: &str) -> Self {
+        ConfigError(s.to_owned())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub code: Code,
@@ -104,8 +121,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         // a body must say it is JSON: a page from another site can send text, never JSON
         let ct = req.headers().get(axum::http::header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?"));
-        if !crate::origin::is_json(ct) {
-            return Err(crate::origin::unsupported(ct));
+        if !is_json(ct) {
+            return Err(unsupported(ct));
         }
         let bytes = read_limited(req).await?;
         let value = parse_json(&bytes)?;
@@ -211,4 +228,32 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
         let q = parts.uri.query().unwrap_or("");
         serde_urlencoded::from_str(q).map(QueryParams).map_err(|e| ApiError::invalid(format!("bad query string: {e}")))
     }
+}
+
+/// A body must be `application/json` (`; charset=utf-8` allowed): a browser page can send a
+/// body cross-site without a preflight only as text, a form or a blob, never as JSON.
+pub fn is_json(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else { return false };
+    let mut parts = ct.split(';');
+    if !parts.next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    parts.all(|p| {
+        let p = p.trim();
+        match p.split_once('=') {
+            Some((k, v)) => {
+                k.trim().eq_ignore_ascii_case("charset") && v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+            }
+            None => p.is_empty(),
+        }
+    })
+}
+
+/// The refusal of a body that is not JSON.
+pub fn unsupported(ct: Option<&str>) -> ApiError {
+    let got = match ct {
+        Some(ct) => format!("got {ct:?}"),
+        None => "got none".to_string(),
+    };
+    ApiError::new(Code::UnsupportedMediaType, format!("a request body must be Content-Type: application/json, {got}"))
 }

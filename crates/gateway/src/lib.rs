@@ -17,10 +17,11 @@ mod routes;
 mod server;
 mod sessions;
 mod stream;
+mod submit;
 pub mod tls;
 
-pub use error::{status_of, ApiError};
-pub use server::ServeOptions;
+pub use error::{status_of, ApiError, ConfigError};
+pub use server::{ServeError, ServeOptions};
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::header::AUTHORIZATION;
@@ -161,7 +162,7 @@ impl Gateway {
     }
 
     /// Serves plain HTTP with the default timeouts; see [`Gateway::serve_with`].
-    pub async fn serve(self, listener: TcpListener, stop: CancellationToken) -> Result<(), String> {
+    pub async fn serve(self, listener: TcpListener, stop: CancellationToken) -> Result<(), ServeError> {
         self.serve_with(listener, &ServeOptions::default(), stop).await
     }
 
@@ -172,8 +173,8 @@ impl Gateway {
         listener: TcpListener,
         opts: &ServeOptions,
         stop: CancellationToken,
-    ) -> Result<(), String> {
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    ) -> Result<(), ServeError> {
+        let addr = listener.local_addr()?;
         *self.state.address.lock().expect("address lock") = Some(addr.to_string());
         *self.state.listener.lock().expect("listener lock") = Some(addr);
         tracing::info!(%addr, tls = opts.tls.is_some(), "gateway listening");
@@ -183,16 +184,16 @@ impl Gateway {
     }
 
     /// Feeds the hub from the bus: every committed event, published by any process.
-    pub async fn hub_loop(self, stop: CancellationToken) -> Result<(), String> {
+    pub async fn hub_loop(self, stop: CancellationToken) -> Result<(), smith_bus::Error> {
         let bus = &self.state.bus;
-        let mut events = bus.subscribe(smith_bus::subjects::ALL_EVENTS).await.map_err(|e| e.to_string())?;
-        let mut system = bus.subscribe(smith_bus::subjects::SYSTEM).await.map_err(|e| e.to_string())?;
+        let mut events = bus.subscribe(smith_bus::subjects::ALL_EVENTS).await?;
+        let mut system = bus.subscribe(smith_bus::subjects::SYSTEM).await?;
         let mut dropped = 0;
         loop {
             let msg = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                m = events.recv() => m.ok_or("event subscription closed")?,
-                m = system.recv() => m.ok_or("system subscription closed")?,
+                m = events.recv() => m.ok_or(smith_bus::Error::Closed)?,
+                m = system.recv() => m.ok_or(smith_bus::Error::Closed)?,
             };
             let now_dropped = events.dropped() + system.dropped();
             if now_dropped > dropped {
@@ -219,7 +220,7 @@ impl Gateway {
     }
 
     /// Registers the gateway as a node and heartbeats with its load.
-    pub async fn heartbeat_loop(self, stop: CancellationToken) -> Result<(), String> {
+    pub async fn heartbeat_loop(self, stop: CancellationToken) -> Result<(), std::convert::Infallible> {
         let mut tick = tokio::time::interval(self.state.opts.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -251,7 +252,7 @@ impl Gateway {
 impl Gateway {
     /// Measures the store's size now and then (never per request): exports it, and arms the
     /// store-size guard that refuses submissions while the store is over its limit.
-    pub async fn store_size_loop(self, stop: CancellationToken) -> Result<(), String> {
+    pub async fn store_size_loop(self, stop: CancellationToken) -> Result<(), std::convert::Infallible> {
         let s = &self.state;
         let max = s.opts.store_max_bytes;
         ::metrics::gauge!(crate::metrics::STORE_MAX).set(max.unwrap_or(0) as f64);
@@ -282,7 +283,7 @@ pub async fn serve_metrics(
     listener: TcpListener,
     render: MetricsRender,
     stop: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     use axum::routing::get;
     let app = axum::Router::new()
         .route(

@@ -11,7 +11,7 @@
 
 use crate::auth::Principal;
 use crate::error::{ApiError, LimitedBody};
-use crate::routes::submit_task;
+use crate::submit::submit_task;
 use crate::AppState;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -554,10 +554,10 @@ async fn spawn_task(s: &AppState, caller: &Caller, args: &Map<String, Value>) ->
     let mut up = caller.task.as_ref().and_then(|t| t.parent_id);
     while let Some(p) = up {
         depth += 1;
-        if depth >= crate::routes::MAX_DEPTH {
+        if depth >= crate::submit::MAX_DEPTH {
             return Err(ToolError(format!(
                 "sub-tasks nest at most {} deep; this task is already {depth} levels down",
-                crate::routes::MAX_DEPTH
+                crate::submit::MAX_DEPTH
             )));
         }
         up = s.store.get_task(p).await?.and_then(|t| t.parent_id);

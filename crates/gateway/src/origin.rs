@@ -9,7 +9,7 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, TRANSFER_EN
 use axum::http::HeaderMap;
 use smith_core::Code;
 
-use crate::error::ApiError;
+use crate::error::{is_json, unsupported, ApiError};
 
 /// The sites a gateway answers to, besides its own address: `[server] public_url` and
 /// `allowed_origins`, normalized as `scheme://host[:port]` (default ports dropped).
@@ -86,7 +86,7 @@ fn is_ip(host: &str) -> bool {
 
 impl Sites {
     /// From `[server] public_url` and `allowed_origins`; a malformed entry is an error naming it.
-    pub fn new(public_url: Option<&str>, allowed_origins: &[String]) -> Result<Sites, String> {
+    pub fn new(public_url: Option<&str>, allowed_origins: &[String]) -> Result<Sites, crate::ConfigError> {
         let public = public_url.map(|u| Site::parse(u, true)).transpose().map_err(|e| format!("public_url: {e}"))?;
         let mut allowed = Vec::new();
         for o in allowed_origins {
@@ -168,25 +168,6 @@ fn is_listener(site: &Site, addr: SocketAddr) -> bool {
     site.port == addr.port() && ip.is_ok_and(|ip| ip == addr.ip())
 }
 
-/// A body must be `application/json` (`; charset=utf-8` allowed): a browser page can send a
-/// body cross-site without a preflight only as text, a form or a blob, never as JSON.
-pub fn is_json(content_type: Option<&str>) -> bool {
-    let Some(ct) = content_type else { return false };
-    let mut parts = ct.split(';');
-    if !parts.next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") {
-        return false;
-    }
-    parts.all(|p| {
-        let p = p.trim();
-        match p.split_once('=') {
-            Some((k, v)) => {
-                k.trim().eq_ignore_ascii_case("charset") && v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
-            }
-            None => p.is_empty(),
-        }
-    })
-}
-
 /// Whether the request carries a body (a length above 0, or a chunked one).
 pub fn has_body(headers: &HeaderMap) -> bool {
     let length = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
@@ -200,14 +181,6 @@ pub fn check_body(headers: &HeaderMap) -> Result<(), ApiError> {
         return Err(unsupported(ct));
     }
     Ok(())
-}
-
-pub fn unsupported(ct: Option<&str>) -> ApiError {
-    let got = match ct {
-        Some(ct) => format!("got {ct:?}"),
-        None => "got none".to_string(),
-    };
-    ApiError::new(Code::UnsupportedMediaType, format!("a request body must be Content-Type: application/json, {got}"))
 }
 
 #[cfg(test)]

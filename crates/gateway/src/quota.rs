@@ -40,7 +40,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn validate(&self, name: &str) -> Result<(), String> {
+    pub fn validate(&self, name: &str) -> Result<(), crate::ConfigError> {
         for (what, v) in [
             ("submissions_per_second", self.submissions_per_second),
             ("burst", self.burst),
@@ -48,18 +48,20 @@ impl Limits {
         ] {
             if let Some(v) = v {
                 if !v.is_finite() || v <= 0.0 {
-                    return Err(format!("quota {name}.{what} must be a positive number, not {v}"));
+                    return Err(format!("quota {name}.{what} must be a positive number, not {v}").into());
                 }
             }
         }
         if self.daily_output_bytes == Some(0) {
-            return Err(format!("quota {name}.daily_output_bytes must be at least 1 (0 would refuse every task)"));
+            return Err(
+                format!("quota {name}.daily_output_bytes must be at least 1 (0 would refuse every task)").into()
+            );
         }
         if self.max_running == Some(0) {
-            return Err(format!("quota {name}.max_running must be at least 1 (0 would never run a task)"));
+            return Err(format!("quota {name}.max_running must be at least 1 (0 would never run a task)").into());
         }
         if self.burst.is_some() && self.submissions_per_second.is_none() {
-            return Err(format!("quota {name}.burst needs {name}.submissions_per_second"));
+            return Err(format!("quota {name}.burst needs {name}.submissions_per_second").into());
         }
         Ok(())
     }
@@ -81,7 +83,7 @@ pub struct Quotas {
 }
 
 impl Quotas {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
         self.default.validate("quotas")?;
         for (t, l) in &self.tenant {
             l.validate(&format!("quotas.tenant.{t}"))?;
@@ -259,7 +261,7 @@ mod tests {
         assert_eq!(bytes.for_tenant("big").daily_output_bytes, Some(900));
         assert_eq!(bytes.for_tenant("small").daily_output_bytes, Some(100));
         let zero: Quotas = toml::from_str("[tenant.x]\ndaily_output_bytes = 0").unwrap();
-        assert!(zero.validate().unwrap_err().contains("quotas.tenant.x.daily_output_bytes"));
+        assert!(zero.validate().unwrap_err().0.contains("quotas.tenant.x.daily_output_bytes"));
     }
 
     #[test]
@@ -276,6 +278,6 @@ mod tests {
         assert_eq!((caps.cap("big"), caps.cap("fast"), caps.cap("any")), (Some(10), Some(2), Some(2)));
         assert!(Quotas::default().running_caps().is_unlimited());
         let zero: Quotas = toml::from_str("[tenant.x]\nmax_running = 0").unwrap();
-        assert!(zero.validate().unwrap_err().contains("quotas.tenant.x.max_running"));
+        assert!(zero.validate().unwrap_err().0.contains("quotas.tenant.x.max_running"));
     }
 }

@@ -3,6 +3,7 @@
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, JsonBody, QueryParams};
 use crate::stream::{self, SseBody};
+use crate::submit::{submit_task, MAX_DEPTH};
 use crate::AppState;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -160,30 +161,6 @@ async fn own_session(s: &AppState, id: &str, task: &NewTask) -> ApiResult<()> {
     }
 }
 
-/// Validates and submits a task, announces it and wakes the workers: every way in (the tasks
-/// API, session turns, an agent's `spawn_task`) goes through here. With `audit`, the request's
-/// record is written in the submission's own write.
-pub(crate) async fn submit_task(
-    s: &AppState,
-    task: NewTask,
-    audit: Option<smith_core::NewAuditRecord>,
-) -> ApiResult<smith_store::Submitted> {
-    task.validate()?;
-    s.quotas.admit(s.store.as_ref(), &task.tenant).await?;
-    let submitted = match audit {
-        Some(record) => s.store.submit_audited(task, record).await?,
-        None => s.store.submit(task).await?,
-    };
-    if submitted.created {
-        let t = &submitted.task;
-        crate::metrics::submitted(&t.agent);
-        smith_bus::publish_events(s.bus.as_ref(), &submitted.events).await;
-        // wake-ups are a fast path only: workers also poll, so a lost one strands nothing
-        let _ = s.bus.publish(&smith_bus::subjects::wake(&t.agent), bytes::Bytes::new()).await;
-    }
-    Ok(submitted)
-}
-
 async fn get_task(
     State(s): State<Arc<AppState>>,
     Extension(p): Extension<Principal>,
@@ -281,9 +258,6 @@ async fn cancel_one(s: &AppState, id: TaskId) -> ApiResult<smith_core::Task> {
     }
     Ok(change.task)
 }
-
-/// Generations of sub-tasks a cancel reaches (an agent spawns children, which spawn theirs).
-pub(crate) const MAX_DEPTH: usize = 8;
 
 /// Cancelling an orchestrator cancels the work it fanned out: every unfinished descendant, down
 /// to [`MAX_DEPTH`] generations. Best effort: a child that cannot be cancelled now is logged.

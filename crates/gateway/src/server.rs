@@ -55,6 +55,15 @@ impl Default for ServeOptions {
     }
 }
 
+/// Why the gateway cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the listener's address: {0}")]
+    Listener(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
 /// Serves `router` on `listener` until `stop`; then stops accepting, lets every in-flight
 /// response finish (the caller ends its SSE streams) and closes idle connections.
 pub(crate) async fn run(
@@ -62,9 +71,9 @@ pub(crate) async fn run(
     router: axum::Router,
     opts: &ServeOptions,
     stop: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     let tls = match &opts.tls {
-        Some(cert) => Some(tokio_rustls::TlsAcceptor::from(cert.server_config().map_err(|e| e.to_string())?)),
+        Some(cert) => Some(tokio_rustls::TlsAcceptor::from(cert.server_config()?)),
         None => None,
     };
     let mut http = hyper::server::conn::http1::Builder::new();

@@ -5,7 +5,7 @@
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, JsonBody, PathText};
-use crate::routes::submit_task;
+use crate::submit::submit_task;
 use crate::AppState;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;

@@ -204,7 +204,7 @@ pub fn metrics_tree(
                 let std_listener = l.try_clone().map_err(|e| tree::ChildError(format!("listener: {e}")))?;
                 let listener = tokio::net::TcpListener::from_std(std_listener)
                     .map_err(|e| tree::ChildError(format!("listener: {e}")))?;
-                smith_gateway::serve_metrics(listener, render, stop).await.map_err(tree::ChildError::from)
+                smith_gateway::serve_metrics(listener, render, stop).await.map_err(|e| tree::ChildError(e.to_string()))
             })
         }),
     ))
@@ -234,14 +234,19 @@ pub fn sampler_tree(store: Arc<dyn smith_store::Store>, metrics: &Metrics) -> Su
     ))
 }
 
-type Component<T> = fn(T, CancellationToken) -> futures_util::future::BoxFuture<'static, Result<(), String>>;
+type Component<T, E> = fn(T, CancellationToken) -> futures_util::future::BoxFuture<'static, Result<(), E>>;
 
-fn child<T: Clone + Send + Sync + 'static>(name: &str, it: &T, f: Component<T>) -> ChildSpec {
+/// A component's loop as a permanent child: its error, whatever its type, is why it restarts.
+fn child<T, E>(name: &str, it: &T, f: Component<T, E>) -> ChildSpec
+where
+    T: Clone + Send + Sync + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
     let it = it.clone();
     ChildSpec::worker(name, Restart::Permanent, move |stop| {
         let it = it.clone();
         let fut = f(it, stop);
-        Box::pin(async move { fut.await.map_err(tree::ChildError::from) })
+        Box::pin(async move { fut.await.map_err(|e| tree::ChildError(e.to_string())) })
     })
 }
 
@@ -327,7 +332,7 @@ pub fn gateway_tree(gateway: &Gateway, listener: std::net::TcpListener, serve: S
                 let std_listener = l.try_clone().map_err(|e| tree::ChildError(format!("listener: {e}")))?;
                 let listener = tokio::net::TcpListener::from_std(std_listener)
                     .map_err(|e| tree::ChildError(format!("listener: {e}")))?;
-                gw.serve_with(listener, &serve, stop).await.map_err(tree::ChildError::from)
+                gw.serve_with(listener, &serve, stop).await.map_err(|e| tree::ChildError(e.to_string()))
             })
         }))
         .child(child("gateway-heartbeat", gateway, |g, t| Box::pin(g.heartbeat_loop(t))))

@@ -227,9 +227,9 @@ fn system_events_only(sup: &Supervisor) -> smith_supervisor::tree::SupervisorSpe
             smith_supervisor::tree::Restart::Permanent,
             move |stop| {
                 let s = s.clone();
-                Box::pin(
-                    async move { s.system_event_loop(stop).await.map_err(smith_supervisor::tree::ChildError::from) },
-                )
+                Box::pin(async move {
+                    s.system_event_loop(stop).await.map_err(|e| smith_supervisor::tree::ChildError(e.to_string()))
+                })
             },
         ),
     )

@@ -18,6 +18,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tree::SupervisionEvent;
 
+/// Why a supervisor loop stopped; its supervision tree restarts it.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error("the system event channel closed")]
+    SystemEventsClosed,
+    #[error(transparent)]
+    Bus(#[from] smith_bus::Error),
+}
+
 #[derive(Debug, Clone)]
 pub struct SupervisorOptions {
     pub node_id: String,
@@ -153,7 +162,7 @@ impl Supervisor {
     }
 
     /// Writes recorded system events to the store and publishes them.
-    pub async fn system_event_loop(self, stop: CancellationToken) -> Result<(), String> {
+    pub async fn system_event_loop(self, stop: CancellationToken) -> Result<(), LoopError> {
         let mut rx = self.system_rx.lock().await;
         loop {
             let data = tokio::select! {
@@ -162,7 +171,7 @@ impl Supervisor {
                     while let Ok(d) = rx.try_recv() { self.write_system(d).await; }
                     return Ok(());
                 }
-                d = rx.recv() => d.ok_or("system event channel closed")?,
+                d = rx.recv() => d.ok_or(LoopError::SystemEventsClosed)?,
             };
             self.write_system(data).await;
         }
@@ -178,7 +187,7 @@ impl Supervisor {
     /// While this supervisor holds the leader lease (renewed every `reap_every`): marks nodes
     /// that stopped heart-beating dead and requeues what they held, and requeues or fails tasks
     /// whose lease expired. Standbys keep trying for the lease. Workers need no leader to run.
-    pub async fn reaper_loop(self, stop: CancellationToken) -> Result<(), String> {
+    pub async fn reaper_loop(self, stop: CancellationToken) -> Result<(), std::convert::Infallible> {
         let mut tick = tokio::time::interval(self.opts.reap_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leader = false;
@@ -298,7 +307,7 @@ impl Supervisor {
     }
 
     /// Registers the supervisor as a node and heartbeats.
-    pub async fn heartbeat_loop(self, stop: CancellationToken) -> Result<(), String> {
+    pub async fn heartbeat_loop(self, stop: CancellationToken) -> Result<(), std::convert::Infallible> {
         let mut tick = tokio::time::interval(self.opts.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -391,8 +400,8 @@ impl Supervisor {
     /// The autoscaler: recomputes the desired agent slots on a timer and on every wake-up
     /// (new or requeued work), publishes them as metrics, in this node's heartbeat (hence
     /// `GET /v1/scaling`) and to the follower, and keeps the queue gauges current.
-    pub async fn scaling_loop(self, stop: CancellationToken) -> Result<(), String> {
-        let mut wakes = self.bus.subscribe(smith_bus::subjects::ALL_WAKES).await.map_err(|e| e.to_string())?;
+    pub async fn scaling_loop(self, stop: CancellationToken) -> Result<(), LoopError> {
+        let mut wakes = self.bus.subscribe(smith_bus::subjects::ALL_WAKES).await?;
         let mut auto = Autoscaler::new(self.opts.scaling.clone());
         let mut tick = tokio::time::interval(self.opts.scaling.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -405,7 +414,7 @@ impl Supervisor {
                 _ = tick.tick() => {}
                 m = wakes.recv() => {
                     if m.is_none() {
-                        return Err("wake-up subscription closed".into());
+                        return Err(smith_bus::Error::Closed.into());
                     }
                     // a burst of submissions is one recomputation
                     tokio::time::sleep(Duration::from_millis(10)).await;
