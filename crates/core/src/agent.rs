@@ -63,6 +63,29 @@ impl ExecutorKind {
     }
 }
 
+/// Tokens and money an attempt (or a task, an agent, a tenant) has spent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl Usage {
+    pub fn is_zero(&self) -> bool {
+        self.input_tokens == 0 && self.output_tokens == 0 && self.cost_usd == 0.0
+    }
+
+    pub fn add(&mut self, other: &Usage) {
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cost_usd += other.cost_usd;
+    }
+}
+
+/// The most attempts a task or an agent definition may allow.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+
 /// Limits on what one task may spend; the tighter of the task's and its agent's applies.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,7 +117,7 @@ impl Budget {
     }
 
     /// Which limit `usage` crosses, as a message; `None` while within budget.
-    pub fn exceeded_by(&self, usage: &crate::task::Usage) -> Option<String> {
+    pub fn exceeded_by(&self, usage: &Usage) -> Option<String> {
         // saturating: a provider may report absurd counts; they must not wrap or panic
         let tokens = usage.input_tokens.saturating_add(usage.output_tokens);
         if let Some(max) = self.max_tokens {
@@ -377,8 +400,8 @@ impl AgentDef {
         if self.concurrency == 0 {
             return what("concurrency must be at least 1".into());
         }
-        if self.max_attempts == 0 || self.max_attempts > crate::task::MAX_ATTEMPTS_LIMIT {
-            return what(format!("max_attempts must be 1..={}", crate::task::MAX_ATTEMPTS_LIMIT));
+        if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS_LIMIT {
+            return what(format!("max_attempts must be 1..={}", MAX_ATTEMPTS_LIMIT));
         }
         if self.timeout == Some(Duration::ZERO) {
             return what("timeout must be positive".into());
@@ -474,7 +497,7 @@ pub struct AgentSummary {
     pub running: u64,
     /// Tokens and cost of this agent's finished attempts.
     #[serde(default)]
-    pub usage: crate::task::Usage,
+    pub usage: Usage,
     /// Open while any worker's breaker for this agent is open (tasks wait queued).
     #[serde(default = "closed")]
     pub breaker: BreakerState,

@@ -1,17 +1,31 @@
-//! A small server-sent-events parser over a byte stream, for provider and MCP responses.
+//! The one server-sent-events parser of the platform: provider and MCP responses in the
+//! agents, the platform's own streams in the CLI, the benchmarks and the tests.
 //!
 //! Bytes go in as they arrive ([`SseParser::push`]); whole events come out
-//! ([`SseParser::next_event`]). Lines may end in LF, CRLF or CR and may be split anywhere
-//! across chunks. Only `event:` and `data:` fields matter here; comments, `id:` and `retry:`
-//! are skipped. One event (its pending line plus its data) may not exceed the parser's limit,
-//! so a provider can never make it hold unbounded memory.
+//! ([`SseParser::next_event`], or [`SseParser::feed`] for both at once). Lines may end in LF,
+//! CRLF or CR and may be split anywhere across chunks. The `event:`, `data:` and `id:` fields
+//! are read; `retry:` is skipped, comments only counted. One event (its pending line plus its
+//! data) may not exceed the parser's limit, so a peer can never make it hold unbounded memory.
 
 /// One dispatched event. `event` is empty when the stream named none (the SSE default type
-/// "message").
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// "message"); `id` is empty when the event carried no `id:` field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SseEvent {
+    pub id: String,
     pub event: String,
     pub data: String,
+}
+
+impl SseEvent {
+    /// An unnamed event without an id: what a provider's stream mostly sends.
+    pub fn data(data: impl Into<String>) -> Self {
+        SseEvent { data: data.into(), ..Default::default() }
+    }
+
+    /// A named event without an id.
+    pub fn named(event: impl Into<String>, data: impl Into<String>) -> Self {
+        SseEvent { event: event.into(), data: data.into(), ..Default::default() }
+    }
 }
 
 /// Why the stream could not be parsed.
@@ -22,6 +36,8 @@ pub enum SseError {
     /// An event's data is not UTF-8.
     NotUtf8,
 }
+
+impl std::error::Error for SseError {}
 
 impl std::fmt::Display for SseError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -43,8 +59,11 @@ pub struct SseParser {
     pos: usize,
     /// The last line ended in CR: a LF at the start of the next chunk belongs to it.
     after_cr: bool,
+    id: String,
     event: String,
     data: Vec<u8>,
+    /// Comment lines seen (a server's keep-alives).
+    comments: usize,
     /// Whether a `data:` field was seen for the pending event (an empty one still counts).
     has_data: bool,
     max: usize,
@@ -57,8 +76,10 @@ impl SseParser {
             buf: Vec::new(),
             pos: 0,
             after_cr: false,
+            id: String::new(),
             event: String::new(),
             data: Vec::new(),
+            comments: 0,
             has_data: false,
             max,
         }
@@ -76,6 +97,21 @@ impl SseParser {
             }
         }
         self.buf.extend_from_slice(chunk);
+    }
+
+    /// Adds received bytes and returns every event they complete.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, SseError> {
+        self.push(chunk);
+        let mut out = Vec::new();
+        while let Some(event) = self.next_event()? {
+            out.push(event);
+        }
+        Ok(out)
+    }
+
+    /// How many comment lines (keep-alives) the stream has held so far.
+    pub fn comments(&self) -> usize {
+        self.comments
     }
 
     /// The next complete event, if the bytes received so far hold one.
@@ -111,6 +147,7 @@ impl SseParser {
     fn field(&mut self, start: usize, end: usize) -> Result<(), SseError> {
         let line = &self.buf[start..end];
         if line[0] == b':' {
+            self.comments += 1;
             return Ok(());
         }
         let (name, mut value) = match line.iter().position(|b| *b == b':') {
@@ -134,6 +171,10 @@ impl SseParser {
             b"event" => {
                 self.event = std::str::from_utf8(value).map_err(|_| SseError::NotUtf8)?.to_string();
             }
+            // an id with a NUL is ignored, as the standard says
+            b"id" if !value.contains(&0) => {
+                self.id = std::str::from_utf8(value).map_err(|_| SseError::NotUtf8)?.to_string();
+            }
             _ => {}
         }
         Ok(())
@@ -141,11 +182,12 @@ impl SseParser {
 
     fn dispatch(&mut self) -> Result<Option<SseEvent>, SseError> {
         let event = std::mem::take(&mut self.event);
+        let id = std::mem::take(&mut self.id);
         if !std::mem::take(&mut self.has_data) {
             return Ok(None);
         }
         let data = String::from_utf8(std::mem::take(&mut self.data)).map_err(|_| SseError::NotUtf8)?;
-        Ok(Some(SseEvent { event, data }))
+        Ok(Some(SseEvent { id, event, data }))
     }
 }
 
@@ -166,7 +208,7 @@ mod tests {
     }
 
     fn ev(event: &str, data: &str) -> SseEvent {
-        SseEvent { event: event.into(), data: data.into() }
+        SseEvent::named(event, data)
     }
 
     #[test]
@@ -175,13 +217,31 @@ mod tests {
             "event: a\ndata: {\"x\":1}\n\n: comment\ndata: two\ndata: lines\n\nevent: b\ndata:\n\n",
             "event: a\r\ndata: {\"x\":1}\r\n\r\n: comment\r\ndata: two\r\ndata: lines\r\n\r\nevent: b\r\ndata:\r\n\r\n",
             "event: a\rdata: {\"x\":1}\r\r: comment\rdata: two\rdata: lines\r\revent: b\rdata:\r\r",
-            "event:a\ndata:{\"x\":1}\nid: 7\nretry: 10\n\ndata:two\ndata:lines\n\nevent:b\ndata\n\n",
         ];
         let want = vec![ev("a", "{\"x\":1}"), ev("", "two\nlines"), ev("b", "")];
         for input in cases {
             for piece in [1, 2, 3, 7, 1000] {
                 assert_eq!(parse_in_pieces(input, piece), want, "{input:?} in pieces of {piece}");
             }
+        }
+    }
+
+    #[test]
+    fn ids_belong_to_their_event_and_comments_are_counted() {
+        let input = "event:a\ndata:{\"x\":1}\nid: 7\nretry: 10\n\n: keep-alive\n\ndata:two\ndata:lines\n\nid:9\nevent:b\ndata\n\n";
+        let want = vec![
+            SseEvent { id: "7".into(), ..ev("a", "{\"x\":1}") },
+            ev("", "two\nlines"),
+            SseEvent { id: "9".into(), ..ev("b", "") },
+        ];
+        for piece in [1, 2, 3, 7, 1000] {
+            let mut p = SseParser::new(1 << 20);
+            let mut got = Vec::new();
+            for chunk in input.as_bytes().chunks(piece) {
+                got.extend(p.feed(chunk).unwrap());
+            }
+            assert_eq!(got, want, "in pieces of {piece}");
+            assert_eq!(p.comments(), 1);
         }
     }
 

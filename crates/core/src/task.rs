@@ -1,6 +1,7 @@
 //! Tasks: one unit of work for one agent, its lifecycle states and its outcome.
 
 use crate::agent::Budget;
+pub use crate::agent::{Usage, MAX_ATTEMPTS_LIMIT};
 use crate::error::{Error, Result};
 use crate::time::Micros;
 use serde::{Deserialize, Serialize};
@@ -115,25 +116,6 @@ impl TaskError {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Usage {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cost_usd: f64,
-}
-
-impl Usage {
-    pub fn is_zero(&self) -> bool {
-        self.input_tokens == 0 && self.output_tokens == 0 && self.cost_usd == 0.0
-    }
-
-    pub fn add(&mut self, other: &Usage) {
-        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
-        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
-        self.cost_usd += other.cost_usd;
-    }
-}
-
 /// A task as stored and served.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
@@ -166,7 +148,6 @@ pub struct Task {
 }
 
 pub const MAX_PRIORITY: u8 = 9;
-pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
 pub const MAX_KEY_LEN: usize = 256;
 pub const DEFAULT_TENANT: &str = "default";

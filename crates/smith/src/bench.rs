@@ -7,7 +7,7 @@
 mod baseline;
 mod fanout;
 
-use crate::client::{SseFrame, SseParser};
+use crate::client::{sse_parser, SseFrame};
 use crate::ClientOpts;
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
@@ -128,10 +128,11 @@ async fn feed(http: &reqwest::Client, opts: &ClientOpts, query: &str) -> Result<
     }
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let mut p = SseParser::default();
+        let mut p = sse_parser();
         let mut body = resp.bytes_stream();
         while let Some(Ok(chunk)) = body.next().await {
-            for f in p.push(&chunk) {
+            let Ok(frames) = p.feed(&chunk) else { return };
+            for f in frames {
                 if tx.send(f).is_err() {
                     return;
                 }
@@ -295,13 +296,13 @@ async fn read_stream(http: &reqwest::Client, opts: &ClientOpts, id: &str) -> Res
         r = r.bearer_auth(t);
     }
     let resp = r.send().await?.error_for_status()?;
-    let mut p = SseParser::default();
+    let mut p = sse_parser();
     let mut body = resp.bytes_stream();
     let mut lat = Vec::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk?;
         let now = Micros::now();
-        for f in p.push(&chunk) {
+        for f in p.feed(&chunk)? {
             if f.event == "output" {
                 let at = f.data.find("\"at\":\"").and_then(|i| Micros::parse_rfc3339(&f.data[i + 6..i + 6 + 27]));
                 if let Some(at) = at {

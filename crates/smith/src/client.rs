@@ -161,11 +161,12 @@ impl Client {
                     continue;
                 }
             };
-            let mut parser = SseParser::default();
+            let mut parser = sse_parser();
             let mut body = resp.bytes_stream();
             while let Some(chunk) = body.next().await {
                 let Ok(chunk) = chunk else { break };
-                for ev in parser.push(&chunk) {
+                let frames = parser.feed(&chunk).context("the event stream is malformed")?;
+                for ev in frames {
                     failures = 0;
                     let Ok(seq) = ev.id.parse::<u64>() else { continue };
                     if seq <= after {
@@ -204,61 +205,16 @@ fn tracing_retry(failures: u32, why: &str) -> Result<()> {
     Ok(())
 }
 
-/// One parsed SSE frame.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct SseFrame {
-    pub id: String,
-    pub event: String,
-    pub data: String,
-}
+/// The platform's SSE parser; a frame is one event of a stream.
+pub use smith_core::sse::{SseEvent as SseFrame, SseParser};
 
-/// An incremental `text/event-stream` parser.
-#[derive(Default)]
-pub struct SseParser {
-    buf: Vec<u8>,
-    cur: SseFrame,
-    has_data: bool,
-}
+/// The longest event the CLI and the benchmarks take from a server: the server bounds its
+/// events by its output caps; this only stops a runaway peer.
+pub const MAX_SSE_EVENT: usize = 1 << 30;
 
-impl SseParser {
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<SseFrame> {
-        self.buf.extend_from_slice(chunk);
-        let mut out = Vec::new();
-        while let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=nl).collect();
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end_matches(['\n', '\r']);
-            if line.is_empty() {
-                if self.has_data {
-                    out.push(std::mem::take(&mut self.cur));
-                } else {
-                    self.cur = SseFrame::default();
-                }
-                self.has_data = false;
-                continue;
-            }
-            if line.starts_with(':') {
-                continue;
-            }
-            let (field, value) = match line.split_once(':') {
-                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-                None => (line, ""),
-            };
-            match field {
-                "id" => self.cur.id = value.to_string(),
-                "event" => self.cur.event = value.to_string(),
-                "data" => {
-                    if self.has_data {
-                        self.cur.data.push('\n');
-                    }
-                    self.cur.data.push_str(value);
-                    self.has_data = true;
-                }
-                _ => {}
-            }
-        }
-        out
-    }
+/// A parser for one of the platform's event streams.
+pub fn sse_parser() -> SseParser {
+    SseParser::new(MAX_SSE_EVENT)
 }
 
 fn print_value(json_out: bool, v: &Value) {
@@ -548,11 +504,11 @@ mod tests {
 
     #[test]
     fn sse_parser_handles_split_frames_comments_and_multiline_data() {
-        let mut p = SseParser::default();
-        assert!(p.push(b": keep-alive\n\nid: 3\nevent: out").is_empty());
-        let frames = p.push(b"put\ndata: {\"a\":\ndata: 1}\n\n");
+        let mut p = sse_parser();
+        assert!(p.feed(b": keep-alive\n\nid: 3\nevent: out").unwrap().is_empty());
+        let frames = p.feed(b"put\ndata: {\"a\":\ndata: 1}\n\n").unwrap();
         assert_eq!(frames, vec![SseFrame { id: "3".into(), event: "output".into(), data: "{\"a\":\n1}".into() }]);
-        let frames = p.push(b"id:4\r\ndata:x\r\n\r\n");
+        let frames = p.feed(b"id:4\r\ndata:x\r\n\r\n").unwrap();
         assert_eq!(frames[0].id, "4");
         assert_eq!(frames[0].data, "x");
     }

@@ -488,5 +488,5 @@ fn harness_sse_parser_handles_split_chunks_comments_and_multiline_data() {
     assert_eq!(frames[0].data, "{\"a\":\n1}");
     assert_eq!(frames[0].json(), json!({"a": 1}));
     assert_eq!((frames[1].num(), frames[1].data.as_str()), (4, "x"));
-    assert_eq!(p.comments, 1);
+    assert_eq!(p.comments(), 1);
 }

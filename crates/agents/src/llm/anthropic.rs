@@ -1,11 +1,11 @@
 //! The `anthropic` executor: the Anthropic Messages API (`POST /v1/messages`, streamed).
 
-use super::sse::SseEvent;
 use super::{excerpt, Api, Config, Reply, Round, Step, StreamError, Tokens, ToolCall, ToolOutcome, ToolSpec};
 use crate::{Executor, RunContext, RunResult};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{json, Value};
+use smith_core::sse::SseEvent;
 
 /// Runs agents on the Anthropic Messages API.
 pub struct Anthropic {
@@ -276,7 +276,7 @@ mod tests {
         let mut text = String::new();
         let mut usage = Vec::new();
         for (name, data) in events {
-            let step = round.on_event(&SseEvent { event: name.to_string(), data: data.to_string() }).unwrap();
+            let step = round.on_event(&SseEvent::named(*name, data.to_string())).unwrap();
             text.extend(step.text);
             if step.usage {
                 usage.push(round.tokens());
@@ -354,7 +354,7 @@ mod tests {
     #[test]
     fn errors_and_garbage_are_reported_not_panicked_on() {
         let mut round = MessageStream::default();
-        let ev = |data: &str| SseEvent { event: String::new(), data: data.into() };
+        let ev = |data: &str| SseEvent::data(data);
         let overloaded = r#"{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}"#;
         assert_eq!(round.on_event(&ev(overloaded)), Err(StreamError::Provider("overloaded_error: Overloaded".into())));
         for bad in ["{not json", r#"{"type":"content_block_delta","index":0}"#, r#"{"type":"content_block_start"}"#] {

@@ -1,6 +1,5 @@
 //! One request to a provider, streamed: retries with backoff, stall detection, cancel.
 
-use super::sse::SseParser;
 use super::{
     cancelled, excerpt, send, Api, Config, Meter, Reply, Round, StreamError, BAD_STREAM, MAX_EVENT, MAX_RESPONSE,
 };
@@ -9,6 +8,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde_json::Value;
+use smith_core::sse::SseParser;
 use smith_core::EventKind;
 use std::future::Future;
 use std::time::{Duration, SystemTime};

@@ -4,11 +4,11 @@
 //! message with the request's id is the answer. The session id the server hands out at
 //! `initialize` goes back on every later request, as does the negotiated protocol version.
 
-use super::sse::SseParser;
 use super::{excerpt, ToolOutcome, ToolSpec, MAX_EVENT};
 use crate::McpAccess;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use serde_json::{json, Value};
+use smith_core::sse::SseParser;
 use std::time::Duration;
 
 const PROTOCOL_VERSION: &str = "2025-06-18";

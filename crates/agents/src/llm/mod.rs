@@ -16,7 +16,7 @@ mod http;
 mod mcp;
 mod openai;
 mod pricing;
-mod sse;
+use smith_core::sse;
 
 pub use anthropic::Anthropic;
 pub use openai::OpenAi;

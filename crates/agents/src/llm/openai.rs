@@ -1,12 +1,12 @@
 //! The `openai` executor: OpenAI Chat Completions (`POST /v1/chat/completions`, streamed),
 //! or any server that speaks it.
 
-use super::sse::SseEvent;
 use super::{excerpt, Api, Config, Reply, Round, Step, StreamError, Tokens, ToolCall, ToolOutcome, ToolSpec};
 use crate::{Executor, RunContext, RunResult};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{json, Value};
+use smith_core::sse::SseEvent;
 
 /// Runs agents on an OpenAI-compatible Chat Completions API.
 pub struct OpenAi {
@@ -263,7 +263,7 @@ mod tests {
         let mut text = String::new();
         let mut usage = Vec::new();
         for data in datas {
-            let step = round.on_event(&SseEvent { event: String::new(), data }).unwrap();
+            let step = round.on_event(&SseEvent::data(data)).unwrap();
             text.extend(step.text);
             if step.usage {
                 usage.push(round.tokens());
@@ -290,7 +290,7 @@ mod tests {
     #[test]
     fn errors_and_garbage_are_reported_not_panicked_on() {
         let mut round = ChunkStream::default();
-        let ev = |data: &str| SseEvent { event: String::new(), data: data.into() };
+        let ev = |data: &str| SseEvent::data(data);
         let error = r#"{"error": {"message": "The server had an error", "type": "server_error"}}"#;
         assert_eq!(round.on_event(&ev(error)), Err(StreamError::Provider("The server had an error".into())));
         assert!(matches!(round.on_event(&ev("{\"choices\": [")), Err(StreamError::Malformed(_))));

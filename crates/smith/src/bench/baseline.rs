@@ -13,7 +13,7 @@
 //! the readings themselves.
 
 use super::{feed, BenchArgs};
-use crate::client::{SseFrame, SseParser};
+use crate::client::{sse_parser, SseFrame};
 use crate::ClientOpts;
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{stream, StreamExt};
@@ -246,12 +246,12 @@ impl Target {
     async fn task_log(&self, id: &str) -> Result<Vec<SseFrame>> {
         let url = self.url(&format!("/v1/tasks/{id}/events"));
         let resp = self.request(reqwest::Method::GET, &url).send().await?.error_for_status()?;
-        let mut parser = SseParser::default();
+        let mut parser = sse_parser();
         let mut body = resp.bytes_stream();
         let mut frames = Vec::new();
         let read = async {
             while let Some(chunk) = body.next().await {
-                frames.extend(parser.push(&chunk?));
+                frames.extend(parser.feed(&chunk?)?);
             }
             Ok::<(), anyhow::Error>(())
         };
@@ -637,11 +637,11 @@ async fn measure_sse(t: &Target, k: usize, concurrency: usize) -> Result<(usize,
             async move {
                 let resp = r.header("accept", "text/event-stream").send().await?.error_for_status()?;
                 let mut body = resp.bytes_stream();
-                let mut parser = SseParser::default();
+                let mut parser = sse_parser();
                 // the replay read to `task.started`: from here the stream is idle
                 loop {
                     let Some(chunk) = body.next().await else { bail!("an sse stream closed during its replay") };
-                    if parser.push(&chunk?).iter().any(|f| f.event == "task.started") {
+                    if parser.feed(&chunk?)?.iter().any(|f| f.event == "task.started") {
                         return Ok::<_, anyhow::Error>(body);
                     }
                 }

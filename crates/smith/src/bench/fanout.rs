@@ -371,7 +371,7 @@ async fn follow(
         bail!("a task stream answered {}", resp.status());
     }
     let mut body = resp.bytes_stream();
-    let mut frames = Frames::default();
+    let mut parser = crate::client::sse_parser();
     let mut r = Reader::default();
     let mut permit = Some(permit);
     let mut last = 0u64;
@@ -387,28 +387,28 @@ async fn follow(
         let chunk = chunk?;
         let now = Micros::now().0;
         let (from, until) = (shared.from.load(Ordering::Acquire), shared.until.load(Ordering::Acquire));
-        frames.push(&chunk, |f| {
-            let Some(seq) = f.seq else { return };
+        for f in parser.feed(&chunk)?.iter().map(Frame::of) {
+            let Some(seq) = f.seq else { continue };
             if permit.is_some() {
                 // the replay: a queued task's `task.submitted`
                 last = seq;
                 shared.base[i].store(seq, Ordering::Release);
                 shared.ready.fetch_add(1, Ordering::AcqRel);
                 permit = None;
-                return;
+                continue;
             }
             if seq > last + 1 {
                 r.missing += seq - last - 1;
             }
             last = last.max(seq);
             if !f.output {
-                return;
+                continue;
             }
             if let Some(at) = f.at.filter(|at| at.0 >= from && at.0 < until) {
                 r.received += 1;
                 r.latencies.push((now - at.0).clamp(0, u32::MAX as i64) as u32);
             }
-        });
+        }
     }
 }
 
@@ -420,43 +420,17 @@ struct Frame {
     at: Option<Micros>,
 }
 
-/// A lean `text/event-stream` splitter for many streams at once: frames end at a blank line;
-/// of each it reads the `id`, whether the `event` is `output`, and the data's `"at"`.
-#[derive(Default)]
-struct Frames {
-    buf: Vec<u8>,
-}
-
-impl Frames {
-    fn push(&mut self, chunk: &[u8], mut each: impl FnMut(Frame)) {
-        self.buf.extend_from_slice(chunk);
-        let mut start = 0;
-        while let Some(end) = self.buf[start..].windows(2).position(|w| w == b"\n\n") {
-            each(Self::frame(&self.buf[start..start + end]));
-            start += end + 2;
+impl Frame {
+    /// Of an event its `id`, whether it is output, and its data's `"at"` (found without parsing
+    /// the JSON: the readers are many and the client shares the machine with the server).
+    fn of(e: &crate::client::SseFrame) -> Frame {
+        const AT: &str = "\"at\":\"";
+        let at = e.data.find(AT).map(|k| &e.data[k + AT.len()..]).and_then(|rest| rest.split('"').next());
+        Frame {
+            seq: e.id.trim().parse().ok(),
+            output: e.event == EventKind::Output.as_str(),
+            at: at.and_then(Micros::parse_rfc3339),
         }
-        self.buf.drain(..start);
-    }
-
-    fn frame(text: &[u8]) -> Frame {
-        let mut f = Frame::default();
-        for line in text.split(|b| *b == b'\n') {
-            if let Some(v) = line.strip_prefix(b"id:") {
-                f.seq = std::str::from_utf8(v).ok().and_then(|v| v.trim().parse().ok());
-            } else if let Some(v) = line.strip_prefix(b"event:") {
-                f.output = v.trim_ascii() == EventKind::Output.as_str().as_bytes();
-            } else if let Some(v) = line.strip_prefix(b"data:") {
-                const AT: &[u8] = b"\"at\":\"";
-                f.at = v
-                    .windows(AT.len())
-                    .position(|w| w == AT)
-                    .and_then(|k| v.get(k + AT.len()..))
-                    .and_then(|rest| rest.iter().position(|b| *b == b'"').map(|e| &rest[..e]))
-                    .and_then(|at| std::str::from_utf8(at).ok())
-                    .and_then(Micros::parse_rfc3339);
-            }
-        }
-        f
     }
 }
 
@@ -468,18 +442,14 @@ mod tests {
     fn frames_split_across_chunks() {
         let text = b": keep-alive\n\nid: 7\nevent: output\ndata: {\"task_id\":\"x\",\"at\":\"2026-11-27T23:00:00.000001Z\",\"data\":{}}\n\nid: 8\nevent: task.cancelled\ndata: {}\n\n";
         for cut in 0..text.len() {
-            let mut frames = Frames::default();
+            let mut parser = crate::client::sse_parser();
             let mut got = Vec::new();
-            frames.push(&text[..cut], |f| got.push(f));
-            frames.push(&text[cut..], |f| got.push(f));
+            got.extend(parser.feed(&text[..cut]).unwrap().iter().map(Frame::of));
+            got.extend(parser.feed(&text[cut..]).unwrap().iter().map(Frame::of));
             let at = Micros::parse_rfc3339("2026-11-27T23:00:00.000001Z");
             assert_eq!(
                 got,
-                vec![
-                    Frame::default(),
-                    Frame { seq: Some(7), output: true, at },
-                    Frame { seq: Some(8), output: false, at: None }
-                ],
+                vec![Frame { seq: Some(7), output: true, at }, Frame { seq: Some(8), output: false, at: None }],
                 "cut at {cut}"
             );
         }

@@ -461,54 +461,30 @@ impl Frame {
     }
 }
 
-/// An incremental `text/event-stream` parser: split chunks, `:` comments, multi-line data, CRLF.
-#[derive(Default)]
-pub struct SseParser {
-    buf: Vec<u8>,
-    cur: Frame,
-    has_data: bool,
-    pub comments: usize,
+impl From<smith_core::sse::SseEvent> for Frame {
+    fn from(e: smith_core::sse::SseEvent) -> Self {
+        Frame { id: e.id, event: e.event, data: e.data }
+    }
+}
+
+/// The platform's SSE parser (`smith_core::sse`) as the tests read streams: frames, and the
+/// keep-alive comments counted. A malformed stream fails the test.
+pub struct SseParser(smith_core::sse::SseParser);
+
+impl Default for SseParser {
+    fn default() -> Self {
+        SseParser(smith_core::sse::SseParser::new(1 << 30))
+    }
 }
 
 impl SseParser {
     pub fn push(&mut self, chunk: &[u8]) -> Vec<Frame> {
-        self.buf.extend_from_slice(chunk);
-        let mut out = Vec::new();
-        while let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
-            let raw: Vec<u8> = self.buf.drain(..=nl).collect();
-            let line = String::from_utf8_lossy(&raw);
-            let line = line.trim_end_matches(['\n', '\r']);
-            if line.is_empty() {
-                if self.has_data {
-                    out.push(std::mem::take(&mut self.cur));
-                } else {
-                    self.cur = Frame::default();
-                }
-                self.has_data = false;
-                continue;
-            }
-            if line.starts_with(':') {
-                self.comments += 1;
-                continue;
-            }
-            let (field, value) = match line.split_once(':') {
-                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-                None => (line, ""),
-            };
-            match field {
-                "id" => self.cur.id = value.to_string(),
-                "event" => self.cur.event = value.to_string(),
-                "data" => {
-                    if self.has_data {
-                        self.cur.data.push('\n');
-                    }
-                    self.cur.data.push_str(value);
-                    self.has_data = true;
-                }
-                _ => {}
-            }
-        }
-        out
+        let events = self.0.feed(chunk).unwrap_or_else(|e| panic!("malformed event stream: {e}"));
+        events.into_iter().map(Frame::from).collect()
+    }
+
+    pub fn comments(&self) -> usize {
+        self.0.comments()
     }
 }
 
@@ -591,7 +567,7 @@ impl SseStream {
     }
 
     pub fn comments(&self) -> usize {
-        self.parser.comments
+        self.parser.comments()
     }
 }
 
