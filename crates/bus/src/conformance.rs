@@ -412,3 +412,54 @@ pub async fn order_preserved_for_10k_messages(bus: Arc<dyn Bus>) {
     }
     assert_eq!(sub.dropped(), 0);
 }
+
+// Checks of the networked backends (NATS, AMQP), which their own tests call with the bus each
+// needs: the in-process bus answers these differently by design (it knows its subscribers, and
+// its buffers fill synchronously).
+
+/// A request nobody serves is `NoResponders` at once (the broker says so), never a timeout.
+pub async fn no_responders_is_reported_at_once(bus: Arc<dyn Bus>) {
+    let started = Instant::now();
+    let result = bus.request(&unique("nobody"), Bytes::new(), Duration::from_secs(5)).await;
+    assert!(matches!(result, Err(Error::NoResponders(_))), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+}
+
+/// A subscriber that never reads loses only its own messages, counted; others get all. `bus`
+/// gives each subscription a buffer of `capacity` messages.
+pub async fn full_subscriber_drops_only_its_own(bus: Arc<dyn Bus>, capacity: usize) {
+    const TOTAL: usize = 1_000;
+    let subject = unique("slow");
+    let slow = subscribe(&bus, &subject).await;
+    let mut fast = subscribe(&bus, &subject).await;
+    settle().await;
+
+    // In windows smaller than the buffer, so the reading subscriber never overflows.
+    for window in (0..TOTAL).collect::<Vec<_>>().chunks(capacity / 2) {
+        for i in window {
+            publish(&bus, &subject, &i.to_string()).await;
+        }
+        for i in window {
+            assert_eq!(next(&mut fast, &format!("message {i}")).await.payload, text(&i.to_string()));
+        }
+    }
+    assert_eq!(fast.dropped(), 0);
+    // The slow one's forwarder may still be catching up with what the broker sent.
+    let deadline = Instant::now() + ARRIVAL;
+    while slow.dropped() < (TOTAL - capacity) as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(slow.dropped(), (TOTAL - capacity) as u64);
+}
+
+/// Dropping the last handle of the bus ends its subscriptions instead of leaving them hanging.
+pub async fn subscription_ends_when_the_bus_is_dropped(bus: Arc<dyn Bus>) {
+    let subject = unique("bus-dropped");
+    let mut sub = subscribe(&bus, &subject).await;
+    settle().await;
+    publish(&bus, &subject, "ping").await;
+    assert_eq!(next(&mut sub, "the round trip").await.payload, text("ping"));
+    drop(bus);
+    let end = tokio::time::timeout(ARRIVAL, sub.recv()).await;
+    assert!(matches!(end, Ok(None)), "{end:?}");
+}

@@ -6,10 +6,11 @@
 //!
 //! Backends implement the object-safe [`Bus`] trait and are held as `Arc<dyn Bus>`,
 //! chosen by URL in [`open`]. The in-process [`memory::MemoryBus`] is always compiled;
-//! every backend must pass the [`conformance`] suite.
+//! every backend must pass the `conformance` suite.
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 pub mod error;
 mod events;

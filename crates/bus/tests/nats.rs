@@ -10,6 +10,7 @@
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -237,60 +238,24 @@ async fn survives_a_server_restart() {
     println!("delivered again {:?} after the restart ({attempts} publishes)", restarted.elapsed());
 }
 
-/// A request nobody serves is `NoResponders` (the server says so), not a timeout.
 #[tokio::test]
 async fn no_responders_is_reported() {
     let Some(url) = shared_url() else { return };
-    let bus = connect(&url).await;
-    let started = Instant::now();
-    let result = bus.request(&unique("nobody"), Bytes::new(), Duration::from_secs(5)).await;
-    assert!(matches!(result, Err(Error::NoResponders(_))), "{result:?}");
-    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    smith_bus::conformance::no_responders_is_reported_at_once(Arc::new(connect(&url).await)).await;
 }
 
-/// A subscriber that never reads loses only its own messages, counted; others get all.
 #[tokio::test]
 async fn full_subscriber_drops_only_its_own() {
-    const TOTAL: usize = 1_000;
     const CAPACITY: usize = 16;
     let Some(url) = shared_url() else { return };
     let bus = connect(&format!("{url}?capacity={CAPACITY}")).await;
-    let subject = unique("slow");
-    let slow = bus.subscribe(&subject).await.unwrap();
-    let mut fast = bus.subscribe(&subject).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-
-    // In windows smaller than the buffer, so the reading subscriber never overflows.
-    for window in (0..TOTAL).collect::<Vec<_>>().chunks(CAPACITY / 2) {
-        for i in window {
-            bus.publish(&subject, Bytes::from(i.to_string())).await.unwrap();
-        }
-        for i in window {
-            let message = tokio::time::timeout(Duration::from_secs(2), fast.recv()).await;
-            let message = message.unwrap_or_else(|_| panic!("message {i} never came")).unwrap();
-            assert_eq!(message.payload, Bytes::from(i.to_string()));
-        }
-    }
-    assert_eq!(fast.dropped(), 0);
-    // The slow one's forwarder may still be catching up with what the server sent.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while slow.dropped() < (TOTAL - CAPACITY) as u64 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(slow.dropped(), (TOTAL - CAPACITY) as u64);
+    smith_bus::conformance::full_subscriber_drops_only_its_own(Arc::new(bus), CAPACITY).await;
 }
 
-/// Dropping the last handle of the bus ends its subscriptions instead of leaving them hanging.
 #[tokio::test]
 async fn subscription_ends_when_bus_is_dropped() {
     let Some(url) = shared_url() else { return };
-    let bus = connect(&url).await;
-    let subject = unique("bus-dropped");
-    let mut sub = bus.subscribe(&subject).await.unwrap();
-    round_trip(&bus, &subject, &mut sub).await;
-    drop(bus);
-    let end = tokio::time::timeout(Duration::from_secs(2), sub.recv()).await;
-    assert!(matches!(end, Ok(None)), "{end:?}");
+    smith_bus::conformance::subscription_ends_when_the_bus_is_dropped(Arc::new(connect(&url).await)).await;
 }
 
 /// A NATS server with a certificate from a private CA: untrusted (a configuration error) until
