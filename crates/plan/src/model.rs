@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::{Baseline, ExecutorCost};
-use crate::prices::Prices;
+use crate::prices::{Prices, BROKER_TYPES};
 use crate::{Error, Result};
 
 /// Hours in a billing month (AWS's own convention) and days in a month of messages.
@@ -16,9 +16,8 @@ pub const DAYS_PER_MONTH: f64 = 30.0;
 pub const MAX_AGENTS: i64 = 100_000;
 /// Autoscaling aims to keep agent slots this busy (the autoscaler's `[scaling] target`).
 pub const TARGET_UTILIZATION: f64 = 0.7;
-/// Amazon MQ for RabbitMQ broker types the plan chooses from, smallest first, with the
-/// messages per second (about 5 KB each) one node of that type is planned to carry.
-pub const BROKER_TYPES: &[&str] = &["mq.t3.micro", "mq.m5.large", "mq.m5.xlarge", "mq.m5.2xlarge", "mq.m5.4xlarge"];
+/// The messages per second (about 5 KB each) one node of each of [`BROKER_TYPES`] is planned
+/// to carry, in the same order.
 const BROKER_CAPACITY: &[f64] = &[1_000.0, 10_000.0, 20_000.0, 40_000.0, 80_000.0];
 /// ECS's quota of tasks per service.
 const ECS_TASKS_PER_SERVICE: u64 = 5_000;

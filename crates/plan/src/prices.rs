@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+/// Amazon MQ for RabbitMQ broker types the plan chooses from, smallest first: a price table
+/// must price every one (the model pairs each with the load one node carries).
+pub const BROKER_TYPES: &[&str] = &["mq.t3.micro", "mq.m5.large", "mq.m5.xlarge", "mq.m5.2xlarge", "mq.m5.4xlarge"];
+
 /// The checked-in us-east-1 prices, compiled in as the default.
 pub const DEFAULT: &str = include_str!("../../../deploy/prices/us-east-1.toml");
 
@@ -161,7 +165,7 @@ impl Prices {
         if f.spot_vcpu_hour > f.vcpu_hour || f.spot_gb_hour > f.gb_hour {
             return Err("Fargate Spot prices must not exceed the on-demand prices".into());
         }
-        for required in crate::model::BROKER_TYPES {
+        for required in BROKER_TYPES {
             if !self.mq.instance_hour.contains_key(*required) {
                 return Err(format!(
                     "`mq.instance_hour` has no price for `{required}`, a broker type the plan can choose"

@@ -6,11 +6,10 @@
 
 use serde_json::{json, Map, Value};
 
+use super::cfn::{broker_name, ga, if_, r, resource, service_id, sub, title};
 use super::{cloudwatch, ecs, text, Fleet, Role};
 use crate::Result;
 
-/// The CloudWatch namespace of the scraped `smith_*` metrics.
-pub(super) const NAMESPACE: &str = "MisterSmith";
 const DB_NAME: &str = "smith";
 const DB_USER: &str = "smith";
 const DB_PORT: u16 = 5432;
@@ -30,44 +29,6 @@ const DEREGISTRATION_DELAY_S: u64 = 30;
 const LOG_RETENTION_DAYS: u64 = 30;
 const METRICS_LOG_RETENTION_DAYS: u64 = 7;
 const BACKUP_RETENTION_DAYS: u64 = 7;
-
-pub(super) fn r(name: &str) -> Value {
-    json!({ "Ref": name })
-}
-
-pub(super) fn ga(resource: &str, attribute: &str) -> Value {
-    json!({ "Fn::GetAtt": [resource, attribute] })
-}
-
-pub(super) fn sub(s: impl Into<String>) -> Value {
-    json!({ "Fn::Sub": s.into() })
-}
-
-fn if_(condition: &str, then: Value, otherwise: Value) -> Value {
-    json!({ "Fn::If": [condition, then, otherwise] })
-}
-
-pub(super) fn no_value() -> Value {
-    r("AWS::NoValue")
-}
-
-/// A resource of `kind` with `properties`.
-pub(super) fn resource(kind: &str, properties: Value) -> Value {
-    json!({ "Type": kind, "Properties": properties })
-}
-
-/// Logical id of a role's ECS service.
-pub(super) fn service_id(role: Role) -> String {
-    format!("{}Service", title(role.name()))
-}
-
-pub(super) fn title(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
-        None => String::new(),
-    }
-}
 
 pub(super) fn files(f: &Fleet) -> Result<Vec<(String, String)>> {
     let template = template(f)?;
@@ -547,10 +508,6 @@ fn broker(f: &Fleet, res: &mut Map<String, Value>) {
             }),
         ),
     );
-}
-
-pub(super) fn broker_name(f: &Fleet) -> String {
-    format!("{}-bus", f.name)
 }
 
 fn trust(service: &str) -> Value {

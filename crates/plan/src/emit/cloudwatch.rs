@@ -11,7 +11,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::cloudformation::{broker_name, ga, no_value, r, resource, service_id, sub, NAMESPACE};
+use super::cfn::{broker_name, ga, no_value, r, resource, service_id, sub, NAMESPACE};
 use super::{text, Fleet, Role};
 
 /// The seed's alert names, in `alerts.yml`'s order.

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::cloudformation::{ga, r, resource, sub, title, NAMESPACE};
+use super::cfn::{ga, r, resource, sub, title, NAMESPACE};
 use super::cloudwatch;
 use super::{fargate_size, text, Fleet, Role, CONFIG_DIR, CONFIG_FILE, DATA_DIR, RUN_AS};
 use crate::Result;

@@ -6,6 +6,7 @@
 //! plan and options give byte-identical files (keys sorted, fixed order), which is what keeps
 //! the copies in `deploy/aws/` and `deploy/k8s/` checkable.
 
+mod cfn;
 mod cloudformation;
 mod cloudwatch;
 mod ecs;
