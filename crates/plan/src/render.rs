@@ -143,6 +143,14 @@ fn num(v: f64) -> String {
 
 fn sections(plan: &Plan) -> Vec<Section> {
     let mut out = Vec::new();
+    for part in [title, services, database, messages, costs, autoscaling, notes] {
+        part(plan, &mut out);
+    }
+    out
+}
+
+/// The plan's title line.
+fn title(plan: &Plan, out: &mut Vec<Section>) {
     let mut head = Section::new(
         &format!(
             "MisterSmith plan: {} agents, {} profile, {} model ({} prices of {})",
@@ -156,7 +164,10 @@ fn sections(plan: &Plan) -> Vec<Section> {
     );
     head.header.clear();
     out.push(head);
+}
 
+/// The ECS services and their totals.
+fn services(plan: &Plan, out: &mut Vec<Section>) {
     let mut s = Section::new(
         "ECS services (Fargate)",
         &["service", "vCPU", "memory GB", "tasks", "min", "max", "agents/task", "pool", "vCPU total", "GB total"],
@@ -188,7 +199,10 @@ fn sections(plan: &Plan) -> Vec<Section> {
         num(plan.totals.memory_gb),
     ]);
     out.push(s);
+}
 
+/// The database: capacity, connections, IOPS and storage.
+fn database(plan: &Plan, out: &mut Vec<Section>) {
     let d = &plan.database;
     let mut s = Section::new(&format!("Database: {}", d.engine), &["figure", "value"]);
     s.row(vec!["ACU range".into(), format!("{} – {}", num(d.min_acu), num(d.max_acu))]);
@@ -225,7 +239,10 @@ fn sections(plan: &Plan) -> Vec<Section> {
         ),
     ]);
     out.push(s);
+}
 
+/// Message rates by kind and the broker that carries them.
+fn messages(plan: &Plan, out: &mut Vec<Section>) {
     let m = &plan.messaging;
     let mut s = Section::new("Messages", &["kind", "per agent-minute", "size KB", "msg/s", "peak msg/s", "KB/s"]);
     for k in &m.kinds {
@@ -267,7 +284,10 @@ fn sections(plan: &Plan) -> Vec<Section> {
         ),
     ]);
     out.push(s);
+}
 
+/// The monthly bill line by line, and the alternatives left out of it.
+fn costs(plan: &Plan, out: &mut Vec<Section>) {
     let c = &plan.costs;
     let mut s = Section::new("Monthly cost", &["line", "USD/month", "how"]);
     for l in &c.lines {
@@ -284,7 +304,10 @@ fn sections(plan: &Plan) -> Vec<Section> {
         s.row(vec![l.item.clone(), format_money(l.monthly), l.detail.clone()]);
     }
     out.push(s);
+}
 
+/// The workers' autoscaling.
+fn autoscaling(plan: &Plan, out: &mut Vec<Section>) {
     let a = &plan.autoscaling;
     let mut s = Section::new("Autoscaling", &["figure", "value"]);
     s.row(vec![
@@ -301,7 +324,10 @@ fn sections(plan: &Plan) -> Vec<Section> {
         ),
     ]);
     out.push(s);
+}
 
+/// Corrections to the seed, warnings and the assumptions every figure rests on.
+fn notes(plan: &Plan, out: &mut Vec<Section>) {
     if !plan.corrections.is_empty() {
         let mut s = Section::new("Corrections to the seed", &["figure", "seed", "planner", "why"]);
         for k in &plan.corrections {
@@ -321,5 +347,4 @@ fn sections(plan: &Plan) -> Vec<Section> {
         s.row(vec![a.name.clone(), a.value.clone(), a.source.clone()]);
     }
     out.push(s);
-    out
 }

@@ -127,6 +127,50 @@ impl From<&BenchArgs> for FanoutParams {
     }
 }
 
+/// Opens one SSE stream per task (its own connection, `concurrency` at a time) and waits until
+/// every reader has read its task's replay; returns the readers and how long that took.
+async fn open_streams(
+    t: &Target,
+    ids: &[String],
+    concurrency: usize,
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+) -> Result<(tokio::task::JoinSet<Result<Reader>>, f64)> {
+    // one connection per stream (no pooling), opened --concurrency at a time
+    let sse = crate::client::http_builder(&t.opts)?.pool_max_idle_per_host(0).tcp_nodelay(true).build()?;
+    let opening = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut readers = tokio::task::JoinSet::new();
+    let opened_at = Instant::now();
+    for (i, id) in ids.iter().enumerate() {
+        let url = t.url(&format!("/v1/tasks/{id}/events"));
+        let mut req = sse.get(url).header("accept", "text/event-stream");
+        if let Some(tok) = &t.opts.token {
+            req = req.bearer_auth(tok);
+        }
+        let permit = opening.clone().acquire_owned().await.expect("semaphore open");
+        let (shared, stop) = (Arc::clone(shared), stop.clone());
+        readers.spawn(async move { follow(req, i, &shared, permit, stop).await });
+    }
+    let n = ids.len();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while shared.ready.load(Ordering::Acquire) < n {
+        if Instant::now() > deadline || readers.try_join_next().is_some() {
+            let ready = shared.ready.load(Ordering::Acquire);
+            stop.cancel();
+            let mut first_error = None;
+            while let Some(r) = readers.join_next().await {
+                if let Ok(Err(e)) = r {
+                    first_error.get_or_insert(e);
+                }
+            }
+            let why = first_error.map(|e| format!(": {e:#}")).unwrap_or_default();
+            bail!("only {ready} of {n} SSE streams opened and read their replay{why}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((readers, opened_at.elapsed().as_secs_f64()))
+}
+
 async fn measure(
     agent: &str,
     t: &Target,
@@ -145,39 +189,8 @@ async fn measure(
     tokio::time::sleep(SETTLE).await;
     let before = t.reading(None).await?;
 
-    // one connection per stream (no pooling), opened --concurrency at a time
-    let sse = crate::client::http_builder(&t.opts)?.pool_max_idle_per_host(0).tcp_nodelay(true).build()?;
-    let opening = Arc::new(tokio::sync::Semaphore::new(p.concurrency));
     let stop = CancellationToken::new();
-    let mut readers = tokio::task::JoinSet::new();
-    let opened_at = Instant::now();
-    for (i, id) in ids.iter().enumerate() {
-        let url = t.url(&format!("/v1/tasks/{id}/events"));
-        let mut req = sse.get(url).header("accept", "text/event-stream");
-        if let Some(tok) = &t.opts.token {
-            req = req.bearer_auth(tok);
-        }
-        let permit = opening.clone().acquire_owned().await.expect("semaphore open");
-        let (shared, stop) = (shared.clone(), stop.clone());
-        readers.spawn(async move { follow(req, i, &shared, permit, stop).await });
-    }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while shared.ready.load(Ordering::Acquire) < n {
-        if Instant::now() > deadline || readers.try_join_next().is_some() {
-            let ready = shared.ready.load(Ordering::Acquire);
-            stop.cancel();
-            let mut first_error = None;
-            while let Some(r) = readers.join_next().await {
-                if let Ok(Err(e)) = r {
-                    first_error.get_or_insert(e);
-                }
-            }
-            let why = first_error.map(|e| format!(": {e:#}")).unwrap_or_default();
-            bail!("only {ready} of {n} SSE streams opened and read their replay{why}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let open_seconds = opened_at.elapsed().as_secs_f64();
+    let (mut readers, open_seconds) = open_streams(t, ids, p.concurrency, &shared, &stop).await?;
     tokio::time::sleep(SETTLE).await;
     let connected = t.reading(None).await?;
     if connected.sse_task < n as f64 {
