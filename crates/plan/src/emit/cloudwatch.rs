@@ -408,35 +408,79 @@ fn dashboard(name: String, widgets: Vec<Value>) -> Value {
 }
 
 pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
-    let sup = f.job(Role::Supervisor);
-    let wrk = f.job(Role::Worker);
-    let ns = NAMESPACE;
-    let s = |m: &str, o: Value| line(ns, m, &[("job", &sup)], o);
-    let w = |m: &str, dims: &[(&str, &str)], o: Value| {
-        let mut all = vec![("job", wrk.as_str())];
-        all.extend_from_slice(dims);
-        line(ns, m, &all, o)
-    };
-    let cluster = "${Cluster}";
-    let service = |role: Role| format!("${{{}.Name}}", service_id(role));
-    let ecs = |metric: &str, role: Role, o: Value| {
-        line("AWS/ECS", metric, &[("ClusterName", cluster), ("ServiceName", &service(role))], o)
-    };
-    let insights = |metric: &str, role: Role, o: Value| {
-        line("ECS/ContainerInsights", metric, &[("ClusterName", cluster), ("ServiceName", &service(role))], o)
-    };
-    let lb = "${LoadBalancer.LoadBalancerFullName}";
-    let alb = |metric: &str, o: Value| line("AWS/ApplicationELB", metric, &[("LoadBalancer", lb)], o);
-    let db = "${DatabaseCluster}";
-    let rds = |metric: &str, o: Value| line("AWS/RDS", metric, &[("DBClusterIdentifier", db)], o);
-    let broker = broker_name(f);
-    let mq = |metric: &str, o: Value| line("AWS/AmazonMQ", metric, &[("Broker", &broker)], o);
-    let hidden = |id: &str| json!({"id": id, "visible": false});
-    let label = |l: &str| json!({"label": l});
-    let per_role = |metric: &str, stat: &str| -> Vec<Value> {
-        Role::ALL.iter().map(|r| ecs(metric, *r, json!({"label": r.name(), "stat": stat}))).collect()
-    };
+    let l = Lines { sup: f.job(Role::Supervisor), wrk: f.job(Role::Worker), broker: broker_name(f) };
+    let overview = overview(f, &l);
+    let performance = performance(&l);
+    let store_bus = store_bus(f, &l);
+    res.insert("DashboardOverview".into(), dashboard(format!("{}-overview", f.name), overview));
+    res.insert("DashboardPerformance".into(), dashboard(format!("{}-performance", f.name), performance));
+    res.insert("DashboardStoreBus".into(), dashboard(format!("{}-store-bus", f.name), store_bus));
+}
 
+/// The metric lines the dashboards graph, by source: the platform's own (`job` dimension), ECS,
+/// Container Insights, the load balancer, the database and the broker.
+struct Lines {
+    sup: String,
+    wrk: String,
+    broker: String,
+}
+
+const CLUSTER: &str = "${Cluster}";
+const LOAD_BALANCER: &str = "${LoadBalancer.LoadBalancerFullName}";
+const DB_CLUSTER: &str = "${DatabaseCluster}";
+
+impl Lines {
+    fn s(&self, m: &str, o: Value) -> Value {
+        line(NAMESPACE, m, &[("job", &self.sup)], o)
+    }
+
+    fn w(&self, m: &str, dims: &[(&str, &str)], o: Value) -> Value {
+        let mut all = vec![("job", self.wrk.as_str())];
+        all.extend_from_slice(dims);
+        line(NAMESPACE, m, &all, o)
+    }
+
+    fn ecs(&self, metric: &str, role: Role, o: Value) -> Value {
+        line("AWS/ECS", metric, &[("ClusterName", CLUSTER), ("ServiceName", &service_name(role))], o)
+    }
+
+    fn insights(&self, metric: &str, role: Role, o: Value) -> Value {
+        line("ECS/ContainerInsights", metric, &[("ClusterName", CLUSTER), ("ServiceName", &service_name(role))], o)
+    }
+
+    fn alb(&self, metric: &str, o: Value) -> Value {
+        line("AWS/ApplicationELB", metric, &[("LoadBalancer", LOAD_BALANCER)], o)
+    }
+
+    fn rds(&self, metric: &str, o: Value) -> Value {
+        line("AWS/RDS", metric, &[("DBClusterIdentifier", DB_CLUSTER)], o)
+    }
+
+    fn mq(&self, metric: &str, o: Value) -> Value {
+        line("AWS/AmazonMQ", metric, &[("Broker", &self.broker)], o)
+    }
+
+    fn per_role(&self, metric: &str, stat: &str) -> Vec<Value> {
+        Role::ALL.iter().map(|r| self.ecs(metric, *r, json!({"label": r.name(), "stat": stat}))).collect()
+    }
+}
+
+/// A role's ECS service name, as a `Fn::Sub` reference.
+fn service_name(role: Role) -> String {
+    format!("${{{}.Name}}", service_id(role))
+}
+
+fn hidden(id: &str) -> Value {
+    json!({"id": id, "visible": false})
+}
+
+fn label(l: &str) -> Value {
+    json!({"label": l})
+}
+
+/// The overview dashboard: agent slots, queue, throughput and errors, with the seed's alerts.
+fn overview(f: &Fleet, l: &Lines) -> Vec<Value> {
+    let ns = NAMESPACE;
     let alarms: Vec<String> = SEED_ALERTS.iter().map(|a| format!("${{Alarm{a}.Arn}}")).collect();
     let overview = vec![
         json!({"type": "text", "properties": {"markdown": format!(
@@ -447,9 +491,9 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
         graph(
             "Agent slots: desired, current, load",
             vec![
-                s("smith_scaling_desired_slots", label("desired (autoscaler)")),
-                s("smith_scaling_current_slots", label("current")),
-                s("smith_scaling_load", label("load")),
+                l.s("smith_scaling_desired_slots", label("desired (autoscaler)")),
+                l.s("smith_scaling_current_slots", label("current")),
+                l.s("smith_scaling_load", label("load")),
             ],
             "Maximum",
             60,
@@ -458,9 +502,9 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
         graph(
             "Worker tasks",
             vec![
-                insights("DesiredTaskCount", Role::Worker, label("desired")),
-                insights("RunningTaskCount", Role::Worker, label("running")),
-                insights("PendingTaskCount", Role::Worker, label("pending")),
+                l.insights("DesiredTaskCount", Role::Worker, label("desired")),
+                l.insights("RunningTaskCount", Role::Worker, label("running")),
+                l.insights("PendingTaskCount", Role::Worker, label("pending")),
             ],
             "Maximum",
             60,
@@ -469,8 +513,8 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
         graph(
             "Busy share of agent slots",
             vec![
-                w("smith_agent_slots", &[("state", "busy")], hidden("busy")),
-                w("smith_agent_slots", &[("state", "idle")], hidden("idle")),
+                l.w("smith_agent_slots", &[("state", "busy")], hidden("busy")),
+                l.w("smith_agent_slots", &[("state", "idle")], hidden("idle")),
                 math("share", "busy / (busy + idle)", "busy / all slots"),
             ],
             "Sum",
@@ -480,8 +524,8 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
         graph(
             "Queue",
             vec![
-                s("smith_queue_depth", label("queued tasks")),
-                s("smith_queue_oldest_age_seconds", json!({"label": "oldest queued (s)", "yAxis": "right"})),
+                l.s("smith_queue_depth", label("queued tasks")),
+                l.s("smith_queue_oldest_age_seconds", json!({"label": "oldest queued (s)", "yAxis": "right"})),
             ],
             "Maximum",
             60,
@@ -491,7 +535,7 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
             "Attempts finished per minute, by outcome",
             ["succeeded", "failed", "cancelled", "timed_out", "budget_exceeded", "retrying", "released", "lost"]
                 .iter()
-                .map(|o| w("smith_task_attempts_finished_total", &[("outcome", o)], label(o)))
+                .map(|o| l.w("smith_task_attempts_finished_total", &[("outcome", o)], label(o)))
                 .collect(),
             "Sum",
             60,
@@ -500,9 +544,9 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
         graph(
             "Dispatched and dead-lettered per minute",
             vec![
-                w("smith_tasks_dispatched_total", &[], label("dispatched")),
-                w("smith_tasks_dead_lettered_total", &[], label("dead-lettered (workers)")),
-                s("smith_tasks_dead_lettered_total", label("dead-lettered (reaped)")),
+                l.w("smith_tasks_dispatched_total", &[], label("dispatched")),
+                l.w("smith_tasks_dead_lettered_total", &[], label("dead-lettered (workers)")),
+                l.s("smith_tasks_dead_lettered_total", label("dead-lettered (reaped)")),
             ],
             "Sum",
             60,
@@ -511,9 +555,9 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
         graph(
             "Gateway requests and errors per minute",
             vec![
-                alb("RequestCount", label("requests")),
-                alb("HTTPCode_Target_5XX_Count", label("5xx from gateways")),
-                alb("HTTPCode_ELB_5XX_Count", label("5xx from the load balancer")),
+                l.alb("RequestCount", label("requests")),
+                l.alb("HTTPCode_Target_5XX_Count", label("5xx from gateways")),
+                l.alb("HTTPCode_ELB_5XX_Count", label("5xx from the load balancer")),
             ],
             "Sum",
             60,
@@ -521,23 +565,28 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
         ),
         graph(
             "Tasks per service",
-            Role::ALL.iter().map(|r| insights("RunningTaskCount", *r, label(r.name()))).collect(),
+            Role::ALL.iter().map(|r| l.insights("RunningTaskCount", *r, label(r.name()))).collect(),
             "Maximum",
             60,
             json!({}),
         ),
     ];
+    overview
+}
+
+/// The performance dashboard: latencies, the gateway's traffic and the services' CPU.
+fn performance(l: &Lines) -> Vec<Value> {
     let performance = vec![
         graph(
             "CPU utilization, busiest task (%)",
-            per_role("CPUUtilization", "Maximum"),
+            l.per_role("CPUUtilization", "Maximum"),
             "Maximum",
             60,
             horizontal(&[("HighCPU", 80.0)]),
         ),
         graph(
             "Memory utilization, fullest task (%)",
-            per_role("MemoryUtilization", "Maximum"),
+            l.per_role("MemoryUtilization", "Maximum"),
             "Maximum",
             60,
             horizontal(&[("HighMemory", 85.0)]),
@@ -545,8 +594,8 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
         graph(
             "Oldest queued task (s): the dispatch wait",
             vec![
-                s("smith_queue_oldest_age_seconds", json!({"label": "average", "stat": "Average"})),
-                s("smith_queue_oldest_age_seconds", json!({"label": "maximum", "stat": "Maximum"})),
+                l.s("smith_queue_oldest_age_seconds", json!({"label": "average", "stat": "Average"})),
+                l.s("smith_queue_oldest_age_seconds", json!({"label": "maximum", "stat": "Maximum"})),
             ],
             "Average",
             60,
@@ -555,8 +604,8 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
         graph(
             "Arrivals and autoscaler utilization",
             vec![
-                s("smith_scaling_arrival_rate", label("tasks arriving per second")),
-                s("smith_scaling_utilization", json!({"label": "load / current slots", "yAxis": "right"})),
+                l.s("smith_scaling_arrival_rate", label("tasks arriving per second")),
+                l.s("smith_scaling_utilization", json!({"label": "load / current slots", "yAxis": "right"})),
             ],
             "Maximum",
             60,
@@ -565,8 +614,8 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
         graph(
             "Gateway response time (s)",
             vec![
-                alb("TargetResponseTime", json!({"label": "p50", "stat": "p50"})),
-                alb("TargetResponseTime", json!({"label": "p99", "stat": "p99"})),
+                l.alb("TargetResponseTime", json!({"label": "p50", "stat": "p50"})),
+                l.alb("TargetResponseTime", json!({"label": "p99", "stat": "p99"})),
             ],
             "p99",
             60,
@@ -575,9 +624,9 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
         graph(
             "Load balancer connections (SSE streams are long-lived)",
             vec![
-                alb("ActiveConnectionCount", label("active")),
-                alb("NewConnectionCount", label("new")),
-                alb("RejectedConnectionCount", label("rejected")),
+                l.alb("ActiveConnectionCount", label("active")),
+                l.alb("NewConnectionCount", label("new")),
+                l.alb("RejectedConnectionCount", label("rejected")),
             ],
             "Sum",
             60,
@@ -588,21 +637,26 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
             vec![line(
                 "AWS/ApplicationELB",
                 "HealthyHostCount",
-                &[("TargetGroup", "${TargetGroup.TargetGroupFullName}"), ("LoadBalancer", lb)],
+                &[("TargetGroup", "${TargetGroup.TargetGroupFullName}"), ("LoadBalancer", LOAD_BALANCER)],
                 label("healthy"),
             )],
             "Minimum",
             60,
             json!({}),
         ),
-        graph("Average CPU by service (%)", per_role("CPUUtilization", "Average"), "Average", 60, json!({})),
+        graph("Average CPU by service (%)", l.per_role("CPUUtilization", "Average"), "Average", 60, json!({})),
     ];
+    performance
+}
+
+/// The store and bus dashboard.
+fn store_bus(f: &Fleet, l: &Lines) -> Vec<Value> {
     let mut store_bus = vec![
         graph(
             "Aurora capacity (ACU)",
             vec![
-                rds("ServerlessDatabaseCapacity", label("ACU")),
-                rds("ACUUtilization", json!({"label": "% of max ACU", "yAxis": "right"})),
+                l.rds("ServerlessDatabaseCapacity", label("ACU")),
+                l.rds("ACUUtilization", json!({"label": "% of max ACU", "yAxis": "right"})),
             ],
             "Maximum",
             60,
@@ -610,7 +664,7 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
         ),
         graph(
             "Aurora connections",
-            vec![rds("DatabaseConnections", label("connections"))],
+            vec![l.rds("DatabaseConnections", label("connections"))],
             "Maximum",
             60,
             horizontal(&[("plan's limit at max ACU", f.plan.database.max_connections)]),
@@ -618,9 +672,9 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
         graph(
             "Aurora latency (ms)",
             vec![
-                rds("CommitLatency", label("commit")),
-                rds("ReadLatency", label("read")),
-                rds("WriteLatency", label("write")),
+                l.rds("CommitLatency", label("commit")),
+                l.rds("ReadLatency", label("read")),
+                l.rds("WriteLatency", label("write")),
             ],
             "Average",
             60,
@@ -629,8 +683,8 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
         graph(
             "Aurora CPU and memory",
             vec![
-                rds("CPUUtilization", label("CPU (%)")),
-                rds("FreeableMemory", json!({"label": "freeable memory", "yAxis": "right"})),
+                l.rds("CPUUtilization", label("CPU (%)")),
+                l.rds("FreeableMemory", json!({"label": "freeable memory", "yAxis": "right"})),
             ],
             "Maximum",
             60,
@@ -638,7 +692,10 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
         ),
         graph(
             "Broker messages",
-            vec![mq("MessageReadyCount", label("ready")), mq("MessageUnacknowledgedCount", label("unacknowledged"))],
+            vec![
+                l.mq("MessageReadyCount", label("ready")),
+                l.mq("MessageUnacknowledgedCount", label("unacknowledged")),
+            ],
             "Maximum",
             60,
             json!({}),
@@ -646,9 +703,9 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
         graph(
             "Broker rates (messages/s)",
             vec![
-                mq("PublishRate", label("published")),
-                mq("AckRate", label("acknowledged")),
-                mq("ConfirmRate", label("confirmed")),
+                l.mq("PublishRate", label("published")),
+                l.mq("AckRate", label("acknowledged")),
+                l.mq("ConfirmRate", label("confirmed")),
             ],
             "Average",
             60,
@@ -657,9 +714,9 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
         graph(
             "Broker connections and consumers",
             vec![
-                mq("ConnectionCount", label("connections")),
-                mq("ConsumerCount", label("consumers")),
-                mq("QueueCount", label("queues")),
+                l.mq("ConnectionCount", label("connections")),
+                l.mq("ConsumerCount", label("consumers")),
+                l.mq("QueueCount", label("queues")),
             ],
             "Maximum",
             60,
@@ -679,7 +736,5 @@ pub(super) fn dashboards(f: &Fleet, res: &mut Map<String, Value>) {
             json!({}),
         ));
     }
-    res.insert("DashboardOverview".into(), dashboard(format!("{}-overview", f.name), overview));
-    res.insert("DashboardPerformance".into(), dashboard(format!("{}-performance", f.name), performance));
-    res.insert("DashboardStoreBus".into(), dashboard(format!("{}-store-bus", f.name), store_bus));
+    store_bus
 }
