@@ -69,82 +69,100 @@ struct Alarm {
     evaluation_periods: u64,
 }
 
-pub(super) fn alarms(f: &Fleet, res: &mut Map<String, Value>) {
-    let sup = json!(f.job(Role::Supervisor));
-    let wrk = json!(f.job(Role::Worker));
-    let smith = |id: &str, metric: &str, job: &Value, extra: Vec<(&str, Value)>, stat: &str| {
+/// The metric queries the alarms read, by source: the platform's own (`job` dimension), ECS and
+/// the load balancer.
+struct Sources {
+    sup: Value,
+    wrk: Value,
+}
+
+impl Sources {
+    fn smith(&self, id: &str, metric: &str, job: &Value, extra: Vec<(&str, Value)>, stat: &str) -> Value {
         let mut dims = vec![("job", job.clone())];
         dims.extend(extra);
         metric_stat(id, NAMESPACE, metric, dims, stat, None)
-    };
-    let ecs = |id: &str, metric: &str, role: Role| {
-        metric_stat(
-            id,
-            "AWS/ECS",
-            metric,
-            vec![("ClusterName", r("Cluster")), ("ServiceName", ga(&service_id(role), "Name"))],
-            "Maximum",
-            None,
-        )
-    };
-    let per_service = |metric: &str, label: &str| {
-        let mut m: Vec<Value> =
-            Role::ALL.iter().enumerate().map(|(i, role)| ecs(&format!("m{}", i + 1), metric, *role)).collect();
-        m.push(expression("busiest", "MAX([m1, m2, m3])", label));
-        m
-    };
-    let alb = |id: &str, metric: &str| {
-        metric_stat(
-            id,
-            "AWS/ApplicationELB",
-            metric,
-            vec![("LoadBalancer", ga("LoadBalancer", "LoadBalancerFullName"))],
-            "Sum",
-            None,
-        )
-    };
-    let slots = || {
+    }
+
+    /// Busy and idle agent slots of every worker.
+    fn slots(&self) -> Vec<Value> {
         vec![
-            smith("busy", "smith_agent_slots", &wrk, vec![("state", json!("busy"))], "Sum"),
-            smith("idle", "smith_agent_slots", &wrk, vec![("state", json!("idle"))], "Sum"),
+            self.smith("busy", "smith_agent_slots", &self.wrk, vec![("state", json!("busy"))], "Sum"),
+            self.smith("idle", "smith_agent_slots", &self.wrk, vec![("state", json!("idle"))], "Sum"),
         ]
-    };
-    let with = |mut m: Vec<Value>, last: Value| {
-        m.push(last);
+    }
+
+    /// Tasks finished per second against arrivals while tasks wait: `drop` is 1 when under half.
+    fn throughput(&self) -> Vec<Value> {
+        let mut m: Vec<Value> = FINAL_OUTCOMES
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                self.smith(
+                    &format!("f{}", i + 1),
+                    "smith_task_attempts_finished_total",
+                    &self.wrk,
+                    vec![("outcome", json!(o))],
+                    "Sum",
+                )
+            })
+            .collect();
+        m.push(self.smith("arrivals", "smith_scaling_arrival_rate", &self.sup, vec![], "Average"));
+        m.push(self.smith("queued", "smith_queue_depth", &self.sup, vec![], "Minimum"));
+        m.push(json!({
+            "Id": "done",
+            "Expression": "(FILL(f1, 0) + FILL(f2, 0) + FILL(f3, 0) + FILL(f4, 0) + FILL(f5, 0)) / 300",
+            "Label": "tasks finished per second",
+            "ReturnData": false,
+        }));
+        m.push(expression(
+            "drop",
+            "IF(arrivals > 0.1 AND queued > 0 AND done < 0.5 * arrivals, 1, 0)",
+            "finishing under half the arrival rate while tasks wait",
+        ));
         m
-    };
+    }
+}
+
+fn ecs_max(id: &str, metric: &str, role: Role) -> Value {
+    metric_stat(
+        id,
+        "AWS/ECS",
+        metric,
+        vec![("ClusterName", r("Cluster")), ("ServiceName", ga(&service_id(role), "Name"))],
+        "Maximum",
+        None,
+    )
+}
+
+/// `metric` of every service's busiest task, and their maximum as `busiest`.
+fn per_service(metric: &str, label: &str) -> Vec<Value> {
+    let mut m: Vec<Value> =
+        Role::ALL.iter().enumerate().map(|(i, role)| ecs_max(&format!("m{}", i + 1), metric, *role)).collect();
+    m.push(expression("busiest", "MAX([m1, m2, m3])", label));
+    m
+}
+
+fn alb_sum(id: &str, metric: &str) -> Value {
+    metric_stat(
+        id,
+        "AWS/ApplicationELB",
+        metric,
+        vec![("LoadBalancer", ga("LoadBalancer", "LoadBalancerFullName"))],
+        "Sum",
+        None,
+    )
+}
+
+fn with(mut m: Vec<Value>, last: Value) -> Vec<Value> {
+    m.push(last);
+    m
+}
+
+/// The seed's alerts on capacity: CPU, memory, store connections.
+fn capacity_alarms(f: &Fleet) -> Vec<Alarm> {
     let max_connections = f.plan.database.max_connections;
     let connections_threshold = (max_connections * 0.8).floor();
-    // Little's law: ready messages over the planned peak rate is how long a message waits
-    let ready_threshold = (f.plan.messaging.peak_per_s * 0.25).ceil().max(1.0);
-    let mut throughput: Vec<Value> = FINAL_OUTCOMES
-        .iter()
-        .enumerate()
-        .map(|(i, o)| {
-            smith(
-                &format!("f{}", i + 1),
-                "smith_task_attempts_finished_total",
-                &wrk,
-                vec![("outcome", json!(o))],
-                "Sum",
-            )
-        })
-        .collect();
-    throughput.push(smith("arrivals", "smith_scaling_arrival_rate", &sup, vec![], "Average"));
-    throughput.push(smith("queued", "smith_queue_depth", &sup, vec![], "Minimum"));
-    throughput.push(json!({
-        "Id": "done",
-        "Expression": "(FILL(f1, 0) + FILL(f2, 0) + FILL(f3, 0) + FILL(f4, 0) + FILL(f5, 0)) / 300",
-        "Label": "tasks finished per second",
-        "ReturnData": false,
-    }));
-    throughput.push(expression(
-        "drop",
-        "IF(arrivals > 0.1 AND queued > 0 AND done < 0.5 * arrivals, 1, 0)",
-        "finishing under half the arrival rate while tasks wait",
-    ));
-
-    let list = vec![
+    vec![
         Alarm {
             name: "HighCPU",
             description: "Seed rule HighCPU (a process above 80% of its CPU limit for 10 minutes), on ECS: the busiest task of any service (AWS/ECS CPUUtilization, Maximum) above 80% of its task's CPU for 10 minutes. Add tasks or agent capacity.".into(),
@@ -181,10 +199,19 @@ pub(super) fn alarms(f: &Fleet, res: &mut Map<String, Value>) {
             period: 60,
             evaluation_periods: 5,
         },
+    ]
+}
+
+/// The seed's alerts on the flow of work: latency, utilization, queue, messages, dead letters,
+/// throughput and errors.
+fn flow_alarms(f: &Fleet, src: &Sources) -> Vec<Alarm> {
+    // Little's law: ready messages over the planned peak rate is how long a message waits
+    let ready_threshold = (f.plan.messaging.peak_per_s * 0.25).ceil().max(1.0);
+    vec![
         Alarm {
             name: "TaskLatencyHigh",
             description: "Seed rule TaskLatencyHigh (p99 submit-to-start above 500 ms for 5 minutes). The dispatch latency histogram does not reach CloudWatch, so this reads the oldest runnable queued task's age (smith_queue_oldest_age_seconds, average per minute): above 500 ms for 5 minutes, tasks keep waiting longer than the target. Check Backlog and AgentUtilizationHigh.".into(),
-            metrics: vec![returning(smith("age", "smith_queue_oldest_age_seconds", &sup, vec![], "Average"))],
+            metrics: vec![returning(src.smith("age", "smith_queue_oldest_age_seconds", &src.sup, vec![], "Average"))],
             comparison: "GreaterThanThreshold",
             threshold: 0.5,
             period: 60,
@@ -194,7 +221,7 @@ pub(super) fn alarms(f: &Fleet, res: &mut Map<String, Value>) {
             name: "ModerateUtilization",
             description: "Seed rule ModerateUtilization: busy agent slots over all slots of every worker (smith_agent_slots by state) between 70% (the autoscaler's target) and 90% for 15 minutes. The fleet is not growing to the target: check the worker service's scaling and max tasks.".into(),
             metrics: with(
-                slots(),
+                src.slots(),
                 expression(
                     "moderate",
                     "IF(busy / (busy + idle) > 0.7 AND busy / (busy + idle) <= 0.9, 1, 0)",
@@ -210,7 +237,7 @@ pub(super) fn alarms(f: &Fleet, res: &mut Map<String, Value>) {
             name: "QueueDepthIncreasing",
             description: "Seed rule QueueDepthIncreasing: more than 100 tasks queued (smith_queue_depth) and the queue growing by more than 0.1 task/s for 10 minutes. Tasks arrive faster than agents finish them; add agent capacity before it becomes a Backlog.".into(),
             metrics: vec![
-                smith("queue", "smith_queue_depth", &sup, vec![], "Average"),
+                src.smith("queue", "smith_queue_depth", &src.sup, vec![], "Average"),
                 expression("growing", "IF(RATE(queue) > 0.1 AND queue > 100, 1, 0)", "queue over 100 and growing"),
             ],
             comparison: "GreaterThanOrEqualToThreshold",
@@ -221,7 +248,7 @@ pub(super) fn alarms(f: &Fleet, res: &mut Map<String, Value>) {
         Alarm {
             name: "AgentUtilizationHigh",
             description: "Seed rule AgentUtilizationHigh: more than 90% of all agent slots busy (smith_agent_slots by state) for 5 minutes. The workers are at their ceiling and new tasks wait: raise the worker service's max tasks or --max-agents.".into(),
-            metrics: with(slots(), expression("busyshare", "busy / (busy + idle)", "busy share of agent slots")),
+            metrics: with(src.slots(), expression("busyshare", "busy / (busy + idle)", "busy share of agent slots")),
             comparison: "GreaterThanThreshold",
             threshold: 0.9,
             period: 60,
@@ -249,7 +276,7 @@ pub(super) fn alarms(f: &Fleet, res: &mut Map<String, Value>) {
         Alarm {
             name: "Backlog",
             description: "Seed rule Backlog: a runnable queued task has waited more than 60 s (smith_queue_oldest_age_seconds) for 5 minutes; the platform dispatches within 500 ms when it has capacity. The workers are at their ceiling or none is running: compare smith_scaling_desired_slots with smith_scaling_current_slots.".into(),
-            metrics: vec![returning(smith("age", "smith_queue_oldest_age_seconds", &sup, vec![], "Maximum"))],
+            metrics: vec![returning(src.smith("age", "smith_queue_oldest_age_seconds", &src.sup, vec![], "Maximum"))],
             comparison: "GreaterThanThreshold",
             threshold: 60.0,
             period: 60,
@@ -259,8 +286,8 @@ pub(super) fn alarms(f: &Fleet, res: &mut Map<String, Value>) {
             name: "DeadLetterSpike",
             description: "Seed rule DeadLetterSpike: more than 10 tasks failed for good on their last attempt in 5 minutes (smith_tasks_dead_lettered_total of the workers and of the supervisors' reaper), all agents together. Read the failed tasks' errors (GET /v1/tasks?status=failed).".into(),
             metrics: vec![
-                smith("workers", "smith_tasks_dead_lettered_total", &wrk, vec![], "Sum"),
-                smith("reaped", "smith_tasks_dead_lettered_total", &sup, vec![], "Sum"),
+                src.smith("workers", "smith_tasks_dead_lettered_total", &src.wrk, vec![], "Sum"),
+                src.smith("reaped", "smith_tasks_dead_lettered_total", &src.sup, vec![], "Sum"),
                 expression("dead", "FILL(workers, 0) + FILL(reaped, 0)", "tasks dead-lettered in 5 minutes"),
             ],
             comparison: "GreaterThanThreshold",
@@ -271,7 +298,7 @@ pub(super) fn alarms(f: &Fleet, res: &mut Map<String, Value>) {
         Alarm {
             name: "ThroughputDrop",
             description: "Seed rule ThroughputDrop (finishing under half the previous hour's rate while tasks wait). CloudWatch alarms cannot look an hour back, so this compares with the arrival rate: for 10 minutes tasks finish (smith_task_attempts_finished_total, final outcomes) at under half the rate they arrive (smith_scaling_arrival_rate, above 0.1/s) while tasks are queued. Look for dead or quarantined workers, open breakers, a slow store.".into(),
-            metrics: throughput,
+            metrics: src.throughput(),
             comparison: "GreaterThanOrEqualToThreshold",
             threshold: 1.0,
             period: 300,
@@ -281,9 +308,9 @@ pub(super) fn alarms(f: &Fleet, res: &mut Map<String, Value>) {
             name: "ErrorRateHigh",
             description: "Seed rule ErrorRateHigh: more than 1% of the requests to the gateways answered 5xx (the load balancer's HTTPCode_Target_5XX_Count and HTTPCode_ELB_5XX_Count over RequestCount) for 5 minutes, counted only above 0.2 requests/s. See the gateways' logs.".into(),
             metrics: vec![
-                alb("requests", "RequestCount"),
-                alb("target5xx", "HTTPCode_Target_5XX_Count"),
-                alb("elb5xx", "HTTPCode_ELB_5XX_Count"),
+                alb_sum("requests", "RequestCount"),
+                alb_sum("target5xx", "HTTPCode_Target_5XX_Count"),
+                alb_sum("elb5xx", "HTTPCode_ELB_5XX_Count"),
                 expression(
                     "errors",
                     "IF(requests > 12 AND (FILL(target5xx, 0) + FILL(elb5xx, 0)) / requests > 0.01, 1, 0)",
@@ -295,7 +322,13 @@ pub(super) fn alarms(f: &Fleet, res: &mut Map<String, Value>) {
             period: 60,
             evaluation_periods: 5,
         },
-    ];
+    ]
+}
+
+pub(super) fn alarms(f: &Fleet, res: &mut Map<String, Value>) {
+    let src = Sources { sup: json!(f.job(Role::Supervisor)), wrk: json!(f.job(Role::Worker)) };
+    let mut list = capacity_alarms(f);
+    list.extend(flow_alarms(f, &src));
     debug_assert_eq!(list.iter().map(|a| a.name).collect::<Vec<_>>(), SEED_ALERTS);
     let actions = json!({"Fn::If": ["HasAlarmTopic", [r("AlarmTopicArn")], no_value()]});
     for a in list {
