@@ -153,15 +153,20 @@ pub(crate) fn decide(s: Settled) -> Ending {
 /// The usage to record: what the executor returned, or — when a stopped executor returned
 /// before it could total its usage — the last it reported.
 fn settled_usage(reported: Usage, result: &Option<RunResult>) -> Usage {
-    let returned = match result {
-        Some(Ok(s)) => s.usage,
-        Some(Err(f)) => f.usage,
-        None => Usage::default(),
-    };
+    let returned = returned_usage(result);
     if returned.is_zero() {
         reported
     } else {
         returned
+    }
+}
+
+/// The usage the executor returned with its result (none when it returned none).
+fn returned_usage(result: &Option<RunResult>) -> Usage {
+    match result {
+        Some(Ok(s)) => s.usage,
+        Some(Err(f)) => f.usage,
+        None => Usage::default(),
     }
 }
 
@@ -187,7 +192,6 @@ async fn until(at: Option<tokio::time::Instant>) {
 /// the attempt's end is [`decide`]'s.
 struct Attempt<'a> {
     writes: Writes<'a>,
-    running: &'a Running,
     budget: smith_core::Budget,
     output: Output,
     buf: Vec<EventDraft>,
@@ -207,12 +211,12 @@ impl Attempt<'_> {
             if let Some(why) = self.budget.exceeded_by(&self.reported) {
                 tracing::info!(task_id = %id, attempt, %why, "attempt over budget");
                 self.over_budget = Some(why);
-                self.running.stop(StopReason::BudgetExceeded);
+                self.writes.running.stop(StopReason::BudgetExceeded);
             }
         }
         if self.output.admit(&mut self.buf, from) {
             tracing::info!(task_id = %id, attempt, why = self.output.over.as_deref().unwrap_or(""), "attempt over its output cap");
-            self.running.stop(StopReason::OutputLimit);
+            self.writes.running.stop(StopReason::OutputLimit);
         }
     }
 
@@ -248,23 +252,23 @@ impl Attempt<'_> {
                         self.take_events(from);
                         linger = linger.or(Some(tokio::time::Instant::now() + linger_for));
                     }
-                    if self.buf.len() >= MAX_APPEND && !flush(&self.writes, &mut self.buf, self.running).await {
+                    if self.buf.len() >= MAX_APPEND && !flush(&self.writes, &mut self.buf, self.writes.running).await {
                         linger = None;
                     }
                     if self.buf.is_empty() { linger = None; }
                 }
                 _ = until(linger), if linger.is_some() => {
                     linger = None;
-                    flush(&self.writes, &mut self.buf, self.running).await;
+                    flush(&self.writes, &mut self.buf, self.writes.running).await;
                 }
                 _ = until(deadline), if deadline.is_some() && !timed_out && abandon_at.is_none() => {
                     // once: the stop below is seen by the cancel branch, which this biased select
                     // would otherwise never reach while the deadline stays past
                     timed_out = true;
                     tracing::info!(task_id = %id, attempt, "attempt timed out");
-                    self.running.stop(StopReason::TimedOut);
+                    self.writes.running.stop(StopReason::TimedOut);
                 }
-                _ = self.running.cancel.cancelled(), if abandon_at.is_none() => {
+                _ = self.writes.running.cancel.cancelled(), if abandon_at.is_none() => {
                     abandon_at = Some(tokio::time::Instant::now() + kill_grace + STOP_SLACK);
                 }
                 _ = until(abandon_at), if abandon_at.is_some() => {
@@ -288,27 +292,23 @@ impl Attempt<'_> {
             self.reported = u;
         }
         let usage = settled_usage(self.reported, &result);
-        if self.over_budget.is_none() && self.running.reason().is_none() {
-            let returned = match &result {
-                Some(Ok(s)) => s.usage,
-                Some(Err(f)) => f.usage,
-                None => Usage::default(),
-            };
+        if self.over_budget.is_none() && self.writes.running.reason().is_none() {
+            let returned = returned_usage(&result);
             if let Some(why) = self.budget.exceeded_by(&self.reported).or_else(|| self.budget.exceeded_by(&returned)) {
                 self.over_budget = Some(why);
-                self.running.stop(StopReason::BudgetExceeded);
+                self.writes.running.stop(StopReason::BudgetExceeded);
             }
         }
         if let Some(Ok(success)) = &result {
             over_output |= self.output.admit_result(&success.result);
         }
-        if over_output && self.running.reason().is_none() {
+        if over_output && self.writes.running.reason().is_none() {
             let (id, attempt) = (self.writes.id, self.writes.attempt);
             tracing::info!(task_id = %id, attempt, why = self.output.over.as_deref().unwrap_or(""), "attempt over its output cap");
-            self.running.stop(StopReason::OutputLimit);
+            self.writes.running.stop(StopReason::OutputLimit);
         }
         Settled {
-            why: self.running.reason(),
+            why: self.writes.running.reason(),
             result,
             usage,
             over_budget: self.over_budget.take(),
@@ -345,7 +345,6 @@ async fn run(s: &Arc<Shared>, task: smith_core::Task, running: Running) {
     let writes = Writes { s, id, attempt, running: &running, started };
     let mut at = Attempt {
         writes,
-        running: &running,
         budget,
         output: Output::new(s.opts.output),
         buf: Vec::new(),
