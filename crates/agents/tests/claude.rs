@@ -1,6 +1,6 @@
 //! The `claude-code` executor against stand-ins for the CLI (shell scripts that print what a
 //! broken or misbehaving CLI would): every way the stream can go wrong ends the attempt with a
-//! clear error, never a panic. The real CLI is tested end to end in `crates/smith/tests/claude.rs`.
+//! clear error, never a panic. The real CLI is tested end to end in `crates/smith/tests/it/claude.rs`.
 
 use serde_json::{json, Value};
 use smith_agents::{executor_for, Emitter, RunContext, RunResult, SessionContext, Turn};

@@ -9,18 +9,18 @@
 //! listed alive again; new submissions work.
 //!
 //! It restarts the machine's cluster (`pg_ctlcluster`, as root, as in CI), so it lives alone in
-//! its test binary: cargo runs test binaries one after another, so no other test uses PostgreSQL
-//! meanwhile. Needs `SMITH_TEST_POSTGRES_URL` (a server on this machine) and
+//! its test binary, apart from the other integration tests (`tests/it/`): cargo runs test
+//! binaries one after another, so no other test uses PostgreSQL meanwhile. Needs `SMITH_TEST_POSTGRES_URL` (a server on this machine) and
 //! `SMITH_TEST_NATS_URL`; skips, saying why, when either is unset or the cluster cannot be
 //! restarted from here. PostgreSQL is started again when the test ends, even when it fails.
 
-#[path = "common/cluster.rs"]
-#[allow(dead_code)]
-mod cluster;
+#[path = "it/common/mod.rs"]
 mod common;
 
-use cluster::{counts, eventually, id_of, Cluster, Proc, Role, Services, POSTGRES_VAR};
-use common::{assert_complete_log, is_terminal, kinds, Api, Frame};
+use common::cluster;
+
+use cluster::{eventually, id_of, Cluster, Proc, Role, Services, POSTGRES_VAR};
+use common::{assert_complete_log, counts, is_terminal, kinds, Api, Frame};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
@@ -336,26 +336,12 @@ async fn task_log(api: &Api, id: &str) -> Result<Vec<Frame>, String> {
 
 /// Every task's log, 16 readers at a time.
 async fn task_logs(api: &Api, ids: &[String]) -> BTreeMap<String, Vec<Frame>> {
-    let mut set = tokio::task::JoinSet::new();
-    let mut out = BTreeMap::new();
-    let mut pending = ids.iter().cloned();
-    loop {
-        while set.len() < 16 {
-            let Some(id) = pending.next() else { break };
-            let api = api.clone();
-            set.spawn(async move {
-                let log = task_log(&api, &id).await;
-                (id, log)
-            });
-        }
-        match set.join_next().await {
-            Some(r) => {
-                let (id, log) = r.expect("log reader");
-                out.insert(id, log.unwrap_or_else(|e| panic!("cannot read a task's log: {e}")));
-            }
-            None => return out,
-        }
-    }
+    let logs = common::by_id(ids, 16, |id| {
+        let api = api.clone();
+        async move { task_log(&api, &id).await }
+    })
+    .await;
+    logs.into_iter().map(|(id, log)| (id, log.unwrap_or_else(|e| panic!("cannot read a task's log: {e}")))).collect()
 }
 
 fn findings(failures: &[String]) -> String {

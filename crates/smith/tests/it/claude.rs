@@ -8,9 +8,8 @@
 //! Needs the CLI: `SMITH_TEST_CLAUDE` names its binary (`.ci/run` installs the pinned npm
 //! package and sets it). Without it, each test prints that it is skipped.
 
-#[path = "common/anthropic_mock.rs"]
-mod anthropic_mock;
-mod common;
+use crate::common;
+use crate::common::anthropic_mock;
 
 use anthropic_mock::Mock;
 use common::{Opts, Smith};

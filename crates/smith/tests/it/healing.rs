@@ -3,12 +3,10 @@
 //! quarantined, its tasks finish elsewhere, the alert metric shows it, and it is readmitted
 //! once it heartbeats steadily again).
 
-#[path = "common/cluster.rs"]
-#[allow(dead_code)]
-mod cluster;
-mod common;
+use crate::common;
+use crate::common::cluster;
 
-use cluster::{eventually, nodes, Cluster, Role, Services, SystemLog};
+use cluster::{eventually, node_becomes, nodes, running_on, Cluster, Role, Services, SystemLog};
 use common::{Api, Opts, Smith};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -266,30 +264,14 @@ async fn a_silent_worker_is_quarantined_its_tasks_finish_elsewhere_and_it_is_rea
         v
     };
     for id in &ids {
-        eventually("running on the first worker", Duration::from_secs(20), || async {
-            let t = api.get_task(id).await;
-            if t["status"] == "running" && t["worker"] == first.as_str() {
-                Ok(())
-            } else {
-                Err(t.to_string())
-            }
-        })
-        .await;
+        running_on(&api, id, &first, Duration::from_secs(20)).await;
     }
     // the worker goes silent: no heartbeat, no lease renewal
     w1.signal(Signal::SIGSTOP);
     let w2 = cluster.start_with(Role::Worker, &["--metrics-listen", "off"]).await;
     let second = w2.node_id();
 
-    eventually("the silent worker quarantined", Duration::from_secs(20), || async {
-        let n = nodes(&api).await.into_iter().find(|n| n["id"] == first.as_str()).ok_or("first worker not listed")?;
-        if n["status"] == "quarantined" {
-            Ok(())
-        } else {
-            Err(n.to_string())
-        }
-    })
-    .await;
+    node_becomes(&api, &first, "quarantined", Duration::from_secs(20)).await;
     gauge_becomes(
         "the alert metric shows the quarantine",
         &metrics_url,
@@ -321,15 +303,7 @@ async fn a_silent_worker_is_quarantined_its_tasks_finish_elsewhere_and_it_is_rea
     w1.signal(Signal::SIGCONT);
     let r = log.wait_for(Duration::from_secs(30), system("node.readmitted", first.clone())).await;
     r.unwrap_or_else(|| panic!("{first} not readmitted: {:?}", log.events()));
-    eventually("the readmitted worker alive", Duration::from_secs(10), || async {
-        let n = nodes(&api).await.into_iter().find(|n| n["id"] == first.as_str()).ok_or("first worker not listed")?;
-        if n["status"] == "alive" {
-            Ok(())
-        } else {
-            Err(n.to_string())
-        }
-    })
-    .await;
+    node_becomes(&api, &first, "alive", Duration::from_secs(10)).await;
     gauge_becomes("the alert metric clear again", &metrics_url, quarantined_gauge, 0.0, Duration::from_secs(10)).await;
     assert!(w1.stderr().contains("quarantined by the supervisor"), "{}", w1.stderr());
     let text = scrape(&metrics_url).await.expect("metrics");

@@ -8,7 +8,7 @@
 //! The tool is found through `SMITH_TEST_SCHEMATHESIS` (.ci/run installs a pinned version in its
 //! virtualenv) or `schemathesis` on `PATH`; without it the tests skip, except in CI.
 
-mod common;
+use crate::common;
 
 use common::{Opts, Smith};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! JSON it writes has every field of the contract `smith plan --model measured` reads, with
 //! plausible values; `--merge` adds to it; and the server is left idle.
 
-mod common;
+use crate::common;
 
 use common::{cli, micros, Opts, Smith};
 use serde_json::Value;

@@ -1,9 +1,9 @@
 //! What survives a crash or a restart of a real `smith up`: accepted tasks, event logs, SSE
 //! readers resuming by id, and tasks handed back by a draining worker.
 
-mod common;
+use crate::common;
 
-use common::{assert_complete_log, is_terminal, kinds, micros, Api, Frame, Opts, Smith};
+use common::{assert_complete_log, counts, is_terminal, kinds, micros, Api, Frame, Opts, Smith};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,34 +17,11 @@ fn now_micros() -> i64 {
 
 /// Reads many tasks' logs at once.
 async fn all_events(api: &Api, ids: &[String]) -> BTreeMap<String, Vec<Frame>> {
-    let mut set = tokio::task::JoinSet::new();
-    let mut out = BTreeMap::new();
-    let mut pending = ids.iter().cloned();
-    loop {
-        while set.len() < 16 {
-            let Some(id) = pending.next() else { break };
-            let api = api.clone();
-            set.spawn(async move {
-                let frames = api.events(&id, SECS_10).await;
-                (id, frames)
-            });
-        }
-        match set.join_next().await {
-            Some(r) => {
-                let (id, frames) = r.expect("event reader");
-                out.insert(id, frames);
-            }
-            None => return out,
-        }
-    }
-}
-
-fn counts(tasks: &[Value]) -> BTreeMap<String, usize> {
-    let mut c = BTreeMap::new();
-    for t in tasks {
-        *c.entry(t["status"].as_str().unwrap_or("?").to_string()).or_insert(0) += 1;
-    }
-    c
+    common::by_id(ids, 16, |id| {
+        let api = api.clone();
+        async move { api.events(&id, SECS_10).await }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

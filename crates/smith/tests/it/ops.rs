@@ -2,9 +2,8 @@
 //! tests, and every metric the alert rules and the Grafana dashboards use is one a real
 //! `smith up` emits, with no id among its label values.
 
-#[path = "common/anthropic_mock.rs"]
-mod anthropic_mock;
-mod common;
+use crate::common;
+use crate::common::anthropic_mock;
 
 use anthropic_mock::Mock;
 use common::{Opts, Smith};

@@ -1,7 +1,7 @@
 //! The HTTP API and CLI of a real `smith up`: task lifecycle over SSE, bad input, auth and
 //! config errors, idempotency, nodes and health, the filtered feed, and the `smith` client.
 
-mod common;
+use crate::common;
 
 use common::{assert_complete_log, assert_error, cli, kinds, Api, Next, Opts, Smith};
 use serde_json::{json, Value};

@@ -5,6 +5,9 @@
 
 #![allow(dead_code)]
 
+pub mod anthropic_mock;
+pub mod cluster;
+
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::io::Write;
@@ -101,6 +104,84 @@ impl std::ops::Deref for Smith {
     }
 }
 
+/// Spawns `cmd` (with `SMITH_LOG=info`, no stdin) for one run of a test's process: its stdout
+/// to `stdout_path`, its stderr appended to `stderr_path` after the line `banner`, so that every
+/// run of the process can be read back in one file.
+pub fn spawn_logged(cmd: &mut Command, stdout_path: &Path, stderr_path: &Path, banner: &str) -> Result<Child, String> {
+    let stdout = std::fs::File::create(stdout_path).map_err(|e| e.to_string())?;
+    let mut stderr =
+        std::fs::OpenOptions::new().create(true).append(true).open(stderr_path).map_err(|e| e.to_string())?;
+    let _ = writeln!(stderr, "{banner}");
+    cmd.env("SMITH_LOG", "info").stdin(Stdio::null()).stdout(stdout).stderr(stderr).kill_on_drop(true);
+    cmd.spawn().map_err(|e| format!("cannot spawn {BIN}: {e}"))
+}
+
+/// Asks `ready` every 20 ms until it answers: an exit of `child` first, or no answer within
+/// `timeout` (the child is then killed), is an error naming `what`. The child stays the caller's
+/// either way.
+pub async fn await_ready<T>(
+    child: &mut Child,
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(answer) = ready() {
+            return Ok(answer);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("{what} exited with {status} before serving"));
+        }
+        if Instant::now() > deadline {
+            let _ = child.start_kill();
+            return Err(format!("{what} was not serving within {timeout:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The URL of a whole "smith listening on URL" line in a run's stdout.
+pub fn listening(stdout_path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(stdout_path).unwrap_or_default();
+    let line = text.lines().find(|l| l.starts_with("smith listening on "))?;
+    text.contains('\n').then(|| line.trim_start_matches("smith listening on ").trim().to_string())
+}
+
+/// How many tasks are in each status.
+pub fn counts(tasks: &[Value]) -> std::collections::BTreeMap<String, usize> {
+    let mut c = std::collections::BTreeMap::new();
+    for t in tasks {
+        *c.entry(t["status"].as_str().unwrap_or("?").to_string()).or_insert(0) += 1;
+    }
+    c
+}
+
+/// `f` of every id, `at_once` of them at a time, by id.
+pub async fn by_id<T, F: std::future::Future<Output = T>>(
+    ids: &[String],
+    at_once: usize,
+    f: impl Fn(String) -> F,
+) -> std::collections::BTreeMap<String, T> {
+    use futures_util::StreamExt;
+    let each = ids.iter().map(|id| {
+        let run = f(id.clone());
+        async move { (id.clone(), run.await) }
+    });
+    futures_util::stream::iter(each).buffer_unordered(at_once).collect().await
+}
+
+/// `kill -9` and reap `child` (when there is one) within 10 s.
+pub async fn kill9(child: Option<Child>, name: &str) {
+    if let Some(mut child) = child {
+        let _ = child.start_kill();
+        tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{name} did not die on SIGKILL"))
+            .expect("wait");
+    }
+}
+
 impl Smith {
     /// Starts `smith up` and waits for its "listening on" line.
     pub async fn start(opts: Opts) -> Smith {
@@ -170,13 +251,6 @@ impl Smith {
         let n = self.runs;
         self.runs += 1;
         let stdout_path = self.dir.path().join(format!("stdout-{n}.log"));
-        let stdout = std::fs::File::create(&stdout_path).map_err(|e| e.to_string())?;
-        let mut stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.stderr_path())
-            .map_err(|e| e.to_string())?;
-        let _ = writeln!(stderr, "===== smith up, run {n} =====");
         let listen = self.opts.listen.clone().unwrap_or_else(|| "127.0.0.1:0".into());
         let mut cmd = Command::new(BIN);
         cmd.arg("up").arg("--listen").arg(&listen).arg("--data-dir").arg(self.data_dir());
@@ -191,46 +265,19 @@ impl Smith {
             cmd.env_remove(k);
         }
         cmd.envs(self.opts.envs.iter().map(|(k, v)| (k, v)));
-        cmd.env("SMITH_LOG", "info")
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| format!("cannot spawn {BIN}: {e}"))?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        let url = loop {
-            let text = std::fs::read_to_string(&stdout_path).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.starts_with("smith listening on ")) {
-                if text.contains('\n') {
-                    break line.trim_start_matches("smith listening on ").trim().to_string();
-                }
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = Some(child);
-                return Err(format!("smith up exited with {status} before listening"));
-            }
-            if Instant::now() > deadline {
-                let _ = child.start_kill();
-                self.child = Some(child);
-                return Err(format!("no \"listening on\" line within {START_TIMEOUT:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        cmd.current_dir(self.dir.path());
+        let banner = format!("===== smith up, run {n} =====");
+        let mut child = spawn_logged(&mut cmd, &stdout_path, &self.stderr_path(), &banner)?;
+        let started = await_ready(&mut child, "smith up", START_TIMEOUT, || listening(&stdout_path)).await;
         self.child = Some(child);
+        let url = started?;
         self.api = Api::new(&url.replace("://0.0.0.0:", "://127.0.0.1:"), self.opts.token.clone());
         Ok(())
     }
 
     /// `kill -9` and reap.
     pub async fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.start_kill();
-            tokio::time::timeout(Duration::from_secs(10), child.wait())
-                .await
-                .expect("smith dies on SIGKILL")
-                .expect("wait");
-        }
+        kill9(self.child.take(), "smith up").await;
     }
 
     pub fn sigterm(&self) {

@@ -5,7 +5,7 @@
 //! the demo agents run within the defaults, and `smith up` marks dead only its own previous
 //! nodes in a store it shares.
 
-mod common;
+use crate::common;
 
 use common::{assert_error, Api, Opts, Smith};
 use serde_json::{json, Value};

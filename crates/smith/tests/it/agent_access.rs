@@ -5,12 +5,9 @@
 //! SIGKILLed (parent-death signal). The Claude Code side (capabilities, the MCP config file) is
 //! in `claude.rs`.
 
-#[path = "common/anthropic_mock.rs"]
-mod anthropic_mock;
-#[path = "common/cluster.rs"]
-#[allow(dead_code)]
-mod cluster;
-mod common;
+use crate::common;
+use crate::common::anthropic_mock;
+use crate::common::cluster;
 
 use common::{Api, Opts, Smith, BIN, SMITH_ENV};
 use serde_json::json;

@@ -5,11 +5,12 @@
 //! Each process keeps its stdout and stderr (all runs) in its own folder of the cluster's temp
 //! dir; when a test fails, the tail of every process's stderr is printed.
 
-use crate::common::{Api, Frame, Next, BIN, SMITH_ENV};
+#![allow(dead_code)]
+
+use crate::common::{await_ready, spawn_logged, Api, Frame, Next, BIN, SMITH_ENV};
 use serde_json::Value;
 use sqlx::Connection;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -242,45 +243,20 @@ impl Proc {
         let n = self.runs;
         self.runs += 1;
         let stdout_path = self.dir.join(format!("stdout-{n}.log"));
-        let stdout = std::fs::File::create(&stdout_path).map_err(|e| e.to_string())?;
-        let mut stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.stderr_path())
-            .map_err(|e| e.to_string())?;
-        let _ = writeln!(stderr, "===== smith {}, run {n} =====", self.role.as_str());
-        self.run_offset = self.stderr().len();
+        let banner = format!("===== smith {}, run {n} =====", self.role.as_str());
+        // this run's stderr starts after the banner line
+        self.run_offset = self.stderr().len() + banner.len() + 1;
         let mut cmd = Command::new(BIN);
         cmd.args(&self.args);
         for k in SMITH_ENV {
             cmd.env_remove(k);
         }
-        cmd.env("SMITH_LOG", "info")
-            .env_remove("RUST_LOG")
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| format!("cannot spawn {BIN}: {e}"))?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if self.ready(&stdout_path) {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = Some(child);
-                return Err(format!("exited with {status} before serving"));
-            }
-            if Instant::now() > deadline {
-                let _ = child.start_kill();
-                self.child = Some(child);
-                return Err(format!("not serving within {START_TIMEOUT:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        cmd.env_remove("RUST_LOG").current_dir(&self.dir);
+        let mut child = spawn_logged(&mut cmd, &stdout_path, &self.stderr_path(), &banner)?;
+        let started =
+            await_ready(&mut child, &self.name.clone(), START_TIMEOUT, || self.ready(&stdout_path).then_some(())).await;
         self.child = Some(child);
-        Ok(())
+        started
     }
 
     /// True once this run says it serves; records its address or node id.
@@ -319,12 +295,7 @@ impl Proc {
 
     /// `kill -9` and reap.
     pub async fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.start_kill();
-            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait())
-                .await
-                .unwrap_or_else(|_| panic!("{} did not die on SIGKILL", self.name));
-        }
+        crate::common::kill9(self.child.take(), &self.name).await;
     }
 
     /// Starts again with the same flags (a gateway on the same address); kills a live run first.
@@ -603,14 +574,6 @@ pub fn id_of(task: &Value) -> String {
     task["id"].as_str().unwrap_or_else(|| panic!("no id: {task}")).to_string()
 }
 
-pub fn counts(tasks: &[Value]) -> BTreeMap<String, usize> {
-    let mut c = BTreeMap::new();
-    for t in tasks {
-        *c.entry(t["status"].as_str().unwrap_or("?").to_string()).or_insert(0) += 1;
-    }
-    c
-}
-
 /// Frames as (id, kind, parsed data), to compare what two readers saw.
 pub fn semantic(frames: &[Frame]) -> Vec<(String, String, Value)> {
     frames.iter().map(|f| (f.id.clone(), f.event.clone(), f.json())).collect()
@@ -618,26 +581,12 @@ pub fn semantic(frames: &[Frame]) -> Vec<(String, String, Value)> {
 
 /// Reads many tasks' whole logs, `readers` at a time, spreading them over `apis`.
 pub async fn logs(apis: &[Api], ids: &[String], readers: usize) -> BTreeMap<String, Vec<Frame>> {
-    let mut set = tokio::task::JoinSet::new();
-    let mut out = BTreeMap::new();
-    let mut pending = ids.iter().cloned().enumerate();
-    loop {
-        while set.len() < readers {
-            let Some((i, id)) = pending.next() else { break };
-            let api = apis[i % apis.len()].clone();
-            set.spawn(async move {
-                let frames = api.events(&id, Duration::from_secs(30)).await;
-                (id, frames)
-            });
-        }
-        match set.join_next().await {
-            Some(r) => {
-                let (id, frames) = r.expect("log reader");
-                out.insert(id, frames);
-            }
-            None => return out,
-        }
-    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    crate::common::by_id(ids, readers, |id| {
+        let api = apis[next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % apis.len()].clone();
+        async move { api.events(&id, Duration::from_secs(30)).await }
+    })
+    .await
 }
 
 /// The nodes a gateway lists.
@@ -645,4 +594,30 @@ pub async fn nodes(api: &Api) -> Vec<Value> {
     let (status, body) = api.get("/v1/nodes").await;
     assert_eq!(status, 200, "GET /v1/nodes: {body}");
     body["items"].as_array().unwrap_or_else(|| panic!("no items: {body}")).clone()
+}
+
+/// Waits until `GET /v1/nodes` lists node `id` as `status`.
+pub async fn node_becomes(api: &Api, id: &str, status: &str, within: Duration) {
+    eventually(&format!("node {id} {status}"), within, || async {
+        let n = nodes(api).await.into_iter().find(|n| n["id"] == id).ok_or(format!("{id} not listed"))?;
+        if n["status"] == status {
+            Ok(())
+        } else {
+            Err(n.to_string())
+        }
+    })
+    .await
+}
+
+/// Waits until task `id` is running on worker `node`.
+pub async fn running_on(api: &Api, id: &str, node: &str, within: Duration) {
+    eventually(&format!("{id} running on {node}"), within, || async {
+        let t = api.get_task(id).await;
+        if t["status"] == "running" && t["worker"] == node {
+            Ok(())
+        } else {
+            Err(t.to_string())
+        }
+    })
+    .await
 }

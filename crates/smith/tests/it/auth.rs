@@ -2,7 +2,7 @@
 //! (created, used, revoked), scopes, one tenant's objects invisible to another on every
 //! endpoint, bad credentials, and one audit record per mutating call.
 
-mod common;
+use crate::common;
 
 use common::{Api, Opts, Smith};
 use serde_json::{json, Value};

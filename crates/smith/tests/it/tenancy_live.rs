@@ -4,7 +4,7 @@
 //! and messages — while the platform's stream sees every tenant. The MCP tools act within the
 //! caller's tenant.
 
-mod common;
+use crate::common;
 
 use common::{Api, Frame, Next, Opts, SseStream};
 use serde_json::{json, Value};

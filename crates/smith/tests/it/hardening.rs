@@ -4,7 +4,7 @@
 //! stored row by row; session ids validated and owned by a tenant; an agent that never runs
 //! outside its work dir; task lists bounded in bytes.
 
-mod common;
+use crate::common;
 
 use common::{Api, Opts, Smith};
 use reqwest::Method;

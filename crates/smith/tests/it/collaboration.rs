@@ -2,9 +2,8 @@
 //! `anthropic` executor against a mock Messages API (budgets, the circuit breaker, sessions,
 //! sub-tasks through MCP), and the MCP endpoint itself (protocol, tools, bad input).
 
-#[path = "common/anthropic_mock.rs"]
-mod anthropic_mock;
-mod common;
+use crate::common;
+use crate::common::anthropic_mock;
 
 use anthropic_mock::Mock;
 use common::{Opts, Smith};

@@ -7,17 +7,15 @@
 //! gets a database and a bus namespace of its own, so they run in parallel. The fault test's
 //! size is `SMITH_TEST_FAULT_TASKS` (default [`FAULT_TASKS`]).
 
-#[path = "common/anthropic_mock.rs"]
-mod anthropic_mock;
-#[path = "common/cluster.rs"]
-mod cluster;
-mod common;
+use crate::common;
+use crate::common::anthropic_mock;
+use crate::common::cluster;
 
 use cluster::{
-    counts, eventually, id_of, logs, nodes, now_micros, run_to_exit, semantic, with_database, Cluster, NatsServer,
+    eventually, id_of, logs, nodes, now_micros, run_to_exit, running_on, semantic, with_database, Cluster, NatsServer,
     Role, Services, SystemLog,
 };
-use common::{assert_complete_log, is_terminal, is_terminal_kind, kinds, micros, Api, Frame, Next};
+use common::{assert_complete_log, counts, is_terminal, is_terminal_kind, kinds, micros, Api, Frame, Next};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -698,15 +696,7 @@ async fn a_frozen_worker_cannot_overwrite_a_later_attempt() {
     let b = api.submit_id(json!({"agent": "sleep", "input": 16000})).await;
     let first = w1.node_id();
     for id in [&a, &b] {
-        eventually("running on the first worker", SECS_10, || async {
-            let t = api.get_task(id).await;
-            if t["status"] == "running" && t["worker"] == first.as_str() {
-                Ok(())
-            } else {
-                Err(t.to_string())
-            }
-        })
-        .await;
+        running_on(&api, id, &first, SECS_10).await;
     }
     w1.signal(Signal::SIGSTOP);
     let w2 = cluster.start(Role::Worker).await;

@@ -12,7 +12,7 @@
 //! through `SMITH_TEST_CHROMIUM` and `SMITH_TEST_CHROMEDRIVER` or on `PATH`; without them the
 //! tests skip, except in CI.
 
-mod common;
+use crate::common;
 
 use common::{Api, Opts, Smith};
 use serde_json::{json, Value};
@@ -158,6 +158,16 @@ impl Browser {
         self.cmd(reqwest::Method::POST, "/execute/sync", Some(json!({"script": script, "args": args}))).await
     }
 
+    /// [`Browser::js`] without arguments.
+    async fn run(&self, script: &str) -> Value {
+        self.js(script, json!([])).await
+    }
+
+    /// [`Browser::wait`] for an expression without arguments.
+    async fn until(&self, what: &str, expr: &str) -> Value {
+        self.wait(what, expr, json!([])).await
+    }
+
     /// Polls the expression until it is truthy and returns it; fails after `WAIT` with a
     /// screenshot of the page.
     async fn wait(&self, what: &str, expr: &str, args: Value) -> Value {
@@ -171,7 +181,7 @@ impl Browser {
             }
             if Instant::now() > deadline {
                 self.shot("failure").await;
-                let text = self.js("return document.body.innerText", json!([])).await;
+                let text = self.run("return document.body.innerText").await;
                 panic!("the page never showed {what} (last value {v}); its text:\n{}", text.as_str().unwrap_or(""));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -291,12 +301,8 @@ fn id_of(hash: &Value, prefix: &str) -> String {
 
 /// The seq numbers the task page shows, in order.
 async fn shown_seqs(b: &Browser) -> Vec<u64> {
-    let v = b
-        .js(
-            "return [...document.querySelectorAll('#events li[data-seq]')].map(li => Number(li.dataset.seq))",
-            json!([]),
-        )
-        .await;
+    let v =
+        b.run("return [...document.querySelectorAll('#events li[data-seq]')].map(li => Number(li.dataset.seq))").await;
     serde_json::from_value(v).expect("numbers")
 }
 
@@ -320,17 +326,16 @@ async fn the_console_watches_and_drives_the_fleet() {
 
     // the overview, with no token needed on loopback
     b.goto(&format!("{base}/")).await;
-    b.wait("the connection indicator", "document.querySelector('#conn').textContent === 'connected'", json!([])).await;
-    b.wait("the agents table", "document.querySelector('#agents tr[data-agent=stream]')", json!([])).await;
+    b.until("the connection indicator", "document.querySelector('#conn').textContent === 'connected'").await;
+    b.until("the agents table", "document.querySelector('#agents tr[data-agent=stream]')").await;
 
     // submit a `stream` task from the tasks page: its page opens and its events arrive live
     b.show("#/tasks").await;
     b.select("#submit-agent", "stream").await;
     b.type_into("#submit-input", r#"{"events": 60, "bytes": 24, "interval_ms": 100}"#).await;
     b.click("#submit-task").await;
-    let hash = b
-        .wait("the new task's page", "/^#\\/tasks\\/[0-9a-f-]{36}$/.test(location.hash) && location.hash", json!([]))
-        .await;
+    let hash =
+        b.until("the new task's page", "/^#\\/tasks\\/[0-9a-f-]{36}$/.test(location.hash) && location.hash").await;
     let stream_id = id_of(&hash, "#/tasks/");
     let task = api.get_task(&stream_id).await;
     assert_eq!(task["agent"], "stream");
@@ -339,7 +344,7 @@ async fn the_console_watches_and_drives_the_fleet() {
         json!({"events": 60, "bytes": 24, "interval_ms": 100}),
         "the page sends the input as JSON"
     );
-    b.wait("output events", "document.querySelectorAll('#events li[data-kind=output]').length >= 5", json!([])).await;
+    b.until("output events", "document.querySelectorAll('#events li[data-kind=output]').length >= 5").await;
     let task = api.get_task(&stream_id).await;
     assert_eq!(task["status"], "running", "events are shown while the task runs, not after: {task}");
 
@@ -354,14 +359,14 @@ async fn the_console_watches_and_drives_the_fleet() {
     .await;
     let done = api.wait_terminal(&stream_id, Duration::from_secs(60)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
-    b.wait("the terminal event", "document.querySelector('#events li[data-kind=\"task.succeeded\"]')", json!([])).await;
-    b.wait("the task's status", "document.querySelector('#task-status [data-status=succeeded]')", json!([])).await;
+    b.until("the terminal event", "document.querySelector('#events li[data-kind=\"task.succeeded\"]')").await;
+    b.until("the task's status", "document.querySelector('#task-status [data-status=succeeded]')").await;
     let shown = shown_seqs(&b).await;
     let logged: Vec<u64> = api.events(&stream_id, WAIT).await.iter().map(|f| f.num()).collect();
     assert_eq!(shown, logged, "the page shows the task's whole log, in order, without gap or duplicate");
     assert!(done["attempt"].as_u64() >= Some(2), "the restart cost an attempt: {done}");
-    b.wait("both attempts", "document.querySelectorAll('#attempts tr[data-attempt]').length >= 2", json!([])).await;
-    b.js("document.querySelector('.event-box').scrollTop = 0", json!([])).await;
+    b.until("both attempts", "document.querySelectorAll('#attempts tr[data-attempt]').length >= 2").await;
+    b.run("document.querySelector('.event-box').scrollTop = 0").await;
     b.shot("task").await;
 
     // cancel a running task from the list
@@ -369,18 +374,17 @@ async fn the_console_watches_and_drives_the_fleet() {
     api.wait_status(&sleeper, "running", WAIT).await;
     b.show("#/tasks?agent=sleep").await;
     let row = format!("tr[data-task-id=\"{sleeper}\"]");
-    b.wait("the running sleep task", &format!("document.querySelector('{row}[data-status=running]')"), json!([])).await;
+    b.until("the running sleep task", &format!("document.querySelector('{row}[data-status=running]')")).await;
     b.shot("tasks").await;
     b.click(&format!("{row} button[data-action=cancel]")).await;
     api.wait_status(&sleeper, "cancelled", WAIT).await;
-    b.wait("the cancelled row", &format!("document.querySelector('{row}[data-status=cancelled]')"), json!([])).await;
+    b.until("the cancelled row", &format!("document.querySelector('{row}[data-status=cancelled]')")).await;
 
     // search the list, retry the cancelled task, and cancel the retry from its own page
     b.type_into("#search", &sleeper[sleeper.len() - 8..]).await;
-    b.wait(
+    b.until(
         "one search hit",
         &format!("document.querySelectorAll('#task-rows tr').length === 1 && document.querySelector('{row}')"),
-        json!([]),
     )
     .await;
     b.click(&format!("{row} button[data-action=retry]")).await;
@@ -392,35 +396,21 @@ async fn the_console_watches_and_drives_the_fleet() {
     api.wait_status(&retry_id, "running", WAIT).await;
     b.click("#task-actions button[data-action=cancel]").await;
     api.wait_status(&retry_id, "cancelled", WAIT).await;
-    b.wait("the retry's cancelled status", "document.querySelector('#task-status [data-status=cancelled]')", json!([]))
-        .await;
+    b.until("the retry's cancelled status", "document.querySelector('#task-status [data-status=cancelled]')").await;
 
     // a session of two turns, as a chat
     b.show("#/sessions").await;
     b.select("#session-agent", "echo").await;
     b.type_into("#session-input", "What is the queue depth?").await;
     b.click("#start-session").await;
-    let hash = b
-        .wait("the session's page", "/^#\\/sessions\\/[0-9a-f-]{36}$/.test(location.hash) && location.hash", json!([]))
-        .await;
+    let hash =
+        b.until("the session's page", "/^#\\/sessions\\/[0-9a-f-]{36}$/.test(location.hash) && location.hash").await;
     let session_id = id_of(&hash, "#/sessions/");
-    b.wait(
-        "the first answer",
-        "document.querySelectorAll('#chat .turn[data-status=succeeded]').length === 1",
-        json!([]),
-    )
-    .await;
+    b.until("the first answer", "document.querySelectorAll('#chat .turn[data-status=succeeded]').length === 1").await;
     b.type_into("#say-input", "And the throughput?").await;
     b.click("#say-send").await;
-    b.wait(
-        "the second answer",
-        "document.querySelectorAll('#chat .turn[data-status=succeeded]').length === 2",
-        json!([]),
-    )
-    .await;
-    let answer = b
-        .js("return document.querySelector('#chat .turn:last-child .bubble.agent .said').textContent", json!([]))
-        .await;
+    b.until("the second answer", "document.querySelectorAll('#chat .turn[data-status=succeeded]').length === 2").await;
+    let answer = b.run("return document.querySelector('#chat .turn:last-child .bubble.agent .said').textContent").await;
     assert_eq!(answer, "And the throughput?", "echo answers with the turn's input");
     let (status, session) = api.get(&format!("/v1/sessions/{session_id}")).await;
     assert_eq!(status, 200, "{session}");
@@ -430,12 +420,8 @@ async fn the_console_watches_and_drives_the_fleet() {
     assert!(turns.iter().all(|t| t["status"] == "succeeded"), "{session}");
     b.shot("session").await;
     b.show("#/sessions").await;
-    b.wait(
-        "the session in the list",
-        &format!("document.querySelector('tr[data-session-id=\"{session_id}\"]')"),
-        json!([]),
-    )
-    .await;
+    b.until("the session in the list", &format!("document.querySelector('tr[data-session-id=\"{session_id}\"]')"))
+        .await;
     b.shot("sessions").await;
 
     // discoveries and messages: the history, then one live
@@ -448,7 +434,7 @@ async fn the_console_watches_and_drives_the_fleet() {
     .await;
     mcp(&api, &stream_id, "send_message", json!({"to_agent": "echo", "body": "please summarise the run"})).await;
     b.show("#/feed").await;
-    b.wait("the feed's history", "document.querySelectorAll('#feed li[data-kind]').length === 2", json!([])).await;
+    b.until("the feed's history", "document.querySelectorAll('#feed li[data-kind]').length === 2").await;
     mcp(
         &api,
         &sleeper,
@@ -456,7 +442,7 @@ async fn the_console_watches_and_drives_the_fleet() {
         json!({"type": "anomaly", "content": "a sleeper was cancelled", "confidence": 0.95}),
     )
     .await;
-    let live = b.wait("the live discovery", "[...document.querySelectorAll('#feed li[data-kind=discovery]')].find(li => li.textContent.includes('a sleeper was cancelled'))", json!([])).await;
+    let live = b.until("the live discovery", "[...document.querySelectorAll('#feed li[data-kind=discovery]')].find(li => li.textContent.includes('a sleeper was cancelled'))").await;
     assert!(live.is_object(), "{live}");
     b.shot("feed").await;
 
@@ -465,14 +451,13 @@ async fn the_console_watches_and_drives_the_fleet() {
     let alive = nodes["items"].as_array().expect("items").iter().filter(|n| n["status"] == "alive").count();
     b.show("#/nodes").await;
     for role in ["supervisor", "worker", "gateway"] {
-        b.wait(
+        b.until(
             &format!("an alive {role}"),
             &format!("document.querySelector('#node-rows tr[data-role={role}][data-status=alive]')"),
-            json!([]),
         )
         .await;
     }
-    let rows = b.js("return document.querySelectorAll('#node-rows tr[data-status=alive]').length", json!([])).await;
+    let rows = b.run("return document.querySelectorAll('#node-rows tr[data-status=alive]').length").await;
     assert_eq!(rows, json!(alive), "{nodes}");
     b.shot("nodes").await;
 
@@ -481,7 +466,7 @@ async fn the_console_watches_and_drives_the_fleet() {
     let deadline = Instant::now() + WAIT;
     loop {
         let (_, sc) = api.get("/v1/scaling").await;
-        let shown = b.js("const d = document.querySelector('[data-figure=desired]'); const a = document.querySelector('[data-figure=actual]'); return d && a ? [Number(d.textContent), Number(a.textContent)] : null", json!([])).await;
+        let shown = b.run("const d = document.querySelector('[data-figure=desired]'); const a = document.querySelector('[data-figure=actual]'); return d && a ? [Number(d.textContent), Number(a.textContent)] : null").await;
         if shown == json!([sc["desired_slots"], sc["current_slots"]]) {
             break;
         }
@@ -492,7 +477,7 @@ async fn the_console_watches_and_drives_the_fleet() {
 
     // the overview, under some load: its charts have the samples taken since the page loaded
     b.show("#/").await;
-    b.wait("charts with lines", "document.querySelectorAll('svg.chart path.line').length >= 3", json!([])).await;
+    b.until("charts with lines", "document.querySelectorAll('svg.chart path.line').length >= 3").await;
     for _ in 0..8 {
         for i in 0..25 {
             api.submit(json!({"agent": "echo", "input": format!("load {i}")})).await;
@@ -502,29 +487,19 @@ async fn the_console_watches_and_drives_the_fleet() {
         }
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
-    b.wait("a throughput figure", "document.querySelector('#cards').textContent.includes('/s')", json!([])).await;
+    b.until("a throughput figure", "document.querySelector('#cards').textContent.includes('/s')").await;
     b.shot("overview").await;
 
     // a phone's width
     b.resize(PHONE).await;
     b.show(&format!("#/tasks/{stream_id}")).await;
-    b.wait(
-        "the task at a phone's width",
-        "document.querySelector('#events li[data-kind=\"task.succeeded\"]')",
-        json!([]),
-    )
-    .await;
-    b.js("document.querySelector('#attempts').scrollIntoView()", json!([])).await;
-    let overflow = b.js("return document.documentElement.scrollWidth - window.innerWidth", json!([])).await;
+    b.until("the task at a phone's width", "document.querySelector('#events li[data-kind=\"task.succeeded\"]')").await;
+    b.run("document.querySelector('#attempts').scrollIntoView()").await;
+    let overflow = b.run("return document.documentElement.scrollWidth - window.innerWidth").await;
     assert!(overflow.as_i64() <= Some(0), "the page is wider than a phone by {overflow} px");
     b.shot("task-phone").await;
     b.show("#/").await;
-    b.wait(
-        "the overview at a phone's width",
-        "document.querySelectorAll('svg.chart path.line').length >= 3",
-        json!([]),
-    )
-    .await;
+    b.until("the overview at a phone's width", "document.querySelectorAll('svg.chart path.line').length >= 3").await;
     b.shot("overview-phone").await;
 
     let errors = b.page_errors().await;
@@ -572,34 +547,29 @@ async fn the_console_asks_for_the_token_once_and_works_over_tls() {
 
     let b = Browser::start(&chromium, &chromedriver).await;
     b.goto(&format!("{base}/")).await;
-    b.wait("the sign-in dialog", "document.querySelector('#login').open", json!([])).await;
+    b.until("the sign-in dialog", "document.querySelector('#login').open").await;
     b.shot("sign-in").await;
 
     // a wrong token is refused and asked again; the right one is taken
     b.type_into("#login-token", "not-the-token").await;
     b.click("#login-form button[type=submit]").await;
-    b.wait(
+    b.until(
         "the refusal",
         "document.querySelector('#login').open && document.querySelector('#login-why').textContent.includes('refused')",
-        json!([]),
     )
     .await;
     b.type_into("#login-token", token).await;
     b.click("#login-form button[type=submit]").await;
-    b.wait(
+    b.until(
         "the signed-in page",
         "!document.querySelector('#login').open && document.querySelector('#conn').textContent === 'signed in'",
-        json!([]),
     )
     .await;
-    b.wait("the agents table", "document.querySelector('#agents tr[data-agent=echo]')", json!([])).await;
+    b.until("the agents table", "document.querySelector('#agents tr[data-agent=echo]')").await;
 
     // kept in this tab's session storage only: no cookie, no local storage, not in the URL
     let stored = b
-        .js(
-            "return [sessionStorage.getItem('smith.token'), localStorage.length, document.cookie, location.href]",
-            json!([]),
-        )
+        .run("return [sessionStorage.getItem('smith.token'), localStorage.length, document.cookie, location.href]")
         .await;
     assert_eq!(stored[0], token, "{stored}");
     assert_eq!(stored[1], 0, "{stored}");
@@ -608,22 +578,20 @@ async fn the_console_asks_for_the_token_once_and_works_over_tls() {
 
     // it works: a task submitted from the page, audited as the token's
     b.goto(&format!("{base}/#/tasks")).await;
-    b.wait(
+    b.until(
         "no second prompt",
         "!document.querySelector('#login').open && document.querySelector('#submit-agent option[value=echo]')",
-        json!([]),
     )
     .await;
     b.select("#submit-agent", "echo").await;
     b.type_into("#submit-input", "over TLS").await;
     b.click("#submit-task").await;
-    let hash = b
-        .wait("the new task's page", "/^#\\/tasks\\/[0-9a-f-]{36}$/.test(location.hash) && location.hash", json!([]))
-        .await;
+    let hash =
+        b.until("the new task's page", "/^#\\/tasks\\/[0-9a-f-]{36}$/.test(location.hash) && location.hash").await;
     let id = id_of(&hash, "#/tasks/");
     let done = api.wait_terminal(&id, WAIT).await;
     assert_eq!((&done["status"], &done["result"]), (&json!("succeeded"), &json!("over TLS")), "{done}");
-    b.wait("its events", "document.querySelector('#events li[data-kind=\"task.succeeded\"]')", json!([])).await;
+    b.until("its events", "document.querySelector('#events li[data-kind=\"task.succeeded\"]')").await;
     let (_, audit) = api.get("/v1/audit?action=task.submit&limit=1000").await;
     let record = audit["items"].as_array().expect("items").iter().find(|r| r["target"] == json!(id)).cloned();
     assert_eq!(record.as_ref().map(|r| &r["actor"]), Some(&json!("token")), "{audit}");
@@ -631,17 +599,15 @@ async fn the_console_asks_for_the_token_once_and_works_over_tls() {
     // a reload keeps the sign-in (same tab); signing out forgets it
     b.cmd(reqwest::Method::POST, "/refresh", Some(json!({}))).await;
     b.show("#/nodes").await;
-    b.wait(
+    b.until(
         "the nodes without a prompt",
         "!document.querySelector('#login').open && document.querySelector('#node-rows tr[data-status=alive]')",
-        json!([]),
     )
     .await;
     b.click("#signout").await;
-    b.wait(
+    b.until(
         "the prompt after signing out",
         "document.querySelector('#login').open && sessionStorage.getItem('smith.token') === null",
-        json!([]),
     )
     .await;
 

@@ -13,12 +13,9 @@
 //! RabbitMQ when `SMITH_TEST_POSTGRES_URL` with `SMITH_TEST_NATS_URL` / `SMITH_TEST_AMQP_URL`
 //! name them (skipped, saying so, otherwise).
 
-#[path = "common/anthropic_mock.rs"]
-mod anthropic_mock;
-#[path = "common/cluster.rs"]
-#[allow(dead_code)]
-mod cluster;
-mod common;
+use crate::common;
+use crate::common::anthropic_mock;
+use crate::common::cluster;
 
 use anthropic_mock::Mock;
 use cluster::{unique, Cluster, Role, Services};
@@ -117,7 +114,7 @@ fn coverage(doc: &Value) -> Vec<String> {
     for (m, p) in &ops {
         if rule_of(m, p).is_none() {
             out.push(format!(
-                "{m} {p}: no tenant rule (add it to RULES in crates/smith/tests/tenancy.rs with a probe)"
+                "{m} {p}: no tenant rule (add it to RULES in crates/smith/tests/it/tenancy.rs with a probe)"
             ));
         }
     }
@@ -132,7 +129,7 @@ fn coverage(doc: &Value) -> Vec<String> {
 #[test]
 fn every_operation_in_the_document_has_a_tenant_rule() {
     let doc: Value =
-        serde_json::from_str(include_str!("../../gateway/src/openapi.json")).expect("openapi.json is JSON");
+        serde_json::from_str(include_str!("../../../gateway/src/openapi.json")).expect("openapi.json is JSON");
     let gaps = coverage(&doc);
     assert!(gaps.is_empty(), "the tenant matrix does not cover the API:\n  {}", gaps.join("\n  "));
     // the check bites: an operation added to the document without a rule is named
@@ -140,7 +137,7 @@ fn every_operation_in_the_document_has_a_tenant_rule() {
     more["paths"]["/v1/widgets/{id}"] = json!({"get": {"operationId": "getWidget"}});
     assert_eq!(
         coverage(&more),
-        ["GET /v1/widgets/{id}: no tenant rule (add it to RULES in crates/smith/tests/tenancy.rs with a probe)"]
+        ["GET /v1/widgets/{id}: no tenant rule (add it to RULES in crates/smith/tests/it/tenancy.rs with a probe)"]
     );
 }
 
@@ -730,7 +727,7 @@ async fn probe(w: &World, f: &mut Findings, op: &str, rule: Rule) {
         }
         "POST /v1/keys" | "GET /v1/keys" | "POST /v1/keys/{id}/revoke" | "GET /v1/audit" => admin(w, f, op, rule).await,
         "POST /mcp" | "GET /mcp" => agent_facing(w, f, op, rule).await,
-        _ => f.fail(op, rule, "a rule but no probe in crates/smith/tests/tenancy.rs: write one".into()),
+        _ => f.fail(op, rule, "a rule but no probe in crates/smith/tests/it/tenancy.rs: write one".into()),
     }
 }
 
@@ -910,7 +907,7 @@ async fn admin(w: &World, f: &mut Findings, op: &str, rule: Rule) {
                 format!("sanity: A's audit lacks A's submission: {}", clip(&body.to_string()))
             });
         }
-        _ => f.fail(op, rule, "a rule but no probe in crates/smith/tests/tenancy.rs: write one".into()),
+        _ => f.fail(op, rule, "a rule but no probe in crates/smith/tests/it/tenancy.rs: write one".into()),
     }
 }
 

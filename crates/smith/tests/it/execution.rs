@@ -1,7 +1,7 @@
 //! Running agents in a real `smith up`: cancelling a process tree, timeouts, process failures
 //! with their stderr, and retries with exponential backoff.
 
-mod common;
+use crate::common;
 
 use common::{assert_complete_log, kinds, micros, Opts, Smith};
 use serde_json::json;

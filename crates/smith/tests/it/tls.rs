@@ -7,7 +7,7 @@
 //! installs it when missing) rather than a Rust generator: no new crates in the tree, and the
 //! files are exactly what an operator's own `openssl` produces.
 
-mod common;
+use crate::common;
 
 use common::{assert_complete_log, cli, Api, Opts, Smith};
 use serde_json::json;

@@ -1,0 +1,27 @@
+//! The smith crate's integration tests, built as one test binary so that CI compiles and links
+//! them once. Each module drives the real `smith` binary (HTTP, SSE, the CLI) as its file's
+//! header says; `common` is the harness they share. `tests/pg_restart.rs` stays a binary of its
+//! own: it restarts the machine's PostgreSQL, which no other test may be using meanwhile.
+
+mod common;
+
+mod agent_access;
+mod api;
+mod auth;
+mod baseline;
+mod claude;
+mod collaboration;
+mod console;
+mod deploy;
+mod distributed;
+mod durability;
+mod execution;
+mod hardening;
+mod healing;
+mod limits;
+mod ops;
+mod plan;
+mod schemathesis;
+mod tenancy;
+mod tenancy_live;
+mod tls;
