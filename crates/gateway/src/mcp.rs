@@ -371,6 +371,15 @@ fn task_arg(args: &Map<String, Value>, name: &str) -> Result<Option<TaskId>, Too
         .transpose()
 }
 
+/// Stores `data` as the caller's event of `kind` in the global feed and publishes it; its
+/// position in the feed.
+async fn post_global(s: &AppState, caller: &Caller, kind: EventKind, data: Value) -> Result<u64, ToolError> {
+    let event = GlobalEvent { kind, agent: caller.agent(), tenant: Some(caller.tenant()), data };
+    let event = s.store.append_global(event).await?;
+    smith_bus::publish_events(s.bus.as_ref(), std::slice::from_ref(&event)).await;
+    Ok(event.pos)
+}
+
 async fn share_discovery(s: &AppState, caller: &Caller, args: &Map<String, Value>) -> ToolResult {
     only(args, &["type", "content", "confidence", "related_to"])?;
     let kind = text_arg(args, "type")?.ok_or_else(|| ToolError("type is required".into()))?;
@@ -407,18 +416,9 @@ async fn share_discovery(s: &AppState, caller: &Caller, args: &Map<String, Value
         "task_id": caller.task_id(),
         "agent": caller.agent(),
     });
-    let event = s
-        .store
-        .append_global(GlobalEvent {
-            kind: EventKind::Discovery,
-            agent: caller.agent(),
-            tenant: Some(caller.tenant()),
-            data,
-        })
-        .await?;
-    smith_bus::publish_events(s.bus.as_ref(), std::slice::from_ref(&event)).await;
+    let cursor = post_global(s, caller, EventKind::Discovery, data).await?;
     crate::metrics::discovery(caller.agent().as_deref().unwrap_or(""));
-    Ok(json!({"id": id, "cursor": event.pos, "shared": true}))
+    Ok(json!({"id": id, "cursor": cursor, "shared": true}))
 }
 
 /// Scans collaboration events of one kind after `since`, keeping those `keep` accepts.
@@ -512,17 +512,8 @@ async fn send_message(s: &AppState, caller: &Caller, args: &Map<String, Value>) 
         "to_task": to_task,
         "body": body,
     });
-    let event = s
-        .store
-        .append_global(GlobalEvent {
-            kind: EventKind::Message,
-            agent: caller.agent(),
-            tenant: Some(caller.tenant()),
-            data,
-        })
-        .await?;
-    smith_bus::publish_events(s.bus.as_ref(), std::slice::from_ref(&event)).await;
-    Ok(json!({"id": id, "cursor": event.pos, "sent": true}))
+    let cursor = post_global(s, caller, EventKind::Message, data).await?;
+    Ok(json!({"id": id, "cursor": cursor, "sent": true}))
 }
 
 async fn read_messages(s: &AppState, caller: &Caller, args: &Map<String, Value>) -> ToolResult {

@@ -457,14 +457,8 @@ pub async fn session(cmd: SessionCommand, opts: ClientOpts) -> Result<ExitCode> 
 }
 
 pub async fn agents(opts: ClientOpts) -> Result<ExitCode> {
-    let c = Client::new(&opts)?;
-    let v = c.get("/v1/agents").await?;
-    if opts.json {
-        print_value(true, &v);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("{:<20} {:<10} {:>11} {:>8} {:>8}", "AGENT", "EXECUTOR", "CONCURRENCY", "QUEUED", "RUNNING");
-    for a in v["items"].as_array().into_iter().flatten() {
+    let header = format!("{:<20} {:<10} {:>11} {:>8} {:>8}", "AGENT", "EXECUTOR", "CONCURRENCY", "QUEUED", "RUNNING");
+    list(&opts, "/v1/agents", &header, |a| {
         println!(
             "{:<20} {:<10} {:>11} {:>8} {:>8}",
             a["name"].as_str().unwrap_or(""),
@@ -472,20 +466,14 @@ pub async fn agents(opts: ClientOpts) -> Result<ExitCode> {
             a["concurrency"].to_string(),
             a["queued"].to_string(),
             a["running"].to_string()
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+        )
+    })
+    .await
 }
 
 pub async fn nodes(opts: ClientOpts) -> Result<ExitCode> {
-    let c = Client::new(&opts)?;
-    let v = c.get("/v1/nodes").await?;
-    if opts.json {
-        print_value(true, &v);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("{:<40} {:<11} {:<9} {:<30} LOAD", "NODE", "ROLE", "STATUS", "HEARTBEAT");
-    for n in v["items"].as_array().into_iter().flatten() {
+    let header = format!("{:<40} {:<11} {:<9} {:<30} LOAD", "NODE", "ROLE", "STATUS", "HEARTBEAT");
+    list(&opts, "/v1/nodes", &header, |n| {
         println!(
             "{:<40} {:<11} {:<9} {:<30} {}",
             n["id"].as_str().unwrap_or(""),
@@ -493,8 +481,20 @@ pub async fn nodes(opts: ClientOpts) -> Result<ExitCode> {
             n["status"].as_str().unwrap_or(""),
             n["heartbeat_at"].as_str().unwrap_or(""),
             n["load"]
-        );
+        )
+    })
+    .await
+}
+
+/// `GET path`: the JSON as it came with `--json`, else `header` and `row` of each item.
+async fn list(opts: &ClientOpts, path: &str, header: &str, row: impl Fn(&Value)) -> Result<ExitCode> {
+    let v = Client::new(opts)?.get(path).await?;
+    if opts.json {
+        print_value(true, &v);
+        return Ok(ExitCode::SUCCESS);
     }
+    println!("{header}");
+    v["items"].as_array().into_iter().flatten().for_each(row);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -196,8 +196,10 @@ pub fn metrics_tree(
     render: smith_gateway::MetricsRender,
 ) -> Option<SupervisorSpec> {
     let listener = Arc::new(listener?);
-    Some(SupervisorSpec::new("metrics", Strategy::OneForOne).intensity(INTENSITY).backoff(BACKOFF).child(
-        ChildSpec::worker("metrics-http", Restart::Permanent, move |stop| {
+    Some(role("metrics", Strategy::OneForOne).child(ChildSpec::worker(
+        "metrics-http",
+        Restart::Permanent,
+        move |stop| {
             let l = listener.clone();
             let render = render.clone();
             Box::pin(async move {
@@ -206,32 +208,28 @@ pub fn metrics_tree(
                     .map_err(|e| tree::ChildError(format!("listener: {e}")))?;
                 smith_gateway::serve_metrics(listener, render, stop).await.map_err(|e| tree::ChildError(e.to_string()))
             })
-        }),
-    ))
+        },
+    )))
 }
 
 /// Every [`SAMPLE_EVERY`]: the recorder's upkeep, whether or not anyone scrapes `/metrics`,
 /// and the figures not recorded as they happen (the store's connection pool).
 pub fn sampler_tree(store: Arc<dyn smith_store::Store>, metrics: &Metrics) -> SupervisorSpec {
     let metrics = metrics.clone();
-    SupervisorSpec::new("sampler", Strategy::OneForOne).intensity(INTENSITY).backoff(BACKOFF).child(ChildSpec::worker(
-        "metrics-sampler",
-        Restart::Permanent,
-        move |stop| {
-            let store = store.clone();
-            let metrics = metrics.clone();
-            Box::pin(async move {
-                loop {
-                    smith_store::record_pool_stats(store.as_ref());
-                    metrics.upkeep();
-                    tokio::select! {
-                        _ = stop.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(SAMPLE_EVERY) => {}
-                    }
+    role("sampler", Strategy::OneForOne).child(ChildSpec::worker("metrics-sampler", Restart::Permanent, move |stop| {
+        let store = store.clone();
+        let metrics = metrics.clone();
+        Box::pin(async move {
+            loop {
+                smith_store::record_pool_stats(store.as_ref());
+                metrics.upkeep();
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(SAMPLE_EVERY) => {}
                 }
-            })
-        },
-    ))
+            }
+        })
+    }))
 }
 
 type Component<T, E> = fn(T, CancellationToken) -> futures_util::future::BoxFuture<'static, Result<(), E>>;
@@ -253,10 +251,13 @@ where
 const INTENSITY: Intensity = Intensity { max_restarts: 5, period: Duration::from_secs(10) };
 const BACKOFF: Backoff = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5) };
 
+/// A role's subtree: its children restarted at most [`INTENSITY`], after [`BACKOFF`].
+fn role(name: &str, strategy: Strategy) -> SupervisorSpec {
+    SupervisorSpec::new(name, strategy).intensity(INTENSITY).backoff(BACKOFF)
+}
+
 pub fn supervisor_tree(sup: &Supervisor) -> SupervisorSpec {
-    SupervisorSpec::new("supervisor", Strategy::OneForOne)
-        .intensity(INTENSITY)
-        .backoff(BACKOFF)
+    role("supervisor", Strategy::OneForOne)
         .child(child("system-events", sup, |s, t| Box::pin(s.system_event_loop(t))))
         .child(child("reaper", sup, |s, t| Box::pin(s.reaper_loop(t))))
         .child(child("supervisor-heartbeat", sup, |s, t| Box::pin(s.heartbeat_loop(t))))
@@ -264,9 +265,7 @@ pub fn supervisor_tree(sup: &Supervisor) -> SupervisorSpec {
 }
 
 pub fn worker_tree(worker: &Worker) -> SupervisorSpec {
-    SupervisorSpec::new("worker", Strategy::OneForOne)
-        .intensity(INTENSITY)
-        .backoff(BACKOFF)
+    role("worker", Strategy::OneForOne)
         .child(child("lease-keeper", worker, |w, t| Box::pin(w.lease_keeper(t))))
         .child(child("cancel-listener", worker, |w, t| Box::pin(w.cancel_listener(t))))
         .child(child("claim-loop", worker, |w, t| Box::pin(w.claim_loop(t))))
@@ -320,9 +319,7 @@ pub fn gateway_tree(gateway: &Gateway, listener: std::net::TcpListener, serve: S
     let gw = gateway.clone();
     let cert = serve.tls.clone();
     let serve = Arc::new(serve);
-    let spec = SupervisorSpec::new("gateway", Strategy::RestForOne)
-        .intensity(INTENSITY)
-        .backoff(BACKOFF)
+    let spec = role("gateway", Strategy::RestForOne)
         .child(child("hub", gateway, |g, t| Box::pin(g.hub_loop(t))))
         .child(ChildSpec::worker("http", Restart::Permanent, move |stop| {
             let gw = gw.clone();

@@ -184,17 +184,12 @@ async fn a_distributed_workers_capability_is_honoured_by_the_gateway() {
 /// Live processes whose environment carries `SMITH_TASK_ID=<id>`.
 fn task_processes(id: &str) -> Vec<i32> {
     let needle = format!("SMITH_TASK_ID={id}\0");
-    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
-        .filter(|pid| {
-            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-            !zombie && env.windows(needle.len()).any(|w| w == needle.as_bytes())
-        })
-        .collect()
+    common::pids(|pid| {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        !zombie && env.windows(needle.len()).any(|w| w == needle.as_bytes())
+    })
 }
 
 /// Kills whatever of a task is still running when the test ends, so a failure leaves no

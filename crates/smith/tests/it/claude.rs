@@ -71,16 +71,11 @@ async fn rig() -> Option<Rig> {
 
 /// Processes running the CLI binary whose working directory is under `dir`.
 fn claude_processes(claude: &Path, dir: &Path) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
-        .filter(|pid| {
-            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
-            exe.as_deref() == Some(claude) && cwd.is_some_and(|c| c.starts_with(dir))
-        })
-        .collect()
+    common::pids(|pid| {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        exe.as_deref() == Some(claude) && cwd.is_some_and(|c| c.starts_with(dir))
+    })
 }
 
 async fn assert_no_claude_left(rig: &Rig) {

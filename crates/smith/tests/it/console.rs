@@ -314,6 +314,11 @@ async fn mcp(api: &Api, task: &str, tool: &str, args: Value) {
     assert_ne!(v["result"]["isError"], true, "{tool}: {v}");
 }
 
+/// As `task`, shares a discovery of `kind`.
+async fn share(api: &Api, task: &str, kind: &str, content: &str, confidence: f64) {
+    mcp(api, task, "share_discovery", json!({"type": kind, "content": content, "confidence": confidence})).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_watches_and_drives_the_fleet() {
     let Some((chromium, chromedriver)) = tools() else { return };
@@ -425,23 +430,11 @@ async fn the_console_watches_and_drives_the_fleet() {
     b.shot("sessions").await;
 
     // discoveries and messages: the history, then one live
-    mcp(
-        &api,
-        &stream_id,
-        "share_discovery",
-        json!({"type": "insight", "content": "p99 latency doubles past 800 queued tasks", "confidence": 0.8}),
-    )
-    .await;
+    share(&api, &stream_id, "insight", "p99 latency doubles past 800 queued tasks", 0.8).await;
     mcp(&api, &stream_id, "send_message", json!({"to_agent": "echo", "body": "please summarise the run"})).await;
     b.show("#/feed").await;
     b.until("the feed's history", "document.querySelectorAll('#feed li[data-kind]').length === 2").await;
-    mcp(
-        &api,
-        &sleeper,
-        "share_discovery",
-        json!({"type": "anomaly", "content": "a sleeper was cancelled", "confidence": 0.95}),
-    )
-    .await;
+    share(&api, &sleeper, "anomaly", "a sleeper was cancelled", 0.95).await;
     let live = b.until("the live discovery", "[...document.querySelectorAll('#feed li[data-kind=discovery]')].find(li => li.textContent.includes('a sleeper was cancelled'))").await;
     assert!(live.is_object(), "{live}");
     b.shot("feed").await;

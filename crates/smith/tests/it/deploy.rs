@@ -13,6 +13,7 @@
 //! emits and one the agent's configuration sends). Nothing here deploys: there is no AWS account
 //! or cluster.
 
+use crate::common::cluster::Database;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -615,45 +616,6 @@ const SMITH_ENV: [&str; 12] = [
     "SMITH_BUS",
     "SMITH_LOG",
 ];
-
-/// A database of its own on the server of SMITH_TEST_POSTGRES_URL, dropped with FORCE.
-struct Database {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn create(admin: &str) -> Database {
-        use sqlx::Connection;
-        let name = format!("smith_deploy_{:016x}", fastrand::u64(..));
-        let mut conn = sqlx::PgConnection::connect(admin).await.expect("connect to SMITH_TEST_POSTGRES_URL");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
-        let _ = conn.close().await;
-        let mut url = reqwest::Url::parse(admin).expect("SMITH_TEST_POSTGRES_URL is a URL");
-        url.set_path(&format!("/{name}"));
-        Database { admin: admin.to_string(), name, url: url.to_string() }
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        use sqlx::Connection;
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        // Drop cannot await, and may run while a test panics inside the runtime: a thread with
-        // its own runtime drops the database, with any connection still open to it
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-            rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
-                let r = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
-                let _ = conn.close().await;
-                r.ok()
-            })
-        })
-        .join();
-    }
-}
 
 /// Polls `check` every 100 ms until it gives a value or `secs` pass.
 async fn within<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {

@@ -12,8 +12,8 @@ use crate::common::anthropic_mock;
 use crate::common::cluster;
 
 use cluster::{
-    eventually, id_of, logs, nodes, now_micros, run_to_exit, running_on, semantic, with_database, Cluster, NatsServer,
-    Role, Services, SystemLog,
+    all_terminal, eventually, id_of, logs, nodes, now_micros, run_to_exit, running_on, semantic, with_database,
+    Cluster, NatsServer, Role, Services, SystemLog,
 };
 use common::{assert_complete_log, counts, is_terminal, is_terminal_kind, kinds, micros, Api, Frame, Next};
 use nix::sys::signal::Signal;
@@ -312,15 +312,7 @@ async fn tasks_flow_through_separate_processes() {
     let ids: Vec<String> = submitted.iter().map(|s| s.1.clone()).collect();
     assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), TASKS);
 
-    let tasks = eventually("all tasks terminal", Duration::from_secs(90), || async {
-        let tasks = a.list_all("").await;
-        if tasks.len() == TASKS && tasks.iter().all(is_terminal) {
-            Ok(tasks)
-        } else {
-            Err(format!("{} listed, {:?}", tasks.len(), counts(&tasks)))
-        }
-    })
-    .await;
+    let tasks = all_terminal(&a, TASKS, Duration::from_secs(90)).await;
     let by_id: BTreeMap<String, &Value> = tasks.iter().map(|t| (id_of(t), t)).collect();
 
     // every log, replayed from either gateway, is whole and the same
@@ -626,15 +618,7 @@ async fn killing_any_process_loses_nothing() {
     assert!(sups[1 - li].logged_node(&new_leader), "{new_leader} is not the standby supervisor");
 
     // every task exactly once, terminal, as expected
-    let tasks = eventually("every task listed", SECS_10, || async {
-        let tasks = apis[0].list_all("").await;
-        if tasks.len() == n && tasks.iter().all(is_terminal) {
-            Ok(tasks)
-        } else {
-            Err(format!("{} listed: {:?}", tasks.len(), counts(&tasks)))
-        }
-    })
-    .await;
+    let tasks = all_terminal(&apis[0], n, SECS_10).await;
     let by_id: BTreeMap<String, &Value> = tasks.iter().map(|t| (id_of(t), t)).collect();
     let ids: BTreeSet<String> = followed.iter().map(|f| f.id.clone()).collect();
     assert_eq!(ids.len(), n, "two idempotency keys gave one task");

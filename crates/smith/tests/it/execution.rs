@@ -31,19 +31,8 @@ fn read_proc(pid: i32) -> Option<Proc> {
 
 /// Every process (zombies included) in process group `pgid`.
 fn group(pgid: i32) -> Vec<Proc> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc") {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if let Some(p) = read_proc(pid) {
-            if p.pgrp == pgid {
-                out.push(p);
-            }
-        }
-    }
-    out
+    let members = common::pids(|pid| read_proc(pid).is_some_and(|p| p.pgrp == pgid));
+    members.into_iter().filter_map(read_proc).collect()
 }
 
 /// Kills a process group when the test ends, so a failing test leaves no `sleep 300` behind.

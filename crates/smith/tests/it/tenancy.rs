@@ -337,6 +337,12 @@ async fn mcp(api: &Api, task: Option<&str>, body: &Value) -> (reqwest::StatusCod
     api.send(r).await
 }
 
+/// As `task` of `api`'s tenant, shares the discovery `content` over MCP.
+async fn share(api: &Api, task: &str, content: &str, confidence: f64) -> Value {
+    let args = json!({"type": "insight", "content": content, "confidence": confidence});
+    mcp(api, Some(task), &tool("share_discovery", args)).await.1
+}
+
 fn tool(name: &str, args: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": args}})
 }
@@ -451,25 +457,9 @@ async fn setup(root: Api, agents: &Agents, stop: &CancellationToken) -> World {
     }
     b.wait_terminal(&b_task, WAIT).await;
     // B's own discovery: B's discovery streams are not empty for want of any
-    let (_, shared) = mcp(
-        &b,
-        Some(&b_task),
-        &tool(
-            "share_discovery",
-            json!({"type": "insight", "content": format!("{b_marker} discovery"), "confidence": 0.5}),
-        ),
-    )
-    .await;
+    let shared = share(&b, &b_task, &format!("{b_marker} discovery"), 0.5).await;
     assert_eq!(shared["result"]["isError"], false, "B shares a discovery: {shared}");
-    let (_, shared) = mcp(
-        &a,
-        Some(&a_task),
-        &tool(
-            "share_discovery",
-            json!({"type": "insight", "content": format!("{marker} discovery"), "confidence": 0.9}),
-        ),
-    )
-    .await;
+    let shared = share(&a, &a_task, &format!("{marker} discovery"), 0.9).await;
     assert_eq!(shared["result"]["isError"], false, "A shares a discovery: {shared}");
     let (_, sent) =
         mcp(&a, Some(&a_task), &tool("send_message", json!({"to_agent": "echo", "body": format!("{marker} message")})))

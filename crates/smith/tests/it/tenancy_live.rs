@@ -150,6 +150,21 @@ async fn mcp(api: &Api, task: Option<&str>, tool: &str, args: Value) -> Value {
     answer["result"].clone()
 }
 
+/// As `task` of `api`'s tenant: shares the discovery `finding`, then sends every `sleep` task
+/// the message `note`.
+async fn share_and_send(api: &Api, task: &str, finding: &str, confidence: f64, note: &str) {
+    let shared = mcp(
+        api,
+        Some(task),
+        "share_discovery",
+        json!({"type": "insight", "content": finding, "confidence": confidence}),
+    )
+    .await;
+    structured(&shared);
+    let sent = mcp(api, Some(task), "send_message", json!({"to_agent": "sleep", "body": note})).await;
+    structured(&sent);
+}
+
 fn structured(result: &Value) -> Value {
     assert_eq!(result["isError"], false, "{result:#}");
     result["structuredContent"].clone()
@@ -174,27 +189,9 @@ async fn discoveries_and_messages_stay_in_their_tenant_live_and_through_mcp() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // acme's discovery and its message to every `sleep` task — globex's included, by name
-    let d = mcp(
-        &acme,
-        Some(&ta),
-        "share_discovery",
-        json!({"type": "insight", "content": "acme-finding-99", "confidence": 0.9}),
-    )
-    .await;
-    structured(&d);
-    let m = mcp(&acme, Some(&ta), "send_message", json!({"to_agent": "sleep", "body": "acme-note-77"})).await;
-    structured(&m);
+    share_and_send(&acme, &ta, "acme-finding-99", 0.9, "acme-note-77").await;
     // then globex's own, which ends what globex's stream waits for
-    let g = mcp(
-        &globex,
-        Some(&tb),
-        "share_discovery",
-        json!({"type": "insight", "content": "globex-finding-5", "confidence": 0.5}),
-    )
-    .await;
-    structured(&g);
-    let gm = mcp(&globex, Some(&tb), "send_message", json!({"to_agent": "sleep", "body": "globex-note-3"})).await;
-    structured(&gm);
+    share_and_send(&globex, &tb, "globex-finding-5", 0.5, "globex-note-3").await;
 
     let acme_secrets = ["acme-finding-99", "acme-note-77", ta.as_str(), "acme"];
     let frames = read_past(&mut globex_feed, "globex's collaboration feed", |f| f.data.contains("globex-note-3")).await;

@@ -609,6 +609,19 @@ pub async fn node_becomes(api: &Api, id: &str, status: &str, within: Duration) {
     .await
 }
 
+/// Waits until `api` lists `n` tasks, every one terminal, and returns them.
+pub async fn all_terminal(api: &Api, n: usize, within: Duration) -> Vec<Value> {
+    eventually(&format!("{n} tasks listed, all terminal"), within, || async {
+        let tasks = api.list_all("").await;
+        if tasks.len() == n && tasks.iter().all(crate::common::is_terminal) {
+            Ok(tasks)
+        } else {
+            Err(format!("{} listed, {:?}", tasks.len(), crate::common::counts(&tasks)))
+        }
+    })
+    .await
+}
+
 /// Waits until task `id` is running on worker `node`.
 pub async fn running_on(api: &Api, id: &str, node: &str, within: Duration) {
     eventually(&format!("{id} running on {node}"), within, || async {

@@ -148,6 +148,13 @@ pub fn listening(stdout_path: &Path) -> Option<String> {
     text.contains('\n').then(|| line.trim_start_matches("smith listening on ").trim().to_string())
 }
 
+/// The ids of this machine's processes (zombies included) that `keep` accepts.
+pub fn pids(keep: impl Fn(i32) -> bool) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
+    let all = entries.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()));
+    all.filter(|&pid| keep(pid)).collect()
+}
+
 /// How many tasks are in each status.
 pub fn counts(tasks: &[Value]) -> std::collections::BTreeMap<String, usize> {
     let mut c = std::collections::BTreeMap::new();
