@@ -579,7 +579,7 @@ fn measured_inputs(
 }
 
 /// Rounds money to cents and other figures to a stable precision, so output and tests agree.
-fn cents(v: f64) -> f64 {
+pub(crate) fn cents(v: f64) -> f64 {
     // Half a cent rounds away from zero as on paper, not as its binary neighbour happens to fall.
     (v * 100.0 + v.signum() * 1e-6).round() / 100.0
 }
@@ -1345,6 +1345,21 @@ pub fn format_money(v: f64) -> String {
 /// Formats a count with thousands separators.
 pub fn format_count(v: f64) -> String {
     group(v.round() as i64)
+}
+
+/// A figure for reading: thousands grouped, at most two decimals (four below 0.01).
+pub fn format_figure(v: f64) -> String {
+    let decimals = if v != 0.0 && v.abs() < 0.01 { 4 } else { 2 };
+    let s = format!("{:.*}", decimals, v.abs());
+    let (whole, frac) = s.split_once('.').unwrap_or((&s, ""));
+    let frac = frac.trim_end_matches('0');
+    let sign = if v < 0.0 && s.chars().any(|c| ('1'..='9').contains(&c)) { "-" } else { "" };
+    let whole = group(whole.parse::<i64>().unwrap_or(0));
+    if frac.is_empty() {
+        format!("{sign}{whole}")
+    } else {
+        format!("{sign}{whole}.{frac}")
+    }
 }
 
 /// The seed model's plan for `n` agents at default prices (unit tests).
