@@ -212,8 +212,8 @@ fn count(n: u64, what: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::seed_plan;
-    use crate::{plan, Baseline, Prices, Request};
+    use crate::model::{seed_plan, seed_request};
+    use crate::{plan, Baseline, Request};
 
     /// A baseline like `smith bench --scenario baseline` writes (the one in tests/plan.rs).
     const BASELINE: &str = r#"{
@@ -227,15 +227,8 @@ mod tests {
     }"#;
 
     fn measured(n: i64, profile: Option<Profile>) -> Plan {
-        plan(&Request {
-            agents: n,
-            profile,
-            model: Model::Measured,
-            baseline: Some(Baseline::parse(BASELINE, "test").unwrap()),
-            executor: None,
-            prices: Prices::default(),
-        })
-        .unwrap()
+        let baseline = Some(Baseline::parse(BASELINE, "test").unwrap());
+        plan(&Request { profile, model: Model::Measured, baseline, ..seed_request(n) }).unwrap()
     }
 
     fn plans() -> Vec<Plan> {

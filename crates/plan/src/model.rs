@@ -1362,27 +1362,22 @@ pub fn format_figure(v: f64) -> String {
     }
 }
 
+/// A request for the seed model's plan for `n` agents at default prices (unit tests).
+#[cfg(test)]
+pub(crate) fn seed_request(n: i64) -> Request {
+    Request { agents: n, profile: None, model: Model::Seed, baseline: None, executor: None, prices: Prices::default() }
+}
+
 /// The seed model's plan for `n` agents at default prices (unit tests).
 #[cfg(test)]
 pub(crate) fn seed_plan(n: i64) -> Plan {
-    plan(&Request {
-        agents: n,
-        profile: None,
-        model: Model::Seed,
-        baseline: None,
-        executor: None,
-        prices: Prices::default(),
-    })
-    .expect("a seed plan")
+    plan(&seed_request(n)).expect("a seed plan")
 }
 
 #[cfg(test)]
 mod tests {
+    use super::seed_plan as seed;
     use super::*;
-
-    fn seed(n: i64) -> Plan {
-        seed_plan(n)
-    }
 
     #[test]
     fn money_and_counts_are_grouped() {
@@ -1404,14 +1399,7 @@ mod tests {
     #[test]
     fn bad_counts_are_refused() {
         for n in [-1, 0, MAX_AGENTS + 1] {
-            let r = plan(&Request {
-                agents: n,
-                profile: None,
-                model: Model::Seed,
-                baseline: None,
-                executor: None,
-                prices: Prices::default(),
-            });
+            let r = plan(&seed_request(n));
             assert!(matches!(r, Err(Error::Invalid(_))), "{n}");
         }
     }
