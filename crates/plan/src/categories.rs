@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{cents, format_count, format_figure, format_money, CostLine, Model, Plan, Profile};
+use crate::model::{cents, format_count, format_figure, format_money, CostLine, Model, Plan, Profile, SEED_AMOUNT};
 
 /// The seed's monthly operating costs ("Cost Projections"), at full scale: 1,000 agents in
 /// production.
@@ -34,7 +34,8 @@ pub struct Category {
     pub why: String,
 }
 
-/// Which category a cost line falls in: the first whose key prefixes claim it, else the last.
+/// A category and the cost lines it claims by their keys' prefixes; the last, with none,
+/// takes every line no other claims.
 struct Rule {
     name: &'static str,
     seed_monthly: f64,
@@ -89,7 +90,7 @@ pub fn of(plan: &Plan) -> Vec<Category> {
 /// Why the whole bill is not the seed's $7,022: scale, and the optimized totals side by side.
 pub fn total_why(plan: &Plan) -> String {
     let mut why = format!(
-        "on demand, as the seed's $7,022; optimized {} against the seed's $3,500–4,500",
+        "both on demand; optimized, {} against the seed's $3,500–4,500",
         format_money(plan.costs.optimized_total)
     );
     if let Some(scale) = scale(plan) {
@@ -117,8 +118,9 @@ fn correction(plan: &Plan, figure: &str) -> Option<String> {
     Some(format!("the seed's {} does not follow from its own inputs (corrected: {})", c.seed, c.planner))
 }
 
-fn ecs(plan: &Plan, _: &[&CostLine]) -> String {
+fn ecs(plan: &Plan, lines: &[&CostLine]) -> String {
     let t = &plan.totals;
+    let monthly: f64 = lines.iter().map(|l| l.monthly).sum();
     let mut parts = Vec::new();
     for s in &plan.services {
         let mut part = format!(
@@ -132,12 +134,15 @@ fn ecs(plan: &Plan, _: &[&CostLine]) -> String {
         }
         parts.push(part);
     }
+    // Size and rate apart: what a vCPU (with its share of memory) costs a month, ours and the seed's.
     let mut why = format!(
-        "{} tasks on demand at list prices ({}): {} vCPU / {} GB, against the seed's 1,000 one-agent workers of 0.5 vCPU / 1 GB and its 2 vCPU / 4 GB supervisor and gateway (502 vCPU / 1,004 GB by its count)",
+        "{} tasks on demand at list prices ({}): {} vCPU / {} GB at {} a vCPU-month with its memory, against the seed's 1,000 one-agent workers of 0.5 vCPU / 1 GB and its 2 vCPU / 4 GB supervisor and gateway: 502 vCPU / 1,004 GB by its count at {}",
         format_count(t.tasks as f64),
         parts.join(", "),
         format_figure(t.vcpu),
-        format_figure(t.memory_gb)
+        format_figure(t.memory_gb),
+        format_money(monthly / t.vcpu.max(f64::MIN_POSITIVE)),
+        format_money(SEED_ECS / 502.0)
     );
     for note in [correction(plan, "ECS (Fargate) monthly cost"), scale(plan)].into_iter().flatten() {
         why += "; ";
@@ -150,13 +155,14 @@ fn aurora(plan: &Plan, lines: &[&CostLine]) -> String {
     let d = &plan.database;
     let proxy = if d.proxy { ", RDS Proxy" } else { "" };
     let mut why = format!(
-        "{} ACU average ({}–{} ACU), {} GB{proxy} for the {} profile against the seed's production cluster: 12 ACU average (2–32 ACU), 500 GB, RDS Proxy and data transfer",
+        "{} ACU average ({}–{} ACU), {} GB{proxy} for the {} profile against the seed's production cluster of 12 ACU average (2–32 ACU) and 500 GB",
         format_figure(d.avg_acu),
         format_figure(d.min_acu),
         format_figure(d.max_acu),
         format_figure(d.storage_gb),
         plan.profile
     );
+    why += &against_seed(lines, &[("aurora.proxy", "RDS Proxy", 50.0), ("aurora.transfer", "data transfer", 100.0)]);
     why += &sources(lines);
     why
 }
@@ -165,11 +171,15 @@ fn messaging(plan: &Plan, lines: &[&CostLine]) -> String {
     let m = &plan.messaging;
     let b = &m.broker;
     let mut why = format!(
-        "{} × {} ({}) for {} msg/s at peak against the seed's Amazon MQ ($2,160 broker, $100 transfer, $100 storage) for 3,375 msg/s at peak",
+        "{} × {} ({}) for {} msg/s at peak against the seed's Amazon MQ for 3,375 msg/s",
         b.nodes,
         b.instance_type,
         b.deployment_mode,
         format_figure(m.peak_per_s)
+    );
+    why += &against_seed(
+        lines,
+        &[("mq.broker", "broker", 2_160.0), ("mq.transfer", "transfer", 100.0), ("mq.storage", "storage", 100.0)],
     );
     why += &sources(lines);
     why
@@ -189,10 +199,27 @@ fn not_in_seed(_: &Plan, lines: &[&CostLine]) -> String {
     format!("the seed prices no {}", items.join(", "))
 }
 
+/// Each of the seed's production amounts in a category (cost line key, what it is, amount)
+/// that this plan's line does not match: `; broker $630.72 (the seed's $2,160.00)`.
+fn against_seed(lines: &[&CostLine], seed: &[(&str, &str, f64)]) -> String {
+    let mut out = String::new();
+    for (key, what, amount) in seed {
+        let theirs = format_money(*amount);
+        match lines.iter().find(|l| l.key == *key) {
+            None => out += &format!("; no {what} (the seed's production {theirs})"),
+            Some(l) if (l.monthly - amount).abs() >= 0.005 => {
+                out += &format!("; {what} {} (the seed's production {theirs})", format_money(l.monthly))
+            }
+            Some(_) => {}
+        }
+    }
+    out
+}
+
 /// How the lines were priced: at the seed's stated amounts, from the price file, or both.
 fn sources(lines: &[&CostLine]) -> String {
     let (stated, priced): (Vec<&CostLine>, Vec<&CostLine>) =
-        lines.iter().partition(|l| l.detail.starts_with("the seed's monthly amount"));
+        lines.iter().partition(|l| l.detail.starts_with(SEED_AMOUNT));
     if stated.is_empty() {
         return "; at list prices".to_string();
     }
@@ -306,7 +333,8 @@ mod tests {
         let get = |name: &str| cats.iter().find(|c| c.name == name).unwrap();
         let ecs = get("ECS (Fargate)");
         assert_eq!((ecs.monthly, ecs.difference), (18_164.21, 14_964.21));
-        assert!(ecs.why.contains("1,002 tasks on demand at list prices (1 supervisor of 2 vCPU / 4 GB, 1,000 workers of 0.5 vCPU / 1 GB, 1 gateway of 2 vCPU / 4 GB): 504 vCPU / 1,008 GB"), "{}", ecs.why);
+        assert!(ecs.why.contains("1,002 tasks on demand at list prices (1 supervisor of 2 vCPU / 4 GB, 1,000 workers of 0.5 vCPU / 1 GB, 1 gateway of 2 vCPU / 4 GB): 504 vCPU / 1,008 GB at $36.04 a vCPU-month"), "{}", ecs.why);
+        assert!(ecs.why.contains("502 vCPU / 1,004 GB by its count at $6.37"), "{}", ecs.why);
         assert!(ecs.why.contains("$18,164.21 on demand"), "the correction is named: {}", ecs.why);
         let aurora = get("Aurora Serverless v2");
         assert_eq!((aurora.monthly, aurora.difference), (1_261.70, -0.30));
@@ -314,6 +342,7 @@ mod tests {
         let mq = get("Messaging");
         assert_eq!((mq.monthly, mq.difference), (2_360.0, 0.0));
         assert!(mq.why.contains("3 × mq.m5.2xlarge") && mq.why.contains("the seed's stated amounts"), "{}", mq.why);
+        assert!(!mq.why.contains("the seed's production"), "every amount is the seed's: {}", mq.why);
         assert_eq!(get("Monitoring").difference, 0.0);
         assert!(get("Not in the seed").why.contains("Application Load Balancer"));
         assert!(!total_why(&seed_plan(1_000)).contains("this plan's for"));
@@ -329,7 +358,11 @@ mod tests {
             "{}",
             get("ECS (Fargate)").why
         );
-        assert!(get("Messaging").why.contains("at list prices"), "{}", get("Messaging").why);
+        let mq = &get("Messaging").why;
+        assert!(mq.contains("at list prices"), "{mq}");
+        assert!(mq.contains("broker $630.72 (the seed's production $2,160.00); no transfer"), "{mq}");
+        let aurora = &get("Aurora Serverless v2").why;
+        assert!(aurora.contains("RDS Proxy $131.40 (the seed's production $50.00); no data transfer"), "{aurora}");
         assert!(get("Monitoring").why.contains("at list prices, 15 metrics"), "{}", get("Monitoring").why);
     }
 }

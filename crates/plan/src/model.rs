@@ -1075,9 +1075,12 @@ fn aurora_lines(c: &Ctx, proxy: bool, lines: &mut Vec<CostLine>) {
     }
 }
 
+/// How a cost line the seed states as an amount, not a rate, says so (its `detail` begins so).
+pub(crate) const SEED_AMOUNT: &str = "the seed's monthly amount";
+
 /// A monthly amount the seed states.
 fn seed_line(key: &str, item: &str, monthly: f64) -> CostLine {
-    line(key, item, monthly, "the seed's monthly amount")
+    line(key, item, monthly, SEED_AMOUNT)
 }
 
 /// The Amazon MQ broker, its transfer and its storage.
@@ -1105,7 +1108,9 @@ fn broker_lines(c: &Ctx, broker: &Broker, lines: &mut Vec<CostLine>) {
         "mq.broker",
         item,
         flat.broker,
-        "the seed's monthly amount (it priced ActiveMQ; RabbitMQ on Amazon MQ is one instance or a 3-node Multi-AZ cluster)",
+        format!(
+            "{SEED_AMOUNT} (it priced ActiveMQ; RabbitMQ on Amazon MQ is one instance or a 3-node Multi-AZ cluster)"
+        ),
     ));
     if flat.broker_transfer > 0.0 {
         lines.push(seed_line("mq.transfer", "Amazon MQ data transfer", flat.broker_transfer));
