@@ -3,7 +3,8 @@
 //!
 //! Pure computation, no I/O beyond what the caller hands in: a [`Request`] (agents, profile,
 //! model, prices, an optional measured baseline) becomes a [`Plan`] ([`plan`]), which
-//! [`render`] prints as a table, markdown or JSON and [`emit`] turns into CloudFormation or
+//! [`render`] prints as a table, markdown or JSON (with the bill in the seed's cost
+//! [`categories`] beside the seed's figures) and [`emit`] turns into CloudFormation or
 //! Kubernetes manifests.
 //!
 //! Two models size the fleet: [`Model::Seed`] takes the seed capacity plan's assumptions and
@@ -12,6 +13,7 @@
 //! baseline --out FILE`). Both price every line from the same dated [`prices::Prices`].
 
 pub mod baseline;
+pub mod categories;
 pub mod emit;
 pub mod model;
 pub mod prices;

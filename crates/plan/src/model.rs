@@ -378,33 +378,25 @@ fn assumption(name: &str, value: impl Into<String>, source: &str) -> Assumption 
 fn seed_inputs(profile: Profile) -> Inputs {
     const SEED: &str = "seed";
     let aurora = profile.aurora();
+    // Only production has RDS Proxy, database transfer and the broker's transfer and storage.
+    let small = |broker: f64, broker_type: &'static str| SeedFlat {
+        proxy: None,
+        db_transfer: None,
+        broker,
+        broker_transfer: 0.0,
+        broker_storage: 0.0,
+        broker_type,
+        cloudwatch: 200.0,
+    };
     let flat = match profile {
-        Profile::Dev => SeedFlat {
-            proxy: None,
-            db_transfer: None,
-            broker: 13.50,
-            broker_transfer: 0.0,
-            broker_storage: 0.0,
-            broker_type: "mq.t3.micro",
-            cloudwatch: 200.0,
-        },
-        Profile::Staging => SeedFlat {
-            proxy: None,
-            db_transfer: None,
-            broker: 540.0,
-            broker_transfer: 0.0,
-            broker_storage: 0.0,
-            broker_type: "mq.m5.large",
-            cloudwatch: 200.0,
-        },
+        Profile::Dev => small(13.50, "mq.t3.micro"),
+        Profile::Staging => small(540.0, "mq.m5.large"),
         Profile::Prod => SeedFlat {
             proxy: Some(50.0),
             db_transfer: Some(100.0),
-            broker: 2_160.0,
             broker_transfer: 100.0,
             broker_storage: 100.0,
-            broker_type: "mq.m5.2xlarge",
-            cloudwatch: 200.0,
+            ..small(2_160.0, "mq.m5.2xlarge")
         },
     };
     let assumptions = vec![
@@ -587,7 +579,7 @@ fn measured_inputs(
 }
 
 /// Rounds money to cents and other figures to a stable precision, so output and tests agree.
-fn cents(v: f64) -> f64 {
+pub(crate) fn cents(v: f64) -> f64 {
     // Half a cent rounds away from zero as on paper, not as its binary neighbour happens to fall.
     (v * 100.0 + v.signum() * 1e-6).round() / 100.0
 }
@@ -695,72 +687,149 @@ pub fn plan(req: &Request) -> Result<Plan> {
     Ok(build(n, profile, req.model, executor, &inputs, p))
 }
 
-fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &Inputs, p: &Prices) -> Plan {
-    let hours = HOURS_PER_MONTH;
-    let mut warnings = Vec::new();
+/// What every part of [`build`] reads: the fleet's size and profile, the model's inputs and
+/// the prices.
+struct Ctx<'a> {
+    n: u64,
+    profile: Profile,
+    model: Model,
+    i: &'a Inputs,
+    p: &'a Prices,
+}
 
-    // Services.
-    let worker_tasks = n.div_ceil(i.worker.agents_per_task);
-    let sse_clients = (n as f64 * i.sse_per_agent).ceil() as u64;
-    let gateways = sse_clients.div_ceil(i.sse_per_gateway).max(i.gateway.count);
-    let service =
-        |name: &str, vcpu: f64, mem: f64, tasks: u64, min: u64, max: u64, apt: Option<u64>, pool: u64| Service {
-            name: name.to_string(),
-            vcpu,
-            memory_gb: mem,
-            tasks,
-            min_tasks: min,
-            max_tasks: max,
-            agents_per_task: apt,
-            pool_size: pool,
-            vcpu_total: round4(vcpu * tasks as f64),
-            memory_gb_total: round4(mem * tasks as f64),
-        };
-    let worker_min = if profile == Profile::Prod { 1 } else { 0 };
-    let services = vec![
-        service(
-            "supervisor",
-            i.supervisor.vcpu,
-            i.supervisor.memory_gb,
-            i.supervisor.count,
-            i.supervisor.count,
-            i.supervisor.count,
-            None,
-            i.supervisor.pool,
-        ),
-        service(
-            "worker",
-            i.worker.vcpu,
-            i.worker.memory_gb,
-            worker_tasks,
-            worker_min,
-            worker_tasks,
-            Some(i.worker.agents_per_task),
-            i.worker.pool,
-        ),
-        service(
-            "gateway",
-            i.gateway.vcpu,
-            i.gateway.memory_gb,
-            gateways,
-            i.gateway.count,
-            gateways,
-            None,
-            i.gateway.pool,
-        ),
-    ];
-    let totals = Totals {
+impl Ctx<'_> {
+    /// SSE clients: someone watching each agent's stream.
+    fn sse_clients(&self) -> u64 {
+        (self.n as f64 * self.i.sse_per_agent).ceil() as u64
+    }
+
+    /// Database writes and reads per second, unrounded.
+    fn iops(&self) -> (f64, f64) {
+        (self.i.iops_writes_per_agent_s * self.n as f64, self.i.iops_reads_per_agent_s * self.n as f64)
+    }
+}
+
+/// The on-demand Fargate bill per service and what the workers would cost on Spot: the
+/// optimizations and the seed's corrections start from these.
+struct Fargate {
+    supervisor: f64,
+    worker: f64,
+    gateway: f64,
+    worker_spot: f64,
+}
+
+fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &Inputs, p: &Prices) -> Plan {
+    let c = Ctx { n, profile, model, i, p };
+    let mut warnings = Vec::new();
+    let services = services(&c);
+    let totals = totals(&services);
+    let rates = Rates::of(&c);
+    let messaging = messaging(&c, &rates, &mut warnings);
+    let database = database(&c, &services, &mut warnings);
+    let (costs, fargate) = costs(&c, &services, &rates, &messaging.broker, database.proxy);
+    fleet_warnings(&c, &services, &totals, &mut warnings);
+    let corrections = if model == Model::Seed && n == 1_000 && profile == Profile::Prod {
+        seed_corrections(
+            &totals,
+            &messaging,
+            p,
+            costs.on_demand_total,
+            costs.optimized_total,
+            fargate.supervisor + fargate.worker + fargate.gateway,
+            fargate.worker_spot,
+        )
+    } else {
+        Vec::new()
+    };
+    Plan {
+        agents: n,
+        profile,
+        model,
+        executor,
+        region: p.region.clone(),
+        prices_date: p.date.clone(),
+        autoscaling: autoscaling(&c, &services[1]),
+        services,
+        totals,
+        database,
+        messaging,
+        costs,
+        corrections,
+        warnings,
+        assumptions: i.assumptions.clone(),
+    }
+}
+
+/// The supervisor, worker and gateway services, in that order.
+fn services(c: &Ctx) -> Vec<Service> {
+    let i = c.i;
+    let worker_tasks = c.n.div_ceil(i.worker.agents_per_task);
+    let gateways = c.sse_clients().div_ceil(i.sse_per_gateway).max(i.gateway.count);
+    let service = |name: &str, vcpu: f64, mem: f64, tasks: u64, min: u64, agents: Option<u64>, pool: u64| Service {
+        name: name.to_string(),
+        vcpu,
+        memory_gb: mem,
+        tasks,
+        min_tasks: min,
+        max_tasks: tasks,
+        agents_per_task: agents,
+        pool_size: pool,
+        vcpu_total: round4(vcpu * tasks as f64),
+        memory_gb_total: round4(mem * tasks as f64),
+    };
+    let (sup, gw, w) = (&i.supervisor, &i.gateway, &i.worker);
+    let worker_min = if c.profile == Profile::Prod { 1 } else { 0 };
+    vec![
+        service("supervisor", sup.vcpu, sup.memory_gb, sup.count, sup.count, None, sup.pool),
+        service("worker", w.vcpu, w.memory_gb, worker_tasks, worker_min, Some(w.agents_per_task), w.pool),
+        service("gateway", gw.vcpu, gw.memory_gb, gateways, gw.count, None, gw.pool),
+    ]
+}
+
+fn totals(services: &[Service]) -> Totals {
+    Totals {
         tasks: services.iter().map(|s| s.tasks).sum(),
         vcpu: round4(services.iter().map(|s| s.vcpu_total).sum()),
         memory_gb: round4(services.iter().map(|s| s.memory_gb_total).sum()),
-    };
+    }
+}
 
-    // Messaging.
+/// The fleet's message rates, unrounded (the plan prints them rounded; prices use these).
+struct Rates {
+    per_agent_minute: f64,
+    normal_per_s: f64,
+    normal_kb_s: f64,
+    peak_per_s: f64,
+    per_day: f64,
+    per_month: f64,
+}
+
+impl Rates {
+    fn of(c: &Ctx) -> Rates {
+        let n = c.n as f64;
+        let per_agent_minute: f64 = c.i.kinds.iter().map(|k| k.per_agent_minute).sum();
+        let normal_per_s = per_agent_minute * n / 60.0;
+        let normal_kb_s: f64 = c.i.kinds.iter().map(|k| k.per_agent_minute * k.size_kb).sum::<f64>() * n / 60.0;
+        let per_day = normal_per_s * 86_400.0;
+        Rates {
+            per_agent_minute,
+            normal_per_s,
+            normal_kb_s,
+            peak_per_s: normal_per_s * c.i.peak_factor,
+            per_day,
+            per_month: per_day * DAYS_PER_MONTH,
+        }
+    }
+}
+
+/// Message rates by kind and the broker that carries them.
+fn messaging(c: &Ctx, r: &Rates, warnings: &mut Vec<String>) -> Messaging {
+    let i = c.i;
     let kinds: Vec<KindRate> = i
         .kinds
         .iter()
         .map(|k| {
-            let per_s = k.per_agent_minute * n as f64 / 60.0;
+            let per_s = k.per_agent_minute * c.n as f64 / 60.0;
             KindRate {
                 kind: k.name.to_string(),
                 per_agent_minute: round4(k.per_agent_minute),
@@ -771,50 +840,48 @@ fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &I
             }
         })
         .collect();
-    let per_agent_minute: f64 = i.kinds.iter().map(|k| k.per_agent_minute).sum();
-    let normal_per_s = per_agent_minute * n as f64 / 60.0;
-    let normal_kb_s: f64 = i.kinds.iter().map(|k| k.per_agent_minute * k.size_kb).sum::<f64>() * n as f64 / 60.0;
-    let peak_per_s = normal_per_s * i.peak_factor;
-    let per_day = normal_per_s * 86_400.0;
-    let per_month = per_day * DAYS_PER_MONTH;
-    let broker = match &i.seed_flat {
-        Some(flat) => {
-            let idx = BROKER_TYPES.iter().position(|t| *t == flat.broker_type).expect("seed broker type is listed");
-            broker_of(profile, idx)
-        }
-        None => {
-            let nodes_capacity = |idx: usize| BROKER_CAPACITY[idx];
-            let start = if profile == Profile::Dev { 0 } else { 1 };
-            let idx = (start..BROKER_TYPES.len())
-                .find(|&idx| nodes_capacity(idx) * TARGET_UTILIZATION >= peak_per_s)
-                .unwrap_or(BROKER_TYPES.len() - 1);
-            broker_of(profile, idx)
-        }
-    };
-    if broker.capacity_per_s < peak_per_s {
+    let broker = broker(c, r.peak_per_s);
+    if broker.capacity_per_s < r.peak_per_s {
         warnings.push(format!(
             "peak traffic ({} msg/s) is more than the planned broker carries ({} × {}, about {} msg/s): use NATS, or split the fleet across brokers",
-            group(peak_per_s.round() as i64),
+            group(r.peak_per_s.round() as i64),
             broker.nodes,
             broker.instance_type,
             group(broker.capacity_per_s as i64)
         ));
     }
-    let messaging = Messaging {
+    Messaging {
         kinds,
-        per_agent_minute: round4(per_agent_minute),
+        per_agent_minute: round4(r.per_agent_minute),
         peak_factor: i.peak_factor,
-        normal_per_s: round4(normal_per_s),
-        peak_per_s: round4(peak_per_s),
-        normal_mb_s: round4(normal_kb_s / 1_000.0),
-        peak_mb_s: round4(normal_kb_s * i.peak_factor / 1_000.0),
-        per_day: per_day.round(),
-        per_month: per_month.round(),
-        broker: broker.clone(),
-    };
+        normal_per_s: round4(r.normal_per_s),
+        peak_per_s: round4(r.peak_per_s),
+        normal_mb_s: round4(r.normal_kb_s / 1_000.0),
+        peak_mb_s: round4(r.normal_kb_s * i.peak_factor / 1_000.0),
+        per_day: r.per_day.round(),
+        per_month: r.per_month.round(),
+        broker,
+    }
+}
 
-    // Database.
-    let a = i.aurora;
+/// The seed's broker type, or the smallest whose planned capacity at the target utilization
+/// covers the peak.
+fn broker(c: &Ctx, peak_per_s: f64) -> Broker {
+    let idx = match &c.i.seed_flat {
+        Some(flat) => BROKER_TYPES.iter().position(|t| *t == flat.broker_type).expect("seed broker type is listed"),
+        None => {
+            let start = if c.profile == Profile::Dev { 0 } else { 1 };
+            (start..BROKER_TYPES.len())
+                .find(|&idx| BROKER_CAPACITY[idx] * TARGET_UTILIZATION >= peak_per_s)
+                .unwrap_or(BROKER_TYPES.len() - 1)
+        }
+    };
+    broker_of(c.profile, idx)
+}
+
+/// The database: pools and connections, RDS Proxy, IOPS and storage growth.
+fn database(c: &Ctx, services: &[Service], warnings: &mut Vec<String>) -> Database {
+    let (i, a) = (c.i, c.i.aurora);
     let pools: Vec<Pool> = services
         .iter()
         .map(|s| Pool {
@@ -825,57 +892,33 @@ fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &I
         })
         .collect();
     let connections_needed: u64 = pools.iter().map(|p| p.connections).sum();
-    let mut max_acu = a.max_acu;
     let max_connections = |acu: f64| acu * i.connections_per_acu;
     // The seed puts RDS Proxy in front in production only; the measured model wherever the
     // pools could open more connections than the cluster accepts. It speeds up failover and
     // keeps credentials in Secrets Manager; it does not multiplex this store's sessions.
     let proxy = match &i.seed_flat {
         Some(flat) => flat.proxy.is_some(),
-        None => profile == Profile::Prod || connections_needed as f64 > max_connections(a.max_acu),
+        None => c.profile == Profile::Prod || connections_needed as f64 > max_connections(a.max_acu),
     };
+    let mut max_acu = a.max_acu;
     if connections_needed as f64 > max_connections(a.max_acu) {
-        let worker_pool_fit = ((max_connections(a.max_acu) * 0.8
-            - (i.supervisor.pool * i.supervisor.count + i.gateway.pool * gateways) as f64)
-            / worker_tasks as f64)
-            .floor();
         let acu_for_all = (connections_needed as f64 / i.connections_per_acu).ceil();
-        let mut fixes = Vec::new();
-        if worker_pool_fit >= 2.0 {
-            fixes.push(format!("set the workers' `[store] pool_size` to {worker_pool_fit} or less"));
-        }
-        fixes.push("pack more agents into each worker task".to_string());
-        if acu_for_all <= MAX_ACU {
-            fixes.push(format!("raise max ACU to {acu_for_all}"));
-        } else {
-            fixes.push(format!(
-                "spread the fleet over several databases (even {MAX_ACU} ACU accepts only {})",
-                group(max_connections(MAX_ACU) as i64)
-            ));
-        }
-        warnings.push(format!(
-            "the store pools may open {} connections, more than {} ACU accepts ({:.0}); RDS Proxy does not help here, since the store's prepared statements pin every proxy session to a database connection: {}",
-            group(connections_needed as i64),
-            a.max_acu,
-            max_connections(a.max_acu),
-            fixes.join(", ")
-        ));
-        if model == Model::Measured {
+        warnings.push(too_many_connections(c, services, connections_needed, acu_for_all));
+        if c.model == Model::Measured {
             max_acu = acu_for_all.clamp(a.max_acu, MAX_ACU);
         }
     }
-    let writes = i.iops_writes_per_agent_s * n as f64;
-    let reads = i.iops_reads_per_agent_s * n as f64;
-    let growth = i.storage_growth_gb_per_agent_month * n as f64;
+    let (writes, reads) = c.iops();
+    let growth = i.storage_growth_gb_per_agent_month * c.n as f64;
     let after_12 = i.storage_base_gb + 12.0 * growth;
     if after_12 > a.storage_gb && growth > 0.0 {
         let months = ((a.storage_gb - i.storage_base_gb) / growth).max(0.0);
         warnings.push(format!(
             "storage grows {} GB a month at the seed's rates and passes the {} profile's {} GB in {:.1} months ({} GB after 12): keep retention short (finished tasks, events) or budget for it",
-            if growth >= 1_000.0 { group(growth.round() as i64) } else { format!("{growth:.1}") }, profile, a.storage_gb, months, group(after_12.round() as i64)
+            if growth >= 1_000.0 { group(growth.round() as i64) } else { format!("{growth:.1}") }, c.profile, a.storage_gb, months, group(after_12.round() as i64)
         ));
     }
-    let database = Database {
+    Database {
         engine: "aurora-postgresql (Serverless v2)".to_string(),
         min_acu: a.min_acu,
         max_acu,
@@ -894,70 +937,129 @@ fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &I
         storage_gb: a.storage_gb,
         storage_growth_gb_month: round4(growth),
         storage_after_12_months_gb: round4(after_12),
-    };
+    }
+}
 
-    // Costs.
-    let task_month = |vcpu: f64, mem: f64| (vcpu * p.fargate.vcpu_hour + mem * p.fargate.gb_hour) * hours;
-    let spot_task_month =
-        |vcpu: f64, mem: f64| (vcpu * p.fargate.spot_vcpu_hour + mem * p.fargate.spot_gb_hour) * hours;
-    let mut lines = Vec::new();
-    let mut fargate = |s: &Service| {
-        let monthly = task_month(s.vcpu, s.memory_gb) * s.tasks as f64;
-        lines.push(line(
-            &format!("fargate.{}", s.name),
-            format!("Fargate on-demand: {} ({} × {} vCPU / {} GB)", s.name, group(s.tasks as i64), s.vcpu, s.memory_gb),
-            monthly,
-            format!(
-                "{} task(s) × ({} vCPU × ${} + {} GB × ${}) per hour × {hours} h",
-                group(s.tasks as i64),
-                s.vcpu,
-                p.fargate.vcpu_hour,
-                s.memory_gb,
-                p.fargate.gb_hour
-            ),
+/// The warning for pools that may open more connections than the profile's max ACU accepts,
+/// with the ways out.
+fn too_many_connections(c: &Ctx, services: &[Service], needed: u64, acu_for_all: f64) -> String {
+    let (i, a) = (c.i, c.i.aurora);
+    let max_connections = |acu: f64| acu * i.connections_per_acu;
+    let (worker_tasks, gateways) = (services[1].tasks, services[2].tasks);
+    let worker_pool_fit = ((max_connections(a.max_acu) * 0.8
+        - (i.supervisor.pool * i.supervisor.count + i.gateway.pool * gateways) as f64)
+        / worker_tasks as f64)
+        .floor();
+    let mut fixes = Vec::new();
+    if worker_pool_fit >= 2.0 {
+        fixes.push(format!("set the workers' `[store] pool_size` to {worker_pool_fit} or less"));
+    }
+    fixes.push("pack more agents into each worker task".to_string());
+    if acu_for_all <= MAX_ACU {
+        fixes.push(format!("raise max ACU to {acu_for_all}"));
+    } else {
+        fixes.push(format!(
+            "spread the fleet over several databases (even {MAX_ACU} ACU accepts only {})",
+            group(max_connections(MAX_ACU) as i64)
         ));
-        monthly
+    }
+    format!(
+        "the store pools may open {} connections, more than {} ACU accepts ({:.0}); RDS Proxy does not help here, since the store's prepared statements pin every proxy session to a database connection: {}",
+        group(needed as i64),
+        a.max_acu,
+        max_connections(a.max_acu),
+        fixes.join(", ")
+    )
+}
+
+/// The monthly bill: its lines, the optimizations and the alternatives.
+fn costs(c: &Ctx, services: &[Service], r: &Rates, broker: &Broker, proxy: bool) -> (Costs, Fargate) {
+    let mut lines = Vec::new();
+    let on_demand: Vec<f64> = services.iter().map(|s| fargate_line(c, s, &mut lines)).collect();
+    lines.push(alb_line(c));
+    aurora_lines(c, proxy, &mut lines);
+    broker_lines(c, broker, &mut lines);
+    lines.push(cloudwatch_line(c));
+    let on_demand_total = cents(lines.iter().map(|l| l.monthly).sum());
+    let w = &services[1];
+    let spot = (w.vcpu * c.p.fargate.spot_vcpu_hour + w.memory_gb * c.p.fargate.spot_gb_hour) * HOURS_PER_MONTH;
+    let fargate = Fargate {
+        supervisor: on_demand[0],
+        worker: on_demand[1],
+        gateway: on_demand[2],
+        worker_spot: spot * w.tasks as f64,
     };
-    let sup_od = fargate(&services[0]);
-    let worker_od = fargate(&services[1]);
-    let gw_od = fargate(&services[2]);
-    // ALB: LCUs from active SSE connections (3,000 per LCU) and processed bytes (1 GB/h per LCU).
-    let task_mb_s =
-        i.kinds.iter().find(|k| k.name == "task").map_or(0.0, |k| k.per_agent_minute * k.size_kb * n as f64 / 60_000.0);
-    let lcu = (sse_clients as f64 / 3_000.0).max(task_mb_s * 3.6).max(1.0);
+    let optimizations = optimizations(c, &fargate);
+    let optimized_total = cents(on_demand_total + optimizations.iter().map(|l| l.monthly).sum::<f64>());
+    let alternatives = alternatives(c, r, w, fargate.worker_spot);
+    (Costs { lines, on_demand_total, optimizations, optimized_total, alternatives }, fargate)
+}
+
+/// One service's on-demand Fargate line; returns its monthly amount, unrounded.
+fn fargate_line(c: &Ctx, s: &Service, lines: &mut Vec<CostLine>) -> f64 {
+    let (p, hours) = (c.p, HOURS_PER_MONTH);
+    let monthly = (s.vcpu * p.fargate.vcpu_hour + s.memory_gb * p.fargate.gb_hour) * hours * s.tasks as f64;
     lines.push(line(
+        &format!("fargate.{}", s.name),
+        format!("Fargate on-demand: {} ({} × {} vCPU / {} GB)", s.name, group(s.tasks as i64), s.vcpu, s.memory_gb),
+        monthly,
+        format!(
+            "{} task(s) × ({} vCPU × ${} + {} GB × ${}) per hour × {hours} h",
+            group(s.tasks as i64),
+            s.vcpu,
+            p.fargate.vcpu_hour,
+            s.memory_gb,
+            p.fargate.gb_hour
+        ),
+    ));
+    monthly
+}
+
+/// The gateway's load balancer: LCUs from active SSE connections (3,000 per LCU) and processed
+/// bytes (1 GB/h per LCU).
+fn alb_line(c: &Ctx) -> CostLine {
+    let (p, hours, sse_clients) = (c.p, HOURS_PER_MONTH, c.sse_clients());
+    let task_mb_s =
+        c.i.kinds
+            .iter()
+            .find(|k| k.name == "task")
+            .map_or(0.0, |k| k.per_agent_minute * k.size_kb * c.n as f64 / 60_000.0);
+    let lcu = (sse_clients as f64 / 3_000.0).max(task_mb_s * 3.6).max(1.0);
+    line(
         "alb",
         "Application Load Balancer (gateway)",
         (p.alb.hour + lcu * p.alb.lcu_hour) * hours,
         format!("(${} + {lcu:.2} LCU × ${}) per hour × {hours} h; LCUs from {sse_clients} SSE clients and {task_mb_s:.2} MB/s of task events", p.alb.hour, p.alb.lcu_hour),
-    ));
-    let aurora_compute = a.avg_acu * p.aurora.acu_hour * hours;
+    )
+}
+
+/// Aurora compute, storage, backup, and RDS Proxy and transfer where the plan has them.
+fn aurora_lines(c: &Ctx, proxy: bool, lines: &mut Vec<CostLine>) {
+    let (a, p, hours) = (c.i.aurora, c.p, HOURS_PER_MONTH);
     lines.push(line(
         "aurora.compute",
         format!("Aurora Serverless v2 compute ({} ACU average)", a.avg_acu),
-        aurora_compute,
+        a.avg_acu * p.aurora.acu_hour * hours,
         format!("{} ACU × ${} × {hours} h", a.avg_acu, p.aurora.acu_hour),
     ));
-    lines.push(line(
-        "aurora.storage",
-        format!("Aurora storage ({} GB)", a.storage_gb),
-        a.storage_gb * p.aurora.storage_gb_month,
-        format!("{} GB × ${} per GB-month", a.storage_gb, p.aurora.storage_gb_month),
-    ));
-    lines.push(line(
-        "aurora.backup",
-        format!("Aurora backup ({} GB)", a.storage_gb),
-        a.storage_gb * p.aurora.backup_gb_month,
-        format!("{} GB × ${} per GB-month", a.storage_gb, p.aurora.backup_gb_month),
-    ));
-    let seed = i.seed_flat.as_ref();
-    match seed {
+    for (key, name, price) in [
+        ("aurora.storage", "storage", p.aurora.storage_gb_month),
+        ("aurora.backup", "backup", p.aurora.backup_gb_month),
+    ] {
+        lines.push(line(
+            key,
+            format!("Aurora {name} ({} GB)", a.storage_gb),
+            a.storage_gb * price,
+            format!("{} GB × ${price} per GB-month", a.storage_gb),
+        ));
+    }
+    match &c.i.seed_flat {
         Some(flat) => {
             if let Some(v) = flat.proxy {
-                lines.push(line("aurora.proxy", "RDS Proxy", v, "the seed's monthly amount"));
+                lines.push(seed_line("aurora.proxy", "RDS Proxy", v));
             }
             if let Some(v) = flat.db_transfer {
-                lines.push(line("aurora.transfer", "Database data transfer", v, "the seed's monthly amount"));
+                lines.push(seed_line("aurora.transfer", "Database data transfer", v));
             }
         }
         None if proxy => {
@@ -971,101 +1073,102 @@ fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &I
         }
         None => {}
     }
-    let broker_item =
-        format!("Amazon MQ for RabbitMQ ({} × {}, {})", broker.nodes, broker.instance_type, broker.deployment_mode);
-    match seed {
-        Some(flat) => {
-            lines.push(line(
-                "mq.broker",
-                broker_item,
-                flat.broker,
-                "the seed's monthly amount (it priced ActiveMQ; RabbitMQ on Amazon MQ is one instance or a 3-node Multi-AZ cluster)",
-            ));
-            if flat.broker_transfer > 0.0 {
-                lines.push(line(
-                    "mq.transfer",
-                    "Amazon MQ data transfer",
-                    flat.broker_transfer,
-                    "the seed's monthly amount",
-                ));
-            }
-            if flat.broker_storage > 0.0 {
-                lines.push(line("mq.storage", "Amazon MQ storage", flat.broker_storage, "the seed's monthly amount"));
-            }
-        }
-        None => {
-            let hour = p.mq.instance_hour[&broker.instance_type];
-            lines.push(line(
-                "mq.broker",
-                broker_item,
-                broker.nodes as f64 * hour * hours,
-                format!("{} node(s) × ${hour} × {hours} h", broker.nodes),
-            ));
-            lines.push(line(
-                "mq.storage",
-                "Amazon MQ storage",
-                broker.nodes as f64 * broker.storage_gb_per_node * p.mq.storage_gb_month,
-                format!(
-                    "{} × {} GB × ${} per GB-month",
-                    broker.nodes, broker.storage_gb_per_node, p.mq.storage_gb_month
-                ),
-            ));
-        }
-    }
-    let cw = &i.cloudwatch;
-    match seed {
-        Some(flat) => lines.push(line(
-            "cloudwatch",
-            "CloudWatch (metrics, dashboards, alarms, logs)",
-            flat.cloudwatch,
-            "the seed's monthly amount",
-        )),
-        None => {
-            let logs_gb = cw.log_gb_per_agent_month * n as f64;
-            lines.push(line(
-                "cloudwatch",
-                "CloudWatch (metrics, dashboards, alarms, logs)",
-                cw.metrics * p.cloudwatch.metric_month
-                    + cw.dashboards * p.cloudwatch.dashboard_month
-                    + cw.alarms * p.cloudwatch.alarm_month
-                    + logs_gb * (p.cloudwatch.logs_ingest_gb + p.cloudwatch.logs_store_gb_month),
-                format!(
-                    "{} metrics × ${} + {} dashboards × ${} + {} alarms × ${} + {logs_gb:.1} GB logs × (${} + ${})",
-                    cw.metrics,
-                    p.cloudwatch.metric_month,
-                    cw.dashboards,
-                    p.cloudwatch.dashboard_month,
-                    cw.alarms,
-                    p.cloudwatch.alarm_month,
-                    p.cloudwatch.logs_ingest_gb,
-                    p.cloudwatch.logs_store_gb_month
-                ),
-            ));
-        }
-    }
-    let on_demand_total = cents(lines.iter().map(|l| l.monthly).sum());
+}
 
-    // Optimized: Spot for a share of the workers, a 1-year commitment on the always-on rest,
-    // and an off-hours schedule for the workers.
-    let w = &services[1];
-    let worker_spot = spot_task_month(w.vcpu, w.memory_gb) * w.tasks as f64;
-    let commit = p.discounts.commitment_1yr;
-    let spot_saving = -(worker_od - worker_spot) * i.spot_share;
-    let committed_base = sup_od + gw_od + worker_od * (1.0 - i.spot_share);
-    let commit_saving = -committed_base * commit;
-    let worker_after = worker_spot * i.spot_share + worker_od * (1.0 - i.spot_share) * (1.0 - commit);
+/// How a cost line the seed states as an amount, not a rate, says so (its `detail` begins so).
+pub(crate) const SEED_AMOUNT: &str = "the seed's monthly amount";
+
+/// A monthly amount the seed states.
+fn seed_line(key: &str, item: &str, monthly: f64) -> CostLine {
+    line(key, item, monthly, SEED_AMOUNT)
+}
+
+/// The Amazon MQ broker, its transfer and its storage.
+fn broker_lines(c: &Ctx, broker: &Broker, lines: &mut Vec<CostLine>) {
+    let (p, hours) = (c.p, HOURS_PER_MONTH);
+    let item =
+        format!("Amazon MQ for RabbitMQ ({} × {}, {})", broker.nodes, broker.instance_type, broker.deployment_mode);
+    let Some(flat) = &c.i.seed_flat else {
+        let hour = p.mq.instance_hour[&broker.instance_type];
+        lines.push(line(
+            "mq.broker",
+            item,
+            broker.nodes as f64 * hour * hours,
+            format!("{} node(s) × ${hour} × {hours} h", broker.nodes),
+        ));
+        lines.push(line(
+            "mq.storage",
+            "Amazon MQ storage",
+            broker.nodes as f64 * broker.storage_gb_per_node * p.mq.storage_gb_month,
+            format!("{} × {} GB × ${} per GB-month", broker.nodes, broker.storage_gb_per_node, p.mq.storage_gb_month),
+        ));
+        return;
+    };
+    lines.push(line(
+        "mq.broker",
+        item,
+        flat.broker,
+        format!(
+            "{SEED_AMOUNT} (it priced ActiveMQ; RabbitMQ on Amazon MQ is one instance or a 3-node Multi-AZ cluster)"
+        ),
+    ));
+    if flat.broker_transfer > 0.0 {
+        lines.push(seed_line("mq.transfer", "Amazon MQ data transfer", flat.broker_transfer));
+    }
+    if flat.broker_storage > 0.0 {
+        lines.push(seed_line("mq.storage", "Amazon MQ storage", flat.broker_storage));
+    }
+}
+
+/// CloudWatch: the seed's amount, or metrics, dashboards, alarms and logs at list prices.
+fn cloudwatch_line(c: &Ctx) -> CostLine {
+    const ITEM: &str = "CloudWatch (metrics, dashboards, alarms, logs)";
+    if let Some(flat) = &c.i.seed_flat {
+        return seed_line("cloudwatch", ITEM, flat.cloudwatch);
+    }
+    let (cw, p) = (&c.i.cloudwatch, &c.p.cloudwatch);
+    let logs_gb = cw.log_gb_per_agent_month * c.n as f64;
+    line(
+        "cloudwatch",
+        ITEM,
+        cw.metrics * p.metric_month
+            + cw.dashboards * p.dashboard_month
+            + cw.alarms * p.alarm_month
+            + logs_gb * (p.logs_ingest_gb + p.logs_store_gb_month),
+        format!(
+            "{} metrics × ${} + {} dashboards × ${} + {} alarms × ${} + {logs_gb:.1} GB logs × (${} + ${})",
+            cw.metrics,
+            p.metric_month,
+            cw.dashboards,
+            p.dashboard_month,
+            cw.alarms,
+            p.alarm_month,
+            p.logs_ingest_gb,
+            p.logs_store_gb_month
+        ),
+    )
+}
+
+/// Savings: Spot for a share of the workers, a 1-year commitment on the always-on rest, and an
+/// off-hours schedule for the workers.
+fn optimizations(c: &Ctx, f: &Fargate) -> Vec<CostLine> {
+    let i = c.i;
+    let commit = c.p.discounts.commitment_1yr;
+    let spot_saving = -(f.worker - f.worker_spot) * i.spot_share;
+    let committed_base = f.supervisor + f.gateway + f.worker * (1.0 - i.spot_share);
+    let worker_after = f.worker_spot * i.spot_share + f.worker * (1.0 - i.spot_share) * (1.0 - commit);
     let off_saving = -worker_after * i.off_hours_share * i.off_hours_reduction;
-    let optimizations = vec![
+    vec![
         line(
             "optimize.spot",
             format!("Fargate Spot for {:.0}% of worker tasks", i.spot_share * 100.0),
             spot_saving,
-            format!("{:.0}% × (on-demand {} − Spot {})", i.spot_share * 100.0, money(worker_od), money(worker_spot)),
+            format!("{:.0}% × (on-demand {} − Spot {})", i.spot_share * 100.0, money(f.worker), money(f.worker_spot)),
         ),
         line(
             "optimize.commitment",
             format!("1-year Compute Savings Plan ({:.0}%) on always-on Fargate", commit * 100.0),
-            commit_saving,
+            -committed_base * commit,
             format!("{:.0}% × {} (supervisor, gateway, on-demand workers)", commit * 100.0, money(committed_base)),
         ),
         line(
@@ -1083,28 +1186,42 @@ fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &I
                 money(worker_after)
             ),
         ),
-    ];
-    let optimized_total = cents(on_demand_total + optimizations.iter().map(|l| l.monthly).sum::<f64>());
-    let eventbridge = per_month / 1e6 * p.eventbridge.events_per_million;
-    let alternatives = vec![
+    ]
+}
+
+/// Priced instead of a line of the bill: EventBridge for the broker, all workers on Spot.
+fn alternatives(c: &Ctx, r: &Rates, worker: &Service, worker_spot: f64) -> Vec<CostLine> {
+    let per_million = c.p.eventbridge.events_per_million;
+    vec![
         line(
             "alt.eventbridge",
             "EventBridge instead of the Amazon MQ broker",
-            eventbridge,
+            r.per_month / 1e6 * per_million,
             format!(
                 "{:.1} million events × ${} per million (every message ≤ 64 KB is one event); adds 100–500 ms of latency and no request/reply",
-                per_month / 1e6,
-                p.eventbridge.events_per_million
+                r.per_month / 1e6,
+                per_million
             ),
         ),
         line(
             "alt.fargate_spot",
             "All worker tasks on Fargate Spot",
             worker_spot,
-            format!("{} tasks at Spot prices; a reclaim requeues the running tasks (2-minute notice)", group(w.tasks as i64)),
+            format!(
+                "{} tasks at Spot prices; a reclaim requeues the running tasks (2-minute notice)",
+                group(worker.tasks as i64)
+            ),
         ),
-    ];
-    let io_month = (writes + reads) * 3_600.0 * hours / 1e6 * p.aurora.io_per_million;
+    ]
+}
+
+/// What the operator should know about the fleet as planned: I/O charges, the tasks' packing,
+/// quotas, and redundancy in production.
+fn fleet_warnings(c: &Ctx, services: &[Service], totals: &Totals, warnings: &mut Vec<String>) {
+    let (n, profile, i) = (c.n, c.profile, c.i);
+    let (worker_tasks, gateways) = (services[1].tasks, services[2].tasks);
+    let (writes, reads) = c.iops();
+    let io_month = (writes + reads) * 3_600.0 * HOURS_PER_MONTH / 1e6 * c.p.aurora.io_per_million;
     if io_month >= 1.0 {
         warnings.push(format!(
             "Aurora Standard also bills I/O, left out of the lines above: at {} IOPS that is up to {} a month (reads served from the buffer cache cost nothing); above about a quarter of the Aurora bill, Aurora I/O-Optimized is cheaper",
@@ -1128,7 +1245,7 @@ fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &I
     warnings.push(format!(
         "the fleet needs {} vCPU of Fargate quota at peak (On-Demand and Spot together) in {}: check Service Quotas for Fargate vCPU before the first burst",
         group(totals.vcpu.ceil() as i64),
-        p.region
+        c.p.region
     ));
     if profile != Profile::Prod && n > 100 {
         warnings
@@ -1140,49 +1257,22 @@ fn build(n: u64, profile: Profile, model: Model, executor: Option<String>, i: &I
     if profile == Profile::Prod && gateways < 2 {
         warnings.push(format!(
             "one gateway carries all {} SSE clients: when it restarts every client reconnects at once (resuming from Last-Event-ID); run two behind the load balancer for production",
-            group(sse_clients as i64)
+            group(c.sse_clients() as i64)
         ));
     }
+}
 
-    let corrections = if model == Model::Seed && n == 1_000 && profile == Profile::Prod {
-        seed_corrections(
-            &totals,
-            &messaging,
-            p,
-            on_demand_total,
-            optimized_total,
-            sup_od + worker_od + gw_od,
-            worker_spot,
-        )
-    } else {
-        Vec::new()
-    };
-
-    Plan {
-        agents: n,
-        profile,
-        model,
-        executor,
-        region: p.region.clone(),
-        prices_date: p.date.clone(),
-        autoscaling: Autoscaling {
-            metric: "desired_slots".to_string(),
-            target_utilization: TARGET_UTILIZATION,
-            worker_min_tasks: services[1].min_tasks,
-            worker_max_tasks: services[1].max_tasks,
-            agents_per_task: i.worker.agents_per_task,
-            scale_in_cooldown_s: 300,
-            scale_out_cooldown_s: 30,
-            spot_share: i.spot_share,
-        },
-        services,
-        totals,
-        database,
-        messaging,
-        costs: Costs { lines, on_demand_total, optimizations, optimized_total, alternatives },
-        corrections,
-        warnings,
-        assumptions: i.assumptions.clone(),
+/// The workers' autoscaling bounds and policy.
+fn autoscaling(c: &Ctx, worker: &Service) -> Autoscaling {
+    Autoscaling {
+        metric: "desired_slots".to_string(),
+        target_utilization: TARGET_UTILIZATION,
+        worker_min_tasks: worker.min_tasks,
+        worker_max_tasks: worker.max_tasks,
+        agents_per_task: c.i.worker.agents_per_task,
+        scale_in_cooldown_s: 300,
+        scale_out_cooldown_s: 30,
+        spot_share: c.i.spot_share,
     }
 }
 
@@ -1262,27 +1352,37 @@ pub fn format_count(v: f64) -> String {
     group(v.round() as i64)
 }
 
+/// A figure for reading: thousands grouped, at most two decimals (four below 0.01).
+pub fn format_figure(v: f64) -> String {
+    let decimals = if v != 0.0 && v.abs() < 0.01 { 4 } else { 2 };
+    let s = format!("{:.*}", decimals, v.abs());
+    let (whole, frac) = s.split_once('.').unwrap_or((&s, ""));
+    let frac = frac.trim_end_matches('0');
+    let sign = if v < 0.0 && s.chars().any(|c| ('1'..='9').contains(&c)) { "-" } else { "" };
+    let whole = group(whole.parse::<i64>().unwrap_or(0));
+    if frac.is_empty() {
+        format!("{sign}{whole}")
+    } else {
+        format!("{sign}{whole}.{frac}")
+    }
+}
+
+/// A request for the seed model's plan for `n` agents at default prices (unit tests).
+#[cfg(test)]
+pub(crate) fn seed_request(n: i64) -> Request {
+    Request { agents: n, profile: None, model: Model::Seed, baseline: None, executor: None, prices: Prices::default() }
+}
+
 /// The seed model's plan for `n` agents at default prices (unit tests).
 #[cfg(test)]
 pub(crate) fn seed_plan(n: i64) -> Plan {
-    plan(&Request {
-        agents: n,
-        profile: None,
-        model: Model::Seed,
-        baseline: None,
-        executor: None,
-        prices: Prices::default(),
-    })
-    .expect("a seed plan")
+    plan(&seed_request(n)).expect("a seed plan")
 }
 
 #[cfg(test)]
 mod tests {
+    use super::seed_plan as seed;
     use super::*;
-
-    fn seed(n: i64) -> Plan {
-        seed_plan(n)
-    }
 
     #[test]
     fn money_and_counts_are_grouped() {
@@ -1304,14 +1404,7 @@ mod tests {
     #[test]
     fn bad_counts_are_refused() {
         for n in [-1, 0, MAX_AGENTS + 1] {
-            let r = plan(&Request {
-                agents: n,
-                profile: None,
-                model: Model::Seed,
-                baseline: None,
-                executor: None,
-                prices: Prices::default(),
-            });
+            let r = plan(&seed_request(n));
             assert!(matches!(r, Err(Error::Invalid(_))), "{n}");
         }
     }

@@ -1,6 +1,9 @@
 //! Prints a [`Plan`] as an aligned text table, markdown, or JSON.
 
-use crate::model::{format_count, format_money, Plan};
+use serde::Serialize;
+
+use crate::categories::{self, Category, SEED_TOTAL};
+use crate::model::{format_count, format_figure as num, format_money, Plan};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -22,7 +25,10 @@ impl Format {
 
 pub fn render(plan: &Plan, format: Format) -> String {
     match format {
-        Format::Json => serde_json::to_string_pretty(plan).expect("a plan serializes") + "\n",
+        Format::Json => {
+            let with = WithCategories { plan, categories: categories::of(plan) };
+            serde_json::to_string_pretty(&with).expect("a plan serializes") + "\n"
+        }
         Format::Table => sections(plan).iter().map(|s| s.text()).collect::<Vec<_>>().join("\n"),
         Format::Markdown => {
             let title = format!(
@@ -36,6 +42,14 @@ pub fn render(plan: &Plan, format: Format) -> String {
             title + &sections(plan).iter().map(|s| s.markdown()).collect::<Vec<_>>().join("\n")
         }
     }
+}
+
+/// The JSON document: the plan's fields, then its bill in the seed's categories.
+#[derive(Serialize)]
+struct WithCategories<'a> {
+    #[serde(flatten)]
+    plan: &'a Plan,
+    categories: Vec<Category>,
 }
 
 fn model_name(plan: &Plan) -> String {
@@ -126,24 +140,9 @@ fn is_figure(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == ',' || c == '.')
 }
 
-/// A figure for reading: thousands grouped, at most two decimals (four below 0.01).
-fn num(v: f64) -> String {
-    let decimals = if v != 0.0 && v.abs() < 0.01 { 4 } else { 2 };
-    let s = format!("{:.*}", decimals, v.abs());
-    let (whole, frac) = s.split_once('.').unwrap_or((&s, ""));
-    let frac = frac.trim_end_matches('0');
-    let sign = if v < 0.0 && s.chars().any(|c| ('1'..='9').contains(&c)) { "-" } else { "" };
-    let whole = format_count(whole.parse::<f64>().unwrap_or(0.0));
-    if frac.is_empty() {
-        format!("{sign}{whole}")
-    } else {
-        format!("{sign}{whole}.{frac}")
-    }
-}
-
 fn sections(plan: &Plan) -> Vec<Section> {
     let mut out = Vec::new();
-    for part in [title, services, database, messages, costs, autoscaling, notes] {
+    for part in [title, services, database, messages, costs, seed_categories, autoscaling, notes] {
         part(plan, &mut out);
     }
     out
@@ -303,6 +302,24 @@ fn costs(plan: &Plan, out: &mut Vec<Section>) {
     for l in &c.alternatives {
         s.row(vec![l.item.clone(), format_money(l.monthly), l.detail.clone()]);
     }
+    out.push(s);
+}
+
+/// The bill in the seed's cost categories, each beside the seed's figure, and the totals.
+fn seed_categories(plan: &Plan, out: &mut Vec<Section>) {
+    let mut s =
+        Section::new("Monthly cost by the seed's categories", &["category", "USD/month", "seed", "difference", "why"]);
+    for c in categories::of(plan) {
+        s.row(vec![c.name, format_money(c.monthly), format_money(c.seed_monthly), format_money(c.difference), c.why]);
+    }
+    let total = plan.costs.on_demand_total;
+    s.row(vec![
+        "total".into(),
+        format_money(total),
+        format_money(SEED_TOTAL),
+        format_money(total - SEED_TOTAL),
+        categories::total_why(plan),
+    ]);
     out.push(s);
 }
 

@@ -385,28 +385,25 @@ fn math(id: &str, expression: &str, label: &str) -> Value {
     json!([{"id": id, "expression": expression, "label": label}])
 }
 
-/// A time-series widget, placed later.
-fn graph(title: &str, metrics: Vec<Value>, stat: &str, period: u64, extra: Value) -> Value {
-    let mut props = json!({
+/// A time-series widget of one-minute points, placed later.
+fn graph(title: &str, metrics: Vec<Value>, stat: &str) -> Value {
+    let props = json!({
         "title": title,
         "region": "${AWS::Region}",
         "view": "timeSeries",
         "stacked": false,
         "stat": stat,
-        "period": period,
+        "period": 60,
         "metrics": metrics,
     });
-    if let Value::Object(extra) = extra {
-        for (k, v) in extra {
-            props[k] = v;
-        }
-    }
     json!({"type": "metric", "properties": props})
 }
 
-fn horizontal(lines: &[(&str, f64)]) -> Value {
+/// A graph with horizontal lines at the alert thresholds and targets it is read against.
+fn thresholds(mut graph: Value, lines: &[(&str, f64)]) -> Value {
     let h: Vec<Value> = lines.iter().map(|(label, value)| json!({"label": label, "value": value})).collect();
-    json!({"annotations": {"horizontal": h}})
+    graph["properties"]["annotations"] = json!({"horizontal": h});
+    graph
 }
 
 /// Lays widgets out two to a row (full-width ones alone) and makes the dashboard resource.
@@ -529,8 +526,6 @@ fn overview(f: &Fleet, l: &Lines) -> Vec<Value> {
                 l.s("smith_scaling_load", label("load")),
             ],
             "Maximum",
-            60,
-            json!({}),
         ),
         graph(
             "Worker tasks",
@@ -540,19 +535,18 @@ fn overview(f: &Fleet, l: &Lines) -> Vec<Value> {
                 l.insights("PendingTaskCount", Role::Worker, label("pending")),
             ],
             "Maximum",
-            60,
-            json!({}),
         ),
-        graph(
-            "Busy share of agent slots",
-            vec![
-                l.w("smith_agent_slots", &[("state", "busy")], hidden("busy")),
-                l.w("smith_agent_slots", &[("state", "idle")], hidden("idle")),
-                math("share", "busy / (busy + idle)", "busy / all slots"),
-            ],
-            "Sum",
-            60,
-            horizontal(&[("target", 0.7), ("AgentUtilizationHigh", 0.9)]),
+        thresholds(
+            graph(
+                "Busy share of agent slots",
+                vec![
+                    l.w("smith_agent_slots", &[("state", "busy")], hidden("busy")),
+                    l.w("smith_agent_slots", &[("state", "idle")], hidden("idle")),
+                    math("share", "busy / (busy + idle)", "busy / all slots"),
+                ],
+                "Sum",
+            ),
+            &[("target", 0.7), ("AgentUtilizationHigh", 0.9)],
         ),
         graph(
             "Queue",
@@ -561,8 +555,6 @@ fn overview(f: &Fleet, l: &Lines) -> Vec<Value> {
                 l.s("smith_queue_oldest_age_seconds", json!({"label": "oldest queued (s)", "yAxis": "right"})),
             ],
             "Maximum",
-            60,
-            json!({}),
         ),
         graph(
             "Attempts finished per minute, by outcome",
@@ -571,8 +563,6 @@ fn overview(f: &Fleet, l: &Lines) -> Vec<Value> {
                 .map(|o| l.w("smith_task_attempts_finished_total", &[("outcome", o)], label(o)))
                 .collect(),
             "Sum",
-            60,
-            json!({}),
         ),
         graph(
             "Dispatched and dead-lettered per minute",
@@ -582,8 +572,6 @@ fn overview(f: &Fleet, l: &Lines) -> Vec<Value> {
                 l.s("smith_tasks_dead_lettered_total", label("dead-lettered (reaped)")),
             ],
             "Sum",
-            60,
-            json!({}),
         ),
         graph(
             "Gateway requests and errors per minute",
@@ -593,15 +581,11 @@ fn overview(f: &Fleet, l: &Lines) -> Vec<Value> {
                 l.alb("HTTPCode_ELB_5XX_Count", label("5xx from the load balancer")),
             ],
             "Sum",
-            60,
-            json!({}),
         ),
         graph(
             "Tasks per service",
             Role::ALL.iter().map(|r| l.insights("RunningTaskCount", *r, label(r.name()))).collect(),
             "Maximum",
-            60,
-            json!({}),
         ),
     ];
     overview
@@ -610,29 +594,24 @@ fn overview(f: &Fleet, l: &Lines) -> Vec<Value> {
 /// The performance dashboard: latencies, the gateway's traffic and the services' CPU.
 fn performance(l: &Lines) -> Vec<Value> {
     let performance = vec![
-        graph(
-            "CPU utilization, busiest task (%)",
-            l.per_role("CPUUtilization", "Maximum"),
-            "Maximum",
-            60,
-            horizontal(&[("HighCPU", 80.0)]),
+        thresholds(
+            graph("CPU utilization, busiest task (%)", l.per_role("CPUUtilization", "Maximum"), "Maximum"),
+            &[("HighCPU", 80.0)],
         ),
-        graph(
-            "Memory utilization, fullest task (%)",
-            l.per_role("MemoryUtilization", "Maximum"),
-            "Maximum",
-            60,
-            horizontal(&[("HighMemory", 85.0)]),
+        thresholds(
+            graph("Memory utilization, fullest task (%)", l.per_role("MemoryUtilization", "Maximum"), "Maximum"),
+            &[("HighMemory", 85.0)],
         ),
-        graph(
-            "Oldest queued task (s): the dispatch wait",
-            vec![
-                l.s("smith_queue_oldest_age_seconds", json!({"label": "average", "stat": "Average"})),
-                l.s("smith_queue_oldest_age_seconds", json!({"label": "maximum", "stat": "Maximum"})),
-            ],
-            "Average",
-            60,
-            horizontal(&[("500 ms target", 0.5)]),
+        thresholds(
+            graph(
+                "Oldest queued task (s): the dispatch wait",
+                vec![
+                    l.s("smith_queue_oldest_age_seconds", json!({"label": "average", "stat": "Average"})),
+                    l.s("smith_queue_oldest_age_seconds", json!({"label": "maximum", "stat": "Maximum"})),
+                ],
+                "Average",
+            ),
+            &[("500 ms target", 0.5)],
         ),
         graph(
             "Arrivals and autoscaler utilization",
@@ -641,8 +620,6 @@ fn performance(l: &Lines) -> Vec<Value> {
                 l.s("smith_scaling_utilization", json!({"label": "load / current slots", "yAxis": "right"})),
             ],
             "Maximum",
-            60,
-            json!({}),
         ),
         graph(
             "Gateway response time (s)",
@@ -651,8 +628,6 @@ fn performance(l: &Lines) -> Vec<Value> {
                 l.alb("TargetResponseTime", json!({"label": "p99", "stat": "p99"})),
             ],
             "p99",
-            60,
-            json!({}),
         ),
         graph(
             "Load balancer connections (SSE streams are long-lived)",
@@ -662,8 +637,6 @@ fn performance(l: &Lines) -> Vec<Value> {
                 l.alb("RejectedConnectionCount", label("rejected")),
             ],
             "Sum",
-            60,
-            json!({}),
         ),
         graph(
             "Healthy gateways",
@@ -674,10 +647,8 @@ fn performance(l: &Lines) -> Vec<Value> {
                 label("healthy"),
             )],
             "Minimum",
-            60,
-            json!({}),
         ),
-        graph("Average CPU by service (%)", l.per_role("CPUUtilization", "Average"), "Average", 60, json!({})),
+        graph("Average CPU by service (%)", l.per_role("CPUUtilization", "Average"), "Average"),
     ];
     performance
 }
@@ -685,22 +656,20 @@ fn performance(l: &Lines) -> Vec<Value> {
 /// The store and bus dashboard.
 fn store_bus(f: &Fleet, l: &Lines) -> Vec<Value> {
     let mut store_bus = vec![
-        graph(
-            "Aurora capacity (ACU)",
-            vec![
-                l.rds("ServerlessDatabaseCapacity", label("ACU")),
-                l.rds("ACUUtilization", json!({"label": "% of max ACU", "yAxis": "right"})),
-            ],
-            "Maximum",
-            60,
-            horizontal(&[("max ACU", f.plan.database.max_acu)]),
+        thresholds(
+            graph(
+                "Aurora capacity (ACU)",
+                vec![
+                    l.rds("ServerlessDatabaseCapacity", label("ACU")),
+                    l.rds("ACUUtilization", json!({"label": "% of max ACU", "yAxis": "right"})),
+                ],
+                "Maximum",
+            ),
+            &[("max ACU", f.plan.database.max_acu)],
         ),
-        graph(
-            "Aurora connections",
-            vec![l.rds("DatabaseConnections", label("connections"))],
-            "Maximum",
-            60,
-            horizontal(&[("plan's limit at max ACU", f.plan.database.max_connections)]),
+        thresholds(
+            graph("Aurora connections", vec![l.rds("DatabaseConnections", label("connections"))], "Maximum"),
+            &[("plan's limit at max ACU", f.plan.database.max_connections)],
         ),
         graph(
             "Aurora latency (ms)",
@@ -710,8 +679,6 @@ fn store_bus(f: &Fleet, l: &Lines) -> Vec<Value> {
                 l.rds("WriteLatency", label("write")),
             ],
             "Average",
-            60,
-            json!({}),
         ),
         graph(
             "Aurora CPU and memory",
@@ -720,8 +687,6 @@ fn store_bus(f: &Fleet, l: &Lines) -> Vec<Value> {
                 l.rds("FreeableMemory", json!({"label": "freeable memory", "yAxis": "right"})),
             ],
             "Maximum",
-            60,
-            json!({}),
         ),
         graph(
             "Broker messages",
@@ -730,8 +695,6 @@ fn store_bus(f: &Fleet, l: &Lines) -> Vec<Value> {
                 l.mq("MessageUnacknowledgedCount", label("unacknowledged")),
             ],
             "Maximum",
-            60,
-            json!({}),
         ),
         graph(
             "Broker rates (messages/s)",
@@ -741,8 +704,6 @@ fn store_bus(f: &Fleet, l: &Lines) -> Vec<Value> {
                 l.mq("ConfirmRate", label("confirmed")),
             ],
             "Average",
-            60,
-            json!({}),
         ),
         graph(
             "Broker connections and consumers",
@@ -752,8 +713,6 @@ fn store_bus(f: &Fleet, l: &Lines) -> Vec<Value> {
                 l.mq("QueueCount", label("queues")),
             ],
             "Maximum",
-            60,
-            json!({}),
         ),
     ];
     if f.plan.database.proxy {
@@ -765,8 +724,6 @@ fn store_bus(f: &Fleet, l: &Lines) -> Vec<Value> {
                 line("AWS/RDS", "DatabaseConnections", &[("ProxyName", proxy)], label("to Aurora")),
             ],
             "Maximum",
-            60,
-            json!({}),
         ));
     }
     store_bus

@@ -387,10 +387,7 @@ fn memory_quantity(gb: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn seed(n: i64) -> Plan {
-        crate::model::seed_plan(n)
-    }
+    use crate::model::seed_plan as seed;
 
     #[test]
     fn targets_parse_with_their_aliases() {

@@ -86,7 +86,7 @@ fn write_map(out: &mut String, v: &Value, indent: usize) {
         out.push_str(&" ".repeat(indent));
         out.push_str(&key_text(k));
         out.push(':');
-        write_value_after_key(out, &map[k.as_str()], indent);
+        write_value(out, &map[k.as_str()], indent);
     }
 }
 
@@ -103,20 +103,14 @@ fn write_seq(out: &mut String, v: &Value, indent: usize) {
                 out.push(' ');
                 out.push_str(&first[indent + 2..]);
             }
-            Value::Array(a) if !a.is_empty() => {
-                out.push('\n');
-                write_seq(out, item, indent + 2);
-            }
-            scalar => {
-                out.push(' ');
-                out.push_str(&scalar_text(scalar, indent + 2));
-                out.push('\n');
-            }
+            other => write_value(out, other, indent),
         }
     }
 }
 
-fn write_value_after_key(out: &mut String, v: &Value, indent: usize) {
+/// A value after a key's `:` or an item's `-`: a nested map or sequence on the lines below,
+/// a scalar on the same line.
+fn write_value(out: &mut String, v: &Value, indent: usize) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             out.push('\n');

@@ -12,11 +12,24 @@ fn smith(args: &[&str]) -> Output {
 }
 
 fn plan_json(args: &[&str]) -> Value {
-    let mut all = vec!["plan", "--format", "json"];
+    let mut all = vec!["--format", "json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&plan_text(&all)).expect("plan JSON")
+}
+
+/// `smith plan ARGS` as printed (a table unless ARGS name another format).
+fn plan_text(args: &[&str]) -> String {
+    let mut all = vec!["plan"];
     all.extend_from_slice(args);
     let out = smith(&all);
     assert!(out.status.success(), "smith {all:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("plan JSON")
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+fn assert_contains(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "output lacks {needle:?}:\n{text}");
+    }
 }
 
 fn num(v: &Value, path: &str) -> f64 {
@@ -164,27 +177,25 @@ fn seed_model_at_1000_agents_reproduces_the_seed() {
     assert_eq!(rate["planner"], "9.33 MB/s");
 
     // The table says the same to a person.
-    let out = smith(&["plan", "--agents", "1000"]);
-    assert!(out.status.success());
-    let table = String::from_utf8(out.stdout).unwrap();
-    for needle in [
-        "1,000 agents, prod profile, seed model",
-        "675 msg/s, 9.33 MB/s",
-        "3,375 msg/s, 46.67 MB/s",
-        "1,749,600,000 (1.75 billion)",
-        "960 (30 per ACU)",
-        "$1,051.20",
-        "$18,020.05",
-        "$22,177.54",
-        "$9,790.56",
-        "Corrections to the seed",
-        "504 vCPU, 1,008 GB",
-        "$18,164.21 on demand",
-        "Warnings",
-        "30,060 connections",
-    ] {
-        assert!(table.contains(needle), "table lacks {needle:?}:\n{table}");
-    }
+    assert_contains(
+        &plan_text(&["--agents", "1000"]),
+        &[
+            "1,000 agents, prod profile, seed model",
+            "675 msg/s, 9.33 MB/s",
+            "3,375 msg/s, 46.67 MB/s",
+            "1,749,600,000 (1.75 billion)",
+            "960 (30 per ACU)",
+            "$1,051.20",
+            "$18,020.05",
+            "$22,177.54",
+            "$9,790.56",
+            "Corrections to the seed",
+            "504 vCPU, 1,008 GB",
+            "$18,164.21 on demand",
+            "Warnings",
+            "30,060 connections",
+        ],
+    );
 }
 
 #[test]
@@ -310,9 +321,7 @@ fn an_explicit_profile_overrides_the_default_and_prices_can_be_replaced() {
     assert!((cost(&q, "aurora.compute") - 2_102.40).abs() < 0.005);
     assert!((cost(&q, "fargate.worker") - 18_020.05).abs() < 0.005);
 
-    let md = smith(&["plan", "--agents", "100", "--format", "markdown"]);
-    assert!(md.status.success());
-    let md = String::from_utf8(md.stdout).unwrap();
+    let md = plan_text(&["--agents", "100", "--format", "markdown"]);
     assert!(md.starts_with("# MisterSmith plan: 100 agents, staging profile, seed model"), "{md}");
     assert!(md.contains("## Monthly cost") && md.contains("| on-demand total | $2,988.97 |"), "{md}");
 }
@@ -464,4 +473,99 @@ fn the_checked_in_baseline_plans() {
         let want = e["events_per_task"].as_f64().unwrap() * 60.0 / e["task_seconds"].as_f64().unwrap();
         assert!((num(&p, "messaging.kinds.2.per_agent_minute") - want).abs() < 1e-3, "{executor}");
     }
+}
+
+/// The `categories` of a plan's JSON as (name, monthly, seed_monthly, difference).
+fn categories(plan: &Value) -> Vec<(String, f64, f64, f64)> {
+    let cats = plan["categories"].as_array().expect("a categories list");
+    cats.iter()
+        .map(|c| {
+            assert!(!c["why"].as_str().unwrap().is_empty(), "{c}");
+            let f = |k: &str| c[k].as_f64().unwrap_or_else(|| panic!("{k} in {c}"));
+            (c["name"].as_str().unwrap().to_string(), f("monthly"), f("seed_monthly"), f("difference"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_bill_stands_beside_the_seeds_cost_categories() {
+    // The seed model at the seed's scale: its four categories, and the load balancer it leaves out.
+    let p = plan_json(&["--agents", "1000"]);
+    let want = [
+        ("ECS (Fargate)", 18_164.21, 3_200.0),
+        ("Aurora Serverless v2", 1_261.70, 1_262.0),
+        ("Messaging", 2_360.0, 2_360.0),
+        ("Monitoring", 200.0, 200.0),
+        ("Not in the seed", 191.63, 0.0),
+    ];
+    let got = categories(&p);
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for ((name, monthly, seed, difference), (want_name, want_monthly, want_seed)) in got.iter().zip(want) {
+        assert_eq!(name, want_name);
+        assert!((monthly - want_monthly).abs() < 0.005, "{name}: {monthly}");
+        assert_eq!(*seed, want_seed, "{name}");
+        assert!((difference - (want_monthly - want_seed)).abs() < 0.005, "{name}: {difference}");
+    }
+    let ecs = &p["categories"][0];
+    assert_eq!(ecs["lines"], serde_json::json!(["fargate.supervisor", "fargate.worker", "fargate.gateway"]));
+    assert!(ecs["why"].as_str().unwrap().contains("1,000 workers of 0.5 vCPU / 1 GB"), "{}", ecs["why"]);
+
+    // Every line of the bill in exactly one category, for both models; the seed's figures add
+    // up to its $7,022 and the subtotals to the on-demand total.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("baseline.json");
+    std::fs::write(&file, BASELINE).unwrap();
+    let f = file.to_str().unwrap();
+    for args in [
+        vec!["--agents", "10"],
+        vec!["--agents", "1000"],
+        vec!["--agents", "1000", "--model", "measured", "--baseline", f],
+    ] {
+        let p = plan_json(&args);
+        let cats = categories(&p);
+        let seed: f64 = cats.iter().map(|c| c.2).sum();
+        assert_eq!(seed, 7_022.0, "{args:?}");
+        let sum: f64 = cats.iter().map(|c| c.1).sum();
+        assert!((sum - num(&p, "costs.on_demand_total")).abs() < 0.005, "{args:?}: {sum}");
+        let mut keys: Vec<&str> = p["categories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c["lines"].as_array().unwrap())
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        let mut lines: Vec<&str> =
+            p["costs"]["lines"].as_array().unwrap().iter().map(|l| l["key"].as_str().unwrap()).collect();
+        keys.sort();
+        lines.sort();
+        assert_eq!(keys, lines, "{args:?}");
+    }
+    let m = plan_json(&["--agents", "1000", "--model", "measured", "--baseline", f]);
+    assert!((categories(&m)[2].1 - 690.72).abs() < 0.005, "the broker and its storage at list prices");
+
+    // The table and the markdown show the same categories and the totals against $7,022.
+    assert_contains(
+        &plan_text(&["--agents", "1000"]),
+        &[
+            "Monthly cost by the seed's categories",
+            "category               USD/month       seed  difference  why",
+            "ECS (Fargate)         $18,164.21  $3,200.00  $14,964.21  1,002 tasks on demand",
+            "Aurora Serverless v2   $1,261.70  $1,262.00      -$0.30",
+            "Messaging              $2,360.00  $2,360.00       $0.00",
+            "Monitoring               $200.00    $200.00       $0.00",
+            "Not in the seed          $191.63      $0.00     $191.63  the seed prices no Application Load Balancer",
+            "total                 $22,177.54  $7,022.00  $15,155.54",
+        ],
+    );
+    assert_contains(
+        &plan_text(&["--agents", "10", "--format", "markdown"]),
+        &[
+            "## Monthly cost by the seed's categories",
+            "| category | USD/month | seed | difference | why |",
+            "| ECS (Fargate) | $324.36 | $3,200.00 | -$2,875.64 | 12 tasks on demand",
+            "| Monitoring | $200.00 | $200.00 | $0.00 |",
+            "| total | $648.94 | $7,022.00 | -$6,373.06 |",
+            "this plan's for 10 on dev",
+        ],
+    );
 }
