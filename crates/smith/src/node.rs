@@ -190,6 +190,13 @@ pub async fn metrics_listener(
     }
 }
 
+/// A tokio listener on a clone of the shared socket, for one run of a serving child (a
+/// restarted child serves on the same socket).
+fn tokio_listener(l: &std::net::TcpListener) -> Result<tokio::net::TcpListener, tree::ChildError> {
+    let l = l.try_clone().map_err(|e| tree::ChildError(format!("listener: {e}")))?;
+    tokio::net::TcpListener::from_std(l).map_err(|e| tree::ChildError(format!("listener: {e}")))
+}
+
 /// The metrics server as a supervised subtree, when there is a listener.
 pub fn metrics_tree(
     listener: Option<std::net::TcpListener>,
@@ -203,9 +210,7 @@ pub fn metrics_tree(
             let l = listener.clone();
             let render = render.clone();
             Box::pin(async move {
-                let std_listener = l.try_clone().map_err(|e| tree::ChildError(format!("listener: {e}")))?;
-                let listener = tokio::net::TcpListener::from_std(std_listener)
-                    .map_err(|e| tree::ChildError(format!("listener: {e}")))?;
+                let listener = tokio_listener(&l)?;
                 smith_gateway::serve_metrics(listener, render, stop).await.map_err(|e| tree::ChildError(e.to_string()))
             })
         },
@@ -326,9 +331,7 @@ pub fn gateway_tree(gateway: &Gateway, listener: std::net::TcpListener, serve: S
             let l = listener.clone();
             let serve = serve.clone();
             Box::pin(async move {
-                let std_listener = l.try_clone().map_err(|e| tree::ChildError(format!("listener: {e}")))?;
-                let listener = tokio::net::TcpListener::from_std(std_listener)
-                    .map_err(|e| tree::ChildError(format!("listener: {e}")))?;
+                let listener = tokio_listener(&l)?;
                 gw.serve_with(listener, &serve, stop).await.map_err(|e| tree::ChildError(e.to_string()))
             })
         }))

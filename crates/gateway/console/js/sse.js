@@ -61,13 +61,23 @@ const sleep = (ms, signal) =>
     });
   });
 
+/** The JSON a frame carries, or `undefined` when it is not JSON. */
+function parsed(data) {
+  try {
+    return JSON.parse(data);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Follows an SSE stream until `close()`, or until `isLast(frame)` says a frame was the last
  * (a task's terminal event). Reopens a broken stream with `Last-Event-ID` after a growing
- * delay; a 401 asks for a token first. `onState(state, detail)`: `connecting` and `live`
+ * delay; a 401 asks for a token first. `onFrame(frame)` sees every frame; `onEvent(ev, frame)`
+ * those whose data is JSON, parsed. `onState(state, detail)`: `connecting` and `live`
  * (detail: reconnects so far), `reconnecting` (detail: why), `ended`, `error` (detail: an Error; the stream stops).
  */
-export function follow(path, { after = null, onFrame, onState = () => {}, isLast = () => false }) {
+export function follow(path, { after = null, onFrame = () => {}, onEvent = () => {}, onState = () => {}, isLast = () => false }) {
   const ctl = new AbortController();
   let last = after;
   let reconnects = 0;
@@ -109,6 +119,8 @@ export function follow(path, { after = null, onFrame, onState = () => {}, isLast
           if (done) return;
           if (frame.id != null && frame.id !== '') last = frame.id;
           onFrame(frame);
+          const ev = parsed(frame.data);
+          if (ev !== undefined) onEvent(ev, frame);
           if (isLast(frame)) done = true;
         });
         const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();

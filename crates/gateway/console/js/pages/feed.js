@@ -79,13 +79,7 @@ export function render(page) {
         state.className = `stream-state ss-${st}`;
         state.textContent = st === 'reconnecting' ? `connection lost: ${detail}; resuming` : st === 'error' ? `stopped: ${detail.message}` : st;
       },
-      onFrame: (f) => {
-        let ev;
-        try {
-          ev = JSON.parse(f.data);
-        } catch {
-          return;
-        }
+      onEvent: (ev, f) => {
         list.prepend(entry(ev, f.id));
         if (list.children.length > KEEP) list.lastElementChild.remove();
         seen += 1;

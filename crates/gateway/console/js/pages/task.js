@@ -195,13 +195,7 @@ export async function render(page) {
       state.textContent = labels[st] || st;
       state.className = `stream-state ss-${st}`;
     },
-    onFrame: (f) => {
-      let ev;
-      try {
-        ev = JSON.parse(f.data);
-      } catch {
-        return;
-      }
+    onEvent: (ev, f) => {
       const stick = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
       list.append(eventItem(ev, f.id));
       if (list.children.length > MAX_SHOWN) {

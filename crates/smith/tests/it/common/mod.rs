@@ -40,13 +40,13 @@ pub const SMITH_ENV: [&str; 14] = [
 /// How to run `smith up`.
 #[derive(Clone, Debug, Default)]
 pub struct Opts {
-    pub config: Option<String>,
-    pub token: Option<String>,
-    pub listen: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    pub args: Vec<String>,
+    config: Option<String>,
+    token: Option<String>,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    args: Vec<String>,
     /// Variables set in the server's environment (after the `SMITH_*` ones are cleared).
-    pub envs: Vec<(String, String)>,
+    envs: Vec<(String, String)>,
 }
 
 impl Opts {
