@@ -9,6 +9,7 @@ pub mod claude;
 pub mod llm;
 pub mod process;
 pub mod rss;
+pub mod workspace;
 
 use async_trait::async_trait;
 use serde_json::Value;

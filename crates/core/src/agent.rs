@@ -1,6 +1,7 @@
 //! Agent definitions: a named kind of agent with its executor, limits and retry policy.
 
 use crate::error::{Error, Result};
+use crate::workspace::WorkspaceDef;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -191,11 +192,14 @@ pub fn redacted(def: &AgentDef) -> AgentDef {
     d.api_key = d.api_key.map(|_| Secret(REDACTED.to_string()));
     d.base_url = d.base_url.as_deref().map(redact_url);
     d.mcp_config = d.mcp_config.as_deref().map(redact_mcp_config);
+    if let Some(ws) = &mut d.workspace {
+        ws.repo = redact_url(&ws.repo);
+    }
     d
 }
 
 /// A URL with the password of its user part replaced (`https://u:<redacted>@host/`).
-fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
@@ -327,6 +331,9 @@ pub struct AgentDef {
     /// How long an open breaker keeps tasks queued before one trial attempt.
     #[serde(with = "crate::time::duration", default = "default_breaker_cooldown")]
     pub breaker_cooldown: Duration,
+    /// A git checkout of its own for each task (`process` and `claude-code`).
+    #[serde(default)]
+    pub workspace: Option<WorkspaceDef>,
 }
 
 fn yes() -> bool {
@@ -391,6 +398,7 @@ impl AgentDef {
             pricing: None,
             breaker_failures: default_breaker_failures(),
             breaker_cooldown: default_breaker_cooldown(),
+            workspace: None,
         }
     }
 
@@ -456,6 +464,15 @@ impl AgentDef {
             if let Some((field, _)) = llm_only.iter().find(|(_, set)| *set) {
                 return what(format!("`{field}` is only for LLM executors (claude-code, anthropic, openai)"));
             }
+        }
+        if let Some(ws) = &self.workspace {
+            if !self.executor.runs_command() {
+                return what("`workspace` is only for executors \"process\" and \"claude-code\"".into());
+            }
+            if self.cwd.is_some() {
+                return what("`workspace` and `cwd` exclude each other: the workspace is the agent's cwd".into());
+            }
+            ws.validate().map_err(|e| Error::unprocessable(format!("agent {:?}: {}", self.name, e.message)))?;
         }
         let claude_only = [
             ("allowed_tools", !self.allowed_tools.is_empty()),

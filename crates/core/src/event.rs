@@ -39,10 +39,16 @@ pub enum EventKind {
     /// Fleet events not tied to a task: restarts, escalations, dead nodes, requeues.
     #[serde(rename = "system")]
     System,
+    /// An attempt's git checkout is ready: its branch, base and commit.
+    #[serde(rename = "workspace.ready")]
+    WorkspaceReady,
+    /// What an attempt changed in its checkout: the commit range, the diff stat and the patch.
+    #[serde(rename = "workspace.diff")]
+    WorkspaceDiff,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Queued,
         EventKind::Started,
         EventKind::Output,
@@ -57,6 +63,8 @@ impl EventKind {
         EventKind::Discovery,
         EventKind::Message,
         EventKind::System,
+        EventKind::WorkspaceReady,
+        EventKind::WorkspaceDiff,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +83,8 @@ impl EventKind {
             EventKind::Discovery => "discovery",
             EventKind::Message => "message",
             EventKind::System => "system",
+            EventKind::WorkspaceReady => "workspace.ready",
+            EventKind::WorkspaceDiff => "workspace.diff",
         }
     }
 
@@ -93,6 +103,8 @@ impl EventKind {
                 | EventKind::Usage
                 | EventKind::Discovery
                 | EventKind::Message
+                | EventKind::WorkspaceReady
+                | EventKind::WorkspaceDiff
         )
     }
 }

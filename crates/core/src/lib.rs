@@ -9,6 +9,7 @@ pub mod node;
 pub mod sse;
 pub mod task;
 pub mod time;
+pub mod workspace;
 
 pub use access::{ApiKey, AuditQuery, AuditRecord, NewApiKey, NewAuditRecord, Scope, ALL_TENANTS};
 pub use agent::{AgentDef, AgentSummary, BreakerState, Budget, ExecutorKind, InputMode, Pricing, Secret, Usage};

@@ -24,6 +24,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/tasks/{id}", get(get_task))
         .route("/v1/tasks/{id}/cancel", post(cancel))
         .route("/v1/tasks/{id}/events", get(task_events))
+        .route("/v1/tasks/{id}/patch", get(task_patch))
         .route("/v1/events", get(feed))
         .route("/v1/sessions", post(crate::sessions::start))
         .route("/v1/sessions/{id}", get(crate::sessions::show))
@@ -319,6 +320,44 @@ async fn task_events(
     let after = resume_point(&headers, p.after.as_deref())?.unwrap_or(0);
     visible_task(&s, &who, id).await?;
     stream::task_stream(s, who.filter(), id, after).await
+}
+
+/// What the task's last attempt changed in its git workspace, as `git diff --binary` of its
+/// commit range (`text/x-diff`); `x-smith-branch`, `x-smith-from` and `x-smith-to` name it.
+async fn task_patch(
+    State(s): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    PathId(id): PathId,
+) -> ApiResult<Response> {
+    visible_task(&s, &who, id).await?;
+    let mut last = None;
+    let mut after = 0;
+    loop {
+        let page = s.store.events(id, after, 1000).await?;
+        let Some(end) = page.last().map(|e| e.seq) else { break };
+        last = page.into_iter().rev().find(|e| e.kind == EventKind::WorkspaceDiff).map(|e| e.data).or(last);
+        after = end;
+    }
+    let Some(diff) = last else {
+        return Err(ApiError::not_found(format!("task {id} has recorded no workspace patch")));
+    };
+    let Some(patch) = diff["patch"].as_str() else {
+        return Err(ApiError::new(
+            Code::TooLarge,
+            format!(
+                "the patch of task {id} is {} bytes, more than a task keeps; fetch its branch {}",
+                diff["patch_bytes"], diff["branch"]
+            ),
+        ));
+    };
+    let header = |k: &str| diff[k].as_str().unwrap_or("").to_string();
+    let headers = [
+        (axum::http::header::CONTENT_TYPE, "text/x-diff; charset=utf-8".to_string()),
+        (axum::http::header::HeaderName::from_static("x-smith-branch"), header("branch")),
+        (axum::http::header::HeaderName::from_static("x-smith-from"), header("from")),
+        (axum::http::header::HeaderName::from_static("x-smith-to"), header("to")),
+    ];
+    Ok((headers, patch.to_string()).into_response())
 }
 
 #[derive(Deserialize)]

@@ -22,6 +22,7 @@ const ROUTES: &[(&str, &str, bool, bool)] = &[
     ("get", "/v1/tasks/{id}", true, true),
     ("post", "/v1/tasks/{id}/cancel", true, true),
     ("get", "/v1/tasks/{id}/events", true, true),
+    ("get", "/v1/tasks/{id}/patch", true, true),
     ("get", "/v1/events", true, true),
     ("post", "/v1/sessions", true, true),
     ("get", "/v1/sessions/{id}", true, true),
@@ -547,8 +548,14 @@ fn schemas_match_the_domain_types() {
     def.command = Some("cat".into());
     def.cwd = Some("/tmp".into());
     def.env.insert("K".into(), "V".into());
+    let mut coder = AgentDef::new("coder", ExecutorKind::Process);
+    coder.command = Some("sh".into());
+    coder.workspace = Some(
+        serde_json::from_value(json!({"repo": "/srv/repos/shop.git", "setup": ["npm ci"], "author": "A <a@b>"}))
+            .unwrap(),
+    );
     let mut defs: Vec<AgentDef> = executor_kinds().into_iter().map(|k| AgentDef::new(k.as_str(), k)).collect();
-    defs.extend([def, llm_agent()]);
+    defs.extend([def, coder, llm_agent()]);
     for (def, breaker) in defs.into_iter().zip(breaker_states().into_iter().cycle()) {
         let v = serde_json::to_value(&def).unwrap();
         assert_shape(&doc, "AgentDef", &v);

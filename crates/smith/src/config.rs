@@ -267,6 +267,8 @@ pub struct AgentSection {
     pub breaker_failures: Option<u32>,
     #[serde(default, with = "opt_duration")]
     pub breaker_cooldown: Option<Duration>,
+    /// A git checkout of its own for each task (docs/workspaces.md).
+    pub workspace: Option<smith_core::workspace::WorkspaceDef>,
 }
 
 mod opt_duration {
@@ -392,6 +394,7 @@ impl AgentSection {
         if let Some(v) = self.breaker_cooldown {
             d.breaker_cooldown = v;
         }
+        d.workspace = self.workspace.clone();
         d.validate().map_err(|e| anyhow!(e.message))?;
         Ok(d)
     }

@@ -468,7 +468,8 @@ async fn session_context(s: &Shared, task: &Task) -> Option<SessionContext> {
 /// that cannot be made fails the attempt (`workdir_unavailable`; retryable unless the cause
 /// is permanent): the agent must not run in the server's own working directory instead.
 fn work_dir(s: &Shared, def: &AgentDef, task: &Task) -> Result<Option<(PathBuf, bool)>, smith_agents::Failure> {
-    if def.cwd.is_some() || def.executor != ExecutorKind::ClaudeCode {
+    if def.cwd.is_some() || def.workspace.is_some() || def.executor != ExecutorKind::ClaudeCode {
+        // a workspace is the agent's own dir (smith_agents::workspace)
         return Ok(None);
     }
     let Some(root) = s.opts.work_dir.as_ref() else { return Ok(None) };

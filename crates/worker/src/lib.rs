@@ -208,8 +208,11 @@ impl Worker {
         let mut defs = HashMap::new();
         let mut executors = HashMap::new();
         let mut breakers = HashMap::new();
+        // without a configured work dir, workspaces go to the temp dir
+        let work_root = opts.work_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("smith-work"));
         for d in &opts.agents {
-            executors.insert(d.name.clone(), smith_agents::executor_for(d));
+            let executor = smith_agents::workspace::wrap(smith_agents::executor_for(d), d, &work_root);
+            executors.insert(d.name.clone(), executor);
             defs.insert(d.name.clone(), Arc::new(d.clone()));
             breakers.insert(d.name.clone(), breaker::Breaker::new(d.breaker_failures, d.breaker_cooldown));
         }

@@ -25,3 +25,4 @@ mod schemathesis;
 mod tenancy;
 mod tenancy_live;
 mod tls;
+mod workspace;

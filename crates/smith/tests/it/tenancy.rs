@@ -69,6 +69,7 @@ const RULES: &[(&str, &str, Rule)] = &[
     ("GET", "/v1/tasks/{id}", Rule::OwnObject),
     ("POST", "/v1/tasks/{id}/cancel", Rule::OwnObject),
     ("GET", "/v1/tasks/{id}/events", Rule::OwnObject),
+    ("GET", "/v1/tasks/{id}/patch", Rule::OwnObject),
     ("GET", "/v1/events", Rule::Stream),
     ("POST", "/v1/sessions", Rule::Create),
     ("GET", "/v1/sessions/{id}", Rule::OwnObject),
@@ -152,11 +153,18 @@ struct Agents {
     env_secret: String,
     api_key: String,
     mock: Mock,
+    /// The repository `scm`'s tasks check out (each its own worktree).
+    repo: tempfile::TempDir,
 }
 
 impl Agents {
     async fn start() -> Agents {
-        Agents { env_secret: unique("sk-secret-"), api_key: unique("sk-ant-secret-"), mock: Mock::start().await }
+        Agents {
+            env_secret: unique("sk-secret-"),
+            api_key: unique("sk-ant-secret-"),
+            mock: Mock::start().await,
+            repo: common::git_repo(&[("README", "a repository\n")]),
+        }
     }
 
     fn config(&self) -> String {
@@ -164,8 +172,13 @@ impl Agents {
             "[agents.vault]\nexecutor = \"process\"\ncommand = \"sleep\"\nargs = [\"30\"]\ninput = \"none\"\n\
              concurrency = 1\nenv = {{ API_KEY = \"{}\" }}\n\n\
              [agents.scribe]\nexecutor = \"anthropic\"\nmodel = \"claude-sonnet-4-5\"\nbase_url = \"{}\"\n\
-             api_key = \"{}\"\ncollaborate = false\n",
-            self.env_secret, self.mock.url, self.api_key
+             api_key = \"{}\"\ncollaborate = false\n\n\
+             [agents.scm]\nexecutor = \"process\"\ncommand = \"sh\"\nargs = [\"-c\", \"cat > note.txt\"]\n\
+             workspace = {{ repo = \"{}\" }}\n",
+            self.env_secret,
+            self.mock.url,
+            self.api_key,
+            self.repo.path().display()
         )
     }
 }
@@ -305,6 +318,8 @@ struct World {
     a_admin_id: String,
     /// A's `vault` tasks: one running, the other queued behind it.
     a_vault: Vec<String>,
+    /// A's `scm` task, whose workspace patch holds the marker.
+    a_patched: String,
     a_idempotency_key: String,
     /// B's own echo task: B's streams and lists must show it (they work at all).
     b_task: String,
@@ -449,8 +464,9 @@ async fn setup(root: Api, agents: &Agents, stop: &CancellationToken) -> World {
     }
     // tokens spent: the metrics' per-tenant series now name A's tenant
     let a_llm = a.submit_id(json!({"agent": "scribe", "input": format!("{marker} write a line")})).await;
+    let a_patched = a.submit_id(json!({"agent": "scm", "input": format!("{marker} patch")})).await;
     let b_task = b.submit_id(json!({"agent": "echo", "input": b_marker})).await;
-    for id in [&a_task, &a_turn, &a_llm] {
+    for id in [&a_task, &a_turn, &a_llm, &a_patched] {
         let t = a.wait_terminal(id, WAIT).await;
         assert_eq!(t["status"], "succeeded", "A's task: {t}");
         assert!(t.to_string().contains(&marker), "A's task holds its marker: {t}");
@@ -505,6 +521,7 @@ async fn setup(root: Api, agents: &Agents, stop: &CancellationToken) -> World {
         a_turn,
         a_admin_id,
         a_vault,
+        a_patched,
         a_idempotency_key,
         b_task,
         b_marker,
@@ -606,6 +623,19 @@ async fn probe(w: &World, f: &mut Findings, op: &str, rule: Rule) {
             let frames = w.a.events(&w.a_task, WAIT).await;
             f.check(frames.iter().any(|fr| fr.data.contains(&s.marker)), op, rule, || {
                 format!("sanity: A's own task stream lacks its marker: {frames:?}")
+            });
+        }
+        "GET /v1/tasks/{id}/patch" => {
+            for id in [&w.a_patched, &w.a_task] {
+                for (who, b) in w.bs() {
+                    let r = b.get(&format!("/v1/tasks/{id}/patch")).await;
+                    f.clean(op, rule, who, &r.1.to_string(), s, &[id]);
+                    not_found(f, who, r);
+                }
+            }
+            let r = w.a.send(w.a.request(Method::GET, &format!("/v1/tasks/{}/patch", w.a_patched))).await;
+            f.check(r.0 == 200 && r.1.to_string().contains(&s.marker), op, rule, || {
+                format!("sanity: A cannot read its task's patch: {} {}", r.0, clip(&r.1.to_string()))
             });
         }
         "GET /v1/sessions/{id}" => {

@@ -155,6 +155,32 @@ pub fn pids(keep: impl Fn(i32) -> bool) -> Vec<i32> {
     all.filter(|&pid| keep(pid)).collect()
 }
 
+/// Runs git in `dir` (a test's own identity, no prompt) and returns its trimmed stdout; panics
+/// with git's stderr when it fails.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@localhost", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?} in {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A temporary git repository on branch `main` with one commit: `files` (name, text).
+pub fn git_repo(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("smith-repo-").tempdir().expect("temp dir");
+    git(dir.path(), &["init", "--quiet"]);
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("write a file");
+    }
+    git(dir.path(), &["add", "--all"]);
+    git(dir.path(), &["commit", "--quiet", "-m", "initial"]);
+    dir
+}
+
 /// How many tasks are in each status.
 pub fn counts(tasks: &[Value]) -> std::collections::BTreeMap<String, usize> {
     let mut c = std::collections::BTreeMap::new();
