@@ -61,6 +61,14 @@ async fn two_processes() -> Option<(String, [Arc<dyn Store>; 2])> {
     Some((url, stores))
 }
 
+/// Starts `n` writers, `write(w, store)`, taking turns between the two processes' stores.
+fn writers_on<Fut>(stores: &[Arc<dyn Store>; 2], n: usize, write: impl Fn(usize, Arc<dyn Store>) -> Fut) -> Writers
+where
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    Writers::start(n, |w| write(w, stores[w % 2].clone()))
+}
+
 /// Drops the test schemas of runs that ended long ago (their names carry a UUIDv7's time).
 async fn sweep_old_schemas(url: &str) {
     let Ok(mut conn) = PgConnection::connect(url).await else { return };
@@ -143,20 +151,17 @@ async fn migrations_apply_once_however_many_processes_start_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feed_stays_commit_ordered_across_processes() {
     let Some((_, stores)) = two_processes().await else { return };
-    let writers = Writers::start(6, |w| {
-        let s = stores[w % 2].clone();
-        async move {
-            let worker = format!("w{w}");
-            for i in 0..15 {
-                s.submit(NewTask::new("echo", json!(i))).await.unwrap();
-                for c in s.claim(&claim_request(&worker, "echo", 1)).await.unwrap() {
-                    let drafts = (0..3).map(|n| EventDraft::output(json!(n))).collect();
-                    s.append(c.task.id, c.task.attempt, drafts).await.unwrap();
-                    let ok = Outcome::Succeeded { result: json!(w), usage: Usage::default() };
-                    s.complete(c.task.id, c.task.attempt, vec![], ok).await.unwrap();
-                }
-                s.append_system(json!({"writer": w})).await.unwrap();
+    let writers = writers_on(&stores, 6, |w, s| async move {
+        let worker = format!("w{w}");
+        for i in 0..15 {
+            s.submit(NewTask::new("echo", json!(i))).await.unwrap();
+            for c in s.claim(&claim_request(&worker, "echo", 1)).await.unwrap() {
+                let drafts = (0..3).map(|n| EventDraft::output(json!(n))).collect();
+                s.append(c.task.id, c.task.attempt, drafts).await.unwrap();
+                let ok = Outcome::Succeeded { result: json!(w), usage: Usage::default() };
+                s.complete(c.task.id, c.task.attempt, vec![], ok).await.unwrap();
             }
+            s.append_system(json!({"writer": w})).await.unwrap();
         }
     });
     let seen = tail_feed(&stores[1], &writers, 11).await;
@@ -232,29 +237,26 @@ async fn running_caps_hold_across_processes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_ids_stay_commit_ordered_across_processes() {
     let Some((url, stores)) = two_processes().await else { return };
-    let writers = Writers::start(6, |w| {
-        let s = stores[w % 2].clone();
-        async move {
-            for i in 0..30 {
-                let record = NewAuditRecord {
-                    at: Micros::now(),
-                    actor: format!("key:{w}"),
-                    tenant: "acme".into(),
-                    action: "task.submit".into(),
-                    target: Some(i.to_string()),
-                    source: "127.0.0.1:1".into(),
-                    status: 201,
-                };
-                let (audited, submitted) = tokio::join!(s.append_audit(record), async {
-                    let mut new = NewTask::new("echo", json!(i));
-                    if i % 5 == 2 {
-                        new.tenant = "bad\u{0}tenant".into();
-                    }
-                    s.submit(new).await
-                });
-                audited.unwrap();
-                assert_eq!(submitted.is_err(), i % 5 == 2);
-            }
+    let writers = writers_on(&stores, 6, |w, s| async move {
+        for i in 0..30 {
+            let record = NewAuditRecord {
+                at: Micros::now(),
+                actor: format!("key:{w}"),
+                tenant: "acme".into(),
+                action: "task.submit".into(),
+                target: Some(i.to_string()),
+                source: "127.0.0.1:1".into(),
+                status: 201,
+            };
+            let (audited, submitted) = tokio::join!(s.append_audit(record), async {
+                let mut new = NewTask::new("echo", json!(i));
+                if i % 5 == 2 {
+                    new.tenant = "bad\u{0}tenant".into();
+                }
+                s.submit(new).await
+            });
+            audited.unwrap();
+            assert_eq!(submitted.is_err(), i % 5 == 2);
         }
     });
     let seen = tail_audit(&stores[1], &writers, 11).await;
