@@ -2,13 +2,14 @@
 //! broken or misbehaving CLI would): every way the stream can go wrong ends the attempt with a
 //! clear error, never a panic. The real CLI is tested end to end in `crates/smith/tests/it/claude.rs`.
 
+mod common;
+
 use serde_json::{json, Value};
 use smith_agents::{executor_for, Emitter, RunContext, RunResult, SessionContext, Turn};
 use smith_core::{AgentDef, EventDraft, EventKind, ExecutorKind, Task};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// A stand-in CLI: `body` is the shell script's body; it records its arguments and stdin.
@@ -32,14 +33,7 @@ fn task(input: Value) -> Task {
 }
 
 async fn run_with(d: AgentDef, session: Option<SessionContext>) -> (RunResult, Vec<EventDraft>) {
-    let (tx, mut rx) = mpsc::channel(64);
-    let collector = tokio::spawn(async move {
-        let mut out = Vec::new();
-        while let Some(e) = rx.recv().await {
-            out.push(e);
-        }
-        out
-    });
+    let (tx, collector) = common::collect_events(64);
     let exec = executor_for(&d);
     let mut ctx = RunContext::new(task(json!("do the thing")), Arc::new(d), Emitter::new(tx), CancellationToken::new());
     ctx.session = session;

@@ -4,6 +4,8 @@
 //! Every case runs for both providers (`both!`); the mocks answer with the event shapes the
 //! real APIs stream.
 
+mod common;
+
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -401,14 +403,7 @@ impl Ran {
 
 /// Runs one attempt to its end, collecting every event.
 async fn run_with(p: P, d: AgentDef, input: Value, tweak: impl FnOnce(&mut RunContext)) -> Ran {
-    let (tx, mut rx) = mpsc::channel(16);
-    let collector = tokio::spawn(async move {
-        let mut out = Vec::new();
-        while let Some(e) = rx.recv().await {
-            out.push(e);
-        }
-        out
-    });
+    let (tx, collector) = common::collect_events(16);
     let mut ctx = context(d, input, tx, CancellationToken::new());
     tweak(&mut ctx);
     let t0 = Instant::now();
@@ -715,15 +710,24 @@ async fn a_refused_request_is_a_final_provider_error(p: P) {
     assert_eq!(mock.requests().len(), 1, "not retried");
 }
 
-async fn a_stall_before_output_is_retried_then_fails(p: P) {
-    let mock = Mock::start(vec![Reply::Sse(vec![], End::Silent)]).await;
+/// Runs an attempt on a provider that streams `chunks` and then falls silent, under a stall
+/// timeout of `stall`, which must end it as a retryable stall. Returns the run and how many
+/// requests it made.
+async fn run_stalling(p: P, chunks: Vec<String>, stall: Duration) -> (Ran, usize) {
+    let mock = Mock::start(vec![Reply::Sse(chunks, End::Silent)]).await;
     let mut d = def(p, &mock.base);
-    d.stall_timeout = Some(Duration::from_millis(200));
+    d.stall_timeout = Some(stall);
     let ran = run(p, d, json!("hi")).await;
     let f = ran.err();
     assert_eq!((f.error.code.as_str(), f.retryable), (PROVIDER_UNAVAILABLE, true));
     assert!(f.error.message.contains("stalled"), "{}", f.error.message);
-    assert_eq!(mock.requests().len(), 4);
+    let requests = mock.requests().len();
+    (ran, requests)
+}
+
+async fn a_stall_before_output_is_retried_then_fails(p: P) {
+    let (ran, requests) = run_stalling(p, vec![], Duration::from_millis(200)).await;
+    assert_eq!(requests, 4);
     // 4 stalls of 0.2 s plus at most 0.2 + 0.4 + 0.8 s of backoff.
     assert!(ran.took < Duration::from_millis(2600), "{:?}", ran.took);
 }
@@ -731,15 +735,9 @@ async fn a_stall_before_output_is_retried_then_fails(p: P) {
 async fn a_stall_after_output_fails_within_the_timeout(p: P) {
     let mut chunks = head(p, 5);
     chunks.push(text_delta(p, "partial"));
-    let mock = Mock::start(vec![Reply::Sse(chunks, End::Silent)]).await;
-    let mut d = def(p, &mock.base);
-    d.stall_timeout = Some(Duration::from_millis(300));
-    let ran = run(p, d, json!("hi")).await;
-    let f = ran.err();
-    assert_eq!((f.error.code.as_str(), f.retryable), (PROVIDER_UNAVAILABLE, true));
-    assert!(f.error.message.contains("stalled"), "{}", f.error.message);
+    let (ran, requests) = run_stalling(p, chunks, Duration::from_millis(300)).await;
     assert_eq!(ran.text(), "partial");
-    assert_eq!(mock.requests().len(), 1, "output began: not retried inside the attempt");
+    assert_eq!(requests, 1, "output began: not retried inside the attempt");
     assert!(ran.took < Duration::from_millis(900), "{:?}", ran.took);
 }
 

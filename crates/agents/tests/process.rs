@@ -1,6 +1,8 @@
 //! The `process` executor against real processes: events, input modes, outcomes, and that
 //! nothing it starts outlives its task.
 
+mod common;
+
 use serde_json::{json, Value};
 use smith_agents::process::{group_members, MAX_LINE};
 use smith_agents::rss::{agent_memory, sample_agent_memory};
@@ -26,14 +28,7 @@ fn task(input: Value) -> Task {
 
 /// Runs an attempt; returns its result and every event it emitted.
 async fn run(d: AgentDef, input: Value, cancel: CancellationToken) -> (RunResult, Vec<EventDraft>) {
-    let (tx, mut rx) = mpsc::channel(16);
-    let collector = tokio::spawn(async move {
-        let mut out = Vec::new();
-        while let Some(e) = rx.recv().await {
-            out.push(e);
-        }
-        out
-    });
+    let (tx, collector) = common::collect_events(16);
     let exec = executor_for(&d);
     let ctx = RunContext::new(task(input), Arc::new(d), Emitter::new(tx), cancel);
     let result = tokio::time::timeout(Duration::from_secs(20), exec.run(ctx)).await.expect("attempt finished");

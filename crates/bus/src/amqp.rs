@@ -63,26 +63,17 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{Error, Result};
-use crate::remote::reconnect_delay;
+use crate::remote::{reconnect_delay, CLIENT_NAME};
 use crate::subjects::{self, validate_group, validate_pattern, validate_subject};
 use crate::{Bus, Message, Subscription};
 use target::{binding_key, check_key_len, group_queue, needs_filter, Target, GROUP_QUEUE_EXPIRY};
 
+pub use crate::remote::{CONNECT_TIMEOUT, MAX_RECONNECT_DELAY};
 pub use target::{DEFAULT_EXCHANGE, DEFAULT_HEARTBEAT, MAX_KEY_LEN};
-
-/// Longest wait for a connection: TCP (and TLS) connect, login, and declaring the exchange
-/// and reply queue.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Upper bound of the backoff between reconnect attempts.
-pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
 
 /// How often the supervisor looks at the connection and its shared channels, besides
 /// hearing lapin's error events.
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
-
-/// The connection name the broker shows in its management UI.
-const CLIENT_NAME: &str = "smith";
 
 /// A bus on an AMQP 0.9.1 broker. Cheap to clone; clones share one connection.
 ///

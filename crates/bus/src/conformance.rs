@@ -37,23 +37,62 @@ const SETTLE: Duration = Duration::from_millis(50);
 ///
 /// ```no_run
 /// mod nats {
-///     smith_bus::bus_conformance!(skip_unless_env = "SMITH_TEST_NATS_URL", async {
-///         smith_bus::open(&std::env::var("SMITH_TEST_NATS_URL").unwrap()).await.unwrap()
-///     });
+///     smith_bus::bus_conformance!(
+///         skip_unless_env = "SMITH_TEST_NATS_URL",
+///         smith_bus::conformance::open_env("SMITH_TEST_NATS_URL", "")
+///     );
+/// }
+/// ```
+///
+/// `networked` runs every check on the bus at the URL the variable names, opened afresh for
+/// each, and also those only a networked backend passes (see
+/// [`no_responders_is_reported_at_once`] and the two after it):
+///
+/// ```no_run
+/// mod conformance {
+///     smith_bus::bus_conformance!(networked, skip_unless_env = "SMITH_TEST_NATS_URL");
 /// }
 /// ```
 #[macro_export]
 macro_rules! bus_conformance {
     (skip_unless_env = $var:literal, $factory:expr) => {
-        $crate::bus_conformance!(@checks {
-            if ::std::env::var_os($var).is_none() {
-                ::std::println!("skipped: {} not set", $var);
-                return;
-            }
-        } $factory);
+        $crate::bus_conformance!(@checks { $crate::bus_conformance!(@skip $var); } $factory);
+    };
+    (networked, skip_unless_env = $var:literal) => {
+        $crate::bus_conformance!(@checks { $crate::bus_conformance!(@skip $var); }
+            $crate::conformance::open_env($var, ""));
+        $crate::bus_conformance!(@networked { $crate::bus_conformance!(@skip $var); } $var);
     };
     ($factory:expr) => {
         $crate::bus_conformance!(@checks {} $factory);
+    };
+    (@skip $var:literal) => {
+        if ::std::env::var_os($var).is_none() {
+            ::std::println!("skipped: {} not set", $var);
+            return;
+        }
+    };
+    (@networked $skip:block $var:literal) => {
+        #[tokio::test]
+        async fn no_responders_is_reported_at_once() {
+            $skip
+            let bus = $crate::conformance::open_env($var, "").await;
+            $crate::conformance::no_responders_is_reported_at_once(bus).await;
+        }
+
+        #[tokio::test]
+        async fn full_subscriber_drops_only_its_own() {
+            $skip
+            let bus = $crate::conformance::open_env($var, "capacity=16").await;
+            $crate::conformance::full_subscriber_drops_only_its_own(bus, 16).await;
+        }
+
+        #[tokio::test]
+        async fn subscription_ends_when_the_bus_is_dropped() {
+            $skip
+            let bus = $crate::conformance::open_env($var, "").await;
+            $crate::conformance::subscription_ends_when_the_bus_is_dropped(bus).await;
+        }
     };
     (@checks $skip:block $factory:expr) => {
         $crate::bus_conformance!(@tests $skip $factory;
@@ -83,8 +122,8 @@ macro_rules! bus_conformance {
     };
 }
 
-/// A subject prefix no other test run shares: `cfm.<random>.<name>`.
-fn unique(name: &str) -> String {
+/// A subject (or prefix) no other test run shares: `cfm.<random>.<name>`.
+pub fn unique(name: &str) -> String {
     format!("cfm.{:016x}.{name}", fastrand::u64(..))
 }
 
@@ -125,6 +164,13 @@ async fn publish(bus: &Arc<dyn Bus>, subject: &str, payload: &str) {
     }
 }
 
+/// Publishes each `(suffix, payload)` on `{prefix}{suffix}`, in order.
+async fn publish_each(bus: &Arc<dyn Bus>, prefix: &str, messages: &[(&str, &str)]) {
+    for (suffix, payload) in messages {
+        publish(bus, &format!("{prefix}{suffix}"), payload).await;
+    }
+}
+
 async fn subscribe(bus: &Arc<dyn Bus>, pattern: &str) -> Subscription {
     match bus.subscribe(pattern).await {
         Ok(sub) => sub,
@@ -154,16 +200,9 @@ pub async fn single_token_wildcard(bus: Arc<dyn Bus>) {
     let mut last = subscribe(&bus, &format!("{p}.*")).await;
     let mut middle = subscribe(&bus, &format!("{p}.*.end")).await;
     settle().await;
-    for (subject, payload) in [
-        (p.clone(), "bare"),
-        (format!("{p}.a"), "one"),
-        (format!("{p}.a.b"), "two"),
-        (format!("{p}.a.end"), "middle"),
-        (format!("{p}.a.b.end"), "deep"),
-        (format!("{p}.end"), "marker"),
-    ] {
-        publish(&bus, &subject, payload).await;
-    }
+    let messages = [("", "bare"), (".a", "one"), (".a.b", "two"), (".a.end", "middle"), (".a.b.end", "deep")];
+    publish_each(&bus, &p, &messages).await;
+    publish(&bus, &format!("{p}.end"), "marker").await;
     // `{p}.end` matches `{p}.*`, so it is both a message and the marker there.
     assert_eq!(until_marker(&mut last, "marker", "p.*").await, ["one"]);
     publish(&bus, &format!("{p}.z.end"), "marker").await;
@@ -175,15 +214,8 @@ pub async fn tail_wildcard(bus: Arc<dyn Bus>) {
     let p = unique("tail");
     let mut sub = subscribe(&bus, &format!("{p}.>")).await;
     settle().await;
-    for (subject, payload) in [
-        (p.clone(), "zero"),
-        (format!("{p}.a"), "one"),
-        (format!("{p}.a.b.c"), "three"),
-        (format!("{p}x.a"), "other prefix"),
-        (format!("{p}.end"), "marker"),
-    ] {
-        publish(&bus, &subject, payload).await;
-    }
+    publish_each(&bus, &p, &[("", "zero"), (".a", "one"), (".a.b.c", "three"), ("x.a", "other prefix")]).await;
+    publish(&bus, &format!("{p}.end"), "marker").await;
     assert_eq!(until_marker(&mut sub, "marker", "p.>").await, ["one", "three"]);
 }
 
@@ -462,4 +494,137 @@ pub async fn subscription_ends_when_the_bus_is_dropped(bus: Arc<dyn Bus>) {
     drop(bus);
     let end = tokio::time::timeout(ARRIVAL, sub.recv()).await;
     assert!(matches!(end, Ok(None)), "{end:?}");
+}
+
+// Helpers for the backends' own tests.
+
+/// The bus at the URL in the environment variable `var`, with `option` (`key=value`, or
+/// empty) added to the URL's query; panics naming the URL when it cannot be opened.
+pub async fn open_env(var: &str, option: &str) -> Arc<dyn Bus> {
+    let Ok(mut url) = std::env::var(var) else { panic!("{var} is not set") };
+    if !option.is_empty() {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(option);
+    }
+    match crate::open(&url).await {
+        Ok(bus) => bus,
+        Err(e) => panic!("cannot open {url}: {e}"),
+    }
+}
+
+/// Checks the message of `url`'s error: it holds every one of `words` and never the password
+/// `s3cret` the tests put in URLs.
+pub fn assert_error_says(url: &str, err: &Error, words: &[impl AsRef<str>]) {
+    let text = err.to_string();
+    for word in words {
+        let word = word.as_ref();
+        assert!(text.contains(word), "{url}: {text:?} lacks {word:?}");
+    }
+    assert!(!text.contains("s3cret"), "{url}: {text:?} leaks the password");
+}
+
+/// `result`, of parsing or opening `url`, must be a configuration error that says `words`
+/// (see [`assert_error_says`]).
+pub fn assert_config_error<T>(url: &str, result: Result<T, Error>, words: &[impl AsRef<str>]) {
+    let err = match result {
+        Ok(_) => panic!("{url} should be rejected"),
+        Err(err) => err,
+    };
+    assert!(matches!(err, Error::Config(_)), "{url}: {err:?}");
+    assert_error_says(url, &err, words);
+}
+
+/// Opening `url` fails within 6 s: with a configuration error (`config`), or else as
+/// unavailable (a broker that is not there or does not answer); either way saying `words`.
+pub async fn open_fails_fast_and_clearly(url: &str, config: bool, words: &[impl AsRef<str>]) {
+    let started = Instant::now();
+    let err = match crate::open(url).await {
+        Ok(_) => panic!("{url} should fail"),
+        Err(err) => err,
+    };
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(6), "{url}: took {elapsed:?}");
+    if config {
+        assert!(matches!(err, Error::Config(_)), "{url}: {err:?}");
+    } else {
+        assert!(matches!(err, Error::Backend(_)), "{url}: {err:?}");
+        assert_eq!(err.code(), smith_core::Code::Unavailable);
+    }
+    assert_error_says(url, &err, words);
+    println!("{url}: {err} ({elapsed:?})");
+}
+
+/// Publishes `hello` on `subject` and expects `sub` (subscribed to it) to get it.
+pub async fn round_trip(bus: &dyn Bus, subject: &str, sub: &mut Subscription) {
+    settle().await;
+    if let Err(e) = bus.publish(subject, Bytes::from_static(b"hello")).await {
+        panic!("publish to {subject}: {e}");
+    }
+    assert_eq!(next(sub, subject).await.payload, "hello");
+}
+
+/// With the broker gone, once the bus has noticed, publishing fails at once (never blocks)
+/// and requests fail too, both as `Backend` errors.
+pub async fn fails_fast_while_down(bus: &dyn Bus, subject: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let started = Instant::now();
+        let result = bus.publish(subject, Bytes::from_static(b"lost")).await;
+        assert!(started.elapsed() < Duration::from_millis(500), "publish blocked {:?}", started.elapsed());
+        if let Err(err) = result {
+            assert!(matches!(err, Error::Backend(_)), "{err:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "publish kept succeeding with the broker gone");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let err = bus.request(subject, Bytes::new(), Duration::from_secs(1)).await.unwrap_err();
+    assert!(matches!(err, Error::Backend(_)), "{err:?}");
+}
+
+/// Publishes `again N` on `subject` until `sub` hears one, which must be within 10 s of
+/// `since` (the broker came back); returns what it heard and after how many publishes.
+pub async fn publish_until_heard(
+    bus: &dyn Bus,
+    subject: &str,
+    sub: &mut Subscription,
+    since: Instant,
+) -> (Message, u32) {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        assert!(since.elapsed() < Duration::from_secs(10), "{subject}: no delivery 10 s after the broker came back");
+        // Failures are expected until the bus has reconnected.
+        let _ = bus.publish(subject, Bytes::from(format!("again {attempts}"))).await;
+        if let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
+            assert!(message.payload.starts_with(b"again"), "{message:?}");
+            return (message, attempts);
+        }
+    }
+}
+
+/// Makes a private CA and a certificate it signs for `localhost` in `dir` with `openssl` (the
+/// binary at that path): `ca.pem`, and `leaf.pem` with its key `leaf.key`. `newkey` is the key
+/// `openssl req -newkey` makes (`rsa:2048`, `ec -pkeyopt ec_paramgen_curve:P-256`);
+/// `extensions` are the leaf's (`subjectAltName=…`, one a line). `dir` holds no spaces.
+pub async fn make_certificates(openssl: &str, dir: &std::path::Path, newkey: &str, extensions: &str) {
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    std::fs::write(file("leaf.ext"), extensions).unwrap();
+    let new = format!("-newkey {newkey} -nodes");
+    let steps = [
+        format!("req -x509 {new} -days 1 -subj /CN=smith-test-CA -keyout {} -out {}", file("ca.key"), file("ca.pem")),
+        format!("req {new} -subj /CN=localhost -keyout {} -out {}", file("leaf.key"), file("leaf.csr")),
+        format!(
+            "x509 -req -days 1 -CAcreateserial -in {} -CA {} -CAkey {} -extfile {} -out {}",
+            file("leaf.csr"),
+            file("ca.pem"),
+            file("ca.key"),
+            file("leaf.ext"),
+            file("leaf.pem")
+        ),
+    ];
+    for step in steps {
+        let out = tokio::process::Command::new(openssl).args(step.split(' ')).output().await.unwrap();
+        assert!(out.status.success(), "openssl {step}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }

@@ -1,7 +1,17 @@
-//! Pieces the networked backends (NATS, AMQP) share: hiding credentials in URLs, decoding
-//! percent-escapes in user names and passwords, and the backoff between reconnect attempts.
+//! Pieces the networked backends (NATS, AMQP) share: their connect timeout and reconnect
+//! backoff, hiding credentials in URLs, decoding percent-escapes in user names and passwords.
 
 use std::time::Duration;
+
+/// Longest wait for a connection: TCP (and TLS) connect, login, and the first exchange with
+/// the server (NATS: its first PONG; AMQP: declaring the exchange and reply queue).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Upper bound of the backoff between reconnect attempts.
+pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
+
+/// The connection name a server shows in its management UI or monitoring endpoints.
+pub(crate) const CLIENT_NAME: &str = "smith";
 
 /// `url` with anything between `://` and the last `@` of the authority hidden.
 pub(crate) fn redact(url: &str) -> String {

@@ -52,35 +52,30 @@ pub fn validate_pattern(pattern: &str) -> Result<()> {
 
 /// Checks a queue group name: non-empty, no whitespace, at most [`MAX_SUBJECT_LEN`] bytes.
 pub fn validate_group(group: &str) -> Result<()> {
-    if group.is_empty() {
-        return Err(Error::InvalidSubject("queue group name is empty".into()));
+    check_text("queue group name", group)
+}
+
+/// What subjects, patterns and group names have in common: non-empty, at most
+/// [`MAX_SUBJECT_LEN`] bytes, no whitespace. `what` names the text in the error.
+fn check_text(what: &str, text: &str) -> Result<()> {
+    if text.is_empty() {
+        return Err(Error::InvalidSubject(format!("{what} is empty")));
     }
-    if group.len() > MAX_SUBJECT_LEN {
+    if text.len() > MAX_SUBJECT_LEN {
         return Err(Error::InvalidSubject(format!(
-            "queue group name of {} bytes exceeds the {MAX_SUBJECT_LEN}-byte limit",
-            group.len()
+            "{what} of {} bytes exceeds the {MAX_SUBJECT_LEN}-byte limit",
+            text.len()
         )));
     }
-    if group.chars().any(char::is_whitespace) {
-        return Err(Error::InvalidSubject(format!("queue group `{group}` contains whitespace")));
+    if text.chars().any(char::is_whitespace) {
+        return Err(Error::InvalidSubject(format!("{what} `{text}` contains whitespace")));
     }
     Ok(())
 }
 
 fn check(subject: &str, wildcards: bool) -> Result<()> {
     let invalid = |why: &str| Err(Error::InvalidSubject(format!("`{subject}` {why}")));
-    if subject.is_empty() {
-        return Err(Error::InvalidSubject("subject is empty".into()));
-    }
-    if subject.len() > MAX_SUBJECT_LEN {
-        return Err(Error::InvalidSubject(format!(
-            "subject of {} bytes exceeds the {MAX_SUBJECT_LEN}-byte limit",
-            subject.len()
-        )));
-    }
-    if subject.chars().any(char::is_whitespace) {
-        return invalid("contains whitespace");
-    }
+    check_text("subject", subject)?;
     let mut tokens = subject.split('.').peekable();
     while let Some(token) = tokens.next() {
         match token {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use smith_bus::amqp::AmqpBus;
+use smith_bus::conformance::{fails_fast_while_down, publish_until_heard, round_trip, unique};
 use smith_bus::{Bus, Error, Subscription};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -29,24 +30,14 @@ const OPENSSL: &str = "/usr/bin/openssl";
 const SOCAT: &str = "/usr/bin/socat";
 
 mod conformance {
-    smith_bus::bus_conformance!(skip_unless_env = "SMITH_TEST_AMQP_URL", async {
-        let url = std::env::var(super::URL_VAR).unwrap();
-        match smith_bus::open(&url).await {
-            Ok(bus) => bus,
-            Err(e) => panic!("cannot open {url}: {e}"),
-        }
-    });
+    smith_bus::bus_conformance!(networked, skip_unless_env = "SMITH_TEST_AMQP_URL");
 }
 
 /// The same contract through a namespace and the metrics wrapper: replies travel on the
 /// bus's own inbox subjects, outside the namespace.
 mod namespaced {
     smith_bus::bus_conformance!(skip_unless_env = "SMITH_TEST_AMQP_URL", async {
-        let url = super::with_query(&std::env::var(super::URL_VAR).unwrap(), "namespace=amqptest");
-        match smith_bus::open(&url).await {
-            Ok(bus) => smith_bus::instrument(bus),
-            Err(e) => panic!("cannot open {url}: {e}"),
-        }
+        smith_bus::instrument(smith_bus::conformance::open_env(super::URL_VAR, "namespace=amqptest").await)
     });
 }
 
@@ -83,23 +74,12 @@ async fn connect(url: &str) -> AmqpBus {
     }
 }
 
-fn unique(name: &str) -> String {
-    format!("amqp-test.{:016x}.{name}", fastrand::u64(..))
-}
-
 async fn next(sub: &mut Subscription, what: &str) -> Bytes {
     match tokio::time::timeout(Duration::from_secs(2), sub.recv()).await {
         Ok(Some(message)) => message.payload,
         Ok(None) => panic!("{what}: subscription closed"),
         Err(_) => panic!("{what}: nothing arrived"),
     }
-}
-
-/// Publishes on a fresh subject and expects `sub` (subscribed to it) to get it.
-async fn round_trip(bus: &AmqpBus, subject: &str, sub: &mut Subscription) {
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    bus.publish(subject, Bytes::from_static(b"hello")).await.unwrap();
-    assert_eq!(next(sub, subject).await, "hello");
 }
 
 /// Receives until `marker`, returning what came before it (one publisher's messages arrive
@@ -151,25 +131,7 @@ async fn connect_fails_fast_and_clearly() {
         println!("{URL_VAR} not set: not checking credentials and virtual hosts");
     }
     for (url, config, words) in &cases {
-        let started = Instant::now();
-        let err = match smith_bus::open(url).await {
-            Ok(_) => panic!("{url} should fail"),
-            Err(err) => err,
-        };
-        let elapsed = started.elapsed();
-        assert!(elapsed < Duration::from_secs(6), "{url}: took {elapsed:?}");
-        if *config {
-            assert!(matches!(err, Error::Config(_)), "{url}: {err:?}");
-        } else {
-            assert!(matches!(err, Error::Backend(_)), "{url}: {err:?}");
-            assert_eq!(err.code(), smith_core::Code::Unavailable);
-        }
-        let text = err.to_string();
-        for word in words {
-            assert!(text.contains(word.as_str()), "{url}: {text:?} lacks {word:?}");
-        }
-        assert!(!text.contains("s3cret"), "{url}: {text:?} leaks the password");
-        println!("{url}: {text} ({elapsed:?})");
+        smith_bus::conformance::open_fails_fast_and_clearly(url, *config, words).await;
     }
 }
 
@@ -243,26 +205,6 @@ async fn nats_wildcards_on_a_topic_exchange() {
         assert_eq!(until_marker(&mut plain, &pattern).await, expected, "subscriber to {pattern}");
         assert_eq!(until_marker(&mut member, &pattern).await, expected, "queue group on {pattern}");
     }
-}
-
-#[tokio::test]
-async fn no_responders_is_reported() {
-    let Some(url) = shared_url() else { return };
-    smith_bus::conformance::no_responders_is_reported_at_once(Arc::new(connect(&url).await)).await;
-}
-
-#[tokio::test]
-async fn full_subscriber_drops_only_its_own() {
-    const CAPACITY: usize = 16;
-    let Some(url) = shared_url() else { return };
-    let bus = connect(&with_query(&url, &format!("capacity={CAPACITY}"))).await;
-    smith_bus::conformance::full_subscriber_drops_only_its_own(Arc::new(bus), CAPACITY).await;
-}
-
-#[tokio::test]
-async fn subscription_ends_when_bus_is_dropped() {
-    let Some(url) = shared_url() else { return };
-    smith_bus::conformance::subscription_ends_when_the_bus_is_dropped(Arc::new(connect(&url).await)).await;
 }
 
 /// Subjects longer than an AMQP routing key (255 bytes) are rejected, not truncated.
@@ -347,19 +289,37 @@ impl Drop for Proxy {
     }
 }
 
+/// A bus connected to the shared broker through a [`Proxy`], with a subscriber and a queue
+/// group member on a fresh subject that have each heard one message.
+struct Proxied {
+    proxy: Proxy,
+    bus: AmqpBus,
+    subject: String,
+    sub: Subscription,
+    member: Subscription,
+}
+
+impl Proxied {
+    /// Through a proxy to `upstream`, the `host:port` of the `shared` URL.
+    async fn start(shared: &str, upstream: String, name: &str) -> Proxied {
+        let proxy = Proxy::start(upstream).await;
+        let bus = connect(&proxy.url(shared)).await;
+        let subject = unique(name);
+        let mut sub = bus.subscribe(&subject).await.unwrap();
+        let mut member = bus.queue_subscribe(&subject, "workers").await.unwrap();
+        round_trip(&bus, &subject, &mut sub).await;
+        assert_eq!(next(&mut member, "member").await, "hello");
+        Proxied { proxy, bus, subject, sub, member }
+    }
+}
+
 /// Cut the connection, restore it: the same bus, subscription, queue group member and
 /// requests carry on by themselves, and publishing while it is down fails fast.
 #[tokio::test]
 async fn survives_a_lost_connection() {
     let Some(shared) = shared_url() else { return };
     let (_, upstream, _) = split(&shared);
-    let proxy = Proxy::start(upstream).await;
-    let bus = connect(&proxy.url(&shared)).await;
-    let subject = unique("lost");
-    let mut sub = bus.subscribe(&subject).await.unwrap();
-    let mut member = bus.queue_subscribe(&subject, "workers").await.unwrap();
-    round_trip(&bus, &subject, &mut sub).await;
-    assert_eq!(next(&mut member, "member").await, "hello");
+    let Proxied { proxy, bus, subject, mut sub, mut member } = Proxied::start(&shared, upstream, "lost").await;
     assert!(bus.is_connected());
 
     proxy.cut();
@@ -379,13 +339,7 @@ async fn survives_the_broker_closing_the_connection() {
         println!("skipped: needs {RABBITMQCTL} and the broker on 127.0.0.1");
         return;
     }
-    let proxy = Proxy::start(upstream).await;
-    let bus = connect(&proxy.url(&shared)).await;
-    let subject = unique("closed");
-    let mut sub = bus.subscribe(&subject).await.unwrap();
-    let mut member = bus.queue_subscribe(&subject, "workers").await.unwrap();
-    round_trip(&bus, &subject, &mut sub).await;
-    assert_eq!(next(&mut member, "member").await, "hello");
+    let Proxied { proxy, bus, subject, mut sub, mut member } = Proxied::start(&shared, upstream, "closed").await;
 
     // Only this bus's connection: the broker knows it by the proxy's port toward it.
     let ports = proxy.broker_side_ports();
@@ -422,21 +376,8 @@ fn rabbitmqctl(args: &[&str]) -> String {
 
 /// Once the bus has noticed the loss, publishing and requests fail at once.
 async fn expect_down(bus: &AmqpBus, subject: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let started = Instant::now();
-        let result = bus.publish(subject, Bytes::from_static(b"lost")).await;
-        assert!(started.elapsed() < Duration::from_millis(500), "publish blocked {:?}", started.elapsed());
-        if let Err(err) = result {
-            assert!(matches!(err, Error::Backend(_)), "{err:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "publish kept succeeding with the broker gone");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    fails_fast_while_down(bus, subject).await;
     assert!(!bus.is_connected());
-    let err = bus.request(subject, Bytes::new(), Duration::from_secs(1)).await.unwrap_err();
-    assert!(matches!(err, Error::Backend(_)), "{err:?}");
 }
 
 /// After the broker is reachable again, the subscription and the group member receive again
@@ -445,17 +386,7 @@ async fn expect_back(bus: &AmqpBus, subject: &str, sub: &mut Subscription, membe
     let restored = Instant::now();
     // Each subscription consumes again on its own, so publish until both have heard.
     for (what, sub) in [("subscriber", sub), ("queue group member", member)] {
-        let mut attempts = 0;
-        let got = loop {
-            attempts += 1;
-            assert!(restored.elapsed() < Duration::from_secs(10), "{what}: no delivery 10 s after the restore");
-            // Failures are expected until the bus has reconnected.
-            let _ = bus.publish(subject, Bytes::from(format!("again {attempts}"))).await;
-            if let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
-                break message;
-            }
-        };
-        assert!(got.payload.starts_with(b"again"), "{what}: {got:?}");
+        let (_, attempts) = publish_until_heard(bus, subject, sub, restored).await;
         println!("{what} heard again {:?} after the restore ({attempts} publishes)", restored.elapsed());
     }
     assert!(bus.is_connected());
@@ -488,32 +419,7 @@ async fn amqps_with_a_private_ca() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
     let extensions = "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n";
-    std::fs::write(file("leaf.ext"), extensions).unwrap();
-    // (Temporary directory paths hold no spaces.)
-    let steps = [
-        format!(
-            "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=smith-test-CA -keyout {} -out {}",
-            file("ca.key"),
-            file("ca.pem")
-        ),
-        format!(
-            "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout {} -out {}",
-            file("leaf.key"),
-            file("leaf.csr")
-        ),
-        format!(
-            "x509 -req -days 1 -CAcreateserial -in {} -CA {} -CAkey {} -extfile {} -out {}",
-            file("leaf.csr"),
-            file("ca.pem"),
-            file("ca.key"),
-            file("leaf.ext"),
-            file("leaf.pem")
-        ),
-    ];
-    for step in steps {
-        let out = tokio::process::Command::new(OPENSSL).args(step.split(' ')).output().await.unwrap();
-        assert!(out.status.success(), "openssl {step}: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    smith_bus::conformance::make_certificates(OPENSSL, &dir, "rsa:2048", extensions).await;
     let leaf = std::fs::read_to_string(file("leaf.pem")).unwrap() + &std::fs::read_to_string(file("leaf.key")).unwrap();
     std::fs::write(file("leaf-and-key.pem"), leaf).unwrap();
 

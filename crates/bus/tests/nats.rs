@@ -10,33 +10,16 @@
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use smith_bus::conformance::{fails_fast_while_down, publish_until_heard, round_trip, unique};
 use smith_bus::nats::NatsBus;
-use smith_bus::{Bus, Error, Subscription};
+use smith_bus::{Bus, Error};
 
-const URL_VAR: &str = "SMITH_TEST_NATS_URL";
 const NATS_SERVER: &str = "/usr/sbin/nats-server";
 
 mod conformance {
-    smith_bus::bus_conformance!(skip_unless_env = "SMITH_TEST_NATS_URL", async {
-        let url = std::env::var(super::URL_VAR).unwrap();
-        match smith_bus::open(&url).await {
-            Ok(bus) => bus,
-            Err(e) => panic!("cannot open {url}: {e}"),
-        }
-    });
-}
-
-/// The shared server's URL, or `None` after printing why the test is skipped.
-fn shared_url() -> Option<String> {
-    let url = std::env::var(URL_VAR).ok();
-    if url.is_none() {
-        println!("skipped: {URL_VAR} not set");
-    }
-    url
+    smith_bus::bus_conformance!(networked, skip_unless_env = "SMITH_TEST_NATS_URL");
 }
 
 /// A `nats-server` of our own on a fixed loopback port, killed on drop.
@@ -104,18 +87,6 @@ async fn connect(url: &str) -> NatsBus {
     }
 }
 
-/// Publishes on a fresh subject and expects `sub` (subscribed to it) to get it.
-async fn round_trip(bus: &NatsBus, subject: &str, sub: &mut Subscription) {
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    bus.publish(subject, Bytes::from_static(b"hello")).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(2), sub.recv()).await;
-    assert_eq!(got.expect("nothing arrived").expect("subscription closed").payload, "hello");
-}
-
-fn unique(name: &str) -> String {
-    format!("nats-test.{:016x}.{name}", fastrand::u64(..))
-}
-
 /// Bad URLs, closed ports and silent servers give one clear error, quickly.
 #[tokio::test]
 async fn connect_fails_fast_and_clearly() {
@@ -136,24 +107,7 @@ async fn connect_fails_fast_and_clearly() {
         (&silent_url, false, &["no answer"]),
     ];
     for &(url, config, words) in cases {
-        let started = Instant::now();
-        let err = match smith_bus::open(url).await {
-            Ok(_) => panic!("{url} should fail"),
-            Err(err) => err,
-        };
-        let elapsed = started.elapsed();
-        assert!(elapsed < Duration::from_secs(6), "{url}: took {elapsed:?}");
-        if config {
-            assert!(matches!(err, Error::Config(_)), "{url}: {err:?}");
-        } else {
-            assert!(matches!(err, Error::Backend(_)), "{url}: {err:?}");
-            assert_eq!(err.code(), smith_core::Code::Unavailable);
-        }
-        let text = err.to_string();
-        for word in words {
-            assert!(text.contains(word), "{url}: {text:?} lacks {word:?}");
-        }
-        assert!(!text.contains("s3cret"), "{url}: {text:?} leaks the credentials");
+        smith_bus::conformance::open_fails_fast_and_clearly(url, config, words).await;
     }
 }
 
@@ -200,62 +154,18 @@ async fn survives_a_server_restart() {
     assert!(bus.is_connected());
 
     server.kill();
-    // While it is down (once the client noticed), publishing fails at once.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let started = Instant::now();
-        let result = bus.publish(&subject, Bytes::from_static(b"lost")).await;
-        assert!(started.elapsed() < Duration::from_millis(500), "publish blocked {:?}", started.elapsed());
-        if let Err(err) = result {
-            assert!(matches!(err, Error::Backend(_)), "{err:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "publish kept succeeding with the server gone");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    fails_fast_while_down(&bus, &subject).await;
     assert!(!bus.is_connected());
-    let err = bus.request(&subject, Bytes::new(), Duration::from_secs(1)).await.unwrap_err();
-    assert!(matches!(err, Error::Backend(_)), "{err:?}");
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.restart();
     let restarted = Instant::now();
-    let mut attempts = 0;
-    let got = loop {
-        attempts += 1;
-        assert!(restarted.elapsed() < Duration::from_secs(10), "no delivery 10 s after the restart");
-        // Failures are expected until the client has reconnected.
-        let _ = bus.publish(&subject, Bytes::from(format!("again {attempts}"))).await;
-        if let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
-            break message;
-        }
-    };
-    assert!(got.payload.starts_with(b"again"), "{got:?}");
+    let (_, attempts) = publish_until_heard(&bus, &subject, &mut sub, restarted).await;
     assert!(bus.is_connected());
     // The queue subscription came back too.
     let got = tokio::time::timeout(Duration::from_secs(2), member.recv()).await.expect("queue member").unwrap();
     assert!(got.payload.starts_with(b"again"), "{got:?}");
     println!("delivered again {:?} after the restart ({attempts} publishes)", restarted.elapsed());
-}
-
-#[tokio::test]
-async fn no_responders_is_reported() {
-    let Some(url) = shared_url() else { return };
-    smith_bus::conformance::no_responders_is_reported_at_once(Arc::new(connect(&url).await)).await;
-}
-
-#[tokio::test]
-async fn full_subscriber_drops_only_its_own() {
-    const CAPACITY: usize = 16;
-    let Some(url) = shared_url() else { return };
-    let bus = connect(&format!("{url}?capacity={CAPACITY}")).await;
-    smith_bus::conformance::full_subscriber_drops_only_its_own(Arc::new(bus), CAPACITY).await;
-}
-
-#[tokio::test]
-async fn subscription_ends_when_bus_is_dropped() {
-    let Some(url) = shared_url() else { return };
-    smith_bus::conformance::subscription_ends_when_the_bus_is_dropped(Arc::new(connect(&url).await)).await;
 }
 
 /// A NATS server with a certificate from a private CA: untrusted (a configuration error) until
@@ -269,26 +179,8 @@ async fn tls_with_a_private_ca() {
     }
     let dir = tempfile_dir("smith-nats-tls");
     let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
-    std::fs::write(file("leaf.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-        .unwrap();
-    // (Temporary directory paths hold no spaces.)
-    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
-    let steps = [
-        format!("req -x509 {ec} -days 1 -subj /CN=smith-test-CA -keyout {} -out {}", file("ca.key"), file("ca.pem")),
-        format!("req {ec} -subj /CN=localhost -keyout {} -out {}", file("leaf.key"), file("leaf.csr")),
-        format!(
-            "x509 -req -days 1 -CAcreateserial -in {} -CA {} -CAkey {} -extfile {} -out {}",
-            file("leaf.csr"),
-            file("ca.pem"),
-            file("ca.key"),
-            file("leaf.ext"),
-            file("leaf.pem")
-        ),
-    ];
-    for step in steps {
-        let out = Command::new(OPENSSL).args(step.split(' ')).output().unwrap();
-        assert!(out.status.success(), "openssl {step}: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    let extensions = "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n";
+    smith_bus::conformance::make_certificates(OPENSSL, &dir, "ec -pkeyopt ec_paramgen_curve:P-256", extensions).await;
     let (cert, key) = (file("leaf.pem"), file("leaf.key"));
     let Some(server) = PrivateServer::start(&["--tlscert", &cert, "--tlskey", &key]) else { return };
     let tls_url = format!("tls://127.0.0.1:{}", server.port);

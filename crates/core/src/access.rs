@@ -115,6 +115,22 @@ pub struct NewAuditRecord {
     pub status: u16,
 }
 
+impl NewAuditRecord {
+    /// The record as the store keeps it, numbered `id`.
+    pub fn numbered(&self, id: u64) -> AuditRecord {
+        AuditRecord {
+            id,
+            at: self.at,
+            actor: self.actor.clone(),
+            tenant: self.tenant.clone(),
+            action: self.action.clone(),
+            target: self.target.clone(),
+            source: self.source.clone(),
+            status: self.status,
+        }
+    }
+}
+
 /// Which audit records to list: every field narrows; newest last, `id > after`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {

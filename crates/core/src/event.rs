@@ -1,12 +1,9 @@
 //! Events: the append-only record of what happened to a task (`seq` 1..n per task) and to the fleet.
 
-use crate::error::{Error, Result};
 use crate::task::TaskId;
 use crate::time::Micros;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::fmt;
-use std::str::FromStr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventKind {
@@ -109,21 +106,7 @@ impl EventKind {
     }
 }
 
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for EventKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        EventKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
-            let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-            Error::invalid(format!("unknown event kind {s:?}: expected one of {}", names.join(", ")))
-        })
-    }
-}
+crate::named_enum!(EventKind, "event kind");
 
 /// A stored event. `seq` numbers a task's events 1..n; `pos` is the event's place in the
 /// commit-ordered log of all events (the `/v1/events` cursor). System events have no task and seq 0.

@@ -1,5 +1,30 @@
 //! Domain types of MisterSmith: tasks, events, agents, nodes and error codes — no I/O, no runtime.
 
+/// `Display` and `FromStr` for an enum of names (`$ty::ALL`, `$ty::as_str`): shown as its name,
+/// parsed from one, and an unknown name is an `InvalidArgument` error that says what was
+/// expected.
+macro_rules! named_enum {
+    ($ty:ty, $what:literal) => {
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = $crate::Error;
+            fn from_str(s: &str) -> $crate::Result<Self> {
+                <$ty>::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| {
+                    let names: Vec<&str> = <$ty>::ALL.iter().map(|v| v.as_str()).collect();
+                    let shown = $crate::task::truncate(s, 64);
+                    $crate::Error::invalid(format!("unknown {} {shown:?}: expected one of {}", $what, names.join(", ")))
+                })
+            }
+        }
+    };
+}
+pub(crate) use named_enum;
+
 pub mod access;
 pub mod agent;
 pub mod capability;

@@ -41,7 +41,7 @@ impl FromStr for TaskId {
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
         None => s,
@@ -86,23 +86,7 @@ impl TaskStatus {
     }
 }
 
-impl fmt::Display for TaskStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for TaskStatus {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        TaskStatus::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
-            Error::invalid(format!(
-                "unknown status {:?}: expected one of queued, running, succeeded, failed, cancelled, timed_out",
-                truncate(s, 64)
-            ))
-        })
-    }
-}
+crate::named_enum!(TaskStatus, "status");
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskError {

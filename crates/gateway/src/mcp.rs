@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 use smith_core::{Budget, Capability, Code, EventKind, NewTask, Task, TaskId, TaskStatus};
-use smith_store::GlobalEvent;
+use smith_store::{GlobalEvent, GlobalEventQuery};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -431,11 +431,13 @@ async fn scan(
     keep: impl Fn(&Value) -> bool,
 ) -> Result<(Vec<Value>, u64), ToolError> {
     let tenant = caller.tenant();
+    let mut query = GlobalEventQuery { kinds: vec![kind], tenant: Some(tenant.clone()), after: since, limit: 500 };
     let mut cursor = since;
     let mut out = Vec::new();
     let mut scanned = 0;
     while out.len() < limit && scanned < MAX_SCAN {
-        let page = s.store.global_events(&[kind], Some(&tenant), cursor, 500).await?;
+        query.after = cursor;
+        let page = s.store.global_events(&query).await?;
         let Some(last) = page.last().map(|e| e.pos) else { break };
         scanned += page.len();
         for e in page {

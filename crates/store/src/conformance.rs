@@ -7,8 +7,8 @@
 
 use crate::lifecycle;
 use crate::{
-    ClaimRequest, Claimed, Error, FeedFilter, GlobalEvent, RunningCaps, Session, Store, TaskQuery, TenantLoad, UsageBy,
-    AUDIT_LIMIT,
+    ClaimRequest, Claimed, Error, FeedFilter, GlobalEvent, GlobalEventQuery, RunningCaps, Session, Store, TaskQuery,
+    TenantLoad, UsageBy, AUDIT_LIMIT,
 };
 use serde_json::{json, Value};
 use smith_core::task::DEFAULT_TENANT;
@@ -18,6 +18,7 @@ use smith_core::{
     TaskStatus, Usage,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +71,7 @@ macro_rules! store_conformance {
             every_event_carries_its_tenant_and_a_reader_sees_only_its_own,
             feed_includes_system_events,
             feed_head_is_where_new_events_begin,
+            feed_cursor_is_the_high_water_mark,
             feed_tail_under_concurrent_writers_misses_nothing,
             list_tasks_newest_first_with_filters_and_paging,
             list_tasks_rejects_malformed_cursor,
@@ -176,15 +178,19 @@ async fn submit(store: &S, agent: &str) -> Task {
     store.submit(NewTask::new(agent, json!("x"))).await.expect("submit").task
 }
 
-async fn claim(store: &S, worker: &str, agent: &str, n: u32, lease: Duration) -> Vec<Claimed> {
-    let request = ClaimRequest {
+/// A claim of up to `n` tasks of `agent` for `worker`, with a lease nobody outlives in a test.
+pub fn claim_request(worker: &str, agent: &str, n: u32) -> ClaimRequest {
+    ClaimRequest {
         worker: worker.into(),
-        lease,
+        lease: LONG,
         wants: vec![(agent.into(), n)],
         limit: None,
         caps: Default::default(),
-    };
-    store.claim(&request).await.expect("claim")
+    }
+}
+
+async fn claim(store: &S, worker: &str, agent: &str, n: u32, lease: Duration) -> Vec<Claimed> {
+    store.claim(&ClaimRequest { lease, ..claim_request(worker, agent, n) }).await.expect("claim")
 }
 
 async fn claim_one(store: &S, worker: &str, agent: &str, lease: Duration) -> Claimed {
@@ -1404,7 +1410,9 @@ pub async fn every_event_carries_its_tenant_and_a_reader_sees_only_its_own(store
             if k.is_empty() {
                 continue;
             }
-            let listed = store.global_events(k, reader, 0, 1000).await.unwrap();
+            let query =
+                GlobalEventQuery { kinds: k.to_vec(), tenant: reader.map(str::to_string), after: 0, limit: 1000 };
+            let listed = store.global_events(&query).await.unwrap();
             let want: Vec<Event> = want.into_iter().filter(|e| e.task_id.is_none()).collect();
             assert_eq!(listed, want, "global_events for {reader:?}, kinds {k:?}");
         }
@@ -1457,12 +1465,128 @@ pub async fn feed_head_is_where_new_events_begin(store: S) {
     assert!(store.feed(head, &FeedFilter::default(), 100).await.unwrap().events.is_empty());
 }
 
+/// Writers running at once, each on a task of its own, for a reader to tail what they write.
+pub struct Writers {
+    running: Arc<AtomicUsize>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Writers {
+    /// Starts `write(w)` for each writer `w` in `0..n`.
+    pub fn start<Fut>(n: usize, write: impl Fn(usize) -> Fut) -> Writers
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let running = Arc::new(AtomicUsize::new(n));
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..n {
+            let (work, running) = (write(w), running.clone());
+            tasks.spawn(async move {
+                work.await;
+                running.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+        Writers { running, tasks }
+    }
+
+    fn done(&self) -> bool {
+        self.running.load(Ordering::SeqCst) == 0
+    }
+
+    /// Waits for every writer to end; a writer's panic fails the caller.
+    pub async fn finish(self) {
+        self.tasks.join_all().await;
+    }
+}
+
+/// Reads a log while writers add to it, as a tailing reader does: `read(after)` returns a page
+/// of the items after position `after`, the position to read after next, and whether more may
+/// follow at once. Stops at the first page without more that was asked for once every writer
+/// had ended. Returns every item seen, in order.
+async fn tail<T, F, Fut>(writers: &Writers, read: F) -> Vec<T>
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = (Vec<T>, u64, bool)>,
+{
+    let (mut after, mut seen) = (0, Vec::new());
+    loop {
+        // Ask before the page: a page read after the last writer ended is complete.
+        let done = writers.done();
+        let (page, next, more) = read(after).await;
+        assert!(next >= after, "the position went back from {after} to {next}");
+        after = next;
+        seen.extend(page);
+        if done && !more {
+            return seen;
+        }
+        if !more {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// [`tail`] of the whole feed, `limit` events a page.
+pub async fn tail_feed(store: &S, writers: &Writers, limit: usize) -> Vec<Event> {
+    tail(writers, |cursor| async move {
+        let page = store.feed(cursor, &FeedFilter::default(), limit).await.unwrap();
+        (page.events, page.cursor, page.more)
+    })
+    .await
+}
+
+/// [`tail`] of the audit log, `limit` records a page.
+pub async fn tail_audit(store: &S, writers: &Writers, limit: usize) -> Vec<AuditRecord> {
+    tail(writers, |after| async move {
+        let page = store.audit(&AuditQuery { after, limit, ..Default::default() }).await.unwrap();
+        let next = page.last().map_or(after, |r| r.id);
+        let full = page.len() == limit;
+        (page, next, full)
+    })
+    .await
+}
+
+/// The feed's cursor is its high-water mark: it moves to the last committed position even when
+/// nothing matches, stops at a page's last event when the limit cut it, and a cursor past the
+/// end is kept, never moved back.
+pub async fn feed_cursor_is_the_high_water_mark(store: S) {
+    let empty = store.feed(0, &FeedFilter::default(), 10).await.unwrap();
+    assert!(empty.events.is_empty() && !empty.more);
+    assert_eq!((empty.cursor, store.feed_head().await.unwrap()), (0, 0));
+
+    let t = submit(&store, "echo").await;
+    claim_one(&store, "w1", "echo", LONG).await;
+    store.append(t.id, 1, (0..5).map(output).collect()).await.unwrap();
+    let high = log(&store, t.id).await.last().unwrap().pos;
+    assert_eq!(store.feed_head().await.unwrap(), high);
+
+    // Nothing matches: the cursor still moves to the last committed position.
+    let nothing = FeedFilter { agent: Some("sleep".into()), ..Default::default() };
+    let page = store.feed(0, &nothing, 10).await.unwrap();
+    assert!(page.events.is_empty() && !page.more);
+    assert_eq!(page.cursor, high);
+
+    // A page cut by its limit stops at its last event and says so.
+    let page = store.feed(0, &FeedFilter::default(), 3).await.unwrap();
+    assert!(page.more);
+    assert_eq!(page.cursor, page.events[2].pos);
+    let rest = store.feed(page.cursor, &FeedFilter::default(), 100).await.unwrap();
+    assert_eq!((rest.events.len(), rest.cursor, rest.more), (4, high, false));
+
+    // A cursor past the end is kept, never moved back.
+    let ahead = store.feed(high + 100, &FeedFilter::default(), 10).await.unwrap();
+    assert!(ahead.events.is_empty() && !ahead.more);
+    assert_eq!(ahead.cursor, high + 100);
+
+    let sys = store.append_system(json!({"what": "x"})).await.unwrap();
+    let next = store.feed(high, &FeedFilter::default(), 10).await.unwrap();
+    assert_eq!(next.cursor, sys.pos);
+    assert_eq!(next.events, [sys]);
+}
+
 pub async fn feed_tail_under_concurrent_writers_misses_nothing(store: S) {
-    let writing = Arc::new(AtomicUsize::new(4));
-    let mut writers = tokio::task::JoinSet::new();
-    for w in 0..4 {
-        let (s, writing) = (store.clone(), writing.clone());
-        writers.spawn(async move {
+    let writers = Writers::start(4, |w| {
+        let s = store.clone();
+        async move {
             let worker = format!("w{w}");
             for _ in 0..10 {
                 submit(&s, "echo").await;
@@ -1472,28 +1596,10 @@ pub async fn feed_tail_under_concurrent_writers_misses_nothing(store: S) {
                 }
                 s.append_system(json!({"writer": w})).await.unwrap();
             }
-            writing.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
-    let mut cursor = 0;
-    let mut seen: Vec<Event> = Vec::new();
-    loop {
-        // Read the flag before the page: a page read after the last writer ended is complete.
-        let done = writing.load(Ordering::SeqCst) == 0;
-        let page = store.feed(cursor, &FeedFilter::default(), 7).await.unwrap();
-        assert!(page.cursor >= cursor);
-        cursor = page.cursor;
-        seen.extend(page.events);
-        if done && !page.more {
-            break;
         }
-        if !page.more {
-            tokio::task::yield_now().await;
-        }
-    }
-    while let Some(res) = writers.join_next().await {
-        res.unwrap();
-    }
+    });
+    let seen = tail_feed(&store, &writers, 7).await;
+    writers.finish().await;
     for w in seen.windows(2) {
         assert!(w[0].pos < w[1].pos, "the tail saw an event twice or out of order: {w:#?}");
     }
@@ -2198,13 +2304,18 @@ pub async fn global_events_are_fed_and_listed_by_kind_and_tenant(store: S) {
     assert_eq!((d1.task_id, d1.seq, d1.agent.as_deref()), (None, 0, Some("echo")));
     assert!(d1.pos < m1.pos && m1.pos < d2.pos && d2.pos < sys.pos);
 
-    let all = store.global_events(&[EventKind::Discovery], None, 0, 100).await.unwrap();
+    let list = |kinds: &[EventKind], tenant: Option<&str>, after: u64| {
+        let query = GlobalEventQuery { kinds: kinds.to_vec(), tenant: tenant.map(str::to_string), after, limit: 100 };
+        let store = store.clone();
+        async move { store.global_events(&query).await.unwrap() }
+    };
+    let all = list(&[EventKind::Discovery], None, 0).await;
     assert_eq!(all.iter().map(|e| e.pos).collect::<Vec<_>>(), vec![d1.pos, d2.pos]);
-    let acme = store.global_events(&[EventKind::Discovery, EventKind::System], Some("acme"), 0, 100).await.unwrap();
+    let acme = list(&[EventKind::Discovery, EventKind::System], Some("acme"), 0).await;
     assert_eq!(acme.iter().map(|e| e.pos).collect::<Vec<_>>(), vec![d1.pos, sys.pos], "own and fleet events");
-    let after = store.global_events(&[EventKind::Discovery], None, d1.pos, 100).await.unwrap();
+    let after = list(&[EventKind::Discovery], None, d1.pos).await;
     assert_eq!(after.iter().map(|e| e.pos).collect::<Vec<_>>(), vec![d2.pos]);
-    assert_eq!(store.global_events(&[EventKind::Message], None, 0, 100).await.unwrap()[0].data, json!({"n": 2}));
+    assert_eq!(list(&[EventKind::Message], None, 0).await[0].data, json!({"n": 2}));
 
     let fed =
         store.feed(0, &FeedFilter { kinds: vec![EventKind::Discovery], ..Default::default() }, 100).await.unwrap();
@@ -2444,11 +2555,9 @@ pub async fn audit_limit_is_capped_and_bad_records_are_refused(store: S) {
 /// Records appended by concurrent writers are numbered in commit order: a reader paging with
 /// `after` while they write sees each exactly once.
 pub async fn audit_tail_under_concurrent_writers_misses_nothing(store: S) {
-    let writing = Arc::new(AtomicUsize::new(4));
-    let mut writers = tokio::task::JoinSet::new();
-    for w in 0..4 {
-        let (s, writing) = (store.clone(), writing.clone());
-        writers.spawn(async move {
+    let writers = Writers::start(4, |w| {
+        let s = store.clone();
+        async move {
             for i in 0..40 {
                 let target = format!("{w}-{i}");
                 s.append_audit(audit_record(Micros::now(), "token", "acme", "task.submit", Some(&target), 201))
@@ -2459,28 +2568,10 @@ pub async fn audit_tail_under_concurrent_writers_misses_nothing(store: S) {
                     s.submit(NewTask::new("echo", json!(i))).await.unwrap();
                 }
             }
-            writing.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
-    let (mut after, mut seen) = (0, Vec::new());
-    loop {
-        let done = writing.load(Ordering::SeqCst) == 0;
-        let page = store.audit(&AuditQuery { after, limit: 7, ..Default::default() }).await.unwrap();
-        if let Some(last) = page.last() {
-            after = last.id;
         }
-        let full = page.len() == 7;
-        seen.extend(page);
-        if done && !full {
-            break;
-        }
-        if !full {
-            tokio::task::yield_now().await;
-        }
-    }
-    while let Some(res) = writers.join_next().await {
-        res.unwrap();
-    }
+    });
+    let seen = tail_audit(&store, &writers, 7).await;
+    writers.finish().await;
     let all = store.audit(&AuditQuery::default()).await.unwrap();
     assert_eq!(all.len(), 160);
     assert_eq!(seen, all, "the tail saw every record once, in order");

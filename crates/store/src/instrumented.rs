@@ -5,14 +5,14 @@
 
 use crate::metrics::{ERRORS, OPERATION_DURATION};
 use crate::{
-    Change, ClaimRequest, Claimed, FeedFilter, FeedPage, GlobalEvent, Held, PoolStats, QueueStats, Result, Session,
-    Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
+    Change, ClaimRequest, Claimed, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held, PoolStats, QueueStats,
+    Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use serde_json::Value;
 use smith_core::{
-    AgentDef, AgentSummary, ApiKey, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros, NewApiKey,
-    NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
+    AgentDef, AgentSummary, ApiKey, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey, NewAuditRecord,
+    NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -103,14 +103,8 @@ impl Store for Instrumented {
         timed("append_global", self.0.append_global(event)).await
     }
 
-    async fn global_events(
-        &self,
-        kinds: &[EventKind],
-        tenant: Option<&str>,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<Event>> {
-        timed("global_events", self.0.global_events(kinds, tenant, after, limit)).await
+    async fn global_events(&self, query: &GlobalEventQuery) -> Result<Vec<Event>> {
+        timed("global_events", self.0.global_events(query)).await
     }
 
     async fn create_session(&self, session: &Session) -> Result<()> {
@@ -326,7 +320,7 @@ mod tests {
             Ok(Event {
                 task_id: None,
                 seq: 0,
-                kind: EventKind::System,
+                kind: smith_core::EventKind::System,
                 at: Micros(0),
                 data,
                 agent: Some("probe".into()),
@@ -377,7 +371,7 @@ mod tests {
         async fn feed_head(&self) -> Result<u64> {
             no()
         }
-        async fn global_events(&self, _: &[EventKind], _: Option<&str>, _: u64, _: usize) -> Result<Vec<Event>> {
+        async fn global_events(&self, _: &GlobalEventQuery) -> Result<Vec<Event>> {
             no()
         }
         async fn create_session(&self, _: &Session) -> Result<()> {

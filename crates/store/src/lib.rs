@@ -195,6 +195,17 @@ pub struct GlobalEvent {
     pub data: Value,
 }
 
+/// Which global events to list ([`Store::global_events`]): those of `kinds`, after feed
+/// position `after`, oldest first, at most `limit`. `tenant` is the reader's tenant (`None`:
+/// the platform); a tenant sees its own events and the fleet's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GlobalEventQuery {
+    pub kinds: Vec<EventKind>,
+    pub tenant: Option<String>,
+    pub after: u64,
+    pub limit: usize,
+}
+
 /// Usage summed over finished attempts, by agent or by tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsageBy {
@@ -223,6 +234,20 @@ pub struct TenantLoad {
     /// Bytes of event data and results held by the tenant's tasks that wrote at or after the
     /// time asked for (a task still writing counts everything it wrote).
     pub output_bytes: u64,
+}
+
+impl TenantLoad {
+    /// From the figures as both backends' SQL reads them: (queued, running, output bytes,
+    /// tokens, cost).
+    pub(crate) fn from_row((queued, running, output, tokens, cost): (i64, i64, i64, i64, f64)) -> TenantLoad {
+        TenantLoad {
+            queued: queued as u64,
+            running: running as u64,
+            tokens: tokens as u64,
+            cost_usd: cost,
+            output_bytes: output as u64,
+        }
+    }
 }
 
 /// Connections of a store's pool, for metrics. Read from counters: no I/O.
@@ -304,15 +329,8 @@ pub trait Store: Send + Sync + 'static {
     /// Appends an event to the all-events feed only (task id none, seq 0).
     async fn append_global(&self, event: GlobalEvent) -> Result<Event>;
 
-    /// Events not tied to a task, of the given kinds, oldest first after `after` (a feed position);
-    /// a tenant sees its own and the fleet's.
-    async fn global_events(
-        &self,
-        kinds: &[EventKind],
-        tenant: Option<&str>,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<Event>>;
+    /// Events not tied to a task, as the query asks.
+    async fn global_events(&self, query: &GlobalEventQuery) -> Result<Vec<Event>>;
 
     /// Creates a session; its agent must exist.
     async fn create_session(&self, session: &Session) -> Result<()>;

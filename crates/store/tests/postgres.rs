@@ -11,10 +11,9 @@
 
 use serde_json::json;
 use smith_core::{AgentDef, AuditQuery, Code, EventDraft, Micros, NewAuditRecord, NewTask, Outcome, Usage};
-use smith_store::conformance::reopening_keeps_everything;
+use smith_store::conformance::{claim_request, reopening_keeps_everything, tail_audit, tail_feed, Writers};
 use smith_store::{ClaimRequest, Error, FeedFilter, OpenOptions, RunningCaps, Store};
 use sqlx::{Connection, PgConnection};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +52,23 @@ async fn fresh_schema(url: &str) -> String {
     with_param(url, &format!("options[search_path]={schema}"))
 }
 
+/// Two stores on one new schema of the test server (its URL returned too): two processes
+/// sharing a database. `None` after printing the skip line.
+async fn two_processes() -> Option<(String, [Arc<dyn Store>; 2])> {
+    let url = fresh_schema(&server()?).await;
+    let stores =
+        [smith_store::open(&url, &options()).await.unwrap(), smith_store::open(&url, &options()).await.unwrap()];
+    Some((url, stores))
+}
+
+/// Starts `n` writers, `write(w, store)`, taking turns between the two processes' stores.
+fn writers_on<Fut>(stores: &[Arc<dyn Store>; 2], n: usize, write: impl Fn(usize, Arc<dyn Store>) -> Fut) -> Writers
+where
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    Writers::start(n, |w| write(w, stores[w % 2].clone()))
+}
+
 /// Drops the test schemas of runs that ended long ago (their names carry a UUIDv7's time).
 async fn sweep_old_schemas(url: &str) {
     let Ok(mut conn) = PgConnection::connect(url).await else { return };
@@ -80,16 +96,6 @@ async fn fresh_store() -> Arc<dyn Store> {
 
 mod conformance {
     smith_store::store_conformance!(skip_unless_env = "SMITH_TEST_POSTGRES_URL", super::fresh_store());
-}
-
-fn claim_request(worker: &str, agent: &str, n: u32) -> ClaimRequest {
-    ClaimRequest {
-        worker: worker.into(),
-        lease: Duration::from_secs(600),
-        wants: vec![(agent.into(), n)],
-        limit: None,
-        caps: Default::default(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,47 +150,22 @@ async fn migrations_apply_once_however_many_processes_start_at_once() {
 /// comes back empty while a committed task waits (each writer claims right after submitting).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feed_stays_commit_ordered_across_processes() {
-    let Some(server) = server() else { return };
-    let url = fresh_schema(&server).await;
-    let stores =
-        [smith_store::open(&url, &options()).await.unwrap(), smith_store::open(&url, &options()).await.unwrap()];
-    let writing = Arc::new(AtomicUsize::new(6));
-    let mut writers = tokio::task::JoinSet::new();
-    for w in 0..6 {
-        let (s, writing) = (stores[w % 2].clone(), writing.clone());
-        writers.spawn(async move {
-            let worker = format!("w{w}");
-            for i in 0..15 {
-                s.submit(NewTask::new("echo", json!(i))).await.unwrap();
-                for c in s.claim(&claim_request(&worker, "echo", 1)).await.unwrap() {
-                    let drafts = (0..3).map(|n| EventDraft::output(json!(n))).collect();
-                    s.append(c.task.id, c.task.attempt, drafts).await.unwrap();
-                    let ok = Outcome::Succeeded { result: json!(w), usage: Usage::default() };
-                    s.complete(c.task.id, c.task.attempt, vec![], ok).await.unwrap();
-                }
-                s.append_system(json!({"writer": w})).await.unwrap();
+    let Some((_, stores)) = two_processes().await else { return };
+    let writers = writers_on(&stores, 6, |w, s| async move {
+        let worker = format!("w{w}");
+        for i in 0..15 {
+            s.submit(NewTask::new("echo", json!(i))).await.unwrap();
+            for c in s.claim(&claim_request(&worker, "echo", 1)).await.unwrap() {
+                let drafts = (0..3).map(|n| EventDraft::output(json!(n))).collect();
+                s.append(c.task.id, c.task.attempt, drafts).await.unwrap();
+                let ok = Outcome::Succeeded { result: json!(w), usage: Usage::default() };
+                s.complete(c.task.id, c.task.attempt, vec![], ok).await.unwrap();
             }
-            writing.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
-    let reader = &stores[1];
-    let (mut cursor, mut seen) = (0, Vec::new());
-    loop {
-        let done = writing.load(Ordering::SeqCst) == 0;
-        let page = reader.feed(cursor, &FeedFilter::default(), 11).await.unwrap();
-        assert!(page.cursor >= cursor);
-        cursor = page.cursor;
-        seen.extend(page.events);
-        if done && !page.more {
-            break;
+            s.append_system(json!({"writer": w})).await.unwrap();
         }
-        if !page.more {
-            tokio::task::yield_now().await;
-        }
-    }
-    while let Some(res) = writers.join_next().await {
-        res.unwrap();
-    }
+    });
+    let seen = tail_feed(&stores[1], &writers, 11).await;
+    writers.finish().await;
     let all = stores[0].feed(0, &FeedFilter::default(), 100_000).await.unwrap().events;
     assert_eq!(all.len(), 90 * 6 + 90);
     let positions: Vec<u64> = all.iter().map(|e| e.pos).collect();
@@ -198,10 +179,7 @@ async fn feed_stays_commit_ordered_across_processes() {
 /// read after the lock, so after the end of every task whose slot it took).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_caps_hold_across_processes() {
-    let Some(server) = server() else { return };
-    let url = fresh_schema(&server).await;
-    let stores =
-        [smith_store::open(&url, &options()).await.unwrap(), smith_store::open(&url, &options()).await.unwrap()];
+    let Some((_, stores)) = two_processes().await else { return };
     for tenant in ["acme", "globex"] {
         for i in 0..24 {
             let mut t = NewTask::new(if i % 2 == 0 { "echo" } else { "sleep" }, json!(i));
@@ -232,9 +210,7 @@ async fn running_caps_hold_across_processes() {
             }
         });
     }
-    while let Some(res) = workers.join_next().await {
-        res.unwrap();
-    }
+    workers.join_all().await;
     for (tenant, cap) in [("acme", 3), ("globex", 5)] {
         let q = smith_store::TaskQuery { tenant: Some(tenant.into()), limit: 100, ..Default::default() };
         let tasks = stores[1].list_tasks(&q).await.unwrap().items;
@@ -260,58 +236,31 @@ async fn running_caps_hold_across_processes() {
 /// server rejects in the same batches (their batch is run again job by job) lose no record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_ids_stay_commit_ordered_across_processes() {
-    let Some(server) = server() else { return };
-    let url = fresh_schema(&server).await;
-    let stores =
-        [smith_store::open(&url, &options()).await.unwrap(), smith_store::open(&url, &options()).await.unwrap()];
-    let writing = Arc::new(AtomicUsize::new(6));
-    let mut writers = tokio::task::JoinSet::new();
-    for w in 0..6 {
-        let (s, writing) = (stores[w % 2].clone(), writing.clone());
-        writers.spawn(async move {
-            for i in 0..30 {
-                let record = NewAuditRecord {
-                    at: Micros::now(),
-                    actor: format!("key:{w}"),
-                    tenant: "acme".into(),
-                    action: "task.submit".into(),
-                    target: Some(i.to_string()),
-                    source: "127.0.0.1:1".into(),
-                    status: 201,
-                };
-                let (audited, submitted) = tokio::join!(s.append_audit(record), async {
-                    let mut new = NewTask::new("echo", json!(i));
-                    if i % 5 == 2 {
-                        new.tenant = "bad\u{0}tenant".into();
-                    }
-                    s.submit(new).await
-                });
-                audited.unwrap();
-                assert_eq!(submitted.is_err(), i % 5 == 2);
-            }
-            writing.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
-    let reader = &stores[1];
-    let (mut after, mut seen) = (0, Vec::new());
-    loop {
-        let done = writing.load(Ordering::SeqCst) == 0;
-        let page = reader.audit(&AuditQuery { after, limit: 11, ..Default::default() }).await.unwrap();
-        let full = page.len() == 11;
-        if let Some(last) = page.last() {
-            after = last.id;
+    let Some((url, stores)) = two_processes().await else { return };
+    let writers = writers_on(&stores, 6, |w, s| async move {
+        for i in 0..30 {
+            let record = NewAuditRecord {
+                at: Micros::now(),
+                actor: format!("key:{w}"),
+                tenant: "acme".into(),
+                action: "task.submit".into(),
+                target: Some(i.to_string()),
+                source: "127.0.0.1:1".into(),
+                status: 201,
+            };
+            let (audited, submitted) = tokio::join!(s.append_audit(record), async {
+                let mut new = NewTask::new("echo", json!(i));
+                if i % 5 == 2 {
+                    new.tenant = "bad\u{0}tenant".into();
+                }
+                s.submit(new).await
+            });
+            audited.unwrap();
+            assert_eq!(submitted.is_err(), i % 5 == 2);
         }
-        seen.extend(page);
-        if done && !full {
-            break;
-        }
-        if !full {
-            tokio::task::yield_now().await;
-        }
-    }
-    while let Some(res) = writers.join_next().await {
-        res.unwrap();
-    }
+    });
+    let seen = tail_audit(&stores[1], &writers, 11).await;
+    writers.finish().await;
     let all = stores[0].audit(&AuditQuery::default()).await.unwrap();
     assert_eq!(all.len(), 180);
     assert_eq!(all.iter().map(|r| r.id).collect::<Vec<_>>(), (1..=180).collect::<Vec<u64>>(), "ids are gapless");
@@ -362,36 +311,6 @@ async fn a_rejected_write_fails_alone_and_its_batch_commits() {
     let feed = store.feed(0, &FeedFilter::default(), 1000).await.unwrap().events;
     assert_eq!(feed.len(), 190, "a rolled-back write left events behind");
     assert_eq!(feed.last().unwrap().pos, 190);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn feed_cursor_is_the_high_water_mark() {
-    let Some(server) = server() else { return };
-    let store = smith_store::open(&fresh_schema(&server).await, &options()).await.unwrap();
-    let empty = store.feed(0, &FeedFilter::default(), 10).await.unwrap();
-    assert!(empty.events.is_empty() && !empty.more);
-    assert_eq!((empty.cursor, store.feed_head().await.unwrap()), (0, 0));
-
-    let t = store.submit(NewTask::new("echo", json!(1))).await.unwrap().task;
-    store.claim(&claim_request("w1", "echo", 1)).await.unwrap();
-    store.append(t.id, 1, (0..5).map(EventDraft::output).collect()).await.unwrap();
-    let high = store.events(t.id, 0, 100).await.unwrap().last().unwrap().pos;
-    assert_eq!(store.feed_head().await.unwrap(), high);
-
-    let nothing = FeedFilter { agent: Some("sleep".into()), ..Default::default() };
-    let page = store.feed(0, &nothing, 10).await.unwrap();
-    assert!(page.events.is_empty() && !page.more);
-    assert_eq!(page.cursor, high);
-
-    let page = store.feed(0, &FeedFilter::default(), 3).await.unwrap();
-    assert!(page.more);
-    assert_eq!(page.cursor, page.events[2].pos);
-    let rest = store.feed(page.cursor, &FeedFilter::default(), 100).await.unwrap();
-    assert_eq!((rest.events.len(), rest.cursor, rest.more), (4, high, false));
-
-    let ahead = store.feed(high + 100, &FeedFilter::default(), 10).await.unwrap();
-    assert!(ahead.events.is_empty() && !ahead.more);
-    assert_eq!(ahead.cursor, high + 100);
 }
 
 /// Liveness writes never queue behind the feed lock: while another session holds it (a batch of

@@ -1,11 +1,10 @@
 //! The store conformance suite against the embedded SQLite backend (bare and instrumented), plus
-//! what only SQLite promises: durability across reopening the file, and the feed cursor as the
-//! log's high-water mark.
+//! what only SQLite promises: durability across reopening the file.
 
 use serde_json::json;
-use smith_core::{EventDraft, NewTask};
+use smith_core::NewTask;
 use smith_store::conformance::reopening_keeps_everything;
-use smith_store::{ClaimRequest, FeedFilter, OpenOptions, Store, TaskQuery};
+use smith_store::{OpenOptions, Store, TaskQuery};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,16 +46,6 @@ mod instrumented {
     smith_store::store_conformance!(async { smith_store::instrument(super::fresh_store().await) });
 }
 
-fn claim_request(worker: &str, agent: &str, n: u32) -> ClaimRequest {
-    ClaimRequest {
-        worker: worker.into(),
-        lease: Duration::from_secs(600),
-        wants: vec![(agent.into(), n)],
-        limit: None,
-        caps: Default::default(),
-    }
-}
-
 #[tokio::test]
 async fn reopening_keeps_tasks_events_idempotency_agents_and_nodes() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -64,42 +53,6 @@ async fn reopening_keeps_tasks_events_idempotency_agents_and_nodes() {
     let r = reopening_keeps_everything(open_at(&path).await, json!({"q": 1}), || open_at(&path)).await;
     let sys = r.store.append_system(json!({"what": "again"})).await.unwrap();
     assert!(sys.pos > r.appended_pos);
-}
-
-#[tokio::test]
-async fn feed_cursor_is_the_high_water_mark() {
-    let store = fresh_store().await;
-    let empty = store.feed(0, &FeedFilter::default(), 10).await.unwrap();
-    assert!(empty.events.is_empty() && !empty.more);
-    assert_eq!(empty.cursor, 0);
-
-    let t = store.submit(NewTask::new("echo", json!(1))).await.unwrap().task;
-    store.claim(&claim_request("w1", "echo", 1)).await.unwrap();
-    store.append(t.id, 1, (0..5).map(EventDraft::output).collect()).await.unwrap();
-    let high = store.events(t.id, 0, 100).await.unwrap().last().unwrap().pos;
-
-    // Nothing matches: the cursor still moves to the last committed position.
-    let nothing = FeedFilter { agent: Some("sleep".into()), ..Default::default() };
-    let page = store.feed(0, &nothing, 10).await.unwrap();
-    assert!(page.events.is_empty() && !page.more);
-    assert_eq!(page.cursor, high);
-
-    // A page cut by its limit stops at its last event and says so.
-    let page = store.feed(0, &FeedFilter::default(), 3).await.unwrap();
-    assert!(page.more);
-    assert_eq!(page.cursor, page.events[2].pos);
-    let rest = store.feed(page.cursor, &FeedFilter::default(), 100).await.unwrap();
-    assert_eq!((rest.events.len(), rest.cursor, rest.more), (4, high, false));
-
-    // A cursor past the end is kept, never moved back.
-    let ahead = store.feed(high + 100, &FeedFilter::default(), 10).await.unwrap();
-    assert!(ahead.events.is_empty() && !ahead.more);
-    assert_eq!(ahead.cursor, high + 100);
-
-    let sys = store.append_system(json!({"what": "x"})).await.unwrap();
-    let next = store.feed(high, &FeedFilter::default(), 10).await.unwrap();
-    assert_eq!(next.cursor, sys.pos);
-    assert_eq!(next.events, [sys]);
 }
 
 #[tokio::test]

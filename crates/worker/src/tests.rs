@@ -8,8 +8,8 @@ use smith_core::{
     NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use smith_store::{
-    Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, Held, PoolStats, QueueStats, Result,
-    Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
+    Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held, PoolStats,
+    QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -102,14 +102,8 @@ impl Store for Flaky {
         self.inner.append_global(event).await
     }
 
-    async fn global_events(
-        &self,
-        kinds: &[EventKind],
-        tenant: Option<&str>,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<Event>> {
-        self.inner.global_events(kinds, tenant, after, limit).await
+    async fn global_events(&self, query: &GlobalEventQuery) -> Result<Vec<Event>> {
+        self.inner.global_events(query).await
     }
 
     async fn create_session(&self, session: &Session) -> Result<()> {

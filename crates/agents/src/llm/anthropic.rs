@@ -1,34 +1,13 @@
 //! The `anthropic` executor: the Anthropic Messages API (`POST /v1/messages`, streamed).
 
 use super::{excerpt, Api, Config, Reply, Round, Step, StreamError, Tokens, ToolCall, ToolOutcome, ToolSpec};
-use crate::{Executor, RunContext, RunResult};
-use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{json, Value};
 use smith_core::sse::SseEvent;
 
-/// Runs agents on the Anthropic Messages API.
-pub struct Anthropic {
-    client: reqwest::Client,
-}
-
-impl Anthropic {
-    pub fn new() -> Self {
-        Anthropic { client: super::http_client() }
-    }
-}
-
-impl Default for Anthropic {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-#[async_trait]
-impl Executor for Anthropic {
-    async fn run(&self, ctx: RunContext) -> RunResult {
-        super::drive(self, ctx).await
-    }
+http_executor! {
+    /// Runs agents on the Anthropic Messages API.
+    Anthropic
 }
 
 #[derive(Serialize)]
@@ -271,12 +250,14 @@ fn malformed(kind: &str, data: &str) -> StreamError {
 mod tests {
     use super::*;
 
-    fn feed(events: &[(&str, Value)]) -> (MessageStream, String, Vec<Tokens>) {
+    /// Feeds each event's data under its name, which is the data's `type` (as Anthropic sends them).
+    fn feed(events: &[Value]) -> (MessageStream, String, Vec<Tokens>) {
         let mut round = MessageStream::default();
         let mut text = String::new();
         let mut usage = Vec::new();
-        for (name, data) in events {
-            let step = round.on_event(&SseEvent::named(*name, data.to_string())).unwrap();
+        for data in events {
+            let name = data["type"].as_str().expect("an event type");
+            let step = round.on_event(&SseEvent::named(name, data.to_string())).unwrap();
             text.extend(step.text);
             if step.usage {
                 usage.push(round.tokens());
@@ -288,49 +269,25 @@ mod tests {
     #[test]
     fn a_streamed_message_with_text_and_a_tool_call() {
         let (round, text, usage) = feed(&[
-            (
-                "message_start",
-                json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
-                    "content": [], "model": "claude-sonnet-4-5", "stop_reason": null,
-                    "usage": {"input_tokens": 20, "cache_read_input_tokens": 5, "output_tokens": 1}}}),
-            ),
-            (
-                "content_block_start",
-                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-            ),
-            ("ping", json!({"type": "ping"})),
-            (
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me "}}),
-            ),
-            (
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "check."}}),
-            ),
-            ("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
-            (
-                "content_block_start",
-                json!({"type": "content_block_start", "index": 1,
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+                "content": [], "model": "claude-sonnet-4-5", "stop_reason": null,
+                "usage": {"input_tokens": 20, "cache_read_input_tokens": 5, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "ping"}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me "}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "check."}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1,
                 "content_block": {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {}}}),
-            ),
-            (
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": ""}}),
-            ),
-            (
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"city\": \"Pa"}}),
-            ),
-            (
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "ris\"}"}}),
-            ),
-            ("content_block_stop", json!({"type": "content_block_stop", "index": 1})),
-            (
-                "message_delta",
-                json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 42}}),
-            ),
-            ("message_stop", json!({"type": "message_stop"})),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": ""}}),
+            json!({"type": "content_block_delta", "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": "{\"city\": \"Pa"}}),
+            json!({"type": "content_block_delta", "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": "ris\"}"}}),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+                "usage": {"output_tokens": 42}}),
+            json!({"type": "message_stop"}),
         ]);
         assert!(round.is_done());
         assert_eq!(text, "Let me check.");

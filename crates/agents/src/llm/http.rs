@@ -101,11 +101,7 @@ async fn one_try<A: Api>(
         Some(Ok(r)) => r,
     };
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    let is_json = content_type_is(response.headers(), "application/json");
     if !status.is_success() || is_json {
         let retry_after = retry_after(response.headers(), SystemTime::now());
         let body = read_capped(&mut response, ctx, cfg.stall).await?;
@@ -299,6 +295,11 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     out
+}
+
+/// Whether the headers' `Content-Type` is `mime` (with or without parameters).
+pub(super) fn content_type_is(headers: &HeaderMap, mime: &str) -> bool {
+    headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim_start().starts_with(mime))
 }
 
 #[cfg(test)]

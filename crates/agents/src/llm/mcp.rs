@@ -170,11 +170,7 @@ impl McpSession {
             self.headers.insert(SESSION_HEADER, session.clone());
         }
         let status = response.status();
-        let is_stream = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+        let is_stream = super::http::content_type_is(response.headers(), "text/event-stream");
         let message = if status.is_success() && is_stream {
             answer_in_stream(&mut response, id).await.map_err(|e| format!("{method}: {e}"))?
         } else {

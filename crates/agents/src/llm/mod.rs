@@ -11,6 +11,36 @@
 //! An executor holds one HTTP client, so its requests share a connection pool; a running
 //! request holds only its parser's buffer, its text so far and the conversation.
 
+/// Defines an executor on one provider's API: it holds one pooled HTTP client (which its
+/// [`Api::client`] returns) and runs every attempt through [`drive`].
+macro_rules! http_executor {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub struct $name {
+            client: reqwest::Client,
+        }
+
+        impl $name {
+            pub fn new() -> Self {
+                $name { client: super::http_client() }
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::Executor for $name {
+            async fn run(&self, ctx: $crate::RunContext) -> $crate::RunResult {
+                super::drive(self, ctx).await
+            }
+        }
+    };
+}
+
 mod anthropic;
 mod http;
 mod mcp;

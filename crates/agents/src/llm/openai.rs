@@ -2,34 +2,13 @@
 //! or any server that speaks it.
 
 use super::{excerpt, Api, Config, Reply, Round, Step, StreamError, Tokens, ToolCall, ToolOutcome, ToolSpec};
-use crate::{Executor, RunContext, RunResult};
-use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{json, Value};
 use smith_core::sse::SseEvent;
 
-/// Runs agents on an OpenAI-compatible Chat Completions API.
-pub struct OpenAi {
-    client: reqwest::Client,
-}
-
-impl OpenAi {
-    pub fn new() -> Self {
-        OpenAi { client: super::http_client() }
-    }
-}
-
-impl Default for OpenAi {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-#[async_trait]
-impl Executor for OpenAi {
-    async fn run(&self, ctx: RunContext) -> RunResult {
-        super::drive(self, ctx).await
-    }
+http_executor! {
+    /// Runs agents on an OpenAI-compatible Chat Completions API.
+    OpenAi
 }
 
 #[derive(Serialize)]

@@ -106,7 +106,7 @@ pub(super) async fn audit(pool: &PgPool, q: &AuditQuery) -> Result<Vec<AuditReco
 /// Index lookups only: `tasks_tenant_active` for each count, `tasks_tenant_spent` for the sums,
 /// `tenant_output`'s key for the bytes written from the day of `since` on.
 pub(super) async fn tenant_load(pool: &PgPool, tenant: &str, since: Micros) -> Result<TenantLoad> {
-    let (queued, running, output, tokens, cost): (i64, i64, i64, i64, f64) = sqlx::query_as(
+    let row = sqlx::query_as(
         "SELECT (SELECT count(*) FROM tasks WHERE tenant = $1 AND status = 'queued'), \
                 (SELECT count(*) FROM tasks WHERE tenant = $1 AND status = 'running'), \
                 (SELECT coalesce(sum(bytes), 0)::int8 FROM tenant_output WHERE tenant = $1 AND day >= $3), \
@@ -120,11 +120,5 @@ pub(super) async fn tenant_load(pool: &PgPool, tenant: &str, since: Micros) -> R
     .fetch_one(pool)
     .await
     .map_err(db_error)?;
-    Ok(TenantLoad {
-        queued: queued as u64,
-        running: running as u64,
-        tokens: tokens as u64,
-        cost_usd: cost,
-        output_bytes: output as u64,
-    })
+    Ok(TenantLoad::from_row(row))
 }

@@ -13,8 +13,9 @@ pub(super) fn emit(row: &TaskRow, steps: Vec<Step>, now: Micros, ev: &mut EventB
     steps
         .into_iter()
         .map(|s| {
-            let event = ev.push(Some(&row.task), s.seq, s.kind, s.attempt, now, s.data);
-            match s.output {
+            let output = s.output;
+            let event = ev.push(&row.task, s, now);
+            match output {
                 Output::None => {}
                 Output::Data => ev.count_output(ev.last_data_len()),
                 Output::Bytes(n) => ev.count_output(n),

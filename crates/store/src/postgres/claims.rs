@@ -119,13 +119,8 @@ struct Slots<'a> {
 /// Claims with different running caps (workers configured differently) take turns, each with
 /// its own statements, counting what the others claimed.
 pub(super) async fn claims(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx: &mut Ctx) -> Result<()> {
-    let mut jobs: Vec<&mut Job<ClaimRequest, Vec<Claimed>>> = ops
-        .iter_mut()
-        .filter_map(|op| match op {
-            Op::Claim(j) => Some(j),
-            _ => None,
-        })
-        .collect();
+    let mut jobs: Vec<&mut Job<ClaimRequest, Vec<Claimed>>> =
+        ops.iter_mut().filter_map(|op| if let Op::Claim(j) = op { Some(j) } else { None }).collect();
     if jobs.is_empty() {
         return Ok(());
     }

@@ -23,14 +23,14 @@ mod writer;
 
 use crate::access::{check_audit, check_new_key};
 use crate::{
-    AgentSummary, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, Held, OpenOptions,
-    PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
+    AgentSummary, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held,
+    OpenOptions, PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use jobs::{AppendJob, CompleteJob, Job, LeaseJob, Op, ReapJob, ReleaseJob, Submission};
 use smith_core::{
-    AgentDef, ApiKey, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros, NewApiKey, NewAuditRecord,
-    NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
+    AgentDef, ApiKey, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey, NewAuditRecord, NewTask, Node,
+    NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -357,14 +357,8 @@ impl Store for PgStore {
         self.write(Op::Global, event).await
     }
 
-    async fn global_events(
-        &self,
-        kinds: &[EventKind],
-        tenant: Option<&str>,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<Event>> {
-        reads::global_events(&self.pool, kinds, tenant, after, limit).await
+    async fn global_events(&self, query: &GlobalEventQuery) -> Result<Vec<Event>> {
+        reads::global_events(&self.pool, query).await
     }
 
     async fn create_session(&self, session: &Session) -> Result<()> {

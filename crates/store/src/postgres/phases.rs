@@ -210,13 +210,8 @@ async fn submit(conn: &mut PgConnection, ops: &mut [Op], out: &mut Appends, ctx:
 }
 
 async fn submit_tasks(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx: &mut Ctx) -> Result<()> {
-    let mut jobs: Vec<&mut Job<Submission, Submitted>> = ops
-        .iter_mut()
-        .filter_map(|op| match op {
-            Op::Submit(j) => Some(j),
-            _ => None,
-        })
-        .collect();
+    let mut jobs: Vec<&mut Job<Submission, Submitted>> =
+        ops.iter_mut().filter_map(|op| if let Op::Submit(j) = op { Some(j) } else { None }).collect();
     if jobs.is_empty() {
         return Ok(());
     }

@@ -2,8 +2,11 @@
 
 use super::db_error;
 use super::rows::{event_row, node_row, task_row, EVENT_COLS, NODE_COLS, TASK_COLS};
-use crate::{AgentSummary, FeedFilter, FeedPage, Omitted, QueueStats, Result, Session, TaskPage, TaskQuery, UsageBy};
-use smith_core::{AgentDef, BreakerState, Event, EventKind, Micros, Node, Task, TaskId, Usage};
+use crate::{
+    AgentSummary, FeedFilter, FeedPage, GlobalEventQuery, Omitted, QueueStats, Result, Session, TaskPage, TaskQuery,
+    UsageBy,
+};
+use smith_core::{AgentDef, BreakerState, Event, Micros, Node, Task, TaskId, Usage};
 use sqlx::{PgPool, Row};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -234,25 +237,19 @@ pub(super) async fn count_session_tasks(pool: &PgPool, session_id: &str, tenant:
     Ok(n as u64)
 }
 
-pub(super) async fn global_events(
-    pool: &PgPool,
-    kinds: &[EventKind],
-    tenant: Option<&str>,
-    after: u64,
-    n: usize,
-) -> Result<Vec<Event>> {
-    let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+pub(super) async fn global_events(pool: &PgPool, q: &GlobalEventQuery) -> Result<Vec<Event>> {
+    let kinds: Vec<&str> = q.kinds.iter().map(|k| k.as_str()).collect();
     let sql = format!(
         "SELECT {EVENT_COLS} FROM events WHERE task_id IS NULL AND kind = ANY($1::text[]) AND pos > $2 \
          AND ($4::text IS NULL OR {}) ORDER BY pos LIMIT $3",
         crate::visible_sql("$4")
     );
-    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let after = i64::try_from(q.after).unwrap_or(i64::MAX);
     let rows = sqlx::query(&sql)
         .bind(kinds)
         .bind(after)
-        .bind(limit(n))
-        .bind(tenant)
+        .bind(limit(q.limit))
+        .bind(q.tenant.as_deref())
         .fetch_all(pool)
         .await
         .map_err(db_error)?;

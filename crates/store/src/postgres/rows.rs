@@ -1,6 +1,7 @@
 //! Rows as the PostgreSQL store reads them, the batch's buffer of events to insert, and the
 //! placeholder positions those events carry until the batch commits.
 
+use crate::lifecycle::Step;
 use crate::{Change, Claimed, Error, Held, Result, Submitted};
 use serde_json::Value;
 use smith_core::{
@@ -187,27 +188,20 @@ impl EventBuf {
         self.data.last().map_or(0, |d| d.len() as u64)
     }
 
-    /// Queues an event of `task` (or a fleet event) and returns it with a placeholder position.
-    pub fn push(
-        &mut self,
-        task: Option<&Task>,
-        seq: u64,
-        kind: EventKind,
-        attempt: u32,
-        at: Micros,
-        data: Value,
-    ) -> Event {
+    /// Queues one of `task`'s events and returns it with a placeholder position.
+    pub fn push(&mut self, task: &Task, step: Step, at: Micros) -> Event {
+        let Step { seq, kind, attempt, data, .. } = step;
         let pos = self.len() as u64;
         self.output.push(0);
-        self.task_id.push(task.map(|t| t.id.to_string()));
+        self.task_id.push(Some(task.id.to_string()));
         self.seq.push(seq as i64);
         self.kind.push(kind.as_str());
-        self.agent.push(task.map(|t| t.agent.clone()));
-        self.tenant.push(task.map(|t| t.tenant.clone()));
+        self.agent.push(Some(task.agent.clone()));
+        self.tenant.push(Some(task.tenant.clone()));
         self.attempt.push(attempt as i32);
         self.at.push(at.0);
         self.data.push(data.to_string());
-        Event::of_task(task, seq, kind, attempt, at, data, pos)
+        Event::of_task(Some(task), seq, kind, attempt, at, data, pos)
     }
 
     /// Queues an event outside every task's log (a discovery, a message, a fleet event).
@@ -280,16 +274,7 @@ impl AuditBuf {
         self.target.push(r.target.clone());
         self.source.push(r.source.clone());
         self.status.push(i32::from(r.status));
-        AuditRecord {
-            id,
-            at: r.at,
-            actor: r.actor.clone(),
-            tenant: r.tenant.clone(),
-            action: r.action.clone(),
-            target: r.target.clone(),
-            source: r.source.clone(),
-            status: r.status,
-        }
+        r.numbered(id)
     }
 }
 

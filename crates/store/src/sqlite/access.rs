@@ -1,6 +1,7 @@
 //! The SQL of API keys, the audit log and tenant load in the SQLite store. Writes run in the
 //! writer's batch transaction, reads on a reader, like everything in `ops.rs`.
 
+use super::ops::Filters;
 use crate::access::{audit_limit, parse_scopes, scopes_text};
 use crate::{Result, TenantLoad};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -95,43 +96,18 @@ pub(super) fn append_audit(c: &Connection, r: &NewAuditRecord) -> Result<AuditRe
         "INSERT INTO audit (at, actor, tenant, action, target, source, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![r.at.0, r.actor, r.tenant, r.action, r.target, r.source, r.status])?;
-    Ok(AuditRecord {
-        id: c.last_insert_rowid() as u64,
-        at: r.at,
-        actor: r.actor.clone(),
-        tenant: r.tenant.clone(),
-        action: r.action.clone(),
-        target: r.target.clone(),
-        source: r.source.clone(),
-        status: r.status,
-    })
+    Ok(r.numbered(c.last_insert_rowid() as u64))
 }
 
 pub(super) fn audit(c: &Connection, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
     let after = i64::try_from(q.after).unwrap_or(i64::MAX);
-    let mut sql = format!("SELECT {AUDIT_COLS} FROM audit WHERE id > ?1");
-    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(after)];
-    let mut narrow = |cond: &str, value: Box<dyn rusqlite::ToSql>| {
-        args.push(value);
-        sql.push_str(&format!(" AND {cond} ?{}", args.len()));
-    };
-    if let Some(t) = &q.tenant {
-        narrow("tenant =", Box::new(t.clone()));
-    }
-    if let Some(a) = &q.actor {
-        narrow("actor =", Box::new(a.clone()));
-    }
-    if let Some(a) = &q.action {
-        narrow("action =", Box::new(a.clone()));
-    }
-    if let Some(s) = q.since {
-        narrow("at >=", Box::new(s.0));
-    }
-    if let Some(u) = q.until {
-        narrow("at <", Box::new(u.0));
-    }
-    args.push(Box::new(audit_limit(q) as i64));
-    sql.push_str(&format!(" ORDER BY id LIMIT ?{}", args.len()));
+    let mut f = Filters::new(format!("SELECT {AUDIT_COLS} FROM audit WHERE id > ?1"), after);
+    f.and("tenant =", q.tenant.clone());
+    f.and("actor =", q.actor.clone());
+    f.and("action =", q.action.clone());
+    f.and("at >=", q.since.map(|s| s.0));
+    f.and("at <", q.until.map(|u| u.0));
+    let (sql, args) = f.finish("ORDER BY id LIMIT", audit_limit(q) as i64);
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())), audit_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -149,21 +125,8 @@ pub(super) const TENANT_LOAD: &str = "SELECT \
     FROM tasks WHERE tenant = ?1 AND usage IS NOT NULL AND spent_at >= ?2";
 
 pub(super) fn tenant_load(c: &Connection, tenant: &str, since: Micros) -> Result<TenantLoad> {
-    let (queued, running, output, tokens, cost) =
-        c.prepare_cached(TENANT_LOAD)?.query_row(params![tenant, since.0, crate::output_day(since)], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, f64>(4)?,
-            ))
-        })?;
-    Ok(TenantLoad {
-        queued: queued as u64,
-        running: running as u64,
-        tokens: tokens as u64,
-        cost_usd: cost,
-        output_bytes: output as u64,
-    })
+    let row = c.prepare_cached(TENANT_LOAD)?.query_row(params![tenant, since.0, crate::output_day(since)], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })?;
+    Ok(TenantLoad::from_row(row))
 }

@@ -11,14 +11,14 @@ mod ops;
 
 use crate::access::{check_audit, check_new_key};
 use crate::{
-    AgentSummary, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, Held, OpenOptions,
-    PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
+    AgentSummary, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held,
+    OpenOptions, PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use smith_core::{
-    AgentDef, ApiKey, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros, NewApiKey, NewAuditRecord,
-    NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
+    AgentDef, ApiKey, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey, NewAuditRecord, NewTask, Node,
+    NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -501,15 +501,9 @@ impl Store for SqliteStore {
         self.write(move |c| ops::append_global(c, &event, Micros::now())).await
     }
 
-    async fn global_events(
-        &self,
-        kinds: &[EventKind],
-        tenant: Option<&str>,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<Event>> {
-        let (kinds, tenant) = (kinds.to_vec(), tenant.map(str::to_string));
-        self.read(move |c| ops::global_events(c, &kinds, tenant.as_deref(), after, limit)).await
+    async fn global_events(&self, query: &GlobalEventQuery) -> Result<Vec<Event>> {
+        let query = query.clone();
+        self.read(move |c| ops::global_events(c, &query)).await
     }
 
     async fn create_session(&self, session: &Session) -> Result<()> {
@@ -718,35 +712,44 @@ mod tests {
         (dir, store)
     }
 
+    /// Runs `write(i, c)` for every `i` in `0..n` as writes queued at once, so that they share
+    /// batches; returns their results in order.
+    async fn concurrent_writes<F>(store: &Arc<SqliteStore>, n: i64, write: F) -> Vec<Result<()>>
+    where
+        F: Fn(i64, &Tx) -> Result<()> + Copy + Send + 'static,
+    {
+        let mut handles = Vec::new();
+        for i in 0..n {
+            let s = store.clone();
+            handles.push(tokio::spawn(async move { s.write(move |c| write(i, c)).await }));
+        }
+        let mut results = Vec::new();
+        for h in handles {
+            results.push(h.await.unwrap());
+        }
+        results
+    }
+
     /// A batch writes its writes' output bytes once, summed by tenant and day, and only those of
     /// the writes that succeeded — whether the batch ran fast or was redone with savepoints.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_counts_the_output_bytes_of_its_succeeded_writes_only() {
         let (_dir, store) = store_with_table_t().await;
-        let mut handles = Vec::new();
-        for i in 0..300i64 {
-            let s = store.clone();
-            handles.push(tokio::spawn(async move {
-                s.write(move |c| {
-                    let tenant = if i % 2 == 0 { "acme" } else { "globex" };
-                    c.add_output(tenant, 7, 10);
-                    match i % 3 {
-                        // fails after changing rows: the batch is redone with savepoints
-                        1 => {
-                            c.execute("INSERT INTO t (v) VALUES (?1)", [i])?;
-                            Err(Error::Backend("fails after writing".into()))
-                        }
-                        // fails before changing anything
-                        2 => Err(Error::Backend("fails clean".into())),
-                        _ => Ok(()),
-                    }
-                })
-                .await
-            }));
-        }
-        for h in handles {
-            let _ = h.await.unwrap();
-        }
+        concurrent_writes(&store, 300, |i, c| {
+            let tenant = if i % 2 == 0 { "acme" } else { "globex" };
+            c.add_output(tenant, 7, 10);
+            match i % 3 {
+                // fails after changing rows: the batch is redone with savepoints
+                1 => {
+                    c.execute("INSERT INTO t (v) VALUES (?1)", [i])?;
+                    Err(Error::Backend("fails after writing".into()))
+                }
+                // fails before changing anything
+                2 => Err(Error::Backend("fails clean".into())),
+                _ => Ok(()),
+            }
+        })
+        .await;
         let totals: Vec<(String, i64, i64)> = store
             .read(|c| {
                 let mut st = c.prepare("SELECT tenant, day, bytes FROM tenant_output ORDER BY tenant")?;
@@ -763,24 +766,15 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_write_is_undone_and_its_neighbours_commit() {
         let (_dir, store) = store_with_table_t().await;
-        let mut handles = Vec::new();
-        for i in 0..200i64 {
-            let s = store.clone();
-            handles.push(tokio::spawn(async move {
-                s.write(move |c| {
-                    c.execute("INSERT INTO t (v) VALUES (?1)", [i])?;
-                    if i % 2 == 1 {
-                        return Err(Error::Backend("fails after writing".into()));
-                    }
-                    Ok(())
-                })
-                .await
-            }));
-        }
-        let mut failed = 0;
-        for h in handles {
-            failed += h.await.unwrap().is_err() as usize;
-        }
+        let results = concurrent_writes(&store, 200, |i, c| {
+            c.execute("INSERT INTO t (v) VALUES (?1)", [i])?;
+            if i % 2 == 1 {
+                return Err(Error::Backend("fails after writing".into()));
+            }
+            Ok(())
+        })
+        .await;
+        let failed = results.iter().filter(|r| r.is_err()).count();
         assert_eq!(failed, 100);
         let kept: Vec<i64> = store
             .read(|c| {

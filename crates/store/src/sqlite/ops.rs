@@ -5,15 +5,15 @@ use super::Tx;
 use crate::caps::Room;
 use crate::lifecycle::{self, Output, Step};
 use crate::{
-    Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, Held, Omitted, QueueStats, Result,
-    Session, Submitted, TaskPage, TaskQuery, UsageBy,
+    Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held, Omitted,
+    QueueStats, Result, Session, Submitted, TaskPage, TaskQuery, UsageBy,
 };
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
 use smith_core::{
-    AgentDef, AgentSummary, BreakerState, Event, EventDraft, EventKind, Micros, NewTask, Node, NodeRole, NodeStatus,
-    Outcome, Task, TaskId, Usage,
+    AgentDef, AgentSummary, BreakerState, Event, EventDraft, Micros, NewTask, Node, NodeRole, NodeStatus, Outcome,
+    Task, TaskId, Usage,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -118,33 +118,25 @@ fn load(c: &Connection, id: TaskId) -> Result<Option<TaskRow>> {
     Ok(c.prepare_cached(&sql)?.query_row([id.to_string()], task_row).optional()?)
 }
 
-/// Inserts one event; returns it and the bytes of its data as stored.
-#[allow(clippy::too_many_arguments)]
-fn insert_event(
-    c: &Connection,
-    task: Option<&Task>,
-    seq: u64,
-    kind: EventKind,
-    attempt: u32,
-    at: Micros,
-    data: Value,
-) -> Result<(Event, u64)> {
+/// Inserts one of `task`'s events; returns it and the bytes of its data as stored.
+fn insert_event(c: &Connection, task: &Task, step: Step, at: Micros) -> Result<(Event, u64)> {
+    let Step { seq, kind, attempt, data, .. } = step;
     let mut stmt = c.prepare_cached(
         "INSERT INTO events (task_id, seq, kind, agent, tenant, attempt, at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     let text = data.to_string();
     let bytes = text.len() as u64;
     stmt.execute(params![
-        task.map(|t| t.id.to_string()),
+        task.id.to_string(),
         seq as i64,
         kind.as_str(),
-        task.map(|t| t.agent.as_str()),
-        task.map(|t| t.tenant.as_str()),
+        task.agent,
+        task.tenant,
         attempt,
         at.0,
-        text,
+        text
     ])?;
-    Ok((Event::of_task(task, seq, kind, attempt, at, data, c.last_insert_rowid() as u64), bytes))
+    Ok((Event::of_task(Some(task), seq, kind, attempt, at, data, c.last_insert_rowid() as u64), bytes))
 }
 
 fn agent_def(c: &Connection, name: &str) -> Result<Option<AgentDef>> {
@@ -207,6 +199,33 @@ pub(super) fn submit(c: &Tx, t: &NewTask, now: Micros) -> Result<Submitted> {
     Ok(Submitted { task: row.task, created: true, events })
 }
 
+/// A `SELECT … WHERE` and its parameters, narrowed by the filters a query sets.
+pub(super) struct Filters {
+    sql: String,
+    args: Vec<Box<dyn rusqlite::ToSql>>,
+}
+
+impl Filters {
+    /// `sql` ends in a condition on `?1`, which is `first`.
+    pub fn new(sql: String, first: impl rusqlite::ToSql + 'static) -> Filters {
+        Filters { sql, args: vec![Box::new(first)] }
+    }
+
+    /// Adds ` AND {cond} ?N` with `value` as parameter N, when there is a value.
+    pub fn and(&mut self, cond: &str, value: Option<impl rusqlite::ToSql + 'static>) {
+        let Some(value) = value else { return };
+        self.args.push(Box::new(value));
+        self.sql.push_str(&format!(" AND {cond} ?{}", self.args.len()));
+    }
+
+    /// The statement ended by ` {tail} ?N` (an `ORDER BY … LIMIT`) with `last` as parameter N.
+    pub fn finish(mut self, tail: &str, last: i64) -> (String, Vec<Box<dyn rusqlite::ToSql>>) {
+        self.args.push(Box::new(last));
+        self.sql.push_str(&format!(" {tail} ?{}", self.args.len()));
+        (self.sql, self.args)
+    }
+}
+
 pub(super) fn get_task(c: &Connection, id: TaskId) -> Result<Option<Task>> {
     Ok(load(c, id)?.map(|r| r.task))
 }
@@ -227,31 +246,15 @@ pub(super) fn list_tasks(c: &Connection, q: &TaskQuery) -> Result<TaskPage> {
                 &format!("metadata, CASE WHEN length(CAST(result AS BLOB)) > {n} THEN NULL ELSE result END, error"),
             );
     }
-    let mut sql =
+    let sql =
         format!("SELECT {cols}, length(CAST(input AS BLOB)), length(CAST(result AS BLOB)) FROM tasks WHERE rowid < ?1");
-    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(before)];
-    if let Some(s) = q.status {
-        args.push(Box::new(s.as_str()));
-        sql.push_str(&format!(" AND status = ?{}", args.len()));
-    }
-    if let Some(a) = &q.agent {
-        args.push(Box::new(a.clone()));
-        sql.push_str(&format!(" AND agent = ?{}", args.len()));
-    }
-    if let Some(t) = &q.tenant {
-        args.push(Box::new(t.clone()));
-        sql.push_str(&format!(" AND tenant = ?{}", args.len()));
-    }
-    if let Some(sid) = &q.session_id {
-        args.push(Box::new(sid.clone()));
-        sql.push_str(&format!(" AND session_id = ?{}", args.len()));
-    }
-    if let Some(p) = &q.parent_id {
-        args.push(Box::new(p.to_string()));
-        sql.push_str(&format!(" AND parent_id = ?{}", args.len()));
-    }
-    args.push(Box::new((limit + 1) as i64));
-    sql.push_str(&format!(" ORDER BY rowid DESC LIMIT ?{}", args.len()));
+    let mut f = Filters::new(sql, before);
+    f.and("status =", q.status.map(|s| s.as_str()));
+    f.and("agent =", q.agent.clone());
+    f.and("tenant =", q.tenant.clone());
+    f.and("session_id =", q.session_id.clone());
+    f.and("parent_id =", q.parent_id.map(|p| p.to_string()));
+    let (sql, args) = f.finish("ORDER BY rowid DESC LIMIT", (limit + 1) as i64);
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())), |r| {
         let sizes = (r.get::<_, i64>(30)? as u64, r.get::<_, Option<i64>>(31)?.map(|n| n as u64));
@@ -393,8 +396,9 @@ fn emit(c: &Tx, task: &Task, steps: Vec<Step>, now: Micros) -> Result<Vec<Event>
     let mut out = Vec::with_capacity(steps.len());
     let mut stored = 0;
     for s in steps {
-        let (event, bytes) = insert_event(c, Some(task), s.seq, s.kind, s.attempt, now, s.data)?;
-        stored += match s.output {
+        let output = s.output;
+        let (event, bytes) = insert_event(c, task, s, now)?;
+        stored += match output {
             Output::None => 0,
             Output::Data => bytes,
             Output::Bytes(n) => n,
@@ -600,13 +604,8 @@ pub(super) fn append_global(c: &Connection, e: &GlobalEvent, now: Micros) -> Res
     })
 }
 
-pub(super) fn global_events(
-    c: &Connection,
-    kinds: &[EventKind],
-    tenant: Option<&str>,
-    after: u64,
-    limit: usize,
-) -> Result<Vec<Event>> {
+pub(super) fn global_events(c: &Connection, q: &GlobalEventQuery) -> Result<Vec<Event>> {
+    let GlobalEventQuery { kinds, tenant, after, limit } = q;
     if kinds.is_empty() {
         return Ok(Vec::new());
     }
@@ -619,11 +618,10 @@ pub(super) fn global_events(
     }
     sql.push_str(" ORDER BY pos LIMIT ?2");
     let mut stmt = c.prepare_cached(&sql)?;
+    let (after, limit) = (*after as i64, *limit as i64);
     let rows = match tenant {
-        Some(t) => {
-            stmt.query_map(params![after as i64, limit as i64, t], event_row)?.collect::<rusqlite::Result<_>>()?
-        }
-        None => stmt.query_map(params![after as i64, limit as i64], event_row)?.collect::<rusqlite::Result<_>>()?,
+        Some(t) => stmt.query_map(params![after, limit, t], event_row)?.collect::<rusqlite::Result<_>>()?,
+        None => stmt.query_map(params![after, limit], event_row)?.collect::<rusqlite::Result<_>>()?,
     };
     Ok(rows)
 }
