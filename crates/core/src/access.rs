@@ -83,11 +83,26 @@ impl NewApiKey {
     }
 }
 
-/// One mutating request, as the audit log keeps it. Append-only.
+/// One mutating request, as the audit log keeps it: the record with the number the store gave
+/// it. Append-only. Its fields read through to the record (`r.actor`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// Increasing, assigned by the store.
     pub id: u64,
+    #[serde(flatten)]
+    pub entry: NewAuditRecord,
+}
+
+impl std::ops::Deref for AuditRecord {
+    type Target = NewAuditRecord;
+    fn deref(&self) -> &NewAuditRecord {
+        &self.entry
+    }
+}
+
+/// An audit record before the store numbers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewAuditRecord {
     pub at: Micros,
     /// Who: `key:<id>`, `token` (the configured bearer token), `jwt:<sub>`, or `anonymous`
     /// (loopback without authentication).
@@ -103,31 +118,10 @@ pub struct AuditRecord {
     pub status: u16,
 }
 
-/// An audit record before the store numbers it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewAuditRecord {
-    pub at: Micros,
-    pub actor: String,
-    pub tenant: String,
-    pub action: String,
-    pub target: Option<String>,
-    pub source: String,
-    pub status: u16,
-}
-
 impl NewAuditRecord {
     /// The record as the store keeps it, numbered `id`.
     pub fn numbered(&self, id: u64) -> AuditRecord {
-        AuditRecord {
-            id,
-            at: self.at,
-            actor: self.actor.clone(),
-            tenant: self.tenant.clone(),
-            action: self.action.clone(),
-            target: self.target.clone(),
-            source: self.source.clone(),
-            status: self.status,
-        }
+        AuditRecord { id, entry: self.clone() }
     }
 }
 

@@ -9,6 +9,8 @@
 //!
 //! Each property runs a fixed number of cases (no nightly, no fork): a few seconds in all.
 
+mod common;
+
 use axum::body::{Body, Bytes};
 use axum::http::{header, Method, Request, StatusCode};
 use proptest::prelude::*;
@@ -27,18 +29,7 @@ const CASES: u32 = 1024;
 /// The gateway's body limit here: small, so that a 413 costs little.
 const BODY_LIMIT: usize = 64 * 1024;
 /// The fields of a task submission.
-const FIELDS: [&str; 10] = [
-    "agent",
-    "input",
-    "priority",
-    "timeout_ms",
-    "max_attempts",
-    "idempotency_key",
-    "session_id",
-    "parent_id",
-    "budget",
-    "metadata",
-];
+const FIELDS: [&str; 10] = common::SUBMIT_FIELDS;
 const MAX_TIMEOUT_MS: u64 = smith_core::task::MAX_TIMEOUT_MS;
 
 fn config() -> Config {

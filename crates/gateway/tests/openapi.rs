@@ -2,6 +2,8 @@
 //! every reference resolves, every operation is complete, and the component schemas match what
 //! the domain types really serialize to — and what a real gateway serves from its handlers.
 
+mod common;
+
 use serde_json::{json, Map, Value};
 use smith_core::{
     AgentDef, AgentSummary, BreakerState, Budget, Event, EventKind, ExecutorKind, Micros, Node, NodeRole, NodeStatus,
@@ -274,19 +276,7 @@ fn submit_request_is_strict_and_bounded() {
     assert_eq!(s["required"], json!(["agent", "input"]));
     let p = &s["properties"];
     let fields: BTreeSet<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
-    let want: BTreeSet<&str> = [
-        "agent",
-        "input",
-        "priority",
-        "timeout_ms",
-        "max_attempts",
-        "idempotency_key",
-        "session_id",
-        "parent_id",
-        "budget",
-        "metadata",
-    ]
-    .into();
+    let want: BTreeSet<&str> = common::SUBMIT_FIELDS.into();
     assert_eq!(fields, want);
     assert_eq!(p["parent_id"]["format"], "uuid");
     assert_eq!(p["budget"]["$ref"], "#/components/schemas/BudgetRequest");

@@ -2482,8 +2482,7 @@ pub async fn audit_records_are_numbered_and_filtered(store: S) {
     let mut stored: Vec<AuditRecord> = Vec::new();
     for n in &news {
         let r = store.append_audit(n.clone()).await.unwrap();
-        let NewAuditRecord { at, actor, tenant, action, target, source, status } = n.clone();
-        assert_eq!(r, AuditRecord { id: r.id, at, actor, tenant, action, target, source, status });
+        assert_eq!(r, AuditRecord { id: r.id, entry: n.clone() });
         if let Some(last) = stored.last() {
             assert!(r.id > last.id, "ids increase: {} after {}", r.id, last.id);
         }

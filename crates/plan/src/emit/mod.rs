@@ -9,6 +9,7 @@
 mod cfn;
 mod cloudformation;
 mod cloudwatch;
+pub use cloudwatch::SEED_ALERTS;
 mod ecs;
 mod kubernetes;
 mod text;
@@ -365,7 +366,7 @@ fn fargate_size(s: &Service) -> Result<(u64, u64)> {
 }
 
 /// Kubernetes CPU quantity: whole cores as `2`, else millicores (`500m`).
-fn cpu_quantity(vcpu: f64) -> String {
+pub fn cpu_quantity(vcpu: f64) -> String {
     let milli = (vcpu * 1000.0).round() as u64;
     if milli % 1000 == 0 {
         (milli / 1000).to_string()
@@ -375,7 +376,7 @@ fn cpu_quantity(vcpu: f64) -> String {
 }
 
 /// Kubernetes memory quantity: `4Gi`, else `512Mi`.
-fn memory_quantity(gb: f64) -> String {
+pub fn memory_quantity(gb: f64) -> String {
     let mib = (gb * 1024.0).round() as u64;
     if mib % 1024 == 0 {
         format!("{}Gi", mib / 1024)

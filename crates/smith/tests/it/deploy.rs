@@ -14,6 +14,7 @@
 //! or cluster.
 
 use crate::common::cluster::Database;
+use smith_plan::emit::{cpu_quantity, memory_quantity};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -136,25 +137,6 @@ fn f(v: &Value) -> f64 {
 
 fn services<'a>(plan: &'a Value, name: &str) -> &'a Value {
     plan["services"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()
-}
-
-/// Kubernetes quantities as the plan's figures should read: `2` or `500m`; `4Gi` or `512Mi`.
-fn cpu_quantity(vcpu: f64) -> String {
-    let milli = (vcpu * 1000.0).round() as u64;
-    if milli % 1000 == 0 {
-        (milli / 1000).to_string()
-    } else {
-        format!("{milli}m")
-    }
-}
-
-fn memory_quantity(gb: f64) -> String {
-    let mib = (gb * 1024.0).round() as u64;
-    if mib % 1024 == 0 {
-        format!("{}Gi", mib / 1024)
-    } else {
-        format!("{mib}Mi")
-    }
 }
 
 /// Every value of `key` anywhere in `v`.

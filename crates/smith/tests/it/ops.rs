@@ -8,27 +8,14 @@ use crate::common::anthropic_mock;
 use anthropic_mock::Mock;
 use common::{Opts, Smith};
 use serde_json::{json, Value};
+// the seed's twelve alerts, group `smith` of `alerts.yml`
+use smith_plan::emit::SEED_ALERTS;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const SECS_10: Duration = Duration::from_secs(10);
 const DASHBOARDS: [&str; 3] = ["overview.json", "performance.json", "store-bus.json"];
-/// The seed's twelve alerts, group `smith` of `alerts.yml`.
-const SEED_ALERTS: [&str; 12] = [
-    "HighCPU",
-    "HighMemory",
-    "StoreConnectionsNearLimit",
-    "TaskLatencyHigh",
-    "ModerateUtilization",
-    "QueueDepthIncreasing",
-    "AgentUtilizationHigh",
-    "MessageLatencyHigh",
-    "Backlog",
-    "DeadLetterSpike",
-    "ThroughputDrop",
-    "ErrorRateHigh",
-];
 
 fn deploy(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy").join(file)

@@ -79,12 +79,18 @@ fn holds(frames: &[Frame], text: &str) -> bool {
     frames.iter().any(|f| f.data.contains(text))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_feed_carries_no_byte_of_another_tenants_task() {
+/// `smith up` with the platform token, and a key of each of two tenants, `acme` and `globex`.
+async fn two_tenants() -> (common::Smith, Api, Api, Api) {
     let s = common::Smith::start(Opts::new().token(ROOT)).await;
     let root = s.api();
     let acme = key(&root, "acme").await;
     let globex = key(&root, "globex").await;
+    (s, root, acme, globex)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_feed_carries_no_byte_of_another_tenants_task() {
+    let (_s, root, acme, globex) = two_tenants().await;
 
     // every stream opened first, from now: what follows reaches them live
     let mut globex_all = globex.sse("/v1/events", None).await;
@@ -172,10 +178,7 @@ fn structured(result: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discoveries_and_messages_stay_in_their_tenant_live_and_through_mcp() {
-    let s = common::Smith::start(Opts::new().token(ROOT)).await;
-    let root = s.api();
-    let acme = key(&root, "acme").await;
-    let globex = key(&root, "globex").await;
+    let (_s, root, acme, globex) = two_tenants().await;
     // a task of each tenant to act as (a long sleep: it stays running while the tools are called)
     let ta = acme.submit_id(json!({"agent": "sleep", "input": 60_000})).await;
     let tb = globex.submit_id(json!({"agent": "sleep", "input": 60_000})).await;

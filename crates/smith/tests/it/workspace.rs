@@ -44,6 +44,13 @@ fn events_of(frames: &[Frame], kind: &str) -> Vec<Value> {
     frames.iter().filter(|f| f.event == kind).map(|f| f.json()["data"].clone()).collect()
 }
 
+/// Submits a task of `agent` and waits for its end: its id and the task.
+async fn run(api: &Api, agent: &str) -> (String, Value) {
+    let id = api.submit_id(json!({"agent": agent, "input": ""})).await;
+    let t = api.wait_terminal(&id, WAIT).await;
+    (id, t)
+}
+
 async fn patch(api: &Api, id: &str) -> (u16, String) {
     let r = api.request(reqwest::Method::GET, &format!("/v1/tasks/{id}/patch")).send().await.expect("GET patch");
     let status = r.status().as_u16();
@@ -190,15 +197,13 @@ async fn setup_runs_first_and_a_failing_setup_fails_the_task_with_its_output() {
     let smith = Smith::start(Opts::new().config(&config)).await;
     let api = smith.api();
 
-    let id = api.submit_id(json!({"agent": "built", "input": ""})).await;
-    let t = api.wait_terminal(&id, WAIT).await;
+    let (id, t) = run(&api, "built").await;
     assert_eq!(t["status"], "succeeded", "{t:#}");
     assert!(t["result"].to_string().contains("made by setup"), "{t:#}");
     let outputs = events_of(&api.events(&id, WAIT).await, "output");
     assert_eq!(outputs[0], json!({"stream": "setup", "step": 0, "text": "preparing"}), "{outputs:?}");
 
-    let id = api.submit_id(json!({"agent": "broken", "input": ""})).await;
-    let t = api.wait_terminal(&id, WAIT).await;
+    let (id, t) = run(&api, "broken").await;
     assert_eq!(t["status"], "failed", "{t:#}");
     assert_eq!(t["error"]["code"], "setup_failed", "{t:#}");
     assert!(t["error"]["message"].as_str().unwrap().contains("exit code 3"), "{t:#}");
@@ -236,8 +241,7 @@ async fn a_repository_that_cannot_be_had_or_a_missing_base_fails_fast_and_clearl
         ("secret", "workspace_unavailable", "cannot clone http://smith:<redacted>@127.0.0.1:9/shop.git"),
     ] {
         let started = std::time::Instant::now();
-        let id = api.submit_id(json!({"agent": agent, "input": ""})).await;
-        let t = api.wait_terminal(&id, WAIT).await;
+        let (id, t) = run(&api, agent).await;
         assert_eq!(t["status"], "failed", "{agent}: {t:#}");
         assert_eq!(t["error"]["code"], code, "{agent}: {t:#}");
         assert!(t["error"]["message"].as_str().unwrap().contains(words), "{agent}: {t:#}");
@@ -295,8 +299,7 @@ async fn a_url_repository_is_fetched_and_the_branch_pushed() {
     );
     let smith = Smith::start(Opts::new().config(&config)).await;
     let api = smith.api();
-    let id = api.submit_id(json!({"agent": "pusher", "input": ""})).await;
-    let t = api.wait_terminal(&id, WAIT).await;
+    let (id, t) = run(&api, "pusher").await;
     assert_eq!(t["status"], "succeeded", "{t:#}");
     let diff = &events_of(&api.events(&id, WAIT).await, "workspace.diff")[0];
     let branch = format!("smith/{id}");

@@ -6,7 +6,7 @@
 use super::db_error;
 use crate::access::{audit_limit, parse_scopes, scopes_text};
 use crate::{Result, TenantLoad};
-use smith_core::{ApiKey, AuditQuery, AuditRecord, Micros, NewApiKey};
+use smith_core::{ApiKey, AuditQuery, AuditRecord, Micros, NewApiKey, NewAuditRecord};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
@@ -26,8 +26,7 @@ fn key_row(r: &PgRow) -> Result<ApiKey> {
 }
 
 fn audit_row(r: &PgRow) -> Result<AuditRecord> {
-    Ok(AuditRecord {
-        id: r.try_get::<i64, _>("id").map_err(db_error)? as u64,
+    let entry = NewAuditRecord {
         at: Micros(r.try_get("at").map_err(db_error)?),
         actor: r.try_get("actor").map_err(db_error)?,
         tenant: r.try_get("tenant").map_err(db_error)?,
@@ -35,7 +34,8 @@ fn audit_row(r: &PgRow) -> Result<AuditRecord> {
         target: r.try_get("target").map_err(db_error)?,
         source: r.try_get("source").map_err(db_error)?,
         status: r.try_get::<i32, _>("status").map_err(db_error)? as u16,
-    })
+    };
+    Ok(entry.numbered(r.try_get::<i64, _>("id").map_err(db_error)? as u64))
 }
 
 pub(super) async fn create_api_key(pool: &PgPool, k: &NewApiKey, now: Micros) -> Result<ApiKey> {

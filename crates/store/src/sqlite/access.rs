@@ -45,8 +45,7 @@ impl KeyRow {
 }
 
 fn audit_row(r: &Row) -> rusqlite::Result<AuditRecord> {
-    Ok(AuditRecord {
-        id: r.get::<_, i64>(0)? as u64,
+    let entry = NewAuditRecord {
         at: Micros(r.get(1)?),
         actor: r.get(2)?,
         tenant: r.get(3)?,
@@ -54,7 +53,8 @@ fn audit_row(r: &Row) -> rusqlite::Result<AuditRecord> {
         target: r.get(5)?,
         source: r.get(6)?,
         status: r.get(7)?,
-    })
+    };
+    Ok(entry.numbered(r.get::<_, i64>(0)? as u64))
 }
 
 pub(super) fn create_api_key(c: &Connection, k: &NewApiKey, now: Micros) -> Result<ApiKey> {

@@ -53,31 +53,29 @@ impl Opts {
     pub fn new() -> Self {
         Opts::default()
     }
+    fn with(mut self, set: impl FnOnce(&mut Opts)) -> Self {
+        set(&mut self);
+        self
+    }
     /// Text of a `smith.toml`, written to the temp dir and passed with `--config`.
-    pub fn config(mut self, text: &str) -> Self {
-        self.config = Some(text.to_string());
-        self
+    pub fn config(self, text: &str) -> Self {
+        self.with(|o| o.config = Some(text.to_string()))
     }
-    pub fn token(mut self, t: &str) -> Self {
-        self.token = Some(t.to_string());
-        self
+    pub fn token(self, t: &str) -> Self {
+        self.with(|o| o.token = Some(t.to_string()))
     }
-    pub fn listen(mut self, addr: &str) -> Self {
-        self.listen = Some(addr.to_string());
-        self
+    pub fn listen(self, addr: &str) -> Self {
+        self.with(|o| o.listen = Some(addr.to_string()))
     }
     /// Use this data dir instead of one in the temp dir.
-    pub fn data_dir(mut self, dir: &Path) -> Self {
-        self.data_dir = Some(dir.to_path_buf());
-        self
+    pub fn data_dir(self, dir: &Path) -> Self {
+        self.with(|o| o.data_dir = Some(dir.to_path_buf()))
     }
-    pub fn arg(mut self, a: &str) -> Self {
-        self.args.push(a.to_string());
-        self
+    pub fn arg(self, a: &str) -> Self {
+        self.with(|o| o.args.push(a.to_string()))
     }
-    pub fn env(mut self, name: &str, value: &str) -> Self {
-        self.envs.push((name.to_string(), value.to_string()));
-        self
+    pub fn env(self, name: &str, value: &str) -> Self {
+        self.with(|o| o.envs.push((name.to_string(), value.to_string())))
     }
 }
 
