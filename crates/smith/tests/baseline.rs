@@ -268,7 +268,7 @@ async fn a_claude_code_agent_on_a_tool_using_task_is_measured_as_the_claude_code
     let echoed = mock.requests().iter().filter(|r| r.to_string().contains("from the mock")).count();
     assert!(echoed >= 2, "the tool results reached the mock: {echoed}");
 
-    // What the bench wrote is what the planner sizes from.
+    // The planner sizes agents as `claude-code` when the baseline has it, and says from which file.
     let (code, stdout, stderr) = cli(
         &["plan", "--agents", "100", "--model", "measured", "--baseline", out.to_str().unwrap(), "--format", "json"],
         Duration::from_secs(10),
@@ -277,4 +277,7 @@ async fn a_claude_code_agent_on_a_tool_using_task_is_measured_as_the_claude_code
     assert_eq!(code, 0, "smith plan failed:\n{stdout}\n{stderr}");
     let plan: Value = serde_json::from_str(&stdout).expect("plan JSON");
     assert_eq!(plan["executor"], "claude-code", "{plan:#}");
+    let baseline = &plan["assumptions"][0];
+    assert_eq!(baseline["name"], "baseline", "{plan:#}");
+    assert!(baseline["value"].as_str().unwrap().contains("baseline.json"), "{baseline}");
 }
