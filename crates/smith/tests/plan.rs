@@ -536,4 +536,19 @@ fn the_measured_model_sizes_claude_code_agents_from_the_checked_in_baseline_by_d
         assert!(text.contains("measured (`claude-code` agents)"), "{format}: {text}");
         assert!(text.contains("bench/baseline-2026-12-07.json (built in)"), "{format}: {text}");
     }
+
+    // A deployment emitted from it names the command that makes it again: no --baseline needed.
+    let dir = tempfile::tempdir().unwrap();
+    let out =
+        smith(&["plan", "--agents", "1000", "--model", "measured", "--emit", "k8s", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut commands = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        commands.extend(text.lines().filter(|l| l.contains("smith plan --agents")).map(str::to_string));
+    }
+    assert!(!commands.is_empty());
+    for c in &commands {
+        assert!(c.contains("smith plan --agents 1000 --profile prod --model measured --executor claude-code"), "{c}");
+    }
 }
