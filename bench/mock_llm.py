@@ -7,7 +7,13 @@
 an event stream: message_start (usage.input_tokens), content_block_start (text), `--deltas`
 content_block_delta text_delta events `--interval` seconds apart, content_block_stop,
 message_delta (stop_reason end_turn, usage.output_tokens), message_stop. Every event has
-`event:` and `data:` lines. Without `"stream": true` it answers with a plain Message JSON.
+`event:` and `data:` lines. A prompt may override the shape with `mock:deltas=N,interval=S`
+and make the conversation multi-turn with `,tools=K`: while fewer than K tool results are in
+the conversation and the request offers the `Bash` tool, the streamed text is followed by a
+`tool_use` block calling Bash with `echo step I` (stop_reason tool_use); the turn after the
+K-th result ends with text. Every turn is paced the same way, so a task of K tools lasts about
+(K + 1) × N × S seconds plus the client's own time (`smith bench --scenario baseline` uses this
+to keep Claude Code agents working through its measurement window). Without `"stream": true` it answers with a plain Message JSON.
 Streams are sent with chunked transfer encoding and the connection is kept alive, so one
 client connection can carry many requests.
 
@@ -27,8 +33,11 @@ import time
 import uuid
 
 MAX_HEADER = 64 * 1024
-# A prompt may override the stream's shape: "mock:deltas=120,interval=1".
-OVERRIDE = re.compile(rb"mock:deltas=(\d+),interval=([0-9.]+)")
+# A prompt may override the stream's shape: "mock:deltas=120,interval=1", and ask for tool
+# calls: "mock:deltas=20,interval=1,tools=3".
+OVERRIDE = re.compile(rb"mock:deltas=(\d+),interval=([0-9.]+)(?:,tools=(\d+))?")
+# The tool a multi-turn conversation calls: harmless, and run by the client itself.
+TOOL = "Bash"
 MAX_BODY = 64 * 1024 * 1024
 
 
@@ -44,6 +53,7 @@ class Stats:
         self.finished = 0
         self.disconnected = 0
         self.events = 0
+        self.tool_uses = 0
         self.started = time.time()
 
     def as_json(self):
@@ -58,6 +68,7 @@ class Stats:
             "finished": self.finished,
             "disconnected": self.disconnected,
             "events": self.events,
+            "tool_uses": self.tool_uses,
             "uptime_s": round(time.time() - self.started, 1),
         }
 
@@ -166,8 +177,23 @@ def message(model, text, input_tokens, output_tokens):
     }
 
 
-async def stream(writer, model, input_tokens, keep_alive, deltas, interval):
-    """Writes one streamed message; returns False when the client went away."""
+def tool_results(req_json):
+    """How many tool results the conversation holds."""
+    n = 0
+    for m in req_json.get("messages") or []:
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list):
+            n += sum(1 for b in content if isinstance(b, dict) and b.get("type") == "tool_result")
+    return n
+
+
+def offers(req_json, name):
+    return any(isinstance(t, dict) and t.get("name") == name for t in req_json.get("tools") or [])
+
+
+async def stream(writer, model, input_tokens, keep_alive, deltas, interval, tool_step=None):
+    """Writes one streamed message; returns False when the client went away. `tool_step`: end
+    with a tool_use block calling TOOL (`echo step <tool_step>`) instead of end_turn."""
     writer.write(
         head(
             200,
@@ -196,9 +222,19 @@ async def stream(writer, model, input_tokens, keep_alive, deltas, interval):
             STATS.events += 1
             await writer.drain()
         end = sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+        stop_reason = "end_turn"
+        if tool_step is not None:
+            stop_reason = "tool_use"
+            block = {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": TOOL, "input": {}}
+            args = {"command": "echo step %d" % tool_step, "description": "Print step %d" % tool_step}
+            end += sse("content_block_start", {"type": "content_block_start", "index": 1, "content_block": block})
+            end += sse("content_block_delta", {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": json.dumps(args)}})
+            end += sse("content_block_stop", {"type": "content_block_stop", "index": 1})
+            STATS.events += 3
+            STATS.tool_uses += 1
         end += sse(
             "message_delta",
-            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": max(deltas, 1) * 3}},
+            {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": {"output_tokens": max(deltas, 1) * 3}},
         )
         end += sse("message_stop", {"type": "message_stop"})
         writer.write(chunk(end) + b"0\r\n\r\n")
@@ -248,11 +284,14 @@ async def handle(reader, writer):
                     STATS.active += 1
                     STATS.peak = max(STATS.peak, STATS.active)
                     try:
-                        deltas, interval = ARGS.deltas, ARGS.interval
+                        deltas, interval, tool_step = ARGS.deltas, ARGS.interval, None
                         m = OVERRIDE.search(body)
                         if m:
                             deltas, interval = int(m.group(1)), float(m.group(2))
-                        ok = await stream(writer, model, input_tokens, keep_alive, deltas, interval)
+                            done = tool_results(req_json)
+                            if m.group(3) and done < int(m.group(3)) and offers(req_json, TOOL):
+                                tool_step = done + 1
+                        ok = await stream(writer, model, input_tokens, keep_alive, deltas, interval, tool_step)
                     finally:
                         STATS.active -= 1
                     if not ok:

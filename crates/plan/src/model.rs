@@ -641,14 +641,19 @@ pub fn plan(req: &Request) -> Result<Plan> {
             (seed_inputs(profile), None)
         }
         Model::Measured => {
-            let Some(b) = &req.baseline else {
-                return Err(Error::Invalid(
-                    "--model measured needs --baseline FILE, written by `smith bench --scenario baseline --out FILE`"
-                        .into(),
-                ));
+            let checked_in;
+            let b = match &req.baseline {
+                Some(b) => b,
+                None => {
+                    checked_in = Baseline::checked_in();
+                    &checked_in
+                }
             };
             let name = match &req.executor {
                 Some(name) => name.clone(),
+                None if b.executors.contains_key(crate::baseline::DEFAULT_EXECUTOR) => {
+                    crate::baseline::DEFAULT_EXECUTOR.to_string()
+                }
                 None => b
                     .executors
                     .iter()
@@ -674,7 +679,19 @@ pub fn plan(req: &Request) -> Result<Plan> {
                 zero.push(format!("memory per SSE connection ({} connections)", b.sse.connections));
             }
             let inputs = measured_inputs(profile, n, b, &name, e, p)?;
-            let mut plan = build(n, profile, req.model, Some(name), &inputs, p);
+            let mut plan = build(n, profile, req.model, Some(name.clone()), &inputs, p);
+            let per_minute = e.cpu_seconds_per_agent_minute.map_or(String::new(), |c| {
+                format!("; {c:.2} CPU-s per agent-minute over a task's life, start-up included")
+            });
+            let source = if req.baseline.is_some() { "--baseline" } else { "built in" };
+            plan.assumptions.insert(
+                0,
+                assumption(
+                    "baseline",
+                    format!("{}, measured {}: agents sized as `{name}`{per_minute}", b.origin, b.at),
+                    source,
+                ),
+            );
             if !zero.is_empty() {
                 plan.warnings.push(format!(
                     "the baseline measured 0 for {}: too few to see against the process's own memory and CPU, so the plan counts them free (capped by the per-task limits); measure more on a fresh server",

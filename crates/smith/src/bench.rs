@@ -69,9 +69,14 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 60_000)]
     sleep_ms: u64,
     /// baseline scenario: an agent to measure, AGENT or AGENT=INPUT_JSON (repeatable; measured
-    /// in turn; default `sleep`). Its tasks must run from their start through the hold window:
-    /// `sleep` without an input sleeps that long (hold + 5.5 s + 1 ms per agent); any other
-    /// agent without one gets `null`.
+    /// in turn; default `sleep`). AGENT is an agent the server defines (its name is the
+    /// executor's name in --out) and INPUT each task's input. Its tasks must run from their
+    /// start through the hold window: `sleep` without an input sleeps that long (the startup
+    /// wait, the hold, 5.5 s and 1 ms per agent); any other agent without one gets `null`. A
+    /// Claude Code agent (`executor = "claude-code"` on the server, its `ANTHROPIC_BASE_URL`
+    /// set to bench/mock_llm.py, `allowed_tools = ["Bash(echo:*)"]`) is measured working on a
+    /// multi-turn task with `claude-code='"work mock:deltas=25,interval=1,tools=3"'`: four
+    /// 25 s turns, the first three ending in a Bash tool call (bench/baseline.sh runs it all).
     #[arg(long, value_name = "AGENT[=INPUT_JSON]")]
     measure: Vec<String>,
     /// baseline scenario: tasks of each measured agent running at once (its concurrency and the
@@ -82,6 +87,12 @@ pub struct BenchArgs {
     /// idle server's CPU window).
     #[arg(long, default_value_t = 10.0)]
     hold_seconds: f64,
+    /// baseline scenario: seconds to wait once every task of a measured agent has started
+    /// (been claimed) before the measurement window: the time its processes take to be up and
+    /// working. Claude Code CLIs take ~1.6 CPU-seconds each to start, so N of them need about
+    /// N × 0.8 s on 2 cores.
+    #[arg(long, default_value_t = 0.0)]
+    startup_seconds: f64,
     /// baseline scenario: idle SSE connections opened to measure memory per connection (0: none).
     #[arg(long, default_value_t = 1000)]
     sse_connections: usize,

@@ -18,13 +18,15 @@ pub struct PlanArgs {
     #[arg(long)]
     profile: Option<String>,
     /// `seed`: the seed capacity plan's assumptions. `measured`: this project's benchmark
-    /// output (--baseline).
+    /// output (--baseline; default the checked-in bench/baseline-2026-12-07.json, built in).
     #[arg(long, default_value = "seed")]
     model: String,
-    /// The JSON `smith bench --scenario baseline --out FILE` wrote (for --model measured).
+    /// The JSON `smith bench --scenario baseline --out FILE` wrote (for --model measured;
+    /// default: the checked-in baseline, built in). The plan names the one it used.
     #[arg(long)]
     baseline: Option<PathBuf>,
-    /// Which measured executor the agents are (default: the one using the most memory).
+    /// Which measured executor the agents are (default: `claude-code` when the baseline has
+    /// it, else the one using the most memory).
     #[arg(long)]
     executor: Option<String>,
     /// A price file like deploy/prices/us-east-1.toml (default: that file, built in).

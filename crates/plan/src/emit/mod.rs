@@ -279,11 +279,14 @@ impl<'a> Fleet<'a> {
     /// The `smith plan` command this deployment comes from.
     fn plan_command(&self) -> String {
         let p = self.plan;
+        // the built-in baseline needs no --baseline to be used again
+        let built_in = p.assumptions.iter().any(|a| a.name == "baseline" && a.source == "built in");
+        let baseline = if built_in { "" } else { " --baseline FILE" };
         let model = match p.model {
             crate::Model::Seed => "seed".to_string(),
             crate::Model::Measured => match &p.executor {
-                Some(e) => format!("measured --baseline FILE --executor {e}"),
-                None => "measured --baseline FILE".to_string(),
+                Some(e) => format!("measured{baseline} --executor {e}"),
+                None => format!("measured{baseline}"),
             },
         };
         format!("smith plan --agents {} --profile {} --model {model}", p.agents, p.profile)

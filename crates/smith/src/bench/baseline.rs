@@ -11,6 +11,11 @@
 //! [`SETTLE`] after the last change it must see, and the agents' CPU rate is taken between the
 //! two samples the window's readings saw (`smith_agent_sample_timestamp_seconds`), not between
 //! the readings themselves.
+//!
+//! Besides the window's rate, each executor's CPU is taken over its tasks' whole lives (from
+//! before the first submission to after the last end, start-up and teardown included) per
+//! minute of agent run time: `cpu_seconds_per_agent_minute`, what an agent costs in CPU whether
+//! it is starting, working or idle. A Claude Code CLI spends most of its CPU starting.
 
 use super::{feed, BenchArgs};
 use crate::client::{sse_parser, SseFrame};
@@ -302,6 +307,9 @@ struct Figures {
     events_per_task: f64,
     task_seconds: f64,
     outcomes: BTreeMap<String, usize>,
+    /// CPU seconds of the server's and the agent's processes from before the submissions to
+    /// after the last task ended.
+    lifetime_cpu_seconds: f64,
 }
 
 impl Figures {
@@ -315,14 +323,27 @@ impl Figures {
         (self.server_cpu_seconds + self.agent_cpu_seconds) / self.window_seconds
     }
 
+    /// Minutes the agents ran, summed over their tasks.
+    fn agent_minutes(&self) -> f64 {
+        self.task_seconds * self.agents as f64 / 60.0
+    }
+
+    /// CPU seconds per minute of agent run time, over the tasks' whole lives.
+    fn cpu_per_agent_minute(&self) -> f64 {
+        self.lifetime_cpu_seconds / self.agent_minutes()
+    }
+
     fn to_json(&self, m: &Measure, idle_cpu: f64) -> Value {
         let n = self.agents as f64;
         json!({
             "agents": self.agents,
             "memory_bytes_per_agent": self.memory_per_agent(),
             "cpu_per_agent": self.cpu() / n,
+            "cpu_seconds_per_agent_minute": self.cpu_per_agent_minute(),
             "events_per_task": self.events_per_task,
             "task_seconds": self.task_seconds,
+            "agent_minutes": self.agent_minutes(),
+            "lifetime_cpu_seconds": self.lifetime_cpu_seconds,
             "input": m.input,
             "idle_rss_bytes": self.idle.rss as u64,
             "running_rss_bytes": self.running.rss as u64,
@@ -421,10 +442,14 @@ pub async fn run(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
         (Some(path), true) => previous(path)?,
         _ => Map::new(),
     };
+    if !(a.startup_seconds.is_finite() && a.startup_seconds >= 0.0) {
+        bail!("--startup-seconds must be 0 or more");
+    }
     let hold = Duration::from_secs_f64(a.hold_seconds);
-    // sleep long enough to be running from its start through the settling and the window, with
-    // room for the last of them to start (~1 ms per task on a small machine)
-    let sleep_ms = (SETTLE + hold).as_millis() as u64 + 3000 + a.agents as u64;
+    let startup = Duration::from_secs_f64(a.startup_seconds);
+    // sleep long enough to be running from its start through the start-up wait, the settling
+    // and the window, with room for the last of them to start (~1 ms per task on a small machine)
+    let sleep_ms = (startup + SETTLE + hold).as_millis() as u64 + 3000 + a.agents as u64;
     let specs = if a.measure.is_empty() { vec!["sleep".to_string()] } else { a.measure.clone() };
     let mut measures: Vec<Measure> = Vec::new();
     for spec in specs.iter().filter(|_| a.agents > 0) {
@@ -449,11 +474,11 @@ pub async fn run(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
     let executors = doc.entry("executors").or_insert_with(|| json!({}));
     let Some(executors) = executors.as_object_mut() else { bail!("--merge: \"executors\" is not an object") };
     for m in &measures {
-        let f = measure(&t, m, a.agents, hold, concurrency).await?;
+        let f = measure(&t, m, a.agents, Window { startup, hold }, concurrency).await?;
         warn_if_grown(&m.agent, first.rss, f.idle.rss);
         let outcomes: Vec<String> = f.outcomes.iter().map(|(k, v)| format!("{v} {k}")).collect();
         println!(
-            "baseline {}: {} agents: {} per agent (RSS {} idle → {} running, agents' processes {}), {:.5} vCPU per agent ({:.3} vCPU over {:.1} s), {:.1} events per task, {:.2} s per task ({})",
+            "baseline {}: {} agents: {} per agent (RSS {} idle → {} running, agents' processes {}), {:.5} vCPU per agent ({:.3} vCPU over {:.1} s), {:.3} CPU-s per agent-minute over their lives, {:.1} events per task, {:.2} s per task ({})",
             m.agent,
             f.agents,
             size(f.memory_per_agent()),
@@ -463,6 +488,7 @@ pub async fn run(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
             f.cpu() / f.agents as f64,
             f.cpu(),
             f.window_seconds,
+            f.cpu_per_agent_minute(),
             f.events_per_task,
             f.task_seconds,
             outcomes.join(", ")
@@ -509,6 +535,7 @@ pub async fn run(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
         "idle_rss_bytes": first.rss as u64,
         "idle_cpu": idle_cpu,
         "hold_seconds": a.hold_seconds,
+        "startup_seconds": a.startup_seconds,
         "metrics": t.metrics,
     });
     if let Value::Object(fields) = fields {
@@ -524,9 +551,20 @@ pub async fn run(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `n` tasks of one executor: memory and CPU while all of them run, then their event logs.
-/// Whatever goes wrong after they were submitted, they are cancelled, so the server is left idle.
-async fn measure(t: &Target, m: &Measure, n: usize, hold: Duration, concurrency: usize) -> Result<Figures> {
+/// When an executor's readings are taken once all its tasks have started.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// Waited first: the agents' processes starting up.
+    startup: Duration,
+    /// Between the two readings (after [`SETTLE`]).
+    hold: Duration,
+}
+
+/// `n` tasks of one executor: memory and CPU while all of them run, then their event logs and
+/// the CPU they used over their lives. Whatever goes wrong after they were submitted, they are
+/// cancelled, so the server is left idle.
+async fn measure(t: &Target, m: &Measure, n: usize, w: Window, concurrency: usize) -> Result<Figures> {
+    let hold = w.hold;
     let mut started_rx = feed(&t.http, &t.opts, &format!("agent={}&kind=task.started", m.agent)).await?;
     let idle = t.reading(Some(&m.agent)).await?;
     let ids = t.submit_all(m, n, concurrency).await?;
@@ -550,7 +588,7 @@ async fn measure(t: &Target, m: &Measure, n: usize, hold: Duration, concurrency:
             }
         }
         drop(started_rx);
-        tokio::time::sleep(SETTLE).await;
+        tokio::time::sleep(w.startup + SETTLE).await;
         let (r0, t0, window_start) = (t.reading(Some(&m.agent)).await?, Instant::now(), Micros::now());
         tokio::time::sleep(hold).await;
         let (r1, t1) = (t.reading(Some(&m.agent)).await?, Instant::now());
@@ -574,9 +612,12 @@ async fn measure(t: &Target, m: &Measure, n: usize, hold: Duration, concurrency:
             bail!(
                 "{early} of {n} {} tasks ended before the measurement window closed: give them an input that keeps them running longer than {:.0} s after the last one starts",
                 m.agent,
-                (SETTLE + hold).as_secs_f64() + 1.0
+                (w.startup + SETTLE + hold).as_secs_f64() + 1.0
             );
         }
+        // the agents' last CPU is sampled up to one period after they exit
+        tokio::time::sleep(SETTLE).await;
+        let end = t.reading(Some(&m.agent)).await?;
         let mut outcomes = BTreeMap::new();
         let mut secs = Vec::with_capacity(n);
         for r in &runs {
@@ -598,6 +639,7 @@ async fn measure(t: &Target, m: &Measure, n: usize, hold: Duration, concurrency:
             events_per_task: runs.iter().map(|r| r.events as f64).sum::<f64>() / n as f64,
             task_seconds: secs.iter().sum::<f64>() / secs.len().max(1) as f64,
             outcomes,
+            lifetime_cpu_seconds: (end.cpu - idle.cpu) + (end.agent_cpu - idle.agent_cpu),
         })
     };
     let figures = run.await;

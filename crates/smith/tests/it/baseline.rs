@@ -1,9 +1,14 @@
 //! `smith bench --scenario baseline` through the real binary against a real `smith up`: the
 //! JSON it writes has every field of the contract `smith plan --model measured` reads, with
-//! plausible values; `--merge` adds to it; and the server is left idle.
+//! plausible values; `--merge` adds to it; and the server is left idle. A Claude Code agent
+//! (the real CLI against the mock Anthropic API, on a two-turn task with a Bash tool call) is
+//! measured as the `claude-code` executor: it needs `SMITH_TEST_CLAUDE` (`.ci/run` sets it);
+//! without it the test is skipped, unless the service URLs are set, as CI sets them: then it fails.
 
 use crate::common;
+use crate::common::anthropic_mock;
 
+use anthropic_mock::Mock;
 use common::{cli, micros, Opts, Smith};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -173,4 +178,105 @@ async fn baseline_writes_the_planners_contract_and_leaves_the_server_idle() {
         let per_task = worker["agents_per_task"].as_u64().expect("agents per task");
         assert!(per_task >= 1 && worker["tasks"].as_u64().unwrap() * per_task >= 500, "{worker}");
     }
+}
+
+/// The Claude Code CLI: `SMITH_TEST_CLAUDE`. Required when the service URLs are set (CI).
+fn claude() -> Option<String> {
+    match std::env::var("SMITH_TEST_CLAUDE") {
+        Ok(p) if !p.is_empty() => {
+            assert!(
+                std::path::Path::new(&p).is_file(),
+                "SMITH_TEST_CLAUDE={p} is not a file (.ci/run installs the CLI)"
+            );
+            Some(p)
+        }
+        _ if std::env::var_os("SMITH_TEST_POSTGRES_URL").is_some() => {
+            panic!(
+                "SMITH_TEST_CLAUDE not set: the path to the Claude Code CLI binary (.ci/run installs it and sets it)"
+            )
+        }
+        _ => {
+            println!("skipped: SMITH_TEST_CLAUDE not set (path to the Claude Code CLI binary)");
+            None
+        }
+    }
+}
+
+/// The agent `smith bench` measures as `claude-code`, as bench/baseline.sh defines it: the CLI
+/// against the mock, allowed to run `echo` through its Bash tool.
+fn claude_code_agent(claude: &str, mock: &Mock, home: &std::path::Path) -> String {
+    format!(
+        "[agents.claude-code]\nexecutor = \"claude-code\"\ncommand = \"{claude}\"\nmodel = \"claude-sonnet-4-5\"\n\
+         concurrency = 4\nmax_attempts = 1\nkill_grace = \"2s\"\nstall_timeout = \"60s\"\n\
+         allowed_tools = [\"Bash(echo:*)\"]\n[agents.claude-code.env]\nANTHROPIC_BASE_URL = \"{}\"\n\
+         ANTHROPIC_API_KEY = \"test-key\"\nCLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\"\n\
+         DISABLE_AUTOUPDATER = \"1\"\nHOME = \"{}\"\n",
+        mock.url,
+        home.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claude_code_agent_on_a_tool_using_task_is_measured_as_the_claude_code_executor() {
+    let Some(claude) = claude() else { return };
+    let mock = Mock::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let s = Smith::start(Opts::new().config(&claude_code_agent(&claude, &mock, home.path()))).await;
+    let out = s.dir().join("baseline.json");
+    // BASH: two turns of 5 s each, the first ending in a Bash call; the CLIs get 3 s to start
+    let mut args =
+        vec!["--server", &s.base, "bench", "--scenario", "baseline", "--measure", r#"claude-code="BASH work""#];
+    args.extend(["--agents", "2", "--startup-seconds", "3", "--hold-seconds", "2", "--sse-connections", "10"]);
+    args.extend(["--out", out.to_str().expect("utf-8 path")]);
+    let (code, stdout, stderr) = cli(&args, Duration::from_secs(120)).await;
+    assert_eq!(code, 0, "smith bench failed:\n{stdout}\n{stderr}\n{}", s.stderr());
+    eprintln!("{stdout}{stderr}");
+    assert!(stdout.contains("baseline claude-code: 2 agents:"), "{stdout}");
+
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&out).expect("the --out file")).expect("JSON");
+    assert_eq!(doc["startup_seconds"], 3.0, "{doc:#}");
+    let e = |field: &str| num(&doc, &["executors", "claude-code", field]);
+    assert_eq!(int(&doc, &["executors", "claude-code", "agents"]), 2, "{doc:#}");
+    assert_eq!(int(&doc, &["executors", "claude-code", "outcomes", "succeeded"]), 2, "{doc:#}");
+    // A running CLI holds ~170 MB resident: far above anything the server's own noise reads.
+    assert!(e("memory_bytes_per_agent") > 20.0 * MB, "{doc:#}");
+    assert!(e("agent_process_memory_bytes") > 40.0 * MB, "{doc:#}");
+    assert!(e("agent_processes") >= 2.0, "{doc:#}");
+    assert!(e("cpu_per_agent") > 0.0, "a streaming CLI uses CPU\n{doc:#}");
+    // ~1.6 CPU-s to start a CLI, over a task of ~15 s: far above 0.1 CPU-s a minute
+    assert!(e("cpu_seconds_per_agent_minute") > 0.1, "{doc:#}");
+    assert!(e("lifetime_cpu_seconds") > 0.5, "{doc:#}");
+    // queued, started, the CLI's init, text, tool_use, tool_result, text, result, usage, succeeded
+    assert!(e("events_per_task") >= 8.0, "{doc:#}");
+    assert!(e("task_seconds") >= 10.0, "two 5 s turns\n{doc:#}");
+
+    // The CLIs ran the tool: Bash echoed, and each sent its result back to the mock.
+    let tasks = s.list_all("agent=claude-code").await;
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    for t in &tasks {
+        let id = t["id"].as_str().expect("id");
+        let frames = s.api().events(id, Duration::from_secs(10)).await;
+        let of = |kind: &str| -> Vec<Value> {
+            frames.iter().filter(|f| f.event == kind).map(|f| f.json()["data"].clone()).collect()
+        };
+        let uses = of("tool_use");
+        assert!(uses.len() == 1 && uses[0]["name"] == "Bash", "{uses:#?}");
+        let results = of("tool_result");
+        assert!(results.len() == 1 && results[0]["is_error"] != true, "{results:#?}");
+    }
+    let echoed = mock.requests().iter().filter(|r| r.to_string().contains("from the mock")).count();
+    assert!(echoed >= 2, "the tool results reached the mock: {echoed}");
+
+    // The planner sizes agents as `claude-code` when the baseline has it, and says from which file.
+    let (code, stdout, stderr) = cli(
+        &["plan", "--agents", "100", "--model", "measured", "--baseline", out.to_str().unwrap(), "--format", "json"],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(code, 0, "smith plan failed:\n{stdout}\n{stderr}");
+    let plan: Value = serde_json::from_str(&stdout).expect("plan JSON");
+    assert_eq!(plan["executor"], "claude-code", "{plan:#}");
+    let baseline = &plan["assumptions"][0];
+    assert_eq!(baseline["name"], "baseline", "{plan:#}");
+    assert!(baseline["value"].as_str().unwrap().contains("baseline.json"), "{baseline}");
 }

@@ -432,7 +432,15 @@ fn bad_input_is_refused_with_a_clear_error_and_no_output() {
             vec!["--agents", "10", "--prices", "/nonexistent/prices.toml"],
             &["cannot read price file /nonexistent/prices.toml"],
         ),
-        (vec!["--agents", "10", "--model", "measured"], &["needs --baseline FILE"]),
+        (
+            vec!["--agents", "10", "--model", "measured", "--baseline", "/nonexistent/baseline.json"],
+            &["cannot read baseline /nonexistent/baseline.json"],
+        ),
+        // without --baseline, the built-in one's executors are the choice
+        (
+            vec!["--agents", "10", "--model", "measured", "--executor", "codex"],
+            &["no executor `codex`", "claude-code, process-sleep, sleep"],
+        ),
         (vec!["--agents", "10", "--model", "measured", "--baseline", &not_baseline], &["`tasks` scenario"]),
         (
             vec!["--agents", "10", "--model", "measured", "--baseline", &baseline, "--executor", "codex"],
@@ -454,10 +462,16 @@ fn bad_input_is_refused_with_a_clear_error_and_no_output() {
 }
 
 #[test]
-fn the_checked_in_baseline_plans() {
-    // bench/baseline-2026-11-27.json is `smith bench --scenario baseline` on this kind of
-    // machine (BENCHMARKS.md): the planner must keep reading what the bench writes.
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/baseline-2026-11-27.json");
+fn the_checked_in_baselines_plan() {
+    // bench/baseline-*.json are `smith bench --scenario baseline` on this kind of machine
+    // (BENCHMARKS.md): the planner must keep reading what the bench writes, old files included.
+    for name in ["baseline-2026-11-27.json", "baseline-2026-12-07.json"] {
+        checked_in_baseline_plans(name);
+    }
+}
+
+fn checked_in_baseline_plans(name: &str) {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench").join(name);
     let f = file.to_str().unwrap();
     let b: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     for (executor, e) in b["executors"].as_object().unwrap() {
@@ -568,4 +582,77 @@ fn the_bill_stands_beside_the_seeds_cost_categories() {
             "this plan's for 10 on dev",
         ],
     );
+}
+
+/// The built-in baseline: what `smith plan --model measured` sizes from without --baseline.
+const CHECKED_IN: &str = "bench/baseline-2026-12-07.json";
+
+#[test]
+fn the_measured_model_sizes_claude_code_agents_from_the_checked_in_baseline_by_default() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(CHECKED_IN);
+    let f = file.to_str().unwrap();
+    let b: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let p = plan_json(&["--agents", "1000", "--model", "measured"]);
+    assert_eq!(p["model"], "measured");
+    assert_eq!(p["executor"], "claude-code", "the seed sized Claude Code agents");
+    // The plan names the baseline it used, and says it is the built-in one.
+    let used = &p["assumptions"][0];
+    assert_eq!(used["name"], "baseline", "{used}");
+    assert_eq!(used["source"], "built in", "{used}");
+    let value = used["value"].as_str().unwrap();
+    assert!(value.contains("bench/baseline-2026-12-07.json (built in)"), "{value}");
+    assert!(value.contains(b["at"].as_str().unwrap()) && value.contains("`claude-code`"), "{value}");
+
+    // The same figures as the checked-in file given by path with --executor claude-code.
+    let given = plan_json(&["--agents", "1000", "--model", "measured", "--baseline", f, "--executor", "claude-code"]);
+    for part in ["services", "totals", "database", "messaging", "costs", "autoscaling"] {
+        assert_eq!(p[part], given[part], "{part}");
+    }
+    assert_eq!(given["assumptions"][0]["source"], "--baseline");
+
+    // Sized from the measured Claude Code agent: its memory within 70% of each task's memory,
+    // its CPU within 70% of the task's vCPU, and its task messages per agent-minute.
+    let e = &b["executors"]["claude-code"];
+    let w = &p["services"][1];
+    let (per_task, tasks) = (num(w, "agents_per_task"), num(w, "tasks"));
+    assert!(per_task * tasks >= 1000.0, "{w}");
+    let need_gb = (num(&b, "idle_rss_bytes") + per_task * num(e, "memory_bytes_per_agent")) / 1e9;
+    assert!(need_gb <= num(w, "memory_gb") * 0.7 + 1e-9, "{need_gb} GB in {w}");
+    assert!(per_task * num(e, "cpu_per_agent") <= num(w, "vcpu") * 0.7 + 1e-9, "{w}");
+    let want = num(e, "events_per_task") * 60.0 / num(e, "task_seconds");
+    assert!((num(&p, "messaging.kinds.2.per_agent_minute") - want).abs() < 1e-3);
+
+    // --executor still picks another; --baseline another file, whose own default applies
+    // (the 2026-11-27 file has no claude-code: the executor using the most memory).
+    let sleep = plan_json(&["--agents", "1000", "--model", "measured", "--executor", "sleep"]);
+    assert_eq!(sleep["executor"], "sleep");
+    assert!(sleep["assumptions"][0]["value"].as_str().unwrap().contains("`sleep`"));
+    let old = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/baseline-2026-11-27.json");
+    let before = plan_json(&["--agents", "1000", "--model", "measured", "--baseline", old.to_str().unwrap()]);
+    assert_eq!(before["executor"], "process-sleep");
+    assert!(before["assumptions"][0]["value"].as_str().unwrap().contains("baseline-2026-11-27.json"));
+
+    // The table and markdown say which baseline and executor too.
+    for format in ["table", "markdown"] {
+        let out = smith(&["plan", "--agents", "1000", "--model", "measured", "--format", format]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("measured (`claude-code` agents)"), "{format}: {text}");
+        assert!(text.contains("bench/baseline-2026-12-07.json (built in)"), "{format}: {text}");
+    }
+
+    // A deployment emitted from it names the command that makes it again: no --baseline needed.
+    let dir = tempfile::tempdir().unwrap();
+    let out =
+        smith(&["plan", "--agents", "1000", "--model", "measured", "--emit", "k8s", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut commands = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        commands.extend(text.lines().filter(|l| l.contains("smith plan --agents")).map(str::to_string));
+    }
+    assert!(!commands.is_empty());
+    for c in &commands {
+        assert!(c.contains("smith plan --agents 1000 --profile prod --model measured --executor claude-code"), "{c}");
+    }
 }

@@ -8,6 +8,9 @@
 //! - `STALL`: sends `message_start`, then nothing, holding the connection.
 //! - `SLOW`: streams a text delta every 100 ms for a minute.
 //! - `OVERSPEND`: reports 5,000 input tokens at once, then streams slowly.
+//! - `BASH`: a paced two-turn task: streams text deltas 100 ms apart for 5 s, then calls the
+//!   CLI's own `Bash` tool (`echo from the mock`); after its result, 5 s of text again, ending
+//!   the turn (the baseline scenario's Claude Code agent: working, not idle, for ~10 s).
 //! - `RECALL`: answers "you said X" when an earlier message of the conversation said `REMEMBER X`.
 //! - anything else: "Hello from the mock."
 //!
@@ -64,7 +67,12 @@ enum Step {
     Stall,
     /// Text deltas every 100 ms for a minute; `input_tokens` reported at the start.
     Slow(u64),
+    /// Text deltas every 100 ms for this many ticks, then the step's own block.
+    Paced(u32, Box<Step>),
 }
+
+/// Ticks of 100 ms each turn of a `BASH` task streams for.
+const PACED_TICKS: u32 = 50;
 
 /// The text of the conversation's first user message.
 fn first_user(body: &Value) -> String {
@@ -125,6 +133,13 @@ fn script(body: &Value) -> Step {
             },
             _ => Step::Text(format!("child said: {}", results[1])),
         };
+    }
+    if first.contains("BASH") {
+        let then = match results.last() {
+            Some(r) => Step::Text(format!("tool said: {r}")),
+            None => Step::Tool("Bash", json!({"command": "echo from the mock", "description": "Print a line"})),
+        };
+        return Step::Paced(PACED_TICKS, Box::new(then));
     }
     if first.contains("STALL") {
         return Step::Stall;
@@ -198,6 +213,27 @@ async fn messages(State(state): State<Arc<MockState>>, Json(body): Json<Value>) 
         if tx.send(Ok(frame("message_start", start))).await.is_err() {
             return;
         }
+        // a paced step streams its text block first: the step's own block comes next
+        let (index, step) = match step {
+            Step::Paced(ticks, then) => {
+                let start =
+                    json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}});
+                let _ = tx.send(Ok(frame("content_block_start", start))).await;
+                for i in 0..ticks {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let d = json!({"type": "content_block_delta", "index": 0,
+                        "delta": {"type": "text_delta", "text": format!("tick {i} ")}});
+                    if tx.send(Ok(frame("content_block_delta", d))).await.is_err() {
+                        state.disconnected.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                }
+                let _ =
+                    tx.send(Ok(frame("content_block_stop", json!({"type": "content_block_stop", "index": 0})))).await;
+                (1, *then)
+            }
+            step => (0, step),
+        };
         let (block, deltas, stop): (Value, Vec<Value>, &str) = match step {
             Step::Stall => {
                 // hold the connection open, sending nothing, until the client goes away
@@ -225,6 +261,7 @@ async fn messages(State(state): State<Arc<MockState>>, Json(body): Json<Value>) 
                     t.split_inclusive(' ').map(|w| json!({"type": "text_delta", "text": w})).collect();
                 (json!({"type": "text", "text": ""}), words, "end_turn")
             }
+            Step::Paced(..) => unreachable!("a paced step's own step is never paced"),
             Step::Tool(name, input) => (
                 json!({"type": "tool_use", "id": format!("toolu_{}", uuid::Uuid::now_v7().simple()),
                     "name": offered_name(&body, name), "input": {}}),
@@ -236,14 +273,16 @@ async fn messages(State(state): State<Arc<MockState>>, Json(body): Json<Value>) 
         if !deltas.is_empty() || block["type"] == "tool_use" {
             frames.push(frame(
                 "content_block_start",
-                json!({"type": "content_block_start", "index": 0, "content_block": block}),
+                json!({"type": "content_block_start", "index": index, "content_block": block}),
             ));
             for d in deltas {
-                frames
-                    .push(frame("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": d})));
+                frames.push(frame(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": index, "delta": d}),
+                ));
             }
         }
-        frames.push(frame("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+        frames.push(frame("content_block_stop", json!({"type": "content_block_stop", "index": index})));
         frames.push(frame(
             "message_delta",
             json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
