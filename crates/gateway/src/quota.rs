@@ -133,6 +133,27 @@ struct Bucket {
     at: Instant,
 }
 
+/// The first of `l`'s quotas that `load` has reached: why, and whether it resets at midnight
+/// (a day's spend) rather than as the queue drains.
+fn over_quota(tenant: &str, l: &Limits, load: &smith_store::TenantLoad) -> Option<(String, bool)> {
+    let reached = |max: Option<u64>, used: u64| max.filter(|&m| used >= m);
+    if let Some(max) = reached(l.max_queued, load.queued) {
+        return Some((format!("tenant {tenant} has {} tasks queued, its quota is {max}", load.queued), false));
+    }
+    if let Some(max) = reached(l.daily_tokens, load.tokens) {
+        return Some((format!("tenant {tenant} used {} tokens today, its daily quota is {max}", load.tokens), true));
+    }
+    if let Some(max) = reached(l.daily_output_bytes, load.output_bytes) {
+        let used = load.output_bytes;
+        let why = format!(
+            "tenant {tenant}'s tasks wrote {used} bytes today, its daily quota is {max} bytes (daily_output_bytes)"
+        );
+        return Some((why, true));
+    }
+    let max = l.daily_cost_usd.filter(|&m| load.cost_usd >= m)?;
+    Some((format!("tenant {tenant} spent ${:.4} today, its daily quota is ${max}", load.cost_usd), true))
+}
+
 fn limited(message: String, retry_after_s: u64) -> ApiError {
     ApiError::new(Code::RateLimited, message).retry_after(retry_after_s.max(1))
 }
@@ -185,40 +206,9 @@ impl Enforcer {
             let midnight = Micros(now.0 - now.0.rem_euclid(day));
             let load = store.tenant_load(tenant, midnight).await?;
             let to_midnight = ((midnight.0 + day - now.0) / 1_000_000) as u64 + 1;
-            if let Some(max) = l.max_queued {
-                if load.queued >= max {
-                    return Err(limited(
-                        format!("tenant {tenant} has {} tasks queued, its quota is {max}", load.queued),
-                        1,
-                    ));
-                }
-            }
-            if let Some(max) = l.daily_tokens {
-                if load.tokens >= max {
-                    return Err(limited(
-                        format!("tenant {tenant} used {} tokens today, its daily quota is {max}", load.tokens),
-                        to_midnight,
-                    ));
-                }
-            }
-            if let Some(max) = l.daily_output_bytes {
-                if load.output_bytes >= max {
-                    return Err(limited(
-                        format!(
-                            "tenant {tenant}'s tasks wrote {} bytes today, its daily quota is {max} bytes (daily_output_bytes)",
-                            load.output_bytes
-                        ),
-                        to_midnight,
-                    ));
-                }
-            }
-            if let Some(max) = l.daily_cost_usd {
-                if load.cost_usd >= max {
-                    return Err(limited(
-                        format!("tenant {tenant} spent ${:.4} today, its daily quota is ${max}", load.cost_usd),
-                        to_midnight,
-                    ));
-                }
+            if let Some((why, daily)) = over_quota(tenant, &l, &load) {
+                // a queue drains soon; a day's spend resets at midnight (UTC)
+                return Err(limited(why, if daily { to_midnight } else { 1 }));
             }
         }
         if let Some(rate) = l.submissions_per_second {

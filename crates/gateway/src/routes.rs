@@ -329,17 +329,20 @@ async fn task_patch(
     Extension(who): Extension<Principal>,
     PathId(id): PathId,
 ) -> ApiResult<Response> {
-    visible_task(&s, &who, id).await?;
+    let task = visible_task(&s, &who, id).await?;
     let mut last = None;
     let mut after = 0;
     loop {
-        let page = s.store.events(id, after, 1000).await?;
+        let page = s.store.events(task.id, after, 1000).await?;
         let Some(end) = page.last().map(|e| e.seq) else { break };
         last = page.into_iter().rev().find(|e| e.kind == EventKind::WorkspaceDiff).map(|e| e.data).or(last);
         after = end;
     }
     let Some(diff) = last else {
-        return Err(ApiError::not_found(format!("task {id} has recorded no workspace patch")));
+        return Err(ApiError::new(
+            Code::Conflict,
+            format!("task {id} has recorded no workspace patch: its agent has no workspace, or no attempt has ended"),
+        ));
     };
     let Some(patch) = diff["patch"].as_str() else {
         return Err(ApiError::new(

@@ -74,6 +74,32 @@ struct Poll {
     live: bool,
 }
 
+/// What wakes a follower.
+enum Wake {
+    /// A live event, or `None`: the hub unhooked the tap for lagging.
+    Live(Option<Arc<LiveEvent>>),
+    /// A period without a live event: read the store.
+    Poll,
+    /// The reader is gone.
+    Closed,
+}
+
+/// Waits for the next live event, a due store read or the reader leaving; a suspected miss of
+/// the hub brings the next store read forward.
+async fn wake(tap: &mut Tap, poll: &mut Poll, tx: &mpsc::Sender<Frame>) -> Wake {
+    loop {
+        tokio::select! {
+            ev = tap.rx.recv() => {
+                poll.live = true;
+                return Wake::Live(ev);
+            }
+            _ = poll.due() => return Wake::Poll,
+            _ = crate::hub::suspect(&mut tap.missed) => poll.soon(),
+            _ = tx.closed() => return Wake::Closed,
+        }
+    }
+}
+
 fn jittered(d: Duration) -> tokio::time::Instant {
     tokio::time::Instant::now() + d.mul_f64(0.8 + 0.4 * fastrand::f64())
 }
@@ -154,19 +180,16 @@ async fn follow_task(state: &Arc<AppState>, reader: Option<&str>, id: TaskId, af
         }
         let mut poll = Poll::new();
         loop {
-            let live = tokio::select! {
-                ev = tap.rx.recv() => ev,
-                _ = poll.due() => {
-                    if let Flow::Done = replay_task(state, id, &mut next, tx).await { return; }
+            let live = match wake(&mut tap, &mut poll, tx).await {
+                Wake::Live(ev) => ev,
+                Wake::Poll => {
+                    if let Flow::Done = replay_task(state, id, &mut next, tx).await {
+                        return;
+                    }
                     continue;
                 }
-                _ = crate::hub::suspect(&mut tap.missed) => {
-                    poll.soon();
-                    continue;
-                }
-                _ = tx.closed() => return,
+                Wake::Closed => return,
             };
-            poll.live = true;
             let Some(ev) = live else {
                 // unhooked for lagging: read what was missed, then hook in again
                 let _ = tap.lagged();
@@ -263,19 +286,16 @@ async fn follow_feed(state: &Arc<AppState>, mut cursor: u64, filter: &FeedFilter
         }
         let mut poll = Poll::new();
         loop {
-            let live: Option<Arc<LiveEvent>> = tokio::select! {
-                ev = tap.rx.recv() => ev,
-                _ = poll.due() => {
-                    if !replay_feed(state, &mut cursor, filter, tx).await { return; }
+            let live = match wake(&mut tap, &mut poll, tx).await {
+                Wake::Live(ev) => ev,
+                Wake::Poll => {
+                    if !replay_feed(state, &mut cursor, filter, tx).await {
+                        return;
+                    }
                     continue;
                 }
-                _ = crate::hub::suspect(&mut tap.missed) => {
-                    poll.soon();
-                    continue;
-                }
-                _ = tx.closed() => return,
+                Wake::Closed => return,
             };
-            poll.live = true;
             let Some(ev) = live else { continue 'hook };
             let pos = ev.event.pos;
             if pos <= cursor {

@@ -162,3 +162,8 @@ export function start() {
   };
   timer = setTimeout(tick, 0);
 }
+
+/** Chart series from the history: `{ 'shown name': 'field of a reading', … }` → `[{ name, values }]`. */
+export function series(fields) {
+  return Object.entries(fields).map(([name, key]) => ({ name, values: history.map((x) => x[key] ?? null) }));
+}

@@ -99,8 +99,7 @@ fn events_of(frames: &[common::Frame], kind: &str) -> Vec<Value> {
 async fn a_plain_turn_streams_typed_events_and_succeeds() {
     let Some(rig) = rig().await else { return };
     let api = rig.smith.api();
-    let id = api.submit_id(json!({"agent": "researcher", "input": "PLAIN say hello"})).await;
-    let task = api.wait_terminal(&id, TURN).await;
+    let (id, task) = api.run(json!({"agent": "researcher", "input": "PLAIN say hello"}), TURN).await;
     assert_eq!(task["status"], "succeeded", "{task:#}\n{}", rig.smith.stderr());
     assert_eq!(task["result"]["text"], "Hello from the mock.");
     assert!(task["result"]["session_id"].as_str().is_some_and(|s| !s.is_empty()), "{task:#}");
@@ -129,8 +128,7 @@ async fn an_agent_shares_a_discovery_over_mcp_and_another_agent_lists_it() {
     let api = rig.smith.api();
     let mut feed = api.sse("/v1/events?kind=discovery", None).await;
 
-    let id = api.submit_id(json!({"agent": "researcher", "input": "SHARE the cache hides a race"})).await;
-    let task = api.wait_terminal(&id, TURN).await;
+    let (id, task) = api.run(json!({"agent": "researcher", "input": "SHARE the cache hides a race"}), TURN).await;
     assert_eq!(task["status"], "succeeded", "{task:#}\n{}", rig.smith.stderr());
     let frames = api.events(&id, Duration::from_secs(10)).await;
     let uses = events_of(&frames, "tool_use");
@@ -150,8 +148,7 @@ async fn an_agent_shares_a_discovery_over_mcp_and_another_agent_lists_it() {
     assert_eq!(d["data"]["task_id"], id.as_str());
 
     // A second agent finds it through its own MCP tool.
-    let other = api.submit_id(json!({"agent": "reviewer", "input": "LIST what others found"})).await;
-    let task = api.wait_terminal(&other, TURN).await;
+    let (_, task) = api.run(json!({"agent": "reviewer", "input": "LIST what others found"}), TURN).await;
     assert_eq!(task["status"], "succeeded", "{task:#}\n{}", rig.smith.stderr());
     let text = task["result"]["text"].as_str().unwrap();
     assert!(text.contains("the cache hides a race"), "list_discoveries returned it: {text}");
@@ -195,8 +192,7 @@ async fn a_stalled_api_is_detected_and_the_process_group_killed() {
     let Some(rig) = rig().await else { return };
     let api = rig.smith.api();
     let started = Instant::now();
-    let id = api.submit_id(json!({"agent": "hung", "input": "STALL please"})).await;
-    let task = api.wait_terminal(&id, TURN).await;
+    let (_, task) = api.run(json!({"agent": "hung", "input": "STALL please"}), TURN).await;
     assert_eq!(task["status"], "failed", "{task:#}\n{}", rig.smith.stderr());
     assert_eq!(task["error"]["code"], "stalled", "{task:#}");
     assert!(task["error"]["message"].as_str().unwrap().contains("presumed hung"), "{task:#}");

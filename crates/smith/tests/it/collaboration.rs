@@ -6,7 +6,7 @@ use crate::common;
 use crate::common::anthropic_mock;
 
 use anthropic_mock::Mock;
-use common::{Opts, Smith};
+use common::{Api, Opts, Smith};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -30,10 +30,12 @@ fn config(mock: &Mock) -> String {
     .join("\n")
 }
 
-async fn rig() -> (Smith, Mock) {
+/// `smith up` with the agents of [`config`] against a fresh mock; a client of it.
+async fn rig() -> (Smith, Api, Mock) {
     let mock = Mock::start().await;
     let smith = Smith::start(Opts::new().config(&config(&mock))).await;
-    (smith, mock)
+    let api = smith.api();
+    (smith, api, mock)
 }
 
 async fn mcp(smith: &Smith, task: Option<&str>, body: Value) -> (reqwest::StatusCode, Value) {
@@ -57,10 +59,8 @@ fn ok_result(answer: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_agent_streams_text_and_records_usage() {
-    let (smith, mock) = rig().await;
-    let api = smith.api();
-    let id = api.submit_id(json!({"agent": "writer", "input": "PLAIN write a line"})).await;
-    let task = api.wait_terminal(&id, WAIT).await;
+    let (smith, api, mock) = rig().await;
+    let (id, task) = api.run(json!({"agent": "writer", "input": "PLAIN write a line"}), WAIT).await;
     assert_eq!(task["status"], "succeeded", "{task:#}\n{}", smith.stderr());
     assert_eq!(task["result"]["text"], "Hello from the mock.");
     assert_eq!(task["usage"]["input_tokens"], 25);
@@ -97,11 +97,9 @@ async fn an_http_agent_streams_text_and_records_usage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_over_its_budget_is_stopped_and_fails_budget_exceeded() {
-    let (smith, mock) = rig().await;
-    let api = smith.api();
+    let (_smith, api, mock) = rig().await;
     // the agent's budget (1,000 tokens) is crossed by the first usage report (5,000)
-    let id = api.submit_id(json!({"agent": "thrifty", "input": "OVERSPEND please"})).await;
-    let task = api.wait_terminal(&id, WAIT).await;
+    let (_, task) = api.run(json!({"agent": "thrifty", "input": "OVERSPEND please"}), WAIT).await;
     assert_eq!(task["status"], "failed", "{task:#}");
     assert_eq!(task["error"]["code"], "budget_exceeded", "{task:#}");
     assert!(task["error"]["message"].as_str().unwrap().contains("over the budget of 1000"), "{task:#}");
@@ -137,8 +135,7 @@ async fn a_task_over_its_budget_is_stopped_and_fails_budget_exceeded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_outage_opens_the_breaker_and_tasks_wait_queued() {
-    let (smith, mock) = rig().await;
-    let api = smith.api();
+    let (smith, api, mock) = rig().await;
     let mut system = api.sse("/v1/events?kind=system", None).await;
     mock.state.failing.store(true, Ordering::SeqCst);
     let ids: Vec<String> = {
@@ -207,8 +204,7 @@ async fn a_provider_outage_opens_the_breaker_and_tasks_wait_queued() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_session_carries_its_history() {
-    let (smith, mock) = rig().await;
-    let api = smith.api();
+    let (_smith, api, mock) = rig().await;
     let (status, session) = api.post("/v1/sessions", &json!({"agent": "writer", "input": "REMEMBER beta"})).await;
     assert_eq!(status, 201, "{session:#}");
     let sid = session["id"].as_str().unwrap();
@@ -243,10 +239,8 @@ async fn an_http_session_carries_its_history() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orchestrator_spawns_a_child_and_collects_its_result() {
-    let (smith, _mock) = rig().await;
-    let api = smith.api();
-    let id = api.submit_id(json!({"agent": "boss", "input": "SPAWN a helper"})).await;
-    let task = api.wait_terminal(&id, WAIT).await;
+    let (smith, api, _mock) = rig().await;
+    let (id, task) = api.run(json!({"agent": "boss", "input": "SPAWN a helper"}), WAIT).await;
     assert_eq!(task["status"], "succeeded", "{task:#}\n{}", smith.stderr());
     assert!(
         task["result"]["text"].as_str().unwrap().contains("from the parent"),
@@ -266,8 +260,7 @@ async fn an_orchestrator_spawns_a_child_and_collects_its_result() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mcp_endpoint_speaks_the_protocol_and_rejects_bad_input() {
-    let (smith, _mock) = rig().await;
-    let api = smith.api();
+    let (smith, api, _mock) = rig().await;
     let (status, init) = mcp(
         &smith,
         None,
@@ -362,8 +355,7 @@ async fn the_mcp_endpoint_speaks_the_protocol_and_rejects_bad_input() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_an_orchestrator_cancels_its_sub_tasks_and_nesting_is_bounded() {
-    let (smith, _mock) = rig().await;
-    let api = smith.api();
+    let (smith, api, _mock) = rig().await;
     let root = api.submit_id(json!({"agent": "sleep", "input": 60000})).await;
     let mut chain = vec![root.clone()];
     // each task spawns one child, as an orchestrating agent would, until the nesting limit

@@ -163,6 +163,12 @@ impl Browser {
         self.js(script, json!([])).await
     }
 
+    /// Waits for the page of a new object (`#/<kind>/<uuid>`) and returns the object's id.
+    async fn opened(&self, what: &str, kind: &str) -> String {
+        let expr = format!("/^#\\/{kind}\\/[0-9a-f-]{{36}}$/.test(location.hash) && location.hash");
+        id_of(&self.until(what, &expr).await, &format!("#/{kind}/"))
+    }
+
     /// [`Browser::wait`] for an expression without arguments.
     async fn until(&self, what: &str, expr: &str) -> Value {
         self.wait(what, expr, json!([])).await
@@ -339,9 +345,7 @@ async fn the_console_watches_and_drives_the_fleet() {
     b.select("#submit-agent", "stream").await;
     b.type_into("#submit-input", r#"{"events": 60, "bytes": 24, "interval_ms": 100}"#).await;
     b.click("#submit-task").await;
-    let hash =
-        b.until("the new task's page", "/^#\\/tasks\\/[0-9a-f-]{36}$/.test(location.hash) && location.hash").await;
-    let stream_id = id_of(&hash, "#/tasks/");
+    let stream_id = b.opened("the new task's page", "tasks").await;
     let task = api.get_task(&stream_id).await;
     assert_eq!(task["agent"], "stream");
     assert_eq!(
@@ -408,9 +412,7 @@ async fn the_console_watches_and_drives_the_fleet() {
     b.select("#session-agent", "echo").await;
     b.type_into("#session-input", "What is the queue depth?").await;
     b.click("#start-session").await;
-    let hash =
-        b.until("the session's page", "/^#\\/sessions\\/[0-9a-f-]{36}$/.test(location.hash) && location.hash").await;
-    let session_id = id_of(&hash, "#/sessions/");
+    let session_id = b.opened("the session's page", "sessions").await;
     b.until("the first answer", "document.querySelectorAll('#chat .turn[data-status=succeeded]').length === 1").await;
     b.type_into("#say-input", "And the throughput?").await;
     b.click("#say-send").await;
@@ -579,9 +581,7 @@ async fn the_console_asks_for_the_token_once_and_works_over_tls() {
     b.select("#submit-agent", "echo").await;
     b.type_into("#submit-input", "over TLS").await;
     b.click("#submit-task").await;
-    let hash =
-        b.until("the new task's page", "/^#\\/tasks\\/[0-9a-f-]{36}$/.test(location.hash) && location.hash").await;
-    let id = id_of(&hash, "#/tasks/");
+    let id = b.opened("the new task's page", "tasks").await;
     let done = api.wait_terminal(&id, WAIT).await;
     assert_eq!((&done["status"], &done["result"]), (&json!("succeeded"), &json!("over TLS")), "{done}");
     b.until("its events", "document.querySelector('#events li[data-kind=\"task.succeeded\"]')").await;

@@ -48,6 +48,11 @@ fn plan_json(profile: &str, agents: u64) -> Value {
 }
 
 /// Runs `smith plan … --emit TARGET DIR` and returns the files written, by name.
+/// The plan of `profile` at `agents`, and what `--emit target` writes for it (in `tmp/<profile>`).
+fn planned(target: &str, profile: &str, agents: u64, tmp: &Path) -> (Value, BTreeMap<String, String>) {
+    (plan_json(profile, agents), emit(target, profile, agents, &tmp.join(profile)))
+}
+
 fn emit(target: &str, profile: &str, agents: u64, dir: &Path) -> BTreeMap<String, String> {
     let n = agents.to_string();
     let d = dir.to_str().unwrap();
@@ -177,9 +182,8 @@ fn cloudformation_templates_follow_the_plan_and_pass_cfn_lint() {
     let metrics_doc = read(&repo("docs/metrics.md"));
     let mut templates = Vec::new();
     for (profile, agents) in PROFILES {
-        let plan = plan_json(profile, agents);
+        let (plan, files) = planned("cloudformation", profile, agents, tmp.path());
         let dir = tmp.path().join(profile);
-        let files = emit("cloudformation", profile, agents, &dir);
         let file = format!("{NAME}.cfn.json");
         assert_eq!(files.keys().collect::<Vec<_>>(), [&file], "{profile}");
         let t: Value = serde_json::from_str(&files[&file]).expect("template JSON");
@@ -405,9 +409,8 @@ fn kubernetes_manifests_follow_the_plan_and_validate() {
     let tmp = tempfile::tempdir().unwrap();
     let mut all_files = Vec::new();
     for (profile, agents) in PROFILES {
-        let plan = plan_json(profile, agents);
+        let (plan, files) = planned("k8s", profile, agents, tmp.path());
         let dir = tmp.path().join(profile);
-        let files = emit("k8s", profile, agents, &dir);
         let ctx = format!("{profile} ({agents} agents)");
         let mut objects: BTreeMap<(String, String), Value> = BTreeMap::new();
         for (file, text) in &files {

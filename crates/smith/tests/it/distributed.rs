@@ -39,6 +39,14 @@ macro_rules! services {
 
 /// A `smith.toml`: a small connection pool per process (many processes share one server in
 /// parallel tests), then `rest`.
+/// A fresh cluster (database and bus namespace) with `$pool` store connections per process and
+/// the rest of its config; skips the test, saying why, without the services.
+macro_rules! cluster {
+    ($pool:expr, $rest:expr) => {
+        Cluster::new(&services!(), &config($pool, $rest)).await
+    };
+}
+
 fn config(pool: u32, rest: &str) -> String {
     format!("[store]\npool_size = {pool}\n\n{rest}")
 }
@@ -276,8 +284,7 @@ async fn bad_urls_and_unreachable_services_fail_fast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_flow_through_separate_processes() {
     const TASKS: usize = 300;
-    let services = services!();
-    let cluster = Cluster::new(&services, &config(4, "[agents.fail]\nretry_backoff = \"50ms\"\n")).await;
+    let cluster = cluster!(4, "[agents.fail]\nretry_backoff = \"50ms\"\n");
     let sup = cluster.start(Role::Supervisor).await;
     let (w1, w2, ga, gb) = tokio::join!(
         cluster.start(Role::Worker),
@@ -477,8 +484,7 @@ async fn killing_any_process_loses_nothing() {
     /// Tasks submitted and not yet read to their end, at most.
     const IN_FLIGHT: usize = 400;
     let n = fault_tasks();
-    let services = services!();
-    let cluster = Cluster::new(&services, &config(6, "[agents.fail]\nretry_backoff = \"50ms\"\n")).await;
+    let cluster = cluster!(6, "[agents.fail]\nretry_backoff = \"50ms\"\n");
     let mut sups = vec![cluster.start(Role::Supervisor).await, cluster.start(Role::Supervisor).await];
     let (w0, w1, w2, ga, gb) = tokio::join!(
         cluster.start(Role::Worker),
@@ -669,8 +675,7 @@ async fn killing_any_process_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_worker_cannot_overwrite_a_later_attempt() {
-    let services = services!();
-    let cluster = Cluster::new(&services, &config(3, "[worker]\nlease = \"3s\"\nheartbeat = \"1s\"\n")).await;
+    let cluster = cluster!(3, "[worker]\nlease = \"3s\"\nheartbeat = \"1s\"\n");
     let sup = cluster.start(Role::Supervisor).await;
     let (gw, mut w1) = tokio::join!(cluster.start(Role::Gateway), cluster.start(Role::Worker));
     let api = gw.api();
@@ -752,8 +757,7 @@ async fn a_frozen_worker_cannot_overwrite_a_later_attempt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_running_tasks_finish() {
     const SLEEP_MS: u64 = 20_000;
-    let services = services!();
-    let cluster = Cluster::new(&services, &config(3, "")).await;
+    let cluster = cluster!(3, "");
     let sup = cluster.start(Role::Supervisor).await;
     let (gw, mut w1) = tokio::join!(cluster.start(Role::Gateway), cluster.start(Role::Worker));
     let api = gw.api();

@@ -101,8 +101,7 @@ async fn a_live_feed_carries_no_byte_of_another_tenants_task() {
     // each stream hooks into the hub from its own task, just after its response is made
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let ta = acme.submit_id(json!({"agent": "echo", "input": "acme-secret-42"})).await;
-    let done = acme.wait_terminal(&ta, WAIT).await;
+    let (ta, done) = acme.run(json!({"agent": "echo", "input": "acme-secret-42"}), WAIT).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     // globex's own task comes after acme's finished: its end is globex's signal to stop reading
     let tb = globex.submit_id(json!({"agent": "echo", "input": "globex-own-7"})).await;

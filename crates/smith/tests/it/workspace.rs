@@ -46,8 +46,7 @@ fn events_of(frames: &[Frame], kind: &str) -> Vec<Value> {
 
 /// Submits a task of `agent` and waits for its end: its id and the task.
 async fn run(api: &Api, agent: &str) -> (String, Value) {
-    let id = api.submit_id(json!({"agent": agent, "input": ""})).await;
-    let t = api.wait_terminal(&id, WAIT).await;
+    let (id, t) = api.run(json!({"agent": agent, "input": ""}), WAIT).await;
     (id, t)
 }
 
@@ -247,8 +246,8 @@ async fn a_repository_that_cannot_be_had_or_a_missing_base_fails_fast_and_clearl
         assert!(t["error"]["message"].as_str().unwrap().contains(words), "{agent}: {t:#}");
         assert_eq!(t["attempt"], 1, "{agent}: not retried");
         assert!(started.elapsed() < Duration::from_secs(20), "{agent}: failing took {:?}", started.elapsed());
-        let (status, _) = patch(&api, &id).await;
-        assert_eq!(status, 404, "{agent}: no patch");
+        let (status, body) = patch(&api, &id).await;
+        assert_eq!(status, 409, "{agent}: no patch: {body}");
     }
     // the repository's password is never served nor logged
     let (_, agents) = api.get("/v1/agents").await;

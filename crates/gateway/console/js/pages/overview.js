@@ -3,7 +3,7 @@
 
 import { lineChart } from '../chart.js';
 import { fill, h, num, seconds, usd } from '../dom.js';
-import { history, subscribe } from '../metrics.js';
+import { history, series, subscribe } from '../metrics.js';
 
 export const title = 'Overview';
 
@@ -70,25 +70,15 @@ export function render(page) {
       card('Slots', last.current != null ? `${num(last.current)} / ${num(last.desired)}` : '—', 'actual / desired'),
       card('Cost', usd(latest('cost')), `${num(latest('tokens'))} tokens`),
     );
-    const col = (k) => history.map((x) => x[k] ?? null);
     fill(
       charts,
-      lineChart('Agents by state', [
-        { name: 'running', values: col('running') },
-        { name: 'idle slots', values: col('idle') },
-        { name: 'queued', values: col('queued') },
-      ], { format: count }),
-      lineChart('Queue depth', [{ name: 'queued', values: col('queueDepth') }], { format: count }),
-      lineChart('Throughput', [
-        { name: 'finished', values: col('finished') },
-        { name: 'submitted', values: col('submitted') },
-      ], { format: perSec }),
-      lineChart('Latency', [
-        { name: 'dispatch p50', values: col('dispatchP50') },
-        { name: 'dispatch p99', values: col('dispatchP99') },
-        { name: 'run p50', values: col('durationP50') },
-      ], { format: seconds }),
-      lineChart('Cost', [{ name: 'total', values: col('cost') }], { format: usd }),
+      lineChart('Agents by state', series({ running: 'running', 'idle slots': 'idle', queued: 'queued' }), { format: count }),
+      lineChart('Queue depth', series({ queued: 'queueDepth' }), { format: count }),
+      lineChart('Throughput', series({ finished: 'finished', submitted: 'submitted' }), { format: perSec }),
+      lineChart('Latency', series({ 'dispatch p50': 'dispatchP50', 'dispatch p99': 'dispatchP99', 'run p50': 'durationP50' }), {
+        format: seconds,
+      }),
+      lineChart('Cost', series({ total: 'cost' }), { format: usd }),
     );
     if (last.agents) fill(agents, agentsTable(last.agents));
   };

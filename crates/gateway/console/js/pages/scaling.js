@@ -4,7 +4,7 @@
 import { get } from '../api.js';
 import { lineChart } from '../chart.js';
 import { fill, h, num, s, seconds, time } from '../dom.js';
-import { history, subscribe } from '../metrics.js';
+import { series, subscribe } from '../metrics.js';
 
 export const title = 'Scaling';
 
@@ -18,16 +18,8 @@ export function render(page) {
   fill(page.root, h('h1', {}, 'Scaling'), figures, chart);
 
   const drawChart = () => {
-    const col = (k) => history.map((x) => x[k] ?? null);
-    fill(
-      chart,
-      lineChart('Agent slots', [
-        { name: 'desired', values: col('desired') },
-        { name: 'actual', values: col('current') },
-        { name: 'load', values: col('load') },
-        { name: 'running', values: col('running') },
-      ], { format: (v) => num(v, 1) }),
-    );
+    const slots = series({ desired: 'desired', actual: 'current', load: 'load', running: 'running' });
+    fill(chart, lineChart('Agent slots', slots, { format: (v) => num(v, 1) }));
   };
   drawChart();
   page.onClose(subscribe(drawChart));

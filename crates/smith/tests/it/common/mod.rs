@@ -214,14 +214,20 @@ pub async fn kill9(child: Option<Child>, name: &str) {
 }
 
 impl Smith {
-    /// Starts `smith up` and waits for its "listening on" line.
-    pub async fn start(opts: Opts) -> Smith {
+    /// A temp dir with the config written, nothing started yet.
+    fn unstarted(opts: Opts) -> Smith {
         let dir = tempfile::Builder::new().prefix("smith-test-").tempdir().expect("temp dir");
         let api = Api::new("http://unstarted", opts.token.clone());
-        let mut s = Smith { opts, dir, child: None, api, runs: 0 };
+        let s = Smith { opts, dir, child: None, api, runs: 0 };
         if let Some(text) = &s.opts.config {
             std::fs::write(s.config_path(), text).expect("write smith.toml");
         }
+        s
+    }
+
+    /// Starts `smith up` and waits for its "listening on" line.
+    pub async fn start(opts: Opts) -> Smith {
+        let mut s = Smith::unstarted(opts);
         match s.launch().await {
             Ok(()) => s,
             Err(e) => panic!("smith up did not start: {e}\n--- stderr ---\n{}", s.stderr()),
@@ -230,12 +236,7 @@ impl Smith {
 
     /// Runs `smith up` that is expected to exit (bad flags or config, a locked data dir…).
     pub async fn start_refused(opts: Opts) -> Refused {
-        let dir = tempfile::Builder::new().prefix("smith-test-").tempdir().expect("temp dir");
-        let api = Api::new("http://unstarted", opts.token.clone());
-        let mut s = Smith { opts, dir, child: None, api, runs: 0 };
-        if let Some(text) = &s.opts.config {
-            std::fs::write(s.config_path(), text).expect("write smith.toml");
-        }
+        let mut s = Smith::unstarted(opts);
         match s.launch().await {
             Ok(()) => panic!("smith up started at {} but was expected to refuse", s.base),
             Err(_) => {
@@ -431,6 +432,13 @@ impl Api {
     }
 
     /// Polls until the task is terminal; panics with the task after `timeout`.
+    /// Submits a task and waits for its end: its id and the task.
+    pub async fn run(&self, body: Value, timeout: Duration) -> (String, Value) {
+        let id = self.submit_id(body).await;
+        let task = self.wait_terminal(&id, timeout).await;
+        (id, task)
+    }
+
     pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
