@@ -97,6 +97,26 @@ fn unregister(pid: i32) {
     }
 }
 
+/// Runs `cmd` to its end and collects its output, as `Command::output` does, with the child kept
+/// from [`reap_orphans`]: it is ours to wait for (a short helper such as `git`, not an agent).
+pub async fn output(mut cmd: Command) -> std::io::Result<std::process::Output> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let child = cmd.spawn()?;
+    let pid = child.id().map(|p| p as i32).unwrap_or(0);
+    MAIN_PIDS.lock().expect("pid registry").get_or_insert_with(HashSet::new).insert(pid);
+    /// Forgets the child on every way out, a dropped (abandoned) wait included.
+    struct Forget(i32);
+    impl Drop for Forget {
+        fn drop(&mut self) {
+            if let Some(set) = MAIN_PIDS.lock().expect("pid registry").as_mut() {
+                set.remove(&self.0);
+            }
+        }
+    }
+    let _forget = Forget(pid);
+    child.wait_with_output().await
+}
+
 /// Reaps zombie children that are not the main process of a running agent (orphans
 /// re-parented to us as subreaper). Returns how many were reaped.
 pub fn reap_orphans() -> usize {

@@ -409,9 +409,8 @@ impl Git {
 
     async fn out_raw(&self, dir: &Path, args: &[&str]) -> Result<Vec<u8>, String> {
         let mut cmd = Command::new("git");
-        cmd.env_clear().envs(self.env.iter().map(|(k, v)| (k, v))).current_dir(dir).args(args).kill_on_drop(true);
-        cmd.stdin(std::process::Stdio::null());
-        let run = cmd.output();
+        cmd.env_clear().envs(self.env.iter().map(|(k, v)| (k, v))).current_dir(dir).args(args);
+        let run = crate::process::output(cmd);
         let out = tokio::select! {
             out = run => out.map_err(|e| format!("cannot run git: {e}"))?,
             () = self.cancel.cancelled() => return Err("stopped".into()),
