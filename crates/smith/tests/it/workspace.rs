@@ -3,6 +3,7 @@
 //! event and served at `GET /v1/tasks/{id}/patch`. Everything runs through the real binary, the
 //! real `git`, and a real repository in a temp dir.
 
+use crate::common::anthropic_mock::Mock;
 use crate::common::cluster::{Cluster, Role, Services};
 use crate::common::{git, git_repo, Api, Frame, Opts, Smith};
 use serde_json::{json, Value};
@@ -148,6 +149,59 @@ async fn concurrent_tasks_stay_apart_across_two_workers() {
     let (gw, _w1, _w2) =
         tokio::join!(cluster.start(Role::Gateway), cluster.start(Role::Worker), cluster.start(Role::Worker));
     two_tasks_stay_apart(&gw.api(), repo.path()).await;
+}
+
+/// Two concurrent tasks of one `claude-code` agent — the real CLI against the mock API, which has
+/// it `Write` the shared file and `git commit` it with `Bash` — stay apart like any agent's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claude_code_agents_commit_on_branches_of_their_own() {
+    let claude = match std::env::var("SMITH_TEST_CLAUDE") {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            // CI sets the service URLs and installs the CLI: there it must be found
+            assert!(std::env::var("SMITH_TEST_POSTGRES_URL").is_err(), "SMITH_TEST_CLAUDE is not set");
+            println!("skipped: SMITH_TEST_CLAUDE not set (path to the Claude Code CLI binary)");
+            return;
+        }
+    };
+    let mock = Mock::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let repo = git_repo(&[("shared.txt", "the original\n")]);
+    let config = format!(
+        "[agents.coder]\nexecutor = \"claude-code\"\ncommand = \"{claude}\"\nmax_attempts = 1\nkill_grace = \"2s\"\n\
+         permission_mode = \"acceptEdits\"\nallowed_tools = [\"Bash(git commit:*)\"]\nstall_timeout = \"60s\"\n\
+         workspace = {{ repo = \"{}\", base = \"main\" }}\n\
+         env = {{ ANTHROPIC_BASE_URL = \"{}\", ANTHROPIC_API_KEY = \"test-key\", HOME = \"{}\", \
+         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", DISABLE_AUTOUPDATER = \"1\", {IDENTITY} }}\n",
+        repo.path().display(),
+        mock.url,
+        home.path().display()
+    );
+    let smith = Smith::start(Opts::new().config(&config)).await;
+    let api = smith.api();
+    let ids = [
+        api.submit_id(json!({"agent": "coder", "input": "EDIT first-word"})).await,
+        api.submit_id(json!({"agent": "coder", "input": "EDIT second-word"})).await,
+    ];
+    let base = git(repo.path(), &["rev-parse", "main"]);
+    for (id, word) in ids.iter().zip(["first-word", "second-word"]) {
+        let t = api.wait_terminal(id, Duration::from_secs(120)).await;
+        assert_eq!(t["status"], "succeeded", "{t:#}\n{}", smith.stderr());
+        assert!(t["result"].to_string().contains(&format!("edited {word}")), "{t:#}");
+        let branch = format!("smith/{id}");
+        assert_eq!(git(repo.path(), &["show", &format!("{branch}:shared.txt")]), word);
+        assert_eq!(
+            git(repo.path(), &["log", "-1", "--format=%s", &branch]),
+            format!("edit {word}"),
+            "the agent's commit"
+        );
+        assert_eq!(git(repo.path(), &["diff", "--name-only", "main", &branch]), "shared.txt", "only its own change");
+        let expected = git_raw(repo.path(), &["diff", "--binary", &base, &branch]);
+        let (status, served) = patch(&api, id).await;
+        assert_eq!((status, served), (200, expected));
+    }
+    assert_eq!(git(repo.path(), &["status", "--porcelain"]), "", "the base checkout changed");
+    assert_eq!(git(repo.path(), &["worktree", "list", "--porcelain"]).matches("worktree ").count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

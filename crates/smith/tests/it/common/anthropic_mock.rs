@@ -11,6 +11,10 @@
 //! - `BASH`: a paced two-turn task: streams text deltas 100 ms apart for 5 s, then calls the
 //!   CLI's own `Bash` tool (`echo from the mock`); after its result, 5 s of text again, ending
 //!   the turn (the baseline scenario's Claude Code agent: working, not idle, for ~10 s).
+//! - `EDIT <word>`: the CLI's own tools on its working directory (a git checkout): `Write`
+//!   `shared.txt` with the word (the path from the CLI's environment context, `Primary working
+//!   directory:`),
+//!   then `Bash` `git commit -qam …`, then answers "edited <word>".
 //! - `RECALL`: answers "you said X" when an earlier message of the conversation said `REMEMBER X`.
 //! - anything else: "Hello from the mock."
 //!
@@ -105,6 +109,15 @@ fn uuid_in(s: &str) -> Option<String> {
     })
 }
 
+/// The CLI's working directory, as its environment context states it (`Primary working
+/// directory: /…`).
+fn working_dir(body: &Value) -> Option<String> {
+    let text = body.to_string();
+    let rest = text.split("working directory: ").nth(1)?;
+    let dir: String = rest.chars().take_while(|c| !matches!(c, '\\' | '"' | '\n')).collect();
+    dir.starts_with('/').then_some(dir)
+}
+
 fn script(body: &Value) -> Step {
     let first = first_user(body);
     let results = tool_results(body);
@@ -140,6 +153,23 @@ fn script(body: &Value) -> Step {
             None => Step::Tool("Bash", json!({"command": "echo from the mock", "description": "Print a line"})),
         };
         return Step::Paced(PACED_TICKS, Box::new(then));
+    }
+    if let Some(rest) = first.split("EDIT ").nth(1) {
+        let word: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '-').collect();
+        return match results.len() {
+            0 => match working_dir(body) {
+                Some(dir) => Step::Tool(
+                    "Write",
+                    json!({"file_path": format!("{dir}/shared.txt"), "content": format!("{word}\n")}),
+                ),
+                None => Step::Text("no working directory in the request".into()),
+            },
+            1 => Step::Tool(
+                "Bash",
+                json!({"command": format!("git commit -qam 'edit {word}'"), "description": "Commit"}),
+            ),
+            _ => Step::Text(format!("edited {word}: {}", results.join(" | "))),
+        };
     }
     if first.contains("STALL") {
         return Step::Stall;
