@@ -75,8 +75,10 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 impl Browser {
     async fn start(chromium: &Path, chromedriver: &Path) -> Browser {
         let port = free_port();
+        // its own process group, which Chromium's processes join: dropped, the group goes whole
         let driver = tokio::process::Command::new(chromedriver)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -272,7 +274,11 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // best effort: the session ends with chromedriver, which kill_on_drop stops
+        // chromedriver and every Chromium process it started: killing chromedriver alone would
+        // leave the browser running, re-parented, after the test
+        if let Some(pid) = self.driver.id() {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
         let _ = self.driver.start_kill();
     }
 }
