@@ -12,6 +12,7 @@ not in it. The agent (`process`, `true`) changes nothing, so no commit is made.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -126,6 +127,7 @@ def main():
     finally:
         smith.terminate()
         smith.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
