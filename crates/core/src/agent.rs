@@ -1,6 +1,7 @@
 //! Agent definitions: a named kind of agent with its executor, limits and retry policy.
 
 use crate::error::{Error, Result};
+pub use crate::redact::{redact_url, REDACTED};
 use crate::workspace::WorkspaceDef;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -178,9 +179,6 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// What a served secret reads as.
-pub const REDACTED: &str = "<redacted>";
-
 /// The definition as it may be shown to anyone: `env` values, the values of MCP servers'
 /// `headers` and `env`, and a password in `base_url` or an MCP server's `url` replaced by
 /// [`REDACTED`] (names kept); `api_key` already serializes redacted. Workers run the real one.
@@ -196,20 +194,6 @@ pub fn redacted(def: &AgentDef) -> AgentDef {
         ws.repo = redact_url(&ws.repo);
     }
     d
-}
-
-/// A URL with the password of its user part replaced (`https://u:<redacted>@host/`).
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:{REDACTED}@{host}{tail}")
-        }
-        None => url.to_string(),
-    }
 }
 
 /// An inline `mcp_config` (JSON) with every `headers` and `env` value and every URL password

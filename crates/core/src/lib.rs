@@ -31,6 +31,7 @@ pub mod capability;
 pub mod error;
 pub mod event;
 pub mod node;
+pub mod redact;
 pub mod sse;
 pub mod task;
 pub mod time;

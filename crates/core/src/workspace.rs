@@ -73,7 +73,7 @@ impl WorkspaceDef {
         if !(repo.starts_with('/') || is_url(repo)) {
             return bad(format!(
                 "`repo` {:?} must be an absolute path or a URL (https://, ssh://, git@host:path, file://)",
-                crate::agent::redact_url(repo)
+                crate::redact::redact_url(repo)
             ));
         }
         if repo.starts_with('-') || repo.contains(char::is_control) {
