@@ -81,8 +81,19 @@ fn group_is_ours(pgid: i32, start: u64) -> bool {
     !members.is_empty() && members.iter().all(|p| ProcStat::read(*p).is_some_and(|s| s.start >= start))
 }
 
+/// Spawns `cmd` and records its pid as ours to wait for, both under the registry's lock: the
+/// reaper, which checks a zombie against the registry under that lock, never sees the child
+/// unrecorded.
+fn spawn_recorded(cmd: &mut Command) -> std::io::Result<(tokio::process::Child, i32)> {
+    let mut pids = MAIN_PIDS.lock().expect("pid registry");
+    let child = cmd.spawn()?;
+    let pid = child.id().map(|p| p as i32).unwrap_or(0);
+    pids.get_or_insert_with(HashSet::new).insert(pid);
+    Ok((child, pid))
+}
+
+/// Records a spawned agent's group in the run dir, for the next start to clean up after a crash.
 fn register(pid: i32) {
-    MAIN_PIDS.lock().expect("pid registry").get_or_insert_with(HashSet::new).insert(pid);
     if let (Some(dir), Some(stat)) = (RUN_DIR.get(), ProcStat::read(pid)) {
         let _ = std::fs::write(dir.join(pid.to_string()), format!("{} {}\n", boot_id(), stat.start));
     }
@@ -101,9 +112,7 @@ fn unregister(pid: i32) {
 /// from [`reap_orphans`]: it is ours to wait for (a short helper such as `git`, not an agent).
 pub async fn output(mut cmd: Command) -> std::io::Result<std::process::Output> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    let child = cmd.spawn()?;
-    let pid = child.id().map(|p| p as i32).unwrap_or(0);
-    MAIN_PIDS.lock().expect("pid registry").get_or_insert_with(HashSet::new).insert(pid);
+    let (child, pid) = spawn_recorded(&mut cmd)?;
     /// Forgets the child on every way out, a dropped (abandoned) wait included.
     struct Forget(i32);
     impl Drop for Forget {
@@ -295,8 +304,7 @@ pub async fn run_group(
     let marker = new_marker();
     cmd.env(RUN_MARKER, &marker);
     die_with_parent(&mut cmd);
-    let mut child = cmd.spawn()?;
-    let pid = child.id().map(|p| p as i32).unwrap_or(0);
+    let (mut child, pid) = spawn_recorded(&mut cmd)?;
     register(pid);
     let mut guard = GroupGuard { pgid: pid, armed: true };
     // unregistered on every way out, a dropped (abandoned) run included
