@@ -27,6 +27,8 @@ pub enum TaskCommand {
     },
     /// Ask a task to stop.
     Cancel { id: String },
+    /// Print what a task changed in its git workspace, as a patch (`git apply` takes it).
+    Patch { id: String },
     /// Follow a task's events until it ends; exit with its outcome.
     Watch {
         id: String,
@@ -111,17 +113,24 @@ impl Client {
         }
     }
 
-    /// Sends and decodes; an API error becomes a message with its code.
-    pub async fn call(&self, r: reqwest::RequestBuilder) -> Result<(reqwest::StatusCode, Value)> {
+    /// Sends; an API error becomes a message with its code.
+    async fn send(&self, r: reqwest::RequestBuilder) -> Result<reqwest::Response> {
         let resp = r.send().await.with_context(|| format!("cannot reach {}", self.base))?;
         let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
             let code = body["error"]["code"].as_str().unwrap_or("error");
             let msg = body["error"]["message"].as_str().unwrap_or("");
             bail!("{} ({code}): {msg}", status.as_u16());
         }
-        Ok((status, body))
+        Ok(resp)
+    }
+
+    /// Sends and decodes the JSON answer.
+    pub async fn call(&self, r: reqwest::RequestBuilder) -> Result<(reqwest::StatusCode, Value)> {
+        let resp = self.send(r).await?;
+        let status = resp.status();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
     }
 
     pub async fn get(&self, path: &str) -> Result<Value> {
@@ -279,6 +288,13 @@ pub async fn task(cmd: TaskCommand, opts: ClientOpts) -> Result<ExitCode> {
             }
             let status = c.follow(&id, 0, |k, d| print_event(opts.json, k, d)).await?;
             Ok(exit_code_for(&status))
+        }
+        TaskCommand::Patch { id } => {
+            let resp = c.send(c.req(reqwest::Method::GET, &format!("/v1/tasks/{id}/patch"))).await?;
+            let patch = resp.bytes().await.context("reading the patch")?;
+            use std::io::Write;
+            std::io::stdout().write_all(&patch).context("writing the patch")?;
+            Ok(ExitCode::SUCCESS)
         }
         TaskCommand::Get { id } => {
             print_value(opts.json, &c.get(&format!("/v1/tasks/{id}")).await?);

@@ -5,7 +5,7 @@
 
 use crate::common::anthropic_mock::Mock;
 use crate::common::cluster::{Cluster, Role, Services};
-use crate::common::{git, git_repo, Api, Frame, Opts, Smith};
+use crate::common::{self, git, git_repo, Api, Frame, Opts, Smith};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
@@ -106,6 +106,9 @@ async fn two_tasks_stay_apart(api: &Api, repo: &Path) {
         assert_eq!(status, 200, "{served}");
         assert_eq!(served, expected);
         assert_eq!(d["patch"], expected.as_str());
+        // and through the CLI, which `git apply` takes
+        let (code, out, err) = common::cli(&["--server", &api.url(""), "task", "patch", id], WAIT).await;
+        assert_eq!((code, out.as_str()), (0, expected.as_str()), "{err}");
         assert_eq!(d["patch_bytes"], expected.len());
     }
     // the base checkout: untouched, clean, and no checkout left behind
@@ -302,6 +305,8 @@ async fn a_repository_that_cannot_be_had_or_a_missing_base_fails_fast_and_clearl
         assert!(started.elapsed() < Duration::from_secs(20), "{agent}: failing took {:?}", started.elapsed());
         let (status, body) = patch(&api, &id).await;
         assert_eq!(status, 409, "{agent}: no patch: {body}");
+        let (code, _, err) = common::cli(&["--server", &api.url(""), "task", "patch", &id], WAIT).await;
+        assert!(code != 0 && err.contains("409 (conflict)"), "{agent}: {code} {err}");
     }
     // the repository's password is never served nor logged
     let (_, agents) = api.get("/v1/agents").await;
