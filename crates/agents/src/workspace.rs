@@ -281,22 +281,24 @@ impl Checkout {
         }
         self.clear().await;
         if !self.session {
-            let tip = self.git.out(&self.source, &["rev-parse", "--verify", "--quiet", &self.branch]).await;
+            let git = self.git.uncancelled();
+            let tip = git.out(&self.source, &["rev-parse", "--verify", "--quiet", &self.branch]).await;
             if tip.as_deref() == Ok(self.start.as_str()) {
-                let _ = self.git.out(&self.source, &["branch", "--quiet", "-D", &self.branch]).await;
+                let _ = git.out(&self.source, &["branch", "--quiet", "-D", &self.branch]).await;
             }
         }
     }
 
-    /// Removes the checkout's directory and the repository's record of it.
+    /// Removes the checkout's directory and the repository's record of it — also after the
+    /// attempt was stopped (cancel, timeout): clean-up is not cancelled with it.
     async fn clear(&self) {
+        let git = self.git.uncancelled();
         if self.mode == WorkspaceMode::Worktree {
-            let _ =
-                self.git.out(&self.source, &["worktree", "remove", "--force", "--force", &path_arg(&self.dir)]).await;
+            let _ = git.out(&self.source, &["worktree", "remove", "--force", "--force", &path_arg(&self.dir)]).await;
         }
         let _ = tokio::fs::remove_dir_all(&self.dir).await;
         if self.mode == WorkspaceMode::Worktree {
-            let _ = self.git.out(&self.source, &["worktree", "prune"]).await;
+            let _ = git.out(&self.source, &["worktree", "prune"]).await;
         }
     }
 }
@@ -405,6 +407,11 @@ impl Git {
         env.extend(ctx.def.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.push(("GIT_TERMINAL_PROMPT".into(), "0".into()));
         Git { env, cancel: ctx.cancel.clone(), secret: repo.to_string() }
+    }
+
+    /// The same git, for work that must finish even when the attempt was stopped.
+    fn uncancelled(&self) -> Git {
+        Git { env: self.env.clone(), cancel: CancellationToken::new(), secret: self.secret.clone() }
     }
 
     async fn out_raw(&self, dir: &Path, args: &[&str]) -> Result<Vec<u8>, String> {

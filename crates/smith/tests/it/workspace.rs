@@ -322,6 +322,42 @@ async fn a_repository_that_cannot_be_had_or_a_missing_base_fails_fast_and_clearl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_task_leaves_no_checkout_behind() {
+    let repo = git_repo(&[("README", "a repository\n")]);
+    let config = format!(
+        "[agents.slow]\nexecutor = \"process\"\ncommand = \"sleep\"\nargs = [\"60\"]\ninput = \"none\"\n\
+         kill_grace = \"1s\"\nworkspace = {{ repo = \"{}\" }}\n",
+        repo.path().display()
+    );
+    let smith = Smith::start(Opts::new().config(&config)).await;
+    let api = smith.api();
+    let id = api.submit_id(json!({"agent": "slow", "input": ""})).await;
+    api.wait_status(&id, "running", WAIT).await;
+    let dir = smith.data_dir().join("work/tasks").join(&id);
+    let deadline = std::time::Instant::now() + WAIT;
+    while !dir.join("README").exists() {
+        assert!(std::time::Instant::now() < deadline, "no checkout at {}", dir.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(git(repo.path(), &["worktree", "list", "--porcelain"]).matches("worktree ").count(), 2);
+    let (status, body) = api.cancel(&id).await;
+    assert_eq!(status, 202, "{body}");
+    let t = api.wait_terminal(&id, WAIT).await;
+    assert_eq!(t["status"], "cancelled", "{t:#}");
+    // the checkout and the repository's record of it go with the attempt
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let worktrees = git(repo.path(), &["worktree", "list", "--porcelain"]).matches("worktree ").count();
+        if worktrees == 1 && !dir.exists() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "left behind: {worktrees} worktrees, dir {}", dir.exists());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(git(repo.path(), &["status", "--porcelain"]), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_workspace_definitions_are_refused_at_start() {
     for (workspace, words) in [
         ("{ repo = \"relative/path\" }", "absolute path or a URL"),
