@@ -65,7 +65,13 @@ impl Executor for Workspaced {
         }
         let cancel = ctx.cancel.clone();
         let mut result = self.inner.run(ctx).await;
-        match ws.record(&cancel).await {
+        // a stopped attempt (cancel, timeout, lost lease) is not recorded: its git is stopped too
+        let recorded =
+            if cancel.is_cancelled() { Err("the attempt was stopped".to_string()) } else { ws.record().await };
+        match recorded {
+            Err(e) if cancel.is_cancelled() => {
+                tracing::debug!(task_id = %ws.task, error = %e, "workspace not recorded")
+            }
             Ok(diff) => {
                 let push_error = diff.get("push_error").and_then(Value::as_str).map(str::to_string);
                 events.emit(EventKind::WorkspaceDiff, diff).await;
@@ -220,7 +226,7 @@ impl Checkout {
 
     /// Commits what the agent left, and says what the attempt changed: the `workspace.diff`
     /// event's data.
-    async fn record(&self, cancel: &CancellationToken) -> Result<Value, String> {
+    async fn record(&self) -> Result<Value, String> {
         let (git, dir) = (&self.git, &self.dir);
         git.out(dir, &["add", "--all"]).await?;
         if !git.ok(dir, &["diff", "--cached", "--quiet"]).await {
@@ -257,7 +263,7 @@ impl Checkout {
         } else {
             diff["patch_truncated"] = Value::Bool(true);
         }
-        if self.push && commits > 0 && !cancel.is_cancelled() {
+        if self.push && commits > 0 {
             let refspec = format!("+{}:refs/heads/{}", self.branch, self.branch);
             match git.out(&self.source, &["push", "--quiet", "origin", &refspec]).await {
                 Ok(_) => diff["pushed"] = Value::String(format!("origin/{}", self.branch)),
