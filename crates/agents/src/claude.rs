@@ -62,6 +62,10 @@ pub fn command(ctx: &RunContext, resume: bool) -> Result<(Command, Option<McpFil
     if let Some(n) = def.max_turns {
         cmd.arg("--max-turns").arg(n.to_string());
     }
+    if let Some(schema) = ctx.native_output_schema() {
+        // the CLI makes the model answer through a tool of this schema (`structured_output`)
+        cmd.arg("--json-schema").arg(schema.to_string());
+    }
     let file = match mcp {
         Some(cfg) => {
             let file = McpFile::write(ctx, &cfg)
@@ -358,18 +362,19 @@ impl<'a> StreamJson<'a> {
             .unwrap_or_else(|| self.texts.join(""));
         let is_error = result["is_error"].as_bool().unwrap_or(false) || !exited_ok;
         if !is_error {
-            return Ok(Success {
-                result: json!({
-                    "text": text,
-                    "session_id": self.session_id,
-                    "model": self.model,
-                    "num_turns": result["num_turns"],
-                    "stop_reason": result["stop_reason"],
-                    "duration_ms": result["duration_ms"],
-                    "total_cost_usd": result["total_cost_usd"],
-                }),
-                usage,
+            let mut out = json!({
+                "text": text,
+                "session_id": self.session_id,
+                "model": self.model,
+                "num_turns": result["num_turns"],
+                "stop_reason": result["stop_reason"],
+                "duration_ms": result["duration_ms"],
+                "total_cost_usd": result["total_cost_usd"],
             });
+            if let Some(structured) = result.get("structured_output").filter(|v| !v.is_null()) {
+                out["structured_output"] = structured.clone();
+            }
+            return Ok(Success { result: out, usage });
         }
         let subtype = result["subtype"].as_str().unwrap_or("");
         let status = result["api_error_status"].as_u64();

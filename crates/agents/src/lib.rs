@@ -9,6 +9,7 @@ pub mod claude;
 pub mod llm;
 pub mod process;
 pub mod rss;
+pub mod structured;
 pub mod workspace;
 
 use async_trait::async_trait;
@@ -70,15 +71,36 @@ pub type RunResult = Result<Success, Failure>;
 #[derive(Clone)]
 pub struct Emitter {
     tx: mpsc::Sender<EventDraft>,
+    /// What earlier runs of this attempt spent: added to every usage event.
+    spent: Usage,
 }
 
 impl Emitter {
     pub fn new(tx: mpsc::Sender<EventDraft>) -> Self {
-        Emitter { tx }
+        Emitter { tx, spent: Usage::default() }
+    }
+
+    /// This emitter for a further run of the same attempt, after runs that spent `spent`: its
+    /// usage events (cumulative per run) report the attempt's total, so budgets still hold.
+    pub fn after(&self, spent: Usage) -> Emitter {
+        let mut total = self.spent;
+        total.add(&spent);
+        Emitter { tx: self.tx.clone(), spent: total }
     }
 
     /// Returns false when nobody listens any more (the attempt lost its lease): stop working.
     pub async fn emit(&self, kind: EventKind, data: Value) -> bool {
+        let data = if kind == EventKind::Usage && !self.spent.is_zero() {
+            match serde_json::from_value::<Usage>(data.clone()) {
+                Ok(mut usage) => {
+                    usage.add(&self.spent);
+                    serde_json::to_value(usage).expect("usage serializes")
+                }
+                Err(_) => data,
+            }
+        } else {
+            data
+        };
         self.tx.send(EventDraft::new(kind, data)).await.is_ok()
     }
 
@@ -126,6 +148,7 @@ pub struct McpAccess {
 pub const TASK_HEADER: &str = "x-smith-task";
 
 /// Everything an executor gets for one attempt.
+#[derive(Clone)]
 pub struct RunContext {
     pub task: Task,
     pub def: Arc<AgentDef>,
@@ -144,6 +167,17 @@ impl RunContext {
     pub fn new(task: Task, def: Arc<AgentDef>, events: Emitter, cancel: CancellationToken) -> Self {
         RunContext { task, def, events, cancel, session: None, mcp: None, workdir: None }
     }
+
+    /// The JSON Schema the attempt's output must match: the task's, else its agent's.
+    pub fn output_schema(&self) -> Option<&Value> {
+        self.task.output_schema(&self.def)
+    }
+
+    /// The schema to ask the provider to follow: only an object schema, which is what
+    /// providers' structured output takes (any other is still validated by the platform).
+    pub fn native_output_schema(&self) -> Option<&Value> {
+        self.output_schema().filter(|s| s.get("type").and_then(Value::as_str) == Some("object"))
+    }
 }
 
 #[async_trait]
@@ -151,8 +185,13 @@ pub trait Executor: Send + Sync + 'static {
     async fn run(&self, ctx: RunContext) -> RunResult;
 }
 
-/// The executor for an agent definition.
+/// The executor for an agent definition, its output checked against the output schema in
+/// effect ([`structured`]).
 pub fn executor_for(def: &AgentDef) -> Arc<dyn Executor> {
+    structured::wrap(bare_executor(def), def)
+}
+
+fn bare_executor(def: &AgentDef) -> Arc<dyn Executor> {
     match def.executor {
         ExecutorKind::Echo => Arc::new(builtin::Echo),
         ExecutorKind::Sleep => Arc::new(builtin::Sleep),

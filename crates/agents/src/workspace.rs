@@ -154,9 +154,11 @@ impl Checkout {
             Some(s) => (root.join("sessions").join(s), format!("smith/session/{s}")),
             None => (root.join("tasks").join(task.id.to_string()), format!("smith/{}", task.id)),
         };
-        // a session continues its branch; a task (a retried attempt too) starts from the base
+        // a session continues its branch; a task (a retried attempt too) starts from the base,
+        // its own when it names one
         let continues = session.is_some() && git.ok(&source, &["rev-parse", "--verify", "--quiet", &branch]).await;
-        let from = if continues { branch.clone() } else { def.base.clone() };
+        let base = task.workspace.as_ref().map_or(&def.base, |w| &w.base);
+        let from = if continues { branch.clone() } else { base.clone() };
         let start = git
             .out(&source, &["rev-parse", "--verify", "--quiet", "--end-of-options", &format!("{from}^{{commit}}")])
             .await

@@ -318,6 +318,9 @@ pub struct AgentDef {
     /// A git checkout of its own for each task (`process` and `claude-code`).
     #[serde(default)]
     pub workspace: Option<WorkspaceDef>,
+    /// The JSON Schema every task's output must match (a task may give its own instead).
+    #[serde(default)]
+    pub output_schema: Option<serde_json::Value>,
 }
 
 fn yes() -> bool {
@@ -383,6 +386,7 @@ impl AgentDef {
             breaker_failures: default_breaker_failures(),
             breaker_cooldown: default_breaker_cooldown(),
             workspace: None,
+            output_schema: None,
         }
     }
 
@@ -457,6 +461,10 @@ impl AgentDef {
                 return what("`workspace` and `cwd` exclude each other: the workspace is the agent's cwd".into());
             }
             ws.validate().map_err(|e| Error::unprocessable(format!("agent {:?}: {}", self.name, e.message)))?;
+        }
+        if let Some(schema) = &self.output_schema {
+            crate::output::Schema::compile(schema, "output_schema")
+                .map_err(|e| Error::unprocessable(format!("agent {:?}: {}", self.name, e.message)))?;
         }
         let claude_only = [
             ("allowed_tools", !self.allowed_tools.is_empty()),

@@ -129,6 +129,31 @@ pub struct Task {
     pub started_at: Option<Micros>,
     pub finished_at: Option<Micros>,
     pub worker: Option<String>,
+    /// The workspace this task starts from, over its agent's (`workspace.base`).
+    #[serde(default)]
+    pub workspace: Option<TaskWorkspace>,
+    /// The JSON Schema this task's output must match, over its agent's `output_schema`.
+    #[serde(default)]
+    pub output_schema: Option<Value>,
+}
+
+/// What a task sets of its agent's workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskWorkspace {
+    /// The branch, tag or commit the task's checkout starts from.
+    pub base: String,
+}
+
+/// The `options` a task row stores: what the task sets over its agent's definition
+/// ([`Task::options_json`] writes them, [`Task::set_options`] reads them back).
+/// (A missing field is `None`.)
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TaskOptions<W = TaskWorkspace, S = Value> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<W>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<S>,
 }
 
 pub const MAX_PRIORITY: u8 = 9;
@@ -172,6 +197,10 @@ pub struct NewTask {
     pub budget: Budget,
     pub tenant: String,
     pub metadata: Value,
+    /// Overrides the agent's `workspace.base`; the agent must have a workspace.
+    pub workspace: Option<TaskWorkspace>,
+    /// Overrides the agent's `output_schema`.
+    pub output_schema: Option<Value>,
 }
 
 impl NewTask {
@@ -189,6 +218,8 @@ impl NewTask {
             budget: Budget::default(),
             tenant: DEFAULT_TENANT.into(),
             metadata: Value::Object(Default::default()),
+            workspace: None,
+            output_schema: None,
         }
     }
 
@@ -226,7 +257,24 @@ impl NewTask {
         if !(self.metadata.is_object() || self.metadata.is_null()) {
             return Err(Error::unprocessable("metadata must be a JSON object"));
         }
+        if let Some(w) = &self.workspace {
+            crate::workspace::check_ref(&w.base).map_err(|e| Error::unprocessable(format!("workspace.base: {e}")))?;
+        }
+        if let Some(schema) = &self.output_schema {
+            crate::output::Schema::compile(schema, "output_schema")?;
+        }
         crate::agent::validate_name(&self.agent)
+    }
+
+    /// Checks what the task sets against its agent's definition.
+    pub fn validate_for(&self, def: &crate::AgentDef) -> Result<()> {
+        if self.workspace.is_some() && def.workspace.is_none() {
+            return Err(Error::unprocessable(format!(
+                "agent {:?} has no workspace: a task of it cannot set workspace.base",
+                def.name
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -256,7 +304,29 @@ impl Task {
             started_at: None,
             finished_at: None,
             worker: None,
+            workspace: t.workspace.clone(),
+            output_schema: t.output_schema.clone(),
         }
+    }
+
+    /// The output schema in effect: the task's own, else its agent's.
+    pub fn output_schema<'a>(&'a self, def: &'a crate::AgentDef) -> Option<&'a Value> {
+        self.output_schema.as_ref().or(def.output_schema.as_ref())
+    }
+
+    /// The task's `options` as the stores keep them (JSON text); `None` when it sets nothing.
+    pub fn options_json(&self) -> Option<String> {
+        if self.workspace.is_none() && self.output_schema.is_none() {
+            return None;
+        }
+        let o = TaskOptions { workspace: self.workspace.as_ref(), output_schema: self.output_schema.as_ref() };
+        Some(serde_json::to_string(&o).expect("task options serialize"))
+    }
+
+    /// Sets what a stored `options` column held (see [`Task::options_json`]).
+    pub fn set_options(&mut self, stored: TaskOptions) {
+        self.workspace = stored.workspace;
+        self.output_schema = stored.output_schema;
     }
 
     /// The first attempt of a new task, running, as a worker hands it to an executor: for

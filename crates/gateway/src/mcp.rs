@@ -304,7 +304,9 @@ fn tools() -> Value {
                     "input": {"description": "The task's input: text or any JSON."},
                     "timeout_ms": {"type": "integer", "minimum": 1},
                     "max_tokens": {"type": "integer", "minimum": 1},
-                    "max_cost_usd": {"type": "number", "exclusiveMinimum": 0}
+                    "max_cost_usd": {"type": "number", "exclusiveMinimum": 0},
+                    "output_schema": {"type": "object", "description": "A JSON Schema the child's result must \
+                        match; await_task then returns the parsed object."}
                 },
                 "required": ["agent", "input"],
                 "additionalProperties": false
@@ -534,12 +536,13 @@ async fn read_messages(s: &AppState, caller: &Caller, args: &Map<String, Value>)
 }
 
 async fn spawn_task(s: &AppState, caller: &Caller, args: &Map<String, Value>) -> ToolResult {
-    only(args, &["agent", "input", "timeout_ms", "max_tokens", "max_cost_usd"])?;
+    only(args, &["agent", "input", "timeout_ms", "max_tokens", "max_cost_usd", "output_schema"])?;
     let agent = text_arg(args, "agent")?.ok_or_else(|| ToolError("agent is required".into()))?;
     let input = args.get("input").cloned().ok_or_else(|| ToolError("input is required".into()))?;
     let mut task = NewTask::new(agent, input);
     task.timeout_ms = u64_arg(args, "timeout_ms")?;
     task.budget = Budget { max_tokens: u64_arg(args, "max_tokens")?, max_cost_usd: f64_arg(args, "max_cost_usd")? };
+    task.output_schema = args.get("output_schema").filter(|v| !v.is_null()).cloned();
     task.parent_id = caller.task_id();
     task.tenant = caller.tenant();
     // a runaway orchestrator must not fan out without end

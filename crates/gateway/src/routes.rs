@@ -83,6 +83,9 @@ struct SubmitRequest {
     #[serde(default, deserialize_with = "crate::error::object_or_null")]
     budget: Option<Budget>,
     metadata: Option<Value>,
+    #[serde(default, deserialize_with = "crate::error::object_or_null")]
+    workspace: Option<smith_core::TaskWorkspace>,
+    output_schema: Option<Value>,
 }
 
 async fn submit(
@@ -118,6 +121,8 @@ async fn submit(
         budget: req.budget.unwrap_or_default(),
         tenant,
         metadata: req.metadata.unwrap_or_else(|| json!({})),
+        workspace: req.workspace,
+        output_schema: req.output_schema,
     };
     if let Some(sid) = &session_id {
         task.validate()?;

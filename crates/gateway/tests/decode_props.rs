@@ -29,7 +29,7 @@ const CASES: u32 = 1024;
 /// The gateway's body limit here: small, so that a 413 costs little.
 const BODY_LIMIT: usize = 64 * 1024;
 /// The fields of a task submission.
-const FIELDS: [&str; 10] = common::SUBMIT_FIELDS;
+const FIELDS: [&str; 12] = common::SUBMIT_FIELDS;
 const MAX_TIMEOUT_MS: u64 = smith_core::task::MAX_TIMEOUT_MS;
 
 fn config() -> Config {
@@ -304,6 +304,9 @@ fn is_valid_task(v: &Value, parent: TaskId) -> bool {
         && o.get("parent_id").is_none_or(|p| p.is_null() || p.as_str().and_then(|p| p.parse().ok()) == Some(parent))
         && opt_budget(o.get("budget"))
         && o.get("metadata").is_none_or(|m| m.is_null() || m.is_object())
+        // `echo` has no workspace: a task of it cannot set one
+        && o.get("workspace").is_none_or(Value::is_null)
+        && o.get("output_schema").is_none_or(|s| s.is_null() || smith_core::output::Schema::compile(s, "s").is_ok())
 }
 
 // ---- strategies ----
@@ -397,6 +400,22 @@ fn field_value(field: &'static str, parent: TaskId) -> BoxedStrategy<Value> {
         "metadata" => prop_oneof![
             6 => prop::collection::btree_map(any::<String>(), json_value(), 0..4)
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
+            1 => json_value(),
+        ]
+        .boxed(),
+        "workspace" => prop_oneof![
+            1 => "[a-z/._-]{0,12}".prop_map(|b| json!({"base": b})),
+            1 => json_value(),
+        ]
+        .boxed(),
+        "output_schema" => prop_oneof![
+            2 => prop::sample::select(vec![
+                json!({"type": "object", "required": ["a"]}),
+                json!({"type": "nonsense"}),
+                json!({"$ref": "http://127.0.0.1:9/schema.json"}),
+                json!({"properties": {"a": {"pattern": "("}}}),
+                json!(true),
+            ]),
             1 => json_value(),
         ]
         .boxed(),

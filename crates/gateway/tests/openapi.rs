@@ -447,6 +447,8 @@ fn schemas_match_the_domain_types() {
         started_at: None,
         finished_at: None,
         worker: None,
+        workspace: None,
+        output_schema: None,
     };
     let v = serde_json::to_value(&task).unwrap();
     assert_shape(&doc, "Task", &v);
@@ -458,6 +460,8 @@ fn schemas_match_the_domain_types() {
     task.result = Some(json!("r"));
     task.error = Some(TaskError::new("boom", "it broke"));
     task.usage = Usage { input_tokens: 1, output_tokens: 2, cost_usd: 0.5 };
+    task.workspace = Some(smith_core::TaskWorkspace { base: "main".into() });
+    task.output_schema = Some(json!({"type": "object"}));
     task.started_at = Some(t);
     task.finished_at = Some(t);
     task.worker = Some("w1".into());
@@ -785,6 +789,9 @@ async fn served_bodies_match_the_schemas() {
             "timeout_ms" => json!(60_000),
             "budget" => json!({"max_tokens": 1000, "max_cost_usd": 1.5}),
             "idempotency_key" => json!(uuid::Uuid::now_v7().to_string()),
+            // `echo` has no workspace: null is the value it takes
+            "workspace" => Value::Null,
+            "output_schema" => json!({"type": "object", "required": ["text"]}),
             other => panic!("no sample value for the documented field {other:?}: add one"),
         }
     };

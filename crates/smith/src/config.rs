@@ -269,6 +269,21 @@ pub struct AgentSection {
     pub breaker_cooldown: Option<Duration>,
     /// A git checkout of its own for each task (docs/workspaces.md).
     pub workspace: Option<smith_core::workspace::WorkspaceDef>,
+    /// The JSON Schema of every task's output: a TOML table, JSON text, or the path of a JSON
+    /// file (docs/structured-output.md).
+    pub output_schema: Option<serde_json::Value>,
+}
+
+/// An agent's `output_schema` as the config gives it: inline (a table, or JSON text) or in a file.
+fn output_schema(given: &serde_json::Value) -> Result<serde_json::Value> {
+    let serde_json::Value::String(text) = given else { return Ok(given.clone()) };
+    let (json, from) = if text.trim_start().starts_with('{') {
+        (text.clone(), "its JSON text".to_string())
+    } else {
+        let json = std::fs::read_to_string(text).map_err(|e| anyhow!("output_schema: cannot read {text:?}: {e}"))?;
+        (json, format!("{text:?}"))
+    };
+    serde_json::from_str(&json).map_err(|e| anyhow!("output_schema: {from} is not JSON: {e}"))
 }
 
 mod opt_duration {
@@ -395,6 +410,7 @@ impl AgentSection {
             d.breaker_cooldown = v;
         }
         d.workspace = self.workspace.clone();
+        d.output_schema = self.output_schema.as_ref().map(output_schema).transpose()?;
         d.validate().map_err(|e| anyhow!(e.message))?;
         Ok(d)
     }

@@ -86,6 +86,7 @@ macro_rules! store_conformance {
             concurrent_submit_and_drain_finishes_each_task_once,
             lease_has_one_holder_until_it_expires_or_is_released,
             parent_and_budget_round_trip_and_filter,
+            task_options_round_trip_and_need_their_agent,
             session_turns_are_claimed_one_at_a_time_in_order,
             sessions_are_created_once_for_known_agents,
             global_events_are_fed_and_listed_by_kind_and_tenant,
@@ -2224,6 +2225,32 @@ pub async fn parent_and_budget_round_trip_and_filter(store: S) {
     let page =
         store.list_tasks(&TaskQuery { parent_id: Some(parent.id), limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(ids(&page.items), vec![c.id], "only the parent's children");
+}
+
+pub async fn task_options_round_trip_and_need_their_agent(store: S) {
+    let mut coder = AgentDef::new("coder", ExecutorKind::Process);
+    coder.command = Some("true".into());
+    coder.workspace = Some(serde_json::from_value(json!({"repo": "/srv/repo"})).unwrap());
+    store.put_agents(&[coder]).await.unwrap();
+    let schema = json!({"type": "object", "required": ["title"]});
+    let mut t = NewTask::new("coder", json!("x"));
+    t.workspace = Some(smith_core::TaskWorkspace { base: "feature/x".into() });
+    t.output_schema = Some(schema.clone());
+    let created = store.submit(t.clone()).await.unwrap().task;
+    for read in [created.clone(), get(&store, created.id).await] {
+        assert_eq!(read.workspace, t.workspace);
+        assert_eq!(read.output_schema.as_ref(), Some(&schema));
+    }
+    let page = store.list_tasks(&TaskQuery { limit: 10, ..Default::default() }).await.unwrap();
+    let listed = page.items.iter().find(|i| i.id == created.id).expect("listed");
+    assert_eq!(listed.workspace, t.workspace);
+    assert_eq!(get(&store, submit(&store, "echo").await.id).await.workspace, None, "no options: none read");
+    // a workspace base for an agent without a workspace is refused, and nothing is stored
+    let mut stray = NewTask::new("echo", json!("y"));
+    stray.workspace = Some(smith_core::TaskWorkspace { base: "main".into() });
+    let e = store.submit(stray.clone()).await.unwrap_err().to_string();
+    assert!(e.contains("has no workspace"), "{e}");
+    assert!(store.get_task(stray.id).await.unwrap().is_none());
 }
 
 pub async fn session_turns_are_claimed_one_at_a_time_in_order(store: S) {

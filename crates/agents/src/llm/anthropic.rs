@@ -20,6 +20,9 @@ struct Body<'a> {
     messages: &'a [Value],
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tools: Vec<Tool<'a>>,
+    /// Structured output: `{"format": {"type": "json_schema", "schema": …}}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_config: Option<Value>,
 }
 
 #[derive(Serialize)]
@@ -54,6 +57,7 @@ impl Api for Anthropic {
             system: cfg.system.as_deref(),
             messages,
             tools,
+            output_config: cfg.output_schema.as_ref().map(|s| json!({"format": {"type": "json_schema", "schema": s}})),
         };
         serde_json::to_vec(&body).expect("a request body serializes")
     }

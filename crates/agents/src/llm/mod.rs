@@ -200,6 +200,8 @@ struct Config {
     max_tokens: u32,
     pricing: Option<Pricing>,
     stall: Option<Duration>,
+    /// The JSON Schema the provider is asked to answer in (its structured output).
+    output_schema: Option<Value>,
 }
 
 impl Config {
@@ -234,6 +236,7 @@ impl Config {
             max_tokens: def.max_output_tokens,
             pricing,
             stall: def.stall_timeout,
+            output_schema: None,
         })
     }
 }
@@ -333,7 +336,8 @@ fn message_list(v: &Value) -> Option<Vec<Value>> {
 /// Runs one attempt of an HTTP LLM agent.
 #[tracing::instrument(skip_all, fields(task_id = %ctx.task.id, agent = %ctx.def.name, provider = A::NAME))]
 async fn drive<A: Api>(api: &A, ctx: RunContext) -> RunResult {
-    let cfg = Config::resolve::<A>(&ctx.def)?;
+    let mut cfg = Config::resolve::<A>(&ctx.def)?;
+    cfg.output_schema = ctx.native_output_schema().cloned();
     let mut meter = Meter { pricing: cfg.pricing, done: Tokens::default(), current: Tokens::default() };
     let mut tools: std::sync::Arc<Vec<ToolSpec>> = Default::default();
     let mut session = None;

@@ -23,6 +23,10 @@ struct Body<'a> {
     messages: Vec<&'a Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tools: Vec<Value>,
+    /// Structured output. Not `strict`: strict mode takes only a subset of JSON Schema, and the
+    /// platform validates the answer against the whole schema anyway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<Value>,
 }
 
 /// OpenAI's reasoning models refuse `max_tokens` and take `max_completion_tokens`; other
@@ -68,6 +72,9 @@ impl Api for OpenAi {
             stream_options: json!({"include_usage": true}),
             messages: system.iter().chain(messages).collect(),
             tools,
+            response_format: cfg.output_schema.as_ref().map(
+                |s| json!({"type": "json_schema", "json_schema": {"name": "output", "schema": s, "strict": false}}),
+            ),
         };
         serde_json::to_vec(&body).expect("a request body serializes")
     }

@@ -1,7 +1,7 @@
 //! What the gateway's test binaries share.
 
 /// The fields of a task submission (`POST /v1/tasks`), as the API documents and decodes them.
-pub const SUBMIT_FIELDS: [&str; 10] = [
+pub const SUBMIT_FIELDS: [&str; 12] = [
     "agent",
     "input",
     "priority",
@@ -12,4 +12,6 @@ pub const SUBMIT_FIELDS: [&str; 10] = [
     "parent_id",
     "budget",
     "metadata",
+    "workspace",
+    "output_schema",
 ];

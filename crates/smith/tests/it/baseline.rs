@@ -180,28 +180,6 @@ async fn baseline_writes_the_planners_contract_and_leaves_the_server_idle() {
     }
 }
 
-/// The Claude Code CLI: `SMITH_TEST_CLAUDE`. Required when the service URLs are set (CI).
-fn claude() -> Option<String> {
-    match std::env::var("SMITH_TEST_CLAUDE") {
-        Ok(p) if !p.is_empty() => {
-            assert!(
-                std::path::Path::new(&p).is_file(),
-                "SMITH_TEST_CLAUDE={p} is not a file (.ci/run installs the CLI)"
-            );
-            Some(p)
-        }
-        _ if std::env::var_os("SMITH_TEST_POSTGRES_URL").is_some() => {
-            panic!(
-                "SMITH_TEST_CLAUDE not set: the path to the Claude Code CLI binary (.ci/run installs it and sets it)"
-            )
-        }
-        _ => {
-            println!("skipped: SMITH_TEST_CLAUDE not set (path to the Claude Code CLI binary)");
-            None
-        }
-    }
-}
-
 /// The agent `smith bench` measures as `claude-code`, as bench/baseline.sh defines it: the CLI
 /// against the mock, allowed to run `echo` through its Bash tool.
 fn claude_code_agent(claude: &str, mock: &Mock, home: &std::path::Path) -> String {
@@ -218,7 +196,7 @@ fn claude_code_agent(claude: &str, mock: &Mock, home: &std::path::Path) -> Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claude_code_agent_on_a_tool_using_task_is_measured_as_the_claude_code_executor() {
-    let Some(claude) = claude() else { return };
+    let Some(claude) = common::claude_cli() else { return };
     let mock = Mock::start().await;
     let home = tempfile::tempdir().unwrap();
     let s = Smith::start(Opts::new().config(&claude_code_agent(&claude, &mock, home.path()))).await;

@@ -21,13 +21,7 @@ use std::time::{Duration, Instant};
 const TURN: Duration = Duration::from_secs(90);
 
 fn claude() -> Option<String> {
-    match std::env::var("SMITH_TEST_CLAUDE") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            println!("skipped: SMITH_TEST_CLAUDE not set (path to the Claude Code CLI binary)");
-            None
-        }
-    }
+    common::claude_cli()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ mod limits;
 mod ops;
 mod plan;
 mod schemathesis;
+mod structured;
 mod tenancy;
 mod tenancy_live;
 mod tls;

@@ -158,15 +158,7 @@ async fn concurrent_tasks_stay_apart_across_two_workers() {
 /// it `Write` the shared file and `git commit` it with `Bash` — stay apart like any agent's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claude_code_agents_commit_on_branches_of_their_own() {
-    let claude = match std::env::var("SMITH_TEST_CLAUDE") {
-        Ok(p) if !p.is_empty() => p,
-        _ => {
-            // CI sets the service URLs and installs the CLI: there it must be found
-            assert!(std::env::var("SMITH_TEST_POSTGRES_URL").is_err(), "SMITH_TEST_CLAUDE is not set");
-            println!("skipped: SMITH_TEST_CLAUDE not set (path to the Claude Code CLI binary)");
-            return;
-        }
-    };
+    let Some(claude) = common::claude_cli() else { return };
     let mock = Mock::start().await;
     let home = tempfile::tempdir().unwrap();
     let repo = git_repo(&[("shared.txt", "the original\n")]);
@@ -319,6 +311,51 @@ async fn a_repository_that_cannot_be_had_or_a_missing_base_fails_fast_and_clearl
         .flat_map(|d| std::fs::read_dir(work.join(d)).into_iter().flatten().flatten().map(|e| e.path()))
         .collect();
     assert!(left.is_empty(), "directories left behind: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_may_start_from_a_base_of_its_own() {
+    let repo = git_repo(&[("README", "a repository\n")]);
+    git(repo.path(), &["checkout", "--quiet", "-b", "feature"]);
+    std::fs::write(repo.path().join("feature.txt"), "only on the feature branch\n").unwrap();
+    git(repo.path(), &["add", "feature.txt"]);
+    git(repo.path(), &["commit", "--quiet", "-m", "a feature"]);
+    git(repo.path(), &["tag", "v1"]);
+    git(repo.path(), &["checkout", "--quiet", "main"]);
+    let config = format!(
+        "[agents.lister]\nexecutor = \"process\"\ncommand = \"ls\"\n\
+         workspace = {{ repo = \"{}\", base = \"main\" }}\n",
+        repo.path().display()
+    );
+    let smith = Smith::start(Opts::new().config(&config)).await;
+    let api = smith.api();
+    for (base, sees) in [(None, false), (Some("feature"), true), (Some("v1"), true)] {
+        let mut body = json!({"agent": "lister", "input": ""});
+        if let Some(b) = base {
+            body["workspace"] = json!({"base": b});
+        }
+        let (id, t) = api.run(body, WAIT).await;
+        assert_eq!(t["status"], "succeeded", "{base:?}: {t:#}");
+        assert_eq!(t["result"].as_str().unwrap().contains("feature.txt"), sees, "{base:?}: {t:#}");
+        assert_eq!(t["workspace"], base.map_or(Value::Null, |b| json!({"base": b})));
+        let frames = api.events(&id, WAIT).await;
+        let ready = events_of(&frames, "workspace.ready");
+        let commit = git(repo.path(), &["rev-parse", base.unwrap_or("main")]);
+        assert_eq!(ready[0]["commit"], commit.as_str(), "{base:?}");
+    }
+    // a base the repository lacks fails the task clearly; a malformed one is refused
+    let (_, t) = api.run(json!({"agent": "lister", "input": "", "workspace": {"base": "no-such-branch"}}), WAIT).await;
+    assert_eq!(t["error"]["code"], "workspace_base_unknown", "{t:#}");
+    assert!(t["error"]["message"].as_str().unwrap().contains("no-such-branch"), "{t:#}");
+    for bad in ["-x", "a..b", "has space", ""] {
+        let (status, answer) =
+            api.post("/v1/tasks", &json!({"agent": "lister", "input": "", "workspace": {"base": bad}})).await;
+        assert_eq!(status, 422, "{bad:?}: {answer}");
+        assert!(answer.to_string().contains("workspace.base"), "{bad:?}: {answer}");
+    }
+    assert_eq!(git(repo.path(), &["status", "--porcelain"]), "");
+    let left = std::fs::read_dir(smith.data_dir().join("work/tasks")).into_iter().flatten().count();
+    assert_eq!(left, 0, "checkouts left behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

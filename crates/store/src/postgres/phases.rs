@@ -194,6 +194,7 @@ struct NewRows {
     metadata: Vec<String>,
     parent: Vec<Option<String>>,
     budget: Vec<Option<String>>,
+    options: Vec<Option<String>>,
 }
 
 /// The batch's submissions, and the audit records of those that carry one.
@@ -230,6 +231,11 @@ async fn submit_tasks(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf
             planned.push(None);
             continue;
         };
+        if let Err(e) = t.validate_for(def) {
+            j.out = Some(Err(e.into()));
+            planned.push(None);
+            continue;
+        }
         let (row, queued) = lifecycle::submit(t, def, now);
         let task = &row.task;
         // A repeated id in one batch is never inserted twice: the repeat resolves like a conflict.
@@ -248,6 +254,7 @@ async fn submit_tasks(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf
             rows.metadata.push(task.metadata.to_string());
             rows.parent.push(task.parent_id.map(|p| p.to_string()));
             rows.budget.push((!task.budget.is_empty()).then(|| serde_json::to_string(&task.budget).expect("budget")));
+            rows.options.push(task.options_json());
         }
         planned.push(Some((row, queued)));
     }
@@ -259,15 +266,16 @@ async fn submit_tasks(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf
         let got: Vec<String> = sqlx::query_scalar(
             "INSERT INTO tasks (id, tenant, agent, input, status, priority, timeout_ms, max_attempts, backoff_ms, \
                  backoff_max_ms, idempotency_key, session_id, metadata, created_at, run_at, last_seq, parent_id, \
-                 budget) \
+                 budget, options) \
              SELECT u.id::uuid, u.tenant, u.agent, u.input::json, 'queued', u.priority, u.timeout_ms, u.max_attempts, \
                  u.backoff_ms, u.backoff_max_ms, u.key, u.session, u.metadata::json, $13, $13, 1, u.parent::uuid, \
-                 u.budget::json \
+                 u.budget::json, u.options::json \
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::int8[], $7::int4[], \
-                 $8::int8[], $9::int8[], $10::text[], $11::text[], $12::text[], $14::text[], $15::text[]) \
+                 $8::int8[], $9::int8[], $10::text[], $11::text[], $12::text[], $14::text[], $15::text[], \
+                 $16::text[]) \
                  WITH ORDINALITY \
                  AS u(id, tenant, agent, input, priority, timeout_ms, max_attempts, backoff_ms, backoff_max_ms, \
-                      key, session, metadata, parent, budget, n) \
+                      key, session, metadata, parent, budget, options, n) \
              ORDER BY u.n \
              ON CONFLICT DO NOTHING \
              RETURNING id::text",
@@ -287,6 +295,7 @@ async fn submit_tasks(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf
         .bind(now.0)
         .bind(&rows.parent)
         .bind(&rows.budget)
+        .bind(&rows.options)
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?;

@@ -15,7 +15,8 @@ pub(super) const TASK_COLS: &str = "seq, id::text AS id, tenant, agent, input::t
     timeout_ms, max_attempts, attempt, idempotency_key, session_id, metadata::text AS metadata, \
     result::text AS result, error::text AS error, usage::text AS usage, cancel_requested, created_at, started_at, \
     finished_at, worker, released, backoff_ms, backoff_max_ms, last_seq, lease_until, run_at, \
-    parent_id::text AS parent_id, budget::text AS budget, spent_at";
+    parent_id::text AS parent_id, budget::text AS budget, spent_at, \
+    options::text AS options";
 
 pub(super) const EVENT_COLS: &str =
     "pos, task_id::text AS task_id, seq, kind, agent, attempt, at, data::text AS data, tenant";
@@ -63,7 +64,7 @@ fn u64_col(r: &PgRow, col: &str) -> Result<u64> {
 }
 
 pub(super) fn task_row(r: &PgRow) -> Result<TaskRow> {
-    let task = Task {
+    let mut task = Task {
         id: parse(r, "id")?,
         tenant: get(r, "tenant")?,
         agent: get(r, "agent")?,
@@ -88,7 +89,12 @@ pub(super) fn task_row(r: &PgRow) -> Result<TaskRow> {
             .map(|s| s.parse::<TaskId>().map_err(|e| Error::Backend(e.to_string())))
             .transpose()?,
         budget: opt_json(r, "budget")?.unwrap_or_default(),
+        workspace: None,
+        output_schema: None,
     };
+    if let Some(options) = opt_json(r, "options")? {
+        task.set_options(options);
+    }
     Ok(TaskRow {
         task,
         released: u32_col(r, "released")?,

@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_access.sql"),
     include_str!("../../migrations/sqlite/0005_running_caps.sql"),
     include_str!("../../migrations/sqlite/0006_output_bytes.sql"),
+    include_str!("../../migrations/sqlite/0007_task_options.sql"),
 ];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;

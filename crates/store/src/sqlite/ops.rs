@@ -21,7 +21,7 @@ use std::time::Duration;
 const TASK_COLS: &str = "id, tenant, agent, input, status, priority, timeout_ms, max_attempts, attempt, \
     idempotency_key, session_id, metadata, result, error, usage, cancel_requested, created_at, started_at, \
     finished_at, worker, released, backoff_ms, backoff_max_ms, last_seq, rowid, parent_id, budget, lease_until, run_at, \
-    spent_at";
+    spent_at, options";
 const EVENT_COLS: &str = "pos, task_id, seq, kind, agent, attempt, at, data, tenant";
 
 /// A task row with the bookkeeping columns the API does not show: the lifecycle's row.
@@ -51,7 +51,7 @@ where
 }
 
 fn task_row(r: &Row) -> rusqlite::Result<TaskRow> {
-    let task = Task {
+    let mut task = Task {
         id: parse_col(r, 0)?,
         tenant: r.get(1)?,
         agent: r.get(2)?,
@@ -79,7 +79,12 @@ fn task_row(r: &Row) -> rusqlite::Result<TaskRow> {
             })
             .transpose()?,
         budget: opt_json_col(r, 26)?.unwrap_or_default(),
+        workspace: None,
+        output_schema: None,
     };
+    if let Some(options) = opt_json_col(r, 30)? {
+        task.set_options(options);
+    }
     Ok(TaskRow {
         task,
         released: r.get(20)?,
@@ -161,6 +166,7 @@ pub(super) fn submit(c: &Tx, t: &NewTask, now: Micros) -> Result<Submitted> {
     let Some(def) = agent_def(c, &t.agent)? else {
         return Err(smith_core::Error::unprocessable(format!("unknown agent {:?}", t.agent)).into());
     };
+    t.validate_for(&def)?;
     if let Some(key) = &t.idempotency_key {
         let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE tenant = ?1 AND idempotency_key = ?2");
         let existing = c.prepare_cached(&sql)?.query_row(params![t.tenant, key], task_row).optional()?;
@@ -172,8 +178,8 @@ pub(super) fn submit(c: &Tx, t: &NewTask, now: Micros) -> Result<Submitted> {
     let task = &row.task;
     c.prepare_cached(
         "INSERT INTO tasks (id, tenant, agent, input, status, priority, timeout_ms, max_attempts, backoff_ms, \
-         backoff_max_ms, idempotency_key, session_id, metadata, created_at, run_at, last_seq, parent_id, budget) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+         backoff_max_ms, idempotency_key, session_id, metadata, created_at, run_at, last_seq, parent_id, budget, \
+         options) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
     )?
     .execute(params![
         task.id.to_string(),
@@ -194,6 +200,7 @@ pub(super) fn submit(c: &Tx, t: &NewTask, now: Micros) -> Result<Submitted> {
         row.last_seq as i64,
         task.parent_id.map(|p| p.to_string()),
         (!task.budget.is_empty()).then(|| serde_json::to_string(&task.budget).expect("budget serializes")),
+        task.options_json(),
     ])?;
     let events = emit(c, &row.task, vec![queued], now)?;
     Ok(Submitted { task: row.task, created: true, events })
@@ -257,7 +264,8 @@ pub(super) fn list_tasks(c: &Connection, q: &TaskQuery) -> Result<TaskPage> {
     let (sql, args) = f.finish("ORDER BY rowid DESC LIMIT", (limit + 1) as i64);
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())), |r| {
-        let sizes = (r.get::<_, i64>(30)? as u64, r.get::<_, Option<i64>>(31)?.map(|n| n as u64));
+        // the two sizes follow the task's columns
+        let sizes = (r.get::<_, i64>(31)? as u64, r.get::<_, Option<i64>>(32)?.map(|n| n as u64));
         Ok((task_row(r)?, r.get::<_, i64>(24)?, sizes))
     })?;
     let mut items = Vec::with_capacity(limit);

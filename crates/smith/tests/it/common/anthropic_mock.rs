@@ -5,6 +5,7 @@
 //! - `SHARE <words>`: calls `share_discovery` with the words, then answers with the tool result.
 //! - `LIST`: calls `list_discoveries`, then answers with the tool result.
 //! - `SPAWN`: calls `spawn_task` (agent `echo`), then `await_task` on the child, then answers.
+//!   `SPAWNSHAPE`: the same with a child of agent `shaped` and an `output_schema`.
 //! - `STALL`: sends `message_start`, then nothing, holding the connection.
 //! - `SLOW`: streams a text delta every 100 ms for a minute.
 //! - `OVERSPEND`: reports 5,000 input tokens at once, then streams slowly.
@@ -16,6 +17,11 @@
 //!   directory:`),
 //!   then `Bash` `git commit -qam …`, then answers "edited <word>".
 //! - `RECALL`: answers "you said X" when an earlier message of the conversation said `REMEMBER X`.
+//! - `SHAPE good|bad|fix`: structured output. `good` answers `{"title":"ok","count":3}`: through
+//!   the Claude Code CLI's `StructuredOutput` tool when the request offers it, else as text.
+//!   `bad` answers text that is not the shape (`{"title":5}`). `fix` answers like `bad` until
+//!   the platform's corrective message ("does not match the JSON Schema") is the latest user
+//!   text, then like `good`.
 //! - anything else: "Hello from the mock."
 //!
 //! While `failing` is set, every request gets a 500.
@@ -138,8 +144,15 @@ fn script(body: &Value) -> Step {
         };
     }
     if first.contains("SPAWN") {
+        let spawn = if first.contains("SPAWNSHAPE") {
+            // a child of agent `shaped` whose output must match the spawner's schema
+            json!({"agent": "shaped", "input": "from the parent", "output_schema": {"type": "object",
+                "properties": {"title": {"type": "string"}}, "required": ["title"]}})
+        } else {
+            json!({"agent": "echo", "input": "from the parent"})
+        };
         return match results.len() {
-            0 => Step::Tool("spawn_task", json!({"agent": "echo", "input": "from the parent"})),
+            0 => Step::Tool("spawn_task", spawn),
             1 => match uuid_in(&results[0]) {
                 Some(id) => Step::Tool("await_task", json!({"id": id, "timeout_s": 30})),
                 None => Step::Text(format!("no child id in {}", results[0])),
@@ -171,6 +184,9 @@ fn script(body: &Value) -> Step {
             _ => Step::Text(format!("edited {word}: {}", results.join(" | "))),
         };
     }
+    if let Some(rest) = first.split("SHAPE ").nth(1) {
+        return shape(body, rest, &results);
+    }
     if first.contains("STALL") {
         return Step::Stall;
     }
@@ -190,6 +206,48 @@ fn script(body: &Value) -> Step {
         });
     }
     Step::Text("Hello from the mock.".into())
+}
+
+/// The structured output the `SHAPE` marker asks for.
+pub const SHAPE_GOOD: &str = r#"{"title":"ok","count":3}"#;
+
+fn shape(body: &Value, mode: &str, results: &[String]) -> Step {
+    let offered = body["tools"].as_array().into_iter().flatten().any(|t| t["name"] == "StructuredOutput");
+    let corrected = last_user_text(body).contains("does not match the JSON Schema");
+    let good = mode.starts_with("good") || (mode.starts_with("fix") && corrected);
+    let last_is_result = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .is_some_and(|m| m["content"].as_array().into_iter().flatten().any(|b| b["type"] == "tool_result"));
+    match (good, offered) {
+        (true, true) if !last_is_result || results.is_empty() => {
+            Step::Tool("StructuredOutput", serde_json::from_str(SHAPE_GOOD).unwrap())
+        }
+        (true, true) => Step::Text("done".into()),
+        (true, false) => Step::Text(SHAPE_GOOD.into()),
+        (false, _) => Step::Text(r#"{"title":5}"#.into()),
+    }
+}
+
+/// The text of the conversation's latest user message that has text (not tool results only).
+fn last_user_text(body: &Value) -> String {
+    let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+    for m in msgs.iter().rev().filter(|m| m["role"] == "user") {
+        let text = match &m["content"] {
+            Value::String(s) => s.clone(),
+            Value::Array(blocks) => blocks
+                .iter()
+                .filter(|b| b["type"] == "text")
+                .filter_map(|b| b["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        };
+        if !text.trim().is_empty() {
+            return text;
+        }
+    }
+    String::new()
 }
 
 /// Tool names as the caller offered them: Claude Code prefixes MCP tools with `mcp__smith__`,

@@ -718,3 +718,25 @@ pub fn assert_error(
     assert!(!msg.is_empty(), "{what}: empty error.message");
     assert!(msg.contains(needle), "{what}: message {msg:?} does not mention {needle:?}");
 }
+
+/// The Claude Code CLI: `SMITH_TEST_CLAUDE`. Required when the service URLs are set (CI).
+pub fn claude_cli() -> Option<String> {
+    match std::env::var("SMITH_TEST_CLAUDE") {
+        Ok(p) if !p.is_empty() => {
+            assert!(
+                std::path::Path::new(&p).is_file(),
+                "SMITH_TEST_CLAUDE={p} is not a file (.ci/run installs the CLI)"
+            );
+            Some(p)
+        }
+        _ if std::env::var_os("SMITH_TEST_POSTGRES_URL").is_some() => {
+            panic!(
+                "SMITH_TEST_CLAUDE not set: the path to the Claude Code CLI binary (.ci/run installs it and sets it)"
+            )
+        }
+        _ => {
+            println!("skipped: SMITH_TEST_CLAUDE not set (path to the Claude Code CLI binary)");
+            None
+        }
+    }
+}
