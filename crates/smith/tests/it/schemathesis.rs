@@ -20,7 +20,7 @@ const MAX_EXAMPLES: &str = "250";
 /// Hypothesis' seed: the same seed and the same server give the same requests.
 const SEED: &str = "20260101";
 /// The whole run, killed (and failed) after this.
-const RUN_TIMEOUT: Duration = Duration::from_secs(240);
+const RUN_TIMEOUT: Duration = Duration::from_secs(420);
 
 /// The server-sent-event streams, left out: `GET /v1/events` never ends (and may send no event
 /// for a long while, so even reading a bounded number of events could wait forever), and a
