@@ -426,6 +426,12 @@ fn excerpt_tail(s: &str, max: usize) -> &str {
 impl Executor for ClaudeCode {
     async fn run(&self, ctx: RunContext) -> RunResult {
         let resumes = ctx.session.as_ref().and_then(|s| s.claude_session()).is_some();
+        if !resumes && ctx.session.as_ref().is_some_and(|s| s.turns.iter().any(|t| !t.result.is_null())) {
+            // earlier turns without a CLI session to resume (their results are structured
+            // output, which keeps no session id): they are told as a transcript
+            let prompt = transcript(ctx.session.as_ref().map(|s| s.turns.as_slice()).unwrap_or_default(), &ctx);
+            return run_once(&ctx, false, prompt).await;
+        }
         let outcome = run_once(&ctx, true, input_text(&ctx.task.input)).await;
         match outcome {
             Err(f) if resumes && f.error.code == SESSION_NOT_FOUND => {

@@ -299,7 +299,8 @@ fn excerpt(s: &str, max: usize) -> String {
 /// The conversation an attempt starts from: the session's earlier turns, then this input.
 ///
 /// A turn whose result carries `messages` (a turn of these executors) replaces everything
-/// before it; any other turn adds its input and its `text` as a user/assistant pair. The
+/// before it; any other turn adds its input and its `text` (or, for a turn with structured
+/// output, its result's JSON) as a user/assistant pair. The
 /// input is a user message: a JSON string as its text, `{"messages": [...]}` as messages in
 /// the provider's own format, anything else as its JSON text.
 fn conversation(session: Option<&SessionContext>, input: &Value) -> Vec<Value> {
@@ -309,7 +310,12 @@ fn conversation(session: Option<&SessionContext>, input: &Value) -> Vec<Value> {
             messages = history;
             continue;
         }
-        let Some(reply) = turn.result.get("text").and_then(Value::as_str) else { continue };
+        // a turn with structured output has the parsed object as its result: its JSON is the reply
+        let reply = match turn.result.get("text").and_then(Value::as_str) {
+            Some(text) => text.to_string(),
+            None if turn.result.is_object() || turn.result.is_array() => turn.result.to_string(),
+            None => continue,
+        };
         messages.extend(user_messages(&turn.input));
         if !reply.is_empty() {
             messages.push(json!({"role": "assistant", "content": reply}));
@@ -440,6 +446,7 @@ mod tests {
                 turn(json!("first"), json!({"text": "one"})),
                 turn(json!({"q": 2}), json!({"text": "two"})),
                 turn(json!("failed turn"), Value::Null),
+                turn(json!("shaped"), json!({"title": "x"})),
             ],
         };
         assert_eq!(
@@ -449,6 +456,8 @@ mod tests {
                 json!({"role": "assistant", "content": "one"}),
                 json!({"role": "user", "content": "{\"q\":2}"}),
                 json!({"role": "assistant", "content": "two"}),
+                json!({"role": "user", "content": "shaped"}),
+                json!({"role": "assistant", "content": "{\"title\":\"x\"}"}),
                 json!({"role": "user", "content": "third"}),
             ]
         );
