@@ -16,6 +16,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (3, "access", include_str!("../../migrations/postgres/0003_access.sql")),
     (4, "running_caps", include_str!("../../migrations/postgres/0004_running_caps.sql")),
     (5, "output_bytes", include_str!("../../migrations/postgres/0005_output_bytes.sql")),
+    (6, "artifacts", include_str!("../../migrations/postgres/0006_artifacts.sql")),
 ];
 
 /// Serialises migrations across every process sharing the database (`"smithmig"`).
