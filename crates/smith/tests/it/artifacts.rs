@@ -15,7 +15,8 @@ const ROOT: &str = "root-token-for-artifacts-0123456789";
 
 /// What the `artist` agent writes, by its input: `files` a nested text file, the binary file
 /// `$SOURCE`, an empty file, a name with a space and a non-ASCII letter, and a link to the
-/// file `$SECRET` outside; `big` 3,000 bytes; `many` four files; `tenant` 600 bytes.
+/// file `$SECRET` outside; `big` 3,000 bytes; `many` four files; `tenant` 600 bytes; `slow` one
+/// file, then a long sleep.
 const ARTIST: &str = r#"set -e
 A="$SMITH_ARTIFACTS"
 case "$(cat)" in
@@ -30,6 +31,7 @@ case "$(cat)" in
   big) head -c 3000 /dev/zero > "$A/big.bin" ;;
   many) for i in 1 2 3 4; do echo "$i" > "$A/f$i"; done ;;
   tenant) head -c 600 /dev/zero > "$A/t.bin" ;;
+  slow) echo partial > "$A/partial.txt"; echo written; sleep 30 ;;
 esac
 echo done
 "#;
@@ -238,6 +240,29 @@ async fn a_task_or_tenant_over_its_artifact_cap_fails_and_stores_nothing() {
     let dir = smith.data_dir().join("artifacts/default");
     let stored: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(stored, [std::ffi::OsString::from(&first)], "only the task within its caps has bytes stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_attempt_stores_nothing_and_leaves_no_directory() {
+    let inputs = Inputs::new();
+    let smith = Smith::start(Opts::new().config(&inputs.agent())).await;
+    let api = smith.api();
+    let id = api.submit_id(json!({"agent": "artist", "input": "slow"})).await;
+    let mut stream = api.sse(&format!("/v1/tasks/{id}/events"), None).await;
+    while let Some(f) = stream.next(WAIT).await {
+        if f.event == "output" {
+            break;
+        }
+    }
+    let dirs = smith.data_dir().join("work/artifacts");
+    assert_eq!(std::fs::read_dir(&dirs).unwrap().count(), 1, "the running attempt has its directory");
+    assert_eq!(api.cancel(&id).await.0, 202);
+    let t = api.wait_terminal(&id, WAIT).await;
+    assert_eq!(t["status"], "cancelled", "{t:#}");
+    assert_eq!(api.get(&format!("/v1/tasks/{id}/artifacts")).await.1, json!({"artifacts": []}));
+    let kinds = common::kinds(&api.events(&id, WAIT).await);
+    assert!(!kinds.contains(&"artifacts.stored".to_string()), "{kinds:?}");
+    assert_eq!(std::fs::read_dir(&dirs).unwrap().count(), 0, "the directory is gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
