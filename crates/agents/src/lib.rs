@@ -160,12 +160,15 @@ pub struct RunContext {
     pub mcp: Option<McpAccess>,
     /// Where the agent works when its definition names no `cwd` (per session or per task).
     pub workdir: Option<std::path::PathBuf>,
+    /// The attempt's own empty directory for files to keep (`$SMITH_ARTIFACTS`): stored by the
+    /// worker when the attempt ends. Set for executors that run a process.
+    pub artifacts: Option<std::path::PathBuf>,
 }
 
 impl RunContext {
-    /// A context with no session, no platform tools and no work dir.
+    /// A context with no session, no platform tools, no work dir and no artifact dir.
     pub fn new(task: Task, def: Arc<AgentDef>, events: Emitter, cancel: CancellationToken) -> Self {
-        RunContext { task, def, events, cancel, session: None, mcp: None, workdir: None }
+        RunContext { task, def, events, cancel, session: None, mcp: None, workdir: None, artifacts: None }
     }
 
     /// The JSON Schema the attempt's output must match: the task's, else its agent's.

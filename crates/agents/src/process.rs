@@ -222,8 +222,9 @@ pub fn inherited(name: &str) -> bool {
 
 /// The agent's environment and working directory, from a cleared environment: the allowlisted
 /// variables of the server's ([`INHERITED_ENV`]), then its definition's `env`, then the task's
-/// identity (`SMITH_TASK_ID`, `SMITH_ATTEMPT`, `SMITH_AGENT`; [`run_group`] adds `SMITH_RUN`);
-/// and its `cwd` or the worker's work dir.
+/// identity (`SMITH_TASK_ID`, `SMITH_ATTEMPT`, `SMITH_AGENT`; [`run_group`] adds `SMITH_RUN`)
+/// and the attempt's artifact directory (`SMITH_ARTIFACTS`, when it has one); and its `cwd` or
+/// the worker's work dir.
 pub fn agent_env(cmd: &mut Command, ctx: &RunContext) {
     if let Some(dir) = ctx.def.cwd.as_ref().map(PathBuf::from).or_else(|| ctx.workdir.clone()) {
         cmd.current_dir(dir);
@@ -238,7 +239,13 @@ pub fn agent_env(cmd: &mut Command, ctx: &RunContext) {
         .env("SMITH_TASK_ID", ctx.task.id.to_string())
         .env("SMITH_ATTEMPT", ctx.task.attempt.to_string())
         .env("SMITH_AGENT", &ctx.task.agent);
+    if let Some(dir) = &ctx.artifacts {
+        cmd.env(ARTIFACTS_ENV, dir);
+    }
 }
+
+/// The variable naming the directory whose files are kept as the attempt's artifacts.
+pub const ARTIFACTS_ENV: &str = "SMITH_ARTIFACTS";
 
 /// Receives a process's stdout, one line (or [`MAX_LINE`] chunk) at a time, without its newline.
 #[async_trait]

@@ -42,10 +42,14 @@ pub enum EventKind {
     /// What an attempt changed in its checkout: the commit range, the diff stat and the patch.
     #[serde(rename = "workspace.diff")]
     WorkspaceDiff,
+    /// The files an attempt left in `$SMITH_ARTIFACTS`, once stored: their count, bytes, and
+    /// each one's name, size and SHA-256. Written by the worker, with the attempt's outcome.
+    #[serde(rename = "artifacts.stored")]
+    ArtifactsStored,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::Queued,
         EventKind::Started,
         EventKind::Output,
@@ -62,6 +66,7 @@ impl EventKind {
         EventKind::System,
         EventKind::WorkspaceReady,
         EventKind::WorkspaceDiff,
+        EventKind::ArtifactsStored,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,6 +87,7 @@ impl EventKind {
             EventKind::System => "system",
             EventKind::WorkspaceReady => "workspace.ready",
             EventKind::WorkspaceDiff => "workspace.diff",
+            EventKind::ArtifactsStored => "artifacts.stored",
         }
     }
 

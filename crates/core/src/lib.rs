@@ -27,6 +27,7 @@ pub(crate) use named_enum;
 
 pub mod access;
 pub mod agent;
+pub mod artifact;
 pub mod capability;
 pub mod error;
 pub mod event;
@@ -40,6 +41,7 @@ pub mod workspace;
 
 pub use access::{ApiKey, AuditQuery, AuditRecord, NewApiKey, NewAuditRecord, Scope, ALL_TENANTS};
 pub use agent::{AgentDef, AgentSummary, BreakerState, Budget, ExecutorKind, InputMode, Pricing, Secret, Usage};
+pub use artifact::Artifact;
 pub use capability::{Capability, CapabilityKey};
 pub use error::{Code, Error, Result};
 pub use event::{visible_to, Event, EventDraft, EventHeader, EventKind};

@@ -72,6 +72,9 @@ pub struct GatewayOptions {
     pub store_max_bytes: Option<u64>,
     /// How often the store's size is measured.
     pub store_sample: Duration,
+    /// Where the workers store agents' artifacts (`[artifacts] url`), read for downloads.
+    /// `None`: listings still answer from the store, downloads are 503.
+    pub artifacts: Option<Arc<dyn smith_artifacts::Storage>>,
 }
 
 impl GatewayOptions {
@@ -93,6 +96,7 @@ impl GatewayOptions {
             metrics: None,
             store_max_bytes: None,
             store_sample: Duration::from_secs(5),
+            artifacts: None,
         }
     }
 }

@@ -25,6 +25,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/tasks/{id}/cancel", post(cancel))
         .route("/v1/tasks/{id}/events", get(task_events))
         .route("/v1/tasks/{id}/patch", get(task_patch))
+        .route("/v1/tasks/{id}/artifacts", get(task_artifacts))
+        .route("/v1/tasks/{id}/artifacts/{*name}", get(task_artifact))
         .route("/v1/events", get(feed))
         .route("/v1/sessions", post(crate::sessions::start))
         .route("/v1/sessions/{id}", get(crate::sessions::show))
@@ -368,6 +370,96 @@ async fn task_patch(
     Ok((headers, patch.to_string()).into_response())
 }
 
+/// The task's artifacts, by name: `{"artifacts": [{name, size, sha256, created_at}]}` (none
+/// yet is an empty list).
+async fn task_artifacts(
+    State(s): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    PathId(id): PathId,
+) -> ApiResult<Response> {
+    let task = visible_task(&s, &who, id).await?;
+    let artifacts = s.store.artifacts(task.id).await?;
+    Ok(Json(json!({"artifacts": artifacts})).into_response())
+}
+
+/// A task id and an artifact name (the rest of the path, `/` included) from the path.
+struct ArtifactPath(TaskId, String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ArtifactPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path((id, name)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid(format!("malformed artifact path: {e}")))?;
+        Ok(ArtifactPath(id.parse::<TaskId>()?, name))
+    }
+}
+
+/// One artifact's bytes, streamed from the artifact storage (`application/octet-stream`, its
+/// length, a download name, its SHA-256 in `x-smith-sha256`). Another tenant's task, and a
+/// name the task has not stored, are 404.
+async fn task_artifact(
+    State(s): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    ArtifactPath(id, name): ArtifactPath,
+) -> ApiResult<Response> {
+    let task = visible_task(&s, &who, id).await?;
+    if smith_core::artifact::check_name(&name).is_err() {
+        return Err(ApiError::not_found(format!("task {id} has no such artifact")));
+    }
+    let missing = || ApiError::not_found(format!("task {id} has no artifact {name:?}"));
+    let Some(artifact) = s.store.artifacts(task.id).await?.into_iter().find(|a| a.name == name) else {
+        return Err(missing());
+    };
+    let Some(storage) = &s.opts.artifacts else {
+        return Err(ApiError::new(Code::Unavailable, "this gateway has no artifact storage ([artifacts] url)"));
+    };
+    let key = smith_artifacts::key(&task.tenant, task.id, &name);
+    let object = match storage.get(&key).await {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            return Err(ApiError::new(
+                Code::Internal,
+                format!("the bytes of artifact {name:?} of task {id} are missing from {}", storage.describe()),
+            ))
+        }
+        Err(e) => return Err(ApiError::new(Code::Unavailable, format!("cannot read artifact {name:?}: {e}"))),
+    };
+    use axum::http::header::{HeaderName, HeaderValue, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
+    let mut resp = axum::body::Body::from_stream(object.body).into_response();
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(object.size));
+    h.insert(HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff"));
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(&name)) {
+        h.insert(CONTENT_DISPOSITION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&artifact.sha256) {
+        h.insert(HeaderName::from_static("x-smith-sha256"), v);
+    }
+    Ok(resp)
+}
+
+/// `attachment` with the name's last component as the file name: ASCII in `filename` (anything
+/// else, quotes and backslashes as `_`), exact in `filename*` (RFC 6266, percent-encoded UTF-8).
+fn content_disposition(name: &str) -> String {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let ascii: String = base
+        .chars()
+        .map(|c| if (c.is_ascii_graphic() && c != '"' && c != '\\') || c == ' ' { c } else { '_' })
+        .collect();
+    let mut exact = String::new();
+    for b in base.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            exact.push(b as char);
+        } else {
+            exact.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{exact}")
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FeedParams {
@@ -506,4 +598,22 @@ async fn metrics(State(s): State<Arc<AppState>>, Extension(who): Extension<Princ
 
 async fn openapi() -> Response {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_disposition;
+
+    #[test]
+    fn download_names_are_safe_header_values() {
+        assert_eq!(
+            content_disposition("out/report.txt"),
+            "attachment; filename=\"report.txt\"; filename*=UTF-8''report.txt"
+        );
+        assert_eq!(
+            content_disposition("a \"b\".ü"),
+            "attachment; filename=\"a _b_._\"; filename*=UTF-8''a%20%22b%22.%C3%BC"
+        );
+        assert!(axum::http::HeaderValue::from_str(&content_disposition("x;y=\"z\"")).is_ok());
+    }
 }

@@ -25,6 +25,8 @@ const ROUTES: &[(&str, &str, bool, bool)] = &[
     ("post", "/v1/tasks/{id}/cancel", true, true),
     ("get", "/v1/tasks/{id}/events", true, true),
     ("get", "/v1/tasks/{id}/patch", true, true),
+    ("get", "/v1/tasks/{id}/artifacts", true, true),
+    ("get", "/v1/tasks/{id}/artifacts/{name}", true, true),
     ("get", "/v1/events", true, true),
     ("post", "/v1/sessions", true, true),
     ("get", "/v1/sessions/{id}", true, true),
@@ -200,6 +202,9 @@ fn statuses_match_the_handlers() {
     assert_eq!(codes("post", "/v1/tasks/{id}/cancel"), set(&["202", "400", "401", "403", "404", "500", "503"]));
     assert_eq!(codes("get", "/v1/tasks/{id}/events"), set(&["200", "400", "401", "403", "404", "500", "503"]));
     assert_eq!(codes("get", "/v1/events"), set(&["200", "400", "401", "403", "422", "500", "503"]));
+    for path in ["/v1/tasks/{id}/artifacts", "/v1/tasks/{id}/artifacts/{name}"] {
+        assert_eq!(codes("get", path), set(&["200", "400", "401", "403", "404", "500", "503"]), "{path}");
+    }
     assert_eq!(codes("get", "/healthz"), set(&["200"]));
     assert_eq!(codes("get", "/readyz"), set(&["200", "503"]));
     assert_eq!(codes("get", "/metrics"), set(&["200", "401", "403"]));
@@ -225,6 +230,7 @@ fn statuses_match_the_handlers() {
     };
     assert_eq!(ok("get", "/v1/tasks/{id}/events", "200"), ["text/event-stream"]);
     assert_eq!(ok("get", "/v1/events", "200"), ["text/event-stream"]);
+    assert_eq!(ok("get", "/v1/tasks/{id}/artifacts/{name}", "200"), ["application/octet-stream"]);
     assert_eq!(ok("get", "/metrics", "200"), ["text/plain"]);
     assert_eq!(ok("get", "/v1/openapi.json", "200"), ["application/json"]);
     assert_eq!(ok("post", "/mcp", "200"), ["application/json"]);
@@ -594,6 +600,14 @@ fn schemas_match_the_domain_types() {
         };
         assert_shape(&doc, "Node", &serde_json::to_value(&node).unwrap());
     }
+    let artifact = smith_core::Artifact {
+        name: "out/report.txt".into(),
+        size: 12,
+        sha256: "0".repeat(64),
+        created_at: Micros::now(),
+    };
+    assert_shape(&doc, "Artifact", &serde_json::to_value(&artifact).unwrap());
+    assert_shape(&doc, "ArtifactList", &json!({"artifacts": [artifact]}));
 
     let statuses: Vec<String> = TaskStatus::ALL.iter().map(|s| s.as_str().to_string()).collect();
     assert_eq!(enum_of(&doc, "TaskStatus"), statuses);

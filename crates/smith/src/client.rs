@@ -5,6 +5,7 @@ use crate::ClientOpts;
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,6 +30,14 @@ pub enum TaskCommand {
     Cancel { id: String },
     /// Print what a task changed in its git workspace, as a patch (`git apply` takes it).
     Patch { id: String },
+    /// List the files a task's agent left in `$SMITH_ARTIFACTS`; with --out, download them.
+    Artifacts {
+        id: String,
+        /// Download every artifact into this directory, subdirectories as the names say (a
+        /// name that would leave it is refused; each file's SHA-256 is checked).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Follow a task's events until it ends; exit with its outcome.
     Watch {
         id: String,
@@ -201,6 +210,65 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Downloads one artifact into `dir` (its name's subdirectories made), through a temp file
+    /// renamed into place once its SHA-256 is checked; returns where it is. A name that could
+    /// leave `dir`, or a path through a symbolic link inside it, is refused.
+    async fn download_artifact(&self, id: &str, name: &str, sha256: &str, dir: &Path) -> Result<PathBuf> {
+        smith_core::artifact::check_name(name).map_err(|e| anyhow!("refusing artifact {name:?}: {e}"))?;
+        let dest = dir.join(name);
+        let parent = dest.parent().unwrap_or(dir).to_path_buf();
+        tokio::fs::create_dir_all(&parent).await.with_context(|| format!("cannot create {}", parent.display()))?;
+        // every directory the name passes through is a real one, not a link out of `dir`
+        let mut at = dir.to_path_buf();
+        for part in name.split('/').collect::<Vec<_>>().split_last().map(|(_, dirs)| dirs).unwrap_or_default() {
+            at.push(part);
+            if tokio::fs::symlink_metadata(&at).await.is_ok_and(|m| m.file_type().is_symlink()) {
+                bail!("refusing artifact {name:?}: {} is a symbolic link", at.display());
+            }
+        }
+        let escaped: Vec<String> = name.split('/').map(urlencode).collect();
+        let path = format!("/v1/tasks/{id}/artifacts/{}", escaped.join("/"));
+        let resp = self.send(self.req(reqwest::Method::GET, &path)).await?;
+        let tmp = parent.join(format!(".smith-download-{:016x}", fastrand::u64(..)));
+        let written = write_stream(resp, &tmp).await;
+        let checked = match written {
+            Ok(()) => {
+                let t = tmp.clone();
+                tokio::task::spawn_blocking(move || smith_artifacts::sha256_file(&t))
+                    .await?
+                    .map_err(anyhow::Error::from)
+            }
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok((_, got)) if sha256.is_empty() || got == sha256 => {}
+            Ok((_, got)) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                bail!("artifact {name:?}: downloaded bytes have SHA-256 {got}, not {sha256}");
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e.context(format!("downloading artifact {name:?}")));
+            }
+        }
+        tokio::fs::rename(&tmp, &dest).await.with_context(|| format!("cannot write {}", dest.display()))?;
+        Ok(dest)
+    }
+}
+
+/// Writes a response body to a new file, chunk by chunk.
+async fn write_stream(resp: reqwest::Response, to: &Path) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::File::create_new(to).await.with_context(|| format!("cannot create {}", to.display()))?;
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        file.write_all(&chunk.context("reading the download")?).await?;
+    }
+    file.flush().await?;
+    Ok(())
+}
+
 fn backoff(failures: u32) -> Duration {
     Duration::from_millis((100u64 << failures.min(5)).min(3000))
 }
@@ -294,6 +362,31 @@ pub async fn task(cmd: TaskCommand, opts: ClientOpts) -> Result<ExitCode> {
             let patch = resp.bytes().await.context("reading the patch")?;
             use std::io::Write;
             std::io::stdout().write_all(&patch).context("writing the patch")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TaskCommand::Artifacts { id, out } => {
+            let list = c.get(&format!("/v1/tasks/{id}/artifacts")).await?;
+            let items = list["artifacts"].as_array().cloned().unwrap_or_default();
+            let Some(dir) = out else {
+                if opts.json {
+                    print_value(true, &list);
+                }
+                for a in items.iter().filter(|_| !opts.json) {
+                    let (size, sha) = (a["size"].as_u64().unwrap_or(0), a["sha256"].as_str().unwrap_or(""));
+                    println!("{size:>12}  {sha}  {}", a["name"].as_str().unwrap_or(""));
+                }
+                return Ok(ExitCode::SUCCESS);
+            };
+            for a in &items {
+                let name = a["name"].as_str().ok_or_else(|| anyhow!("an artifact without a name: {a}"))?;
+                let path = c.download_artifact(&id, name, a["sha256"].as_str().unwrap_or(""), &dir).await?;
+                if !opts.json {
+                    println!("{}", path.display());
+                }
+            }
+            if opts.json {
+                print_value(true, &list);
+            }
             Ok(ExitCode::SUCCESS)
         }
         TaskCommand::Get { id } => {

@@ -40,6 +40,67 @@ pub struct FileConfig {
     /// by gateways at submission).
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Where the files agents leave in `$SMITH_ARTIFACTS` are stored, and their caps
+    /// (docs/artifacts.md).
+    #[serde(default)]
+    pub artifacts: ArtifactsSection,
+}
+
+/// `[artifacts]`: every key optional; a cap of 0 is refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactsSection {
+    /// `file:///dir` or `s3://bucket/prefix?endpoint=http://host:port&region=…` (or
+    /// `SMITH_ARTIFACTS_URL`). Default: `smith up` keeps them in `<data dir>/artifacts`; the
+    /// distributed roles keep none (agents get no `$SMITH_ARTIFACTS`).
+    pub url: Option<String>,
+    /// Bytes of one task's artifacts (default 100 MiB).
+    pub max_task_bytes: Option<u64>,
+    /// Files of one task (default 1000).
+    pub max_task_files: Option<u64>,
+    /// Bytes of every artifact of one tenant (default 10 GiB).
+    pub max_tenant_bytes: Option<u64>,
+}
+
+impl ArtifactsSection {
+    /// The storage URL — `SMITH_ARTIFACTS_URL`, else `url` — checked; `None` when neither is set.
+    pub fn url(&self) -> Result<Option<String>> {
+        let env = std::env::var("SMITH_ARTIFACTS_URL").ok().filter(|v| !v.is_empty());
+        let Some(url) = env.or(self.url.clone()) else { return Ok(None) };
+        smith_artifacts::check_url(&url).map_err(|e| anyhow!("artifacts.url: {e}"))?;
+        Ok(Some(url))
+    }
+
+    /// The caps, defaults filled in.
+    pub fn caps(&self) -> Result<smith_artifacts::Caps> {
+        let mut caps = smith_artifacts::Caps::default();
+        for (key, value, cap) in [
+            ("max_task_bytes", self.max_task_bytes, &mut caps.task_bytes),
+            ("max_task_files", self.max_task_files, &mut caps.task_files),
+            ("max_tenant_bytes", self.max_tenant_bytes, &mut caps.tenant_bytes),
+        ] {
+            match value {
+                Some(0) => bail!("artifacts.{key} must be at least 1 (0 would fail every task that leaves a file)"),
+                Some(v) => *cap = v,
+                None => {}
+            }
+        }
+        Ok(caps)
+    }
+
+    /// Opens the storage: the URL's, else `default_dir` (`smith up`'s), else none.
+    pub async fn open(
+        &self,
+        default_dir: Option<&Path>,
+    ) -> Result<Option<std::sync::Arc<dyn smith_artifacts::Storage>>> {
+        if let Some(url) = self.url()? {
+            let storage = smith_artifacts::open(&url).await.map_err(|e| anyhow!("artifacts.url: {e}"))?;
+            return Ok(Some(storage));
+        }
+        let Some(dir) = default_dir else { return Ok(None) };
+        let storage = smith_artifacts::FileStorage::open(dir).await.map_err(|e| anyhow!("{e}"))?;
+        Ok(Some(std::sync::Arc::new(storage)))
+    }
 }
 
 /// `[limits]`: every key optional; 0 is refused (it would fail every task or refuse every
@@ -457,6 +518,9 @@ pub fn worker_options(
     file.quotas.validate().map_err(|e| anyhow!(e))?;
     worker.running_caps = std::sync::Arc::new(file.quotas.running_caps());
     worker.output = file.limits.output()?;
+    // checked here, opened by the role (it may need the network)
+    file.artifacts.url()?;
+    file.artifacts.caps()?;
     if worker.heartbeat * 3 > worker.lease {
         bail!("worker.heartbeat ({:?}) must be at most a third of worker.lease ({:?})", worker.heartbeat, worker.lease);
     }
@@ -597,6 +661,27 @@ mod tests {
         }
         let err = worker_options(&parse("[limits]\ntask_events = 0").unwrap(), vec![], None, None).unwrap_err();
         assert!(err.to_string().contains("task_events"), "{err}");
+    }
+
+    #[test]
+    fn artifacts_take_a_checked_url_and_caps_above_zero() {
+        let none = ArtifactsSection::default();
+        assert_eq!(none.caps().unwrap(), smith_artifacts::Caps::default());
+        let f =
+            parse("[artifacts]\nurl = \"s3://bucket/p?endpoint=http://127.0.0.1:9000\"\nmax_task_files = 3").unwrap();
+        assert_eq!(f.artifacts.caps().unwrap().task_files, 3);
+        assert!(worker_options(&f, vec![], None, None).is_ok());
+        for (text, needle) in [
+            ("[artifacts]\nurl = \"ftp://x\"", "artifacts.url"),
+            ("[artifacts]\nurl = \"file://relative\"", "absolute"),
+            ("[artifacts]\nurl = \"s3://B\"", "bucket"),
+            ("[artifacts]\nmax_task_bytes = 0", "artifacts.max_task_bytes"),
+            ("[artifacts]\nmax_tenant_bytes = 0", "artifacts.max_tenant_bytes"),
+        ] {
+            let err = worker_options(&parse(text).unwrap(), vec![], None, None).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        assert!(parse("[artifacts]\nmax_bytes = 1").unwrap_err().to_string().contains("max_bytes"));
     }
 
     #[test]

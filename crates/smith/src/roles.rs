@@ -203,6 +203,8 @@ pub async fn worker(args: WorkerArgs) -> Result<ExitCode> {
     let token = std::env::var("SMITH_TOKEN").ok().or(file.server.token.clone()).filter(|t| !t.is_empty());
     w.capability_key = token.map(|t| smith_core::CapabilityKey::derive(t.as_bytes()));
     w.work_dir = w.work_dir.or_else(|| Some(args.data_dir.join("work")));
+    let caps = file.artifacts.caps()?;
+    w.artifacts = file.artifacts.open(None).await?.map(|storage| smith_worker::ArtifactOptions { storage, caps });
     b.store.put_agents(&agents).await.context("cannot record agent definitions")?;
     let worker = Worker::new(w, b.store.clone(), b.bus.clone());
     worker.register().await.context("cannot register the worker")?;
@@ -239,6 +241,7 @@ pub async fn gateway(args: GatewayArgs, token: Option<String>) -> Result<ExitCod
     // validated before anything connects
     let file = FileConfig::load(args.shared.config.as_deref())?;
     let settings = config::listener(&file, &args.tls)?;
+    file.artifacts.url()?;
     crate::init_logging();
     let serve = node::serve_options(&settings).await?;
     let b = open(&args.shared).await?;
@@ -249,11 +252,9 @@ pub async fn gateway(args: GatewayArgs, token: Option<String>) -> Result<ExitCod
     let bound = listener.local_addr()?;
     let metrics = node::install_metrics()?;
     let id = format!("gateway-{}", node::instance_id());
-    let gateway = Gateway::new(
-        gateway_options(id.clone(), token, &b.file, metrics.render.clone(), heartbeat(&b.file))?,
-        b.store.clone(),
-        b.bus.clone(),
-    );
+    let mut gopts = gateway_options(id.clone(), token, &b.file, metrics.render.clone(), heartbeat(&b.file))?;
+    gopts.artifacts = b.file.artifacts.open(None).await?;
+    let gateway = Gateway::new(gopts, b.store.clone(), b.bus.clone());
     let b_store = b.store.clone();
     let sup = Supervisor::new(SupervisorOptions::new(id), b.store, b.bus);
     println!("smith listening on {}://{bound}", node::scheme(&serve));

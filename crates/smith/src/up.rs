@@ -184,6 +184,10 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     wopts.mcp_url = wopts.mcp_url.or_else(|| Some(format!("{scheme}://{bound}/mcp")));
     wopts.capability_key = Some(capability_key.clone());
     wopts.work_dir = wopts.work_dir.or_else(|| Some(s.data_dir.join("work")));
+    // artifacts: `[artifacts] url`, else a folder of the data dir, so `smith up` needs no setting
+    let artifacts = s.file.artifacts.open(Some(&s.data_dir.join("artifacts"))).await?;
+    let caps = s.file.artifacts.caps()?;
+    wopts.artifacts = artifacts.clone().map(|storage| smith_worker::ArtifactOptions { storage, caps });
     let worker = Worker::new(wopts, store.clone(), bus.clone());
     worker.register().await.context("cannot register the worker")?;
     let mut sopts = SupervisorOptions::new(format!("supervisor-{instance}"));
@@ -205,6 +209,7 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
         s.worker.heartbeat,
     )?;
     gopts.capability_key = Some(capability_key);
+    gopts.artifacts = artifacts;
     let gateway = Gateway::new(gopts, store.clone(), bus.clone());
 
     let spec = node::root(vec![

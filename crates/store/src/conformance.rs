@@ -13,8 +13,8 @@ use crate::{
 use serde_json::{json, Value};
 use smith_core::task::DEFAULT_TENANT;
 use smith_core::{
-    AgentDef, ApiKey, AuditQuery, AuditRecord, Budget, Code, Event, EventDraft, EventKind, ExecutorKind, Micros,
-    NewApiKey, NewAuditRecord, NewTask, Node, NodeRole, NodeStatus, Outcome, Scope, Task, TaskError, TaskId,
+    AgentDef, ApiKey, Artifact, AuditQuery, AuditRecord, Budget, Code, Event, EventDraft, EventKind, ExecutorKind,
+    Micros, NewApiKey, NewAuditRecord, NewTask, Node, NodeRole, NodeStatus, Outcome, Scope, Task, TaskError, TaskId,
     TaskStatus, Usage,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -100,6 +100,7 @@ macro_rules! store_conformance {
             tenant_load_counts_in_flight_tasks_and_usage_since,
             tenant_load_counts_output_bytes_written_since,
             size_bytes_grows_with_what_is_written,
+            artifacts_are_fenced_replaced_by_name_and_summed_by_tenant,
         );
     };
     (skip_unless_env = $var:literal, $factory:expr) => {
@@ -2741,4 +2742,61 @@ pub async fn size_bytes_grows_with_what_is_written(store: S) {
     }
     let full = store.size_bytes().await.unwrap().expect("a size");
     assert!(full >= empty + 500_000, "50 inputs of 20 kB: {empty} → {full}");
+}
+
+pub async fn artifacts_are_fenced_replaced_by_name_and_summed_by_tenant(store: S) {
+    let art = |name: &str, size: u64, fill: char| Artifact {
+        name: name.into(),
+        size,
+        sha256: fill.to_string().repeat(64),
+        created_at: Micros(1_700_000_000_000_000 + size as i64),
+    };
+    let names = |list: &[Artifact]| list.iter().map(|a| a.name.clone()).collect::<Vec<_>>();
+    let (acme, globex) = ("acme-artifacts", "globex-artifacts");
+    let a = submit_as(&store, "echo", acme, 1).await;
+    let b = submit_as(&store, "echo", globex, 0).await;
+    assert_fenced(store.put_artifacts(a.id, 0, vec![art("x", 1, 'a')]).await, a.id, "artifacts of a queued task");
+    assert_eq!(claim_one(&store, "w1", "echo", LONG).await.task.id, a.id, "the higher priority first");
+    assert_eq!(claim_one(&store, "w1", "echo", LONG).await.task.id, b.id);
+
+    let first = vec![art("out/b.bin", 3, 'b'), art("a.txt", 5, 'a'), art("Z", 0, 'c')];
+    store.put_artifacts(a.id, 1, first.clone()).await.unwrap();
+    store.put_artifacts(b.id, 1, vec![art("a.txt", 7, 'd')]).await.unwrap();
+    let listed = store.artifacts(a.id).await.unwrap();
+    assert_eq!(names(&listed), ["Z", "a.txt", "out/b.bin"], "listed by name, bytewise");
+    assert_eq!(listed[1], first[1], "every field round-trips");
+    assert_eq!(store.tenant_artifact_bytes(acme).await.unwrap(), 8);
+    assert_eq!(store.tenant_artifact_bytes(globex).await.unwrap(), 7);
+    assert_eq!(store.tenant_artifact_bytes("nobody").await.unwrap(), 0);
+
+    // a name already recorded is replaced; the others stay
+    store.put_artifacts(a.id, 1, vec![art("a.txt", 2, 'e'), art("new", 1, 'f')]).await.unwrap();
+    let listed = store.artifacts(a.id).await.unwrap();
+    assert_eq!(names(&listed), ["Z", "a.txt", "new", "out/b.bin"]);
+    assert_eq!(listed[1], art("a.txt", 2, 'e'));
+    assert_eq!(store.tenant_artifact_bytes(acme).await.unwrap(), 6);
+
+    // fenced: another attempt, an unknown task, a finished task
+    assert_fenced(store.put_artifacts(a.id, 2, vec![art("late", 1, 'a')]).await, a.id, "a later attempt");
+    let nobody = TaskId::new();
+    assert_fenced(store.put_artifacts(nobody, 1, vec![art("x", 1, 'a')]).await, nobody, "an unknown task");
+    assert!(store.artifacts(nobody).await.unwrap().is_empty());
+    store.complete(a.id, 1, vec![], success(json!("done"))).await.unwrap();
+    assert_fenced(store.put_artifacts(a.id, 1, vec![art("late", 1, 'a')]).await, a.id, "a finished task");
+    assert_eq!(store.artifacts(a.id).await.unwrap().len(), 4, "fenced puts wrote nothing");
+
+    // records no backend may hold are refused before anything is written
+    let bad = [
+        vec![art("../up", 1, 'a')],
+        vec![art("/abs", 1, 'a')],
+        vec![art("nul\0", 1, 'a')],
+        vec![Artifact { sha256: "ABC".into(), ..art("x", 1, 'a') }],
+        vec![art("twice", 1, 'a'), art("twice", 2, 'b')],
+        vec![art("huge", u64::MAX, 'a')],
+    ];
+    for arts in bad {
+        let got = store.put_artifacts(b.id, 1, arts.clone()).await;
+        assert!(matches!(&got, Err(e) if e.code() == Code::InvalidArgument), "{arts:?}: {got:?}");
+    }
+    assert_eq!(names(&store.artifacts(b.id).await.unwrap()), ["a.txt"]);
 }

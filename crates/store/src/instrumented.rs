@@ -11,8 +11,8 @@ use crate::{
 use async_trait::async_trait;
 use serde_json::Value;
 use smith_core::{
-    AgentDef, AgentSummary, ApiKey, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey, NewAuditRecord,
-    NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
+    AgentDef, AgentSummary, ApiKey, Artifact, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey,
+    NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -121,6 +121,18 @@ impl Store for Instrumented {
 
     async fn tenant_load(&self, tenant: &str, since: Micros) -> Result<TenantLoad> {
         timed("tenant_load", self.0.tenant_load(tenant, since)).await
+    }
+
+    async fn put_artifacts(&self, id: TaskId, attempt: u32, artifacts: Vec<Artifact>) -> Result<()> {
+        timed("put_artifacts", self.0.put_artifacts(id, attempt, artifacts)).await
+    }
+
+    async fn artifacts(&self, id: TaskId) -> Result<Vec<Artifact>> {
+        timed("artifacts", self.0.artifacts(id)).await
+    }
+
+    async fn tenant_artifact_bytes(&self, tenant: &str) -> Result<u64> {
+        timed("tenant_artifact_bytes", self.0.tenant_artifact_bytes(tenant)).await
     }
 
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {
@@ -384,6 +396,15 @@ mod tests {
             no()
         }
         async fn tenant_load(&self, _: &str, _: Micros) -> Result<TenantLoad> {
+            no()
+        }
+        async fn put_artifacts(&self, _: TaskId, _: u32, _: Vec<Artifact>) -> Result<()> {
+            no()
+        }
+        async fn artifacts(&self, _: TaskId) -> Result<Vec<Artifact>> {
+            no()
+        }
+        async fn tenant_artifact_bytes(&self, _: &str) -> Result<u64> {
             no()
         }
         async fn create_api_key(&self, _: NewApiKey) -> Result<ApiKey> {

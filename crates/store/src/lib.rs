@@ -4,6 +4,7 @@
 //! Every backend passes the same `conformance` suite.
 
 mod access;
+mod artifacts;
 mod caps;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
@@ -24,7 +25,7 @@ pub use metrics::{describe_metrics, record_pool_stats};
 use async_trait::async_trait;
 use serde_json::Value;
 use smith_core::{
-    AgentDef, AgentSummary, ApiKey, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros, NewApiKey,
+    AgentDef, AgentSummary, ApiKey, Artifact, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros, NewApiKey,
     NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, TaskStatus, Usage,
 };
 use std::sync::Arc;
@@ -348,6 +349,19 @@ pub trait Store: Send + Sync + 'static {
     /// on the UTC day of `since` or later (counted by day: see [`output_day`]). Cheap: index
     /// lookups only.
     async fn tenant_load(&self, tenant: &str, since: Micros) -> Result<TenantLoad>;
+
+    /// Records artifacts of a task whose bytes are stored, fenced like [`Store::append`]: only
+    /// while the task is `running` at `attempt` (else `Fenced`). A name the task already has is
+    /// replaced; the others it has stay. The records take the task's tenant. `InvalidArgument`
+    /// for a name [`smith_core::artifact::check_name`] refuses, a malformed SHA-256 or a name
+    /// given twice.
+    async fn put_artifacts(&self, id: TaskId, attempt: u32, artifacts: Vec<Artifact>) -> Result<()>;
+
+    /// A task's artifacts, by name (bytewise).
+    async fn artifacts(&self, id: TaskId) -> Result<Vec<Artifact>>;
+
+    /// The bytes of every artifact of `tenant`'s tasks (the per-tenant artifact cap).
+    async fn tenant_artifact_bytes(&self, tenant: &str) -> Result<u64>;
 
     /// Creates an API key, created now; `Error` with code `Conflict` if the id exists,
     /// `InvalidArgument` when the id or tenant is empty or the hash is not 64 lowercase hex

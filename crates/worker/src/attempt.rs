@@ -3,14 +3,14 @@
 //! the attempt number, and retried through transient store errors until the lease is over.
 
 use crate::breaker::Transition;
-use crate::{metrics, OutputLimits, Running, Shared, StopReason};
+use crate::writes::Writes;
+use crate::{artifacts, metrics, OutputLimits, Running, Shared, StopReason};
 use smith_agents::{Emitter, RunContext, RunResult, SessionContext, Turn};
 use smith_core::{
     AgentDef, BreakerState, EventDraft, EventKind, ExecutorKind, Micros, Outcome, Task, TaskError, TaskId, TaskStatus,
     Usage,
 };
 use smith_store::{Claimed, Error as StoreError, TaskQuery};
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,9 +23,6 @@ const EVENT_BUFFER: usize = 1024;
 const MAX_APPEND: usize = 256;
 /// After a stop, how long an executor gets beyond its kill grace before it is abandoned.
 const STOP_SLACK: Duration = Duration::from_secs(5);
-/// The first and the longest wait between two tries of a write the store failed transiently.
-const RETRY_FIRST: Duration = Duration::from_millis(50);
-const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// How long a capability outlives its attempt's timeout (the kill grace and clock skew between
 /// nodes fit in it); the gateway refuses it anyway once the attempt is no longer running.
@@ -334,7 +331,15 @@ async fn run(s: &Arc<Shared>, task: smith_core::Task, running: Running) {
     tracing::debug!(task_id = %id, attempt, agent, "attempt started");
     let budget = task.budget.tighter(def.budget);
     let (tx, mut rx) = mpsc::channel::<EventDraft>(EVENT_BUFFER);
-    let (ctx, task_dir, unavailable) = context(s, task, &def, Emitter::new(tx), running.cancel.clone()).await;
+    let (mut ctx, task_dir, mut unavailable) = context(s, task, &def, Emitter::new(tx), running.cancel.clone()).await;
+    let artifact_dir = match artifacts::Dir::create(s, &def, id, attempt).await {
+        Ok(dir) => dir,
+        Err(f) => {
+            unavailable = unavailable.or(Some(f));
+            None
+        }
+    };
+    ctx.artifacts = artifact_dir.as_ref().map(|d| d.path().to_path_buf());
     let mut exec = tokio::spawn(async move {
         match unavailable {
             Some(f) => Err(f),
@@ -360,6 +365,8 @@ async fn run(s: &Arc<Shared>, task: smith_core::Task, running: Running) {
         tracing::info!(task_id = %id, agent, error = %f.error.message, "provider down; task handed back to the queue");
     }
     let mut buf = std::mem::take(&mut at.buf);
+    // what an attempt that ran to its end left is stored; a stopped one's is not
+    let ran_to_end = settled.why.is_none() && settled.result.is_some();
     let outcome = match decide(settled) {
         Ending::Abandon => {
             metrics::finished(&agent, "lost", started.elapsed());
@@ -380,6 +387,20 @@ async fn run(s: &Arc<Shared>, task: smith_core::Task, running: Running) {
         }
         Ending::Complete(outcome) => outcome,
     };
+    let mut outcome = outcome;
+    if let (Some(dir), Some(opts), true) = (&artifact_dir, &s.opts.artifacts, ran_to_end) {
+        match artifacts::store(&at.writes, opts, &tenant, dir.path()).await {
+            Ok(Some(event)) => buf.push(event),
+            Ok(None) => {}
+            Err(f) => {
+                tracing::info!(task_id = %id, attempt, code = %f.error.code, error = %f.error.message, "artifacts not stored");
+                outcome = artifacts::failed(&outcome, f);
+            }
+        }
+    }
+    if let Some(dir) = artifact_dir {
+        dir.remove().await;
+    }
     let label = outcome.label();
     // A successful outcome dropped on a transient error would have the task run again (its
     // side effects and spend repeated): the completion is retried until the lease is over.
@@ -631,54 +652,6 @@ impl Output {
             self.bytes, self.limits.bytes
         ));
         true
-    }
-}
-
-/// The writes of one attempt: each is retried through transient store errors (with jittered,
-/// capped backoff) until it succeeds, is fenced, or the attempt's lease is over.
-struct Writes<'a> {
-    s: &'a Shared,
-    id: TaskId,
-    attempt: u32,
-    running: &'a Running,
-    started: tokio::time::Instant,
-}
-
-impl Writes<'_> {
-    async fn retry<T, F, Fut>(&self, op: &'static str, mut write: F) -> Result<T, StoreError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
-        let mut wait = RETRY_FIRST;
-        let mut first_failure = None;
-        loop {
-            let e = match write().await {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            // an error that keeps coming back while the lease is renewed is given one lease
-            // period, then the task is handed back like an orphan
-            let since = *first_failure.get_or_insert_with(tokio::time::Instant::now);
-            if !matches!(e, StoreError::Unavailable(_) | StoreError::Backend(_)) {
-                return Err(e);
-            }
-            if self.running.reason() == Some(StopReason::Lost) {
-                return Err(e);
-            }
-            // Every lease ends `lease` after the later of its claim and its last renewal; past
-            // that the reaper may have handed the task to another attempt.
-            let renewed = *self.s.renewed_at.lock().expect("renewed lock");
-            let lease_end = (renewed.max(self.started) + self.s.opts.lease).min(since + self.s.opts.lease);
-            let jittered = wait.mul_f64(0.5 + fastrand::f64() / 2.0);
-            if tokio::time::Instant::now() + jittered >= lease_end {
-                return Err(e);
-            }
-            metrics::write_retried(op);
-            tracing::warn!(task_id = %self.id, attempt = self.attempt, op, error = %e, "store write failed; retrying");
-            tokio::time::sleep(jittered).await;
-            wait = (wait * 2).min(RETRY_MAX);
-        }
     }
 }
 

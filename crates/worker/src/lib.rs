@@ -5,12 +5,14 @@
 //! and lease renewal in one statement) and the cancel listener — that the node's supervision
 //! tree runs, plus one tokio task per running attempt.
 
+mod artifacts;
 mod attempt;
 mod breaker;
 pub mod metrics;
 mod pool;
 #[cfg(test)]
 mod tests;
+mod writes;
 
 use smith_bus::Bus;
 use smith_core::{AgentDef, Micros, Node, NodeRole, NodeStatus, TaskId};
@@ -21,6 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+pub use artifacts::ArtifactOptions;
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -56,6 +60,9 @@ pub struct WorkerOptions {
     pub running_caps: Arc<RunningCaps>,
     /// What one attempt may write (`[limits] task_output_bytes`, `task_events`).
     pub output: OutputLimits,
+    /// Where agents' artifacts are stored, and their caps (`[artifacts]`). `None`: agents get
+    /// no `$SMITH_ARTIFACTS`.
+    pub artifacts: Option<ArtifactOptions>,
 }
 
 /// Caps on what one attempt writes to the store: its events (the serialized `data` of each
@@ -100,6 +107,7 @@ impl WorkerOptions {
             work_dir: None,
             running_caps: Arc::default(),
             output: OutputLimits::default(),
+            artifacts: None,
         }
     }
 }
@@ -148,6 +156,8 @@ impl Running {
 
 pub(crate) struct Shared {
     pub opts: WorkerOptions,
+    /// Where attempts' directories go: the work dir, or the temp dir's `smith-work`.
+    pub work_root: std::path::PathBuf,
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub defs: HashMap<String, Arc<AgentDef>>,
@@ -220,6 +230,7 @@ impl Worker {
         Worker {
             shared: Arc::new(Shared {
                 opts,
+                work_root,
                 store,
                 bus,
                 defs,

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use smith_core::TaskStatus;
 use smith_core::{
-    AgentDef, AgentSummary, ApiKey, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros, NewApiKey,
+    AgentDef, AgentSummary, ApiKey, Artifact, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros, NewApiKey,
     NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use smith_store::{
@@ -120,6 +120,18 @@ impl Store for Flaky {
 
     async fn tenant_load(&self, tenant: &str, since: Micros) -> Result<TenantLoad> {
         self.inner.tenant_load(tenant, since).await
+    }
+
+    async fn put_artifacts(&self, id: TaskId, attempt: u32, artifacts: Vec<Artifact>) -> Result<()> {
+        self.inner.put_artifacts(id, attempt, artifacts).await
+    }
+
+    async fn artifacts(&self, id: TaskId) -> Result<Vec<Artifact>> {
+        self.inner.artifacts(id).await
+    }
+
+    async fn tenant_artifact_bytes(&self, tenant: &str) -> Result<u64> {
+        self.inner.tenant_artifact_bytes(tenant).await
     }
 
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {

@@ -68,7 +68,7 @@ async function errorOf(res) {
 
 /**
  * Sends a request; a 401 asks for a token and tries again with it. Resolves to the parsed
- * JSON body (or the text for `as: 'text'`), rejects with ApiError.
+ * JSON body (or the text for `as: 'text'`, a Blob for `as: 'blob'`), rejects with ApiError.
  */
 export async function request(method, path, { body, as = 'json', signal } = {}) {
   for (;;) {
@@ -87,8 +87,25 @@ export async function request(method, path, { body, as = 'json', signal } = {}) 
     }
     if (!res.ok) throw await errorOf(res);
     if (res.status === 204) return null;
+    if (as === 'blob') return res.blob();
     return as === 'text' ? res.text() : res.json();
   }
+}
+
+/**
+ * Fetches a file the API serves (with the bearer token, which never goes in a URL) and hands
+ * it to the browser as a download named `filename`.
+ */
+export async function download(path, filename) {
+  const blob = await request('GET', path, { as: 'blob' });
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = filename;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
 }
 
 export const get = (path, opts) => request('GET', path, opts);

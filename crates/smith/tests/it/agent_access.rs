@@ -81,7 +81,7 @@ async fn check_dump(api: &Api, stderr: impl Fn() -> String) -> String {
         assert!(!out.contains(secret), "the agent saw {secret:?}:\n{out}");
     }
     // every variable is the agent's own, its task's, allowlisted, or the shell's own
-    let own = ["DUMP_SECRET", "SMITH_TASK_ID", "SMITH_AGENT", "SMITH_ATTEMPT", "SMITH_RUN"];
+    let own = ["DUMP_SECRET", "SMITH_TASK_ID", "SMITH_AGENT", "SMITH_ATTEMPT", "SMITH_RUN", "SMITH_ARTIFACTS"];
     let allowed = ["PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "COLORTERM"];
     let shell = ["PWD", "OLDPWD", "SHLVL", "_"];
     for line in out.lines().take_while(|l| !l.starts_with("ARGV:")) {

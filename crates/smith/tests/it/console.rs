@@ -331,12 +331,16 @@ async fn share(api: &Api, task: &str, kind: &str, content: &str, confidence: f64
     mcp(api, task, "share_discovery", json!({"type": kind, "content": content, "confidence": confidence})).await
 }
 
+/// An agent that leaves one artifact.
+const KEEPER: &str = "[agents.keeper]\nexecutor = \"process\"\ncommand = \"sh\"\n\
+    args = [\"-c\", \"mkdir -p \\\"$SMITH_ARTIFACTS/out\\\" && echo kept > \\\"$SMITH_ARTIFACTS/out/hello.txt\\\"\"]\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_watches_and_drives_the_fleet() {
     let Some((chromium, chromedriver)) = tools() else { return };
     let started = Instant::now();
     let port = free_port();
-    let mut smith = Smith::start(Opts::new().listen(&format!("127.0.0.1:{port}"))).await;
+    let mut smith = Smith::start(Opts::new().listen(&format!("127.0.0.1:{port}")).config(KEEPER)).await;
     let api = smith.api();
     let mut b = Browser::start(&chromium, &chromedriver).await;
     let base = api.base.clone();
@@ -490,6 +494,17 @@ async fn the_console_watches_and_drives_the_fleet() {
     }
     b.until("a throughput figure", "document.querySelector('#cards').textContent.includes('/s')").await;
     b.shot("overview").await;
+
+    // a task's artifacts, each with a download button
+    let (kept, _) = api.run(json!({"agent": "keeper", "input": ""}), Duration::from_secs(30)).await;
+    b.show(&format!("#/tasks/{kept}")).await;
+    b.until(
+        "the task's artifact",
+        "document.querySelector('#artifacts tr[data-name=\"out/hello.txt\"] button.download')",
+    )
+    .await;
+    b.click("#artifacts tr[data-name=\"out/hello.txt\"] button.download").await;
+    b.shot("task-artifacts").await;
 
     // a phone's width
     b.resize(PHONE).await;

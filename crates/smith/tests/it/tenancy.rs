@@ -70,6 +70,8 @@ const RULES: &[(&str, &str, Rule)] = &[
     ("POST", "/v1/tasks/{id}/cancel", Rule::OwnObject),
     ("GET", "/v1/tasks/{id}/events", Rule::OwnObject),
     ("GET", "/v1/tasks/{id}/patch", Rule::OwnObject),
+    ("GET", "/v1/tasks/{id}/artifacts", Rule::OwnObject),
+    ("GET", "/v1/tasks/{id}/artifacts/{name}", Rule::OwnObject),
     ("GET", "/v1/events", Rule::Stream),
     ("POST", "/v1/sessions", Rule::Create),
     ("GET", "/v1/sessions/{id}", Rule::OwnObject),
@@ -155,6 +157,8 @@ struct Agents {
     mock: Mock,
     /// The repository `scm`'s tasks check out (each its own worktree).
     repo: tempfile::TempDir,
+    /// Where the distributed deployments' workers and gateways keep artifacts.
+    artifacts: tempfile::TempDir,
 }
 
 impl Agents {
@@ -164,6 +168,7 @@ impl Agents {
             api_key: unique("sk-ant-secret-"),
             mock: Mock::start().await,
             repo: common::git_repo(&[("README", "a repository\n")]),
+            artifacts: tempfile::tempdir().expect("artifact dir"),
         }
     }
 
@@ -173,7 +178,8 @@ impl Agents {
              concurrency = 1\nenv = {{ API_KEY = \"{}\" }}\n\n\
              [agents.scribe]\nexecutor = \"anthropic\"\nmodel = \"claude-sonnet-4-5\"\nbase_url = \"{}\"\n\
              api_key = \"{}\"\ncollaborate = false\n\n\
-             [agents.scm]\nexecutor = \"process\"\ncommand = \"sh\"\nargs = [\"-c\", \"cat > note.txt\"]\n\
+             [agents.scm]\nexecutor = \"process\"\ncommand = \"sh\"\n\
+             args = [\"-c\", \"cat > note.txt && cp note.txt \\\"${{SMITH_ARTIFACTS:?}}/note.txt\\\"\"]\n\
              workspace = {{ repo = \"{}\" }}\n",
             self.env_secret,
             self.mock.url,
@@ -318,7 +324,7 @@ struct World {
     a_admin_id: String,
     /// A's `vault` tasks: one running, the other queued behind it.
     a_vault: Vec<String>,
-    /// A's `scm` task, whose workspace patch holds the marker.
+    /// A's `scm` task, whose workspace patch and artifact `note.txt` hold the marker.
     a_patched: String,
     a_idempotency_key: String,
     /// B's own echo task: B's streams and lists must show it (they work at all).
@@ -636,6 +642,32 @@ async fn probe(w: &World, f: &mut Findings, op: &str, rule: Rule) {
             let r = w.a.send(w.a.request(Method::GET, &format!("/v1/tasks/{}/patch", w.a_patched))).await;
             f.check(r.0 == 200 && r.1.to_string().contains(&s.marker), op, rule, || {
                 format!("sanity: A cannot read its task's patch: {} {}", r.0, clip(&r.1.to_string()))
+            });
+        }
+        "GET /v1/tasks/{id}/artifacts" => {
+            for id in [&w.a_patched, &w.a_task] {
+                for (who, b) in w.bs() {
+                    let r = b.get(&format!("/v1/tasks/{id}/artifacts")).await;
+                    f.clean(op, rule, who, &r.1.to_string(), s, &[id]);
+                    not_found(f, who, r);
+                }
+            }
+            let r = w.a.get(&format!("/v1/tasks/{}/artifacts", w.a_patched)).await;
+            f.check(r.0 == 200 && r.1["artifacts"][0]["name"] == "note.txt", op, rule, || {
+                format!("sanity: A cannot list its task's artifacts: {} {}", r.0, clip(&r.1.to_string()))
+            });
+        }
+        "GET /v1/tasks/{id}/artifacts/{name}" => {
+            for id in [&w.a_patched, &w.a_task] {
+                for (who, b) in w.bs() {
+                    let r = b.get(&format!("/v1/tasks/{id}/artifacts/note.txt")).await;
+                    f.clean(op, rule, who, &r.1.to_string(), s, &[id]);
+                    not_found(f, who, r);
+                }
+            }
+            let r = w.a.get(&format!("/v1/tasks/{}/artifacts/note.txt", w.a_patched)).await;
+            f.check(r.0 == 200 && r.1.to_string().contains(&s.marker), op, rule, || {
+                format!("sanity: A cannot download its task's artifact: {} {}", r.0, clip(&r.1.to_string()))
             });
         }
         "GET /v1/sessions/{id}" => {
@@ -1010,7 +1042,11 @@ async fn tenant_matrix_on_smith_up() {
 /// Supervisor, worker and gateway processes on a fresh database and `bus`.
 async fn distributed(deployment: &'static str, services: &Services, bus: &str) {
     let agents = Agents::start().await;
-    let config = format!("[server]\ntoken = \"{ROOT}\"\n\n[store]\npool_size = 4\n\n{}", agents.config());
+    let config = format!(
+        "[server]\ntoken = \"{ROOT}\"\n\n[store]\npool_size = 4\n\n[artifacts]\nurl = \"file://{}\"\n\n{}",
+        agents.artifacts.path().display(),
+        agents.config()
+    );
     let cluster = Cluster::with_bus(services, bus, &config).await;
     let sup = cluster.start(Role::Supervisor).await;
     let (worker, gw) = tokio::join!(cluster.start(Role::Worker), cluster.start(Role::Gateway));

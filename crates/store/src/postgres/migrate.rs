@@ -17,6 +17,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (4, "running_caps", include_str!("../../migrations/postgres/0004_running_caps.sql")),
     (5, "output_bytes", include_str!("../../migrations/postgres/0005_output_bytes.sql")),
     (6, "task_options", include_str!("../../migrations/postgres/0006_task_options.sql")),
+    (7, "artifacts", include_str!("../../migrations/postgres/0007_artifacts.sql")),
 ];
 
 /// Serialises migrations across every process sharing the database (`"smithmig"`).

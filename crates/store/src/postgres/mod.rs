@@ -12,6 +12,7 @@
 
 mod access;
 mod apply;
+mod artifacts;
 mod claims;
 mod jobs;
 mod liveness;
@@ -29,8 +30,8 @@ use crate::{
 use async_trait::async_trait;
 use jobs::{AppendJob, CompleteJob, Job, LeaseJob, Op, ReapJob, ReleaseJob, Submission};
 use smith_core::{
-    AgentDef, ApiKey, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey, NewAuditRecord, NewTask, Node,
-    NodeStatus, Outcome, Task, TaskId, Usage,
+    AgentDef, ApiKey, Artifact, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey, NewAuditRecord, NewTask,
+    Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -375,6 +376,19 @@ impl Store for PgStore {
 
     async fn tenant_load(&self, tenant: &str, since: Micros) -> Result<TenantLoad> {
         access::tenant_load(&self.pool, tenant, since).await
+    }
+
+    async fn put_artifacts(&self, id: TaskId, attempt: u32, artifacts: Vec<Artifact>) -> Result<()> {
+        crate::artifacts::check(&artifacts)?;
+        artifacts::put(&self.pool, id, attempt, &artifacts).await
+    }
+
+    async fn artifacts(&self, id: TaskId) -> Result<Vec<Artifact>> {
+        artifacts::list(&self.pool, id).await
+    }
+
+    async fn tenant_artifact_bytes(&self, tenant: &str) -> Result<u64> {
+        artifacts::tenant_bytes(&self.pool, tenant).await
     }
 
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {

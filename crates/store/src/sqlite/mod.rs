@@ -7,6 +7,7 @@
 //! batch-sized. A single writer also makes `events.pos` commit-ordered, which the feed relies on.
 
 mod access;
+mod artifacts;
 mod ops;
 
 use crate::access::{check_audit, check_new_key};
@@ -17,8 +18,8 @@ use crate::{
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use smith_core::{
-    AgentDef, ApiKey, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey, NewAuditRecord, NewTask, Node,
-    NodeStatus, Outcome, Task, TaskId, Usage,
+    AgentDef, ApiKey, Artifact, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey, NewAuditRecord, NewTask,
+    Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -34,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_running_caps.sql"),
     include_str!("../../migrations/sqlite/0006_output_bytes.sql"),
     include_str!("../../migrations/sqlite/0007_task_options.sql"),
+    include_str!("../../migrations/sqlite/0008_artifacts.sql"),
 ];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;
@@ -524,6 +526,20 @@ impl Store for SqliteStore {
     async fn tenant_load(&self, tenant: &str, since: Micros) -> Result<TenantLoad> {
         let tenant = tenant.to_string();
         self.read(move |c| access::tenant_load(c, &tenant, since)).await
+    }
+
+    async fn put_artifacts(&self, id: TaskId, attempt: u32, artifacts: Vec<Artifact>) -> Result<()> {
+        crate::artifacts::check(&artifacts)?;
+        self.write(move |c| artifacts::put(c, id, attempt, &artifacts)).await
+    }
+
+    async fn artifacts(&self, id: TaskId) -> Result<Vec<Artifact>> {
+        self.read(move |c| artifacts::list(c, id)).await
+    }
+
+    async fn tenant_artifact_bytes(&self, tenant: &str) -> Result<u64> {
+        let tenant = tenant.to_string();
+        self.read(move |c| artifacts::tenant_bytes(c, &tenant)).await
     }
 
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {

@@ -118,7 +118,7 @@ fn event_row(r: &Row) -> rusqlite::Result<Event> {
     })
 }
 
-fn load(c: &Connection, id: TaskId) -> Result<Option<TaskRow>> {
+pub(super) fn load(c: &Connection, id: TaskId) -> Result<Option<TaskRow>> {
     let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1");
     Ok(c.prepare_cached(&sql)?.query_row([id.to_string()], task_row).optional()?)
 }

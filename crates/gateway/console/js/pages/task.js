@@ -1,7 +1,7 @@
 // One task: its fields, its attempts, and its event stream live — output, tool calls and
 // usage as they happen — resumed with Last-Event-ID when the connection breaks.
 
-import { get } from '../api.js';
+import { download, get } from '../api.js';
 import { TERMINAL, badge, clip, duration, fill, h, num, shortId, taskDuration, text, time, usd } from '../dom.js';
 import { follow } from '../sse.js';
 import { actions } from './tasks.js';
@@ -106,6 +106,44 @@ function attemptsTable(attempts) {
   );
 }
 
+/** The path of one of the task's artifacts: each component of its name escaped. */
+function artifactPath(id, name) {
+  return `/v1/tasks/${id}/artifacts/${name.split('/').map(encodeURIComponent).join('/')}`;
+}
+
+/** The files the agent left in $SMITH_ARTIFACTS, each with a download button. */
+function artifactsTable(id, items, problem) {
+  if (!items.length) return h('p', { class: 'muted', id: 'artifacts-none' }, 'No artifact stored.');
+  return h(
+    'div',
+    { class: 'scroll' },
+    h(
+      'table',
+      { id: 'artifacts' },
+      h('thead', {}, h('tr', {}, ['name', 'bytes', 'sha256', ''].map((c) => h('th', {}, c)))),
+      h(
+        'tbody',
+        {},
+        items.map((a) => {
+          const base = a.name.split('/').pop();
+          const onclick = (e) => {
+            e.preventDefault();
+            download(artifactPath(id, a.name), base).catch((err) => problem(`${a.name}: ${err.message}`));
+          };
+          return h(
+            'tr',
+            { dataset: { name: a.name } },
+            h('td', {}, h('code', {}, a.name)),
+            h('td', { class: 'n' }, num(a.size)),
+            h('td', {}, h('code', { title: a.sha256 }, a.sha256.slice(0, 12))),
+            h('td', {}, h('button', { type: 'button', class: 'download', onclick }, 'download')),
+          );
+        }),
+      ),
+    ),
+  );
+}
+
 export async function render(page) {
   const [id] = page.params;
   const head = h('div', { class: 'title-row' });
@@ -113,6 +151,8 @@ export async function render(page) {
   const info = h('div', { id: 'task-info' });
   const io = h('div', { class: 'io' });
   const attemptsBox = h('div');
+  const artifactsBox = h('div', { id: 'task-artifacts' });
+  const artifactsProblem = h('p', { class: 'bad', hidden: true });
   const state = h('span', { id: 'stream-state', class: 'stream-state' }, 'connecting');
   const list = h('ol', { id: 'events', class: 'events' });
   const scroller = h('div', { class: 'event-box' }, list);
@@ -125,6 +165,9 @@ export async function render(page) {
     io,
     h('h2', {}, 'Attempts'),
     attemptsBox,
+    h('h2', {}, 'Artifacts'),
+    artifactsProblem,
+    artifactsBox,
     h('h2', {}, 'Events ', state),
     dropped,
     scroller,
@@ -150,6 +193,16 @@ export async function render(page) {
     );
   };
   await load();
+
+  const problem = (m) => {
+    artifactsProblem.hidden = false;
+    artifactsProblem.textContent = m;
+  };
+  const loadArtifacts = async () => {
+    const list = await get(`/v1/tasks/${id}/artifacts`);
+    fill(artifactsBox, artifactsTable(id, list.artifacts, problem));
+  };
+  await loadArtifacts();
 
   const attempts = new Map();
   const track = (ev) => {
@@ -208,6 +261,7 @@ export async function render(page) {
       track(ev);
       if (ev.kind !== 'output') fill(attemptsBox, attemptsTable(attempts));
       if (ev.kind.startsWith('task.') || ev.kind === 'usage') refreshSoon();
+      if (ev.kind === 'artifacts.stored') loadArtifacts().catch((e) => problem(e.message));
     },
   });
   page.onClose(() => stream.close());
