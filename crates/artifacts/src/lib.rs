@@ -126,7 +126,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Storage>> {
     if url.starts_with("file:") {
         return Ok(Arc::new(FileStorage::open(&file::parse(url)?).await?));
     }
-    Ok(Arc::new(S3Storage::open(s3::Location::parse(url)?, s3::Credentials::from_env()?)?))
+    Ok(Arc::new(S3Storage::open(s3::Location::parse(url)?, s3::CredentialSource::from_env()?)?))
 }
 
 /// SHA-256 of `bytes` as lowercase hex.

@@ -73,7 +73,7 @@ impl Location {
     }
 }
 
-/// AWS credentials from the environment.
+/// AWS credentials: a key pair and, for temporary ones, a session token.
 #[derive(Clone)]
 pub(crate) struct Credentials {
     access_key: String,
@@ -87,27 +87,128 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-impl Credentials {
-    pub(crate) fn from_env() -> Result<Credentials> {
+/// ECS's container credentials endpoint, which `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` is a path of.
+const ECS_CREDENTIALS_HOST: &str = "http://169.254.170.2";
+/// Temporary credentials are fetched again this long before they expire.
+const REFRESH_BEFORE: Duration = Duration::from_secs(5 * 60);
+
+/// Where the credentials come from, in the order the AWS SDKs look: the environment's keys
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), else the container
+/// credentials endpoint (an ECS task's role: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`, or
+/// `AWS_CONTAINER_CREDENTIALS_FULL_URI` with `AWS_CONTAINER_AUTHORIZATION_TOKEN[_FILE]`), whose
+/// temporary keys are kept until shortly before they expire.
+pub(crate) enum CredentialSource {
+    Static(Credentials),
+    Container {
+        url: String,
+        /// The `Authorization` header the endpoint wants, or the file that holds it.
+        auth: Option<Auth>,
+        cached: tokio::sync::Mutex<Option<(Credentials, Option<smith_core::Micros>)>>,
+    },
+}
+
+pub(crate) enum Auth {
+    Token(String),
+    File(std::path::PathBuf),
+}
+
+impl CredentialSource {
+    pub(crate) fn from_env() -> Result<CredentialSource> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let (Some(access_key), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) else {
-            return Err(Error::Config(
-                "S3 artifact storage needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment".into(),
-            ));
+        if let (Some(access_key), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+            return Ok(CredentialSource::Static(Credentials { access_key, secret, token: var("AWS_SESSION_TOKEN") }));
+        }
+        let url = match (var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"), var("AWS_CONTAINER_CREDENTIALS_FULL_URI")) {
+            (Some(path), _) => format!("{ECS_CREDENTIALS_HOST}{path}"),
+            (None, Some(full)) => full,
+            (None, None) => {
+                return Err(Error::Config(
+                    "S3 artifact storage needs credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a \
+                     container credentials endpoint (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, as ECS sets for a \
+                     task role, or AWS_CONTAINER_CREDENTIALS_FULL_URI)"
+                        .into(),
+                ))
+            }
         };
-        Ok(Credentials { access_key, secret, token: var("AWS_SESSION_TOKEN") })
+        match Url::parse(&url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+            _ => return Err(Error::Config(format!("the container credentials URL {url:?} is not an http(s) URL"))),
+        }
+        let auth = match (var("AWS_CONTAINER_AUTHORIZATION_TOKEN"), var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")) {
+            (Some(t), _) => Some(Auth::Token(t)),
+            (None, Some(f)) => Some(Auth::File(f.into())),
+            (None, None) => None,
+        };
+        Ok(CredentialSource::Container { url, auth, cached: Default::default() })
     }
+
+    /// The credentials to sign with now.
+    async fn get(&self, http: &reqwest::Client) -> Result<Credentials> {
+        let CredentialSource::Container { url, auth, cached } = self else {
+            let CredentialSource::Static(c) = self else { unreachable!("two kinds of source") };
+            return Ok(c.clone());
+        };
+        let mut held = cached.lock().await;
+        let now = smith_core::Micros::now();
+        if let Some((c, expires)) = held.as_ref() {
+            if expires.is_none_or(|e| now.plus(REFRESH_BEFORE) < e) {
+                return Ok(c.clone());
+            }
+        }
+        let fetched = fetch_container_credentials(http, url, auth.as_ref()).await?;
+        *held = Some(fetched.clone());
+        Ok(fetched.0)
+    }
+}
+
+/// Temporary credentials from a container credentials endpoint, with when they expire.
+async fn fetch_container_credentials(
+    http: &reqwest::Client,
+    url: &str,
+    auth: Option<&Auth>,
+) -> Result<(Credentials, Option<smith_core::Micros>)> {
+    let unavailable =
+        |why: String| Error::Unavailable(format!("cannot get S3 credentials from the container endpoint: {why}"));
+    let mut req = http.get(url).timeout(Duration::from_secs(5));
+    let header = match auth {
+        Some(Auth::Token(t)) => Some(t.clone()),
+        Some(Auth::File(f)) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| unavailable(format!("cannot read {}: {e}", f.display())))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    if let Some(h) = header {
+        let mut value = reqwest::header::HeaderValue::from_str(&h)
+            .map_err(|_| unavailable("the authorization token is not a header value".into()))?;
+        value.set_sensitive(true);
+        req = req.header(reqwest::header::AUTHORIZATION, value);
+    }
+    let r = req.send().await.map_err(|e| unavailable(without_url(&e)))?;
+    if !r.status().is_success() {
+        return Err(unavailable(format!("it answered {}", r.status())));
+    }
+    let body: serde_json::Value =
+        r.json().await.map_err(|e| unavailable(format!("its answer is not JSON: {}", without_url(&e))))?;
+    let field = |k: &str| body[k].as_str().filter(|v| !v.is_empty()).map(str::to_string);
+    let (Some(access_key), Some(secret)) = (field("AccessKeyId"), field("SecretAccessKey")) else {
+        return Err(unavailable("its answer has no AccessKeyId and SecretAccessKey".into()));
+    };
+    let expires = field("Expiration").and_then(|e| smith_core::Micros::parse_rfc3339(&e));
+    Ok((Credentials { access_key, secret, token: field("Token") }, expires))
 }
 
 pub struct S3Storage {
     http: reqwest::Client,
     loc: Location,
     region: String,
-    creds: Credentials,
+    creds: CredentialSource,
 }
 
 impl S3Storage {
-    pub(crate) fn open(loc: Location, creds: Credentials) -> Result<S3Storage> {
+    pub(crate) fn open(loc: Location, creds: CredentialSource) -> Result<S3Storage> {
         let region = loc
             .region
             .clone()
@@ -145,17 +246,24 @@ impl S3Storage {
     }
 
     /// The signed headers of a request.
-    fn signed(&self, method: &str, host: &str, path: &str, payload_sha256: &str) -> Vec<(String, String)> {
+    fn signed(
+        &self,
+        creds: &Credentials,
+        method: &str,
+        host: &str,
+        path: &str,
+        payload_sha256: &str,
+    ) -> Vec<(String, String)> {
         let (date, datetime) = amz_date(smith_core::Micros::now());
         let mut headers = vec![
             ("host".to_string(), host.to_string()),
             ("x-amz-content-sha256".to_string(), payload_sha256.to_string()),
             ("x-amz-date".to_string(), datetime.clone()),
         ];
-        if let Some(t) = &self.creds.token {
+        if let Some(t) = &creds.token {
             headers.push(("x-amz-security-token".to_string(), t.clone()));
         }
-        let key = SigningKey { access_key: &self.creds.access_key, secret: &self.creds.secret, region: &self.region };
+        let key = SigningKey { access_key: &creds.access_key, secret: &creds.secret, region: &self.region };
         let auth = key.authorization(method, path, "", &headers, payload_sha256, &date, &datetime);
         headers.retain(|(k, _)| k != "host");
         headers.push(("authorization".to_string(), auth));
@@ -176,8 +284,9 @@ impl S3Storage {
         let mut tries = 0;
         loop {
             tries += 1;
+            let creds = self.creds.get(&self.http).await?;
             let mut req = self.http.request(method.clone(), url.clone());
-            for (k, v) in self.signed(method.as_str(), &host, &path, payload_sha256) {
+            for (k, v) in self.signed(&creds, method.as_str(), &host, &path, payload_sha256) {
                 req = req.header(k, v);
             }
             if let Some((b, len)) = body()? {
@@ -385,20 +494,78 @@ mod tests {
     fn objects_are_addressed_path_style_with_an_endpoint() {
         let creds = Credentials { access_key: "AK".into(), secret: "SECRET".into(), token: Some("TOKEN".into()) };
         let loc = Location::parse("s3://bucket/pre/fix/?endpoint=http://127.0.0.1:9000&region=eu-west-1").unwrap();
-        let s = S3Storage::open(loc, creds.clone()).unwrap();
+        let s = S3Storage::open(loc, CredentialSource::Static(creds.clone())).unwrap();
         let (url, host, path) = s.target("acme/t/a b").unwrap();
         assert_eq!(url.as_str(), "http://127.0.0.1:9000/bucket/pre/fix/acme/t/a%20b");
         assert_eq!((host.as_str(), path.as_str()), ("127.0.0.1:9000", "/bucket/pre/fix/acme/t/a%20b"));
         assert_eq!(s.describe(), "s3://bucket/pre/fix?endpoint=http://127.0.0.1:9000");
-        let headers = s.signed("GET", &host, &path, EMPTY_SHA256);
+        let headers = s.signed(&creds, "GET", &host, &path, EMPTY_SHA256);
         let names: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, ["x-amz-content-sha256", "x-amz-date", "x-amz-security-token", "authorization"]);
         assert!(headers[3].1.contains("/eu-west-1/s3/aws4_request") && !headers[3].1.contains("SECRET"));
         assert!(!format!("{creds:?}").contains("SECRET"), "credentials never print");
 
-        let aws = S3Storage::open(Location::parse("s3://bucket?region=us-west-2").unwrap(), creds).unwrap();
+        let aws =
+            S3Storage::open(Location::parse("s3://bucket?region=us-west-2").unwrap(), CredentialSource::Static(creds))
+                .unwrap();
         let (url, host, _) = aws.target("k").unwrap();
         assert_eq!(url.as_str(), "https://bucket.s3.us-west-2.amazonaws.com/k");
         assert_eq!(host, "bucket.s3.us-west-2.amazonaws.com");
+    }
+
+    /// A container credentials endpoint on loopback: answers every GET with credentials that
+    /// expire `expires_in` from now, counting requests and keeping their Authorization headers.
+    async fn endpoint(expires_in: Duration) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/creds", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let n = conn.read(&mut buf).await.unwrap();
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let auth = req.lines().find_map(|l| l.strip_prefix("authorization: ")).unwrap_or("").to_string();
+                let k = log.lock().unwrap().len();
+                log.lock().unwrap().push(auth);
+                let expires = smith_core::Micros::now().plus(expires_in).rfc3339();
+                let body = format!(
+                    r#"{{"AccessKeyId":"AK{k}","SecretAccessKey":"SK{k}","Token":"T{k}","Expiration":"{expires}"}}"#
+                );
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                let _ = conn.write_all(format!("{head}{body}").as_bytes()).await;
+            }
+        });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn a_task_role_is_read_from_the_container_endpoint_and_refreshed_before_it_expires() {
+        let http = reqwest::Client::new();
+        // long-lived: fetched once, with the authorization token, then kept
+        let (url, seen) = endpoint(Duration::from_secs(3600)).await;
+        let source =
+            CredentialSource::Container { url, auth: Some(Auth::Token("tok".into())), cached: Default::default() };
+        let first = source.get(&http).await.unwrap();
+        let again = source.get(&http).await.unwrap();
+        assert_eq!((first.access_key.as_str(), first.token.as_deref()), ("AK0", Some("T0")));
+        assert_eq!(again.access_key, "AK0");
+        assert_eq!(*seen.lock().unwrap(), ["tok"]);
+        // about to expire: fetched again on every use
+        let (url, seen) = endpoint(Duration::from_secs(60)).await;
+        let source = CredentialSource::Container { url, auth: None, cached: Default::default() };
+        assert_eq!(source.get(&http).await.unwrap().access_key, "AK0");
+        assert_eq!(source.get(&http).await.unwrap().access_key, "AK1");
+        assert_eq!(seen.lock().unwrap().len(), 2);
+        // an endpoint that is not there is a clear, retryable error
+        let gone = CredentialSource::Container {
+            url: "http://127.0.0.1:9/creds".into(),
+            auth: None,
+            cached: Default::default(),
+        };
+        let e = gone.get(&http).await.unwrap_err().to_string();
+        assert!(e.contains("container endpoint"), "{e}");
     }
 }
