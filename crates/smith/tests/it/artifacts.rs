@@ -16,7 +16,8 @@ const ROOT: &str = "root-token-for-artifacts-0123456789";
 /// What the `artist` agent writes, by its input: `files` a nested text file, the binary file
 /// `$SOURCE`, an empty file, a name with a space and a non-ASCII letter, and a link to the
 /// file `$SECRET` outside; `big` 3,000 bytes; `many` four files; `tenant` 600 bytes; `slow` one
-/// file, then a long sleep.
+/// file, then a long sleep; `retry` `keep.txt` naming its attempt, and on the first attempt
+/// `first-only.txt` too, then fails.
 const ARTIST: &str = r#"set -e
 A="$SMITH_ARTIFACTS"
 case "$(cat)" in
@@ -32,6 +33,10 @@ case "$(cat)" in
   many) for i in 1 2 3 4; do echo "$i" > "$A/f$i"; done ;;
   tenant) head -c 600 /dev/zero > "$A/t.bin" ;;
   slow) echo partial > "$A/partial.txt"; echo written; sleep 30 ;;
+  retry)
+    echo "attempt $SMITH_ATTEMPT" > "$A/keep.txt"
+    if [ "$SMITH_ATTEMPT" = 1 ]; then echo early > "$A/first-only.txt"; exit 3; fi
+    ;;
 esac
 echo done
 "#;
@@ -240,6 +245,27 @@ async fn a_task_or_tenant_over_its_artifact_cap_fails_and_stores_nothing() {
     let dir = smith.data_dir().join("artifacts/default");
     let stored: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(stored, [std::ffi::OsString::from(&first)], "only the task within its caps has bytes stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_attempts_file_replaces_the_earlier_one_of_its_name() {
+    let inputs = Inputs::new();
+    let smith = Smith::start(Opts::new().config(&format!("{}retry_backoff = \"10ms\"\n", inputs.agent()))).await;
+    let api = smith.api();
+    let (id, t) = api.run(json!({"agent": "artist", "input": "retry", "max_attempts": 2}), WAIT).await;
+    assert_eq!((t["status"].as_str(), t["attempt"].as_u64()), (Some("succeeded"), Some(2)), "{t:#}");
+    let (_, list) = api.get(&format!("/v1/tasks/{id}/artifacts")).await;
+    assert_eq!(names(&list), ["first-only.txt", "keep.txt"], "the failed attempt's files are kept: {list:#}");
+    let (status, _, body) = download(&api, &id, "keep.txt").await;
+    assert_eq!((status, body.as_slice()), (200, &b"attempt 2\n"[..]), "the later attempt's bytes");
+    let keep = list["artifacts"].as_array().unwrap().iter().find(|a| a["name"] == "keep.txt").unwrap();
+    assert_eq!(keep["size"], 10, "{keep}");
+    let stored: Vec<Value> = common::kinds(&api.events(&id, WAIT).await)
+        .into_iter()
+        .filter(|k| k == "artifacts.stored")
+        .map(Value::from)
+        .collect();
+    assert_eq!(stored.len(), 2, "one event per attempt that ended");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
