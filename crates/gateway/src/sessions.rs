@@ -30,6 +30,8 @@ pub(crate) struct StartRequest {
     timeout_ms: Option<u64>,
     #[serde(default, deserialize_with = "crate::error::object_or_null")]
     budget: Option<Budget>,
+    /// The first turn's output schema.
+    output_schema: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -41,6 +43,7 @@ pub(crate) struct TurnRequest {
     budget: Option<Budget>,
     idempotency_key: Option<String>,
     metadata: Option<Value>,
+    output_schema: Option<Value>,
 }
 
 pub(crate) async fn start(
@@ -63,12 +66,13 @@ pub(crate) async fn start(
     // Validate the first turn before creating anything: bad input changes nothing.
     let first = match req.input {
         Some(input) => {
-            let t = turn_task(&session, input, req.timeout_ms, req.budget, None, None);
+            let mut t = turn_task(&session, input, req.timeout_ms, req.budget, None, None);
+            t.output_schema = req.output_schema;
             t.validate()?;
             Some(t)
         }
-        None if req.timeout_ms.is_some() || req.budget.is_some() => {
-            return Err(ApiError::unprocessable("timeout_ms and budget apply to a turn: give input too"))
+        None if req.timeout_ms.is_some() || req.budget.is_some() || req.output_schema.is_some() => {
+            return Err(ApiError::unprocessable("timeout_ms, budget and output_schema apply to a turn: give input too"))
         }
         None => None,
     };
@@ -117,7 +121,8 @@ pub(crate) async fn add_turn(
     JsonBody(req): JsonBody<TurnRequest>,
 ) -> ApiResult<Response> {
     let session = load(&s, &p, &id).await?;
-    let task = turn_task(&session, req.input, req.timeout_ms, req.budget, req.idempotency_key, req.metadata);
+    let mut task = turn_task(&session, req.input, req.timeout_ms, req.budget, req.idempotency_key, req.metadata);
+    task.output_schema = req.output_schema;
     task.validate()?;
     if s.store.count_session_tasks(&session.id, &session.tenant).await? >= MAX_TURNS as u64 {
         return Err(ApiError::new(smith_core::Code::Conflict, format!("session {id} has {MAX_TURNS} turns, the most")));

@@ -305,13 +305,13 @@ fn session_requests_are_strict_and_bounded() {
             "SessionStartRequest",
             "/v1/sessions",
             json!(["agent"]),
-            &["agent", "input", "metadata", "timeout_ms", "budget"][..],
+            &["agent", "input", "metadata", "timeout_ms", "budget", "output_schema"][..],
         ),
         (
             "TurnRequest",
             "/v1/sessions/{id}/turns",
             json!(["input"]),
-            &["input", "timeout_ms", "budget", "idempotency_key", "metadata"][..],
+            &["input", "timeout_ms", "budget", "idempotency_key", "metadata", "output_schema"][..],
         ),
     ] {
         let s = schema(&doc, name);

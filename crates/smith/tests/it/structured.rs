@@ -93,6 +93,28 @@ async fn process_output_is_validated_and_its_result_is_the_parsed_object() {
         "no schema: as ever"
     );
 
+    // a session's turns take one too: the first through the start, a later one of its own
+    let (status, session) =
+        api.post("/v1/sessions", &json!({"agent": "plain", "input": "", "output_schema": own})).await;
+    assert_eq!(status, 201, "{session}");
+    let first = api.wait_terminal(session["turns"][0]["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(first["result"], json!({"n": 1}), "{first:#}");
+    let sid = session["id"].as_str().unwrap();
+    let wrong = json!({"type": "object", "properties": {"n": {"type": "string"}}});
+    let (status, turn) =
+        api.post(&format!("/v1/sessions/{sid}/turns"), &json!({"input": "", "output_schema": wrong})).await;
+    assert_eq!(status, 201, "{turn}");
+    let second = api.wait_terminal(turn["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(failure(&second).0, "invalid_output", "{second:#}");
+    for (path, body) in [
+        ("/v1/sessions".to_string(), json!({"agent": "plain", "output_schema": own})),
+        (format!("/v1/sessions/{sid}/turns"), json!({"input": "", "output_schema": {"type": 5}})),
+    ] {
+        let (status, answer) = api.post(&path, &body).await;
+        assert_eq!(status, 422, "{path} {body}: {answer}");
+        assert!(answer.to_string().contains("output_schema"), "{answer}");
+    }
+
     // unusable schemas and overrides are refused at the door, and create nothing
     let (_, before) = api.get("/v1/tasks?limit=500").await;
     for (body, why) in [
