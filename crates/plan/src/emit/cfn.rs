@@ -29,6 +29,9 @@ pub(super) fn no_value() -> Value {
     r("AWS::NoValue")
 }
 
+/// The key prefix of the agents' artifacts in the `ArtifactsBucket`.
+pub(super) const ARTIFACTS_PREFIX: &str = "artifacts";
+
 /// A resource of `kind` with `properties`.
 pub(super) fn resource(kind: &str, properties: Value) -> Value {
     json!({ "Type": kind, "Properties": properties })

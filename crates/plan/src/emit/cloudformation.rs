@@ -6,7 +6,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::cfn::{broker_name, ga, if_, r, resource, service_id, sub, title};
+use super::cfn::{broker_name, ga, if_, r, resource, service_id, sub, title, ARTIFACTS_PREFIX};
 use super::{cloudwatch, ecs, text, Fleet, Role};
 use crate::Result;
 
@@ -523,7 +523,7 @@ fn policy_document(statements: Vec<Value>) -> Value {
 
 fn iam(f: &Fleet, res: &mut Map<String, Value>) {
     // Pulls images, writes its tasks' logs, and reads exactly the three secrets the containers
-    // get; the tasks themselves call no AWS API, so they have no task role.
+    // get.
     res.insert(
         "ExecutionRole".into(),
         resource(
@@ -553,6 +553,46 @@ fn iam(f: &Fleet, res: &mut Map<String, Value>) {
                             "Resource": [r("StoreUrlSecret"), r("BusUrlSecret"), r("TokenSecret")],
                         }),
                     ]),
+                }],
+            }),
+        ),
+    );
+    // Agents' artifacts (docs/artifacts.md): a private, encrypted bucket the workers write and
+    // the gateways read, through the task role below (no static keys: the S3 backend reads the
+    // task role's credentials from the container endpoint). Kept when the stack goes.
+    res.insert(
+        "ArtifactsBucket".into(),
+        json!({
+            "Type": "AWS::S3::Bucket",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "BucketEncryption": {"ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+                ]},
+                "PublicAccessBlockConfiguration": {
+                    "BlockPublicAcls": true, "BlockPublicPolicy": true,
+                    "IgnorePublicAcls": true, "RestrictPublicBuckets": true,
+                },
+                "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+            },
+        }),
+    );
+    // The workers' and gateways' own AWS calls: the artifacts under the bucket's prefix only.
+    res.insert(
+        "SmithTaskRole".into(),
+        resource(
+            "AWS::IAM::Role",
+            json!({
+                "AssumeRolePolicyDocument": trust("ecs-tasks.amazonaws.com"),
+                "Policies": [{
+                    "PolicyName": "artifacts",
+                    "PolicyDocument": policy_document(vec![json!({
+                        "Sid": "Artifacts",
+                        "Effect": "Allow",
+                        "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
+                        "Resource": sub(format!("${{ArtifactsBucket.Arn}}/{ARTIFACTS_PREFIX}/*")),
+                    })]),
                 }],
             }),
         ),

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::cfn::{ga, r, resource, sub, title, NAMESPACE};
+use super::cfn::{ga, no_value, r, resource, sub, title, ARTIFACTS_PREFIX, NAMESPACE};
 use super::cloudwatch;
 use super::{fargate_size, text, Fleet, Role, CONFIG_DIR, CONFIG_FILE, DATA_DIR, RUN_AS};
 use crate::Result;
@@ -50,6 +50,12 @@ pub(super) fn task_definition(f: &Fleet, role: Role) -> Result<Value> {
     if worker {
         // agents that keep state in $HOME (Claude Code) get the writable data volume
         env.push(json!({"Name": "HOME", "Value": DATA_DIR}));
+    }
+    let artifacts = role != Role::Supervisor;
+    if artifacts {
+        // the worker stores what agents leave in $SMITH_ARTIFACTS, the gateway serves it
+        let url = format!("s3://${{ArtifactsBucket}}/{ARTIFACTS_PREFIX}?region=${{AWS::Region}}");
+        env.push(json!({"Name": "SMITH_ARTIFACTS_URL", "Value": sub(url)}));
     }
     let mut secrets = vec![
         json!({"Name": "SMITH_STORE", "ValueFrom": r("StoreUrlSecret")}),
@@ -104,6 +110,7 @@ pub(super) fn task_definition(f: &Fleet, role: Role) -> Result<Value> {
             // Fargate Spot runs x86-64 tasks only
             "RuntimePlatform": {"OperatingSystemFamily": "LINUX", "CpuArchitecture": "X86_64"},
             "ExecutionRoleArn": ga("ExecutionRole", "Arn"),
+            "TaskRoleArn": if artifacts { ga("SmithTaskRole", "Arn") } else { no_value() },
             "Volumes": volumes,
             "ContainerDefinitions": [init, smith],
         }),

@@ -313,6 +313,31 @@ fn cloudformation_templates_follow_the_plan_and_pass_cfn_lint() {
             .iter()
             .all(|(_, role)| role["Properties"].get("ManagedPolicyArns").is_none()));
 
+        // artifacts: a private bucket, written and read by the workers and gateways through
+        // their task role (no static keys), which may touch the artifact prefix only
+        let bucket = &r["ArtifactsBucket"];
+        assert_eq!(bucket["Type"], "AWS::S3::Bucket", "{ctx}");
+        assert_eq!(bucket["DeletionPolicy"], "Retain", "{ctx}");
+        let block = &bucket["Properties"]["PublicAccessBlockConfiguration"];
+        assert!(block.as_object().unwrap().values().all(|v| v == true), "{ctx}: {block}");
+        let grants = &r["SmithTaskRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
+        assert_eq!(grants.as_array().unwrap().len(), 1, "{ctx}: {grants}");
+        assert_eq!(grants[0]["Resource"], json!({"Fn::Sub": "${ArtifactsBucket.Arn}/artifacts/*"}), "{ctx}");
+        for (role, stores) in [("Worker", true), ("Gateway", true), ("Supervisor", false)] {
+            let def = &r[format!("{role}TaskDefinition")]["Properties"];
+            let env = def["ContainerDefinitions"][1]["Environment"].as_array().unwrap();
+            let url = env.iter().find(|e| e["Name"] == "SMITH_ARTIFACTS_URL");
+            assert_eq!(url.is_some(), stores, "{ctx}: {role}");
+            if stores {
+                assert_eq!(
+                    url.unwrap()["Value"],
+                    json!({"Fn::Sub": "s3://${ArtifactsBucket}/artifacts?region=${AWS::Region}"}),
+                    "{ctx}"
+                );
+                assert_eq!(def["TaskRoleArn"], json!({"Fn::GetAtt": ["SmithTaskRole", "Arn"]}), "{ctx}: {role}");
+            }
+        }
+
         // the gateway: SSE-friendly load balancer, health on a route the gateway serves
         let attrs = r["LoadBalancer"]["Properties"]["LoadBalancerAttributes"].as_array().unwrap();
         let idle =
