@@ -76,10 +76,13 @@ fn described(e: &jsonschema::ValidationError<'_>) -> String {
     format!("at {path}: {e}")
 }
 
+/// At most `max` characters of `s`, with `…` where it was cut.
 fn cut(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
+    let kept = crate::task::truncate(s, max);
+    if kept.len() < s.len() {
+        format!("{kept}…")
+    } else {
+        s.to_string()
     }
 }
 
