@@ -321,6 +321,16 @@ pub struct AgentDef {
     /// The JSON Schema every task's output must match (a task may give its own instead).
     #[serde(default)]
     pub output_schema: Option<serde_json::Value>,
+    /// Tool calls that wait for a person (`Bash(git push:*)`): Claude Code's permission
+    /// prompts and the LLM executors' tool calls that match one are approval requests.
+    #[serde(default)]
+    pub approve: Vec<String>,
+    /// How long a request of this agent waits for a person before `on_approval_timeout`.
+    #[serde(with = "crate::time::duration", default = "default_approval_timeout")]
+    pub approval_timeout: Duration,
+    /// What an unanswered request becomes when it times out.
+    #[serde(default)]
+    pub on_approval_timeout: crate::approval::Decision,
 }
 
 fn yes() -> bool {
@@ -334,6 +344,10 @@ fn default_breaker_failures() -> u32 {
 }
 fn default_breaker_cooldown() -> Duration {
     Duration::from_secs(30)
+}
+/// A day: an unanswered request is denied after it unless the agent says otherwise.
+pub fn default_approval_timeout() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 pub const DEFAULT_CONCURRENCY: u32 = 16;
@@ -387,6 +401,9 @@ impl AgentDef {
             breaker_cooldown: default_breaker_cooldown(),
             workspace: None,
             output_schema: None,
+            approve: Vec::new(),
+            approval_timeout: default_approval_timeout(),
+            on_approval_timeout: crate::approval::Decision::Deny,
         }
     }
 
@@ -465,6 +482,14 @@ impl AgentDef {
         if let Some(schema) = &self.output_schema {
             crate::output::Schema::compile(schema, "output_schema")
                 .map_err(|e| Error::unprocessable(format!("agent {:?}: {}", self.name, e.message)))?;
+        }
+        if !self.approve.is_empty() && !self.executor.is_llm() {
+            return what("`approve` is only for LLM executors (claude-code, anthropic, openai)".into());
+        }
+        crate::approval::parse_patterns(&self.approve)
+            .map_err(|e| Error::unprocessable(format!("agent {:?}: {}", self.name, e.message)))?;
+        if self.approval_timeout.is_zero() {
+            return what("approval_timeout must be positive".into());
         }
         let claude_only = [
             ("allowed_tools", !self.allowed_tools.is_empty()),

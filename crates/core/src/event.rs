@@ -46,10 +46,21 @@ pub enum EventKind {
     /// each one's name, size and SHA-256. Written by the worker, with the attempt's outcome.
     #[serde(rename = "artifacts.stored")]
     ArtifactsStored,
+    /// An attempt asks a person to approve a tool call: the request (its id, the call, why,
+    /// when it times out). The task is `waiting_input` until it is answered.
+    #[serde(rename = "approval.requested")]
+    ApprovalRequested,
+    /// An attempt asks a person a question.
+    #[serde(rename = "input.requested")]
+    InputRequested,
+    /// A request was answered (by a person, or by its timeout): the decision and who made it.
+    /// The task is queued again to resume with it.
+    #[serde(rename = "approval.decided")]
+    ApprovalDecided,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::Queued,
         EventKind::Started,
         EventKind::Output,
@@ -67,6 +78,9 @@ impl EventKind {
         EventKind::WorkspaceReady,
         EventKind::WorkspaceDiff,
         EventKind::ArtifactsStored,
+        EventKind::ApprovalRequested,
+        EventKind::InputRequested,
+        EventKind::ApprovalDecided,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +102,9 @@ impl EventKind {
             EventKind::WorkspaceReady => "workspace.ready",
             EventKind::WorkspaceDiff => "workspace.diff",
             EventKind::ArtifactsStored => "artifacts.stored",
+            EventKind::ApprovalRequested => "approval.requested",
+            EventKind::InputRequested => "input.requested",
+            EventKind::ApprovalDecided => "approval.decided",
         }
     }
 

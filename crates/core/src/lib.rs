@@ -27,6 +27,7 @@ pub(crate) use named_enum;
 
 pub mod access;
 pub mod agent;
+pub mod approval;
 pub mod artifact;
 pub mod capability;
 pub mod error;
@@ -41,6 +42,7 @@ pub mod workspace;
 
 pub use access::{ApiKey, AuditQuery, AuditRecord, NewApiKey, NewAuditRecord, Scope, ALL_TENANTS};
 pub use agent::{AgentDef, AgentSummary, BreakerState, Budget, ExecutorKind, InputMode, Pricing, Secret, Usage};
+pub use approval::{Approval, ApprovalStatus, Decision, RequestKind};
 pub use artifact::Artifact;
 pub use capability::{Capability, CapabilityKey};
 pub use error::{Code, Error, Result};

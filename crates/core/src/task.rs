@@ -53,6 +53,8 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
 pub enum TaskStatus {
     Queued,
     Running,
+    /// Parked until a person answers a request of its attempt (no lease, no slot).
+    WaitingInput,
     Succeeded,
     Failed,
     Cancelled,
@@ -60,9 +62,10 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 6] = [
+    pub const ALL: [TaskStatus; 7] = [
         TaskStatus::Queued,
         TaskStatus::Running,
+        TaskStatus::WaitingInput,
         TaskStatus::Succeeded,
         TaskStatus::Failed,
         TaskStatus::Cancelled,
@@ -73,6 +76,7 @@ impl TaskStatus {
         match self {
             TaskStatus::Queued => "queued",
             TaskStatus::Running => "running",
+            TaskStatus::WaitingInput => "waiting_input",
             TaskStatus::Succeeded => "succeeded",
             TaskStatus::Failed => "failed",
             TaskStatus::Cancelled => "cancelled",
@@ -82,7 +86,7 @@ impl TaskStatus {
 
     /// Terminal states never change again.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, TaskStatus::Queued | TaskStatus::Running)
+        !matches!(self, TaskStatus::Queued | TaskStatus::Running | TaskStatus::WaitingInput)
     }
 }
 

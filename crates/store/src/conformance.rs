@@ -101,6 +101,7 @@ macro_rules! store_conformance {
             tenant_load_counts_output_bytes_written_since,
             size_bytes_grows_with_what_is_written,
             artifacts_are_fenced_replaced_by_name_and_summed_by_tenant,
+            a_request_parks_its_task_until_answered_once,
         );
     };
     (skip_unless_env = $var:literal, $factory:expr) => {
@@ -240,7 +241,7 @@ fn delay_ms(e: &Event) -> u64 {
 
 fn terminal_kind(status: TaskStatus) -> Option<EventKind> {
     match status {
-        TaskStatus::Queued | TaskStatus::Running => None,
+        TaskStatus::Queued | TaskStatus::Running | TaskStatus::WaitingInput => None,
         TaskStatus::Succeeded => Some(EventKind::Succeeded),
         TaskStatus::Failed => Some(EventKind::Failed),
         TaskStatus::Cancelled => Some(EventKind::Cancelled),
@@ -2799,4 +2800,87 @@ pub async fn artifacts_are_fenced_replaced_by_name_and_summed_by_tenant(store: S
         assert!(matches!(&got, Err(e) if e.code() == Code::InvalidArgument), "{arts:?}: {got:?}");
     }
     assert_eq!(names(&store.artifacts(b.id).await.unwrap()), ["a.txt"]);
+}
+
+pub async fn a_request_parks_its_task_until_answered_once(store: S) {
+    use smith_core::approval::{Answer, ApprovalStatus, Decision, NewRequest, RequestKind, ToolCall};
+    let ask = |text: &str| NewRequest {
+        kind: RequestKind::Approval,
+        tool: Some(ToolCall { name: "Bash".into(), input: json!({"command": text}) }),
+        text: None,
+        expires_at: Some(Micros(1)),
+        on_timeout: Decision::Deny,
+    };
+    let allow = |by: &str| Answer {
+        decision: Decision::Allow,
+        message: Some("go".into()),
+        input: None,
+        answer: None,
+        by: by.into(),
+        at: Micros::now(),
+    };
+    let (acme, globex) = ("acme-approvals", "globex-approvals");
+    let t = submit_as(&store, "echo", acme, 1).await;
+    let other = submit_as(&store, "echo", globex, 0).await;
+    assert_fenced(store.request_input(t.id, 1, ask("git push")).await, t.id, "a request of a queued task");
+    let claimed = claim_one(&store, "w1", "echo", LONG).await;
+    assert_eq!(claimed.task.id, t.id);
+    claim_one(&store, "w1", "echo", LONG).await;
+    assert_fenced(store.request_input(t.id, 2, ask("git push")).await, t.id, "a request of another attempt");
+
+    let asked = store.request_input(t.id, 1, ask("git push origin x")).await.unwrap();
+    let a = asked.approval.clone();
+    assert_eq!((a.status, a.kind, a.attempt, a.tenant.as_str()), (ApprovalStatus::Pending, RequestKind::Approval, 1, acme));
+    let task = get(&store, t.id).await;
+    assert_eq!((task.status, task.worker.as_deref()), (TaskStatus::WaitingInput, None), "parked, held by nobody");
+    assert_eq!(kinds(&asked.change.events), [EventKind::ApprovalRequested]);
+    assert_eq!(asked.change.events[0].data["approval_id"], json!(a.id));
+    assert_eq!(asked.change.events[0].data["tool"]["input"]["command"], json!("git push origin x"));
+    assert!(claim(&store, "w2", "echo", 10, LONG).await.is_empty(), "a waiting task is not claimable");
+    assert!(store.renew("w1", LONG).await.unwrap().iter().all(|h| h.id != t.id), "nor renewed");
+    assert_fenced(store.append(t.id, 1, vec![output(1)]).await, t.id, "the parked attempt's late write");
+    assert_eq!(store.get_approval(&a.id).await.unwrap().as_ref(), Some(&a), "every field round-trips");
+    let expired = store.expired_approvals(Micros::now(), 10).await.unwrap();
+    assert_eq!(expired.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(), [a.id.as_str()]);
+
+    // listed by tenant, task and status
+    let q = |tenant: &str, status: Option<ApprovalStatus>| crate::ApprovalQuery {
+        tenant: Some(tenant.into()),
+        status,
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.list_approvals(&q(acme, Some(ApprovalStatus::Pending))).await.unwrap().len(), 1);
+    assert!(store.list_approvals(&q(globex, None)).await.unwrap().is_empty(), "another tenant's list is empty");
+
+    // answered once: the task is queued again, with the decision and who made it
+    let wrong = store.answer_request(other.id, &a.id, allow("mallory")).await;
+    assert!(matches!(&wrong, Err(e) if e.code() == Code::NotFound), "another task's request: {wrong:?}");
+    let done = store.answer_request(t.id, &a.id, allow("alice")).await.unwrap();
+    assert_eq!(done.approval.status, ApprovalStatus::Allowed);
+    assert_eq!(done.approval.answer.as_ref().map(|x| x.by.as_str()), Some("alice"));
+    assert_eq!((done.change.task.status, done.change.task.attempt), (TaskStatus::Queued, 1));
+    assert_eq!(kinds(&done.change.events), [EventKind::ApprovalDecided]);
+    assert_eq!(done.change.events[0].data["by"], json!("alice"));
+    let twice = store.answer_request(t.id, &a.id, allow("bob")).await;
+    assert!(matches!(&twice, Err(e) if e.code() == Code::Conflict), "a second answer: {twice:?}");
+    assert!(store.expired_approvals(Micros::now(), 10).await.unwrap().is_empty());
+
+    // the next attempt resumes; the parked one was not spent
+    let again = claim_one(&store, "w2", "echo", LONG).await;
+    assert_eq!((again.task.id, again.task.attempt), (t.id, 2));
+    store.use_answer(&a.id).await.unwrap();
+    assert!(store.get_approval(&a.id).await.unwrap().unwrap().used);
+    let by_task = crate::ApprovalQuery { task: Some(t.id), limit: 10, ..Default::default() };
+    assert_eq!(store.list_approvals(&by_task).await.unwrap().len(), 1);
+
+    // a task cancelled while waiting ends at once, its request with it
+    let b = store.request_input(t.id, 2, ask("rm -rf /")).await.unwrap();
+    let cancelled = store.request_cancel(t.id).await.unwrap();
+    assert_eq!(cancelled.task.status, TaskStatus::Cancelled);
+    assert_eq!(store.get_approval(&b.approval.id).await.unwrap().unwrap().status, ApprovalStatus::Cancelled);
+    let late = store.answer_request(t.id, &b.approval.id, allow("alice")).await;
+    assert!(matches!(&late, Err(e) if e.code() == Code::Conflict), "an answer after the end: {late:?}");
+    let log = checked_log(&store, t.id).await;
+    assert_eq!(log.last().map(|e| e.kind), Some(EventKind::Cancelled));
 }

@@ -5,13 +5,14 @@
 
 use crate::metrics::{ERRORS, OPERATION_DURATION};
 use crate::{
-    Change, ClaimRequest, Claimed, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held, PoolStats, QueueStats,
+    ApprovalQuery, Asked, Change, ClaimRequest, Claimed, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held, PoolStats, QueueStats,
     Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use serde_json::Value;
+use smith_core::approval::{Answer, NewRequest};
 use smith_core::{
-    AgentDef, AgentSummary, ApiKey, Artifact, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey,
+    AgentDef, AgentSummary, ApiKey, Approval, Artifact, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey,
     NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use std::future::Future;
@@ -133,6 +134,30 @@ impl Store for Instrumented {
 
     async fn tenant_artifact_bytes(&self, tenant: &str) -> Result<u64> {
         timed("tenant_artifact_bytes", self.0.tenant_artifact_bytes(tenant)).await
+    }
+
+    async fn request_input(&self, id: TaskId, attempt: u32, request: NewRequest) -> Result<Asked> {
+        timed("request_input", self.0.request_input(id, attempt, request)).await
+    }
+
+    async fn answer_request(&self, id: TaskId, approval: &str, answer: Answer) -> Result<Asked> {
+        timed("answer_request", self.0.answer_request(id, approval, answer)).await
+    }
+
+    async fn use_answer(&self, approval: &str) -> Result<()> {
+        timed("use_answer", self.0.use_answer(approval)).await
+    }
+
+    async fn get_approval(&self, approval: &str) -> Result<Option<Approval>> {
+        timed("get_approval", self.0.get_approval(approval)).await
+    }
+
+    async fn list_approvals(&self, query: &ApprovalQuery) -> Result<Vec<Approval>> {
+        timed("list_approvals", self.0.list_approvals(query)).await
+    }
+
+    async fn expired_approvals(&self, now: Micros, limit: usize) -> Result<Vec<Approval>> {
+        timed("expired_approvals", self.0.expired_approvals(now, limit)).await
     }
 
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {
@@ -405,6 +430,24 @@ mod tests {
             no()
         }
         async fn tenant_artifact_bytes(&self, _: &str) -> Result<u64> {
+            no()
+        }
+        async fn request_input(&self, _: TaskId, _: u32, _: NewRequest) -> Result<Asked> {
+            no()
+        }
+        async fn answer_request(&self, _: TaskId, _: &str, _: Answer) -> Result<Asked> {
+            no()
+        }
+        async fn use_answer(&self, _: &str) -> Result<()> {
+            no()
+        }
+        async fn get_approval(&self, _: &str) -> Result<Option<Approval>> {
+            no()
+        }
+        async fn list_approvals(&self, _: &ApprovalQuery) -> Result<Vec<Approval>> {
+            no()
+        }
+        async fn expired_approvals(&self, _: Micros, _: usize) -> Result<Vec<Approval>> {
             no()
         }
         async fn create_api_key(&self, _: NewApiKey) -> Result<ApiKey> {

@@ -4,6 +4,7 @@
 //! Every backend passes the same `conformance` suite.
 
 mod access;
+mod approvals;
 mod artifacts;
 mod caps;
 #[cfg(any(test, feature = "test-util"))]
@@ -17,6 +18,7 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use access::AUDIT_LIMIT;
+pub use approvals::{ApprovalQuery, Asked, APPROVAL_LIMIT};
 pub use caps::RunningCaps;
 pub use error::{Error, Result};
 pub use instrumented::{instrument, Instrumented};
@@ -24,8 +26,9 @@ pub use metrics::{describe_metrics, record_pool_stats};
 
 use async_trait::async_trait;
 use serde_json::Value;
+use smith_core::approval::{Answer, NewRequest};
 use smith_core::{
-    AgentDef, AgentSummary, ApiKey, Artifact, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros, NewApiKey,
+    AgentDef, Approval, AgentSummary, ApiKey, Artifact, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros, NewApiKey,
     NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, TaskStatus, Usage,
 };
 use std::sync::Arc;
@@ -362,6 +365,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// The bytes of every artifact of `tenant`'s tasks (the per-tenant artifact cap).
     async fn tenant_artifact_bytes(&self, tenant: &str) -> Result<u64>;
+
+    /// An attempt asks a person ([`smith_core::approval`]): fenced like [`Store::append`], the
+    /// task parks `waiting_input` (unspent, no lease) with the request's event
+    /// (`approval.requested` / `input.requested`) and its record, in one write. A task whose
+    /// cancel was requested ends cancelled instead, its record `cancelled`.
+    async fn request_input(&self, id: TaskId, attempt: u32, request: NewRequest) -> Result<Asked>;
+
+    /// Answers request `approval` of task `id` (by a person, or by its timeout): the record
+    /// takes the answer and the task is queued again with the `approval.decided` event, in one
+    /// write. `NotFound` for a request the task does not have; `Conflict` when it was answered
+    /// already or its task has finished.
+    async fn answer_request(&self, id: TaskId, approval: &str, answer: Answer) -> Result<Asked>;
+
+    /// Records that an attempt was handed the answer of `approval` (an allow is used once).
+    async fn use_answer(&self, approval: &str) -> Result<()>;
+
+    async fn get_approval(&self, approval: &str) -> Result<Option<Approval>>;
+
+    /// Requests, newest first, filtered by tenant, task and status.
+    async fn list_approvals(&self, query: &ApprovalQuery) -> Result<Vec<Approval>>;
+
+    /// Pending requests whose time ran out before `now`, oldest deadline first.
+    async fn expired_approvals(&self, now: Micros, limit: usize) -> Result<Vec<Approval>>;
 
     /// Creates an API key, created now; `Error` with code `Conflict` if the id exists,
     /// `InvalidArgument` when the id or tenant is empty or the hash is not 64 lowercase hex

@@ -12,6 +12,9 @@
 //!                             attempts left│
 //!                             (backoff), a ┘ release (at once, the attempt not spent),
 //!                             reap (lease expired, worker lost)
+//!
+//!   running ──wait (an approval or a question)──▶ waiting_input ──answer──▶ queued
+//!                                                       └──cancel──▶ cancelled
 //! ```
 //!
 //! Both stores load the rows a write touches, apply the transition here and write the row and
@@ -92,6 +95,8 @@ pub enum Refusal {
     NotDue(Micros),
     #[error("the task's lease is live and its worker alive")]
     StillHeld,
+    #[error("the task is {0}, not waiting for input")]
+    NotWaiting(TaskStatus),
 }
 
 /// The task and row a submission creates, and its `queued` event.
@@ -255,7 +260,7 @@ pub fn reap(row: &mut Row, attempt: u32, worker_alive: bool, now: Micros) -> Res
     Ok(fail_or_retry(row, error, true, now))
 }
 
-/// A queued task is cancelled at once, a running one flagged for its worker (the attempt's end
+/// A queued or waiting task is cancelled at once, a running one flagged for its worker (the attempt's end
 /// makes it cancelled), a finished one left as it is. Never refused.
 pub fn cancel(row: &mut Row, now: Micros) -> Option<Step> {
     match row.task.status {
@@ -263,12 +268,47 @@ pub fn cancel(row: &mut Row, now: Micros) -> Option<Step> {
             row.task.cancel_requested = true;
             Some(cancelled(row, "cancelled while queued", now))
         }
+        TaskStatus::WaitingInput => {
+            row.task.cancel_requested = true;
+            Some(cancelled(row, "cancelled while waiting for input", now))
+        }
         TaskStatus::Running => {
             row.task.cancel_requested = true;
             None
         }
         _ => None,
     }
+}
+
+/// An attempt asks a person (an approval or a question): the task parks `waiting_input` with
+/// the request's event — no worker, no lease, and the attempt not spent (its answer resumes the
+/// work in a new one). A task whose cancel was requested ends cancelled instead.
+pub fn wait(row: &mut Row, attempt: u32, kind: EventKind, data: Value, now: Micros) -> Result<Step, Refusal> {
+    held(row, attempt)?;
+    if row.task.cancel_requested {
+        return Ok(cancelled(row, "cancel requested", now));
+    }
+    row.released += 1;
+    row.last_seq += 1;
+    row.lease_until = None;
+    row.task.status = TaskStatus::WaitingInput;
+    row.task.worker = None;
+    Ok(Step { seq: row.last_seq, kind, attempt, data, output: Output::None })
+}
+
+/// A waiting task's request was answered (by a person or its timeout): back to the queue at
+/// once with the decision's event, to resume in its next attempt.
+pub fn answer(row: &mut Row, data: Value, now: Micros) -> Result<Step, Refusal> {
+    match row.task.status {
+        TaskStatus::WaitingInput => {}
+        s if s.is_terminal() => return Err(Refusal::Terminal(s)),
+        s => return Err(Refusal::NotWaiting(s)),
+    }
+    row.last_seq += 1;
+    row.run_at = now;
+    row.task.status = TaskStatus::Queued;
+    let step = Step { seq: row.last_seq, kind: EventKind::ApprovalDecided, attempt: row.task.attempt, data, output: Output::None };
+    Ok(step)
 }
 
 /// A failed attempt: back to the queue after a backoff while attempts are left, else `failed`.
@@ -444,6 +484,8 @@ mod tests {
         Reap { attempt_back: u32, alive: bool },
         Cancel,
         Wait { ms: u64 },
+        Ask { attempt_back: u32 },
+        Answer,
     }
 
     fn command() -> impl Strategy<Value = Command> {
@@ -458,9 +500,11 @@ mod tests {
                 retryable
             }),
             (0u8..2, back.clone()).prop_map(|(worker, attempt_back)| Command::Release { worker, attempt_back }),
-            (back, any::<bool>()).prop_map(|(attempt_back, alive)| Command::Reap { attempt_back, alive }),
+            (back.clone(), any::<bool>()).prop_map(|(attempt_back, alive)| Command::Reap { attempt_back, alive }),
             Just(Command::Cancel),
             (0u64..400).prop_map(|ms| Command::Wait { ms }),
+            back.clone().prop_map(|attempt_back| Command::Ask { attempt_back }),
+            Just(Command::Answer),
         ]
     }
 
@@ -504,6 +548,11 @@ mod tests {
                 *now = now.plus(Duration::from_millis(*ms));
                 Ok(vec![])
             }
+            Command::Ask { attempt_back } => {
+                let at = current.saturating_sub(*attempt_back);
+                wait(row, at, EventKind::ApprovalRequested, json!({}), *now).map(|s| vec![s])
+            }
+            Command::Answer => answer(row, json!({"decision": "allow"}), *now).map(|s| vec![s]),
         }
     }
 
@@ -524,7 +573,10 @@ mod tests {
                     Err(refusal) => {
                         prop_assert_eq!(&row, &before, "{:?} was refused ({}) but changed the row", c, refusal);
                         let current = before.task.attempt;
-                        if let Command::Append { attempt_back, .. } | Command::Complete { attempt_back, .. } = c {
+                        if let Command::Append { attempt_back, .. }
+                        | Command::Complete { attempt_back, .. }
+                        | Command::Ask { attempt_back } = c
+                        {
                             let fenced = before.task.status != TaskStatus::Running || current.saturating_sub(*attempt_back) != current;
                             prop_assert!(fenced, "{:?} refused though attempt {} holds the task", c, current);
                         }
@@ -556,6 +608,7 @@ mod tests {
                 match row.task.status {
                     TaskStatus::Queued => prop_assert!(row.task.worker.is_none() && row.lease_until.is_none()),
                     TaskStatus::Running => prop_assert!(row.task.worker.is_some() && row.lease_until.is_some()),
+                    TaskStatus::WaitingInput => prop_assert!(row.task.worker.is_none() && row.lease_until.is_none()),
                     _ => prop_assert!(row.lease_until.is_none() && row.task.finished_at.is_some()),
                 }
             }

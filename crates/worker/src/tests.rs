@@ -3,12 +3,13 @@
 use async_trait::async_trait;
 use serde_json::Value;
 use smith_core::TaskStatus;
+use smith_core::approval::{Answer, NewRequest};
 use smith_core::{
-    AgentDef, AgentSummary, ApiKey, Artifact, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros, NewApiKey,
+    AgentDef, AgentSummary, ApiKey, Approval, Artifact, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros, NewApiKey,
     NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use smith_store::{
-    Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held, PoolStats,
+    ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held, PoolStats,
     QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -132,6 +133,30 @@ impl Store for Flaky {
 
     async fn tenant_artifact_bytes(&self, tenant: &str) -> Result<u64> {
         self.inner.tenant_artifact_bytes(tenant).await
+    }
+
+    async fn request_input(&self, id: TaskId, attempt: u32, request: NewRequest) -> Result<Asked> {
+        self.inner.request_input(id, attempt, request).await
+    }
+
+    async fn answer_request(&self, id: TaskId, approval: &str, answer: Answer) -> Result<Asked> {
+        self.inner.answer_request(id, approval, answer).await
+    }
+
+    async fn use_answer(&self, approval: &str) -> Result<()> {
+        self.inner.use_answer(approval).await
+    }
+
+    async fn get_approval(&self, approval: &str) -> Result<Option<Approval>> {
+        self.inner.get_approval(approval).await
+    }
+
+    async fn list_approvals(&self, query: &ApprovalQuery) -> Result<Vec<Approval>> {
+        self.inner.list_approvals(query).await
+    }
+
+    async fn expired_approvals(&self, now: Micros, limit: usize) -> Result<Vec<Approval>> {
+        self.inner.expired_approvals(now, limit).await
     }
 
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {

@@ -91,6 +91,37 @@ pub(super) fn request_cancel(row: Option<&mut TaskRow>, id: TaskId, now: Micros,
     Ok(Change { task: row.task.clone(), events })
 }
 
+/// A request of an attempt: see [`crate::approvals::wait`].
+pub(super) fn wait(
+    row: Option<&mut TaskRow>,
+    id: TaskId,
+    attempt: u32,
+    request: &smith_core::approval::NewRequest,
+    now: Micros,
+    ev: &mut EventBuf,
+) -> Result<crate::Asked> {
+    let row = row.ok_or(Error::Fenced(id))?;
+    let (approval, step) = crate::approvals::wait(row, attempt, request, now)?;
+    let events = emit(row, vec![step], now, ev);
+    Ok(crate::Asked { approval, change: Change { task: row.task.clone(), events } })
+}
+
+/// An answer to a locked record: see [`crate::approvals::answer`].
+pub(super) fn answer(
+    row: Option<&mut TaskRow>,
+    record: Option<&mut smith_core::Approval>,
+    job: &super::jobs::AnswerJob,
+    now: Micros,
+    ev: &mut EventBuf,
+) -> Result<crate::Asked> {
+    let not_found = || Error::Domain(smith_core::Error::not_found(format!("request {} not found", job.approval)));
+    let record = record.ok_or_else(not_found)?;
+    let row = row.ok_or(Error::NotFound(job.id))?;
+    let step = crate::approvals::answer(row, record, job.answer.clone(), now)?;
+    let events = emit(row, vec![step], now, ev);
+    Ok(crate::Asked { approval: record.clone(), change: Change { task: row.task.clone(), events } })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,6 +59,20 @@ pub(super) struct ReapJob {
     pub victims: Vec<(TaskId, u32)>,
 }
 
+/// A request of an attempt (`Store::request_input`).
+pub(super) struct WaitJob {
+    pub id: TaskId,
+    pub attempt: u32,
+    pub request: smith_core::approval::NewRequest,
+}
+
+/// An answer to request `approval` of task `id` (`Store::answer_request`).
+pub(super) struct AnswerJob {
+    pub id: TaskId,
+    pub approval: String,
+    pub answer: smith_core::approval::Answer,
+}
+
 pub(super) struct LeaseJob {
     pub name: String,
     pub holder: String,
@@ -75,6 +89,8 @@ pub(super) enum Op {
     Release(Job<ReleaseJob, Vec<Change>>),
     Reap(Job<ReapJob, Vec<Change>>),
     Cancel(Job<TaskId, Change>),
+    Wait(Job<WaitJob, crate::Asked>),
+    Answer(Job<AnswerJob, crate::Asked>),
     Global(Job<crate::GlobalEvent, Event>),
     PutAgents(Job<Vec<AgentDef>, ()>),
     SetNodeStatus(Job<(String, NodeStatus), ()>),

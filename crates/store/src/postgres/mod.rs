@@ -12,6 +12,7 @@
 
 mod access;
 mod apply;
+mod approvals;
 mod artifacts;
 mod claims;
 mod jobs;
@@ -24,13 +25,14 @@ mod writer;
 
 use crate::access::{check_audit, check_new_key};
 use crate::{
-    AgentSummary, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held,
+    AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held,
     OpenOptions, PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
-use jobs::{AppendJob, CompleteJob, Job, LeaseJob, Op, ReapJob, ReleaseJob, Submission};
+use jobs::{AnswerJob, AppendJob, CompleteJob, Job, LeaseJob, Op, ReapJob, ReleaseJob, Submission, WaitJob};
+use smith_core::approval::{Answer, NewRequest};
 use smith_core::{
-    AgentDef, ApiKey, Artifact, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey, NewAuditRecord, NewTask,
+    AgentDef, ApiKey, Approval, Artifact, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey, NewAuditRecord, NewTask,
     Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -340,6 +342,32 @@ impl Store for PgStore {
 
     async fn request_cancel(&self, id: TaskId) -> Result<Change> {
         self.write(Op::Cancel, id).await
+    }
+
+    async fn request_input(&self, id: TaskId, attempt: u32, request: NewRequest) -> Result<Asked> {
+        // checked here: a refusal in the batch is a job's answer, never the batch's failure
+        request.validate()?;
+        self.write(Op::Wait, WaitJob { id, attempt, request }).await
+    }
+
+    async fn answer_request(&self, id: TaskId, approval: &str, answer: Answer) -> Result<Asked> {
+        self.write(Op::Answer, AnswerJob { id, approval: approval.to_string(), answer }).await
+    }
+
+    async fn use_answer(&self, approval: &str) -> Result<()> {
+        approvals::use_answer(&self.pool, approval).await
+    }
+
+    async fn get_approval(&self, approval: &str) -> Result<Option<Approval>> {
+        approvals::get(&self.pool, approval).await
+    }
+
+    async fn list_approvals(&self, query: &ApprovalQuery) -> Result<Vec<Approval>> {
+        approvals::list(&self.pool, query).await
+    }
+
+    async fn expired_approvals(&self, now: Micros, limit: usize) -> Result<Vec<Approval>> {
+        approvals::expired(&self.pool, now, limit).await
     }
 
     async fn events(&self, id: TaskId, after: u64, limit: usize) -> Result<Vec<Event>> {

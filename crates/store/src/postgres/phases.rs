@@ -364,6 +364,12 @@ fn touched_ids(ops: &[Op]) -> BTreeSet<TaskId> {
             Op::Cancel(j) => {
                 ids.insert(j.input);
             }
+            Op::Wait(j) => {
+                ids.insert(j.input.id);
+            }
+            Op::Answer(j) => {
+                ids.insert(j.input.id);
+            }
             Op::Release(j) => ids.extend(j.input.tasks.iter().map(|(id, _)| *id)),
             Op::Reap(j) => ids.extend(j.input.victims.iter().map(|(id, _)| *id)),
             _ => {}
@@ -388,6 +394,10 @@ async fn task_changes(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf
     }
     let before: HashMap<TaskId, Version> = rows.values().map(|r| (r.task.id, version(r))).collect();
     let alive = alive_workers(conn, ops, &rows).await?;
+    let answering: Vec<String> =
+        ops.iter().filter_map(|op| if let Op::Answer(j) = op { Some(j.input.approval.clone()) } else { None }).collect();
+    let mut records = super::approvals::lock(conn, answering).await?;
+    let (mut asked, mut answered, mut cancelled) = (Vec::new(), Vec::new(), Vec::new());
 
     let now = Micros::now();
     for op in ops.iter_mut() {
@@ -400,7 +410,30 @@ async fn task_changes(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf
                 let c = &j.input;
                 j.out = Some(apply::complete(rows.get_mut(&c.id), c.id, c.attempt, &c.drafts, &c.outcome, now, ev));
             }
-            Op::Cancel(j) => j.out = Some(apply::request_cancel(rows.get_mut(&j.input), j.input, now, ev)),
+            Op::Cancel(j) => {
+                let waited = rows.get(&j.input).is_some_and(|r| r.task.status == TaskStatus::WaitingInput);
+                let out = apply::request_cancel(rows.get_mut(&j.input), j.input, now, ev);
+                if waited && out.as_ref().is_ok_and(|c| c.task.status.is_terminal()) {
+                    cancelled.push(j.input.to_string());
+                }
+                j.out = Some(out);
+            }
+            Op::Wait(j) => {
+                let w = &j.input;
+                let out = apply::wait(rows.get_mut(&w.id), w.id, w.attempt, &w.request, now, ev);
+                if let Ok(a) = &out {
+                    asked.push(a.approval.clone());
+                }
+                j.out = Some(out);
+            }
+            Op::Answer(j) => {
+                let a = &j.input;
+                let out = apply::answer(rows.get_mut(&a.id), records.get_mut(&a.approval), a, now, ev);
+                if let Ok(done) = &out {
+                    answered.push(done.approval.clone());
+                }
+                j.out = Some(out);
+            }
             Op::Release(j) => {
                 let r = &j.input;
                 let mut out = Vec::new();
@@ -424,7 +457,10 @@ async fn task_changes(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf
         }
     }
     let changed: Vec<&TaskRow> = rows.values().filter(|r| before.get(&r.task.id) != Some(&version(r))).collect();
-    write_back(conn, &changed).await
+    write_back(conn, &changed).await?;
+    super::approvals::insert(conn, &asked).await?;
+    super::approvals::update(conn, &answered).await?;
+    super::approvals::cancel_pending(conn, cancelled).await
 }
 
 /// The columns a change always touches (a new result, error or usage comes with a new event, so

@@ -324,6 +324,12 @@ impl<T: Positions> Positions for Vec<T> {
     }
 }
 
+impl Positions for crate::Asked {
+    fn shift(&mut self, by: Shift) {
+        self.change.shift(by);
+    }
+}
+
 impl Positions for Submitted {
     fn shift(&mut self, by: Shift) {
         self.events.shift(by);

@@ -100,6 +100,8 @@ impl Op {
             Op::Release(j) => j,
             Op::Reap(j) => j,
             Op::Cancel(j) => j,
+            Op::Wait(j) => j,
+            Op::Answer(j) => j,
             Op::Global(j) => j,
             Op::PutAgents(j) => j,
             Op::SetNodeStatus(j) => j,

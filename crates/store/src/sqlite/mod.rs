@@ -7,18 +7,20 @@
 //! batch-sized. A single writer also makes `events.pos` commit-ordered, which the feed relies on.
 
 mod access;
+mod approvals;
 mod artifacts;
 mod ops;
 
 use crate::access::{check_audit, check_new_key};
 use crate::{
-    AgentSummary, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held,
+    AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held,
     OpenOptions, PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
+use smith_core::approval::{Answer, NewRequest};
 use smith_core::{
-    AgentDef, ApiKey, Artifact, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey, NewAuditRecord, NewTask,
+    AgentDef, ApiKey, Approval, Artifact, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey, NewAuditRecord, NewTask,
     Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use std::path::{Path, PathBuf};
@@ -36,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_output_bytes.sql"),
     include_str!("../../migrations/sqlite/0007_task_options.sql"),
     include_str!("../../migrations/sqlite/0008_artifacts.sql"),
+    include_str!("../../migrations/sqlite/0009_approvals.sql"),
 ];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;
@@ -531,6 +534,34 @@ impl Store for SqliteStore {
     async fn put_artifacts(&self, id: TaskId, attempt: u32, artifacts: Vec<Artifact>) -> Result<()> {
         crate::artifacts::check(&artifacts)?;
         self.write(move |c| artifacts::put(c, id, attempt, &artifacts)).await
+    }
+
+    async fn request_input(&self, id: TaskId, attempt: u32, request: NewRequest) -> Result<Asked> {
+        self.write(move |c| approvals::request(c, id, attempt, &request, Micros::now())).await
+    }
+
+    async fn answer_request(&self, id: TaskId, approval: &str, answer: Answer) -> Result<Asked> {
+        let approval = approval.to_string();
+        self.write(move |c| approvals::answer(c, id, &approval, answer.clone(), Micros::now())).await
+    }
+
+    async fn use_answer(&self, approval: &str) -> Result<()> {
+        let approval = approval.to_string();
+        self.write(move |c| approvals::use_answer(c, &approval)).await
+    }
+
+    async fn get_approval(&self, approval: &str) -> Result<Option<Approval>> {
+        let approval = approval.to_string();
+        self.read(move |c| approvals::get(c, &approval)).await
+    }
+
+    async fn list_approvals(&self, query: &ApprovalQuery) -> Result<Vec<Approval>> {
+        let q = query.clone();
+        self.read(move |c| approvals::list(c, &q)).await
+    }
+
+    async fn expired_approvals(&self, now: Micros, limit: usize) -> Result<Vec<Approval>> {
+        self.read(move |c| approvals::expired(c, now, limit)).await
     }
 
     async fn artifacts(&self, id: TaskId) -> Result<Vec<Artifact>> {

@@ -448,7 +448,7 @@ fn store_row(c: &Connection, row: &TaskRow) -> Result<()> {
 }
 
 /// Writes a row a transition changed, and its events.
-fn write(c: &Tx, row: TaskRow, steps: Vec<Step>, now: Micros) -> Result<Change> {
+pub(super) fn write(c: &Tx, row: TaskRow, steps: Vec<Step>, now: Micros) -> Result<Change> {
     store_row(c, &row)?;
     let events = emit(c, &row.task, steps, now)?;
     Ok(Change { task: row.task, events })
@@ -538,9 +538,13 @@ pub(super) fn reap(c: &Tx, victims: &[(TaskId, u32)], now: Micros) -> Result<Vec
 pub(super) fn request_cancel(c: &Tx, id: TaskId, now: Micros) -> Result<Change> {
     let Some(mut row) = load(c, id)? else { return Err(Error::NotFound(id)) };
     let requested = row.task.cancel_requested;
+    let waited = row.task.status == smith_core::TaskStatus::WaitingInput;
     let steps: Vec<Step> = lifecycle::cancel(&mut row, now).into_iter().collect();
     if steps.is_empty() && requested == row.task.cancel_requested {
         return Ok(Change { task: row.task, events: Vec::new() });
+    }
+    if waited {
+        super::approvals::cancel_pending(c, id)?;
     }
     write(c, row, steps, now)
 }
