@@ -62,6 +62,12 @@ pub fn command(ctx: &RunContext, resume: bool) -> Result<(Command, Option<McpFil
     if let Some(n) = def.max_turns {
         cmd.arg("--max-turns").arg(n.to_string());
     }
+    if !def.approve.is_empty() && ctx.mcp.is_some() {
+        // calls the `approve` patterns name always ask (whatever the mode or allowed tools say),
+        // and the platform answers every prompt: a person for those, the mode's denial otherwise
+        cmd.arg("--permission-prompt-tool").arg(format!("mcp__{MCP_SERVER}__permission_prompt"));
+        cmd.arg("--settings").arg(json!({"permissions": {"ask": def.approve}}).to_string());
+    }
     if let Some(schema) = ctx.native_output_schema() {
         // the CLI makes the model answer through a tool of this schema (`structured_output`)
         cmd.arg("--json-schema").arg(schema.to_string());
@@ -75,7 +81,8 @@ pub fn command(ctx: &RunContext, resume: bool) -> Result<(Command, Option<McpFil
         }
         None => None,
     };
-    if let Some(id) = ctx.session.as_ref().and_then(|s| s.claude_session()).filter(|_| resume) {
+    let parked = ctx.resume.as_ref().and_then(|r| r.claude_session.as_deref());
+    if let Some(id) = parked.or_else(|| ctx.session.as_ref().and_then(|s| s.claude_session())).filter(|_| resume) {
         cmd.args(["--resume", id]);
     }
     cmd.args(&def.args);
@@ -425,6 +432,9 @@ fn excerpt_tail(s: &str, max: usize) -> &str {
 #[async_trait]
 impl Executor for ClaudeCode {
     async fn run(&self, ctx: RunContext) -> RunResult {
+        if let Some(r) = ctx.resume.clone().filter(|r| !r.answers.is_empty()) {
+            return after_answers(&ctx, &r).await;
+        }
         let resumes = ctx.session.as_ref().and_then(|s| s.claude_session()).is_some();
         if !resumes && ctx.session.as_ref().is_some_and(|s| s.turns.iter().any(|t| !t.result.is_null())) {
             // earlier turns without a CLI session to resume (their results are structured
@@ -452,6 +462,25 @@ impl Executor for ClaudeCode {
             other => other,
         }
     }
+}
+
+/// A run after a person answered the previous attempt's request: the CLI session that asked is
+/// resumed and told the answers; where that session is not on this machine, a new one is given
+/// the task again with the answers (a call asked again is answered from the stored decision).
+async fn after_answers(ctx: &RunContext, r: &crate::Resume) -> RunResult {
+    let note = r.note();
+    if r.claude_session.is_some() {
+        match run_once(ctx, true, note.clone()).await {
+            Err(f) if f.error.code == SESSION_NOT_FOUND => {
+                let data = json!({"type": "resume_fallback", "reason": f.error.message});
+                ctx.events.emit(EventKind::Output, data).await;
+                let prompt = format!("{}\n\n{note}", input_text(&ctx.task.input));
+                return run_once(ctx, false, prompt).await.map_err(|e| e.with_usage_added(f.usage));
+            }
+            other => return other,
+        }
+    }
+    run_once(ctx, false, format!("{}\n\n{note}", input_text(&ctx.task.input))).await
 }
 
 /// The session's earlier turns and this turn's input, as one prompt for a new CLI session.

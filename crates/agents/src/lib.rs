@@ -136,6 +136,51 @@ impl SessionContext {
     }
 }
 
+/// What a task that waited for a person resumes with: the answers given to its previous
+/// attempt's requests, and (Claude Code) the CLI session that attempt ran, to `--resume`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Resume {
+    pub answers: Vec<smith_core::Approval>,
+    pub claude_session: Option<String>,
+}
+
+impl Resume {
+    /// The answers, told to the agent as its run continues.
+    pub fn note(&self) -> String {
+        use smith_core::approval::Decision;
+        let mut out =
+            String::from("[MisterSmith] Your run paused for a person and now continues. What they decided:\n");
+        for a in &self.answers {
+            let Some(answer) = &a.answer else { continue };
+            let what = match (&a.tool, &a.text) {
+                (Some(t), _) => format!("your call of {} with {}", t.name, t.input),
+                (None, Some(text)) => format!("your request {text:?}"),
+                (None, None) => "your request".to_string(),
+            };
+            let by = &answer.by;
+            let line = match (a.kind, answer.decision) {
+                (smith_core::RequestKind::Input, Decision::Allow) => {
+                    format!("- {by} answered {what}: {}", answer.answer.as_deref().unwrap_or(""))
+                }
+                (smith_core::RequestKind::Input, Decision::Deny) => format!("- {by} declined to answer {what}"),
+                (_, Decision::Allow) => {
+                    let edited =
+                        answer.input.as_ref().map(|i| format!(" (with these arguments: {i})")).unwrap_or_default();
+                    format!("- {by} ALLOWED {what}{edited}: make that call again now and it will be permitted")
+                }
+                (_, Decision::Deny) => format!("- {by} DENIED {what}: do not make it; carry on without it"),
+            };
+            out.push_str(&line);
+            if let Some(m) = &answer.message {
+                out.push_str(&format!(" (their note: {m})"));
+            }
+            out.push('\n');
+        }
+        out.push_str("Continue the task from where you stopped.");
+        out
+    }
+}
+
 /// The platform's MCP endpoint as this task reaches it: its URL and the headers that
 /// identify the calling task (and authenticate it when the gateway requires a token).
 #[derive(Debug, Clone, PartialEq)]
@@ -163,12 +208,14 @@ pub struct RunContext {
     /// The attempt's own empty directory for files to keep (`$SMITH_ARTIFACTS`): stored by the
     /// worker when the attempt ends. Set for executors that run a process.
     pub artifacts: Option<std::path::PathBuf>,
+    /// Set when the previous attempt parked for a person and was answered.
+    pub resume: Option<Resume>,
 }
 
 impl RunContext {
     /// A context with no session, no platform tools, no work dir and no artifact dir.
     pub fn new(task: Task, def: Arc<AgentDef>, events: Emitter, cancel: CancellationToken) -> Self {
-        RunContext { task, def, events, cancel, session: None, mcp: None, workdir: None, artifacts: None }
+        RunContext { task, def, events, cancel, session: None, mcp: None, workdir: None, artifacts: None, resume: None }
     }
 
     /// The JSON Schema the attempt's output must match: the task's, else its agent's.

@@ -33,6 +33,10 @@ pub const ALL_WAKES: &str = "smith.wake.*";
 /// Cancellation requests; payload: the task id as UTF-8 text.
 pub const CANCEL: &str = "smith.control.cancel";
 
+/// A task parked for a person's answer (`waiting_input`): its worker stops the attempt now
+/// (the lease renewal would tell it too); payload: the task id as UTF-8 text.
+pub const PARK: &str = "smith.control.park";
+
 /// Node-level announcements (startup, shutdown, configuration reloads).
 pub const SYSTEM: &str = "smith.system";
 
@@ -171,7 +175,7 @@ mod tests {
         assert!(matches(ALL_EVENTS, &task_events("coder", "t1")));
         assert!(matches(ALL_WAKES, &wake("coder")));
         assert!(!matches(ALL_WAKES, &task_events("coder", "t1")));
-        for s in [CANCEL, SYSTEM] {
+        for s in [CANCEL, PARK, SYSTEM] {
             validate_subject(s).unwrap();
         }
         validate_pattern(ALL_EVENTS).unwrap();

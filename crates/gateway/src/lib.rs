@@ -3,6 +3,7 @@
 //! It validates, writes through the store, publishes wake-ups and cancels on the bus, and
 //! fans live events out to SSE readers through its [`hub::Hub`]. It never runs agents.
 
+mod approvals;
 mod audit;
 pub mod auth;
 mod console;

@@ -9,6 +9,7 @@
 //! once that attempt no longer runs, and for any other task in the header. Tool failures (bad arguments, unknown tasks) are tool results
 //! with `isError: true`, so the model sees them; protocol failures are JSON-RPC errors.
 
+use crate::approvals;
 use crate::auth::Principal;
 use crate::error::{ApiError, LimitedBody};
 use crate::submit::submit_task;
@@ -209,10 +210,19 @@ async fn handle(s: &AppState, caller: &Caller, m: Value) -> Option<Value> {
                 "read_messages" => read_messages(s, caller, &args).await,
                 "spawn_task" => spawn_task(s, caller, &args).await,
                 "await_task" => await_task(s, caller, &args).await,
+                "permission_prompt" => permission_prompt(s, caller, &args).await,
+                "request_approval" => request_approval(s, caller, &args).await,
+                "ask_human" => ask_human(s, caller, &args).await,
                 other => return Some(rpc_error(id, -32602, &format!("unknown tool {other:?}"))),
             };
             crate::metrics::tool_call(name, out.is_ok());
-            rpc_result(id, tool_answer(out))
+            match (name, out) {
+                // Claude Code takes a permission answer as exactly one text block
+                ("permission_prompt", Ok(v)) => {
+                    rpc_result(id, json!({"content": [{"type": "text", "text": v.to_string()}], "isError": false}))
+                }
+                (_, out) => rpc_result(id, tool_answer(out)),
+            }
         }
         other => rpc_error(id, -32601, &format!("method {other:?} not found")),
     })
@@ -310,6 +320,47 @@ fn tools() -> Value {
                 },
                 "required": ["agent", "input"],
                 "additionalProperties": false
+            }
+        },
+        {
+            "name": "request_approval",
+            "description": "Ask a person to approve something before you do it. Your run pauses until they \
+                answer (it holds nothing while it waits) and resumes with the decision; ask again with the same \
+                arguments after resuming to read it. Returns {decision, message, input} once answered.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "reason": {"type": "string", "description": "What you want to do and why, for the person."},
+                    "tool": {"type": "string", "description": "The tool or action that needs approval."},
+                    "input": {"type": "object", "description": "Its arguments, which the person may edit."}
+                },
+                "required": ["reason"],
+                "additionalProperties": false
+            }
+        },
+        {
+            "name": "ask_human",
+            "description": "Ask a person a question. Your run pauses until they answer (it holds nothing while \
+                it waits) and resumes; ask the same question again after resuming to read the answer.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {"question": {"type": "string"}},
+                "required": ["question"],
+                "additionalProperties": false
+            }
+        },
+        {
+            "name": "permission_prompt",
+            "description": "The platform's answer to Claude Code's permission prompts \
+                (--permission-prompt-tool): calls the agent's `approve` patterns name wait for a person.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "tool_name": {"type": "string"},
+                    "input": {"type": "object"},
+                    "tool_use_id": {"type": "string"}
+                },
+                "required": ["tool_name", "input"]
             }
         },
         {
@@ -604,4 +655,118 @@ async fn await_task(s: &AppState, caller: &Caller, args: &Map<String, Value>) ->
             _ = tokio::time::sleep_until(poll.min(deadline)) => {}
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A person in the loop (see `approvals`).
+
+/// The calling task, when it is a running attempt: only an attempt can wait for a person.
+fn asking_task(caller: &Caller) -> Result<&Task, ToolError> {
+    match &caller.task {
+        Some(t) if t.status == TaskStatus::Running => Ok(t),
+        Some(t) => Err(ToolError(format!("task {} is {}: only a running attempt may ask a person", t.id, t.status))),
+        None => Err(ToolError("only an agent's task may ask a person (no calling task)".into())),
+    }
+}
+
+fn asked_text(args: &Map<String, Value>, name: &str, required: bool) -> Result<Option<String>, ToolError> {
+    match args.get(name) {
+        Some(Value::String(t)) if !t.trim().is_empty() && t.len() <= smith_core::approval::MAX_TEXT => {
+            Ok(Some(t.clone()))
+        }
+        Some(Value::Null) | None if !required => Ok(None),
+        _ => Err(ToolError(format!(
+            "`{name}` must be non-empty text of at most {} bytes",
+            smith_core::approval::MAX_TEXT
+        ))),
+    }
+}
+
+fn denial(answer: &smith_core::approval::Answer) -> String {
+    match &answer.message {
+        Some(m) => format!("A person ({}) denied this: {m}", answer.by),
+        None => format!("A person ({}) denied this.", answer.by),
+    }
+}
+
+/// Claude Code's permission prompt: an answer given already, else a person when an `approve`
+/// pattern names the call, else the denial the agent's permission mode would give.
+async fn permission_prompt(s: &AppState, caller: &Caller, args: &Map<String, Value>) -> ToolResult {
+    use smith_core::approval::{Decision, RequestKind, ToolCall};
+    let task = asking_task(caller)?;
+    let name = asked_text(args, "tool_name", true)?.unwrap_or_default();
+    let input = args.get("input").cloned().unwrap_or_else(|| json!({}));
+    let call = ToolCall { name: name.clone(), input: input.clone() };
+    let known = approvals::known_answer(s, task, RequestKind::Approval, Some(&call), None).await?;
+    if let Some(answer) = known.and_then(|a| a.answer) {
+        return Ok(match answer.decision {
+            Decision::Allow => json!({"behavior": "allow", "updatedInput": answer.input.unwrap_or(input)}),
+            Decision::Deny => json!({"behavior": "deny", "message": denial(&answer)}),
+        });
+    }
+    let def = approvals::definition(s, task).await?;
+    if approvals::needs_person(&def, &name, &input).is_none() {
+        let m = format!(
+            "{name} is not permitted for agent {:?}: its permission settings do not allow this call, and no \
+             `approve` pattern asks a person for it",
+            def.name
+        );
+        return Ok(json!({"behavior": "deny", "message": m}));
+    }
+    let a = approvals::ask(s, task, &def, RequestKind::Approval, Some(call), None).await?;
+    let m = format!(
+        "This call waits for a person's approval (request {}); the run pauses and resumes with the decision.",
+        a.id
+    );
+    Ok(json!({"behavior": "deny", "message": m, "interrupt": true}))
+}
+
+/// Any agent asks a person to approve something it names.
+async fn request_approval(s: &AppState, caller: &Caller, args: &Map<String, Value>) -> ToolResult {
+    use smith_core::approval::{RequestKind, ToolCall};
+    let task = asking_task(caller)?;
+    let reason = asked_text(args, "reason", true)?;
+    let tool = match (asked_text(args, "tool", false)?, args.get("input")) {
+        (Some(name), input) => Some(ToolCall { name, input: input.cloned().unwrap_or_else(|| json!({})) }),
+        (None, Some(_)) => return Err(ToolError("`input` goes with `tool`".into())),
+        (None, None) => None,
+    };
+    if args.get("input").is_some_and(|v| !v.is_object()) {
+        return Err(ToolError("`input` must be an object".into()));
+    }
+    let known = approvals::known_answer(s, task, RequestKind::Approval, tool.as_ref(), reason.as_deref()).await?;
+    if let Some(answer) = known.and_then(|a| a.answer) {
+        return Ok(
+            json!({"decision": answer.decision, "message": answer.message, "input": answer.input, "by": answer.by}),
+        );
+    }
+    let def = approvals::definition(s, task).await?;
+    let a = approvals::ask(s, task, &def, RequestKind::Approval, tool, reason).await?;
+    Ok(waiting(&a))
+}
+
+/// Any agent asks a person a question.
+async fn ask_human(s: &AppState, caller: &Caller, args: &Map<String, Value>) -> ToolResult {
+    use smith_core::approval::{Decision, RequestKind};
+    let task = asking_task(caller)?;
+    let question = asked_text(args, "question", true)?;
+    let known = approvals::known_answer(s, task, RequestKind::Input, None, question.as_deref()).await?;
+    if let Some(answer) = known.and_then(|a| a.answer) {
+        return Ok(match answer.decision {
+            Decision::Allow => json!({"answer": answer.answer, "by": answer.by}),
+            Decision::Deny => json!({"answer": null, "declined": true, "message": answer.message, "by": answer.by}),
+        });
+    }
+    let def = approvals::definition(s, task).await?;
+    let a = approvals::ask(s, task, &def, RequestKind::Input, None, question).await?;
+    Ok(waiting(&a))
+}
+
+fn waiting(a: &smith_core::Approval) -> Value {
+    json!({
+        "status": "waiting_input",
+        "approval_id": a.id,
+        "message": "A person has been asked. This run stops now and resumes once they answer: ask again with the \
+            same arguments then to read the answer.",
+    })
 }

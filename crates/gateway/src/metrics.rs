@@ -14,6 +14,8 @@ pub const STORE_SIZE: &str = "smith_store_size_bytes";
 pub const STORE_MAX: &str = "smith_store_max_bytes";
 pub const STORE_FULL: &str = "smith_store_full";
 pub const AUTH_FAILURES: &str = "smith_gateway_auth_failures_total";
+pub const APPROVALS_REQUESTED: &str = "smith_approvals_requested_total";
+pub const APPROVALS_ANSWERED: &str = "smith_approvals_answered_total";
 
 /// Why a request was refused before it was authenticated: [`AUTH_FAILURES`]'s `reason`.
 pub const AUTH_FAILURE_REASONS: [&str; 6] = ["missing", "malformed", "invalid", "error", "origin", "host"];
@@ -53,6 +55,17 @@ pub fn describe() {
     for reason in AUTH_FAILURE_REASONS {
         metrics::counter!(AUTH_FAILURES, "reason" => reason).absolute(0);
     }
+    metrics::describe_counter!(
+        APPROVALS_REQUESTED,
+        "Requests for a person that parked a task, by kind (approval, input)"
+    );
+    metrics::describe_counter!(
+        APPROVALS_ANSWERED,
+        "Requests answered, by decision (allow, deny) and by whom (person, timeout)"
+    );
+    for kind in ["approval", "input"] {
+        metrics::counter!(APPROVALS_REQUESTED, "kind" => kind).absolute(0);
+    }
     metrics::describe_histogram!(
         EVENT_DELIVERY,
         metrics::Unit::Seconds,
@@ -63,6 +76,14 @@ pub fn describe() {
 pub(crate) fn tool_call(tool: &str, ok: bool) {
     let outcome = if ok { "ok" } else { "error" };
     metrics::counter!(MCP_TOOL_CALLS, "tool" => tool.to_string(), "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn approval_requested(kind: &'static str) {
+    metrics::counter!(APPROVALS_REQUESTED, "kind" => kind).increment(1);
+}
+
+pub(crate) fn approval_answered(decision: &'static str) {
+    metrics::counter!(APPROVALS_ANSWERED, "decision" => decision, "by" => "person").increment(1);
 }
 
 pub(crate) fn auth_failed(reason: &'static str) {

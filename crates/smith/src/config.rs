@@ -333,6 +333,12 @@ pub struct AgentSection {
     /// The JSON Schema of every task's output: a TOML table, JSON text, or the path of a JSON
     /// file (docs/structured-output.md).
     pub output_schema: Option<serde_json::Value>,
+    /// Tool calls that wait for a person (docs/approvals.md): `["Bash(git push:*)"]`.
+    pub approve: Option<Vec<String>>,
+    #[serde(default, with = "opt_duration")]
+    pub approval_timeout: Option<Duration>,
+    /// `deny` (the default) or `allow`: what an unanswered request becomes at its timeout.
+    pub on_approval_timeout: Option<smith_core::Decision>,
 }
 
 /// An agent's `output_schema` as the config gives it: inline (a table, or JSON text) or in a file.
@@ -472,6 +478,15 @@ impl AgentSection {
         }
         d.workspace = self.workspace.clone();
         d.output_schema = self.output_schema.as_ref().map(output_schema).transpose()?;
+        if let Some(v) = &self.approve {
+            d.approve = v.clone();
+        }
+        if let Some(v) = self.approval_timeout {
+            d.approval_timeout = v;
+        }
+        if let Some(v) = self.on_approval_timeout {
+            d.on_approval_timeout = v;
+        }
         d.validate().map_err(|e| anyhow!(e.message))?;
         Ok(d)
     }

@@ -2830,7 +2830,10 @@ pub async fn a_request_parks_its_task_until_answered_once(store: S) {
 
     let asked = store.request_input(t.id, 1, ask("git push origin x")).await.unwrap();
     let a = asked.approval.clone();
-    assert_eq!((a.status, a.kind, a.attempt, a.tenant.as_str()), (ApprovalStatus::Pending, RequestKind::Approval, 1, acme));
+    assert_eq!(
+        (a.status, a.kind, a.attempt, a.tenant.as_str()),
+        (ApprovalStatus::Pending, RequestKind::Approval, 1, acme)
+    );
     let task = get(&store, t.id).await;
     assert_eq!((task.status, task.worker.as_deref()), (TaskStatus::WaitingInput, None), "parked, held by nobody");
     assert_eq!(kinds(&asked.change.events), [EventKind::ApprovalRequested]);

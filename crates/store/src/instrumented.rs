@@ -5,8 +5,8 @@
 
 use crate::metrics::{ERRORS, OPERATION_DURATION};
 use crate::{
-    ApprovalQuery, Asked, Change, ClaimRequest, Claimed, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held, PoolStats, QueueStats,
-    Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
+    ApprovalQuery, Asked, Change, ClaimRequest, Claimed, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held,
+    PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use serde_json::Value;

@@ -28,8 +28,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 use smith_core::approval::{Answer, NewRequest};
 use smith_core::{
-    AgentDef, Approval, AgentSummary, ApiKey, Artifact, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros, NewApiKey,
-    NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, TaskStatus, Usage,
+    AgentDef, AgentSummary, ApiKey, Approval, Artifact, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros,
+    NewApiKey, NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, TaskStatus, Usage,
 };
 use std::sync::Arc;
 use std::time::Duration;

@@ -307,7 +307,13 @@ pub fn answer(row: &mut Row, data: Value, now: Micros) -> Result<Step, Refusal> 
     row.last_seq += 1;
     row.run_at = now;
     row.task.status = TaskStatus::Queued;
-    let step = Step { seq: row.last_seq, kind: EventKind::ApprovalDecided, attempt: row.task.attempt, data, output: Output::None };
+    let step = Step {
+        seq: row.last_seq,
+        kind: EventKind::ApprovalDecided,
+        attempt: row.task.attempt,
+        data,
+        output: Output::None,
+    };
     Ok(step)
 }
 

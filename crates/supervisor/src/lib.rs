@@ -226,6 +226,7 @@ impl Supervisor {
             let recovering = store_trouble.is_some_and(|t| t.elapsed() < self.opts.dead_after);
             if leader && !recovering {
                 self.reap_once().await;
+                self.expire_requests().await;
                 self.heal_once().await;
                 if last_maintained.elapsed() >= MAINTAIN_EVERY {
                     last_maintained = tokio::time::Instant::now();
@@ -250,6 +251,46 @@ impl Supervisor {
                 Err(e) => tracing::warn!(error = %e, "store maintenance failed"),
             }
         });
+    }
+
+    /// Answers requests for a person left unanswered past their timeout as their agent says
+    /// (`on_approval_timeout`, deny by default), by `timeout`: their tasks resume with it.
+    /// Returns how many it answered.
+    pub async fn expire_requests(&self) -> usize {
+        let now = Micros::now();
+        let expired = match self.store.expired_approvals(now, 256).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read expired requests");
+                return 0;
+            }
+        };
+        let mut answered = 0;
+        for a in expired {
+            let answer = smith_core::approval::Answer {
+                decision: a.on_timeout,
+                message: Some("nobody answered before the request's timeout".into()),
+                input: None,
+                answer: None,
+                by: "timeout".into(),
+                at: now,
+            };
+            match self.store.answer_request(a.task_id, &a.id, answer).await {
+                Ok(done) => {
+                    answered += 1;
+                    let decision = a.on_timeout.as_str();
+                    metrics::counter!("smith_approvals_answered_total", "decision" => decision, "by" => "timeout")
+                        .increment(1);
+                    smith_bus::publish_events(self.bus.as_ref(), &done.change.events).await;
+                    let agent = smith_bus::subjects::wake(&done.change.task.agent);
+                    let _ = self.bus.publish(&agent, bytes::Bytes::new()).await;
+                }
+                // answered meanwhile, or its task ended: nothing left to do
+                Err(e) if e.code() == smith_core::Code::Conflict => {}
+                Err(e) => tracing::warn!(approval = %a.id, error = %e, "cannot answer an expired request"),
+            }
+        }
+        answered
     }
 
     /// One pass of the reaper; returns how many tasks it moved.

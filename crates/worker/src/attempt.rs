@@ -102,6 +102,8 @@ pub(crate) enum Ending {
     Release(&'static str),
     /// Record this outcome, after its last events.
     Complete(Outcome),
+    /// The task waits for a person: write nothing, its next attempt resumes.
+    Parked,
 }
 
 /// What an attempt knows once its executor is done: why it was stopped (if it was), what the
@@ -127,6 +129,7 @@ pub(crate) fn decide(s: Settled) -> Ending {
     };
     Ending::Complete(match (s.why, s.result) {
         (Some(StopReason::Lost), _) => return Ending::Abandon,
+        (Some(StopReason::Parked), _) => return Ending::Parked,
         (Some(StopReason::Released), _) => return Ending::Release("worker draining"),
         (None, Some(Err(_))) if s.provider_down => {
             return Ending::Release("circuit breaker open: the provider keeps failing")
@@ -372,6 +375,10 @@ async fn run(s: &Arc<Shared>, task: smith_core::Task, running: Running) {
             metrics::finished(&agent, "lost", started.elapsed());
             return;
         }
+        Ending::Parked => {
+            metrics::finished(&agent, "parked", started.elapsed());
+            return;
+        }
         Ending::Release(why) => {
             flush(&at.writes, &mut buf, &running).await;
             match s.store.release(&s.opts.node_id, &[(id, attempt)], why).await {
@@ -443,6 +450,9 @@ async fn context(
     if ctx.task.session_id.is_some() {
         ctx.session = session_context(s, &ctx.task).await;
     }
+    if ctx.task.attempt > 1 && def.executor.is_llm() {
+        ctx.resume = resume_context(s, &ctx.task, def).await;
+    }
     if def.executor.is_llm() && def.collaborate {
         ctx.mcp = s.opts.mcp_url.as_ref().map(|url| {
             let mut headers = vec![(smith_agents::TASK_HEADER.to_string(), id.to_string())];
@@ -460,6 +470,43 @@ async fn context(
     };
     ctx.workdir = task_dir.as_ref().map(|(dir, _)| dir.clone());
     (ctx, task_dir, unavailable)
+}
+
+/// What the previous attempt was told by a person, when it parked for one: the answers to its
+/// requests and (Claude Code) the CLI session it ran, read from its `system` init event.
+async fn resume_context(s: &Shared, task: &Task, def: &AgentDef) -> Option<smith_agents::Resume> {
+    let previous = task.attempt - 1;
+    let query =
+        smith_store::ApprovalQuery { task: Some(task.id), limit: smith_store::APPROVAL_LIMIT, ..Default::default() };
+    let answers: Vec<_> = match s.store.list_approvals(&query).await {
+        Ok(list) => list.into_iter().filter(|a| a.attempt == previous && a.answer.is_some()).rev().collect(),
+        Err(e) => {
+            // the agent still finds each answer when it asks again
+            tracing::warn!(task_id = %task.id, error = %e, "cannot read the task's answered requests");
+            return None;
+        }
+    };
+    if answers.is_empty() {
+        return None;
+    }
+    let mut claude_session = None;
+    if def.executor == ExecutorKind::ClaudeCode {
+        let mut after = 0;
+        // bounded: the init line comes first in an attempt's events
+        for _ in 0..20 {
+            let Ok(page) = s.store.events(task.id, after, 500).await else { break };
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            let init = page.iter().filter(|e| e.attempt == previous).find_map(|e| {
+                (e.data["subtype"] == "init").then(|| e.data["session_id"].as_str().map(str::to_string)).flatten()
+            });
+            if init.is_some() {
+                claude_session = init;
+                break;
+            }
+        }
+    }
+    Some(smith_agents::Resume { answers, claude_session })
 }
 
 /// The finished turns of the task's session before this one, oldest first.
@@ -538,7 +585,7 @@ async fn record_breaker(s: &Shared, agent: &str, outage: bool, why: Option<StopR
         let Some(b) = breakers.get_mut(agent) else { return false };
         let t = match why {
             // stopped from outside: says nothing about the provider
-            Some(StopReason::Lost | StopReason::Released | StopReason::Cancelled) => {
+            Some(StopReason::Lost | StopReason::Released | StopReason::Cancelled | StopReason::Parked) => {
                 b.abandon_trial();
                 Transition::None
             }

@@ -124,6 +124,9 @@ pub(crate) enum StopReason {
     BudgetExceeded,
     /// The attempt wrote more bytes or events than [`OutputLimits`] allow.
     OutputLimit,
+    /// The attempt asked a person and its task waits (`waiting_input`): it resumes in a new
+    /// attempt with the answer. Write nothing.
+    Parked,
 }
 
 /// A running attempt's handle, shared by the attempt and whoever may stop it (the lease keeper,
@@ -518,19 +521,22 @@ impl Worker {
         }
     }
 
-    /// Stops running attempts whose cancel is published on the bus.
+    /// Stops running attempts whose cancel is published on the bus, and those whose task was
+    /// parked for a person's answer.
     pub async fn cancel_listener(self, stop: CancellationToken) -> Result<(), smith_bus::Error> {
         let s = &self.shared;
-        let mut sub = s.bus.subscribe(smith_bus::subjects::CANCEL).await?;
+        let mut cancels = s.bus.subscribe(smith_bus::subjects::CANCEL).await?;
+        let mut parks = s.bus.subscribe(smith_bus::subjects::PARK).await?;
         loop {
-            let msg = tokio::select! {
+            let (msg, why) = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                m = sub.recv() => m.ok_or(smith_bus::Error::Closed)?,
+                m = cancels.recv() => (m.ok_or(smith_bus::Error::Closed)?, StopReason::Cancelled),
+                m = parks.recv() => (m.ok_or(smith_bus::Error::Closed)?, StopReason::Parked),
             };
             let Ok(id) = std::str::from_utf8(&msg.payload).unwrap_or("").parse::<TaskId>() else { continue };
             if let Some(r) = s.running.lock().expect("running lock").get(&id) {
-                tracing::info!(task_id = %id, "cancel requested");
-                r.stop(StopReason::Cancelled);
+                tracing::info!(task_id = %id, why = ?why, "attempt stopped from outside");
+                r.stop(why);
             }
         }
     }

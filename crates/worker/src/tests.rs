@@ -2,15 +2,15 @@
 
 use async_trait::async_trait;
 use serde_json::Value;
-use smith_core::TaskStatus;
 use smith_core::approval::{Answer, NewRequest};
+use smith_core::TaskStatus;
 use smith_core::{
-    AgentDef, AgentSummary, ApiKey, Approval, Artifact, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros, NewApiKey,
-    NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
+    AgentDef, AgentSummary, ApiKey, Approval, Artifact, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros,
+    NewApiKey, NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use smith_store::{
-    ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held, PoolStats,
-    QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
+    ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery,
+    Held, PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;

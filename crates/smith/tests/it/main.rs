@@ -7,6 +7,7 @@ mod common;
 
 mod agent_access;
 mod api;
+mod approvals;
 mod artifacts;
 mod auth;
 mod baseline;

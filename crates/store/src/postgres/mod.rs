@@ -25,15 +25,16 @@ mod writer;
 
 use crate::access::{check_audit, check_new_key};
 use crate::{
-    AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held,
-    OpenOptions, PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
+    AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent,
+    GlobalEventQuery, Held, OpenOptions, PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery,
+    TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use jobs::{AnswerJob, AppendJob, CompleteJob, Job, LeaseJob, Op, ReapJob, ReleaseJob, Submission, WaitJob};
 use smith_core::approval::{Answer, NewRequest};
 use smith_core::{
-    AgentDef, ApiKey, Approval, Artifact, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey, NewAuditRecord, NewTask,
-    Node, NodeStatus, Outcome, Task, TaskId, Usage,
+    AgentDef, ApiKey, Approval, Artifact, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey,
+    NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};

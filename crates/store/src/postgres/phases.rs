@@ -394,8 +394,10 @@ async fn task_changes(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf
     }
     let before: HashMap<TaskId, Version> = rows.values().map(|r| (r.task.id, version(r))).collect();
     let alive = alive_workers(conn, ops, &rows).await?;
-    let answering: Vec<String> =
-        ops.iter().filter_map(|op| if let Op::Answer(j) = op { Some(j.input.approval.clone()) } else { None }).collect();
+    let answering: Vec<String> = ops
+        .iter()
+        .filter_map(|op| if let Op::Answer(j) = op { Some(j.input.approval.clone()) } else { None })
+        .collect();
     let mut records = super::approvals::lock(conn, answering).await?;
     let (mut asked, mut answered, mut cancelled) = (Vec::new(), Vec::new(), Vec::new());
 

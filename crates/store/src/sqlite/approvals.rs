@@ -20,9 +20,9 @@ fn named<T: std::str::FromStr<Err = smith_core::Error>>(i: usize, v: String) -> 
 
 fn approval_row(r: &Row) -> rusqlite::Result<(Approval, Option<String>, Option<String>)> {
     let task: String = r.get(1)?;
-    let task_id = task.parse::<TaskId>().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.message.into())
-    })?;
+    let task_id = task
+        .parse::<TaskId>()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.message.into()))?;
     let a = Approval {
         id: r.get(0)?,
         task_id,

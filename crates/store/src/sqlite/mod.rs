@@ -13,15 +13,16 @@ mod ops;
 
 use crate::access::{check_audit, check_new_key};
 use crate::{
-    AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held,
-    OpenOptions, PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
+    AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent,
+    GlobalEventQuery, Held, OpenOptions, PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery,
+    TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use smith_core::approval::{Answer, NewRequest};
 use smith_core::{
-    AgentDef, ApiKey, Approval, Artifact, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey, NewAuditRecord, NewTask,
-    Node, NodeStatus, Outcome, Task, TaskId, Usage,
+    AgentDef, ApiKey, Approval, Artifact, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey,
+    NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

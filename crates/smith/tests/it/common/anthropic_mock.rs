@@ -22,6 +22,11 @@
 //!   `bad` answers text that is not the shape (`{"title":5}`). `fix` answers like `bad` until
 //!   the platform's corrective message ("does not match the JSON Schema") is the latest user
 //!   text, then like `good`.
+//! - `PUSH`: calls the CLI's `Bash` tool with `git push origin x`; once the conversation holds
+//!   the platform's note that a person decided (`[MisterSmith]`), calls it again, then answers
+//!   "after the decision: <the tool result>".
+//! - `SAFE`: calls `Bash` with `echo safe-ran`, then answers "tool said: <result>".
+//! - `ASK`: calls `ask_human` ("What colour?"), then answers "heard: <the tool result>".
 //! - anything else: "Hello from the mock."
 //!
 //! While `failing` is set, every request gets a 500.
@@ -187,6 +192,21 @@ fn script(body: &Value) -> Step {
     if let Some(rest) = first.split("SHAPE ").nth(1) {
         return shape(body, rest, &results);
     }
+    if first.contains("PUSH") {
+        return push(body);
+    }
+    if first.contains("SAFE") {
+        return match results.last() {
+            Some(r) => Step::Text(format!("tool said: {r}")),
+            None => Step::Tool("Bash", json!({"command": "echo safe-ran", "description": "Print a line"})),
+        };
+    }
+    if first.contains("ASK") {
+        return match results.last() {
+            Some(r) => Step::Text(format!("heard: {r}")),
+            None => Step::Tool("mcp__smith__ask_human", json!({"question": "What colour?"})),
+        };
+    }
     if first.contains("STALL") {
         return Step::Stall;
     }
@@ -206,6 +226,29 @@ fn script(body: &Value) -> Step {
         });
     }
     Step::Text("Hello from the mock.".into())
+}
+
+/// The `PUSH` script: the push before a person decided (which the platform holds), and once
+/// more after the platform's note of the decision, then the result.
+fn push(body: &Value) -> Step {
+    let call = || Step::Tool("Bash", json!({"command": "git push origin x", "description": "Push"}));
+    let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+    let Some(noted) = msgs.iter().position(|m| m["content"].to_string().contains("[MisterSmith]")) else {
+        return call();
+    };
+    let after: Vec<String> = msgs[noted..]
+        .iter()
+        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+        .filter(|b| b["type"] == "tool_result")
+        .map(|b| b["content"].to_string())
+        .collect();
+    match after.last() {
+        // a result in the note's own message is the interrupted call's
+        Some(r) if !msgs[noted]["content"].to_string().contains(r.as_str()) || after.len() > 1 => {
+            Step::Text(format!("after the decision: {r}"))
+        }
+        _ => call(),
+    }
 }
 
 /// The structured output the `SHAPE` marker asks for.

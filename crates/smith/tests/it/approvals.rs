@@ -1,0 +1,177 @@
+//! A person in the loop, through the real binary: Claude Code's permission prompts answered by
+//! a person (the real CLI against the mock API), questions from an LLM agent through the
+//! platform's `ask_human` tool, answers that survive a `kill -9` of `smith up`, requests that
+//! time out, and waits that hold no agent slot.
+
+use crate::common::anthropic_mock::Mock;
+use crate::common::{self, Api, Opts, Smith};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// A Claude Code agent whose `git push` needs a person; every other Bash call is allowed.
+fn pusher(claude: &str, mock: &Mock, home: &std::path::Path) -> String {
+    format!(
+        "[agents.pusher]\nexecutor = \"claude-code\"\ncommand = \"{claude}\"\nmax_attempts = 1\nkill_grace = \"2s\"\n\
+         allowed_tools = [\"Bash\"]\napprove = [\"Bash(git push:*)\"]\napproval_timeout = \"1h\"\n\
+         stall_timeout = \"60s\"\n\
+         env = {{ ANTHROPIC_BASE_URL = \"{}\", ANTHROPIC_API_KEY = \"test-key\", HOME = \"{}\", \
+         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", DISABLE_AUTOUPDATER = \"1\" }}\n",
+        mock.url,
+        home.display()
+    )
+}
+
+/// An `anthropic` agent (against the mock) that asks people through `ask_human`.
+fn asker(mock: &Mock, timeout: &str) -> String {
+    format!(
+        "[agents.asker]\nexecutor = \"anthropic\"\nmodel = \"claude-sonnet-4-5\"\nbase_url = \"{}\"\n\
+         api_key = \"sk-test-secret\"\nstall_timeout = \"20s\"\nmax_attempts = 1\napproval_timeout = \"{timeout}\"\n",
+        mock.url
+    )
+}
+
+/// Waits for the task's pending request; returns it.
+async fn pending_request(api: &Api, id: &str) -> Value {
+    let task = api.wait_status(id, "waiting_input", WAIT).await;
+    let (status, list) = api.get(&format!("/v1/tasks/{id}/approvals")).await;
+    assert_eq!(status, 200, "{list}");
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let pending: Vec<&Value> = items.iter().filter(|a| a["status"] == "pending").collect();
+    assert_eq!(pending.len(), 1, "one pending request: {list:#}\n{task:#}");
+    pending[0].clone()
+}
+
+fn answer_path(id: &str, request: &Value) -> String {
+    format!("/v1/tasks/{id}/approvals/{}", request["id"].as_str().unwrap())
+}
+
+/// (busy, idle) agent slots of the pool, from the metrics.
+async fn slots(api: &Api) -> (f64, f64) {
+    let (status, body) = api.get("/metrics").await;
+    assert_eq!(status, 200);
+    let text = body.as_str().unwrap_or_default().to_string();
+    let sample = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    (sample(r#"smith_agent_slots{state="busy"}"#), sample(r#"smith_agent_slots{state="idle"}"#))
+}
+
+/// The Done-when case of issue 19: a `git push` the agent's `approve` names waits for a person
+/// (`waiting_input`, an `approval.requested` event naming the command, no slot held); denied,
+/// the CLI gets the denial and the command never runs; allowed (a second task), it runs; a call
+/// no pattern names runs without asking. A second answer is 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_codes_matching_calls_wait_for_a_person_and_others_run() {
+    let Some(claude) = common::claude_cli() else { return };
+    let mock = Mock::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let smith = Smith::start(Opts::new().config(&pusher(&claude, &mock, home.path()))).await;
+    let api = smith.api();
+
+    // denied: the CLI hears the denial, and git never runs
+    let denied = api.submit_id(json!({"agent": "pusher", "input": "PUSH"})).await;
+    let request = pending_request(&api, &denied).await;
+    assert_eq!(request["kind"], "approval");
+    assert_eq!(request["tool"]["name"], "Bash");
+    assert_eq!(request["tool"]["input"]["command"], "git push origin x", "{request:#}");
+    // the request is an event of the task's stream, naming the command
+    let mut stream = api.sse(&format!("/v1/tasks/{denied}/events"), None).await;
+    let asked = loop {
+        let frame = stream.next(Duration::from_secs(10)).await.expect("the stream ended before the request");
+        if frame.event == "approval.requested" {
+            break frame.json();
+        }
+    };
+    assert_eq!(asked["data"]["tool"]["input"]["command"], "git push origin x", "{asked:#}");
+    assert_eq!(asked["data"]["approval_id"], request["id"]);
+    drop(stream);
+    // the parked attempt's process is stopped and its slot freed (the gauge is sampled)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while slots(&api).await.0 > 0.0 {
+        assert!(tokio::time::Instant::now() < deadline, "a waiting task still holds an agent slot");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(api.get_task(&denied).await["status"], "waiting_input", "and it still waits");
+    let (status, pending) = api.get("/v1/approvals?status=pending").await;
+    assert_eq!(status, 200);
+    assert_eq!(pending["items"].as_array().map(Vec::len), Some(1), "{pending:#}");
+
+    let body = json!({"decision": "deny", "message": "not on a Friday"});
+    let (status, answered) = api.post(&answer_path(&denied, &request), &body).await;
+    assert_eq!(status, 200, "{answered:#}");
+    assert_eq!((answered["status"].as_str(), answered["answer"]["decision"].as_str()), (Some("denied"), Some("deny")));
+    let (status, again) = api.post(&answer_path(&denied, &request), &json!({"decision": "allow"})).await;
+    assert_eq!(status, 409, "a second answer: {again:#}");
+    let t = api.wait_terminal(&denied, WAIT).await;
+    assert_eq!(t["status"], "succeeded", "{t:#}\n{}", smith.stderr());
+    let said = t["result"]["text"].as_str().unwrap_or_default().to_string();
+    assert!(said.starts_with("after the decision:"), "{t:#}");
+    assert!(said.contains("not on a Friday"), "the CLI received the denial: {said}");
+    assert!(!said.contains("not a git repository"), "git ran though denied: {said}");
+
+    // allowed: the command runs (in a work dir that is no repository, git says so)
+    let allowed = api.submit_id(json!({"agent": "pusher", "input": "PUSH"})).await;
+    let request = pending_request(&api, &allowed).await;
+    let (status, _) = api.post(&answer_path(&allowed, &request), &json!({"decision": "allow"})).await;
+    assert_eq!(status, 200);
+    let t = api.wait_terminal(&allowed, WAIT).await;
+    assert_eq!(t["status"], "succeeded", "{t:#}\n{}", smith.stderr());
+    let said = t["result"]["text"].as_str().unwrap_or_default();
+    assert!(said.contains("not a git repository"), "the allowed command ran: {said}");
+    assert_eq!(t["attempt"], 2, "the parked attempt was not spent: {t:#}");
+
+    // a call no pattern names runs at once
+    let safe = api.submit_id(json!({"agent": "pusher", "input": "SAFE"})).await;
+    let t = api.wait_terminal(&safe, WAIT).await;
+    assert_eq!(t["status"], "succeeded", "{t:#}");
+    assert!(t["result"]["text"].as_str().unwrap_or_default().contains("safe-ran"), "{t:#}");
+    let (_, list) = api.get(&format!("/v1/tasks/{safe}/approvals")).await;
+    assert_eq!(list["items"], json!([]), "nothing asked");
+}
+
+/// A question asked through `ask_human` survives a `kill -9` of `smith up`: answered after the
+/// restart, the task resumes and hears the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_after_a_crash_and_restart_is_delivered() {
+    let mock = Mock::start().await;
+    let mut smith = Smith::start(Opts::new().config(&asker(&mock, "1h"))).await;
+    let api = smith.api();
+    let id = api.submit_id(json!({"agent": "asker", "input": "ASK"})).await;
+    let request = pending_request(&api, &id).await;
+    assert_eq!((request["kind"].as_str(), request["text"].as_str()), (Some("input"), Some("What colour?")));
+
+    smith.kill9().await;
+    smith.restart().await;
+    let api = smith.api();
+    let again = pending_request(&api, &id).await;
+    assert_eq!(again["id"], request["id"], "the request survived");
+    let (status, bad) = api.post(&answer_path(&id, &request), &json!({"decision": "allow"})).await;
+    assert_eq!(status, 422, "a question needs its answer: {bad:#}");
+    let (status, _) = api.post(&answer_path(&id, &request), &json!({"answer": "blue"})).await;
+    assert_eq!(status, 200);
+    let t = api.wait_terminal(&id, WAIT).await;
+    assert_eq!(t["status"], "succeeded", "{t:#}\n{}", smith.stderr());
+    assert!(t["result"]["text"].as_str().unwrap_or_default().contains("blue"), "{t:#}");
+}
+
+/// A request nobody answers is denied when its agent's `approval_timeout` passes, by `timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_request_is_denied_at_its_timeout() {
+    let mock = Mock::start().await;
+    let smith = Smith::start(Opts::new().config(&asker(&mock, "2s"))).await;
+    let api = smith.api();
+    let id = api.submit_id(json!({"agent": "asker", "input": "ASK"})).await;
+    let request = pending_request(&api, &id).await;
+    let t = api.wait_terminal(&id, WAIT).await;
+    assert_eq!(t["status"], "succeeded", "{t:#}\n{}", smith.stderr());
+    assert!(t["result"]["text"].as_str().unwrap_or_default().contains("declined"), "{t:#}");
+    let (_, list) = api.get(&format!("/v1/tasks/{id}/approvals")).await;
+    let stored = &list["items"][0];
+    assert_eq!(stored["id"], request["id"]);
+    assert_eq!((stored["status"].as_str(), stored["answer"]["by"].as_str()), (Some("denied"), Some("timeout")));
+}
