@@ -175,3 +175,42 @@ async fn an_unanswered_request_is_denied_at_its_timeout() {
     assert_eq!(stored["id"], request["id"]);
     assert_eq!((stored["status"].as_str(), stored["answer"]["by"].as_str()), (Some("denied"), Some("timeout")));
 }
+
+/// Tenant B cannot see or answer tenant A's request: every route answers 404 (or an empty list)
+/// and the request stays pending; A's own key answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenant_cannot_see_or_answer_a_request() {
+    const ROOT: &str = "approvals-root-token";
+    let mock = Mock::start().await;
+    let smith = Smith::start(Opts::new().token(ROOT).config(&asker(&mock, "1h"))).await;
+    let root = Api::new(&smith.api().base, Some(ROOT.to_string()));
+    let key = |tenant: &'static str| {
+        let root = &root;
+        async move {
+            let body = json!({"tenant": tenant, "scopes": ["tasks:read", "tasks:write"], "name": "approvals"});
+            let (status, created) = root.post("/v1/keys", &body).await;
+            assert_eq!(status, 201, "{created}");
+            Api::new(&root.base, Some(created["secret"].as_str().unwrap().to_string()))
+        }
+    };
+    let (a, b) = (key("acme").await, key("globex").await);
+    let id = a.submit_id(json!({"agent": "asker", "input": "ASK"})).await;
+    let request = pending_request(&a, &id).await;
+    let aid = request["id"].as_str().unwrap();
+
+    let (status, _) = b.get(&format!("/v1/tasks/{id}/approvals")).await;
+    assert_eq!(status, 404);
+    let (status, body) = b.post(&answer_path(&id, &request), &json!({"answer": "mine"})).await;
+    assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+    let (status, listed) = b.get("/v1/approvals?status=pending").await;
+    assert_eq!((status.as_u16(), listed["items"].clone()), (200, json!([])), "B lists A's request");
+    assert!(!b.get(&format!("/v1/approvals?task_id={id}")).await.1.to_string().contains(aid));
+    let (_, mine) = a.get("/v1/approvals?status=pending").await;
+    assert_eq!(mine["items"][0]["id"], request["id"], "A lists its own");
+    assert_eq!(a.get_task(&id).await["status"], "waiting_input", "B's answer changed nothing");
+
+    let (status, _) = a.post(&answer_path(&id, &request), &json!({"answer": "teal"})).await;
+    assert_eq!(status, 200);
+    let t = a.wait_terminal(&id, WAIT).await;
+    assert!(t["result"]["text"].as_str().unwrap_or_default().contains("teal"), "{t:#}");
+}

@@ -72,6 +72,10 @@ const RULES: &[(&str, &str, Rule)] = &[
     ("GET", "/v1/tasks/{id}/patch", Rule::OwnObject),
     ("GET", "/v1/tasks/{id}/artifacts", Rule::OwnObject),
     ("GET", "/v1/tasks/{id}/artifacts/{name}", Rule::OwnObject),
+    // a real pending request of A's is probed by approvals::another_tenant_cannot_see_or_answer_a_request
+    ("GET", "/v1/tasks/{id}/approvals", Rule::OwnObject),
+    ("POST", "/v1/tasks/{id}/approvals/{aid}", Rule::OwnObject),
+    ("GET", "/v1/approvals", Rule::TenantList),
     ("GET", "/v1/events", Rule::Stream),
     ("POST", "/v1/sessions", Rule::Create),
     ("GET", "/v1/sessions/{id}", Rule::OwnObject),
@@ -689,6 +693,36 @@ async fn probe(w: &World, f: &mut Findings, op: &str, rule: Rule) {
             let (_, shown) = w.a.get(&format!("/v1/sessions/{}", w.a_session)).await;
             let turns = shown["turns"].as_array().map(Vec::len).unwrap_or(0);
             f.check(turns == 1, op, rule, || format!("B's turn changed A's session (turns {turns}): {shown}"));
+        }
+        "GET /v1/tasks/{id}/approvals" => {
+            for id in [&w.a_task, &w.a_vault[0]] {
+                for (who, b) in w.bs() {
+                    let r = b.get(&format!("/v1/tasks/{id}/approvals")).await;
+                    f.clean(op, rule, who, &r.1.to_string(), s, &[id]);
+                    not_found(f, who, r);
+                }
+            }
+            let r = w.a.get(&format!("/v1/tasks/{}/approvals", w.a_task)).await;
+            f.check(r.0 == 200 && r.1["items"].is_array(), op, rule, || {
+                format!("sanity: A cannot list its task's requests: {} {}", r.0, clip(&r.1.to_string()))
+            });
+        }
+        "POST /v1/tasks/{id}/approvals/{aid}" => {
+            let path = format!("/v1/tasks/{}/approvals/apr_0", w.a_vault[0]);
+            let r = w.b.post(&path, &json!({"decision": "allow"})).await;
+            f.clean(op, rule, "B", &r.1.to_string(), s, &[&w.a_vault[0]]);
+            not_found(f, "B", r);
+        }
+        "GET /v1/approvals" => {
+            for (who, b) in w.bs() {
+                for q in [String::new(), format!("?task_id={}", w.a_task), "?status=pending".to_string()] {
+                    let r = b.get(&format!("/v1/approvals{q}")).await;
+                    f.clean(op, rule, who, &r.1.to_string(), s, &[&w.a_task]);
+                    f.check(r.0 == 200 && items(&r.1).is_empty(), op, rule, || {
+                        format!("{who} listed requests with {q:?}: {} {}", r.0, clip(&r.1.to_string()))
+                    });
+                }
+            }
         }
         "GET /v1/tasks" => {
             let queries = [
