@@ -294,7 +294,7 @@ pub fn sse_parser() -> SseParser {
     SseParser::new(MAX_SSE_EVENT)
 }
 
-fn print_value(json_out: bool, v: &Value) {
+pub fn print_value(json_out: bool, v: &Value) {
     if json_out {
         println!("{v}");
     } else {

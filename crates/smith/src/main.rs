@@ -1,6 +1,7 @@
 //! The `smith` binary: parses flags, loads config, starts telemetry, and runs a role or a
 //! client command.
 
+mod approvals;
 mod bench;
 mod client;
 mod config;
@@ -64,6 +65,11 @@ enum Command {
         #[command(subcommand)]
         command: client::SessionCommand,
     },
+    /// List and answer the requests agents make of people (approvals and questions).
+    Approvals {
+        #[command(subcommand)]
+        command: approvals::ApprovalsCommand,
+    },
     /// List agent definitions with live counts.
     Agents,
     /// List nodes and their health.
@@ -113,6 +119,7 @@ fn main() -> ExitCode {
             Command::Migrate(args) => roles::migrate(args).await,
             Command::Task { command } => client::task(command, client).await,
             Command::Session { command } => client::session(command, client).await,
+            Command::Approvals { command } => approvals::approvals(command, client).await,
             Command::Agents => client::agents(client).await,
             Command::Nodes => client::nodes(client).await,
             Command::Bench(args) => bench::run(args, client).await,

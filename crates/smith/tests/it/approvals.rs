@@ -152,8 +152,17 @@ async fn an_answer_after_a_crash_and_restart_is_delivered() {
     assert_eq!(again["id"], request["id"], "the request survived");
     let (status, bad) = api.post(&answer_path(&id, &request), &json!({"decision": "allow"})).await;
     assert_eq!(status, 422, "a question needs its answer: {bad:#}");
-    let (status, _) = api.post(&answer_path(&id, &request), &json!({"answer": "blue"})).await;
-    assert_eq!(status, 200);
+    // through the CLI: the pending list names it, and `answer` answers it
+    let aid = request["id"].as_str().unwrap();
+    let server = ["--server", api.base.as_str()];
+    let (code, out, err) = common::cli(&[&server[..], &["approvals", "list"]].concat(), WAIT).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(aid) && out.contains("What colour?"), "{out}");
+    let (code, out, err) = common::cli(&[&server[..], &["approvals", "answer", &id, aid, "blue"]].concat(), WAIT).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = common::cli(&[&server[..], &["approvals", "answer", &id, aid, "red"]].concat(), WAIT).await;
+    assert_ne!(code, 0, "a second answer is refused");
+    assert!(err.contains("conflict"), "{err}");
     let t = api.wait_terminal(&id, WAIT).await;
     assert_eq!(t["status"], "succeeded", "{t:#}\n{}", smith.stderr());
     assert!(t["result"]["text"].as_str().unwrap_or_default().contains("blue"), "{t:#}");
