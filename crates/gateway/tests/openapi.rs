@@ -27,6 +27,9 @@ const ROUTES: &[(&str, &str, bool, bool)] = &[
     ("get", "/v1/tasks/{id}/patch", true, true),
     ("get", "/v1/tasks/{id}/artifacts", true, true),
     ("get", "/v1/tasks/{id}/artifacts/{name}", true, true),
+    ("get", "/v1/tasks/{id}/approvals", true, true),
+    ("post", "/v1/tasks/{id}/approvals/{aid}", true, true),
+    ("get", "/v1/approvals", true, true),
     ("get", "/v1/events", true, true),
     ("post", "/v1/sessions", true, true),
     ("get", "/v1/sessions/{id}", true, true),
@@ -947,7 +950,7 @@ async fn served_bodies_match_the_schemas() {
         .map(str::to_string)
         .collect();
     assert_eq!(named, served, "the tools the /mcp description names");
-    assert_eq!(served.len(), 6);
+    assert_eq!(served.len(), 9);
     let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     let r = gw.call("post", "/mcp", "/mcp", &[], Some(&note)).await;
     assert_eq!((r.status, r.body.len()), (202, 0));
