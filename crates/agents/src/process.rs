@@ -244,6 +244,11 @@ pub fn agent_env(cmd: &mut Command, ctx: &RunContext) {
     }
 }
 
+/// The platform's MCP endpoint, for a `process` agent that collaborates.
+pub const MCP_URL_ENV: &str = "SMITH_MCP_URL";
+/// The attempt's capability for that endpoint (a bearer token), when the gateway needs one.
+pub const MCP_TOKEN_ENV: &str = "SMITH_MCP_TOKEN";
+
 /// The variable naming the directory whose files are kept as the attempt's artifacts.
 pub const ARTIFACTS_ENV: &str = "SMITH_ARTIFACTS";
 
@@ -438,6 +443,14 @@ impl Executor for Process {
             cmd.arg(&input);
         }
         agent_env(&mut cmd, &ctx);
+        if let Some(access) = &ctx.mcp {
+            // the platform's agent API over plain HTTP (`POST $SMITH_MCP_URL`, JSON-RPC), as this
+            // attempt only: its capability, never the platform's token
+            cmd.env(MCP_URL_ENV, &access.url);
+            if let Some((_, v)) = access.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+                cmd.env(MCP_TOKEN_ENV, v.strip_prefix("Bearer ").unwrap_or(v));
+            }
+        }
         let stdin = (def.input == InputMode::Stdin).then(|| input.clone().into_bytes());
         let mut sink = OutputSink { ctx: &ctx, max_result: def.max_result_bytes, result: Vec::new(), truncated: false };
         let run = run_group(&ctx.task.agent, cmd, stdin, &ctx.cancel, def.kill_grace, def.stall_timeout, &mut sink);

@@ -104,6 +104,9 @@ pub struct NewRequest {
     pub expires_at: Option<Micros>,
     /// What an unanswered request becomes when it expires.
     pub on_timeout: Decision,
+    /// The asking executor's own state to resume from (the LLM executors' conversation); kept
+    /// with the request, handed back to the attempt that resumes, never served.
+    pub state: Option<Value>,
 }
 
 impl NewRequest {
@@ -209,6 +212,9 @@ pub struct Approval {
     pub answer: Option<Answer>,
     /// A later attempt has been handed the answer (an allow is used once).
     pub used: bool,
+    /// The asking executor's state (see [`NewRequest::state`]): never served.
+    #[serde(skip)]
+    pub state: Option<Value>,
 }
 
 impl Approval {

@@ -36,6 +36,10 @@ pub(crate) async fn list(
     Extension(p): Extension<Principal>,
     QueryParams(q): QueryParams<ListParams>,
 ) -> ApiResult<Response> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=smith_store::APPROVAL_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid(format!("limit must be 1..={}", smith_store::APPROVAL_LIMIT)));
+    }
     let status = q.status.as_deref().map(str::parse::<ApprovalStatus>).transpose()?;
     let task = q.task_id.as_deref().map(str::parse::<TaskId>).transpose()?;
     let query = ApprovalQuery { tenant: p.filter(), task, status, before: q.before, limit: q.limit.unwrap_or(100) };
@@ -127,9 +131,11 @@ pub(crate) async fn ask(
     kind: RequestKind,
     tool: Option<ToolCall>,
     text: Option<String>,
+    state: Option<Value>,
 ) -> Result<Approval, ApiError> {
     let expires_at = Micros::now().plus(def.approval_timeout);
-    let request = NewRequest { kind, tool, text, expires_at: Some(expires_at), on_timeout: def.on_approval_timeout };
+    let on_timeout = def.on_approval_timeout;
+    let request = NewRequest { kind, tool, text, expires_at: Some(expires_at), on_timeout, state };
     let asked = s.store.request_input(task.id, task.attempt, request).await?;
     smith_bus::publish_events(s.bus.as_ref(), &asked.change.events).await;
     // the lease renewal tells the worker too; this makes it stop the attempt now

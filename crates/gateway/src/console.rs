@@ -49,6 +49,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/metrics.js", JS),
     asset!("js/sse.js", JS),
     asset!("js/ui.js", JS),
+    asset!("js/pages/approvals.js", JS),
     asset!("js/pages/feed.js", JS),
     asset!("js/pages/nodes.js", JS),
     asset!("js/pages/overview.js", JS),

@@ -323,6 +323,20 @@ fn tools() -> Value {
             }
         },
         {
+            "name": "await_task",
+            "description": "Wait for a task to finish and return its status, result or error. Waits at most \
+                `timeout_s` seconds (default 30, at most 120); if it is still running, call again.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "timeout_s": {"type": "number", "minimum": 0, "maximum": 120}
+                },
+                "required": ["id"],
+                "additionalProperties": false
+            }
+        },
+        {
             "name": "request_approval",
             "description": "Ask a person to approve something before you do it. Your run pauses until they \
                 answer (it holds nothing while it waits) and resumes with the decision; ask again with the same \
@@ -361,20 +375,6 @@ fn tools() -> Value {
                     "tool_use_id": {"type": "string"}
                 },
                 "required": ["tool_name", "input"]
-            }
-        },
-        {
-            "name": "await_task",
-            "description": "Wait for a task to finish and return its status, result or error. Waits at most \
-                `timeout_s` seconds (default 30, at most 120); if it is still running, call again.",
-            "inputSchema": {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "string"},
-                    "timeout_s": {"type": "number", "minimum": 0, "maximum": 120}
-                },
-                "required": ["id"],
-                "additionalProperties": false
             }
         }
     ])
@@ -682,6 +682,16 @@ fn asked_text(args: &Map<String, Value>, name: &str, required: bool) -> Result<O
     }
 }
 
+/// The asking executor's state to resume from (the platform's LLM executors send their
+/// conversation); an object or nothing.
+fn state_arg(args: &Map<String, Value>) -> Result<Option<Value>, ToolError> {
+    match args.get("state") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
+        Some(_) => Err(ToolError("`state` must be an object".into())),
+    }
+}
+
 fn denial(answer: &smith_core::approval::Answer) -> String {
     match &answer.message {
         Some(m) => format!("A person ({}) denied this: {m}", answer.by),
@@ -713,7 +723,7 @@ async fn permission_prompt(s: &AppState, caller: &Caller, args: &Map<String, Val
         );
         return Ok(json!({"behavior": "deny", "message": m}));
     }
-    let a = approvals::ask(s, task, &def, RequestKind::Approval, Some(call), None).await?;
+    let a = approvals::ask(s, task, &def, RequestKind::Approval, Some(call), None, state_arg(args)?).await?;
     let m = format!(
         "This call waits for a person's approval (request {}); the run pauses and resumes with the decision.",
         a.id
@@ -734,6 +744,9 @@ async fn request_approval(s: &AppState, caller: &Caller, args: &Map<String, Valu
     if args.get("input").is_some_and(|v| !v.is_object()) {
         return Err(ToolError("`input` must be an object".into()));
     }
+    if args.keys().any(|k| !["reason", "tool", "input", "state"].contains(&k.as_str())) {
+        return Err(ToolError("request_approval takes reason, tool and input".into()));
+    }
     let known = approvals::known_answer(s, task, RequestKind::Approval, tool.as_ref(), reason.as_deref()).await?;
     if let Some(answer) = known.and_then(|a| a.answer) {
         return Ok(
@@ -741,7 +754,7 @@ async fn request_approval(s: &AppState, caller: &Caller, args: &Map<String, Valu
         );
     }
     let def = approvals::definition(s, task).await?;
-    let a = approvals::ask(s, task, &def, RequestKind::Approval, tool, reason).await?;
+    let a = approvals::ask(s, task, &def, RequestKind::Approval, tool, reason, state_arg(args)?).await?;
     Ok(waiting(&a))
 }
 
@@ -758,7 +771,7 @@ async fn ask_human(s: &AppState, caller: &Caller, args: &Map<String, Value>) -> 
         });
     }
     let def = approvals::definition(s, task).await?;
-    let a = approvals::ask(s, task, &def, RequestKind::Input, None, question).await?;
+    let a = approvals::ask(s, task, &def, RequestKind::Input, None, question, state_arg(args)?).await?;
     Ok(waiting(&a))
 }
 

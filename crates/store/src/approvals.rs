@@ -49,6 +49,7 @@ pub(crate) fn record(task: &Task, attempt: u32, r: &NewRequest, now: Micros) -> 
         on_timeout: r.on_timeout,
         answer: None,
         used: false,
+        state: r.state.clone(),
     }
 }
 

@@ -2810,6 +2810,7 @@ pub async fn a_request_parks_its_task_until_answered_once(store: S) {
         text: None,
         expires_at: Some(Micros(1)),
         on_timeout: Decision::Deny,
+        state: Some(json!({"conversation": [text]})),
     };
     let allow = |by: &str| Answer {
         decision: Decision::Allow,
@@ -2843,6 +2844,7 @@ pub async fn a_request_parks_its_task_until_answered_once(store: S) {
     assert!(store.renew("w1", LONG).await.unwrap().iter().all(|h| h.id != t.id), "nor renewed");
     assert_fenced(store.append(t.id, 1, vec![output(1)]).await, t.id, "the parked attempt's late write");
     assert_eq!(store.get_approval(&a.id).await.unwrap().as_ref(), Some(&a), "every field round-trips");
+    assert_eq!(a.state, Some(json!({"conversation": ["git push origin x"]})), "the asker's state is kept");
     let expired = store.expired_approvals(Micros::now(), 10).await.unwrap();
     assert_eq!(expired.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(), [a.id.as_str()]);
 

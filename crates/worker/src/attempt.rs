@@ -453,7 +453,7 @@ async fn context(
     if ctx.task.attempt > 1 && def.executor.is_llm() {
         ctx.resume = resume_context(s, &ctx.task, def).await;
     }
-    if def.executor.is_llm() && def.collaborate {
+    if (def.executor.is_llm() || def.executor == ExecutorKind::Process) && def.collaborate {
         ctx.mcp = s.opts.mcp_url.as_ref().map(|url| {
             let mut headers = vec![(smith_agents::TASK_HEADER.to_string(), id.to_string())];
             if let Some(key) = &s.opts.capability_key {

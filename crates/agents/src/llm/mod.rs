@@ -45,6 +45,7 @@ mod anthropic;
 mod http;
 mod mcp;
 mod openai;
+mod person;
 mod pricing;
 use smith_core::sse;
 
@@ -380,45 +381,84 @@ async fn converse<A: Api>(
     mut session: Option<&mut mcp::McpSession>,
     meter: &mut Meter,
 ) -> RunResult {
-    let mut messages = conversation(ctx.session.as_ref(), &ctx.task.input);
-    let mut text = String::new();
+    // a task that waited for a person carries on exactly where it asked
+    let mut resumed = person::resumed(ctx);
+    let (mut messages, mut text) = match &resumed {
+        Some((parked, _)) => (parked.messages.clone(), parked.text.clone()),
+        None => (conversation(ctx.session.as_ref(), &ctx.task.input), String::new()),
+    };
     let mut model = None;
     for _ in 0..MAX_ROUNDS {
-        let body = Bytes::from(A::body(cfg, &messages, tools));
-        let reply = http::exchange(api, cfg, body, ctx, meter, &mut text).await?;
-        model = reply.model.or(model);
-        messages.extend(reply.assistant);
-        if reply.tool_calls.is_empty() {
-            let usage = meter.usage();
-            let result = json!({
-                "text": text,
-                "model": model.unwrap_or_else(|| cfg.model.clone()),
-                "stop_reason": reply.stop_reason,
-                "usage": usage,
-                "messages": messages,
-            });
-            return Ok(Success { result, usage });
-        }
-        let mut results = Vec::with_capacity(reply.tool_calls.len());
-        for call in reply.tool_calls {
-            let shown = match &call.input {
-                Ok(v) => v.clone(),
-                Err((raw, _)) => Value::String(raw.clone()),
+        let (calls, mut results, mut answer) = match resumed.take() {
+            Some((parked, answer)) => {
+                let (calls, done) = parked.round();
+                (calls, done, Some(answer))
+            }
+            None => {
+                let body = Bytes::from(A::body(cfg, &messages, tools));
+                let reply = http::exchange(api, cfg, body, ctx, meter, &mut text).await?;
+                model = reply.model.or(model);
+                messages.extend(reply.assistant);
+                if reply.tool_calls.is_empty() {
+                    let usage = meter.usage();
+                    let result = json!({
+                        "text": text,
+                        "model": model.unwrap_or_else(|| cfg.model.clone()),
+                        "stop_reason": reply.stop_reason,
+                        "usage": usage,
+                        "messages": messages,
+                    });
+                    return Ok(Success { result, usage });
+                }
+                (reply.tool_calls, Vec::with_capacity(4), None)
+            }
+        };
+        for call in calls.iter().skip(results.len()) {
+            let then = match answer.take() {
+                // the call the previous attempt asked about: its event was sent then
+                Some(a) => person::asks(ctx, call).map(|kind| person::answered(kind, call, &a)),
+                None => {
+                    let shown = match &call.input {
+                        Ok(v) => v.clone(),
+                        Err((raw, _)) => Value::String(raw.clone()),
+                    };
+                    send(ctx, EventKind::ToolUse, json!({"id": call.id, "name": call.name, "input": shown})).await?;
+                    match (person::asks(ctx, call), session.as_deref_mut()) {
+                        (Some(kind), Some(s)) => {
+                            let parked = person::Parked::new(&messages, &text, &calls, &results);
+                            let (tool, args) = person::request(kind, call, &parked);
+                            let out = tokio::select! {
+                                biased;
+                                _ = ctx.cancel.cancelled() => return Err(cancelled()),
+                                out = s.call(&tool, &args) => out,
+                            };
+                            Some(person::reply(kind, call, out))
+                        }
+                        _ => None,
+                    }
+                }
             };
-            send(ctx, EventKind::ToolUse, json!({"id": call.id, "name": call.name, "input": shown})).await?;
-            let outcome = match (&call.input, session.as_deref_mut()) {
-                (Err((_, why)), _) => ToolOutcome::error(format!("the tool input is not valid JSON: {why}")),
-                (Ok(_), None) => ToolOutcome::error("no tools are available in this run"),
-                (Ok(input), Some(s)) => tokio::select! {
-                    biased;
-                    _ = ctx.cancel.cancelled() => return Err(cancelled()),
-                    outcome = s.call(&call.name, input) => outcome,
-                },
+            let outcome = match (then, &call.input, session.as_deref_mut()) {
+                (Some(person::Then::Wait), _, _) => return Err(person::wait_for_stop(ctx).await),
+                (Some(person::Then::Outcome(o)), _, _) => o,
+                (_, Err((_, why)), _) => ToolOutcome::error(format!("the tool input is not valid JSON: {why}")),
+                (_, Ok(_), None) => ToolOutcome::error("no tools are available in this run"),
+                (then, Ok(input), Some(s)) => {
+                    let input = match then {
+                        Some(person::Then::Run(edited)) => edited,
+                        _ => input.clone(),
+                    };
+                    tokio::select! {
+                        biased;
+                        _ = ctx.cancel.cancelled() => return Err(cancelled()),
+                        outcome = s.call(&call.name, &input) => outcome,
+                    }
+                }
             };
             let outcome = ToolOutcome { content: cut_tool_result(outcome.content), is_error: outcome.is_error };
             let event = json!({"tool_use_id": call.id, "content": outcome.content, "is_error": outcome.is_error});
             send(ctx, EventKind::ToolResult, event).await?;
-            results.push((call, outcome));
+            results.push((call.clone(), outcome));
         }
         messages.extend(A::tool_results(&results));
     }

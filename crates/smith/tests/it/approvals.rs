@@ -4,6 +4,7 @@
 //! time out, and waits that hold no agent slot.
 
 use crate::common::anthropic_mock::Mock;
+use crate::common::cluster::{Cluster, Role, Services};
 use crate::common::{self, Api, Opts, Smith};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -222,4 +223,123 @@ async fn another_tenant_cannot_see_or_answer_a_request() {
     assert_eq!(status, 200);
     let t = a.wait_terminal(&id, WAIT).await;
     assert!(t["result"]["text"].as_str().unwrap_or_default().contains("teal"), "{t:#}");
+}
+
+/// An `anthropic` agent whose `approve` names one of its tools: the call waits for a person,
+/// and the task resumes exactly where it asked — the model is not asked again, the allowed call
+/// runs (with the person's edited arguments), a denied one returns the denial to the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_agents_gated_tool_call_resumes_where_it_asked() {
+    let mock = Mock::start().await;
+    let config = format!("{}approve = [\"send_message\"]\n", asker(&mock, "1h"));
+    let smith = Smith::start(Opts::new().config(&config)).await;
+    let api = smith.api();
+    let first_requests = |marker: &str| {
+        mock.requests()
+            .iter()
+            .filter(|r| r["messages"][0]["content"].to_string().contains(marker))
+            .filter(|r| !r["messages"].to_string().contains("tool_result"))
+            .count()
+    };
+
+    let allowed = api.submit_id(json!({"agent": "asker", "input": "GATE allow-me"})).await;
+    let request = pending_request(&api, &allowed).await;
+    assert_eq!(request["tool"]["name"], "send_message", "{request:#}");
+    assert_eq!(request["tool"]["input"]["to_agent"], "nobody");
+    assert!(request.get("state").is_none(), "the parked conversation is never served: {request:#}");
+    let edited = json!({"decision": "allow", "input": {"to_agent": "asker", "body": "edited"}});
+    let (status, _) = api.post(&answer_path(&allowed, &request), &edited).await;
+    assert_eq!(status, 200);
+    let t = api.wait_terminal(&allowed, WAIT).await;
+    assert_eq!(t["status"], "succeeded", "{t:#}\n{}", smith.stderr());
+    let said = t["result"]["text"].as_str().unwrap_or_default();
+    assert!(said.starts_with("tool said:") && said.contains("sent"), "the allowed call ran: {said}");
+    assert_eq!(first_requests("allow-me"), 1, "the resumed attempt asked the model again");
+    // the person's edited arguments were the ones sent
+    let mut feed = api.sse("/v1/events?kind=message&after=0", None).await;
+    let sent = feed.next(Duration::from_secs(10)).await.expect("the message").json();
+    assert_eq!(
+        (sent["data"]["to_agent"].as_str(), sent["data"]["body"].as_str()),
+        (Some("asker"), Some("edited")),
+        "{sent:#}"
+    );
+    drop(feed);
+    let tools = t["result"]["messages"].to_string();
+    assert!(tools.contains("tool_result"), "the conversation carried on: {tools}");
+
+    let denied = api.submit_id(json!({"agent": "asker", "input": "GATE deny-me"})).await;
+    let request = pending_request(&api, &denied).await;
+    let (status, _) =
+        api.post(&answer_path(&denied, &request), &json!({"decision": "deny", "message": "not that one"})).await;
+    assert_eq!(status, 200);
+    let t = api.wait_terminal(&denied, WAIT).await;
+    assert_eq!(t["status"], "succeeded", "{t:#}");
+    let said = t["result"]["text"].as_str().unwrap_or_default();
+    assert!(said.contains("denied") && said.contains("not that one"), "{said}");
+    assert_eq!(first_requests("deny-me"), 1);
+}
+
+/// Distributed, on PostgreSQL and NATS: the worker that ran the task is killed (`kill -9`) while
+/// the task waits; the answer given meanwhile is delivered when a worker runs the task again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_given_while_the_worker_is_down_is_delivered() {
+    let Some(services) = Services::from_env() else { return };
+    let mock = Mock::start().await;
+    let cluster = Cluster::new(&services, "[store]\npool_size = 4\n").await;
+    let gateway = cluster.start(Role::Gateway).await;
+    let api = gateway.api();
+    let config =
+        format!("[store]\npool_size = 4\n\n[worker]\nmcp_url = \"{}/mcp\"\n\n{}", api.base, asker(&mock, "1h"));
+    std::fs::write(cluster.config_path(), config).unwrap();
+    let mut worker = cluster.start(Role::Worker).await;
+    let id = api.submit_id(json!({"agent": "asker", "input": "ASK"})).await;
+    let request = pending_request(&api, &id).await;
+
+    worker.kill9().await;
+    let (status, _) = api.post(&answer_path(&id, &request), &json!({"answer": "green"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(api.get_task(&id).await["status"], "queued", "answered: queued for a worker");
+    worker.restart().await;
+    let t = api.wait_terminal(&id, WAIT).await;
+    assert_eq!(t["status"], "succeeded", "{t:#}\n{}", worker.stderr());
+    assert!(t["result"]["text"].as_str().unwrap_or_default().contains("green"), "{t:#}");
+}
+
+/// A `process` agent asks over plain HTTP (`POST $SMITH_MCP_URL` with its capability
+/// `$SMITH_MCP_TOKEN`): its attempt stops while the task waits, and the run after the answer
+/// gets the answer to the same question at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_agent_asks_over_plain_http_with_its_capability() {
+    const ROOT: &str = "process-asks-root";
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("ask.sh");
+    std::fs::write(
+        &script,
+        r#"#!/bin/sh
+body='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ask_human","arguments":{"question":"Ship it?"}}}'
+out=$(curl -sS -X POST "$SMITH_MCP_URL" -H 'content-type: application/json' -H "x-smith-task: $SMITH_TASK_ID" \
+  -H "authorization: Bearer $SMITH_MCP_TOKEN" -d "$body")
+case "$out" in
+  *waiting_input*) echo "asked"; sleep 60 ;;
+  *) echo "got: $out" ;;
+esac
+"#,
+    )
+    .unwrap();
+    let config = format!(
+        "[agents.shell]\nexecutor = \"process\"\ncommand = \"sh\"\nargs = [\"{}\"]\ninput = \"none\"\nmax_attempts = 1\n\
+         kill_grace = \"1s\"\nenv = {{ PATH = \"/usr/bin:/bin\" }}\n",
+        script.display()
+    );
+    let smith = Smith::start(Opts::new().token(ROOT).config(&config)).await;
+    let api = Api::new(&smith.api().base, Some(ROOT.to_string()));
+    let id = api.submit_id(json!({"agent": "shell", "input": null})).await;
+    let request = pending_request(&api, &id).await;
+    assert_eq!(request["text"], "Ship it?");
+    let (status, _) = api.post(&answer_path(&id, &request), &json!({"answer": "yes, ship it"})).await;
+    assert_eq!(status, 200);
+    let t = api.wait_terminal(&id, WAIT).await;
+    assert_eq!(t["status"], "succeeded", "{t:#}\n{}", smith.stderr());
+    let out = t["result"].to_string();
+    assert!(out.contains("got:") && out.contains("yes, ship it"), "{t:#}");
 }

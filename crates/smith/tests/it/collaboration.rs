@@ -278,7 +278,17 @@ async fn the_mcp_endpoint_speaks_the_protocol_and_rejects_bad_input() {
         list["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["share_discovery", "list_discoveries", "send_message", "read_messages", "spawn_task", "await_task"]
+        [
+            "share_discovery",
+            "list_discoveries",
+            "send_message",
+            "read_messages",
+            "spawn_task",
+            "await_task",
+            "request_approval",
+            "ask_human",
+            "permission_prompt"
+        ]
     );
 
     // Protocol errors are JSON-RPC errors; tool errors are results the model can read.

@@ -1,6 +1,7 @@
 -- Requests a person answers (smith_core::approval): an approval of a tool call or a question,
 -- written with the task's move to waiting_input, answered once. `tenant` and `agent` are the
--- task's, copied so that listings by tenant read one index.
+-- task's, copied so that listings by tenant read one index. `state` is the asking executor's own
+-- (an LLM executor's conversation), handed to the attempt that resumes and never served.
 CREATE TABLE approvals (
     id         TEXT PRIMARY KEY,
     task_id    UUID NOT NULL,
@@ -15,6 +16,7 @@ CREATE TABLE approvals (
     expires_at BIGINT,
     on_timeout TEXT NOT NULL,
     answer     JSON,
+    state      JSON,
     used       BOOLEAN NOT NULL DEFAULT false
 );
 CREATE INDEX approvals_task ON approvals (task_id);

@@ -12,7 +12,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use std::collections::HashMap;
 
 const COLS: &str = "id, task_id::text AS task_id, tenant, agent, attempt, kind, status, tool::text AS tool, text, \
-     created_at, expires_at, on_timeout, answer::text AS answer, used";
+     created_at, expires_at, on_timeout, answer::text AS answer, used, state::text AS state";
 
 fn approval_row(r: &PgRow) -> Result<Approval> {
     fn named<T: std::str::FromStr<Err = smith_core::Error>>(r: &PgRow, col: &str) -> Result<T> {
@@ -36,6 +36,7 @@ fn approval_row(r: &PgRow) -> Result<Approval> {
         on_timeout: named(r, "on_timeout")?,
         answer: crate::approvals::parse_json(json("answer")?)?,
         used: r.try_get("used").map_err(db_error)?,
+        state: crate::approvals::parse_json(json("state")?)?,
     })
 }
 
@@ -53,7 +54,8 @@ pub(super) async fn insert(conn: &mut PgConnection, new: &[Approval]) -> Result<
     for a in new {
         sqlx::query(
             "INSERT INTO approvals (id, task_id, tenant, agent, attempt, kind, status, tool, text, created_at, \
-             expires_at, on_timeout) VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8::json, $9, $10, $11, $12)",
+             expires_at, on_timeout, state) VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8::json, $9, $10, $11, $12, \
+             $13::json)",
         )
         .bind(&a.id)
         .bind(a.task_id.to_string())
@@ -67,6 +69,7 @@ pub(super) async fn insert(conn: &mut PgConnection, new: &[Approval]) -> Result<
         .bind(a.created_at.0)
         .bind(a.expires_at.map(|m| m.0))
         .bind(a.on_timeout.as_str())
+        .bind(a.state.as_ref().map(|v| v.to_string()))
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;

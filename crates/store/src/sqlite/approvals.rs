@@ -10,7 +10,8 @@ use smith_core::approval::{Answer, NewRequest};
 use smith_core::{Approval, Micros, TaskId};
 
 const COLS: &str =
-    "id, task_id, tenant, agent, attempt, kind, status, tool, text, created_at, expires_at, on_timeout, answer, used";
+    "id, task_id, tenant, agent, attempt, kind, status, tool, text, created_at, expires_at, on_timeout, \
+     answer, used, state";
 
 fn named<T: std::str::FromStr<Err = smith_core::Error>>(i: usize, v: String) -> rusqlite::Result<T> {
     v.parse().map_err(|e: smith_core::Error| {
@@ -18,7 +19,9 @@ fn named<T: std::str::FromStr<Err = smith_core::Error>>(i: usize, v: String) -> 
     })
 }
 
-fn approval_row(r: &Row) -> rusqlite::Result<(Approval, Option<String>, Option<String>)> {
+type Parts = (Approval, Option<String>, Option<String>, Option<String>);
+
+fn approval_row(r: &Row) -> rusqlite::Result<Parts> {
     let task: String = r.get(1)?;
     let task_id = task
         .parse::<TaskId>()
@@ -38,20 +41,22 @@ fn approval_row(r: &Row) -> rusqlite::Result<(Approval, Option<String>, Option<S
         on_timeout: named(11, r.get(11)?)?,
         answer: None,
         used: r.get(13)?,
+        state: None,
     };
-    Ok((a, r.get(7)?, r.get(12)?))
+    Ok((a, r.get(7)?, r.get(12)?, r.get(14)?))
 }
 
-fn finish((mut a, tool, answer): (Approval, Option<String>, Option<String>)) -> Result<Approval> {
+fn finish((mut a, tool, answer, state): Parts) -> Result<Approval> {
     a.tool = parse_json(tool)?;
     a.answer = parse_json(answer)?;
+    a.state = parse_json(state)?;
     Ok(a)
 }
 
 fn insert(c: &Connection, a: &Approval) -> Result<()> {
     c.prepare_cached(
         "INSERT INTO approvals (id, task_id, tenant, agent, attempt, kind, status, tool, text, created_at, expires_at, \
-         on_timeout, answer, used) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL, 0)",
+         on_timeout, answer, used, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL, 0, ?13)",
     )?
     .execute(params![
         a.id,
@@ -66,6 +71,7 @@ fn insert(c: &Connection, a: &Approval) -> Result<()> {
         a.created_at.0,
         a.expires_at.map(|m| m.0),
         a.on_timeout.as_str(),
+        a.state.as_ref().map(|v| v.to_string()),
     ])?;
     Ok(())
 }

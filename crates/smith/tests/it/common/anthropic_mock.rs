@@ -27,6 +27,7 @@
 //!   "after the decision: <the tool result>".
 //! - `SAFE`: calls `Bash` with `echo safe-ran`, then answers "tool said: <result>".
 //! - `ASK`: calls `ask_human` ("What colour?"), then answers "heard: <the tool result>".
+//! - `GATE`: calls `send_message` (to agent `nobody`), then answers "tool said: <the result>".
 //! - anything else: "Hello from the mock."
 //!
 //! While `failing` is set, every request gets a 500.
@@ -199,6 +200,12 @@ fn script(body: &Value) -> Step {
         return match results.last() {
             Some(r) => Step::Text(format!("tool said: {r}")),
             None => Step::Tool("Bash", json!({"command": "echo safe-ran", "description": "Print a line"})),
+        };
+    }
+    if first.contains("GATE") {
+        return match results.last() {
+            Some(r) => Step::Text(format!("tool said: {r}")),
+            None => Step::Tool("mcp__smith__send_message", json!({"to_agent": "nobody", "body": "hello"})),
         };
     }
     if first.contains("ASK") {
