@@ -92,11 +92,31 @@ pub(crate) async fn resumed(s: &AppState, asked: &Asked) {
     let _ = s.bus.publish(&smith_bus::subjects::wake(agent), bytes::Bytes::new()).await;
 }
 
-/// The agent definition of a running task, as the store has it.
+/// How long agent definitions read from the store are reused: a burst of requests reads them
+/// once, not once each (the listing counts every agent's tasks).
+const DEFINITIONS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Agent definitions by name, as the store had them when last read.
+#[derive(Default)]
+pub(crate) struct Definitions(std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<AgentDef>>)>>);
+
+/// The agent definition of a running task, as the store has it (read at most every few
+/// seconds).
 pub(crate) async fn definition(s: &AppState, task: &Task) -> Result<AgentDef, ApiError> {
-    let agents = s.store.agents().await?;
-    let found = agents.into_iter().find(|a| a.def.name == task.agent);
-    found.map(|a| a.def).ok_or_else(|| ApiError::not_found(format!("agent {:?} is not defined", task.agent)))
+    let fresh = {
+        let held = s.definitions.0.lock().expect("definitions lock");
+        held.as_ref().filter(|(at, _)| at.elapsed() < DEFINITIONS_TTL).map(|(_, defs)| defs.clone())
+    };
+    let defs = match fresh {
+        Some(defs) => defs,
+        None => {
+            let defs: Arc<Vec<AgentDef>> = Arc::new(s.store.agents().await?.into_iter().map(|a| a.def).collect());
+            *s.definitions.0.lock().expect("definitions lock") = Some((std::time::Instant::now(), defs.clone()));
+            defs
+        }
+    };
+    let found = defs.iter().find(|d| d.name == task.agent).cloned();
+    found.ok_or_else(|| ApiError::not_found(format!("agent {:?} is not defined", task.agent)))
 }
 
 /// An answer this task was given already for the same request (its attempt asks again after it

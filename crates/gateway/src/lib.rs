@@ -116,6 +116,8 @@ pub(crate) struct AppState {
     pub refusals: audit::Refusals,
     /// Cancelled when the server stops, so open SSE streams end and connections can close.
     pub closing: std::sync::Mutex<CancellationToken>,
+    /// Agent definitions as the store had them lately (`approvals::definition`).
+    pub definitions: approvals::Definitions,
 }
 
 impl AppState {
@@ -152,6 +154,7 @@ impl Gateway {
                 listener: Default::default(),
                 refusals: Default::default(),
                 closing: Default::default(),
+                definitions: Default::default(),
             }),
         }
     }

@@ -4,6 +4,7 @@
 //! and the other scenarios of `--scenario`, among them `baseline` (the per-unit costs
 //! `smith plan --model measured` sizes from).
 
+mod approvals;
 mod baseline;
 mod fanout;
 
@@ -54,6 +55,8 @@ pub struct BenchArgs {
     /// read from its /metrics. `fanout`: --clients SSE streams, each following its own task,
     /// get --rate events/s each, published on --bus by this process in place of workers: one
     /// gateway's delivery latency, memory per connection and CPU (docs in bench/fanout.rs).
+    /// `approvals`: --tasks `sleep` tasks all parked at once for a person's answer (each asks
+    /// through /mcp as it starts): memory and busy slots while they wait, answers/s.
     #[arg(long, default_value = "tasks")]
     scenario: String,
     /// events scenario: output events per task.
@@ -189,7 +192,8 @@ pub async fn run(mut a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
         "burst" => burst(a, opts).await,
         "baseline" => baseline::run(a, opts).await,
         "fanout" => fanout::run(a, opts).await,
-        other => bail!("unknown --scenario {other:?}: use tasks, events, burst, baseline or fanout"),
+        "approvals" => approvals::run(a, opts).await,
+        other => bail!("unknown --scenario {other:?}: use tasks, events, burst, baseline, fanout or approvals"),
     }
 }
 

@@ -67,7 +67,7 @@ fn parse_measure(spec: &str, sleep_ms: u64) -> Result<Measure> {
 
 /// A scrape of Prometheus text: every sample's name, labels (as written) and value.
 #[derive(Debug, Default)]
-struct Scrape(Vec<(String, String, f64)>);
+pub(super) struct Scrape(Vec<(String, String, f64)>);
 
 impl Scrape {
     fn parse(text: &str) -> Scrape {
@@ -92,7 +92,7 @@ impl Scrape {
 
     /// The sum of the series named `name` (with `label="value"` among their labels, if given);
     /// `None` when there is none.
-    fn sum(&self, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
+    pub(super) fn sum(&self, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
         let want = label.map(|(k, v)| format!("{k}=\"{v}\""));
         let mut total = None;
         for (n, labels, v) in &self.0 {
@@ -165,7 +165,7 @@ impl Target {
         }
     }
 
-    async fn scrape(&self) -> Result<Scrape> {
+    pub(super) async fn scrape(&self) -> Result<Scrape> {
         let mut text = String::new();
         for url in &self.metrics {
             let resp =
