@@ -2841,6 +2841,8 @@ pub async fn a_request_parks_its_task_until_answered_once(store: S) {
     assert_eq!(asked.change.events[0].data["approval_id"], json!(a.id));
     assert_eq!(asked.change.events[0].data["tool"]["input"]["command"], json!("git push origin x"));
     assert!(claim(&store, "w2", "echo", 10, LONG).await.is_empty(), "a waiting task is not claimable");
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.queued, stats.running, stats.waiting), (0, 1, 1), "waiting is neither queued nor running");
     assert!(store.renew("w1", LONG).await.unwrap().iter().all(|h| h.id != t.id), "nor renewed");
     assert_fenced(store.append(t.id, 1, vec![output(1)]).await, t.id, "the parked attempt's late write");
     assert_eq!(store.get_approval(&a.id).await.unwrap().as_ref(), Some(&a), "every field round-trips");

@@ -222,6 +222,8 @@ pub enum UsageBy {
 pub struct QueueStats {
     pub queued: u64,
     pub running: u64,
+    /// Tasks parked for a person's answer (`waiting_input`): not load, holding no slot.
+    pub waiting: u64,
     /// Age of the oldest runnable queued task.
     pub oldest_queued_age: Option<Duration>,
 }

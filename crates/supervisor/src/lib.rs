@@ -484,6 +484,7 @@ impl Supervisor {
             let mut decision = auto.compute(now, stats.queued, stats.running, stats.oldest_queued_age);
             decision.supervisor = self.opts.node_id.clone();
             metrics::gauge!("smith_queue_depth").set(stats.queued as f64);
+            metrics::gauge!("smith_tasks_waiting_input").set(stats.waiting as f64);
             metrics::gauge!("smith_queue_oldest_age_seconds").set(decision.oldest_queued_seconds);
             metrics::gauge!("smith_scaling_desired_slots").set(decision.desired_slots as f64);
             metrics::gauge!("smith_scaling_current_slots").set(decision.current_slots as f64);
@@ -536,6 +537,7 @@ pub fn describe_metrics() {
     describe_gauge!("smith_tasks_pending", "Queued tasks, by agent");
     describe_gauge!("smith_tasks_running", "Running tasks, by agent");
     describe_gauge!("smith_queue_depth", "Queued tasks, all agents");
+    describe_gauge!("smith_tasks_waiting_input", "Tasks parked for a person's answer (no slot held, not load)");
     describe_gauge!("smith_queue_oldest_age_seconds", "Age of the oldest runnable queued task (0 when none)");
     describe_gauge!("smith_scaling_desired_slots", "The autoscaler's desired agent slots");
     describe_gauge!("smith_scaling_current_slots", "Agent slots the alive workers hold");

@@ -48,18 +48,24 @@ fn answer_path(id: &str, request: &Value) -> String {
     format!("/v1/tasks/{id}/approvals/{}", request["id"].as_str().unwrap())
 }
 
-/// (busy, idle) agent slots of the pool, from the metrics.
-async fn slots(api: &Api) -> (f64, f64) {
+/// A series' value in the server's metrics (0 when absent).
+async fn sample(api: &Api, series: &str) -> f64 {
     let (status, body) = api.get("/metrics").await;
     assert_eq!(status, 200);
     let text = body.as_str().unwrap_or_default().to_string();
-    let sample = |series: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
-    (sample(r#"smith_agent_slots{state="busy"}"#), sample(r#"smith_agent_slots{state="idle"}"#))
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until a series of the server's metrics has `value`.
+async fn metric_reaches(api: &Api, series: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while sample(api, series).await != value {
+        assert!(tokio::time::Instant::now() < deadline, "{series} never became {value}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The Done-when case of issue 19: a `git push` the agent's `approve` names waits for a person
@@ -91,12 +97,10 @@ async fn claude_codes_matching_calls_wait_for_a_person_and_others_run() {
     assert_eq!(asked["data"]["tool"]["input"]["command"], "git push origin x", "{asked:#}");
     assert_eq!(asked["data"]["approval_id"], request["id"]);
     drop(stream);
-    // the parked attempt's process is stopped and its slot freed (the gauge is sampled)
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while slots(&api).await.0 > 0.0 {
-        assert!(tokio::time::Instant::now() < deadline, "a waiting task still holds an agent slot");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // the parked attempt's process is stopped and its slot freed (the gauges are sampled)
+    metric_reaches(&api, r#"smith_agent_slots{state="busy"}"#, 0.0).await;
+    metric_reaches(&api, "smith_tasks_waiting_input", 1.0).await;
+    assert_eq!(sample(&api, "smith_queue_depth").await, 0.0, "a waiting task is not load");
     assert_eq!(api.get_task(&denied).await["status"], "waiting_input", "and it still waits");
     let (status, pending) = api.get("/v1/approvals?status=pending").await;
     assert_eq!(status, 200);

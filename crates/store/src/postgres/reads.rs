@@ -311,9 +311,10 @@ pub(super) async fn nodes(pool: &PgPool) -> Result<Vec<Node>> {
 }
 
 pub(super) async fn queue_stats(pool: &PgPool, now: Micros) -> Result<QueueStats> {
-    let (queued, running, oldest): (i64, i64, Option<i64>) = sqlx::query_as(
+    let (queued, running, waiting, oldest): (i64, i64, i64, Option<i64>) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM tasks WHERE status = 'queued'), \
                 (SELECT count(*) FROM tasks WHERE status = 'running'), \
+                (SELECT count(*) FROM tasks WHERE status = 'waiting_input'), \
                 (SELECT min(created_at) FROM tasks WHERE status = 'queued' AND run_at <= $1)",
     )
     .bind(now.0)
@@ -323,6 +324,7 @@ pub(super) async fn queue_stats(pool: &PgPool, now: Micros) -> Result<QueueStats
     Ok(QueueStats {
         queued: queued as u64,
         running: running as u64,
+        waiting: waiting as u64,
         oldest_queued_age: oldest.map(|t| Duration::from_micros(now.since(Micros(t)) as u64)),
     })
 }

@@ -859,6 +859,7 @@ pub(super) fn queue_stats(c: &Connection, now: Micros) -> Result<QueueStats> {
     Ok(QueueStats {
         queued: count("queued")?,
         running: count("running")?,
+        waiting: count("waiting_input")?,
         oldest_queued_age: oldest.map(|t| Duration::from_micros(now.since(Micros(t)) as u64)),
     })
 }
