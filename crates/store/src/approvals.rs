@@ -97,6 +97,8 @@ pub(crate) fn requested(a: &Approval) -> (EventKind, Value) {
     let data = json!({
         "approval_id": a.id, "kind": a.kind, "tool": a.tool, "text": a.text,
         "expires_at": a.expires_at, "on_timeout": a.on_timeout,
+        // who may answer: a credential of the task's tenant with the write scope (or the platform)
+        "answerable_by": {"tenant": a.tenant, "scope": "tasks:write"},
     });
     (kind, data)
 }

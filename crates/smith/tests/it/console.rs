@@ -451,6 +451,35 @@ async fn the_console_watches_and_drives_the_fleet() {
     assert!(live.is_object(), "{live}");
     b.shot("feed").await;
 
+    // approvals: a task asks a person; the page lists the request and its buttons answer it
+    let asker = api.submit_id(json!({"agent": "sleep", "input": 600000})).await;
+    api.wait_status(&asker, "running", WAIT).await;
+    let ask = json!({"reason": "deploy to prod", "tool": "deploy", "input": {"env": "prod"}});
+    mcp(&api, &asker, "request_approval", ask).await;
+    api.wait_status(&asker, "waiting_input", WAIT).await;
+    b.show("#/approvals").await;
+    b.until("the pending request", "document.querySelector('#approval-rows').textContent.includes('deploy to prod')")
+        .await;
+    b.shot("approvals").await;
+    b.type_into("#approval-rows .approval-note", "not today").await;
+    b.click("#approval-rows .approval-deny").await;
+    let deadline = Instant::now() + WAIT;
+    let answered = loop {
+        let (_, list) = api.get(&format!("/v1/tasks/{asker}/approvals")).await;
+        if list["items"][0]["status"] != "pending" {
+            break list["items"][0].clone();
+        }
+        assert!(Instant::now() < deadline, "the console's Deny did not answer: {list}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        (answered["status"].as_str(), answered["answer"]["message"].as_str()),
+        (Some("denied"), Some("not today"))
+    );
+    b.until("the list emptied", "document.querySelector('#approval-rows').textContent.includes('Nobody is waiting')")
+        .await;
+    api.cancel(&asker).await;
+
     // nodes: the three roles of this smith up, alive, as the API says
     let (_, nodes) = api.get("/v1/nodes").await;
     let alive = nodes["items"].as_array().expect("items").iter().filter(|n| n["status"] == "alive").count();
