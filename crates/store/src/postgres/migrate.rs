@@ -18,6 +18,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (5, "output_bytes", include_str!("../../migrations/postgres/0005_output_bytes.sql")),
     (6, "task_options", include_str!("../../migrations/postgres/0006_task_options.sql")),
     (7, "artifacts", include_str!("../../migrations/postgres/0007_artifacts.sql")),
+    (8, "webhooks", include_str!("../../migrations/postgres/0008_webhooks.sql")),
 ];
 
 /// Serialises migrations across every process sharing the database (`"smithmig"`).
