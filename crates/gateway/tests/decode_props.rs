@@ -29,7 +29,7 @@ const CASES: u32 = 1024;
 /// The gateway's body limit here: small, so that a 413 costs little.
 const BODY_LIMIT: usize = 64 * 1024;
 /// The fields of a task submission.
-const FIELDS: [&str; 12] = common::SUBMIT_FIELDS;
+const FIELDS: [&str; 13] = common::SUBMIT_FIELDS;
 const MAX_TIMEOUT_MS: u64 = smith_core::task::MAX_TIMEOUT_MS;
 
 fn config() -> Config {
@@ -307,7 +307,21 @@ fn is_valid_task(v: &Value, parent: TaskId) -> bool {
         // `echo` has no workspace: a task of it cannot set one
         && o.get("workspace").is_none_or(Value::is_null)
         && o.get("output_schema").is_none_or(|s| s.is_null() || smith_core::output::Schema::compile(s, "s").is_ok())
+        && o.get("webhook").is_none_or(valid_webhook)
 }
+
+/// A task's webhook the gateway takes: null, or `{url, secret?}` with a public address (no
+/// name: nothing is resolved here) and a well-formed secret.
+fn valid_webhook(v: &Value) -> bool {
+    let Some(o) = v.as_object() else { return v.is_null() };
+    o.keys().all(|k| k == "url" || k == "secret")
+        && o.get("url") == Some(&json!(PUBLIC_HOOK))
+        && o.get("secret")
+            .is_none_or(|s| s.is_null() || s.as_str().is_some_and(|s| smith_core::webhook::secret_key(s).is_ok()))
+}
+
+/// A webhook target the SSRF guard lets through without resolving anything.
+const PUBLIC_HOOK: &str = "https://93.184.216.34/hook";
 
 // ---- strategies ----
 
@@ -415,6 +429,19 @@ fn field_value(field: &'static str, parent: TaskId) -> BoxedStrategy<Value> {
                 json!({"$ref": "http://127.0.0.1:9/schema.json"}),
                 json!({"properties": {"a": {"pattern": "("}}}),
                 json!(true),
+            ]),
+            1 => json_value(),
+        ]
+        .boxed(),
+        "webhook" => prop_oneof![
+            2 => prop::sample::select(vec![
+                json!({"url": PUBLIC_HOOK}),
+                json!({"url": PUBLIC_HOOK, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}),
+                json!({"url": PUBLIC_HOOK, "secret": "whsec_!"}),
+                json!({"url": "http://127.0.0.1/hook"}),
+                json!({"url": "http://[::ffff:10.0.0.1]/"}),
+                json!({"url": "ftp://93.184.216.34/"}),
+                json!({"url": PUBLIC_HOOK, "extra": 1}),
             ]),
             1 => json_value(),
         ]
