@@ -27,4 +27,5 @@ mod structured;
 mod tenancy;
 mod tenancy_live;
 mod tls;
+mod webhooks;
 mod workspace;
