@@ -212,7 +212,22 @@ fn submit_and_check(
     prop_assert_eq!(r.status.as_u16(), want, "a valid submission: {}", r.text());
     let task: Task = serde_json::from_slice(&r.body).map_err(|e| TestCaseError::fail(format!("not a Task: {e}")))?;
     prop_assert_eq!(r.location.clone(), Some(format!("/v1/tasks/{}", task.id)));
-    let stored = h.rt.block_on(h.store.get_task(task.id)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let mut stored = h.rt.block_on(h.store.get_task(task.id)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    // a webhook's secret is served only in the answer that generated it: a given one is kept
+    // and never shown back, a generated one shown to the submission that created the task
+    let hook = sent.get("webhook").filter(|v| !v.is_null());
+    if let Some(w) = stored.as_mut().and_then(|t| t.webhook.as_mut()) {
+        let given = hook.and_then(|h| h.get("secret")).and_then(Value::as_str);
+        if earlier.is_none() {
+            match given {
+                Some(given) => prop_assert_eq!(w.secret.as_deref(), Some(given), "a given secret is kept"),
+                None => prop_assert!(w.secret.as_deref().is_some_and(|s| s.starts_with("whsec_")), "one is generated"),
+            }
+        }
+        if given.is_some() || earlier.is_some() {
+            w.secret = None;
+        }
+    }
     prop_assert_eq!(stored.as_ref(), Some(&task), "the store holds what was acknowledged");
     if let Some(id) = earlier {
         prop_assert_eq!(task.id, id, "a repeated key names the earlier task");
