@@ -13,6 +13,7 @@ import * as session from './pages/session.js';
 import * as feed from './pages/feed.js';
 import * as nodes from './pages/nodes.js';
 import * as scaling from './pages/scaling.js';
+import * as webhooks from './pages/webhooks.js';
 
 const ROUTES = [
   [/^\/?$/, overview, 'overview'],
@@ -23,6 +24,7 @@ const ROUTES = [
   [/^\/feed$/, feed, 'feed'],
   [/^\/nodes$/, nodes, 'nodes'],
   [/^\/scaling$/, scaling, 'scaling'],
+  [/^\/webhooks$/, webhooks, 'webhooks'],
 ];
 
 /** What a page gets: its root, an abort signal, timers and cleanups that end with the page. */
