@@ -336,7 +336,7 @@ fn valid_webhook(v: &Value) -> bool {
 }
 
 /// A webhook target the SSRF guard lets through without resolving anything.
-const PUBLIC_HOOK: &str = "https://93.184.216.34/hook";
+const PUBLIC_HOOK: &str = "https://[100::1]/hook";
 
 // ---- strategies ----
 
@@ -455,7 +455,7 @@ fn field_value(field: &'static str, parent: TaskId) -> BoxedStrategy<Value> {
                 json!({"url": PUBLIC_HOOK, "secret": "whsec_!"}),
                 json!({"url": "http://127.0.0.1/hook"}),
                 json!({"url": "http://[::ffff:10.0.0.1]/"}),
-                json!({"url": "ftp://93.184.216.34/"}),
+                json!({"url": "ftp://[100::1]/"}),
                 json!({"url": PUBLIC_HOOK, "extra": 1}),
             ]),
             1 => json_value(),

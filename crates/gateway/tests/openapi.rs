@@ -815,7 +815,7 @@ async fn served_bodies_match_the_schemas() {
             "output_schema" => json!({"type": "object", "required": ["text"]}),
             // a public address (nothing to resolve) and a given secret (not shown back)
             "webhook" => {
-                json!({"url": "https://93.184.216.34/hook", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+                json!({"url": "https://[100::1]/hook", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
             }
             other => panic!("no sample value for the documented field {other:?}: add one"),
         }

@@ -1,7 +1,7 @@
 //! `smith bench --scenario webhooks`: webhook delivery throughput and latency. This process runs
 //! a receiver on 127.0.0.1 (a minimal HTTP/1.1 server answering 200), subscribes it to every
 //! event kind (`*`), and submits `echo` tasks paced so that the feed grows by `--rate` events/s
-//! (three events a task: queued, started, succeeded) for `--seconds`. Latency is from an
+//! (four events a task: queued, started, output, succeeded) for `--seconds`. Latency is from an
 //! event's commit time (`at`, the server's clock; same host) to its arrival at the receiver.
 //! The server must allow loopback targets: `[webhooks] allow_private = true`.
 
@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-/// Events each `echo` task adds to the feed.
-const EVENTS_PER_TASK: f64 = 3.0;
+/// Events each `echo` task adds to the feed: task.queued, task.started, output, task.succeeded.
+const EVENTS_PER_TASK: f64 = 4.0;
 
 #[derive(Default)]
 struct Received {

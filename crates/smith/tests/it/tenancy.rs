@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const ROOT: &str = "root-token-for-the-tenant-matrix-0123";
-/// A's webhook target: a public address, so no deployment needs `[webhooks] allow_private`.
-const WEBHOOK_URL: &str = "https://93.184.216.34/hook";
+/// A's webhook target: an address the SSRF guard allows (so no deployment needs `[webhooks]
+/// allow_private`) in IPv6's discard-only prefix (100::/64), so no delivery leaves the machine.
+const WEBHOOK_URL: &str = "https://[100::1]/hook";
 const WAIT: Duration = Duration::from_secs(20);
 /// How long streams keep reading after A's last write: long enough for every live event.
 const SETTLE: Duration = Duration::from_secs(2);
@@ -468,7 +469,7 @@ async fn setup(root: Api, agents: &Agents, stop: &CancellationToken) -> World {
     let marker = unique("acme-secret-");
     let b_marker = unique("globex-own-");
     let a_idempotency_key = unique("matrix-");
-    // a public address (no name to resolve); nothing answers there, so deliveries stay pending
+    // an allowed address (no name to resolve) where nothing answers: deliveries stay pending
     let hook = json!({"url": WEBHOOK_URL, "kinds": ["task.*"], "description": format!("{marker} hook")});
     let (status, body) = a.post("/v1/webhooks", &hook).await;
     assert_eq!(status, 201, "A subscribes a webhook: {body}");
