@@ -2831,6 +2831,10 @@ pub async fn webhooks_and_their_deliveries_move_with_the_cursor(store: S) {
     t.webhook = Some(TaskWebhook { url: "https://x.example/t".into(), secret: Some(secret.clone()) });
     let task = store.submit(t.clone()).await.unwrap().task;
     assert_eq!(get(&store, task.id).await.webhook, t.webhook);
+    let plain = submit(&store, "echo").await;
+    let found = store.task_webhooks(&[plain.id, task.id, TaskId::new()]).await.unwrap();
+    assert_eq!(found, vec![(task.id, t.webhook.clone().unwrap())], "only the tasks that have one");
+    assert!(store.task_webhooks(&[]).await.unwrap().is_empty());
 
     // the cursor starts at the feed's end and moves only from where it is, with its deliveries
     let head = store.feed_head().await.unwrap();

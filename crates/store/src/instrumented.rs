@@ -266,6 +266,10 @@ impl Store for Instrumented {
     async fn pending_deliveries(&self) -> Result<Vec<(String, u64)>> {
         timed("pending_deliveries", self.0.pending_deliveries()).await
     }
+
+    async fn task_webhooks(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, smith_core::TaskWebhook)>> {
+        timed("task_webhooks", self.0.task_webhooks(ids)).await
+    }
 }
 
 #[cfg(test)]
@@ -545,6 +549,9 @@ mod tests {
             no()
         }
         async fn pending_deliveries(&self) -> Result<Vec<(String, u64)>> {
+            no()
+        }
+        async fn task_webhooks(&self, _: &[TaskId]) -> Result<Vec<(TaskId, smith_core::TaskWebhook)>> {
             no()
         }
     }

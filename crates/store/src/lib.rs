@@ -28,7 +28,7 @@ use serde_json::Value;
 use smith_core::{
     AgentDef, AgentSummary, ApiKey, Artifact, AttemptOutcome, AuditQuery, AuditRecord, Delivery, Event, EventDraft,
     EventKind, Micros, NewApiKey, NewAuditRecord, NewDelivery, NewTask, Node, NodeStatus, Outcome, Task, TaskId,
-    TaskStatus, Usage, Webhook,
+    TaskStatus, TaskWebhook, Usage, Webhook,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -489,6 +489,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many deliveries are pending, by tenant.
     async fn pending_deliveries(&self) -> Result<Vec<(String, u64)>>;
+
+    /// The webhooks (secret included) of those of `ids` that have one, in one read: what the
+    /// dispatcher looks up for a page of terminal events.
+    async fn task_webhooks(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, TaskWebhook)>>;
 }
 
 /// The task-list cursor of a query: list positions below it (`i64::MAX` for the first page).

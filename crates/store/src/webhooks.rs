@@ -45,3 +45,10 @@ pub(crate) fn state_of(text: &str) -> Result<DeliveryState> {
 pub(crate) fn payload_of(text: &str) -> Result<serde_json::Value> {
     serde_json::from_str(text).map_err(|e| Error::Backend(format!("stored delivery payload: {e}")))
 }
+
+/// A task's webhook from its stored `options` text, if it has one.
+pub(crate) fn webhook_of(options: &str) -> Result<Option<smith_core::TaskWebhook>> {
+    let o: smith_core::TaskOptions =
+        serde_json::from_str(options).map_err(|e| Error::Backend(format!("stored task options: {e}")))?;
+    Ok(o.webhook.map(Into::into))
+}

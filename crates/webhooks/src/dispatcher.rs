@@ -11,9 +11,10 @@ use crate::sign::signature;
 use crate::{Error, Result};
 use serde_json::json;
 use smith_bus::Bus;
-use smith_core::webhook::{secret_key, task_webhook_wants};
-use smith_core::{AttemptOutcome, Delivery, DeliveryState, Event, Micros, NewDelivery, Webhook};
+use smith_core::webhook::{kinds_match, secret_key, task_webhook_wants};
+use smith_core::{AttemptOutcome, Delivery, DeliveryState, Event, EventKind, Micros, NewDelivery, Webhook};
 use smith_store::{FeedFilter, Store};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 /// The lease whose holder runs the dispatcher: one process at a time.
 pub const LEASE: &str = "webhooks-dispatcher";
+/// How long the stored cursor may stay behind what was read without calling for a delivery.
+const PERSIST_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -40,6 +43,9 @@ pub struct Options {
     pub max_backoff: Duration,
     /// How often the feed and the due deliveries are looked at when nothing wakes the dispatcher.
     pub poll: Duration,
+    /// After a wake-up, how long to wait for more commits before reading the feed: one page
+    /// for a burst instead of one per event.
+    pub linger: Duration,
     /// Events read from the feed at once.
     pub page: usize,
     pub lease_ttl: Duration,
@@ -56,6 +62,7 @@ impl Options {
             backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(3600),
             poll: Duration::from_millis(250),
+            linger: Duration::from_millis(20),
             page: 1000,
             lease_ttl: Duration::from_secs(6),
             guard: Guard::default(),
@@ -182,41 +189,65 @@ impl Inner {
     async fn feed_loop(&self, stop: &CancellationToken) -> Result<()> {
         // committed events are published after their commit: a wake-up, never the data read
         let mut wakes = self.bus.subscribe(smith_bus::subjects::ALL_EVENTS).await?;
-        let mut cursor = None;
+        // (where the store's cursor is, how far this dispatcher has read): a page that calls for
+        // no delivery moves only the second, written with the next deliveries or once a second,
+        // so the feed's hot path does not pay a write per page and a restart re-reads at most
+        // a second of the feed (which records nothing it did not record the first time)
+        let mut state: Option<(u64, u64)> = None;
+        let mut persisted_at = Instant::now();
+        // the subscriptions read after the previous page: what this page's kinds come from
+        let mut known: Option<Vec<Webhook>> = None;
         loop {
             if !self.wait_to_lead(stop).await {
                 return Ok(());
             }
-            let from = match cursor {
-                Some(c) => c,
-                None => self.store.webhook_cursor().await?,
-            };
-            let page = self.store.feed(from, &FeedFilter::default(), self.opts.page).await?;
-            if page.cursor == from {
-                cursor = Some(from);
-                tokio::select! {
-                    _ = stop.cancelled() => return Ok(()),
-                    _ = wakes.recv() => while wakes.try_recv().is_some() {},
-                    _ = tokio::time::sleep(self.opts.poll) => {}
+            let (persisted, from) = match state {
+                Some(s) => s,
+                None => {
+                    let c = self.store.webhook_cursor().await?;
+                    (c, c)
                 }
+            };
+            let before = match known.take() {
+                Some(h) => h,
+                None => self.store.webhooks(None).await?,
+            };
+            // read only the kinds someone wants (the rest is passed over by the cursor all the same)
+            let kinds = wanted_kinds(&before);
+            let filter = FeedFilter { kinds: kinds.clone(), ..Default::default() };
+            let page = self.store.feed(from, &filter, self.opts.page).await?;
+            // read after the page: every subscription committed before its events is here; one
+            // that wants a kind the page left out makes the page be read again
+            let hooks = self.store.webhooks(None).await?;
+            let covered = wanted_kinds(&hooks).iter().all(|k| kinds.is_empty() || kinds.contains(k));
+            if !covered {
+                known = Some(hooks);
+                state = Some((persisted, from));
                 continue;
             }
-            // read after the page: every subscription committed before its events is here
-            let hooks = self.store.webhooks(None).await?;
             let deliveries = self.deliveries_of(&page.events, &hooks).await?;
+            known = Some(hooks);
             let n = deliveries.len();
-            for d in &deliveries {
-                ::metrics::counter!(metrics::RECORDED, "tenant" => d.tenant.clone()).increment(1);
-            }
-            match self.store.enqueue_deliveries(from, page.cursor, deliveries).await {
-                Ok(()) => cursor = Some(page.cursor),
-                // another dispatcher moved it (a lease handover): start again from where it is
-                Err(e) if e.code() == smith_core::Code::Conflict => {
-                    tracing::warn!(error = %e, "the webhook cursor moved under this dispatcher");
-                    cursor = None;
-                    continue;
+            let persist = n > 0 || (page.cursor != persisted && persisted_at.elapsed() >= PERSIST_EVERY);
+            if persist {
+                for d in &deliveries {
+                    ::metrics::counter!(metrics::RECORDED, "tenant" => d.tenant.clone()).increment(1);
                 }
-                Err(e) => return Err(e.into()),
+                match self.store.enqueue_deliveries(persisted, page.cursor, deliveries).await {
+                    Ok(()) => {
+                        state = Some((page.cursor, page.cursor));
+                        persisted_at = Instant::now();
+                    }
+                    // another dispatcher moved it (a lease handover): start again from where it is
+                    Err(e) if e.code() == smith_core::Code::Conflict => {
+                        tracing::warn!(error = %e, "the webhook cursor moved under this dispatcher");
+                        state = None;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                state = Some((persisted, page.cursor));
             }
             if n > 0 {
                 self.recorded.notify_one();
@@ -224,7 +255,11 @@ impl Inner {
             if !page.more {
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),
-                    _ = wakes.recv() => while wakes.try_recv().is_some() {},
+                    _ = wakes.recv() => {
+                        // gather what commits in the next few ms into one page
+                        tokio::time::sleep(self.opts.linger).await;
+                        while wakes.try_recv().is_some() {}
+                    }
                     _ = tokio::time::sleep(self.opts.poll) => {}
                 }
             }
@@ -234,6 +269,9 @@ impl Inner {
     /// The deliveries a page of events calls for: each event to each subscription of its tenant
     /// that wants it, and a task's terminal and request events to the task's own webhook.
     async fn deliveries_of(&self, events: &[Event], hooks: &[Webhook]) -> Result<Vec<NewDelivery>> {
+        let ends: Vec<_> =
+            events.iter().filter(|e| task_webhook_wants(e.kind.as_str())).filter_map(|e| e.task_id).collect();
+        let own: HashMap<_, _> = self.store.task_webhooks(&ends).await?.into_iter().collect();
         let mut out = Vec::new();
         let now = Micros::now();
         for e in events {
@@ -244,12 +282,9 @@ impl Inner {
                 let body = payload.get_or_insert_with(|| body_of(e)).clone();
                 out.push(delivery(e, Some(h.id.clone()), tenant, &h.url, Some(h.secret.clone()), body, now));
             }
-            let Some(task_id) = e.task_id.filter(|_| task_webhook_wants(kind)) else { continue };
-            let Some(task) = self.store.get_task(task_id).await? else { continue };
-            if let Some(w) = &task.webhook {
-                let body = payload.get_or_insert_with(|| body_of(e)).clone();
-                out.push(delivery(e, None, tenant, &w.url, w.secret.clone(), body, now));
-            }
+            let Some(w) = e.task_id.filter(|_| task_webhook_wants(kind)).and_then(|t| own.get(&t)) else { continue };
+            let body = payload.get_or_insert_with(|| body_of(e)).clone();
+            out.push(delivery(e, None, tenant, &w.url, w.secret.clone(), body, now));
         }
         Ok(out)
     }
@@ -323,6 +358,19 @@ impl Inner {
             }
         }
     }
+}
+
+/// The event kinds a dispatcher must read: those a task's own webhook is sent and those any
+/// subscription names; empty when that is every kind (no filter).
+fn wanted_kinds(hooks: &[Webhook]) -> Vec<EventKind> {
+    let kinds: Vec<EventKind> = EventKind::ALL
+        .into_iter()
+        .filter(|k| task_webhook_wants(k.as_str()) || hooks.iter().any(|h| kinds_match(&h.kinds, k.as_str())))
+        .collect();
+    if kinds.len() == EventKind::ALL.len() {
+        return Vec::new();
+    }
+    kinds
 }
 
 /// The body of every delivery of an event: `{type, timestamp, data}`, `data` the event.
@@ -478,6 +526,27 @@ fn describe(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_feed_is_read_for_the_kinds_someone_wants() {
+        let hook = |kinds: &[&str]| Webhook {
+            id: "w".into(),
+            tenant: "t".into(),
+            url: "https://x".into(),
+            kinds: kinds.iter().map(|k| k.to_string()).collect(),
+            description: None,
+            secret: String::new(),
+            created_at: Micros(0),
+        };
+        let ends = [EventKind::Succeeded, EventKind::Failed, EventKind::Cancelled, EventKind::TimedOut];
+        assert_eq!(wanted_kinds(&[]), ends, "a task's own webhook: its end");
+        let mut with_queued = vec![EventKind::Queued];
+        with_queued.extend(ends);
+        assert_eq!(wanted_kinds(&[hook(&["task.queued"])]), with_queued);
+        assert!(wanted_kinds(&[hook(&["task.*"])]).contains(&EventKind::Retrying));
+        assert!(!wanted_kinds(&[hook(&["task.*"])]).contains(&EventKind::Output));
+        assert_eq!(wanted_kinds(&[hook(&["task.*"]), hook(&["*"])]), Vec::<EventKind>::new(), "every kind: no filter");
+    }
 
     #[test]
     fn retries_back_off_exponentially_with_jitter_until_out_of_time() {

@@ -264,6 +264,10 @@ impl Store for Flaky {
     async fn pending_deliveries(&self) -> Result<Vec<(String, u64)>> {
         self.inner.pending_deliveries().await
     }
+
+    async fn task_webhooks(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, smith_core::TaskWebhook)>> {
+        self.inner.task_webhooks(ids).await
+    }
 }
 
 struct Setup {

@@ -567,6 +567,13 @@ impl Store for PgStore {
     async fn pending_deliveries(&self) -> Result<Vec<(String, u64)>> {
         webhooks::pending(&self.pool).await
     }
+
+    async fn task_webhooks(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, smith_core::TaskWebhook)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        webhooks::task_webhooks(&self.pool, ids).await
+    }
 }
 
 #[cfg(test)]

@@ -247,3 +247,23 @@ pub(super) async fn pending(pool: &PgPool) -> Result<Vec<(String, u64)>> {
     .map_err(db_error)?;
     Ok(rows.into_iter().map(|(t, n)| (t, n.max(0) as u64)).collect())
 }
+
+pub(super) async fn task_webhooks(
+    pool: &PgPool,
+    ids: &[smith_core::TaskId],
+) -> Result<Vec<(smith_core::TaskId, smith_core::TaskWebhook)>> {
+    let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT id::text, options::text FROM tasks WHERE id = ANY($1::uuid[]) AND options IS NOT NULL")
+            .bind(&ids)
+            .fetch_all(pool)
+            .await
+            .map_err(db_error)?;
+    let mut out = Vec::new();
+    for (id, options) in rows {
+        if let Some(w) = crate::webhooks::webhook_of(&options)? {
+            out.push((id.parse()?, w));
+        }
+    }
+    Ok(out)
+}

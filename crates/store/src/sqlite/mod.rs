@@ -727,6 +727,14 @@ impl Store for SqliteStore {
     async fn pending_deliveries(&self) -> Result<Vec<(String, u64)>> {
         self.read(webhooks::pending).await
     }
+
+    async fn task_webhooks(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, smith_core::TaskWebhook)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = ids.to_vec();
+        self.read(move |c| webhooks::task_webhooks(c, &ids)).await
+    }
 }
 
 #[cfg(test)]

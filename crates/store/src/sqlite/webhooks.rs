@@ -203,3 +203,22 @@ pub(super) fn pending(c: &Connection) -> Result<Vec<(String, u64)>> {
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
+
+pub(super) fn task_webhooks(
+    c: &Connection,
+    ids: &[smith_core::TaskId],
+) -> Result<Vec<(smith_core::TaskId, smith_core::TaskWebhook)>> {
+    let list = serde_json::to_string(&ids.iter().map(|i| i.to_string()).collect::<Vec<_>>()).expect("ids serialize");
+    let mut stmt = c.prepare_cached(
+        "SELECT id, options FROM tasks WHERE id IN (SELECT value FROM json_each(?1)) AND options IS NOT NULL",
+    )?;
+    let rows = stmt.query_map([list], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, options) = row?;
+        if let Some(w) = crate::webhooks::webhook_of(&options)? {
+            out.push((id.parse()?, w));
+        }
+    }
+    Ok(out)
+}
