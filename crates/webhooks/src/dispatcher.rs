@@ -219,8 +219,7 @@ impl Inner {
             // read after the page: every subscription committed before its events is here; one
             // that wants a kind the page left out makes the page be read again
             let hooks = self.store.webhooks(None).await?;
-            let covered = wanted_kinds(&hooks).iter().all(|k| kinds.is_empty() || kinds.contains(k));
-            if !covered {
+            if !covers(&kinds, &wanted_kinds(&hooks)) {
                 known = Some(hooks);
                 state = Some((persisted, from));
                 continue;
@@ -371,6 +370,11 @@ fn wanted_kinds(hooks: &[Webhook]) -> Vec<EventKind> {
         return Vec::new();
     }
     kinds
+}
+
+/// Whether a page read for `read` kinds holds every kind in `wanted` (empty: every kind).
+fn covers(read: &[EventKind], wanted: &[EventKind]) -> bool {
+    read.is_empty() || (!wanted.is_empty() && wanted.iter().all(|k| read.contains(k)))
 }
 
 /// The body of every delivery of an event: `{type, timestamp, data}`, `data` the event.
@@ -546,6 +550,11 @@ mod tests {
         assert!(wanted_kinds(&[hook(&["task.*"])]).contains(&EventKind::Retrying));
         assert!(!wanted_kinds(&[hook(&["task.*"])]).contains(&EventKind::Output));
         assert_eq!(wanted_kinds(&[hook(&["task.*"]), hook(&["*"])]), Vec::<EventKind>::new(), "every kind: no filter");
+        // a page read for fewer kinds than a subscription committed meanwhile wants is read again
+        let all = wanted_kinds(&[hook(&["*"])]);
+        assert!(covers(&all, &ends) && covers(&all, &all) && covers(&with_queued, &ends));
+        assert!(!covers(&ends, &all), "every kind is more than the terminal ones");
+        assert!(!covers(&ends, &with_queued));
     }
 
     #[test]

@@ -139,7 +139,7 @@ pub async fn run(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
     loop {
         let (n, quiet) = {
             let g = got.lock().expect("receiver lock");
-            (g.ids.len(), g.last.is_some_and(|l| l.elapsed() > Duration::from_secs(3)))
+            (g.ids.len(), g.last.is_some_and(|l| l.elapsed() > Duration::from_secs(20)))
         };
         if n >= expected || (quiet && n > 0) || Instant::now() > deadline {
             break;

@@ -438,3 +438,33 @@ async fn distributed_kill_9_of_gateway_worker_and_supervisor_mid_retry_loses_no_
     }
     all_succeeded_delivered(&rx, &ids, Duration::from_secs(60)).await;
 }
+
+/// A subscription gets every event committed after it, even when the dispatcher last looked
+/// for subscriptions before it existed (it reads only the kinds someone wants: a page read
+/// before a `*` subscription must be read again, not passed over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_subscription_gets_the_events_committed_right_after_it() {
+    let s = Smith::start(Opts::new().config(ALLOW_LOOPBACK)).await;
+    let api = s.api();
+    for round in 0..5 {
+        let rx = Receiver::start(0).await;
+        subscribe(&api, &rx.url, &["*"]).await;
+        let (id, _) = api.run(json!({"agent": "echo", "input": round}), SECS_30).await;
+        let accepted = rx.wait_accepted(4, SECS_30).await;
+        let mut kinds: Vec<String> = accepted
+            .values()
+            .map(|h| h[0].json())
+            .filter(|b| b["data"]["task_id"] == json!(id))
+            .map(|b| b["type"].as_str().unwrap().to_string())
+            .collect();
+        kinds.sort();
+        assert_eq!(kinds, ["output", "task.queued", "task.started", "task.succeeded"], "round {round}");
+        tokio::time::sleep(Duration::from_millis(fastrand_ms(round))).await;
+    }
+}
+
+/// A different pause before each round, so the subscription lands at different points of the
+/// dispatcher's poll.
+fn fastrand_ms(round: u64) -> u64 {
+    [30, 110, 170, 60, 240][round as usize % 5]
+}
