@@ -38,6 +38,7 @@ pub mod redact;
 pub mod sse;
 pub mod task;
 pub mod time;
+pub mod webhook;
 pub mod workspace;
 
 pub use access::{ApiKey, AuditQuery, AuditRecord, NewApiKey, NewAuditRecord, Scope, ALL_TENANTS};
@@ -50,3 +51,4 @@ pub use event::{visible_to, Event, EventDraft, EventHeader, EventKind};
 pub use node::{Node, NodeRole, NodeStatus};
 pub use task::{NewTask, Outcome, Task, TaskError, TaskId, TaskOptions, TaskStatus, TaskWorkspace, DEFAULT_TENANT};
 pub use time::Micros;
+pub use webhook::{AttemptOutcome, Delivery, DeliveryState, NewDelivery, TaskWebhook, Webhook};

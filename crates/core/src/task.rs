@@ -139,6 +139,9 @@ pub struct Task {
     /// The JSON Schema this task's output must match, over its agent's `output_schema`.
     #[serde(default)]
     pub output_schema: Option<Value>,
+    /// Where this task's own terminal and request events are sent (its secret never served).
+    #[serde(default)]
+    pub webhook: Option<crate::webhook::TaskWebhook>,
 }
 
 /// What a task sets of its agent's workspace.
@@ -158,6 +161,8 @@ pub struct TaskOptions<W = TaskWorkspace, S = Value> {
     pub workspace: Option<W>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_schema: Option<S>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<crate::webhook::StoredTaskWebhook>,
 }
 
 pub const MAX_PRIORITY: u8 = 9;
@@ -205,6 +210,8 @@ pub struct NewTask {
     pub workspace: Option<TaskWorkspace>,
     /// Overrides the agent's `output_schema`.
     pub output_schema: Option<Value>,
+    /// Where the task's own terminal and request events are sent.
+    pub webhook: Option<crate::webhook::TaskWebhook>,
 }
 
 impl NewTask {
@@ -224,6 +231,7 @@ impl NewTask {
             metadata: Value::Object(Default::default()),
             workspace: None,
             output_schema: None,
+            webhook: None,
         }
     }
 
@@ -266,6 +274,9 @@ impl NewTask {
         }
         if let Some(schema) = &self.output_schema {
             crate::output::Schema::compile(schema, "output_schema")?;
+        }
+        if let Some(w) = &self.webhook {
+            w.validate()?;
         }
         crate::agent::validate_name(&self.agent)
     }
@@ -310,6 +321,7 @@ impl Task {
             worker: None,
             workspace: t.workspace.clone(),
             output_schema: t.output_schema.clone(),
+            webhook: t.webhook.clone(),
         }
     }
 
@@ -320,10 +332,14 @@ impl Task {
 
     /// The task's `options` as the stores keep them (JSON text); `None` when it sets nothing.
     pub fn options_json(&self) -> Option<String> {
-        if self.workspace.is_none() && self.output_schema.is_none() {
+        if self.workspace.is_none() && self.output_schema.is_none() && self.webhook.is_none() {
             return None;
         }
-        let o = TaskOptions { workspace: self.workspace.as_ref(), output_schema: self.output_schema.as_ref() };
+        let o = TaskOptions {
+            workspace: self.workspace.as_ref(),
+            output_schema: self.output_schema.as_ref(),
+            webhook: self.webhook.as_ref().map(crate::webhook::StoredTaskWebhook::from),
+        };
         Some(serde_json::to_string(&o).expect("task options serialize"))
     }
 
@@ -331,6 +347,7 @@ impl Task {
     pub fn set_options(&mut self, stored: TaskOptions) {
         self.workspace = stored.workspace;
         self.output_schema = stored.output_schema;
+        self.webhook = stored.webhook.map(Into::into);
     }
 
     /// The first attempt of a new task, running, as a worker hands it to an executor: for

@@ -58,6 +58,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/pages/sessions.js", JS),
     asset!("js/pages/task.js", JS),
     asset!("js/pages/tasks.js", JS),
+    asset!("js/pages/webhooks.js", JS),
 ];
 
 /// Each asset's ETag: a quoted FNV-1a hash of its bytes, computed once.

@@ -20,6 +20,7 @@ mod sessions;
 mod stream;
 mod submit;
 pub mod tls;
+mod webhooks;
 
 pub use error::{status_of, ApiError, ConfigError};
 pub use server::{ServeError, ServeOptions};
@@ -76,6 +77,9 @@ pub struct GatewayOptions {
     /// Where the workers store agents' artifacts (`[artifacts] url`), read for downloads.
     /// `None`: listings still answer from the store, downloads are 503.
     pub artifacts: Option<Arc<dyn smith_artifacts::Storage>>,
+    /// Where webhooks may point (`[webhooks] allow_private`, `allow`): checked when a
+    /// subscription or a task's webhook is given.
+    pub webhook_guard: Arc<smith_webhooks::Guard>,
 }
 
 impl GatewayOptions {
@@ -98,6 +102,7 @@ impl GatewayOptions {
             store_max_bytes: None,
             store_sample: Duration::from_secs(5),
             artifacts: None,
+            webhook_guard: Default::default(),
         }
     }
 }

@@ -38,6 +38,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/keys", post(crate::keys::create).get(crate::keys::list))
         .route("/v1/keys/{id}/revoke", post(crate::keys::revoke))
         .route("/v1/audit", get(crate::keys::audit))
+        .route("/v1/webhooks", post(crate::webhooks::create).get(crate::webhooks::list))
+        .route("/v1/webhooks/{id}", get(crate::webhooks::show).delete(crate::webhooks::delete))
+        .route("/v1/webhooks/{id}/deliveries", get(crate::webhooks::deliveries))
+        .route("/v1/webhooks/{id}/deliveries/{delivery}/replay", post(crate::webhooks::replay))
         .route("/mcp", post(crate::mcp::post).get(crate::mcp::get))
         .route("/v1/agents", get(agents))
         .route("/v1/nodes", get(nodes))
@@ -91,6 +95,8 @@ struct SubmitRequest {
     #[serde(default, deserialize_with = "crate::error::object_or_null")]
     workspace: Option<smith_core::TaskWorkspace>,
     output_schema: Option<Value>,
+    #[serde(default, deserialize_with = "crate::error::object_or_null")]
+    webhook: Option<smith_core::TaskWebhook>,
 }
 
 async fn submit(
@@ -113,6 +119,7 @@ async fn submit(
         }
     }
     let session_id = req.session_id;
+    let (webhook, secret) = crate::webhooks::prepare_task_webhook(&s, req.webhook).await?;
     let task = NewTask {
         id: TaskId::new(),
         agent: req.agent,
@@ -128,6 +135,7 @@ async fn submit(
         metadata: req.metadata.unwrap_or_else(|| json!({})),
         workspace: req.workspace,
         output_schema: req.output_schema,
+        webhook,
     };
     if let Some(sid) = &session_id {
         task.validate()?;
@@ -139,7 +147,10 @@ async fn submit(
     let submitted = submit_task(&s, task, record).await?;
     let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
     let location = format!("/v1/tasks/{}", submitted.task.id);
-    let mut resp = (status, [(axum::http::header::LOCATION, location)], Json(submitted.task)).into_response();
+    // a generated webhook secret is shown once, to the submission that created the task
+    let secret = secret.filter(|_| submitted.created);
+    let body = crate::webhooks::reveal(json!(submitted.task), secret);
+    let mut resp = (status, [(axum::http::header::LOCATION, location)], Json(body)).into_response();
     if audited {
         resp.extensions_mut().insert(crate::audit::Written);
     }

@@ -32,6 +32,10 @@ pub(crate) struct StartRequest {
     budget: Option<Budget>,
     /// The first turn's output schema.
     output_schema: Option<Value>,
+    /// Where the turns' terminal and request events go (later turns keep it unless they name
+    /// another).
+    #[serde(default, deserialize_with = "crate::error::object_or_null")]
+    webhook: Option<smith_core::TaskWebhook>,
 }
 
 #[derive(Deserialize)]
@@ -44,6 +48,8 @@ pub(crate) struct TurnRequest {
     idempotency_key: Option<String>,
     metadata: Option<Value>,
     output_schema: Option<Value>,
+    #[serde(default, deserialize_with = "crate::error::object_or_null")]
+    webhook: Option<smith_core::TaskWebhook>,
 }
 
 pub(crate) async fn start(
@@ -64,22 +70,30 @@ pub(crate) async fn start(
         created_at: Micros::now(),
     };
     // Validate the first turn before creating anything: bad input changes nothing.
+    let mut secret = None;
     let first = match req.input {
         Some(input) => {
             let mut t = turn_task(&session, input, req.timeout_ms, req.budget, None, None);
             t.output_schema = req.output_schema;
             t.validate()?;
+            (t.webhook, secret) = crate::webhooks::prepare_task_webhook(&s, req.webhook).await?;
             Some(t)
         }
-        None if req.timeout_ms.is_some() || req.budget.is_some() || req.output_schema.is_some() => {
-            return Err(ApiError::unprocessable("timeout_ms, budget and output_schema apply to a turn: give input too"))
+        None if req.timeout_ms.is_some()
+            || req.budget.is_some()
+            || req.output_schema.is_some()
+            || req.webhook.is_some() =>
+        {
+            return Err(ApiError::unprocessable(
+                "timeout_ms, budget, output_schema and webhook apply to a turn: give input too",
+            ))
         }
         None => None,
     };
     s.store.create_session(&session).await?;
     let mut turns = Vec::new();
     if let Some(t) = first {
-        turns.push(submit_task(&s, t, None).await?.task);
+        turns.push(crate::webhooks::reveal(json!(submit_task(&s, t, None).await?.task), secret));
     }
     let location = format!("/v1/sessions/{}", session.id);
     let body = json!({
@@ -124,6 +138,12 @@ pub(crate) async fn add_turn(
     let mut task = turn_task(&session, req.input, req.timeout_ms, req.budget, req.idempotency_key, req.metadata);
     task.output_schema = req.output_schema;
     task.validate()?;
+    let (webhook, secret) = match req.webhook {
+        Some(w) => crate::webhooks::prepare_task_webhook(&s, Some(w)).await?,
+        // the session's webhook: the one its latest turn was given
+        None => (s.store.list_tasks(&query(&session.id, 1)).await?.items.pop().and_then(|t| t.webhook), None),
+    };
+    task.webhook = webhook;
     if s.store.count_session_tasks(&session.id, &session.tenant).await? >= MAX_TURNS as u64 {
         return Err(ApiError::new(smith_core::Code::Conflict, format!("session {id} has {MAX_TURNS} turns, the most")));
     }
@@ -136,7 +156,8 @@ pub(crate) async fn add_turn(
     }
     let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
     let location = format!("/v1/tasks/{}", submitted.task.id);
-    Ok((status, [(axum::http::header::LOCATION, location)], Json(submitted.task)).into_response())
+    let body = crate::webhooks::reveal(json!(submitted.task), secret.filter(|_| submitted.created));
+    Ok((status, [(axum::http::header::LOCATION, location)], Json(body)).into_response())
 }
 
 fn query(id: &str, limit: usize) -> TaskQuery {

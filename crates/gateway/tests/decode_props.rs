@@ -29,7 +29,7 @@ const CASES: u32 = 1024;
 /// The gateway's body limit here: small, so that a 413 costs little.
 const BODY_LIMIT: usize = 64 * 1024;
 /// The fields of a task submission.
-const FIELDS: [&str; 12] = common::SUBMIT_FIELDS;
+const FIELDS: [&str; 13] = common::SUBMIT_FIELDS;
 const MAX_TIMEOUT_MS: u64 = smith_core::task::MAX_TIMEOUT_MS;
 
 fn config() -> Config {
@@ -212,7 +212,22 @@ fn submit_and_check(
     prop_assert_eq!(r.status.as_u16(), want, "a valid submission: {}", r.text());
     let task: Task = serde_json::from_slice(&r.body).map_err(|e| TestCaseError::fail(format!("not a Task: {e}")))?;
     prop_assert_eq!(r.location.clone(), Some(format!("/v1/tasks/{}", task.id)));
-    let stored = h.rt.block_on(h.store.get_task(task.id)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let mut stored = h.rt.block_on(h.store.get_task(task.id)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    // a webhook's secret is served only in the answer that generated it: a given one is kept
+    // and never shown back, a generated one shown to the submission that created the task
+    let hook = sent.get("webhook").filter(|v| !v.is_null());
+    if let Some(w) = stored.as_mut().and_then(|t| t.webhook.as_mut()) {
+        let given = hook.and_then(|h| h.get("secret")).and_then(Value::as_str);
+        if earlier.is_none() {
+            match given {
+                Some(given) => prop_assert_eq!(w.secret.as_deref(), Some(given), "a given secret is kept"),
+                None => prop_assert!(w.secret.as_deref().is_some_and(|s| s.starts_with("whsec_")), "one is generated"),
+            }
+        }
+        if given.is_some() || earlier.is_some() {
+            w.secret = None;
+        }
+    }
     prop_assert_eq!(stored.as_ref(), Some(&task), "the store holds what was acknowledged");
     if let Some(id) = earlier {
         prop_assert_eq!(task.id, id, "a repeated key names the earlier task");
@@ -307,7 +322,21 @@ fn is_valid_task(v: &Value, parent: TaskId) -> bool {
         // `echo` has no workspace: a task of it cannot set one
         && o.get("workspace").is_none_or(Value::is_null)
         && o.get("output_schema").is_none_or(|s| s.is_null() || smith_core::output::Schema::compile(s, "s").is_ok())
+        && o.get("webhook").is_none_or(valid_webhook)
 }
+
+/// A task's webhook the gateway takes: null, or `{url, secret?}` with a public address (no
+/// name: nothing is resolved here) and a well-formed secret.
+fn valid_webhook(v: &Value) -> bool {
+    let Some(o) = v.as_object() else { return v.is_null() };
+    o.keys().all(|k| k == "url" || k == "secret")
+        && o.get("url") == Some(&json!(PUBLIC_HOOK))
+        && o.get("secret")
+            .is_none_or(|s| s.is_null() || s.as_str().is_some_and(|s| smith_core::webhook::secret_key(s).is_ok()))
+}
+
+/// A webhook target the SSRF guard lets through without resolving anything.
+const PUBLIC_HOOK: &str = "https://[100::1]/hook";
 
 // ---- strategies ----
 
@@ -415,6 +444,19 @@ fn field_value(field: &'static str, parent: TaskId) -> BoxedStrategy<Value> {
                 json!({"$ref": "http://127.0.0.1:9/schema.json"}),
                 json!({"properties": {"a": {"pattern": "("}}}),
                 json!(true),
+            ]),
+            1 => json_value(),
+        ]
+        .boxed(),
+        "webhook" => prop_oneof![
+            2 => prop::sample::select(vec![
+                json!({"url": PUBLIC_HOOK}),
+                json!({"url": PUBLIC_HOOK, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}),
+                json!({"url": PUBLIC_HOOK, "secret": "whsec_!"}),
+                json!({"url": "http://127.0.0.1/hook"}),
+                json!({"url": "http://[::ffff:10.0.0.1]/"}),
+                json!({"url": "ftp://[100::1]/"}),
+                json!({"url": PUBLIC_HOOK, "extra": 1}),
             ]),
             1 => json_value(),
         ]

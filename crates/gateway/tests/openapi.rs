@@ -48,13 +48,19 @@ const ROUTES: &[(&str, &str, bool, bool)] = &[
     ("get", "/v1/keys", true, true),
     ("post", "/v1/keys/{id}/revoke", true, true),
     ("get", "/v1/audit", true, true),
+    ("post", "/v1/webhooks", true, true),
+    ("get", "/v1/webhooks", false, true),
+    ("get", "/v1/webhooks/{id}", true, true),
+    ("delete", "/v1/webhooks/{id}", true, true),
+    ("get", "/v1/webhooks/{id}/deliveries", true, true),
+    ("post", "/v1/webhooks/{id}/deliveries/{delivery}/replay", true, true),
 ];
 
 /// Operations that never succeed: `GET /mcp` only says that the server offers no stream (405).
 const NO_SUCCESS: &[(&str, &str)] = &[("get", "/mcp")];
 
 /// Success answers without a body: (method, path, status).
-const BODILESS: &[(&str, &str, &str)] = &[("post", "/mcp", "202")];
+const BODILESS: &[(&str, &str, &str)] = &[("post", "/mcp", "202"), ("delete", "/v1/webhooks/{id}", "204")];
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
@@ -308,13 +314,13 @@ fn session_requests_are_strict_and_bounded() {
             "SessionStartRequest",
             "/v1/sessions",
             json!(["agent"]),
-            &["agent", "input", "metadata", "timeout_ms", "budget", "output_schema"][..],
+            &["agent", "input", "metadata", "timeout_ms", "budget", "output_schema", "webhook"][..],
         ),
         (
             "TurnRequest",
             "/v1/sessions/{id}/turns",
             json!(["input"]),
-            &["input", "timeout_ms", "budget", "idempotency_key", "metadata", "output_schema"][..],
+            &["input", "timeout_ms", "budget", "idempotency_key", "metadata", "output_schema", "webhook"][..],
         ),
     ] {
         let s = schema(&doc, name);
@@ -458,6 +464,7 @@ fn schemas_match_the_domain_types() {
         worker: None,
         workspace: None,
         output_schema: None,
+        webhook: None,
     };
     let v = serde_json::to_value(&task).unwrap();
     assert_shape(&doc, "Task", &v);
@@ -809,6 +816,10 @@ async fn served_bodies_match_the_schemas() {
             // `echo` has no workspace: null is the value it takes
             "workspace" => Value::Null,
             "output_schema" => json!({"type": "object", "required": ["text"]}),
+            // a public address (nothing to resolve) and a given secret (not shown back)
+            "webhook" => {
+                json!({"url": "https://[100::1]/hook", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+            }
             other => panic!("no sample value for the documented field {other:?}: add one"),
         }
     };

@@ -7,6 +7,7 @@
 mod approvals;
 mod baseline;
 mod fanout;
+mod webhooks;
 
 use crate::client::{sse_parser, SseFrame};
 use crate::ClientOpts;
@@ -57,6 +58,9 @@ pub struct BenchArgs {
     /// gateway's delivery latency, memory per connection and CPU (docs in bench/fanout.rs).
     /// `approvals`: --tasks `sleep` tasks all parked at once for a person's answer (each asks
     /// through /mcp as it starts): memory and busy slots while they wait, answers/s.
+    /// `webhooks`: a receiver in this process subscribed to every event, `echo` tasks paced to
+    /// add --rate events/s to the feed for --seconds: deliveries/s and commit → receiver latency
+    /// (the server needs `[webhooks] allow_private = true`; docs in bench/webhooks.rs).
     #[arg(long, default_value = "tasks")]
     scenario: String,
     /// events scenario: output events per task.
@@ -113,10 +117,11 @@ pub struct BenchArgs {
     /// fanout scenario: SSE clients, each following its own task.
     #[arg(long, default_value_t = 10_000)]
     clients: usize,
-    /// fanout scenario: events per second to each client (at most 100).
+    /// fanout scenario: events per second to each client (at most 100). webhooks: events per
+    /// second added to the feed.
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
-    /// fanout scenario: seconds measured, after the warm-up.
+    /// fanout and webhooks scenarios: seconds measured (fanout: after the warm-up).
     #[arg(long, default_value_t = 30.0)]
     seconds: f64,
     /// fanout scenario: seconds of events before the measurement.
@@ -193,7 +198,10 @@ pub async fn run(mut a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
         "baseline" => baseline::run(a, opts).await,
         "fanout" => fanout::run(a, opts).await,
         "approvals" => approvals::run(a, opts).await,
-        other => bail!("unknown --scenario {other:?}: use tasks, events, burst, baseline, fanout or approvals"),
+        "webhooks" => webhooks::run(a, opts).await,
+        other => {
+            bail!("unknown --scenario {other:?}: use tasks, events, burst, baseline, fanout, approvals or webhooks")
+        }
     }
 }
 

@@ -150,6 +150,11 @@ impl Client {
         Ok(self.call(self.req(reqwest::Method::POST, path).json(body)).await?.1)
     }
 
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.send(self.req(reqwest::Method::DELETE, path)).await?;
+        Ok(())
+    }
+
     /// Follows a task's stream from `after`, calling `on_event` for each event; reconnects
     /// with Last-Event-ID; returns the terminal status.
     pub async fn follow(&self, id: &str, mut after: u64, mut on_event: impl FnMut(&str, &Value)) -> Result<String> {

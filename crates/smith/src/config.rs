@@ -44,6 +44,75 @@ pub struct FileConfig {
     /// (docs/artifacts.md).
     #[serde(default)]
     pub artifacts: ArtifactsSection,
+    /// Webhook deliveries: retries, timeouts, and where they may go (docs/webhooks.md).
+    #[serde(default)]
+    pub webhooks: WebhooksSection,
+}
+
+/// `[webhooks]`: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksSection {
+    /// How long a delivery is retried before it is marked failed (default 24h).
+    #[serde(default, with = "opt_duration")]
+    pub retry_for: Option<Duration>,
+    /// One attempt's deadline (default 10s).
+    #[serde(default, with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    /// The wait before the first retry, doubled after each failure (default 1s).
+    #[serde(default, with = "opt_duration")]
+    pub backoff: Option<Duration>,
+    /// The longest wait between two attempts (default 1h).
+    #[serde(default, with = "opt_duration")]
+    pub max_backoff: Option<Duration>,
+    /// Attempts in flight at once (default 64).
+    pub max_in_flight: Option<usize>,
+    /// Loopback, private and other non-public targets too (tests, development).
+    pub allow_private: Option<bool>,
+    /// Non-public address ranges (CIDR) or host names webhooks may still reach.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+impl WebhooksSection {
+    /// Where webhooks may go.
+    pub fn guard(&self) -> Result<smith_webhooks::Guard> {
+        let mut allow = Vec::new();
+        for a in &self.allow {
+            allow.push(a.parse().map_err(|e| anyhow!("webhooks.allow: {e}"))?);
+        }
+        Ok(smith_webhooks::Guard { allow_private: self.allow_private.unwrap_or(false), allow })
+    }
+
+    /// The dispatcher's options for the node `node_id`.
+    pub fn options(&self, node_id: String) -> Result<smith_webhooks::Options> {
+        let mut o = smith_webhooks::Options::new(node_id);
+        let positive = |key: &str, d: Option<Duration>| -> Result<Option<Duration>> {
+            match d {
+                Some(d) if d.is_zero() => bail!("webhooks.{key} must be more than 0"),
+                d => Ok(d),
+            }
+        };
+        if let Some(d) = positive("retry_for", self.retry_for)? {
+            o.retry_for = d;
+        }
+        if let Some(d) = positive("timeout", self.timeout)? {
+            o.timeout = d;
+        }
+        if let Some(d) = positive("backoff", self.backoff)? {
+            o.backoff = d;
+        }
+        if let Some(d) = positive("max_backoff", self.max_backoff)? {
+            o.max_backoff = d;
+        }
+        match self.max_in_flight {
+            Some(0) => bail!("webhooks.max_in_flight must be at least 1"),
+            Some(n) => o.max_in_flight = n,
+            None => {}
+        }
+        o.guard = self.guard()?;
+        Ok(o)
+    }
 }
 
 /// `[artifacts]`: every key optional; a cap of 0 is refused.

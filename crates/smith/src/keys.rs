@@ -32,7 +32,7 @@ pub enum KeysCommand {
 }
 
 /// `path?k=v&…` with the values percent-encoded; empty values left out.
-fn with_query(path: &str, pairs: &[(&str, Option<String>)]) -> String {
+pub(crate) fn with_query(path: &str, pairs: &[(&str, Option<String>)]) -> String {
     let pairs: Vec<(&str, &str)> = pairs.iter().filter_map(|(k, v)| v.as_deref().map(|v| (*k, v))).collect();
     if pairs.is_empty() {
         return path.to_string();

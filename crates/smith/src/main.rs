@@ -11,6 +11,7 @@ mod plan;
 mod procmetrics;
 mod roles;
 mod up;
+mod webhooks;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -84,6 +85,12 @@ enum Command {
     },
     /// Read the audit log: one record per mutating request (admin scope).
     Audit(keys::AuditArgs),
+    /// Subscribe URLs to your tenant's events; list, show and delete them; read and replay
+    /// their deliveries.
+    Webhooks {
+        #[command(subcommand)]
+        command: webhooks::WebhooksCommand,
+    },
     /// Capacity and monthly AWS cost for N agents; `--emit` writes the deployment.
     Plan(plan::PlanArgs),
 }
@@ -126,6 +133,7 @@ fn main() -> ExitCode {
             Command::Plan(args) => plan::run(args),
             Command::Keys { command } => keys::keys(command, client).await,
             Command::Audit(args) => keys::audit(args, client).await,
+            Command::Webhooks { command } => webhooks::webhooks(command, client).await,
         }
     });
     match result {

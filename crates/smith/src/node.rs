@@ -152,6 +152,7 @@ pub fn install_metrics() -> Result<Metrics> {
     smith_agents::rss::describe_agent_metrics();
     smith_store::describe_metrics();
     smith_bus::describe_metrics();
+    smith_webhooks::metrics::describe();
     let h = handle.clone();
     let render: smith_gateway::MetricsRender = Arc::new(move || {
         let mut text = h.render();
@@ -267,6 +268,11 @@ pub fn supervisor_tree(sup: &Supervisor) -> SupervisorSpec {
         .child(child("reaper", sup, |s, t| Box::pin(s.reaper_loop(t))))
         .child(child("supervisor-heartbeat", sup, |s, t| Box::pin(s.heartbeat_loop(t))))
         .child(child("autoscaler", sup, |s, t| Box::pin(s.scaling_loop(t))))
+}
+
+/// The webhook dispatcher: it works only where it holds its lease, so every supervisor runs one.
+pub fn webhooks_tree(hooks: &smith_webhooks::Dispatcher) -> SupervisorSpec {
+    role("webhooks", Strategy::OneForOne).child(child("webhook-dispatcher", hooks, |h, t| Box::pin(h.run(t))))
 }
 
 pub fn worker_tree(worker: &Worker) -> SupervisorSpec {

@@ -156,6 +156,7 @@ pub fn gateway_options(
     g.store_max_bytes = file.limits.store_max_bytes()?;
     g.sites = smith_gateway::origin::Sites::new(file.server.public_url.as_deref(), &file.server.allowed_origins)
         .map_err(|e| anyhow!("server.{e}"))?;
+    g.webhook_guard = std::sync::Arc::new(file.webhooks.guard()?);
     Ok(g)
 }
 
@@ -179,9 +180,14 @@ pub async fn supervisor(args: SupervisorArgs) -> Result<ExitCode> {
     opts.scaling = config::scaling_options(&b.file, sc.min_agents.unwrap_or(0), sc.max_agents.unwrap_or(1000))?;
     let listener = node::metrics_listener(args.metrics_listen.as_deref(), &b.file, "127.0.0.1:9464").await?;
     let sampler = node::sampler_tree(b.store.clone(), &metrics);
+    let hooks = smith_webhooks::Dispatcher::new(
+        b.file.webhooks.options(opts.node_id.clone())?,
+        b.store.clone(),
+        b.bus.clone(),
+    )?;
     let sup = Supervisor::new(opts, b.store, b.bus);
     tracing::info!("smith supervisor running");
-    let mut roles = vec![node::supervisor_tree(&sup), sampler];
+    let mut roles = vec![node::supervisor_tree(&sup), node::webhooks_tree(&hooks), sampler];
     roles.extend(node::metrics_tree(listener, metrics.render.clone()));
     node::run(node::root(roles), sup.observer(), None, Duration::ZERO).await
 }

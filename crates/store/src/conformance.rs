@@ -102,6 +102,7 @@ macro_rules! store_conformance {
             size_bytes_grows_with_what_is_written,
             artifacts_are_fenced_replaced_by_name_and_summed_by_tenant,
             a_request_parks_its_task_until_answered_once,
+            webhooks_and_their_deliveries_move_with_the_cursor,
         );
     };
     (skip_unless_env = $var:literal, $factory:expr) => {
@@ -2890,4 +2891,119 @@ pub async fn a_request_parks_its_task_until_answered_once(store: S) {
     assert!(matches!(&late, Err(e) if e.code() == Code::Conflict), "an answer after the end: {late:?}");
     let log = checked_log(&store, t.id).await;
     assert_eq!(log.last().map(|e| e.kind), Some(EventKind::Cancelled));
+}
+
+pub async fn webhooks_and_their_deliveries_move_with_the_cursor(store: S) {
+    use smith_core::{AttemptOutcome, DeliveryState, NewDelivery, TaskWebhook, Webhook};
+    let secret = smith_core::webhook::generate_secret();
+    let hook = |id: &str, tenant: &str, at: i64| Webhook {
+        id: id.into(),
+        tenant: tenant.into(),
+        url: format!("https://{tenant}.example/hook"),
+        kinds: vec!["task.*".into(), "approval.requested".into()],
+        description: Some("d".into()),
+        secret: secret.clone(),
+        created_at: Micros(at),
+    };
+    let (a, b) = (hook("wh-a", "acme", 1), hook("wh-b", "globex", 2));
+    store.create_webhook(&a).await.unwrap();
+    store.create_webhook(&b).await.unwrap();
+    let dup = store.create_webhook(&a).await;
+    assert!(matches!(&dup, Err(e) if e.code() == Code::Conflict), "{dup:?}");
+    let bad = Webhook { kinds: vec!["nope".into()], ..hook("wh-c", "acme", 3) };
+    assert!(store.create_webhook(&bad).await.is_err(), "unknown kinds are refused");
+    assert_eq!(store.get_webhook("wh-a").await.unwrap().as_ref(), Some(&a), "every field, the secret too");
+    assert_eq!(store.webhooks(Some("acme")).await.unwrap(), vec![a.clone()]);
+    assert_eq!(store.webhooks(None).await.unwrap(), vec![a.clone(), b.clone()], "oldest first");
+    assert!(store.get_webhook("nope").await.unwrap().is_none());
+
+    // a task's own webhook round-trips with its secret
+    let mut t = NewTask::new("echo", json!("x"));
+    t.webhook = Some(TaskWebhook { url: "https://x.example/t".into(), secret: Some(secret.clone()) });
+    let task = store.submit(t.clone()).await.unwrap().task;
+    assert_eq!(get(&store, task.id).await.webhook, t.webhook);
+    let plain = submit(&store, "echo").await;
+    let found = store.task_webhooks(&[plain.id, task.id, TaskId::new()]).await.unwrap();
+    assert_eq!(found, vec![(task.id, t.webhook.clone().unwrap())], "only the tasks that have one");
+    assert!(store.task_webhooks(&[]).await.unwrap().is_empty());
+
+    // the cursor starts at the feed's end and moves only from where it is, with its deliveries
+    let head = store.feed_head().await.unwrap();
+    let cursor = store.webhook_cursor().await.unwrap();
+    assert!(cursor <= head, "{cursor} > {head}");
+    let delivery = |id: &str, hook: Option<&str>, tenant: &str, pos: u64| NewDelivery {
+        id: id.into(),
+        webhook_id: hook.map(str::to_string),
+        tenant: tenant.into(),
+        task_id: Some(task.id),
+        event_pos: pos,
+        event_type: "task.succeeded".into(),
+        url: "https://x.example/t".into(),
+        secret: Some(secret.clone()),
+        payload: json!({"type": "task.succeeded", "data": {"pos": pos}}),
+        created_at: Micros::now(),
+    };
+    let ds = vec![delivery("msg_1", Some("wh-a"), "acme", 1), delivery("msg_2", Some("wh-a"), "acme", 2)];
+    let stale = store.enqueue_deliveries(cursor + 1, head + 2, ds.clone()).await;
+    assert!(matches!(&stale, Err(e) if e.code() == Code::Conflict), "{stale:?}");
+    assert_eq!(store.webhook_cursor().await.unwrap(), cursor, "a refused move writes nothing");
+    assert!(store.deliveries("wh-a", None, 10).await.unwrap().is_empty(), "nor its deliveries");
+    store.enqueue_deliveries(cursor, head + 2, ds).await.unwrap();
+    store.enqueue_deliveries(head + 2, head + 3, vec![delivery("msg_3", None, "globex", 3)]).await.unwrap();
+    assert_eq!(store.webhook_cursor().await.unwrap(), head + 3);
+    assert_eq!(store.pending_deliveries().await.unwrap(), vec![("acme".into(), 2), ("globex".into(), 1)]);
+
+    // claimed deliveries are held: not claimed again until the hold passes
+    let now = Micros::now();
+    let hold = Duration::from_millis(200);
+    let got = store.claim_deliveries(now, hold, 2).await.unwrap();
+    assert_eq!(got.len(), 2, "{got:#?}");
+    let first = got.iter().find(|d| d.id == "msg_1").expect("msg_1 claimed");
+    assert_eq!((first.url.as_str(), first.secret.as_deref()), ("https://x.example/t", Some(secret.as_str())));
+    assert_eq!(first.payload["data"]["pos"], 1, "the payload as recorded");
+    assert_eq!((first.task_id, first.state, first.attempts), (Some(task.id), DeliveryState::Pending, 0));
+    let rest = store.claim_deliveries(now, hold, 10).await.unwrap();
+    assert_eq!(rest.len(), 1, "only the third is free: {rest:#?}");
+    assert!(store.claim_deliveries(now, hold, 10).await.unwrap().is_empty());
+    let again = store.claim_deliveries(now.plus(hold * 2), hold, 10).await.unwrap();
+    assert_eq!(again.len(), 3, "held deliveries come back after the hold");
+
+    // attempts: retry later, then delivered; a failed one is replayed once
+    let outcome = |state, next: Option<Micros>, status: Option<u16>| AttemptOutcome {
+        state,
+        next_at: next,
+        status,
+        error: status.filter(|s| *s >= 500).map(|s| format!("HTTP {s}")),
+        at: Micros::now(),
+    };
+    let later = Micros::now().plus(Duration::from_secs(3600));
+    store.record_attempt("msg_1", &outcome(DeliveryState::Pending, Some(later), Some(500))).await.unwrap();
+    store.record_attempt("msg_2", &outcome(DeliveryState::Delivered, None, Some(200))).await.unwrap();
+    store.record_attempt("msg_2", &outcome(DeliveryState::Failed, None, Some(500))).await.unwrap();
+    let listed = store.deliveries("wh-a", None, 10).await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["msg_2", "msg_1"], "newest first");
+    assert_eq!((listed[0].state, listed[0].attempts, listed[0].last_status), (DeliveryState::Delivered, 1, Some(200)));
+    assert_eq!(listed[0].next_at, None, "a delivered delivery is sent no more");
+    assert_eq!((listed[1].state, listed[1].attempts, listed[1].next_at), (DeliveryState::Pending, 1, Some(later)));
+    assert_eq!(listed[1].last_error.as_deref(), Some("HTTP 500"));
+    assert_eq!(store.deliveries("wh-a", Some("msg_2"), 10).await.unwrap().len(), 1, "paged by id");
+    assert!(store.claim_deliveries(Micros::now(), hold, 10).await.unwrap().iter().all(|d| d.id != "msg_1"));
+
+    let replay = store.replay_delivery("wh-a", "msg_2", Micros::now()).await;
+    assert!(matches!(&replay, Err(e) if e.code() == Code::Conflict), "a delivered one: {replay:?}");
+    store.record_attempt("msg_1", &outcome(DeliveryState::Failed, None, Some(500))).await.unwrap();
+    assert!(store.replay_delivery("wh-b", "msg_1", Micros::now()).await.unwrap().is_none(), "another hook's");
+    assert!(store.replay_delivery("wh-a", "msg_9", Micros::now()).await.unwrap().is_none());
+    let replayed = store.replay_delivery("wh-a", "msg_1", Micros::now()).await.unwrap().expect("replayed");
+    assert_eq!((replayed.state, replayed.attempts), (DeliveryState::Pending, 2));
+    let due = store.claim_deliveries(Micros::now().plus(Duration::from_secs(1)), hold, 10).await.unwrap();
+    assert!(due.iter().any(|d| d.id == "msg_1"), "a replayed delivery is due: {due:#?}");
+
+    // deleting a subscription deletes its deliveries, not another's
+    assert!(store.delete_webhook("wh-a").await.unwrap());
+    assert!(!store.delete_webhook("wh-a").await.unwrap());
+    assert!(store.get_webhook("wh-a").await.unwrap().is_none());
+    assert!(store.deliveries("wh-a", None, 10).await.unwrap().is_empty());
+    assert_eq!(store.pending_deliveries().await.unwrap(), vec![("globex".into(), 1)]);
 }

@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use serde_json::Value;
 use smith_core::approval::{Answer, NewRequest};
 use smith_core::{
-    AgentDef, AgentSummary, ApiKey, Approval, Artifact, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey,
-    NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
+    AgentDef, AgentSummary, ApiKey, Approval, Artifact, AttemptOutcome, AuditQuery, AuditRecord, Delivery, Event,
+    EventDraft, Micros, NewApiKey, NewAuditRecord, NewDelivery, NewTask, Node, NodeStatus, Outcome, Task, TaskId,
+    Usage, Webhook,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -246,6 +247,54 @@ impl Store for Instrumented {
 
     async fn maintain(&self) -> Result<Option<String>> {
         timed("maintain", self.0.maintain()).await
+    }
+
+    async fn create_webhook(&self, hook: &Webhook) -> Result<()> {
+        timed("create_webhook", self.0.create_webhook(hook)).await
+    }
+
+    async fn webhooks(&self, tenant: Option<&str>) -> Result<Vec<Webhook>> {
+        timed("webhooks", self.0.webhooks(tenant)).await
+    }
+
+    async fn get_webhook(&self, id: &str) -> Result<Option<Webhook>> {
+        timed("get_webhook", self.0.get_webhook(id)).await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool> {
+        timed("delete_webhook", self.0.delete_webhook(id)).await
+    }
+
+    async fn webhook_cursor(&self) -> Result<u64> {
+        timed("webhook_cursor", self.0.webhook_cursor()).await
+    }
+
+    async fn enqueue_deliveries(&self, from: u64, to: u64, deliveries: Vec<NewDelivery>) -> Result<()> {
+        timed("enqueue_deliveries", self.0.enqueue_deliveries(from, to, deliveries)).await
+    }
+
+    async fn claim_deliveries(&self, now: Micros, hold: Duration, limit: usize) -> Result<Vec<Delivery>> {
+        timed("claim_deliveries", self.0.claim_deliveries(now, hold, limit)).await
+    }
+
+    async fn record_attempt(&self, id: &str, outcome: &AttemptOutcome) -> Result<()> {
+        timed("record_attempt", self.0.record_attempt(id, outcome)).await
+    }
+
+    async fn deliveries(&self, webhook_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Delivery>> {
+        timed("deliveries", self.0.deliveries(webhook_id, before, limit)).await
+    }
+
+    async fn replay_delivery(&self, webhook_id: &str, id: &str, now: Micros) -> Result<Option<Delivery>> {
+        timed("replay_delivery", self.0.replay_delivery(webhook_id, id, now)).await
+    }
+
+    async fn pending_deliveries(&self) -> Result<Vec<(String, u64)>> {
+        timed("pending_deliveries", self.0.pending_deliveries()).await
+    }
+
+    async fn task_webhooks(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, smith_core::TaskWebhook)>> {
+        timed("task_webhooks", self.0.task_webhooks(ids)).await
     }
 }
 
@@ -511,6 +560,42 @@ mod tests {
             no()
         }
         async fn maintain(&self) -> Result<Option<String>> {
+            no()
+        }
+        async fn create_webhook(&self, _: &Webhook) -> Result<()> {
+            no()
+        }
+        async fn webhooks(&self, _: Option<&str>) -> Result<Vec<Webhook>> {
+            no()
+        }
+        async fn get_webhook(&self, _: &str) -> Result<Option<Webhook>> {
+            no()
+        }
+        async fn delete_webhook(&self, _: &str) -> Result<bool> {
+            no()
+        }
+        async fn webhook_cursor(&self) -> Result<u64> {
+            no()
+        }
+        async fn enqueue_deliveries(&self, _: u64, _: u64, _: Vec<NewDelivery>) -> Result<()> {
+            no()
+        }
+        async fn claim_deliveries(&self, _: Micros, _: Duration, _: usize) -> Result<Vec<Delivery>> {
+            no()
+        }
+        async fn record_attempt(&self, _: &str, _: &AttemptOutcome) -> Result<()> {
+            no()
+        }
+        async fn deliveries(&self, _: &str, _: Option<&str>, _: usize) -> Result<Vec<Delivery>> {
+            no()
+        }
+        async fn replay_delivery(&self, _: &str, _: &str, _: Micros) -> Result<Option<Delivery>> {
+            no()
+        }
+        async fn pending_deliveries(&self) -> Result<Vec<(String, u64)>> {
+            no()
+        }
+        async fn task_webhooks(&self, _: &[TaskId]) -> Result<Vec<(TaskId, smith_core::TaskWebhook)>> {
             no()
         }
     }

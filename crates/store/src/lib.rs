@@ -16,6 +16,7 @@ pub mod metrics;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
+mod webhooks;
 
 pub use access::AUDIT_LIMIT;
 pub use approvals::{ApprovalQuery, Asked, APPROVAL_LIMIT};
@@ -28,8 +29,9 @@ use async_trait::async_trait;
 use serde_json::Value;
 use smith_core::approval::{Answer, NewRequest};
 use smith_core::{
-    AgentDef, AgentSummary, ApiKey, Approval, Artifact, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros,
-    NewApiKey, NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, TaskStatus, Usage,
+    AgentDef, AgentSummary, ApiKey, Approval, Artifact, AttemptOutcome, AuditQuery, AuditRecord, Delivery, Event,
+    EventDraft, EventKind, Micros, NewApiKey, NewAuditRecord, NewDelivery, NewTask, Node, NodeStatus, Outcome, Task,
+    TaskId, TaskStatus, TaskWebhook, Usage, Webhook,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -474,6 +476,51 @@ pub trait Store: Send + Sync + 'static {
     async fn size_bytes(&self) -> Result<Option<u64>> {
         Ok(None)
     }
+
+    // Webhooks: subscriptions, the dispatcher's cursor and its deliveries.
+
+    /// Records a subscription; `Conflict` if its id exists.
+    async fn create_webhook(&self, hook: &Webhook) -> Result<()>;
+
+    /// Subscriptions of one tenant (every tenant with `None`), oldest first, secrets included:
+    /// the caller serves them without.
+    async fn webhooks(&self, tenant: Option<&str>) -> Result<Vec<Webhook>>;
+
+    async fn get_webhook(&self, id: &str) -> Result<Option<Webhook>>;
+
+    /// Deletes a subscription and its deliveries; whether it existed.
+    async fn delete_webhook(&self, id: &str) -> Result<bool>;
+
+    /// The dispatcher's place in the feed: every event at or below it has its deliveries.
+    async fn webhook_cursor(&self) -> Result<u64>;
+
+    /// Records `deliveries` (pending, due now) and moves the cursor from `from` to `to`, in one
+    /// transaction: either both or neither. `Conflict` when the cursor is not at `from` (another
+    /// dispatcher moved it), and nothing is written.
+    async fn enqueue_deliveries(&self, from: u64, to: u64, deliveries: Vec<NewDelivery>) -> Result<()>;
+
+    /// Takes up to `limit` pending deliveries due at `now`, oldest due first, and holds them
+    /// until `now + hold` (their `next_at`), so a sender that dies mid-attempt has them sent
+    /// again after the hold, and no other sender takes them meanwhile.
+    async fn claim_deliveries(&self, now: Micros, hold: Duration, limit: usize) -> Result<Vec<Delivery>>;
+
+    /// Records how an attempt of a pending delivery ended (`attempts + 1`); a delivery no
+    /// longer pending (delivered, failed, deleted) is left as it is.
+    async fn record_attempt(&self, id: &str, outcome: &AttemptOutcome) -> Result<()>;
+
+    /// A subscription's deliveries, newest first, ids below `before` when given, at most `limit`.
+    async fn deliveries(&self, webhook_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Delivery>>;
+
+    /// A failed delivery of the subscription becomes pending, due at `now`; `None` if there is
+    /// no such delivery, `Conflict` if it is not failed.
+    async fn replay_delivery(&self, webhook_id: &str, id: &str, now: Micros) -> Result<Option<Delivery>>;
+
+    /// How many deliveries are pending, by tenant.
+    async fn pending_deliveries(&self) -> Result<Vec<(String, u64)>>;
+
+    /// The webhooks (secret included) of those of `ids` that have one, in one read: what the
+    /// dispatcher looks up for a page of terminal events.
+    async fn task_webhooks(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, TaskWebhook)>>;
 }
 
 /// The task-list cursor of a query: list positions below it (`i64::MAX` for the first page).

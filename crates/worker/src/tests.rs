@@ -8,6 +8,7 @@ use smith_core::{
     AgentDef, AgentSummary, ApiKey, Approval, Artifact, AuditQuery, AuditRecord, Event, EventDraft, EventKind, Micros,
     NewApiKey, NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
+use smith_core::{AttemptOutcome, Delivery, NewDelivery, Webhook};
 use smith_store::{
     ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery,
     Held, PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
@@ -243,6 +244,54 @@ impl Store for Flaky {
 
     async fn maintain(&self) -> Result<Option<String>> {
         self.inner.maintain().await
+    }
+
+    async fn create_webhook(&self, hook: &Webhook) -> Result<()> {
+        self.inner.create_webhook(hook).await
+    }
+
+    async fn webhooks(&self, tenant: Option<&str>) -> Result<Vec<Webhook>> {
+        self.inner.webhooks(tenant).await
+    }
+
+    async fn get_webhook(&self, id: &str) -> Result<Option<Webhook>> {
+        self.inner.get_webhook(id).await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool> {
+        self.inner.delete_webhook(id).await
+    }
+
+    async fn webhook_cursor(&self) -> Result<u64> {
+        self.inner.webhook_cursor().await
+    }
+
+    async fn enqueue_deliveries(&self, from: u64, to: u64, deliveries: Vec<NewDelivery>) -> Result<()> {
+        self.inner.enqueue_deliveries(from, to, deliveries).await
+    }
+
+    async fn claim_deliveries(&self, now: Micros, hold: Duration, limit: usize) -> Result<Vec<Delivery>> {
+        self.inner.claim_deliveries(now, hold, limit).await
+    }
+
+    async fn record_attempt(&self, id: &str, outcome: &AttemptOutcome) -> Result<()> {
+        self.inner.record_attempt(id, outcome).await
+    }
+
+    async fn deliveries(&self, webhook_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Delivery>> {
+        self.inner.deliveries(webhook_id, before, limit).await
+    }
+
+    async fn replay_delivery(&self, webhook_id: &str, id: &str, now: Micros) -> Result<Option<Delivery>> {
+        self.inner.replay_delivery(webhook_id, id, now).await
+    }
+
+    async fn pending_deliveries(&self) -> Result<Vec<(String, u64)>> {
+        self.inner.pending_deliveries().await
+    }
+
+    async fn task_webhooks(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, smith_core::TaskWebhook)>> {
+        self.inner.task_webhooks(ids).await
     }
 }
 

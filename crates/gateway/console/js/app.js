@@ -14,6 +14,7 @@ import * as feed from './pages/feed.js';
 import * as nodes from './pages/nodes.js';
 import * as scaling from './pages/scaling.js';
 import * as approvals from './pages/approvals.js';
+import * as webhooks from './pages/webhooks.js';
 
 const ROUTES = [
   [/^\/?$/, overview, 'overview'],
@@ -25,6 +26,7 @@ const ROUTES = [
   [/^\/nodes$/, nodes, 'nodes'],
   [/^\/scaling$/, scaling, 'scaling'],
   [/^\/approvals$/, approvals, 'approvals'],
+  [/^\/webhooks$/, webhooks, 'webhooks'],
 ];
 
 /** What a page gets: its root, an abort signal, timers and cleanups that end with the page. */

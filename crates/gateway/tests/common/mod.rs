@@ -1,7 +1,7 @@
 //! What the gateway's test binaries share.
 
 /// The fields of a task submission (`POST /v1/tasks`), as the API documents and decodes them.
-pub const SUBMIT_FIELDS: [&str; 12] = [
+pub const SUBMIT_FIELDS: [&str; 13] = [
     "agent",
     "input",
     "priority",
@@ -14,4 +14,5 @@ pub const SUBMIT_FIELDS: [&str; 12] = [
     "metadata",
     "workspace",
     "output_schema",
+    "webhook",
 ];

@@ -509,6 +509,17 @@ async fn the_console_watches_and_drives_the_fleet() {
     }
     b.shot("scaling").await;
 
+    // webhooks: a subscription (IPv6's discard prefix: nothing answers, so its deliveries wait to be
+    // sent again) and its delivery log, a generated secret shown once after subscribing
+    b.show("#/webhooks").await;
+    b.run("document.querySelector('#hook-url').value = 'https://[100::1]/hook'; document.querySelector('#hook-kinds').value = 'task.*'; document.querySelector('#create-hook').click(); return null").await;
+    b.until("the secret, shown once", "document.querySelector('#hook-secret code')?.textContent.startsWith('whsec_')")
+        .await;
+    b.until("the subscription listed", "document.querySelectorAll('#hook-rows tr').length === 1").await;
+    api.run(json!({"agent": "echo", "input": "for the webhook"}), WAIT).await;
+    b.until("its deliveries", "document.querySelectorAll('#delivery-log tr[data-delivery]').length >= 3").await;
+    b.shot("webhooks").await;
+
     // the overview, under some load: its charts have the samples taken since the page loaded
     b.show("#/").await;
     b.until("charts with lines", "document.querySelectorAll('svg.chart path.line').length >= 3").await;

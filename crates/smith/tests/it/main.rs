@@ -28,4 +28,5 @@ mod structured;
 mod tenancy;
 mod tenancy_live;
 mod tls;
+mod webhooks;
 mod workspace;

@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const ROOT: &str = "root-token-for-the-tenant-matrix-0123";
+/// A's webhook target: an address the SSRF guard allows (so no deployment needs `[webhooks]
+/// allow_private`) in IPv6's discard-only prefix (100::/64), so no delivery leaves the machine.
+const WEBHOOK_URL: &str = "https://[100::1]/hook";
 const WAIT: Duration = Duration::from_secs(20);
 /// How long streams keep reading after A's last write: long enough for every live event.
 const SETTLE: Duration = Duration::from_secs(2);
@@ -95,6 +98,12 @@ const RULES: &[(&str, &str, Rule)] = &[
     ("GET", "/v1/keys", Rule::Admin),
     ("POST", "/v1/keys/{id}/revoke", Rule::Admin),
     ("GET", "/v1/audit", Rule::Admin),
+    ("POST", "/v1/webhooks", Rule::Create),
+    ("GET", "/v1/webhooks", Rule::TenantList),
+    ("GET", "/v1/webhooks/{id}", Rule::OwnObject),
+    ("DELETE", "/v1/webhooks/{id}", Rule::OwnObject),
+    ("GET", "/v1/webhooks/{id}/deliveries", Rule::OwnObject),
+    ("POST", "/v1/webhooks/{id}/deliveries/{delivery}/replay", Rule::OwnObject),
 ];
 
 /// `(METHOD, path)` of every operation in an OpenAPI document, by path.
@@ -331,6 +340,9 @@ struct World {
     /// A's `scm` task, whose workspace patch and artifact `note.txt` hold the marker.
     a_patched: String,
     a_idempotency_key: String,
+    /// A's webhook subscription (its description holds the marker) and one of its deliveries.
+    a_webhook: String,
+    a_delivery: String,
     /// B's own echo task: B's streams and lists must show it (they work at all).
     b_task: String,
     b_marker: String,
@@ -461,6 +473,11 @@ async fn setup(root: Api, agents: &Agents, stop: &CancellationToken) -> World {
     let marker = unique("acme-secret-");
     let b_marker = unique("globex-own-");
     let a_idempotency_key = unique("matrix-");
+    // an allowed address (no name to resolve) where nothing answers: deliveries stay pending
+    let hook = json!({"url": WEBHOOK_URL, "kinds": ["task.*"], "description": format!("{marker} hook")});
+    let (status, body) = a.post("/v1/webhooks", &hook).await;
+    assert_eq!(status, 201, "A subscribes a webhook: {body}");
+    let a_webhook = body["id"].as_str().expect("webhook id").to_string();
     let a_task = a
         .submit_id(json!({"agent": "echo", "input": format!("{marker} task"), "idempotency_key": a_idempotency_key}))
         .await;
@@ -502,6 +519,18 @@ async fn setup(root: Api, agents: &Agents, stop: &CancellationToken) -> World {
     .await;
     // the live streams have everything A did
     tokio::time::sleep(SETTLE).await;
+    let mut a_delivery = String::new();
+    eventually("A's webhook has deliveries", async || {
+        let (_, page) = a.get(&format!("/v1/webhooks/{a_webhook}/deliveries")).await;
+        match page["items"][0]["id"].as_str() {
+            Some(id) => {
+                a_delivery = id.to_string();
+                Ok(())
+            }
+            None => Err(page.to_string()),
+        }
+    })
+    .await;
 
     let secrets = Secrets {
         marker,
@@ -517,6 +546,8 @@ async fn setup(root: Api, agents: &Agents, stop: &CancellationToken) -> World {
             ("A's vault task", a_vault[0].clone()),
             ("A's queued vault task", a_vault[1].clone()),
             ("A's admin key", a_admin_id.clone()),
+            ("A's webhook", a_webhook.clone()),
+            ("A's webhook delivery", a_delivery.clone()),
         ],
     };
     World {
@@ -533,6 +564,8 @@ async fn setup(root: Api, agents: &Agents, stop: &CancellationToken) -> World {
         a_vault,
         a_patched,
         a_idempotency_key,
+        a_webhook,
+        a_delivery,
         b_task,
         b_marker,
         b_streams,
@@ -813,6 +846,7 @@ async fn probe(w: &World, f: &mut Findings, op: &str, rule: Rule) {
         }
         "POST /v1/keys" | "GET /v1/keys" | "POST /v1/keys/{id}/revoke" | "GET /v1/audit" => admin(w, f, op, rule).await,
         "POST /mcp" | "GET /mcp" => agent_facing(w, f, op, rule).await,
+        op if op.contains("/v1/webhooks") => webhooks(w, f, op, rule).await,
         _ => f.fail(op, rule, "a rule but no probe in crates/smith/tests/it/tenancy.rs: write one".into()),
     }
 }
@@ -1108,4 +1142,66 @@ async fn tenant_matrix_on_postgres_and_rabbitmq() {
     };
     let bus = cluster::with_namespace(&amqp, &unique("t"));
     distributed("PostgreSQL + RabbitMQ", &services, &bus).await;
+}
+
+/// Webhooks: B never sees, changes or replays A's subscription or its deliveries; B's own
+/// subscription is B's; A's and the platform's answers show A's (the checks bite).
+async fn webhooks(w: &World, f: &mut Findings, op: &str, rule: Rule) {
+    let s = &w.secrets;
+    let hook = format!("/v1/webhooks/{}", w.a_webhook);
+    let not_found = |f: &mut Findings, who: &str, (status, body): (reqwest::StatusCode, Value)| {
+        f.clean(op, rule, who, &body.to_string(), s, &[&w.a_webhook, &w.a_delivery]);
+        f.check(status == 404 && body["error"]["code"] == "not_found", op, rule, || {
+            format!("{who} got {status} (want 404 not_found, as for a missing object): {}", clip(&body.to_string()))
+        });
+    };
+    match op {
+        "POST /v1/webhooks" => {
+            let body = json!({"url": WEBHOOK_URL, "kinds": ["task.succeeded"]});
+            let (status, created) = w.b.post("/v1/webhooks", &body).await;
+            f.clean(op, rule, "B", &created.to_string(), s, &[]);
+            f.check(status == 201 && created["tenant"] == "globex", op, rule, || {
+                format!("B's new webhook is not B's: {status} {created}")
+            });
+        }
+        "GET /v1/webhooks" => {
+            for (who, b) in w.bs() {
+                let (status, body) = b.get("/v1/webhooks").await;
+                f.clean(op, rule, who, &body.to_string(), s, &[]);
+                f.check(status == 200, op, rule, || format!("{who}'s webhooks: {status} {body}"));
+            }
+            for (who, api) in [("A", &w.a), ("the platform token", &w.root)] {
+                let (_, body) = api.get("/v1/webhooks").await;
+                f.check(body.to_string().contains(&w.a_webhook), op, rule, || {
+                    format!("sanity: {who}'s webhooks lack A's: {body}")
+                });
+            }
+        }
+        "GET /v1/webhooks/{id}" | "GET /v1/webhooks/{id}/deliveries" => {
+            let path = if op.ends_with("deliveries") { format!("{hook}/deliveries") } else { hook.clone() };
+            for (who, b) in w.bs() {
+                not_found(f, who, b.get(&path).await);
+            }
+            let (status, body) = w.a.get(&path).await;
+            f.check(status == 200 && body.to_string().contains(&w.a_webhook), op, rule, || {
+                format!("sanity: A cannot read its webhook: {status} {}", clip(&body.to_string()))
+            });
+        }
+        "DELETE /v1/webhooks/{id}" => {
+            for (who, b) in w.bs() {
+                not_found(f, who, b.send(b.request(Method::DELETE, &hook)).await);
+            }
+            let (status, _) = w.a.get(&hook).await;
+            f.check(status == 200, op, rule, || format!("B's delete removed A's webhook: {status}"));
+        }
+        "POST /v1/webhooks/{id}/deliveries/{delivery}/replay" => {
+            let path = format!("{hook}/deliveries/{}/replay", w.a_delivery);
+            for (who, b) in w.bs() {
+                not_found(f, who, b.post(&path, &json!({})).await);
+            }
+            let (status, body) = w.a.post(&path, &json!({})).await;
+            f.check(status != 404, op, rule, || format!("sanity: A's replay finds nothing: {status} {body}"));
+        }
+        _ => f.fail(op, rule, "a webhook route without a probe: write one".into()),
+    }
 }

@@ -29,7 +29,8 @@ impl<I, O> Job<I, O> {
 /// A task to submit, and the audit record of the request that submits it (written in the same
 /// transaction, completed with the task's id and whether it was created).
 pub(super) struct Submission {
-    pub task: NewTask,
+    /// Boxed: a task is the largest input of any write, and the queue holds every kind.
+    pub task: Box<NewTask>,
     /// Boxed: most submissions carry none, and the job stays small in the queue.
     pub audit: Option<Box<NewAuditRecord>>,
 }

@@ -19,6 +19,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (6, "task_options", include_str!("../../migrations/postgres/0006_task_options.sql")),
     (7, "artifacts", include_str!("../../migrations/postgres/0007_artifacts.sql")),
     (8, "approvals", include_str!("../../migrations/postgres/0008_approvals.sql")),
+    (9, "webhooks", include_str!("../../migrations/postgres/0009_webhooks.sql")),
 ];
 
 /// Serialises migrations across every process sharing the database (`"smithmig"`).

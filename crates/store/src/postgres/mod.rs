@@ -21,6 +21,7 @@ mod migrate;
 mod phases;
 mod reads;
 mod rows;
+mod webhooks;
 mod writer;
 
 use crate::access::{check_audit, check_new_key};
@@ -33,8 +34,8 @@ use async_trait::async_trait;
 use jobs::{AnswerJob, AppendJob, CompleteJob, Job, LeaseJob, Op, ReapJob, ReleaseJob, Submission, WaitJob};
 use smith_core::approval::{Answer, NewRequest};
 use smith_core::{
-    AgentDef, ApiKey, Approval, Artifact, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey,
-    NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
+    AgentDef, ApiKey, Approval, Artifact, AttemptOutcome, AuditQuery, AuditRecord, Delivery, Event, EventDraft, Micros,
+    NewApiKey, NewAuditRecord, NewDelivery, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage, Webhook,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -285,13 +286,13 @@ fn stopped() -> Error {
 impl Store for PgStore {
     async fn submit(&self, task: NewTask) -> Result<Submitted> {
         task.validate()?;
-        self.write(Op::Submit, Submission { task, audit: None }).await
+        self.write(Op::Submit, Submission { task: Box::new(task), audit: None }).await
     }
 
     async fn submit_audited(&self, task: NewTask, audit: NewAuditRecord) -> Result<Submitted> {
         task.validate()?;
         check_audit(&audit)?;
-        self.write(Op::Submit, Submission { task, audit: Some(Box::new(audit)) }).await
+        self.write(Op::Submit, Submission { task: Box::new(task), audit: Some(Box::new(audit)) }).await
     }
 
     async fn get_task(&self, id: TaskId) -> Result<Option<Task>> {
@@ -546,6 +547,61 @@ impl Store for PgStore {
             return Err(stopped());
         }
         Ok(())
+    }
+
+    async fn create_webhook(&self, hook: &Webhook) -> Result<()> {
+        crate::webhooks::check(hook)?;
+        webhooks::create(&self.pool, hook).await
+    }
+
+    async fn webhooks(&self, tenant: Option<&str>) -> Result<Vec<Webhook>> {
+        webhooks::list(&self.pool, tenant).await
+    }
+
+    async fn get_webhook(&self, id: &str) -> Result<Option<Webhook>> {
+        webhooks::get(&self.pool, id).await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool> {
+        webhooks::delete(&self.pool, id).await
+    }
+
+    async fn webhook_cursor(&self) -> Result<u64> {
+        webhooks::cursor(&self.pool).await
+    }
+
+    async fn enqueue_deliveries(&self, from: u64, to: u64, deliveries: Vec<NewDelivery>) -> Result<()> {
+        for d in &deliveries {
+            crate::webhooks::check_delivery(d)?;
+        }
+        webhooks::enqueue(&self.pool, from, to, &deliveries).await
+    }
+
+    async fn claim_deliveries(&self, now: Micros, hold: Duration, limit: usize) -> Result<Vec<Delivery>> {
+        webhooks::claim(&self.pool, now, hold, limit).await
+    }
+
+    async fn record_attempt(&self, id: &str, outcome: &AttemptOutcome) -> Result<()> {
+        webhooks::record(&self.pool, id, outcome).await
+    }
+
+    async fn deliveries(&self, webhook_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Delivery>> {
+        webhooks::list_deliveries(&self.pool, webhook_id, before, limit).await
+    }
+
+    async fn replay_delivery(&self, webhook_id: &str, id: &str, now: Micros) -> Result<Option<Delivery>> {
+        webhooks::replay(&self.pool, webhook_id, id, now).await
+    }
+
+    async fn pending_deliveries(&self) -> Result<Vec<(String, u64)>> {
+        webhooks::pending(&self.pool).await
+    }
+
+    async fn task_webhooks(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, smith_core::TaskWebhook)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        webhooks::task_webhooks(&self.pool, ids).await
     }
 }
 

@@ -91,6 +91,7 @@ pub(super) fn task_row(r: &PgRow) -> Result<TaskRow> {
         budget: opt_json(r, "budget")?.unwrap_or_default(),
         workspace: None,
         output_schema: None,
+        webhook: None,
     };
     if let Some(options) = opt_json(r, "options")? {
         task.set_options(options);

@@ -10,6 +10,7 @@ mod access;
 mod approvals;
 mod artifacts;
 mod ops;
+mod webhooks;
 
 use crate::access::{check_audit, check_new_key};
 use crate::{
@@ -21,8 +22,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use smith_core::approval::{Answer, NewRequest};
 use smith_core::{
-    AgentDef, ApiKey, Approval, Artifact, AuditQuery, AuditRecord, Event, EventDraft, Micros, NewApiKey,
-    NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
+    AgentDef, ApiKey, Approval, Artifact, AttemptOutcome, AuditQuery, AuditRecord, Delivery, Event, EventDraft, Micros,
+    NewApiKey, NewAuditRecord, NewDelivery, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage, Webhook,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -40,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_task_options.sql"),
     include_str!("../../migrations/sqlite/0008_artifacts.sql"),
     include_str!("../../migrations/sqlite/0009_approvals.sql"),
+    include_str!("../../migrations/sqlite/0010_webhooks.sql"),
 ];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;
@@ -701,6 +703,69 @@ impl Store for SqliteStore {
             return Err(Error::Unavailable("store writer stopped".into()));
         }
         Ok(())
+    }
+
+    async fn create_webhook(&self, hook: &Webhook) -> Result<()> {
+        crate::webhooks::check(hook)?;
+        let hook = hook.clone();
+        self.write(move |c| webhooks::create(c, &hook)).await
+    }
+
+    async fn webhooks(&self, tenant: Option<&str>) -> Result<Vec<Webhook>> {
+        let tenant = tenant.map(str::to_string);
+        self.read(move |c| webhooks::list(c, tenant.as_deref())).await
+    }
+
+    async fn get_webhook(&self, id: &str) -> Result<Option<Webhook>> {
+        let id = id.to_string();
+        self.read(move |c| webhooks::get(c, &id)).await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        self.write(move |c| webhooks::delete(c, &id)).await
+    }
+
+    async fn webhook_cursor(&self) -> Result<u64> {
+        self.read(webhooks::cursor).await
+    }
+
+    async fn enqueue_deliveries(&self, from: u64, to: u64, deliveries: Vec<NewDelivery>) -> Result<()> {
+        for d in &deliveries {
+            crate::webhooks::check_delivery(d)?;
+        }
+        self.write(move |c| webhooks::enqueue(c, from, to, &deliveries)).await
+    }
+
+    async fn claim_deliveries(&self, now: Micros, hold: Duration, limit: usize) -> Result<Vec<Delivery>> {
+        self.write(move |c| webhooks::claim(c, now, hold, limit)).await
+    }
+
+    async fn record_attempt(&self, id: &str, outcome: &AttemptOutcome) -> Result<()> {
+        let (id, outcome) = (id.to_string(), outcome.clone());
+        self.write(move |c| webhooks::record(c, &id, &outcome)).await
+    }
+
+    async fn deliveries(&self, webhook_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Delivery>> {
+        let (hook, before) = (webhook_id.to_string(), before.map(str::to_string));
+        self.read(move |c| webhooks::list_deliveries(c, &hook, before.as_deref(), limit)).await
+    }
+
+    async fn replay_delivery(&self, webhook_id: &str, id: &str, now: Micros) -> Result<Option<Delivery>> {
+        let (hook, id) = (webhook_id.to_string(), id.to_string());
+        self.write(move |c| webhooks::replay(c, &hook, &id, now)).await
+    }
+
+    async fn pending_deliveries(&self) -> Result<Vec<(String, u64)>> {
+        self.read(webhooks::pending).await
+    }
+
+    async fn task_webhooks(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, smith_core::TaskWebhook)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = ids.to_vec();
+        self.read(move |c| webhooks::task_webhooks(c, &ids)).await
     }
 }
 

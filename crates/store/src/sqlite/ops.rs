@@ -81,6 +81,7 @@ fn task_row(r: &Row) -> rusqlite::Result<TaskRow> {
         budget: opt_json_col(r, 26)?.unwrap_or_default(),
         workspace: None,
         output_schema: None,
+        webhook: None,
     };
     if let Some(options) = opt_json_col(r, 30)? {
         task.set_options(options);
