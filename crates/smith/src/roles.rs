@@ -180,11 +180,7 @@ pub async fn supervisor(args: SupervisorArgs) -> Result<ExitCode> {
     opts.scaling = config::scaling_options(&b.file, sc.min_agents.unwrap_or(0), sc.max_agents.unwrap_or(1000))?;
     let listener = node::metrics_listener(args.metrics_listen.as_deref(), &b.file, "127.0.0.1:9464").await?;
     let sampler = node::sampler_tree(b.store.clone(), &metrics);
-    let hooks = smith_webhooks::Dispatcher::new(
-        b.file.webhooks.options(opts.node_id.clone())?,
-        b.store.clone(),
-        b.bus.clone(),
-    )?;
+    let hooks = smith_webhooks::Dispatcher::new(b.file.webhooks.options(opts.node_id.clone())?, b.store.clone())?;
     let sup = Supervisor::new(opts, b.store, b.bus);
     tracing::info!("smith supervisor running");
     let mut roles = vec![node::supervisor_tree(&sup), node::webhooks_tree(&hooks), sampler];

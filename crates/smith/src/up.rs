@@ -196,8 +196,7 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     sopts.heartbeat = s.worker.heartbeat;
     sopts.quarantine = s.quarantine;
     sopts.scaling = s.scaling.clone();
-    let hooks =
-        smith_webhooks::Dispatcher::new(s.file.webhooks.options(sopts.node_id.clone())?, store.clone(), bus.clone())?;
+    let hooks = smith_webhooks::Dispatcher::new(s.file.webhooks.options(sopts.node_id.clone())?, store.clone())?;
     let supervisor = Supervisor::new(sopts, store.clone(), bus.clone());
     // the worker's agent pool follows the autoscaler
     worker.set_target(s.worker.min_agents);

@@ -10,7 +10,6 @@ use crate::metrics;
 use crate::sign::signature;
 use crate::{Error, Result};
 use serde_json::json;
-use smith_bus::Bus;
 use smith_core::webhook::{kinds_match, secret_key, task_webhook_wants};
 use smith_core::{AttemptOutcome, Delivery, DeliveryState, Event, EventKind, Micros, NewDelivery, Webhook};
 use smith_store::{FeedFilter, Store};
@@ -41,11 +40,11 @@ pub struct Options {
     /// plus up to a quarter of jitter.
     pub backoff: Duration,
     pub max_backoff: Duration,
-    /// How often the feed and the due deliveries are looked at when nothing wakes the dispatcher.
+    /// How often due deliveries are looked for when no new one wakes the sender.
     pub poll: Duration,
-    /// After a wake-up, how long to wait for more commits before reading the feed: one page
-    /// for a burst instead of one per event.
-    pub linger: Duration,
+    /// How often the feed is read for new events once it is caught up: a burst of commits is
+    /// one page, and an idle feed costs one cheap read (its high-water mark) per period.
+    pub feed_poll: Duration,
     /// Events read from the feed at once.
     pub page: usize,
     pub lease_ttl: Duration,
@@ -62,7 +61,7 @@ impl Options {
             backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(3600),
             poll: Duration::from_millis(250),
-            linger: Duration::from_millis(20),
+            feed_poll: Duration::from_millis(25),
             page: 1000,
             lease_ttl: Duration::from_secs(6),
             guard: Guard::default(),
@@ -88,7 +87,6 @@ pub struct Dispatcher {
 struct Inner {
     opts: Options,
     store: Arc<dyn Store>,
-    bus: Arc<dyn Bus>,
     client: reqwest::Client,
     guard: Arc<Guard>,
     /// Recorded deliveries wake the sender.
@@ -98,7 +96,7 @@ struct Inner {
 }
 
 impl Dispatcher {
-    pub fn new(opts: Options, store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Result<Self> {
+    pub fn new(opts: Options, store: Arc<dyn Store>) -> Result<Self> {
         let guard = Arc::new(opts.guard.clone());
         let client = reqwest::Client::builder()
             .dns_resolver(guard.resolver())
@@ -112,7 +110,6 @@ impl Dispatcher {
         let inner = Inner {
             opts,
             store,
-            bus,
             client,
             guard,
             recorded: Notify::new(),
@@ -187,8 +184,8 @@ impl Inner {
     }
 
     async fn feed_loop(&self, stop: &CancellationToken) -> Result<()> {
-        // committed events are published after their commit: a wake-up, never the data read
-        let mut wakes = self.bus.subscribe(smith_bus::subjects::ALL_EVENTS).await?;
+        // The feed is polled, not followed on the bus: a subscription to every event would
+        // cost every task's hot path a delivery to this loop, subscribed or not.
         // (where the store's cursor is, how far this dispatcher has read): a page that calls for
         // no delivery moves only the second, written with the next deliveries or once a second,
         // so the feed's hot path does not pay a write per page and a restart re-reads at most
@@ -216,6 +213,15 @@ impl Inner {
             let kinds = wanted_kinds(&before);
             let filter = FeedFilter { kinds: kinds.clone(), ..Default::default() };
             let page = self.store.feed(from, &filter, self.opts.page).await?;
+            if page.cursor == from {
+                // nothing committed since: no subscription to read again, nothing to record
+                known = Some(before);
+                state = Some((persisted, from));
+                if !self.pause(stop, self.opts.feed_poll).await {
+                    return Ok(());
+                }
+                continue;
+            }
             // read after the page: every subscription committed before its events is here; one
             // that wants a kind the page left out makes the page be read again
             let hooks = self.store.webhooks(None).await?;
@@ -251,16 +257,8 @@ impl Inner {
             if n > 0 {
                 self.recorded.notify_one();
             }
-            if !page.more {
-                tokio::select! {
-                    _ = stop.cancelled() => return Ok(()),
-                    _ = wakes.recv() => {
-                        // gather what commits in the next few ms into one page
-                        tokio::time::sleep(self.opts.linger).await;
-                        while wakes.try_recv().is_some() {}
-                    }
-                    _ = tokio::time::sleep(self.opts.poll) => {}
-                }
+            if !page.more && !self.pause(stop, self.opts.feed_poll).await {
+                return Ok(());
             }
         }
     }

@@ -20,8 +20,6 @@ pub use guard::{Allowed, Guard, Refused};
 pub enum Error {
     #[error("store: {0}")]
     Store(#[from] smith_store::Error),
-    #[error("bus: {0}")]
-    Bus(#[from] smith_bus::Error),
     #[error("http client: {0}")]
     Client(String),
 }
