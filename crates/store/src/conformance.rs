@@ -103,6 +103,7 @@ macro_rules! store_conformance {
             artifacts_are_fenced_replaced_by_name_and_summed_by_tenant,
             a_request_parks_its_task_until_answered_once,
             webhooks_and_their_deliveries_move_with_the_cursor,
+            task_webhooks_live_tells_whether_a_tasks_webhook_may_still_be_due,
         );
     };
     (skip_unless_env = $var:literal, $factory:expr) => {
@@ -3006,4 +3007,19 @@ pub async fn webhooks_and_their_deliveries_move_with_the_cursor(store: S) {
     assert!(store.get_webhook("wh-a").await.unwrap().is_none());
     assert!(store.deliveries("wh-a", None, 10).await.unwrap().is_empty());
     assert_eq!(store.pending_deliveries().await.unwrap(), vec![("globex".into(), 1)]);
+}
+
+pub async fn task_webhooks_live_tells_whether_a_tasks_webhook_may_still_be_due(store: S) {
+    use smith_core::TaskWebhook;
+    submit(&store, "echo").await;
+    assert!(!store.task_webhooks_live(Micros(0)).await.unwrap(), "no task has a webhook");
+    let mut t = NewTask::new("echo", json!("x"));
+    t.webhook = Some(TaskWebhook { url: "https://x.example/t".into(), secret: None });
+    let task = store.submit(t).await.unwrap().task;
+    let far = Micros(Micros::now().0 + 3_600_000_000);
+    assert!(store.task_webhooks_live(far).await.unwrap(), "an unfinished task with a webhook, whatever the time");
+    let before_end = Micros::now();
+    store.request_cancel(task.id).await.unwrap();
+    assert!(store.task_webhooks_live(before_end).await.unwrap(), "it finished since");
+    assert!(!store.task_webhooks_live(far).await.unwrap(), "it finished before");
 }

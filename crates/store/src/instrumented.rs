@@ -296,6 +296,10 @@ impl Store for Instrumented {
     async fn task_webhooks(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, smith_core::TaskWebhook)>> {
         timed("task_webhooks", self.0.task_webhooks(ids)).await
     }
+
+    async fn task_webhooks_live(&self, since: Micros) -> Result<bool> {
+        timed("task_webhooks_live", self.0.task_webhooks_live(since)).await
+    }
 }
 
 #[cfg(test)]
@@ -596,6 +600,9 @@ mod tests {
             no()
         }
         async fn task_webhooks(&self, _: &[TaskId]) -> Result<Vec<(TaskId, smith_core::TaskWebhook)>> {
+            no()
+        }
+        async fn task_webhooks_live(&self, _: Micros) -> Result<bool> {
             no()
         }
     }

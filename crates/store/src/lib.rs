@@ -521,6 +521,11 @@ pub trait Store: Send + Sync + 'static {
     /// The webhooks (secret included) of those of `ids` that have one, in one read: what the
     /// dispatcher looks up for a page of terminal events.
     async fn task_webhooks(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, TaskWebhook)>>;
+
+    /// Whether any task with its own webhook is unfinished, or finished at or after `since`
+    /// (one probe of a partial index): when none is and nobody subscribes, the dispatcher
+    /// passes the feed over unread.
+    async fn task_webhooks_live(&self, since: Micros) -> Result<bool>;
 }
 
 /// The task-list cursor of a query: list positions below it (`i64::MAX` for the first page).

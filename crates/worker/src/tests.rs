@@ -293,6 +293,10 @@ impl Store for Flaky {
     async fn task_webhooks(&self, ids: &[TaskId]) -> Result<Vec<(TaskId, smith_core::TaskWebhook)>> {
         self.inner.task_webhooks(ids).await
     }
+
+    async fn task_webhooks_live(&self, since: Micros) -> Result<bool> {
+        self.inner.task_webhooks_live(since).await
+    }
 }
 
 struct Setup {

@@ -41,3 +41,7 @@ CREATE TABLE webhook_cursor (
     pos  bigint NOT NULL
 );
 INSERT INTO webhook_cursor (name, pos) SELECT 'webhooks', coalesce(max(pos), 0) FROM events;
+
+-- Tasks with a webhook of their own, by when they finished: the dispatcher's probe of whether
+-- any could still have events to deliver (`Store::task_webhooks_live`).
+CREATE INDEX tasks_webhook ON tasks (finished_at) WHERE options::text LIKE '%"webhook":%';

@@ -603,6 +603,10 @@ impl Store for PgStore {
         }
         webhooks::task_webhooks(&self.pool, ids).await
     }
+
+    async fn task_webhooks_live(&self, since: Micros) -> Result<bool> {
+        webhooks::task_webhooks_live(&self.pool, since).await
+    }
 }
 
 #[cfg(test)]

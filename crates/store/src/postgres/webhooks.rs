@@ -267,3 +267,15 @@ pub(super) async fn task_webhooks(
     }
     Ok(out)
 }
+
+pub(super) async fn task_webhooks_live(pool: &PgPool, since: Micros) -> Result<bool> {
+    // the same predicate as the partial index `tasks_webhook`, so the probe reads only it
+    sqlx::query_scalar(
+        "SELECT EXISTS(SELECT 1 FROM tasks WHERE options::text LIKE '%\"webhook\":%' \
+         AND (finished_at IS NULL OR finished_at >= $1))",
+    )
+    .bind(since.0)
+    .fetch_one(pool)
+    .await
+    .map_err(db_error)
+}

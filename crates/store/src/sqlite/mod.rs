@@ -767,6 +767,10 @@ impl Store for SqliteStore {
         let ids = ids.to_vec();
         self.read(move |c| webhooks::task_webhooks(c, &ids)).await
     }
+
+    async fn task_webhooks_live(&self, since: Micros) -> Result<bool> {
+        self.read(move |c| webhooks::task_webhooks_live(c, since)).await
+    }
 }
 
 #[cfg(test)]

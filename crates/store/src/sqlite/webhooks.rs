@@ -222,3 +222,10 @@ pub(super) fn task_webhooks(
     }
     Ok(out)
 }
+
+pub(super) fn task_webhooks_live(c: &Connection, since: smith_core::Micros) -> Result<bool> {
+    // the same predicate as the partial index `tasks_webhook`, so the probe reads only it
+    let sql = "SELECT EXISTS(SELECT 1 FROM tasks WHERE options LIKE '%\"webhook\":%' \
+               AND (finished_at IS NULL OR finished_at >= ?1))";
+    Ok(c.prepare_cached(sql)?.query_row([since.0], |r| r.get(0))?)
+}
