@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 pub const LEASE: &str = "webhooks-dispatcher";
 /// How long the stored cursor may stay behind what was read without calling for a delivery.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
+/// Empty reads of the feed in a row after which it is read every `poll` instead of `feed_poll`.
+const IDLE_POLLS: u32 = 8;
 /// The clock skew allowed between this process and whoever dates tasks' ends, when passing the
 /// feed over unread.
 const SKEW: Duration = Duration::from_secs(60);
@@ -200,6 +202,8 @@ impl Inner {
         // Every event after the cursor was committed after this time: a task with an event there
         // is unfinished or finished since. Known once the feed has been read to its end.
         let mut fresh_since: Option<Micros> = None;
+        // empty reads in a row: past a few, the feed is idle and read at the slower pace
+        let mut idle = 0u32;
         loop {
             if !self.wait_to_lead(stop).await {
                 return Ok(());
@@ -227,7 +231,8 @@ impl Inner {
                     state = Some(self.pass_over(persisted, head, &mut persisted_at).await?);
                     fresh_since = Some(Micros(read_at.0 - SKEW.as_micros() as i64));
                     known = Some(hooks);
-                    if !self.pause(stop, self.opts.feed_poll).await {
+                    // nothing to deliver is waiting: look again at the slower pace
+                    if !self.pause(stop, self.opts.poll).await {
                         return Ok(());
                     }
                     continue;
@@ -244,10 +249,13 @@ impl Inner {
             let filter = FeedFilter { kinds: kinds.clone(), ..Default::default() };
             let page = self.store.feed(from, &filter, self.opts.page).await?;
             if page.cursor == from {
-                // nothing committed since: no subscription to read again, nothing to record
+                // nothing committed since: no subscription to read again, nothing to record; an
+                // idle feed is looked at every `poll`, a busy one every `feed_poll`
                 known = Some(before);
                 state = Some((persisted, from));
-                if !self.pause(stop, self.opts.feed_poll).await {
+                idle = idle.saturating_add(1);
+                let wait = if idle > IDLE_POLLS { self.opts.poll } else { self.opts.feed_poll };
+                if !self.pause(stop, wait).await {
                     return Ok(());
                 }
                 continue;
@@ -260,6 +268,7 @@ impl Inner {
                 state = Some((persisted, from));
                 continue;
             }
+            idle = 0;
             let deliveries = self.deliveries_of(&page.events, &hooks).await?;
             known = Some(hooks);
             let n = deliveries.len();
