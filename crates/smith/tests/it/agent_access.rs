@@ -81,7 +81,20 @@ async fn check_dump(api: &Api, stderr: impl Fn() -> String) -> String {
         assert!(!out.contains(secret), "the agent saw {secret:?}:\n{out}");
     }
     // every variable is the agent's own, its task's, allowlisted, or the shell's own
-    let own = ["DUMP_SECRET", "SMITH_TASK_ID", "SMITH_AGENT", "SMITH_ATTEMPT", "SMITH_RUN", "SMITH_ARTIFACTS"];
+    // the agent API's URL and this attempt's capability (never the platform token, checked above)
+    let own = [
+        "DUMP_SECRET",
+        "SMITH_TASK_ID",
+        "SMITH_AGENT",
+        "SMITH_ATTEMPT",
+        "SMITH_RUN",
+        "SMITH_ARTIFACTS",
+        "SMITH_MCP_URL",
+        "SMITH_MCP_TOKEN",
+    ];
+    if let Some(cap) = out.lines().find_map(|l| l.strip_prefix("SMITH_MCP_TOKEN=")) {
+        assert!(cap.starts_with("smc_"), "SMITH_MCP_TOKEN is not an attempt's capability: {cap}");
+    }
     let allowed = ["PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "COLORTERM"];
     let shell = ["PWD", "OLDPWD", "SHLVL", "_"];
     for line in out.lines().take_while(|l| !l.starts_with("ARGV:")) {
