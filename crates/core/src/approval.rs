@@ -163,6 +163,16 @@ pub struct Answer {
     pub at: Micros,
 }
 
+impl Answer {
+    /// A denial as the agent is told it: who denied, and their note.
+    pub fn denial(&self) -> String {
+        match &self.message {
+            Some(m) => format!("A person ({}) denied this: {m}", self.by),
+            None => format!("A person ({}) denied this.", self.by),
+        }
+    }
+}
+
 impl AnswerBody {
     /// The answer this body gives to a request of `kind`, or why it cannot be one.
     pub fn answer(self, kind: RequestKind, by: &str, at: Micros) -> Result<Answer> {

@@ -54,7 +54,7 @@ pub(crate) async fn of_task(
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let task = visible_task(&s, &p, id.parse::<TaskId>()?).await?;
+    let task = s.visible_task(&p, id.parse::<TaskId>()?).await?;
     let query = ApprovalQuery { task: Some(task.id), limit: smith_store::APPROVAL_LIMIT, ..Default::default() };
     let items = s.store.list_approvals(&query).await?;
     Ok(Json(json!({"items": items})).into_response())
@@ -68,7 +68,7 @@ pub(crate) async fn answer(
     Path((id, aid)): Path<(String, String)>,
     JsonBody(body): JsonBody<AnswerBody>,
 ) -> ApiResult<Response> {
-    let task = visible_task(&s, &p, id.parse::<TaskId>()?).await?;
+    let task = s.visible_task(&p, id.parse::<TaskId>()?).await?;
     let missing = || ApiError::not_found(format!("task {} has no request {aid:?}", task.id));
     let approval = s.store.get_approval(&aid).await?.filter(|a| a.task_id == task.id).ok_or_else(missing)?;
     let answer = body.answer(approval.kind, &p.actor, Micros::now())?;
@@ -77,12 +77,6 @@ pub(crate) async fn answer(
     crate::metrics::approval_answered(decision);
     resumed(&s, &asked).await;
     Ok(Json(asked.approval).into_response())
-}
-
-/// The task, when the principal's tenant owns it; 404 exactly like a missing one otherwise.
-async fn visible_task(s: &AppState, p: &Principal, id: TaskId) -> ApiResult<Task> {
-    let found = s.store.get_task(id).await?.filter(|t| p.sees(&t.tenant));
-    found.ok_or_else(|| ApiError::not_found(format!("task {id} not found")))
 }
 
 /// Announces an answer and wakes the task's agent: its next attempt resumes with it.

@@ -129,6 +129,19 @@ impl AppState {
     pub fn closing(&self) -> CancellationToken {
         self.closing.lock().expect("closing lock").clone()
     }
+
+    /// The task, when it exists and is the caller's tenant's: another tenant's task is a 404
+    /// exactly like a missing one.
+    pub(crate) async fn visible_task(
+        &self,
+        p: &auth::Principal,
+        id: smith_core::TaskId,
+    ) -> error::ApiResult<smith_core::Task> {
+        match self.store.get_task(id).await? {
+            Some(t) if p.sees(&t.tenant) => Ok(t),
+            _ => Err(error::ApiError::not_found(format!("task {id} not found"))),
+        }
+    }
 }
 
 /// A gateway; cheap to clone.

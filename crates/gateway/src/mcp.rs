@@ -692,13 +692,6 @@ fn state_arg(args: &Map<String, Value>) -> Result<Option<Value>, ToolError> {
     }
 }
 
-fn denial(answer: &smith_core::approval::Answer) -> String {
-    match &answer.message {
-        Some(m) => format!("A person ({}) denied this: {m}", answer.by),
-        None => format!("A person ({}) denied this.", answer.by),
-    }
-}
-
 /// Claude Code's permission prompt: an answer given already, else a person when an `approve`
 /// pattern names the call, else the denial the agent's permission mode would give.
 async fn permission_prompt(s: &AppState, caller: &Caller, args: &Map<String, Value>) -> ToolResult {
@@ -711,7 +704,7 @@ async fn permission_prompt(s: &AppState, caller: &Caller, args: &Map<String, Val
     if let Some(answer) = known.and_then(|a| a.answer) {
         return Ok(match answer.decision {
             Decision::Allow => json!({"behavior": "allow", "updatedInput": answer.input.unwrap_or(input)}),
-            Decision::Deny => json!({"behavior": "deny", "message": denial(&answer)}),
+            Decision::Deny => json!({"behavior": "deny", "message": answer.denial()}),
         });
     }
     let def = approvals::definition(s, task).await?;

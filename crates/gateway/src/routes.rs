@@ -188,16 +188,7 @@ async fn get_task(
     Extension(p): Extension<Principal>,
     PathId(id): PathId,
 ) -> ApiResult<Response> {
-    Ok(Json(visible_task(&s, &p, id).await?).into_response())
-}
-
-/// The task, when it exists and is the caller's tenant's: another tenant's task is a 404
-/// exactly like a missing one.
-pub(crate) async fn visible_task(s: &AppState, p: &Principal, id: TaskId) -> ApiResult<smith_core::Task> {
-    match s.store.get_task(id).await? {
-        Some(t) if p.sees(&t.tenant) => Ok(t),
-        _ => Err(ApiError::not_found(format!("task {id} not found"))),
-    }
+    Ok(Json(s.visible_task(&p, id).await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -265,7 +256,7 @@ async fn cancel(
     Extension(p): Extension<Principal>,
     PathId(id): PathId,
 ) -> ApiResult<Response> {
-    visible_task(&s, &p, id).await?;
+    s.visible_task(&p, id).await?;
     let task = cancel_one(&s, id).await?;
     cancel_descendants(&s, id).await;
     Ok((StatusCode::ACCEPTED, Json(task)).into_response())
@@ -339,7 +330,7 @@ async fn task_events(
     QueryParams(p): QueryParams<StreamParams>,
 ) -> ApiResult<SseBody> {
     let after = resume_point(&headers, p.after.as_deref())?.unwrap_or(0);
-    visible_task(&s, &who, id).await?;
+    s.visible_task(&who, id).await?;
     stream::task_stream(s, who.filter(), id, after).await
 }
 
@@ -350,7 +341,7 @@ async fn task_patch(
     Extension(who): Extension<Principal>,
     PathId(id): PathId,
 ) -> ApiResult<Response> {
-    let task = visible_task(&s, &who, id).await?;
+    let task = s.visible_task(&who, id).await?;
     let mut last = None;
     let mut after = 0;
     loop {
@@ -391,7 +382,7 @@ async fn task_artifacts(
     Extension(who): Extension<Principal>,
     PathId(id): PathId,
 ) -> ApiResult<Response> {
-    let task = visible_task(&s, &who, id).await?;
+    let task = s.visible_task(&who, id).await?;
     let artifacts = s.store.artifacts(task.id).await?;
     Ok(Json(json!({"artifacts": artifacts})).into_response())
 }
@@ -418,7 +409,7 @@ async fn task_artifact(
     Extension(who): Extension<Principal>,
     ArtifactPath(id, name): ArtifactPath,
 ) -> ApiResult<Response> {
-    let task = visible_task(&s, &who, id).await?;
+    let task = s.visible_task(&who, id).await?;
     if smith_core::artifact::check_name(&name).is_err() {
         return Err(ApiError::not_found(format!("task {id} has no such artifact")));
     }

@@ -141,15 +141,11 @@ pub(super) fn reply(kind: Ask, call: &ToolCall, out: ToolOutcome) -> Then {
 
 /// The answer a person gave to the call this attempt resumes at.
 pub(super) fn answered(kind: Ask, call: &ToolCall, a: &Answer) -> Then {
-    let denial = || match &a.message {
-        Some(m) => format!("A person ({}) denied this: {m}", a.by),
-        None => format!("A person ({}) denied this.", a.by),
-    };
     let content = match (kind, a.decision) {
         (Ask::Pattern, Decision::Allow) => {
             return Then::Run(a.input.clone().unwrap_or_else(|| call.input.clone().unwrap_or(Value::Null)))
         }
-        (Ask::Pattern, Decision::Deny) => return Then::Outcome(ToolOutcome::error(denial())),
+        (Ask::Pattern, Decision::Deny) => return Then::Outcome(ToolOutcome::error(a.denial())),
         (Ask::Question, Decision::Allow) => json!({"answer": a.answer, "by": a.by}),
         (Ask::Question, Decision::Deny) => json!({"answer": null, "declined": true, "message": a.message, "by": a.by}),
         (Ask::Approval, _) => json!({"decision": a.decision, "message": a.message, "input": a.input, "by": a.by}),
