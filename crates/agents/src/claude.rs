@@ -12,7 +12,7 @@ use crate::process::{agent_env, run_group, LineSink, Stopped};
 use crate::{input_text, Executor, Failure, RunContext, RunResult, Success, PROVIDER_ERROR, PROVIDER_UNAVAILABLE};
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
-use smith_core::{EventKind, Pricing, Usage};
+use smith_core::{EventKind, Micros, Pricing, Usage};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -184,6 +184,8 @@ pub struct StreamJson<'a> {
     pricing: Option<Pricing>,
     /// Nobody listens any more (lease lost): stop reading.
     gone: bool,
+    /// A `rate_limit_event` refused the run: when its limit resets.
+    limited_until: Option<Micros>,
 }
 
 impl<'a> StreamJson<'a> {
@@ -202,6 +204,7 @@ impl<'a> StreamJson<'a> {
             result: None,
             pricing,
             gone: false,
+            limited_until: None,
         }
     }
 
@@ -268,6 +271,12 @@ impl<'a> StreamJson<'a> {
                 }
             }
             "result" => self.result(line).await,
+            "rate_limit_event" => {
+                if let Some(until) = rejected_until(&line) {
+                    self.limited_until = Some(until);
+                }
+                self.emit(EventKind::Output, json!({"type": "raw", "line": line})).await
+            }
             // anything else (newer CLI line types) is kept as it came, never a crash
             _ => self.emit(EventKind::Output, json!({"type": "raw", "line": line})).await,
         }
@@ -383,6 +392,9 @@ impl<'a> StreamJson<'a> {
             }
             return Ok(Success { result: out, usage });
         }
+        if let Some(until) = usage_limit(&text, self.limited_until, Micros::now()) {
+            return Err(Failure::usage_limit(until, text).with_usage(usage));
+        }
         let subtype = result["subtype"].as_str().unwrap_or("");
         let status = result["api_error_status"].as_u64();
         let (code, retryable) = match (status, subtype) {
@@ -403,6 +415,34 @@ impl LineSink for StreamJson<'_> {
         self.handle(line).await;
         !self.gone
     }
+}
+
+/// How long a run stopped at a usage limit that said no reset time waits before it tries again.
+const UNKNOWN_RESET_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// When the limit of a `rate_limit_event` that refused the run resets (`resetsAt`, seconds).
+fn rejected_until(line: &Value) -> Option<Micros> {
+    let info = &line["rate_limit_info"];
+    if info["status"].as_str() != Some("rejected") {
+        return None;
+    }
+    let at = info["resetsAt"].as_f64().or_else(|| info["resets_at"].as_f64())?;
+    Some(Micros((at * 1e6) as i64))
+}
+
+/// Whether a failed run's result says it stopped at the account's usage limit, and when that
+/// resets: the result's own `…limit reached|<epoch seconds>`, else the reset of the run's
+/// refusing `rate_limit_event`, else [`UNKNOWN_RESET_WAIT`] from `now`.
+fn usage_limit(text: &str, rejected: Option<Micros>, now: Micros) -> Option<Micros> {
+    let lower = text.to_ascii_lowercase();
+    let said = lower.contains("usage limit") || lower.contains("hit your limit") || lower.contains("limit reached");
+    if !said && rejected.is_none() {
+        return None;
+    }
+    let epoch = text.rsplit_once('|').and_then(|(_, t)| t.trim().parse::<f64>().ok());
+    // seconds since the epoch, or milliseconds from a newer CLI
+    let stamped = epoch.map(|t| if t > 1e11 { Micros((t * 1e3) as i64) } else { Micros((t * 1e6) as i64) });
+    Some(stamped.or(rejected).unwrap_or_else(|| now.plus(UNKNOWN_RESET_WAIT)))
 }
 
 /// The input (cache reads and writes included) and output tokens of a `usage` object. The
@@ -432,7 +472,7 @@ fn excerpt_tail(s: &str, max: usize) -> &str {
 #[async_trait]
 impl Executor for ClaudeCode {
     async fn run(&self, ctx: RunContext) -> RunResult {
-        if let Some(r) = ctx.resume.clone().filter(|r| !r.answers.is_empty()) {
+        if let Some(r) = ctx.resume.clone().filter(|r| !r.answers.is_empty() || r.limited) {
             return after_answers(&ctx, &r).await;
         }
         let resumes = ctx.session.as_ref().and_then(|s| s.claude_session()).is_some();
@@ -464,9 +504,10 @@ impl Executor for ClaudeCode {
     }
 }
 
-/// A run after a person answered the previous attempt's request: the CLI session that asked is
-/// resumed and told the answers; where that session is not on this machine, a new one is given
-/// the task again with the answers (a call asked again is answered from the stored decision).
+/// A run after a person answered the previous attempt's request, or after the usage limit that
+/// stopped it reset: the CLI session that stopped is resumed and told why it continues; where
+/// that session is not on this machine, a new one is given the task again with the note (a call
+/// asked again is answered from the stored decision).
 async fn after_answers(ctx: &RunContext, r: &crate::Resume) -> RunResult {
     let note = r.note();
     if r.claude_session.is_some() {

@@ -32,11 +32,19 @@ pub struct Failure {
     pub error: TaskError,
     pub retryable: bool,
     pub usage: Usage,
+    /// The provider account hit its usage limit, which resets then: the task parks until then
+    /// without spending the attempt, and resumes where it stopped.
+    pub limited_until: Option<smith_core::Micros>,
 }
 
 impl Failure {
     pub fn new(code: &str, message: impl Into<String>, retryable: bool) -> Self {
-        Failure { error: TaskError::new(code, message), retryable, usage: Usage::default() }
+        Failure { error: TaskError::new(code, message), retryable, usage: Usage::default(), limited_until: None }
+    }
+
+    /// The provider's usage limit, resetting at `until` (error code [`USAGE_LIMIT`]).
+    pub fn usage_limit(until: smith_core::Micros, message: impl Into<String>) -> Self {
+        Failure { limited_until: Some(until), ..Failure::new(USAGE_LIMIT, message, true) }
     }
 
     pub fn with_usage(mut self, usage: Usage) -> Self {
@@ -55,6 +63,9 @@ impl Failure {
         self.error.code == PROVIDER_UNAVAILABLE
     }
 }
+
+/// Error code of an attempt stopped at its provider account's usage limit (its task parks).
+pub const USAGE_LIMIT: &str = "usage_limit";
 
 /// Error code of an attempt that failed because its LLM provider kept failing (429, 5xx,
 /// connection errors, stalls) after the executor's own retries. Retryable; feeds the breaker.
@@ -136,18 +147,26 @@ impl SessionContext {
     }
 }
 
-/// What a task that waited for a person resumes with: the answers given to its previous
-/// attempt's requests, and (Claude Code) the CLI session that attempt ran, to `--resume`.
+/// What a task that waited resumes with: the answers given to its previous attempt's requests
+/// (when it waited for a person), whether it waited out its provider's usage limit, and
+/// (Claude Code) the CLI session that attempt ran, to `--resume`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Resume {
     pub answers: Vec<smith_core::Approval>,
     pub claude_session: Option<String>,
+    /// The previous attempt stopped at the provider account's usage limit, now reset.
+    pub limited: bool,
 }
 
 impl Resume {
-    /// The answers, told to the agent as its run continues.
+    /// Why the run continues (and what people decided), told to the agent as it continues.
     pub fn note(&self) -> String {
         use smith_core::approval::Decision;
+        if self.answers.is_empty() {
+            return "[MisterSmith] Your run stopped at the provider's usage limit, which has now reset. \
+                    Continue the task from where you stopped."
+                .to_string();
+        }
         let mut out =
             String::from("[MisterSmith] Your run paused for a person and now continues. What they decided:\n");
         for a in &self.answers {

@@ -331,6 +331,10 @@ pub struct AgentDef {
     /// What an unanswered request becomes when it times out.
     #[serde(default)]
     pub on_approval_timeout: crate::approval::Decision,
+    /// The provider account this agent's calls count against (`[providers.NAME]`): its rate
+    /// limits and usage-limit parking are shared by every agent that names it.
+    #[serde(default)]
+    pub account: Option<String>,
 }
 
 fn yes() -> bool {
@@ -353,6 +357,11 @@ pub fn default_approval_timeout() -> Duration {
 pub const DEFAULT_CONCURRENCY: u32 = 16;
 
 impl AgentDef {
+    /// The provider account: `account`, or the agent's own name.
+    pub fn account(&self) -> &str {
+        self.account.as_deref().unwrap_or(&self.name)
+    }
+
     /// The built-in agents, always present.
     pub fn builtins() -> Vec<AgentDef> {
         ["echo", "sleep", "fail", "stream"]
@@ -404,6 +413,7 @@ impl AgentDef {
             approve: Vec::new(),
             approval_timeout: default_approval_timeout(),
             on_approval_timeout: crate::approval::Decision::Deny,
+            account: None,
         }
     }
 
@@ -418,6 +428,11 @@ impl AgentDef {
         }
         if self.timeout == Some(Duration::ZERO) {
             return what("timeout must be positive".into());
+        }
+        if let Some(a) = &self.account {
+            if validate_name(a).is_err() {
+                return what(format!("account {a:?} must be a name like an agent's (letters, digits, '-', '_', '.')"));
+            }
         }
         match (self.executor, &self.command) {
             (ExecutorKind::Process, None) => return what("executor \"process\" needs `command`".into()),

@@ -57,10 +57,20 @@ pub enum EventKind {
     /// The task is queued again to resume with it.
     #[serde(rename = "approval.decided")]
     ApprovalDecided,
+    /// A task submitted to start later (`run_at`, `delay`): when it becomes due.
+    #[serde(rename = "task.scheduled")]
+    Scheduled,
+    /// A task whose time to live ran out before it started: it never runs.
+    #[serde(rename = "task.expired")]
+    Expired,
+    /// An attempt stopped at its provider's usage limit: the task waits until the limit resets
+    /// (the attempt not spent), with every task of that provider account.
+    #[serde(rename = "task.parked")]
+    Parked,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::Queued,
         EventKind::Started,
         EventKind::Output,
@@ -81,6 +91,9 @@ impl EventKind {
         EventKind::ApprovalRequested,
         EventKind::InputRequested,
         EventKind::ApprovalDecided,
+        EventKind::Scheduled,
+        EventKind::Expired,
+        EventKind::Parked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -105,12 +118,18 @@ impl EventKind {
             EventKind::ApprovalRequested => "approval.requested",
             EventKind::InputRequested => "input.requested",
             EventKind::ApprovalDecided => "approval.decided",
+            EventKind::Scheduled => "task.scheduled",
+            EventKind::Expired => "task.expired",
+            EventKind::Parked => "task.parked",
         }
     }
 
     /// The event that ends a task's stream.
     pub fn is_terminal(self) -> bool {
-        matches!(self, EventKind::Succeeded | EventKind::Failed | EventKind::Cancelled | EventKind::TimedOut)
+        matches!(
+            self,
+            EventKind::Succeeded | EventKind::Failed | EventKind::Cancelled | EventKind::TimedOut | EventKind::Expired
+        )
     }
 
     /// Kinds an executor may emit while running; lifecycle kinds are the store's alone.

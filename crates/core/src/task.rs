@@ -51,29 +51,40 @@ pub fn truncate(s: &str, max: usize) -> &str {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
+    /// Submitted to start later (`run_at`): claimable once the leader finds it due.
+    Scheduled,
     Queued,
     Running,
     /// Parked until a person answers a request of its attempt (no lease, no slot).
     WaitingInput,
+    /// Stopped at its provider's usage limit, the attempt not spent: queued again when the
+    /// limit resets (`run_at`).
+    Parked,
     Succeeded,
     Failed,
     Cancelled,
     TimedOut,
+    /// Its time to live ran out before it started: it never ran.
+    Expired,
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 7] = [
+    pub const ALL: [TaskStatus; 10] = [
+        TaskStatus::Scheduled,
         TaskStatus::Queued,
         TaskStatus::Running,
         TaskStatus::WaitingInput,
+        TaskStatus::Parked,
         TaskStatus::Succeeded,
         TaskStatus::Failed,
         TaskStatus::Cancelled,
         TaskStatus::TimedOut,
+        TaskStatus::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            TaskStatus::Scheduled => "scheduled",
             TaskStatus::Queued => "queued",
             TaskStatus::Running => "running",
             TaskStatus::WaitingInput => "waiting_input",
@@ -81,12 +92,21 @@ impl TaskStatus {
             TaskStatus::Failed => "failed",
             TaskStatus::Cancelled => "cancelled",
             TaskStatus::TimedOut => "timed_out",
+            TaskStatus::Parked => "parked",
+            TaskStatus::Expired => "expired",
         }
     }
 
     /// Terminal states never change again.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, TaskStatus::Queued | TaskStatus::Running | TaskStatus::WaitingInput)
+        !matches!(
+            self,
+            TaskStatus::Scheduled
+                | TaskStatus::Queued
+                | TaskStatus::Running
+                | TaskStatus::WaitingInput
+                | TaskStatus::Parked
+        )
     }
 }
 
@@ -142,6 +162,13 @@ pub struct Task {
     /// Where this task's own terminal and request events are sent (its secret never served).
     #[serde(default)]
     pub webhook: Option<crate::webhook::TaskWebhook>,
+    /// When a `scheduled` task becomes due, or a `parked` one resumes (its provider's limit
+    /// resets); `None` in every other status.
+    #[serde(default)]
+    pub run_at: Option<Micros>,
+    /// The time to live's end: a task that has not started by then ends `expired`.
+    #[serde(default)]
+    pub expires_at: Option<Micros>,
 }
 
 /// What a task sets of its agent's workspace.
@@ -212,7 +239,16 @@ pub struct NewTask {
     pub output_schema: Option<Value>,
     /// Where the task's own terminal and request events are sent.
     pub webhook: Option<crate::webhook::TaskWebhook>,
+    /// Start no earlier than this (`scheduled` until then); a past time starts at once.
+    pub run_at: Option<Micros>,
+    /// A task not started this long after it may start ends `expired`.
+    pub ttl: Option<std::time::Duration>,
 }
+
+/// The furthest ahead a task may be scheduled.
+pub const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+/// The longest time to live.
+pub const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
 
 impl NewTask {
     pub fn new(agent: impl Into<String>, input: Value) -> Self {
@@ -232,6 +268,8 @@ impl NewTask {
             workspace: None,
             output_schema: None,
             webhook: None,
+            run_at: None,
+            ttl: None,
         }
     }
 
@@ -278,6 +316,23 @@ impl NewTask {
         if let Some(w) = &self.webhook {
             w.validate()?;
         }
+        if let Some(at) = self.run_at {
+            if at > Micros::now().plus(MAX_DELAY) {
+                return Err(Error::unprocessable(format!(
+                    "run_at must be at most {} days ahead, got {}",
+                    MAX_DELAY.as_secs() / 86_400,
+                    at.rfc3339()
+                )));
+            }
+        }
+        if let Some(ttl) = self.ttl {
+            if ttl.is_zero() || ttl > MAX_TTL {
+                return Err(Error::unprocessable(format!(
+                    "ttl must be more than 0 and at most {} days",
+                    MAX_TTL.as_secs() / 86_400
+                )));
+            }
+        }
         crate::agent::validate_name(&self.agent)
     }
 
@@ -322,6 +377,8 @@ impl Task {
             workspace: t.workspace.clone(),
             output_schema: t.output_schema.clone(),
             webhook: t.webhook.clone(),
+            run_at: None,
+            expires_at: None,
         }
     }
 

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use smith_core::{BreakerState, Budget, Code, EventKind, NewTask, NodeRole, NodeStatus, TaskId, TaskStatus};
+use smith_core::{BreakerState, Budget, Code, EventKind, Micros, NewTask, NodeRole, NodeStatus, TaskId, TaskStatus};
 use smith_store::{FeedFilter, TaskQuery, UsageBy};
 use std::sync::Arc;
 
@@ -97,6 +97,28 @@ struct SubmitRequest {
     output_schema: Option<Value>,
     #[serde(default, deserialize_with = "crate::error::object_or_null")]
     webhook: Option<smith_core::TaskWebhook>,
+    /// Start no earlier than this (RFC 3339).
+    run_at: Option<Micros>,
+    /// Start no earlier than this long after submission ("30s", "2h", or milliseconds).
+    #[serde(default, with = "smith_core::time::duration::option")]
+    delay: Option<std::time::Duration>,
+    /// End `expired` if not started this long after it may start.
+    #[serde(default, with = "smith_core::time::duration::option")]
+    ttl: Option<std::time::Duration>,
+}
+
+/// When a submission asks to start: `run_at`, or `delay` from now; never both.
+pub(crate) fn start_time(run_at: Option<Micros>, delay: Option<std::time::Duration>) -> ApiResult<Option<Micros>> {
+    match (run_at, delay) {
+        (Some(_), Some(_)) => Err(ApiError::unprocessable("give run_at or delay, not both")),
+        (Some(at), None) => Ok(Some(at)),
+        (None, Some(d)) if d > smith_core::task::MAX_DELAY => Err(ApiError::unprocessable(format!(
+            "delay must be at most {} days",
+            smith_core::task::MAX_DELAY.as_secs() / 86_400
+        ))),
+        (None, Some(d)) => Ok(Some(Micros::now().plus(d))),
+        (None, None) => Ok(None),
+    }
 }
 
 async fn submit(
@@ -119,6 +141,7 @@ async fn submit(
         }
     }
     let session_id = req.session_id;
+    let run_at = start_time(req.run_at, req.delay)?;
     let (webhook, secret) = crate::webhooks::prepare_task_webhook(&s, req.webhook).await?;
     let task = NewTask {
         id: TaskId::new(),
@@ -136,6 +159,8 @@ async fn submit(
         workspace: req.workspace,
         output_schema: req.output_schema,
         webhook,
+        run_at,
+        ttl: req.ttl,
     };
     if let Some(sid) = &session_id {
         task.validate()?;

@@ -465,6 +465,8 @@ fn schemas_match_the_domain_types() {
         workspace: None,
         output_schema: None,
         webhook: None,
+        run_at: None,
+        expires_at: None,
     };
     let v = serde_json::to_value(&task).unwrap();
     assert_shape(&doc, "Task", &v);

@@ -68,6 +68,15 @@ pub struct SubmitArgs {
     /// Metadata as a JSON object.
     #[arg(long)]
     pub metadata: Option<String>,
+    /// Start no earlier than this long from now ("30s", "2h"): `scheduled` until then.
+    #[arg(long, conflicts_with = "run_at")]
+    pub delay: Option<String>,
+    /// Start no earlier than this time (RFC 3339).
+    #[arg(long)]
+    pub run_at: Option<String>,
+    /// Expire the task if it has not started this long after it may ("10m").
+    #[arg(long)]
+    pub ttl: Option<String>,
     /// Stream the task's events and exit with its outcome.
     #[arg(long)]
     pub follow: bool,
@@ -80,6 +89,7 @@ pub fn exit_code_for(status: &str) -> ExitCode {
         "failed" => ExitCode::from(1),
         "cancelled" => ExitCode::from(3),
         "timed_out" => ExitCode::from(4),
+        "expired" => ExitCode::from(5),
         _ => ExitCode::from(1),
     }
 }
@@ -345,6 +355,12 @@ pub async fn task(cmd: TaskCommand, opts: ClientOpts) -> Result<ExitCode> {
             }
             if let Some(m) = &a.metadata {
                 body["metadata"] = serde_json::from_str(m).map_err(|e| anyhow!("--metadata is not JSON: {e}"))?;
+            }
+            // checked by the gateway, which names what is wrong
+            for (key, v) in [("delay", &a.delay), ("run_at", &a.run_at), ("ttl", &a.ttl)] {
+                if let Some(v) = v {
+                    body[key] = json!(v);
+                }
             }
             let task = c.post("/v1/tasks", &body).await?;
             let id = task["id"].as_str().ok_or_else(|| anyhow!("no id in the answer"))?.to_string();

@@ -408,6 +408,9 @@ pub struct AgentSection {
     pub approval_timeout: Option<Duration>,
     /// `deny` (the default) or `allow`: what an unanswered request becomes at its timeout.
     pub on_approval_timeout: Option<smith_core::Decision>,
+    /// The provider account the agent's calls count against (docs/scheduling.md): agents that
+    /// name one account wait out its usage limit together.
+    pub account: Option<String>,
 }
 
 /// An agent's `output_schema` as the config gives it: inline (a table, or JSON text) or in a file.
@@ -555,6 +558,9 @@ impl AgentSection {
         }
         if let Some(v) = self.on_approval_timeout {
             d.on_approval_timeout = v;
+        }
+        if let Some(v) = &self.account {
+            d.account = Some(v.clone());
         }
         d.validate().map_err(|e| anyhow!(e.message))?;
         Ok(d)

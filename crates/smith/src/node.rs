@@ -266,6 +266,7 @@ pub fn supervisor_tree(sup: &Supervisor) -> SupervisorSpec {
     role("supervisor", Strategy::OneForOne)
         .child(child("system-events", sup, |s, t| Box::pin(s.system_event_loop(t))))
         .child(child("reaper", sup, |s, t| Box::pin(s.reaper_loop(t))))
+        .child(child("timers", sup, |s, t| Box::pin(s.timer_loop(t))))
         .child(child("supervisor-heartbeat", sup, |s, t| Box::pin(s.heartbeat_loop(t))))
         .child(child("autoscaler", sup, |s, t| Box::pin(s.scaling_loop(t))))
 }

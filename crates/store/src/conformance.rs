@@ -102,6 +102,8 @@ macro_rules! store_conformance {
             size_bytes_grows_with_what_is_written,
             artifacts_are_fenced_replaced_by_name_and_summed_by_tenant,
             a_request_parks_its_task_until_answered_once,
+            a_delayed_task_waits_scheduled_and_an_unstarted_one_expires,
+            a_parked_attempt_is_unspent_and_holds_its_account,
             webhooks_and_their_deliveries_move_with_the_cursor,
             task_webhooks_live_tells_whether_a_tasks_webhook_may_still_be_due,
         );
@@ -243,7 +245,12 @@ fn delay_ms(e: &Event) -> u64 {
 
 fn terminal_kind(status: TaskStatus) -> Option<EventKind> {
     match status {
-        TaskStatus::Queued | TaskStatus::Running | TaskStatus::WaitingInput => None,
+        TaskStatus::Scheduled
+        | TaskStatus::Queued
+        | TaskStatus::Running
+        | TaskStatus::WaitingInput
+        | TaskStatus::Parked => None,
+        TaskStatus::Expired => Some(EventKind::Expired),
         TaskStatus::Succeeded => Some(EventKind::Succeeded),
         TaskStatus::Failed => Some(EventKind::Failed),
         TaskStatus::Cancelled => Some(EventKind::Cancelled),
@@ -3022,4 +3029,115 @@ pub async fn task_webhooks_live_tells_whether_a_tasks_webhook_may_still_be_due(s
     store.request_cancel(task.id).await.unwrap();
     assert!(store.task_webhooks_live(before_end).await.unwrap(), "it finished since");
     assert!(!store.task_webhooks_live(far).await.unwrap(), "it finished before");
+}
+
+pub async fn a_delayed_task_waits_scheduled_and_an_unstarted_one_expires(store: S) {
+    define(&store, "timed", 3, 10).await;
+    let now = Micros::now();
+    // the store's claims run on the real clock: due soon, and waited for
+    let later = now.plus(Duration::from_millis(400));
+    let mut t = NewTask::new("timed", json!("x"));
+    t.run_at = Some(later);
+    t.ttl = Some(Duration::from_secs(60));
+    let delayed = store.submit(t).await.unwrap();
+    assert_eq!(delayed.task.status, TaskStatus::Scheduled);
+    assert_eq!(
+        (delayed.task.run_at, delayed.task.expires_at),
+        (Some(later), Some(later.plus(Duration::from_secs(60))))
+    );
+    assert_eq!(kinds(&delayed.events), [EventKind::Scheduled]);
+    assert_eq!(delayed.events[0].data["run_at"], json!(later));
+    assert_eq!(get(&store, delayed.task.id).await, delayed.task, "a scheduled task round-trips");
+    let mut past = NewTask::new("timed", json!("now"));
+    past.run_at = Some(Micros(now.0 - 1_000_000));
+    let at_once = store.submit(past).await.unwrap().task;
+    assert_eq!((at_once.status, at_once.run_at), (TaskStatus::Queued, None), "a past run_at starts at once");
+    assert_eq!(
+        ids(&claim(&store, "w1", "timed", 10, LONG).await.into_iter().map(|c| c.task).collect::<Vec<_>>()),
+        [at_once.id]
+    );
+    assert!(store.advance_timers(now, 100).await.unwrap().is_empty(), "nothing is due yet");
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.scheduled, stats.queued), (1, 0));
+
+    // due: queued, with an event saying what it waited for, then claimable
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(claim(&store, "w1", "timed", 10, LONG).await.is_empty(), "a scheduled task is claimed only once queued");
+    let moved = store.advance_timers(later, 100).await.unwrap();
+    assert_eq!(moved.len(), 1);
+    assert_eq!((moved[0].task.status, moved[0].task.run_at), (TaskStatus::Queued, None));
+    assert_eq!(kinds(&moved[0].events), [EventKind::Queued]);
+    assert_eq!(moved[0].events[0].data["after"], "scheduled");
+    assert!(store.advance_timers(later, 100).await.unwrap().is_empty(), "a move is made once");
+    assert_eq!(claim_one(&store, "w1", "timed", LONG).await.task.id, delayed.task.id);
+
+    // cancelled while scheduled: it ends at once and never becomes due
+    let mut t = NewTask::new("timed", json!("x"));
+    t.run_at = Some(later);
+    let cancelled = store.submit(t).await.unwrap().task;
+    let change = store.request_cancel(cancelled.id).await.unwrap();
+    assert_eq!(change.task.status, TaskStatus::Cancelled);
+    assert!(store.advance_timers(later.plus(Duration::from_secs(1)), 100).await.unwrap().is_empty());
+
+    // a queued task past its time to live is never claimed, and the timer pass expires it
+    let mut t = NewTask::new("timed", json!("x"));
+    t.ttl = Some(Duration::from_millis(1));
+    let short = store.submit(t).await.unwrap().task;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(claim(&store, "w1", "timed", 10, LONG).await.is_empty(), "a task past its ttl started");
+    let expired = store.advance_timers(Micros::now(), 100).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!((expired[0].task.id, expired[0].task.status), (short.id, TaskStatus::Expired));
+    assert_eq!(kinds(&expired[0].events), [EventKind::Expired]);
+    assert_eq!(expired[0].task.error.as_ref().map(|e| e.code.as_str()), Some("expired"));
+    let task = get(&store, short.id).await;
+    assert_eq!((task.status, task.attempt, task.started_at), (TaskStatus::Expired, 0, None));
+    assert_eq!(kinds(&log(&store, short.id).await), [EventKind::Queued, EventKind::Expired]);
+}
+
+pub async fn a_parked_attempt_is_unspent_and_holds_its_account(store: S) {
+    use crate::lifecycle::Park;
+    define(&store, "limited", 1, 10).await;
+    let t = store.submit(NewTask::new("limited", json!("x"))).await.unwrap().task;
+    let claimed = claim_one(&store, "w1", "limited", LONG).await;
+    // the store's claims run on the real clock: the limit resets soon, and is waited for
+    let until = Micros::now().plus(Duration::from_millis(500));
+    let park =
+        Park { until, spread: Duration::ZERO, account: "acct-parked".into(), reason: "usage limit reached".into() };
+    assert_fenced(store.park(t.id, 2, vec![], park.clone()).await, t.id, "a park of another attempt");
+    let change = store.park(t.id, claimed.task.attempt, vec![output(1)], park.clone()).await.unwrap();
+    assert_eq!(
+        (change.task.status, change.task.run_at, change.task.worker.as_deref()),
+        (TaskStatus::Parked, Some(until), None)
+    );
+    assert_eq!(kinds(&change.events), [EventKind::Output, EventKind::Parked]);
+    assert_eq!(change.events[1].data["account"], "acct-parked");
+    assert_eq!(get(&store, t.id).await, change.task, "a parked task round-trips");
+    assert_fenced(store.park(t.id, 1, vec![], park.clone()).await, t.id, "a second park of the same attempt");
+    let holds = store.account_holds(Micros::now()).await.unwrap();
+    let hold = holds.iter().find(|h| h.account == "acct-parked").expect("the account is held");
+    assert_eq!((hold.until, hold.reason.as_str()), (until, "usage limit reached"));
+    assert!(store.account_holds(until).await.unwrap().iter().all(|h| h.account != "acct-parked"), "a hold ends");
+    // an earlier reset never shortens a hold
+    let sooner = Park { until: Micros::now().plus(Duration::from_millis(100)), ..park.clone() };
+    let other = store.submit(NewTask::new("limited", json!("y"))).await.unwrap().task;
+    let c = claim_one(&store, "w1", "limited", LONG).await;
+    assert_eq!(c.task.id, other.id);
+    store.park(other.id, 1, vec![], sooner).await.unwrap();
+    let holds = store.account_holds(Micros::now()).await.unwrap();
+    assert_eq!(holds.iter().find(|h| h.account == "acct-parked").map(|h| h.until), Some(until));
+    assert_eq!(store.queue_stats().await.unwrap().parked, 2);
+    let c = store.request_cancel(other.id).await.unwrap();
+    assert_eq!((c.task.status, c.task.run_at), (TaskStatus::Cancelled, None), "a parked task is cancelled at once");
+
+    // the reset: queued again, and the next attempt runs though max_attempts is 1
+    assert!(store.advance_timers(Micros(until.0 - 1), 100).await.unwrap().is_empty(), "parked until the reset");
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    let moved = store.advance_timers(until, 100).await.unwrap();
+    assert_eq!(moved.len(), 1);
+    assert_eq!((moved[0].task.status, &moved[0].events[0].data["after"]), (TaskStatus::Queued, &json!("parked")));
+    let again = claim_one(&store, "w1", "limited", LONG).await;
+    assert_eq!((again.task.id, again.task.attempt), (t.id, 2));
+    let done = store.complete(t.id, 2, vec![], failure(true)).await.unwrap();
+    assert_eq!(done.task.status, TaskStatus::Failed, "one attempt spent of one allowed");
 }

@@ -161,6 +161,24 @@ impl Store for Instrumented {
         timed("expired_approvals", self.0.expired_approvals(now, limit)).await
     }
 
+    async fn advance_timers(&self, now: Micros, limit: usize) -> Result<Vec<Change>> {
+        timed("advance_timers", self.0.advance_timers(now, limit)).await
+    }
+
+    async fn park(
+        &self,
+        id: TaskId,
+        attempt: u32,
+        drafts: Vec<EventDraft>,
+        park: crate::lifecycle::Park,
+    ) -> Result<Change> {
+        timed("park", self.0.park(id, attempt, drafts, park)).await
+    }
+
+    async fn account_holds(&self, now: Micros) -> Result<Vec<crate::AccountHold>> {
+        timed("account_holds", self.0.account_holds(now)).await
+    }
+
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {
         timed("create_api_key", self.0.create_api_key(key)).await
     }
@@ -501,6 +519,15 @@ mod tests {
             no()
         }
         async fn expired_approvals(&self, _: Micros, _: usize) -> Result<Vec<Approval>> {
+            no()
+        }
+        async fn advance_timers(&self, _: Micros, _: usize) -> Result<Vec<Change>> {
+            no()
+        }
+        async fn park(&self, _: TaskId, _: u32, _: Vec<EventDraft>, _: crate::lifecycle::Park) -> Result<Change> {
+            no()
+        }
+        async fn account_holds(&self, _: Micros) -> Result<Vec<crate::AccountHold>> {
             no()
         }
         async fn create_api_key(&self, _: NewApiKey) -> Result<ApiKey> {

@@ -16,6 +16,7 @@ pub mod metrics;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
+pub mod timers;
 mod webhooks;
 
 pub use access::AUDIT_LIMIT;
@@ -24,6 +25,7 @@ pub use caps::RunningCaps;
 pub use error::{Error, Result};
 pub use instrumented::{instrument, Instrumented};
 pub use metrics::{describe_metrics, record_pool_stats};
+pub use timers::AccountHold;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -226,6 +228,10 @@ pub struct QueueStats {
     pub running: u64,
     /// Tasks parked for a person's answer (`waiting_input`): not load, holding no slot.
     pub waiting: u64,
+    /// Tasks submitted to start later, not yet due (`scheduled`): not load either.
+    pub scheduled: u64,
+    /// Tasks waiting out their provider's usage limit (`parked`).
+    pub parked: u64,
     /// Age of the oldest runnable queued task.
     pub oldest_queued_age: Option<Duration>,
 }
@@ -392,6 +398,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Pending requests whose time ran out before `now`, oldest deadline first.
     async fn expired_approvals(&self, now: Micros, limit: usize) -> Result<Vec<Approval>>;
+
+    // Time in the queue (`timers`): tasks that start later, expire, or wait out a limit.
+
+    /// The leader's timer pass: `scheduled` and `parked` tasks whose `run_at` passed are queued,
+    /// and tasks that never started and are past their time to live end `expired` — at most
+    /// `limit` of each kind per call. Returns the changes, to publish.
+    async fn advance_timers(&self, now: Micros, limit: usize) -> Result<Vec<Change>>;
+
+    /// An attempt stopped at its provider account's usage limit: its last events, then its
+    /// task parks until `park.until` without spending the attempt (`lifecycle::park`), and the
+    /// account is held until then, in one write. `Fenced` when the attempt no longer holds it.
+    async fn park(&self, id: TaskId, attempt: u32, drafts: Vec<EventDraft>, park: lifecycle::Park) -> Result<Change>;
+
+    /// Provider accounts held past `now` (no task of theirs is claimed before their `until`).
+    async fn account_holds(&self, now: Micros) -> Result<Vec<AccountHold>>;
 
     /// Creates an API key, created now; `Error` with code `Conflict` if the id exists,
     /// `InvalidArgument` when the id or tenant is empty or the hash is not 64 lowercase hex

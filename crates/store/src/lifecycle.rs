@@ -15,6 +15,11 @@
 //!
 //!   running ──wait (an approval or a question)──▶ waiting_input ──answer──▶ queued
 //!                                                       └──cancel──▶ cancelled
+//!
+//!   (new) ──submit with a later run_at──▶ scheduled ──due (its run_at passed)──▶ queued
+//!   running ──park (the provider's usage limit)──▶ parked ──due (the limit reset)──▶ queued
+//!   scheduled, parked ──cancel──▶ cancelled
+//!   scheduled, queued never started ──expire (its time to live ran out)──▶ expired
 //! ```
 //!
 //! Both stores load the rows a write touches, apply the transition here and write the row and
@@ -97,19 +102,28 @@ pub enum Refusal {
     StillHeld,
     #[error("the task is {0}, not waiting for input")]
     NotWaiting(TaskStatus),
+    #[error("the task is {0}, neither scheduled nor parked")]
+    NotDeferred(TaskStatus),
+    #[error("the task has started or has no time to live")]
+    NotExpiring,
 }
 
-/// The task and row a submission creates, and its `queued` event.
+/// The task and row a submission creates, and its first event: `queued`, or `scheduled` when
+/// it asks to start later. Its time to live counts from when it may start.
 pub fn submit(t: &NewTask, def: &AgentDef, now: Micros) -> (Row, Step) {
     let timeout_ms = t.timeout_ms.or(def.timeout.map(|d| d.as_millis() as u64));
-    let task = Task::queued(t, timeout_ms, t.max_attempts.unwrap_or(def.max_attempts), now);
-    let step = Step {
-        seq: 1,
-        kind: EventKind::Queued,
-        attempt: 0,
-        data: json!({"priority": t.priority}),
-        output: Output::None,
+    let mut task = Task::queued(t, timeout_ms, t.max_attempts.unwrap_or(def.max_attempts), now);
+    let later = t.run_at.filter(|at| *at > now);
+    task.expires_at = t.ttl.map(|ttl| later.unwrap_or(now).plus(ttl));
+    let (kind, data) = match later {
+        Some(at) => {
+            task.status = TaskStatus::Scheduled;
+            task.run_at = Some(at);
+            (EventKind::Scheduled, json!({"priority": t.priority, "run_at": at}))
+        }
+        None => (EventKind::Queued, json!({"priority": t.priority})),
     };
+    let step = Step { seq: 1, kind, attempt: 0, data, output: Output::None };
     let row = Row {
         task,
         released: 0,
@@ -117,15 +131,63 @@ pub fn submit(t: &NewTask, def: &AgentDef, now: Micros) -> (Row, Step) {
         backoff_max_ms: def.retry_backoff_max.as_millis() as u64,
         last_seq: 1,
         lease_until: None,
-        run_at: now,
+        run_at: later.unwrap_or(now),
         spent_at: None,
     };
     (row, step)
 }
 
+/// A scheduled task whose `run_at` came, or a parked one whose limit reset: queued, with a
+/// `queued` event saying what it waited for.
+pub fn due(row: &mut Row, now: Micros) -> Result<Step, Refusal> {
+    let was = row.task.status;
+    match was {
+        TaskStatus::Scheduled | TaskStatus::Parked if row.run_at <= now => {}
+        TaskStatus::Scheduled | TaskStatus::Parked => return Err(Refusal::NotDue(row.run_at)),
+        s if s.is_terminal() => return Err(Refusal::Terminal(s)),
+        s => return Err(Refusal::NotDeferred(s)),
+    }
+    row.task.status = TaskStatus::Queued;
+    row.task.run_at = None;
+    row.last_seq += 1;
+    let data = json!({"priority": row.task.priority, "after": was.as_str()});
+    Ok(Step { seq: row.last_seq, kind: EventKind::Queued, attempt: row.task.attempt, data, output: Output::None })
+}
+
+/// A task that has not started by its `expires_at` ends `expired`, never run. Only a task
+/// that never started expires: a retry waiting in the queue has started once.
+pub fn expire(row: &mut Row, now: Micros) -> Result<Step, Refusal> {
+    match row.task.status {
+        TaskStatus::Scheduled | TaskStatus::Queued if row.task.attempt == 0 => {}
+        s if s.is_terminal() => return Err(Refusal::Terminal(s)),
+        TaskStatus::Scheduled | TaskStatus::Queued => return Err(Refusal::NotExpiring),
+        s => return Err(Refusal::NotQueued(s)),
+    }
+    let Some(at) = row.task.expires_at else { return Err(Refusal::NotExpiring) };
+    if at > now {
+        return Err(Refusal::NotDue(at));
+    }
+    let message = format!("the task did not start before it expired at {}", at.rfc3339());
+    row.task.error = Some(TaskError::new("expired", message));
+    row.task.cancel_requested = false;
+    Ok(finish(row, TaskStatus::Expired, EventKind::Expired, json!({"expires_at": at}), now))
+}
+
+/// What a task shows as its `run_at`: when a scheduled or parked task is queued again.
+pub fn deferred_until(status: TaskStatus, run_at: Micros) -> Option<Micros> {
+    matches!(status, TaskStatus::Scheduled | TaskStatus::Parked).then_some(run_at)
+}
+
+/// Whether a claim at `now` may start the task: a task past its time to live never starts,
+/// even before the leader has marked it expired (the stores' claims test the same).
+pub fn startable(row: &Row, now: Micros) -> bool {
+    row.task.attempt > 0 || row.task.expires_at.is_none_or(|at| at > now)
+}
+
 /// `worker` takes a queued, due task for its next attempt, leased until `lease_until`.
 pub fn claim(row: &mut Row, worker: &str, lease_until: Micros, now: Micros) -> Result<Step, Refusal> {
     match row.task.status {
+        TaskStatus::Queued if !startable(row, now) => return Err(Refusal::NotExpiring),
         TaskStatus::Queued if row.run_at <= now => {}
         TaskStatus::Queued => return Err(Refusal::NotDue(row.run_at)),
         status => return Err(Refusal::NotQueued(status)),
@@ -272,6 +334,16 @@ pub fn cancel(row: &mut Row, now: Micros) -> Option<Step> {
             row.task.cancel_requested = true;
             Some(cancelled(row, "cancelled while waiting for input", now))
         }
+        TaskStatus::Scheduled => {
+            row.task.cancel_requested = true;
+            row.task.run_at = None;
+            Some(cancelled(row, "cancelled while scheduled", now))
+        }
+        TaskStatus::Parked => {
+            row.task.cancel_requested = true;
+            row.task.run_at = None;
+            Some(cancelled(row, "cancelled while parked", now))
+        }
         TaskStatus::Running => {
             row.task.cancel_requested = true;
             None
@@ -294,6 +366,47 @@ pub fn wait(row: &mut Row, attempt: u32, kind: EventKind, data: Value, now: Micr
     row.task.status = TaskStatus::WaitingInput;
     row.task.worker = None;
     Ok(Step { seq: row.last_seq, kind, attempt, data, output: Output::None })
+}
+
+/// An attempt stopped at its provider's usage limit: its last events, then the task parks until
+/// `until` — no worker, no lease, the attempt not spent — with a `parked` event; the leader
+/// queues it again then ([`due`]). A task whose cancel was requested ends cancelled instead.
+pub fn park(
+    row: &mut Row,
+    attempt: u32,
+    drafts: &[EventDraft],
+    park: &Park,
+    now: Micros,
+) -> Result<Vec<Step>, Refusal> {
+    held(row, attempt)?;
+    let mut steps = push_drafts(row, drafts);
+    if row.task.cancel_requested {
+        steps.push(cancelled(row, "cancel requested", now));
+        return Ok(steps);
+    }
+    let until = park.until.max(now).plus(park.spread);
+    row.released += 1;
+    row.last_seq += 1;
+    row.lease_until = None;
+    row.run_at = until;
+    row.task.status = TaskStatus::Parked;
+    row.task.run_at = Some(until);
+    row.task.worker = None;
+    let data = json!({"until": until, "resets_at": park.until, "account": park.account, "reason": park.reason});
+    steps.push(Step { seq: row.last_seq, kind: EventKind::Parked, attempt, data, output: Output::None });
+    Ok(steps)
+}
+
+/// Why and until when an attempt parks: its provider account's usage limit and its reset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Park {
+    /// When the account's limit resets: the account is held until then.
+    pub until: Micros,
+    /// How much later than the reset this task resumes, so that an account's parked tasks do
+    /// not all start in the same instant.
+    pub spread: Duration,
+    pub account: String,
+    pub reason: String,
 }
 
 /// A waiting task's request was answered (by a person or its timeout): back to the queue at
@@ -492,6 +605,9 @@ mod tests {
         Wait { ms: u64 },
         Ask { attempt_back: u32 },
         Answer,
+        Park { attempt_back: u32, ms: u64 },
+        Due,
+        Expire,
     }
 
     fn command() -> impl Strategy<Value = Command> {
@@ -511,6 +627,9 @@ mod tests {
             (0u64..400).prop_map(|ms| Command::Wait { ms }),
             back.clone().prop_map(|attempt_back| Command::Ask { attempt_back }),
             Just(Command::Answer),
+            (back.clone(), 0u64..400).prop_map(|(attempt_back, ms)| Command::Park { attempt_back, ms }),
+            Just(Command::Due),
+            Just(Command::Expire),
         ]
     }
 
@@ -559,6 +678,17 @@ mod tests {
                 wait(row, at, EventKind::ApprovalRequested, json!({}), *now).map(|s| vec![s])
             }
             Command::Answer => answer(row, json!({"decision": "allow"}), *now).map(|s| vec![s]),
+            Command::Park { attempt_back, ms } => {
+                let p = Park {
+                    until: now.plus(Duration::from_millis(*ms)),
+                    spread: Duration::from_millis(*ms / 4),
+                    account: "a".into(),
+                    reason: "limit".into(),
+                };
+                park(row, current.saturating_sub(*attempt_back), &[EventDraft::output("last")], &p, *now)
+            }
+            Command::Due => due(row, *now).map(|s| vec![s]),
+            Command::Expire => expire(row, *now).map(|s| vec![s]),
         }
     }
 
@@ -568,9 +698,15 @@ mod tests {
         #[test]
         fn any_command_sequence_keeps_the_lifecycle_invariants(
             max_attempts in 1u32..4,
+            delay_ms in prop_oneof![Just(0u64), 1u64..500],
+            ttl_ms in prop::option::of(1u64..800),
             commands in prop::collection::vec(command(), 1..60),
         ) {
-            let mut row = queued(max_attempts);
+            let mut t = NewTask::new("echo", json!(1));
+            t.max_attempts = Some(max_attempts);
+            t.run_at = Some(Micros(1_000_000).plus(Duration::from_millis(delay_ms)));
+            t.ttl = ttl_ms.map(Duration::from_millis);
+            let mut row = submit(&t, &def(), Micros(1_000_000)).0;
             let mut now = Micros(1_000_000);
             let mut terminal_events = 0;
             for c in &commands {
@@ -581,7 +717,8 @@ mod tests {
                         let current = before.task.attempt;
                         if let Command::Append { attempt_back, .. }
                         | Command::Complete { attempt_back, .. }
-                        | Command::Ask { attempt_back } = c
+                        | Command::Ask { attempt_back }
+                        | Command::Park { attempt_back, .. } = c
                         {
                             let fenced = before.task.status != TaskStatus::Running || current.saturating_sub(*attempt_back) != current;
                             prop_assert!(fenced, "{:?} refused though attempt {} holds the task", c, current);
@@ -615,7 +752,19 @@ mod tests {
                     TaskStatus::Queued => prop_assert!(row.task.worker.is_none() && row.lease_until.is_none()),
                     TaskStatus::Running => prop_assert!(row.task.worker.is_some() && row.lease_until.is_some()),
                     TaskStatus::WaitingInput => prop_assert!(row.task.worker.is_none() && row.lease_until.is_none()),
+                    TaskStatus::Scheduled | TaskStatus::Parked => {
+                        prop_assert!(row.task.worker.is_none() && row.lease_until.is_none());
+                        prop_assert_eq!(row.task.run_at, Some(row.run_at), "a deferred task shows when it is due");
+                    }
+                    TaskStatus::Expired => {
+                        prop_assert!(row.task.started_at.is_none() && row.task.attempt == 0, "an expired task never started");
+                        prop_assert!(row.task.expires_at.is_some_and(|at| at <= now));
+                    }
                     _ => prop_assert!(row.lease_until.is_none() && row.task.finished_at.is_some()),
+                }
+                if row.task.status == TaskStatus::Running && before.task.status != TaskStatus::Running {
+                    prop_assert!(before.task.attempt > 0 || before.task.expires_at.is_none_or(|at| at > now),
+                        "a task past its time to live started");
                 }
             }
             prop_assert_eq!(terminal_events, u32::from(row.task.status.is_terminal()));

@@ -3,7 +3,15 @@
 //! restart, escalation and requeue as a `system` event.
 
 pub mod scaling;
+mod timers;
 pub mod tree;
+
+pub use timers::TIMER_EVERY;
+
+/// Scheduled and parked tasks the timer pass queued, by what they waited for.
+const TASKS_DUE: &str = "smith_tasks_due_total";
+/// Tasks that expired before they started.
+const TASKS_EXPIRED: &str = "smith_tasks_expired_total";
 
 use scaling::{Autoscaler, Scaling, ScalingOptions};
 use serde_json::{json, Value};
@@ -485,6 +493,8 @@ impl Supervisor {
             decision.supervisor = self.opts.node_id.clone();
             metrics::gauge!("smith_queue_depth").set(stats.queued as f64);
             metrics::gauge!("smith_tasks_waiting_input").set(stats.waiting as f64);
+            metrics::gauge!("smith_tasks_scheduled").set(stats.scheduled as f64);
+            metrics::gauge!("smith_tasks_parked").set(stats.parked as f64);
             metrics::gauge!("smith_queue_oldest_age_seconds").set(decision.oldest_queued_seconds);
             metrics::gauge!("smith_scaling_desired_slots").set(decision.desired_slots as f64);
             metrics::gauge!("smith_scaling_current_slots").set(decision.current_slots as f64);
@@ -538,6 +548,10 @@ pub fn describe_metrics() {
     describe_gauge!("smith_tasks_running", "Running tasks, by agent");
     describe_gauge!("smith_queue_depth", "Queued tasks, all agents");
     describe_gauge!("smith_tasks_waiting_input", "Tasks parked for a person's answer (no slot held, not load)");
+    describe_gauge!("smith_tasks_scheduled", "Tasks submitted to start later, not yet due (not load)");
+    describe_gauge!("smith_tasks_parked", "Tasks waiting out their provider account's usage limit");
+    describe_counter!(TASKS_DUE, "Scheduled and parked tasks queued when their time came, by what they waited for");
+    describe_counter!(TASKS_EXPIRED, "Tasks whose time to live ran out before they started");
     describe_gauge!("smith_queue_oldest_age_seconds", "Age of the oldest runnable queued task (0 when none)");
     describe_gauge!("smith_scaling_desired_slots", "The autoscaler's desired agent slots");
     describe_gauge!("smith_scaling_current_slots", "Agent slots the alive workers hold");
@@ -557,4 +571,8 @@ pub fn describe_metrics() {
     metrics::counter!("smith_nodes_quarantined_total", "role" => "worker").absolute(0);
     metrics::counter!("smith_nodes_readmitted_total", "role" => "worker").absolute(0);
     metrics::counter!("smith_lease_expiries_total").absolute(0);
+    metrics::counter!(TASKS_EXPIRED).absolute(0);
+    for from in ["scheduled", "parked"] {
+        metrics::counter!(TASKS_DUE, "from" => from).absolute(0);
+    }
 }

@@ -67,7 +67,7 @@ pub(crate) async fn run_claimed(s: &Arc<Shared>, claimed: Claimed) {
     let _done = Forget(s, id, attempt);
     smith_bus::publish_events(s.bus.as_ref(), std::slice::from_ref(&claimed.event)).await;
     let started = tokio::time::Instant::now();
-    run(s, task, running).await;
+    run(s, task, running, claimed.event.seq).await;
     s.record_finished(started.elapsed());
 }
 
@@ -104,6 +104,9 @@ pub(crate) enum Ending {
     Complete(Outcome),
     /// The task waits for a person: write nothing, its next attempt resumes.
     Parked,
+    /// The provider account's usage limit: park the task until it resets (reason, until),
+    /// after its last events; its next attempt resumes.
+    Limited(String, Micros),
 }
 
 /// What an attempt knows once its executor is done: why it was stopped (if it was), what the
@@ -131,6 +134,9 @@ pub(crate) fn decide(s: Settled) -> Ending {
         (Some(StopReason::Lost), _) => return Ending::Abandon,
         (Some(StopReason::Parked), _) => return Ending::Parked,
         (Some(StopReason::Released), _) => return Ending::Release("worker draining"),
+        (None, Some(Err(f))) if f.limited_until.is_some() => {
+            return Ending::Limited(f.error.message, f.limited_until.unwrap_or_default())
+        }
         (None, Some(Err(_))) if s.provider_down => {
             return Ending::Release("circuit breaker open: the provider keeps failing")
         }
@@ -318,7 +324,8 @@ impl Attempt<'_> {
     }
 }
 
-async fn run(s: &Arc<Shared>, task: smith_core::Task, running: Running) {
+/// Runs one attempt; `started_seq` is the number of its `task.started` event.
+async fn run(s: &Arc<Shared>, task: smith_core::Task, running: Running, started_seq: u64) {
     let id = task.id;
     let attempt = task.attempt;
     let agent = task.agent.clone();
@@ -334,7 +341,9 @@ async fn run(s: &Arc<Shared>, task: smith_core::Task, running: Running) {
     tracing::debug!(task_id = %id, attempt, agent, "attempt started");
     let budget = task.budget.tighter(def.budget);
     let (tx, mut rx) = mpsc::channel::<EventDraft>(EVENT_BUFFER);
-    let (mut ctx, task_dir, mut unavailable) = context(s, task, &def, Emitter::new(tx), running.cancel.clone()).await;
+    let emitter = Emitter::new(tx);
+    let (mut ctx, task_dir, mut unavailable) =
+        context(s, task, &def, emitter, running.cancel.clone(), started_seq).await;
     let artifact_dir = match artifacts::Dir::create(s, &def, id, attempt).await {
         Ok(dir) => dir,
         Err(f) => {
@@ -377,6 +386,12 @@ async fn run(s: &Arc<Shared>, task: smith_core::Task, running: Running) {
         }
         Ending::Parked => {
             metrics::finished(&agent, "parked", started.elapsed());
+            return;
+        }
+        Ending::Limited(reason, until) => {
+            flush(&at.writes, &mut buf, &running).await;
+            park(&at.writes, &def, buf, reason, until).await;
+            metrics::finished(&agent, "limited", started.elapsed());
             return;
         }
         Ending::Release(why) => {
@@ -436,6 +451,29 @@ async fn run(s: &Arc<Shared>, task: smith_core::Task, running: Running) {
     }
 }
 
+/// Parks the attempt's task at its provider account's usage limit until `until` (the task a
+/// little later, spread, so the account's parked tasks do not all start in the same instant),
+/// and holds the account in this worker at once (the store holds it for the fleet).
+async fn park(writes: &Writes<'_>, def: &AgentDef, buf: Vec<EventDraft>, reason: String, until: Micros) {
+    let (s, id, attempt) = (writes.s, writes.id, writes.attempt);
+    let account = def.account().to_string();
+    let until = until.max(Micros::now());
+    let park = smith_store::lifecycle::Park {
+        until,
+        spread: crate::holds::spread(),
+        account: account.clone(),
+        reason: smith_store::timers::bounded_reason(&reason),
+    };
+    s.holds.hold(&account, until);
+    tracing::info!(task_id = %id, attempt, account, until = %until.rfc3339(), reason, "usage limit: task parked");
+    match writes.retry("park", || s.store.park(id, attempt, buf.clone(), park.clone())).await {
+        Ok(change) => smith_bus::publish_events(s.bus.as_ref(), &change.events).await,
+        Err(StoreError::Fenced(_)) => metrics::lease_lost(),
+        // the lease runs out and the reaper requeues the task: it runs again, unparked
+        Err(e) => tracing::error!(task_id = %id, attempt, error = %e, "cannot park the task"),
+    }
+}
+
 /// The executor's run context for `task`: its session's history, its MCP access, its work dir
 /// (and whether the dir is the task's own), or why the dir cannot be had.
 async fn context(
@@ -444,6 +482,7 @@ async fn context(
     def: &Arc<AgentDef>,
     emitter: Emitter,
     cancel: CancellationToken,
+    started_seq: u64,
 ) -> (RunContext, Option<(PathBuf, bool)>, Option<smith_agents::Failure>) {
     let id = task.id;
     let mut ctx = RunContext::new(task, def.clone(), emitter, cancel);
@@ -451,7 +490,7 @@ async fn context(
         ctx.session = session_context(s, &ctx.task).await;
     }
     if ctx.task.attempt > 1 && def.executor.is_llm() {
-        ctx.resume = resume_context(s, &ctx.task, def).await;
+        ctx.resume = resume_context(s, &ctx.task, def, started_seq).await;
     }
     if (def.executor.is_llm() || def.executor == ExecutorKind::Process) && def.collaborate {
         ctx.mcp = s.opts.mcp_url.as_ref().map(|url| {
@@ -473,9 +512,18 @@ async fn context(
 }
 
 /// What the previous attempt was told by a person, when it parked for one: the answers to its
-/// requests and (Claude Code) the CLI session it ran, read from its `system` init event.
-async fn resume_context(s: &Shared, task: &Task, def: &AgentDef) -> Option<smith_agents::Resume> {
+/// requests; whether it parked at its provider's usage limit (its `task.parked` event comes
+/// just before this attempt's `queued` and `started`, numbered `started_seq`); and (Claude Code)
+/// the CLI session it ran, read from its `system` init event.
+async fn resume_context(s: &Shared, task: &Task, def: &AgentDef, started_seq: u64) -> Option<smith_agents::Resume> {
     let previous = task.attempt - 1;
+    let limited = match s.store.events(task.id, started_seq.saturating_sub(3), 2).await {
+        Ok(tail) => tail.iter().any(|e| e.kind == EventKind::Parked && e.attempt == previous),
+        Err(e) => {
+            tracing::warn!(task_id = %task.id, error = %e, "cannot read how the previous attempt ended");
+            false
+        }
+    };
     let query =
         smith_store::ApprovalQuery { task: Some(task.id), limit: smith_store::APPROVAL_LIMIT, ..Default::default() };
     let answers: Vec<_> = match s.store.list_approvals(&query).await {
@@ -486,7 +534,7 @@ async fn resume_context(s: &Shared, task: &Task, def: &AgentDef) -> Option<smith
             return None;
         }
     };
-    if answers.is_empty() {
+    if answers.is_empty() && !limited {
         return None;
     }
     let mut claude_session = None;
@@ -506,7 +554,7 @@ async fn resume_context(s: &Shared, task: &Task, def: &AgentDef) -> Option<smith
             }
         }
     }
-    Some(smith_agents::Resume { answers, claude_session })
+    Some(smith_agents::Resume { answers, claude_session, limited })
 }
 
 /// The finished turns of the task's session before this one, oldest first.

@@ -8,6 +8,7 @@
 mod artifacts;
 mod attempt;
 mod breaker;
+mod holds;
 pub mod metrics;
 mod pool;
 #[cfg(test)]
@@ -166,6 +167,8 @@ pub(crate) struct Shared {
     pub defs: HashMap<String, Arc<AgentDef>>,
     pub executors: HashMap<String, Arc<dyn smith_agents::Executor>>,
     pub breakers: Mutex<HashMap<String, breaker::Breaker>>,
+    /// Provider accounts at their usage limit: their agents' tasks are not claimed.
+    pub(crate) holds: holds::Holds,
     pub running: Mutex<HashMap<TaskId, Running>>,
     /// Signalled when an attempt ends (capacity freed, drain progress).
     pub freed: Notify,
@@ -239,6 +242,7 @@ impl Worker {
                 defs,
                 executors,
                 breakers: Mutex::new(breakers),
+                holds: holds::Holds::default(),
                 running: Mutex::new(HashMap::new()),
                 freed: Notify::new(),
                 suspects: Mutex::new(Default::default()),
@@ -344,6 +348,15 @@ impl Worker {
     /// One claim for every agent with free slots; returns (slots asked, tasks got).
     async fn claim_once(&self) -> Result<(u32, u32), smith_bus::Error> {
         let s = &self.shared;
+        if s.holds.stale() {
+            let now = Micros::now();
+            match s.store.account_holds(now).await {
+                Ok(held) => s.holds.refresh(held, now),
+                // claimed anyway: a task of a held account parks again when it meets the limit
+                Err(e) => tracing::warn!(error = %e, "cannot read the provider accounts' holds"),
+            }
+        }
+        let wall = Micros::now();
         let (wants, free): (Vec<(String, u32)>, u32) = {
             let running = s.running.lock().expect("running lock");
             let mut per_agent: HashMap<&str, u32> = HashMap::new();
@@ -358,6 +371,9 @@ impl Worker {
             let mut breakers = s.breakers.lock().expect("breakers lock");
             let now = tokio::time::Instant::now();
             for d in s.defs.values() {
+                if s.holds.held(d.account(), wall) {
+                    continue;
+                }
                 let used = per_agent.get(d.name.as_str()).copied().unwrap_or(0);
                 let want = d.concurrency.saturating_sub(used).min(free).min(s.opts.claim_batch);
                 let want = match breakers.get_mut(&d.name) {

@@ -17,8 +17,11 @@ use std::time::{Duration, SystemTime};
 pub(super) const MAX_TRIES: u32 = 4;
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// The longest `retry-after` honoured.
+/// The longest `retry-after` honoured within an attempt.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// A 429 that asks to wait at least this long is the account's limit: the task parks until
+/// then (its slot freed, the attempt not spent) instead of waiting inside the attempt.
+pub(super) const PARK_AFTER: Duration = Duration::from_secs(2);
 /// How much of an error response is read for its message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 /// How long the rest of a finished response is read so its connection can be reused.
@@ -103,12 +106,22 @@ async fn one_try<A: Api>(
     let status = response.status();
     let is_json = content_type_is(response.headers(), "application/json");
     if !status.is_success() || is_json {
-        let retry_after = retry_after(response.headers(), SystemTime::now());
+        let now = SystemTime::now();
+        let asked = asked_wait(response.headers(), now);
+        let retry_after = asked.map(|d| d.min(MAX_RETRY_AFTER));
         let body = read_capped(&mut response, ctx, cfg.stall).await?;
         let detail = error_detail(&body);
         if status.is_success() {
             let message = format!("{} answered with JSON instead of an event stream: {detail}", A::NAME);
             return Err(Failure::new(BAD_STREAM, message, false).into());
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            if let Some(wait) = asked.filter(|w| *w >= PARK_AFTER) {
+                let until = smith_core::Micros::now().plus(wait);
+                let message =
+                    format!("{} usage limit (HTTP 429, resets in {}): {detail}", A::NAME, seconds(Some(wait)));
+                return Err(Failure::usage_limit(until, message).into());
+            }
         }
         if is_transient(status) {
             return Err(TryError::Retry { why: format!("HTTP {}: {detail}", status.as_u16()), retry_after });
@@ -252,22 +265,40 @@ fn error_detail(body: &str) -> String {
     }
 }
 
-/// The wait a 429/503 asks for: `retry-after-ms` (OpenAI), or `retry-after` in seconds or as
-/// an HTTP date; capped.
+/// The wait a 429/503 asks for, capped for a retry within the attempt.
+#[cfg(test)]
 fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    asked_wait(headers, now).map(|d| d.min(MAX_RETRY_AFTER))
+}
+
+/// The wait a 429/503 asks for: `retry-after-ms` (OpenAI), or `retry-after` in seconds or as
+/// an HTTP date, else the latest reset (RFC 3339) of an exhausted Anthropic rate limit
+/// (`anthropic-ratelimit-<limit>-remaining: 0` with its `-reset`). Up to a day.
+fn asked_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    const DAY: f64 = 86_400.0;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    let from_secs = |s: f64| (s.is_finite() && s >= 0.0).then(|| Duration::from_secs_f64(s.min(60.0)));
+    let from_secs = |s: f64| (s.is_finite() && s >= 0.0).then(|| Duration::from_secs_f64(s.min(DAY)));
     if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         if let Some(d) = from_secs(ms / 1000.0) {
-            return Some(d.min(MAX_RETRY_AFTER));
+            return Some(d);
         }
     }
-    let value = header(RETRY_AFTER.as_str())?;
-    if let Ok(secs) = value.parse::<f64>() {
-        return from_secs(secs).map(|d| d.min(MAX_RETRY_AFTER));
+    if let Some(value) = header(RETRY_AFTER.as_str()) {
+        if let Ok(secs) = value.parse::<f64>() {
+            return from_secs(secs);
+        }
+        if let Ok(at) = httpdate::parse_http_date(value) {
+            return from_secs(at.duration_since(now).unwrap_or(Duration::ZERO).as_secs_f64());
+        }
     }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(MAX_RETRY_AFTER))
+    let limits = ["requests", "tokens", "input-tokens", "output-tokens"];
+    limits
+        .iter()
+        .filter(|l| header(&format!("anthropic-ratelimit-{l}-remaining")) == Some("0"))
+        .filter_map(|l| smith_core::Micros::parse_rfc3339(header(&format!("anthropic-ratelimit-{l}-reset"))?))
+        .map(smith_core::Micros::to_system_time)
+        .filter_map(|at| from_secs(at.duration_since(now).unwrap_or(Duration::ZERO).as_secs_f64()))
+        .max()
 }
 
 /// Exponential backoff with jitter: about 200 ms, 400 ms, 800 ms, … up to 10 s, each drawn
@@ -309,6 +340,21 @@ mod tests {
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         pairs.iter().map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_str(v).unwrap())).collect()
+    }
+
+    #[test]
+    fn a_long_wait_is_read_whole_and_an_exhausted_anthropic_limit_gives_its_reset() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let h = headers(&[("retry-after", "3600")]);
+        assert_eq!(asked_wait(&h, now), Some(Duration::from_secs(3600)));
+        let h = headers(&[
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", "2023-11-14T22:13:50Z"),
+            ("anthropic-ratelimit-tokens-remaining", "5"),
+            ("anthropic-ratelimit-tokens-reset", "2023-11-14T23:13:20Z"),
+        ]);
+        assert_eq!(asked_wait(&h, now), Some(Duration::from_secs(30)), "only an exhausted limit's reset counts");
+        assert_eq!(asked_wait(&headers(&[]), now), None);
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod schemathesis;
 mod structured;
 mod tenancy;
 mod tenancy_live;
+mod timers;
 mod tls;
 mod webhooks;
 mod workspace;

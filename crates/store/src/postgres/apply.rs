@@ -83,6 +83,30 @@ pub(super) fn reap(
     Some(Change { task: row.task.clone(), events })
 }
 
+/// The timer pass on one task: its expiry, else its move to the queue; `None` when neither is
+/// due any more.
+pub(super) fn advance(row: &mut TaskRow, now: Micros, ev: &mut EventBuf) -> Option<Change> {
+    let step = lifecycle::expire(row, now).or_else(|_| lifecycle::due(row, now)).ok()?;
+    let events = emit(row, vec![step], now, ev);
+    Some(Change { task: row.task.clone(), events })
+}
+
+/// An attempt parking at its provider's limit: see [`lifecycle::park`].
+pub(super) fn park(
+    row: Option<&mut TaskRow>,
+    id: TaskId,
+    attempt: u32,
+    drafts: &[EventDraft],
+    park: &lifecycle::Park,
+    now: Micros,
+    ev: &mut EventBuf,
+) -> Result<Change> {
+    let row = row.ok_or(Error::Fenced(id))?;
+    let steps = lifecycle::park(row, attempt, drafts, park, now).map_err(|_| Error::Fenced(id))?;
+    let events = emit(row, steps, now, ev);
+    Ok(Change { task: row.task.clone(), events })
+}
+
 /// A cancel request: see [`lifecycle::cancel`].
 pub(super) fn request_cancel(row: Option<&mut TaskRow>, id: TaskId, now: Micros, ev: &mut EventBuf) -> Result<Change> {
     let row = row.ok_or(Error::NotFound(id))?;

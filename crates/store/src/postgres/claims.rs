@@ -22,10 +22,12 @@ use std::sync::Arc;
 /// Tasks one claim takes of one agent at most ("up to n": a larger `n` gets this many).
 const MAX_CLAIM: u32 = 1000;
 
-/// A queued task `t` that is no later turn of a session whose earlier turn is queued or running.
-const NO_EARLIER_TURN: &str = "(t.session_id IS NULL OR NOT EXISTS (SELECT 1 FROM tasks p \
+/// A queued task `t` that is no later turn of a session whose earlier turn has not finished, and
+/// not past its time to live (`lifecycle::startable`; `$2` is now).
+const STARTABLE: &str = "(t.expires_at IS NULL OR t.expires_at > $2 OR t.attempt > 0) \
+     AND (t.session_id IS NULL OR NOT EXISTS (SELECT 1 FROM tasks p \
      WHERE p.session_id = t.session_id AND p.tenant = t.tenant AND p.seq < t.seq \
-     AND p.status IN ('queued', 'running')))";
+     AND p.status IN ('scheduled', 'queued', 'running', 'waiting_input', 'parked')))";
 
 /// The slots (`$4` workers, `$5` lease ends, numbered in arrival order and left out when their
 /// worker is quarantined) matched by rank to `picked`, and the claim itself. `$2` is now.
@@ -45,7 +47,7 @@ fn uncapped_sql() -> String {
         "WITH picked AS ( \
              SELECT pick_id, row_number() OVER (ORDER BY priority DESC, seq) AS k FROM ( \
                  SELECT id AS pick_id, priority, seq FROM tasks t \
-                 WHERE status = 'queued' AND agent = $1 AND run_at <= $2 AND {NO_EARLIER_TURN} \
+                 WHERE status = 'queued' AND agent = $1 AND run_at <= $2 AND {STARTABLE} \
                  ORDER BY priority DESC, seq LIMIT $3 FOR UPDATE SKIP LOCKED) AS q), \
          {MATCH_AND_CLAIM} \
          RETURNING slots.slot AS slot, {TASK_COLS}"
@@ -79,7 +81,7 @@ fn capped_sql() -> String {
              SELECT o.id, o.priority, o.seq FROM room CROSS JOIN LATERAL ( \
                  SELECT t.id, t.priority, t.seq FROM tasks t \
                  WHERE t.status = 'queued' AND t.agent = $1 AND t.tenant = room.tenant AND t.run_at <= $2 \
-                 AND {NO_EARLIER_TURN} \
+                 AND {STARTABLE} \
                  ORDER BY t.priority DESC, t.seq LIMIT room.free) AS o \
              WHERE room.free > 0 \
              ORDER BY o.priority DESC, o.seq LIMIT $3), \

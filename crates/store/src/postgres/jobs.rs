@@ -74,6 +74,20 @@ pub(super) struct AnswerJob {
     pub answer: smith_core::approval::Answer,
 }
 
+/// The timer pass's candidates, as seen on a reader before the batch; judged again under lock.
+pub(super) struct TimersJob {
+    pub now: Micros,
+    pub ids: Vec<TaskId>,
+}
+
+/// An attempt parking at its provider account's limit (`Store::park`).
+pub(super) struct ParkJob {
+    pub id: TaskId,
+    pub attempt: u32,
+    pub drafts: Vec<EventDraft>,
+    pub park: crate::lifecycle::Park,
+}
+
 pub(super) struct LeaseJob {
     pub name: String,
     pub holder: String,
@@ -92,6 +106,8 @@ pub(super) enum Op {
     Cancel(Job<TaskId, Change>),
     Wait(Job<WaitJob, crate::Asked>),
     Answer(Job<AnswerJob, crate::Asked>),
+    Timers(Job<TimersJob, Vec<Change>>),
+    Park(Job<ParkJob, Change>),
     Global(Job<crate::GlobalEvent, Event>),
     PutAgents(Job<Vec<AgentDef>, ()>),
     SetNodeStatus(Job<(String, NodeStatus), ()>),

@@ -20,6 +20,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (7, "artifacts", include_str!("../../migrations/postgres/0007_artifacts.sql")),
     (8, "approvals", include_str!("../../migrations/postgres/0008_approvals.sql")),
     (9, "webhooks", include_str!("../../migrations/postgres/0009_webhooks.sql")),
+    (10, "timers", include_str!("../../migrations/postgres/0010_timers.sql")),
 ];
 
 /// Serialises migrations across every process sharing the database (`"smithmig"`).

@@ -21,6 +21,7 @@ mod migrate;
 mod phases;
 mod reads;
 mod rows;
+mod timers;
 mod webhooks;
 mod writer;
 
@@ -31,7 +32,9 @@ use crate::{
     TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
-use jobs::{AnswerJob, AppendJob, CompleteJob, Job, LeaseJob, Op, ReapJob, ReleaseJob, Submission, WaitJob};
+use jobs::{
+    AnswerJob, AppendJob, CompleteJob, Job, LeaseJob, Op, ParkJob, ReapJob, ReleaseJob, Submission, TimersJob, WaitJob,
+};
 use smith_core::approval::{Answer, NewRequest};
 use smith_core::{
     AgentDef, ApiKey, Approval, Artifact, AttemptOutcome, AuditQuery, AuditRecord, Delivery, Event, EventDraft, Micros,
@@ -370,6 +373,29 @@ impl Store for PgStore {
 
     async fn expired_approvals(&self, now: Micros, limit: usize) -> Result<Vec<Approval>> {
         approvals::expired(&self.pool, now, limit).await
+    }
+
+    async fn advance_timers(&self, now: Micros, limit: usize) -> Result<Vec<Change>> {
+        // Look first on a reader: the common answer is "nothing", and it must not take a batch.
+        let ids = timers::candidates(&self.pool, now, limit).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(Op::Timers, TimersJob { now, ids }).await
+    }
+
+    async fn park(
+        &self,
+        id: TaskId,
+        attempt: u32,
+        drafts: Vec<EventDraft>,
+        park: crate::lifecycle::Park,
+    ) -> Result<Change> {
+        self.write(Op::Park, ParkJob { id, attempt, drafts, park }).await
+    }
+
+    async fn account_holds(&self, now: Micros) -> Result<Vec<crate::AccountHold>> {
+        timers::holds(&self.pool, now).await
     }
 
     async fn events(&self, id: TaskId, after: u64, limit: usize) -> Result<Vec<Event>> {

@@ -195,6 +195,9 @@ struct NewRows {
     parent: Vec<Option<String>>,
     budget: Vec<Option<String>>,
     options: Vec<Option<String>>,
+    status: Vec<&'static str>,
+    run_at: Vec<i64>,
+    expires_at: Vec<Option<i64>>,
 }
 
 /// The batch's submissions, and the audit records of those that carry one.
@@ -255,6 +258,9 @@ async fn submit_tasks(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf
             rows.parent.push(task.parent_id.map(|p| p.to_string()));
             rows.budget.push((!task.budget.is_empty()).then(|| serde_json::to_string(&task.budget).expect("budget")));
             rows.options.push(task.options_json());
+            rows.status.push(task.status.as_str());
+            rows.run_at.push(row.run_at.0);
+            rows.expires_at.push(task.expires_at.map(|m| m.0));
         }
         planned.push(Some((row, queued)));
     }
@@ -266,16 +272,16 @@ async fn submit_tasks(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf
         let got: Vec<String> = sqlx::query_scalar(
             "INSERT INTO tasks (id, tenant, agent, input, status, priority, timeout_ms, max_attempts, backoff_ms, \
                  backoff_max_ms, idempotency_key, session_id, metadata, created_at, run_at, last_seq, parent_id, \
-                 budget, options) \
-             SELECT u.id::uuid, u.tenant, u.agent, u.input::json, 'queued', u.priority, u.timeout_ms, u.max_attempts, \
-                 u.backoff_ms, u.backoff_max_ms, u.key, u.session, u.metadata::json, $13, $13, 1, u.parent::uuid, \
-                 u.budget::json, u.options::json \
+                 budget, options, expires_at) \
+             SELECT u.id::uuid, u.tenant, u.agent, u.input::json, u.status, u.priority, u.timeout_ms, u.max_attempts, \
+                 u.backoff_ms, u.backoff_max_ms, u.key, u.session, u.metadata::json, $13, u.run_at, 1, u.parent::uuid, \
+                 u.budget::json, u.options::json, u.expires_at \
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::int8[], $7::int4[], \
                  $8::int8[], $9::int8[], $10::text[], $11::text[], $12::text[], $14::text[], $15::text[], \
-                 $16::text[]) \
+                 $16::text[], $17::text[], $18::int8[], $19::int8[]) \
                  WITH ORDINALITY \
                  AS u(id, tenant, agent, input, priority, timeout_ms, max_attempts, backoff_ms, backoff_max_ms, \
-                      key, session, metadata, parent, budget, options, n) \
+                      key, session, metadata, parent, budget, options, status, run_at, expires_at, n) \
              ORDER BY u.n \
              ON CONFLICT DO NOTHING \
              RETURNING id::text",
@@ -296,6 +302,9 @@ async fn submit_tasks(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf
         .bind(&rows.parent)
         .bind(&rows.budget)
         .bind(&rows.options)
+        .bind(&rows.status)
+        .bind(&rows.run_at)
+        .bind(&rows.expires_at)
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?;
@@ -370,6 +379,10 @@ fn touched_ids(ops: &[Op]) -> BTreeSet<TaskId> {
             Op::Answer(j) => {
                 ids.insert(j.input.id);
             }
+            Op::Park(j) => {
+                ids.insert(j.input.id);
+            }
+            Op::Timers(j) => ids.extend(j.input.ids.iter().copied()),
             Op::Release(j) => ids.extend(j.input.tasks.iter().map(|(id, _)| *id)),
             Op::Reap(j) => ids.extend(j.input.victims.iter().map(|(id, _)| *id)),
             _ => {}
@@ -400,6 +413,7 @@ async fn task_changes(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf
         .collect();
     let mut records = super::approvals::lock(conn, answering).await?;
     let (mut asked, mut answered, mut cancelled) = (Vec::new(), Vec::new(), Vec::new());
+    let mut holds = Vec::new();
 
     let now = Micros::now();
     for op in ops.iter_mut() {
@@ -455,11 +469,25 @@ async fn task_changes(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf
                 }
                 j.out = Some(Ok(out));
             }
+            Op::Timers(j) => {
+                let t = &j.input;
+                let out = t.ids.iter().filter_map(|id| apply::advance(rows.get_mut(id)?, t.now, ev)).collect();
+                j.out = Some(Ok(out));
+            }
+            Op::Park(j) => {
+                let p = &j.input;
+                let out = apply::park(rows.get_mut(&p.id), p.id, p.attempt, &p.drafts, &p.park, now, ev);
+                if out.as_ref().is_ok_and(|c| c.task.status == TaskStatus::Parked) {
+                    holds.push(p.park.clone());
+                }
+                j.out = Some(out);
+            }
             _ => {}
         }
     }
     let changed: Vec<&TaskRow> = rows.values().filter(|r| before.get(&r.task.id) != Some(&version(r))).collect();
     write_back(conn, &changed).await?;
+    super::timers::hold(conn, &holds, now).await?;
     super::approvals::insert(conn, &asked).await?;
     super::approvals::update(conn, &answered).await?;
     super::approvals::cancel_pending(conn, cancelled).await

@@ -311,10 +311,13 @@ pub(super) async fn nodes(pool: &PgPool) -> Result<Vec<Node>> {
 }
 
 pub(super) async fn queue_stats(pool: &PgPool, now: Micros) -> Result<QueueStats> {
-    let (queued, running, waiting, oldest): (i64, i64, i64, Option<i64>) = sqlx::query_as(
+    type Counts = (i64, i64, i64, i64, i64, Option<i64>);
+    let (queued, running, waiting, scheduled, parked, oldest): Counts = sqlx::query_as(
         "SELECT (SELECT count(*) FROM tasks WHERE status = 'queued'), \
                 (SELECT count(*) FROM tasks WHERE status = 'running'), \
                 (SELECT count(*) FROM tasks WHERE status = 'waiting_input'), \
+                (SELECT count(*) FROM tasks WHERE status = 'scheduled'), \
+                (SELECT count(*) FROM tasks WHERE status = 'parked'), \
                 (SELECT min(created_at) FROM tasks WHERE status = 'queued' AND run_at <= $1)",
     )
     .bind(now.0)
@@ -325,6 +328,8 @@ pub(super) async fn queue_stats(pool: &PgPool, now: Micros) -> Result<QueueStats
         queued: queued as u64,
         running: running as u64,
         waiting: waiting as u64,
+        scheduled: scheduled as u64,
+        parked: parked as u64,
         oldest_queued_age: oldest.map(|t| Duration::from_micros(now.since(Micros(t)) as u64)),
     })
 }

@@ -16,7 +16,7 @@ pub(super) const TASK_COLS: &str = "seq, id::text AS id, tenant, agent, input::t
     result::text AS result, error::text AS error, usage::text AS usage, cancel_requested, created_at, started_at, \
     finished_at, worker, released, backoff_ms, backoff_max_ms, last_seq, lease_until, run_at, \
     parent_id::text AS parent_id, budget::text AS budget, spent_at, \
-    options::text AS options";
+    options::text AS options, expires_at";
 
 pub(super) const EVENT_COLS: &str =
     "pos, task_id::text AS task_id, seq, kind, agent, attempt, at, data::text AS data, tenant";
@@ -92,10 +92,14 @@ pub(super) fn task_row(r: &PgRow) -> Result<TaskRow> {
         workspace: None,
         output_schema: None,
         webhook: None,
+        run_at: None,
+        expires_at: get::<Option<i64>>(r, "expires_at")?.map(Micros),
     };
     if let Some(options) = opt_json(r, "options")? {
         task.set_options(options);
     }
+    let run_at = Micros(get(r, "run_at")?);
+    task.run_at = crate::lifecycle::deferred_until(task.status, run_at);
     Ok(TaskRow {
         task,
         released: u32_col(r, "released")?,
@@ -103,7 +107,7 @@ pub(super) fn task_row(r: &PgRow) -> Result<TaskRow> {
         backoff_max_ms: u64_col(r, "backoff_max_ms")?,
         last_seq: u64_col(r, "last_seq")?,
         lease_until: get::<Option<i64>>(r, "lease_until")?.map(Micros),
-        run_at: Micros(get(r, "run_at")?),
+        run_at,
         spent_at: get::<Option<i64>>(r, "spent_at")?.map(Micros),
     })
 }

@@ -102,6 +102,8 @@ impl Op {
             Op::Cancel(j) => j,
             Op::Wait(j) => j,
             Op::Answer(j) => j,
+            Op::Timers(j) => j,
+            Op::Park(j) => j,
             Op::Global(j) => j,
             Op::PutAgents(j) => j,
             Op::SetNodeStatus(j) => j,

@@ -10,6 +10,7 @@ mod access;
 mod approvals;
 mod artifacts;
 mod ops;
+mod timers;
 mod webhooks;
 
 use crate::access::{check_audit, check_new_key};
@@ -42,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_artifacts.sql"),
     include_str!("../../migrations/sqlite/0009_approvals.sql"),
     include_str!("../../migrations/sqlite/0010_webhooks.sql"),
+    include_str!("../../migrations/sqlite/0011_timers.sql"),
 ];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;
@@ -565,6 +567,29 @@ impl Store for SqliteStore {
 
     async fn expired_approvals(&self, now: Micros, limit: usize) -> Result<Vec<Approval>> {
         self.read(move |c| approvals::expired(c, now, limit)).await
+    }
+
+    async fn advance_timers(&self, now: Micros, limit: usize) -> Result<Vec<Change>> {
+        // Look first on a reader: the common answer is "nothing", and it must not hold the writer.
+        let ids = self.read(move |c| timers::candidates(c, now, limit)).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |c| timers::advance(c, &ids, now)).await
+    }
+
+    async fn park(
+        &self,
+        id: TaskId,
+        attempt: u32,
+        drafts: Vec<EventDraft>,
+        park: crate::lifecycle::Park,
+    ) -> Result<Change> {
+        self.write(move |c| timers::park(c, id, attempt, &drafts, &park, Micros::now())).await
+    }
+
+    async fn account_holds(&self, now: Micros) -> Result<Vec<crate::AccountHold>> {
+        self.read(move |c| timers::holds(c, now)).await
     }
 
     async fn artifacts(&self, id: TaskId) -> Result<Vec<Artifact>> {

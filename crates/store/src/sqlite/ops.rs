@@ -21,7 +21,7 @@ use std::time::Duration;
 const TASK_COLS: &str = "id, tenant, agent, input, status, priority, timeout_ms, max_attempts, attempt, \
     idempotency_key, session_id, metadata, result, error, usage, cancel_requested, created_at, started_at, \
     finished_at, worker, released, backoff_ms, backoff_max_ms, last_seq, rowid, parent_id, budget, lease_until, run_at, \
-    spent_at, options";
+    spent_at, options, expires_at";
 const EVENT_COLS: &str = "pos, task_id, seq, kind, agent, attempt, at, data, tenant";
 
 /// A task row with the bookkeeping columns the API does not show: the lifecycle's row.
@@ -82,10 +82,14 @@ fn task_row(r: &Row) -> rusqlite::Result<TaskRow> {
         workspace: None,
         output_schema: None,
         webhook: None,
+        run_at: None,
+        expires_at: r.get::<_, Option<i64>>(31)?.map(Micros),
     };
     if let Some(options) = opt_json_col(r, 30)? {
         task.set_options(options);
     }
+    let run_at = Micros(r.get(28)?);
+    task.run_at = lifecycle::deferred_until(task.status, run_at);
     Ok(TaskRow {
         task,
         released: r.get(20)?,
@@ -93,7 +97,7 @@ fn task_row(r: &Row) -> rusqlite::Result<TaskRow> {
         backoff_max_ms: r.get::<_, i64>(22)? as u64,
         last_seq: r.get::<_, i64>(23)? as u64,
         lease_until: r.get::<_, Option<i64>>(27)?.map(Micros),
-        run_at: Micros(r.get(28)?),
+        run_at,
         spent_at: r.get::<_, Option<i64>>(29)?.map(Micros),
     })
 }
@@ -180,7 +184,8 @@ pub(super) fn submit(c: &Tx, t: &NewTask, now: Micros) -> Result<Submitted> {
     c.prepare_cached(
         "INSERT INTO tasks (id, tenant, agent, input, status, priority, timeout_ms, max_attempts, backoff_ms, \
          backoff_max_ms, idempotency_key, session_id, metadata, created_at, run_at, last_seq, parent_id, budget, \
-         options) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+         options, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+         ?19, ?20)",
     )?
     .execute(params![
         task.id.to_string(),
@@ -202,6 +207,7 @@ pub(super) fn submit(c: &Tx, t: &NewTask, now: Micros) -> Result<Submitted> {
         task.parent_id.map(|p| p.to_string()),
         (!task.budget.is_empty()).then(|| serde_json::to_string(&task.budget).expect("budget serializes")),
         task.options_json(),
+        task.expires_at.map(|m| m.0),
     ])?;
     let events = emit(c, &row.task, vec![queued], now)?;
     Ok(Submitted { task: row.task, created: true, events })
@@ -241,7 +247,7 @@ pub(super) fn get_task(c: &Connection, id: TaskId) -> Result<Option<Task>> {
 pub(super) fn list_tasks(c: &Connection, q: &TaskQuery) -> Result<TaskPage> {
     let before = crate::list_before(q)?;
     let limit = q.limit.clamp(1, 1000);
-    // sizes at 30 and 31; a value over the limit is not read into the page at all
+    // sizes at 32 and 33 (after the task's columns); a value over the limit is not read at all
     let mut cols = TASK_COLS.to_string();
     if let Some(n) = q.value_limit {
         cols = cols
@@ -266,7 +272,7 @@ pub(super) fn list_tasks(c: &Connection, q: &TaskQuery) -> Result<TaskPage> {
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())), |r| {
         // the two sizes follow the task's columns
-        let sizes = (r.get::<_, i64>(31)? as u64, r.get::<_, Option<i64>>(32)?.map(|n| n as u64));
+        let sizes = (r.get::<_, i64>(32)? as u64, r.get::<_, Option<i64>>(33)?.map(|n| n as u64));
         Ok((task_row(r)?, r.get::<_, i64>(24)?, sizes))
     })?;
     let mut items = Vec::with_capacity(limit);
@@ -293,10 +299,12 @@ pub(super) fn list_tasks(c: &Connection, q: &TaskQuery) -> Result<TaskPage> {
     Ok(TaskPage { items, next_cursor, omitted })
 }
 
-/// A queued task `t` that is no later turn of a session whose earlier turn is queued or running.
-const NO_EARLIER_TURN: &str = "(t.session_id IS NULL OR NOT EXISTS (SELECT 1 FROM tasks p \
+/// A queued task `t` that is no later turn of a session whose earlier turn has not finished, and
+/// not past its time to live (`lifecycle::startable`; `?3` is now).
+const STARTABLE: &str = "(t.expires_at IS NULL OR t.expires_at > ?3 OR t.attempt > 0) \
+     AND (t.session_id IS NULL OR NOT EXISTS (SELECT 1 FROM tasks p \
      WHERE p.session_id = t.session_id AND p.tenant = t.tenant AND p.rowid < t.rowid \
-     AND p.status IN ('queued', 'running')))";
+     AND p.status IN ('scheduled', 'queued', 'running', 'waiting_input', 'parked')))";
 
 /// Claims a task: `?1` worker, `?2` lease end, `?3` now.
 const CLAIM_SET: &str = "UPDATE tasks SET status = 'running', attempt = attempt + 1, worker = ?1, lease_until = ?2, \
@@ -311,7 +319,7 @@ pub(super) fn claim(c: &Tx, req: &ClaimRequest, now: Micros) -> Result<Vec<Claim
     let lease_until = now.plus(req.lease);
     let sql = format!(
         "{CLAIM_SET} WHERE rowid IN (SELECT rowid FROM tasks t WHERE status = 'queued' AND agent = ?4 AND run_at <= ?3 \
-                                     AND {NO_EARLIER_TURN} ORDER BY priority DESC, rowid LIMIT ?5) \
+                                     AND {STARTABLE} ORDER BY priority DESC, rowid LIMIT ?5) \
          RETURNING {TASK_COLS}"
     );
     // Under running caps, the tenants' running tasks now (this is the only writer, so nothing
@@ -382,7 +390,7 @@ fn capped_picks(c: &Connection, agent: &str, n: u32, now: Micros, room: &Room) -
     };
     let mut stmt = c.prepare_cached(&format!(
         "SELECT priority, rowid FROM tasks t WHERE status = 'queued' AND agent = ?1 AND tenant = ?2 AND run_at <= ?3 \
-         AND {NO_EARLIER_TURN} ORDER BY priority DESC, rowid LIMIT ?4"
+         AND {STARTABLE} ORDER BY priority DESC, rowid LIMIT ?4"
     ))?;
     let mut picks: Vec<(i64, i64)> = Vec::new();
     for tenant in &tenants {
@@ -861,6 +869,8 @@ pub(super) fn queue_stats(c: &Connection, now: Micros) -> Result<QueueStats> {
         queued: count("queued")?,
         running: count("running")?,
         waiting: count("waiting_input")?,
+        scheduled: count("scheduled")?,
+        parked: count("parked")?,
         oldest_queued_age: oldest.map(|t| Duration::from_micros(now.since(Micros(t)) as u64)),
     })
 }

@@ -28,6 +28,8 @@
 //! - `SAFE`: calls `Bash` with `echo safe-ran`, then answers "tool said: <result>".
 //! - `ASK`: calls `ask_human` ("What colour?"), then answers "heard: <the tool result>".
 //! - `GATE`: calls `send_message` (to agent `nobody`), then answers "tool said: <the result>".
+//! - `LIMIT`: the first request of each such conversation gets a 429 whose `retry-after` is 3 s
+//!   (the account's usage limit); the first after that answers "past the limit".
 //! - anything else: "Hello from the mock."
 //!
 //! While `failing` is set, every request gets a 500.
@@ -54,6 +56,8 @@ pub struct MockState {
     /// Answer every request with a 500.
     pub failing: AtomicBool,
     pub failures: AtomicUsize,
+    /// `LIMIT` conversations (their first user message) already refused once, and when.
+    pub limited: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 pub struct Mock {
@@ -133,6 +137,9 @@ fn working_dir(body: &Value) -> Option<String> {
 fn script(body: &Value) -> Step {
     let first = first_user(body);
     let results = tool_results(body);
+    if first.contains("LIMIT") {
+        return Step::Text("past the limit".into());
+    }
     if let Some(rest) = first.split("SHARE ").nth(1) {
         if let Some(r) = results.last() {
             return Step::Text(format!("tool said: {r}"));
@@ -323,6 +330,15 @@ async fn messages(State(state): State<Arc<MockState>>, Json(body): Json<Value>) 
         state.failures.fetch_add(1, Ordering::SeqCst);
         let err = json!({"type": "error", "error": {"type": "api_error", "message": "mock outage"}});
         return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, Json(err)).into_response();
+    }
+    let first = first_user(&body);
+    if first.contains("LIMIT") {
+        let mut limited = state.limited.lock().unwrap();
+        if !limited.contains_key(&first) {
+            limited.insert(first, std::time::Instant::now());
+            let err = json!({"type": "error", "error": {"type": "rate_limit_error", "message": "usage limit reached"}});
+            return (axum::http::StatusCode::TOO_MANY_REQUESTS, [("retry-after", "3")], Json(err)).into_response();
+        }
     }
     let model = body["model"].as_str().unwrap_or("claude-mock").to_string();
     let step = script(&body);

@@ -522,11 +522,11 @@ impl Api {
 }
 
 pub fn is_terminal(task: &Value) -> bool {
-    matches!(task["status"].as_str(), Some("succeeded" | "failed" | "cancelled" | "timed_out"))
+    matches!(task["status"].as_str(), Some("succeeded" | "failed" | "cancelled" | "timed_out" | "expired"))
 }
 
 pub fn is_terminal_kind(kind: &str) -> bool {
-    matches!(kind, "task.succeeded" | "task.failed" | "task.cancelled" | "task.timed_out")
+    matches!(kind, "task.succeeded" | "task.failed" | "task.cancelled" | "task.timed_out" | "task.expired")
 }
 
 /// One SSE frame.
