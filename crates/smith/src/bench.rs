@@ -6,6 +6,7 @@
 
 mod approvals;
 mod baseline;
+mod delayed;
 mod fanout;
 mod webhooks;
 
@@ -61,6 +62,9 @@ pub struct BenchArgs {
     /// `webhooks`: a receiver in this process subscribed to every event, `echo` tasks paced to
     /// add --rate events/s to the feed for --seconds: deliveries/s and commit → receiver latency
     /// (the server needs `[webhooks] allow_private = true`; docs in bench/webhooks.rs).
+    /// `delayed`: --tasks tasks submitted with a `run_at` each, spread over --seconds once all
+    /// are submitted: memory while all are scheduled, and how late after its `run_at` each was
+    /// queued and started.
     #[arg(long, default_value = "tasks")]
     scenario: String,
     /// events scenario: output events per task.
@@ -121,7 +125,8 @@ pub struct BenchArgs {
     /// second added to the feed.
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
-    /// fanout and webhooks scenarios: seconds measured (fanout: after the warm-up).
+    /// fanout and webhooks scenarios: seconds measured (fanout: after the warm-up). delayed: the
+    /// window the tasks' `run_at`s spread over.
     #[arg(long, default_value_t = 30.0)]
     seconds: f64,
     /// fanout scenario: seconds of events before the measurement.
@@ -199,8 +204,11 @@ pub async fn run(mut a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
         "fanout" => fanout::run(a, opts).await,
         "approvals" => approvals::run(a, opts).await,
         "webhooks" => webhooks::run(a, opts).await,
+        "delayed" => delayed::run(a, opts).await,
         other => {
-            bail!("unknown --scenario {other:?}: use tasks, events, burst, baseline, fanout, approvals or webhooks")
+            bail!(
+                "unknown --scenario {other:?}: use tasks, events, burst, baseline, fanout, approvals, webhooks or delayed"
+            )
         }
     }
 }

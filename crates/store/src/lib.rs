@@ -239,6 +239,7 @@ pub struct QueueStats {
 /// What a tenant has in flight, and what it spent since a time: the figures its quotas check.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct TenantLoad {
+    /// Queued tasks, with those waiting to be queued (`scheduled`, `parked`).
     pub queued: u64,
     pub running: u64,
     /// Input plus output tokens of the attempts that finished at or after the time asked for

@@ -48,8 +48,8 @@ export function $(sel, root = document) {
 
 // ---- formatting ----
 
-export const TERMINAL = new Set(['succeeded', 'failed', 'cancelled', 'timed_out']);
-export const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'timed_out'];
+export const TERMINAL = new Set(['succeeded', 'failed', 'cancelled', 'timed_out', 'expired']);
+export const STATUSES = ['scheduled', 'queued', 'running', 'waiting_input', 'parked', 'succeeded', 'failed', 'cancelled', 'timed_out', 'expired'];
 
 export function badge(status) {
   return h('span', { class: `badge st-${status}`, dataset: { status } }, String(status).replace('_', ' '));

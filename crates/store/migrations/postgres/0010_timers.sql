@@ -3,6 +3,8 @@
 -- parked task is queued by the leader's timer pass once its `run_at` passes, found by this index.
 ALTER TABLE tasks ADD COLUMN expires_at bigint;
 CREATE INDEX tasks_deferred ON tasks (run_at) WHERE status IN ('scheduled', 'parked');
+-- A tenant's tasks waiting to be queued count as queued for its quotas (`max_queued`).
+CREATE INDEX tasks_tenant_waiting ON tasks (tenant) WHERE status IN ('scheduled', 'parked');
 -- Tasks that never started and have a time to live: the timer pass expires them.
 CREATE INDEX tasks_expiring ON tasks (expires_at) WHERE expires_at IS NOT NULL AND attempt = 0
     AND status IN ('scheduled', 'queued');

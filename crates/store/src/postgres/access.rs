@@ -103,11 +103,13 @@ pub(super) async fn audit(pool: &PgPool, q: &AuditQuery) -> Result<Vec<AuditReco
     rows.iter().map(audit_row).collect()
 }
 
-/// Index lookups only: `tasks_tenant_active` for each count, `tasks_tenant_spent` for the sums,
-/// `tenant_output`'s key for the bytes written from the day of `since` on.
+/// Index lookups only: `tasks_tenant_active` for each count (scheduled and parked tasks,
+/// `tasks_tenant_waiting`, count as queued), `tasks_tenant_spent` for the sums, `tenant_output`'s
+/// key for the bytes written from the day of `since` on.
 pub(super) async fn tenant_load(pool: &PgPool, tenant: &str, since: Micros) -> Result<TenantLoad> {
     let row = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM tasks WHERE tenant = $1 AND status = 'queued'), \
+        "SELECT (SELECT count(*) FROM tasks WHERE tenant = $1 AND status = 'queued') \
+                    + (SELECT count(*) FROM tasks WHERE tenant = $1 AND status IN ('scheduled', 'parked')), \
                 (SELECT count(*) FROM tasks WHERE tenant = $1 AND status = 'running'), \
                 (SELECT coalesce(sum(bytes), 0)::int8 FROM tenant_output WHERE tenant = $1 AND day >= $3), \
                 coalesce(sum((usage->>'input_tokens')::int8 + (usage->>'output_tokens')::int8), 0)::int8, \

@@ -114,10 +114,12 @@ pub(super) fn audit(c: &Connection, q: &AuditQuery) -> Result<Vec<AuditRecord>> 
 }
 
 /// A tenant's queued and running tasks, what it spent since `?2`, and the bytes its tasks wrote
-/// from day `?3` on. Index lookups only: `tasks_tenant_active` for each count,
+/// from day `?3` on (scheduled and parked tasks count as queued). Index lookups only:
+/// `tasks_tenant_active` for each count, `tasks_tenant_waiting` for the waiting ones,
 /// `tasks_tenant_spent` for the sums, `tenant_output`'s key for the bytes (see the test).
 pub(super) const TENANT_LOAD: &str = "SELECT \
-        (SELECT count(*) FROM tasks WHERE tenant = ?1 AND status = 'queued'), \
+        (SELECT count(*) FROM tasks WHERE tenant = ?1 AND status = 'queued') \
+            + (SELECT count(*) FROM tasks WHERE tenant = ?1 AND status IN ('scheduled', 'parked')), \
         (SELECT count(*) FROM tasks WHERE tenant = ?1 AND status = 'running'), \
         (SELECT coalesce(sum(bytes), 0) FROM tenant_output WHERE tenant = ?1 AND day >= ?3), \
         coalesce(sum(json_extract(usage, '$.input_tokens') + json_extract(usage, '$.output_tokens')), 0), \

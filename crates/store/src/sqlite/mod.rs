@@ -819,6 +819,7 @@ mod tests {
             .unwrap();
         let uses = |index: &str| plan.iter().filter(|step| step.contains(index)).count();
         assert_eq!((uses("tasks_tenant_active"), uses("tasks_tenant_spent")), (2, 1), "{plan:#?}");
+        assert_eq!(uses("tasks_tenant_waiting"), 1, "{plan:#?}");
         assert_eq!(uses("tenant_output USING PRIMARY KEY"), 1, "{plan:#?}");
         assert!(plan.iter().all(|step| !step.starts_with("SCAN")), "{plan:#?}");
     }

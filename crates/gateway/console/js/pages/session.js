@@ -9,7 +9,7 @@ import { messageInput } from './sessions.js';
 
 export const title = 'Session';
 
-const TERMINAL_KINDS = new Set(['task.succeeded', 'task.failed', 'task.cancelled', 'task.timed_out']);
+const TERMINAL_KINDS = new Set(['task.succeeded', 'task.failed', 'task.cancelled', 'task.timed_out', 'task.expired']);
 
 /** The text an output event adds to a live answer. */
 function outputText(d) {

@@ -10,7 +10,7 @@ export const title = 'Task';
 
 /** Most events kept on the page; older ones are dropped from view (the API keeps them all). */
 const MAX_SHOWN = 3000;
-const TERMINAL_KINDS = new Set(['task.succeeded', 'task.failed', 'task.cancelled', 'task.timed_out']);
+const TERMINAL_KINDS = new Set(['task.succeeded', 'task.failed', 'task.cancelled', 'task.timed_out', 'task.expired']);
 
 /** What an event says, by kind. */
 function describe(ev) {
@@ -61,6 +61,8 @@ function details(t) {
     field('priority', String(t.priority)),
     field('worker', t.worker || '—'),
     field('created', time(t.created_at)),
+    t.run_at && field(t.status === 'parked' ? 'resumes' : 'starts', h('span', { id: 'task-run-at' }, time(t.run_at))),
+    t.expires_at && field('expires', time(t.expires_at)),
     field('started', time(t.started_at)),
     field('finished', time(t.finished_at)),
     field('ran', taskDuration(t)),
