@@ -331,6 +331,14 @@ pub struct AgentDef {
     /// What an unanswered request becomes when it times out.
     #[serde(default)]
     pub on_approval_timeout: crate::approval::Decision,
+    /// Where a task's concurrency key comes from when it gives none: `tenant`, `session_id`,
+    /// `metadata.<field>` or `input.<field>` (`core::concurrency`). Needs `max_per_key`.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
+    /// The most tasks of one concurrency key running at once over every worker; every task of
+    /// the agent then has a key.
+    #[serde(default)]
+    pub max_per_key: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -404,6 +412,8 @@ impl AgentDef {
             approve: Vec::new(),
             approval_timeout: default_approval_timeout(),
             on_approval_timeout: crate::approval::Decision::Deny,
+            concurrency_key: None,
+            max_per_key: None,
         }
     }
 
@@ -413,6 +423,7 @@ impl AgentDef {
         if self.concurrency == 0 {
             return what("concurrency must be at least 1".into());
         }
+        crate::concurrency::validate_def(self)?;
         if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS_LIMIT {
             return what(format!("max_attempts must be 1..={}", MAX_ATTEMPTS_LIMIT));
         }

@@ -142,6 +142,9 @@ pub struct Task {
     /// Where this task's own terminal and request events are sent (its secret never served).
     #[serde(default)]
     pub webhook: Option<crate::webhook::TaskWebhook>,
+    /// The key its agent's `max_per_key` caps it under, resolved at submission.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
 }
 
 /// What a task sets of its agent's workspace.
@@ -163,6 +166,8 @@ pub struct TaskOptions<W = TaskWorkspace, S = Value> {
     pub output_schema: Option<S>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<crate::webhook::StoredTaskWebhook>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
 }
 
 pub const MAX_PRIORITY: u8 = 9;
@@ -212,6 +217,9 @@ pub struct NewTask {
     pub output_schema: Option<Value>,
     /// Where the task's own terminal and request events are sent.
     pub webhook: Option<crate::webhook::TaskWebhook>,
+    /// The key this task's agent caps running tasks by (`max_per_key`); `None`: the agent's
+    /// `concurrency_key` expression gives it ([`crate::concurrency::resolve`]).
+    pub concurrency_key: Option<String>,
 }
 
 impl NewTask {
@@ -232,6 +240,7 @@ impl NewTask {
             workspace: None,
             output_schema: None,
             webhook: None,
+            concurrency_key: None,
         }
     }
 
@@ -278,6 +287,9 @@ impl NewTask {
         if let Some(w) = &self.webhook {
             w.validate()?;
         }
+        if let Some(k) = &self.concurrency_key {
+            crate::concurrency::check_key(k)?;
+        }
         crate::agent::validate_name(&self.agent)
     }
 
@@ -289,7 +301,7 @@ impl NewTask {
                 def.name
             )));
         }
-        Ok(())
+        crate::concurrency::resolve(self, def).map(drop)
     }
 }
 
@@ -322,6 +334,7 @@ impl Task {
             workspace: t.workspace.clone(),
             output_schema: t.output_schema.clone(),
             webhook: t.webhook.clone(),
+            concurrency_key: t.concurrency_key.clone(),
         }
     }
 
@@ -332,13 +345,18 @@ impl Task {
 
     /// The task's `options` as the stores keep them (JSON text); `None` when it sets nothing.
     pub fn options_json(&self) -> Option<String> {
-        if self.workspace.is_none() && self.output_schema.is_none() && self.webhook.is_none() {
+        if self.workspace.is_none()
+            && self.output_schema.is_none()
+            && self.webhook.is_none()
+            && self.concurrency_key.is_none()
+        {
             return None;
         }
         let o = TaskOptions {
             workspace: self.workspace.as_ref(),
             output_schema: self.output_schema.as_ref(),
             webhook: self.webhook.as_ref().map(crate::webhook::StoredTaskWebhook::from),
+            concurrency_key: self.concurrency_key.clone(),
         };
         Some(serde_json::to_string(&o).expect("task options serialize"))
     }
@@ -348,6 +366,7 @@ impl Task {
         self.workspace = stored.workspace;
         self.output_schema = stored.output_schema;
         self.webhook = stored.webhook.map(Into::into);
+        self.concurrency_key = stored.concurrency_key;
     }
 
     /// The first attempt of a new task, running, as a worker hands it to an executor: for

@@ -857,6 +857,7 @@ async fn served_bodies_match_the_schemas() {
         wants: vec![("echo".into(), 10)],
         limit: None,
         caps: Default::default(),
+        keys: Default::default(),
     };
     let claimed = gw.store.claim(&claim).await.unwrap();
     assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), [first]);

@@ -408,6 +408,11 @@ pub struct AgentSection {
     pub approval_timeout: Option<Duration>,
     /// `deny` (the default) or `allow`: what an unanswered request becomes at its timeout.
     pub on_approval_timeout: Option<smith_core::Decision>,
+    /// Where a task's concurrency key comes from (docs/concurrency.md): `metadata.user`,
+    /// `input.repo`, `tenant`, `session_id`. Needs `max_per_key`.
+    pub concurrency_key: Option<String>,
+    /// The most tasks of one concurrency key running at once over every worker.
+    pub max_per_key: Option<u32>,
 }
 
 /// An agent's `output_schema` as the config gives it: inline (a table, or JSON text) or in a file.
@@ -556,6 +561,8 @@ impl AgentSection {
         if let Some(v) = self.on_approval_timeout {
             d.on_approval_timeout = v;
         }
+        d.concurrency_key = self.concurrency_key.clone().or(d.concurrency_key);
+        d.max_per_key = self.max_per_key.or(d.max_per_key);
         d.validate().map_err(|e| anyhow!(e.message))?;
         Ok(d)
     }

@@ -102,7 +102,9 @@ pub enum Refusal {
 /// The task and row a submission creates, and its `queued` event.
 pub fn submit(t: &NewTask, def: &AgentDef, now: Micros) -> (Row, Step) {
     let timeout_ms = t.timeout_ms.or(def.timeout.map(|d| d.as_millis() as u64));
-    let task = Task::queued(t, timeout_ms, t.max_attempts.unwrap_or(def.max_attempts), now);
+    let mut task = Task::queued(t, timeout_ms, t.max_attempts.unwrap_or(def.max_attempts), now);
+    // `NewTask::validate_for` refused a task whose key does not resolve
+    task.concurrency_key = smith_core::concurrency::resolve(t, def).unwrap_or_default();
     let step = Step {
         seq: 1,
         kind: EventKind::Queued,

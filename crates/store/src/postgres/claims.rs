@@ -93,6 +93,20 @@ fn capped_sql() -> String {
     )
 }
 
+/// The tasks `$6` (ids in the order a keyed walk took them, `keys.rs`) if still queued, locked,
+/// ranked by that order (`$1` and `$3` repeat the agent and the slots).
+fn keyed_sql() -> String {
+    format!(
+        "WITH picked AS ( \
+             SELECT pick_id, row_number() OVER (ORDER BY ord) AS k FROM ( \
+                 SELECT t.id AS pick_id, w.ord FROM UNNEST($6::uuid[]) WITH ORDINALITY AS w(id, ord) \
+                 JOIN tasks t ON t.id = w.id WHERE t.status = 'queued' AND t.agent = $1 \
+                 ORDER BY w.ord LIMIT $3 FOR UPDATE OF t SKIP LOCKED) AS q), \
+         {MATCH_AND_CLAIM} \
+         RETURNING slots.slot AS slot, {TASK_COLS}"
+    )
+}
+
 /// Running tasks by tenant.
 async fn running_by_tenant(conn: &mut PgConnection) -> Result<HashMap<String, u64>> {
     let rows: Vec<(String, i64)> =
@@ -139,7 +153,7 @@ pub(super) async fn claims(conn: &mut PgConnection, ops: &mut [Op], ev: &mut Eve
     let mut got: Vec<Vec<Vec<TaskRow>>> = jobs.iter().map(|j| vec![Vec::new(); j.input.wants.len()]).collect();
     // running tasks by tenant, read once the first capped claim needs them
     let mut running: Option<HashMap<String, u64>> = None;
-    let (uncapped, capped) = (uncapped_sql(), capped_sql());
+    let (uncapped, capped, keyed) = (uncapped_sql(), capped_sql(), keyed_sql());
     for (caps, members) in &groups {
         let mut room = None;
         if !caps.is_unlimited() {
@@ -177,11 +191,25 @@ pub(super) async fn claims(conn: &mut PgConnection, ops: &mut [Op], ev: &mut Eve
             if owners.is_empty() {
                 continue;
             }
-            let sql = if room.is_some() { &capped } else { &uncapped };
+            // capped per key when a claim naming the agent says so (the tightest cap if several do)
+            let key_cap = members.iter().filter_map(|&j| jobs[j].input.keys.cap(agent)).min();
+            let keyed_ids = match key_cap {
+                Some(cap) => {
+                    let n = owners.len() as u32;
+                    Some(super::keys::picks(conn, agent, n, cap, now, room.as_mut(), NO_EARLIER_TURN).await?)
+                }
+                None => None,
+            };
+            let sql = match (&keyed_ids, &room) {
+                (Some(_), _) => &keyed,
+                (None, Some(_)) => &capped,
+                (None, None) => &uncapped,
+            };
             let query = sqlx::query(sql).bind(agent).bind(now.0).bind(owners.len() as i64).bind(&workers).bind(&leases);
-            let query = match &room {
-                None => query,
-                Some(room) => {
+            let query = match (&keyed_ids, &room) {
+                (Some(ids), _) => query.bind(ids),
+                (None, None) => query,
+                (None, Some(room)) => {
                     let (tenants, free) = room.listed();
                     query.bind(tenants).bind(free).bind(room.fresh())
                 }
@@ -199,6 +227,8 @@ pub(super) async fn claims(conn: &mut PgConnection, ops: &mut [Op], ev: &mut Eve
                     return Err(Error::Backend(format!("claim returned unknown slot {slot}")));
                 };
                 match (room.as_mut(), running.as_mut()) {
+                    // the keyed walk counted what it picked into the room already
+                    (Some(_), _) if keyed_ids.is_some() => {}
                     (Some(room), _) => room.take(&row.task.tenant),
                     (None, Some(running)) => *running.entry(row.task.tenant.clone()).or_default() += 1,
                     (None, None) => {}

@@ -20,6 +20,8 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (7, "artifacts", include_str!("../../migrations/postgres/0007_artifacts.sql")),
     (8, "approvals", include_str!("../../migrations/postgres/0008_approvals.sql")),
     (9, "webhooks", include_str!("../../migrations/postgres/0009_webhooks.sql")),
+    // issue 20's migrations 10-13 land before this one; until then it is the 10th
+    (10, "concurrency_keys", include_str!("../../migrations/postgres/0014_concurrency_keys.sql")),
 ];
 
 /// Serialises migrations across every process sharing the database (`"smithmig"`).

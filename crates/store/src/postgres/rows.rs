@@ -92,6 +92,7 @@ pub(super) fn task_row(r: &PgRow) -> Result<TaskRow> {
         workspace: None,
         output_schema: None,
         webhook: None,
+        concurrency_key: None,
     };
     if let Some(options) = opt_json(r, "options")? {
         task.set_options(options);

@@ -9,6 +9,7 @@
 mod access;
 mod approvals;
 mod artifacts;
+mod keys;
 mod ops;
 mod webhooks;
 
@@ -42,6 +43,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_artifacts.sql"),
     include_str!("../../migrations/sqlite/0009_approvals.sql"),
     include_str!("../../migrations/sqlite/0010_webhooks.sql"),
+    // issue 20's migrations 11-14 land before this one; until then it is the 11th
+    include_str!("../../migrations/sqlite/0015_concurrency_keys.sql"),
 ];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;

@@ -82,6 +82,7 @@ fn task_row(r: &Row) -> rusqlite::Result<TaskRow> {
         workspace: None,
         output_schema: None,
         webhook: None,
+        concurrency_key: None,
     };
     if let Some(options) = opt_json_col(r, 30)? {
         task.set_options(options);
@@ -325,6 +326,17 @@ pub(super) fn claim(c: &Tx, req: &ClaimRequest, now: Micros) -> Result<Vec<Claim
             continue;
         }
         let mut rows: Vec<(TaskRow, i64)> = match room.as_mut() {
+            room if req.keys.cap(agent).is_some() => {
+                let cap = req.keys.cap(agent).unwrap_or(u32::MAX);
+                let mut stmt = c.prepare_cached(&format!("{CLAIM_SET} WHERE rowid = ?4 RETURNING {TASK_COLS}"))?;
+                let mut rows = Vec::new();
+                for rowid in super::keys::picks(c, agent, n, cap, now, room, NO_EARLIER_TURN)? {
+                    rows.push(stmt.query_row(params![req.worker, lease_until.0, now.0, rowid], |r| {
+                        Ok((task_row(r)?, r.get::<_, i64>(24)?))
+                    })?);
+                }
+                rows
+            }
             None => {
                 let mut stmt = c.prepare_cached(&sql)?;
                 let it = stmt.query_map(params![req.worker, lease_until.0, now.0, agent, n as i64], |r| {
