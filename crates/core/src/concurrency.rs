@@ -48,7 +48,9 @@ impl FromStr for KeyExpr {
             let segments: Vec<String> = rest.split('.').map(str::to_string).collect();
             let ok = segments.len() <= MAX_SEGMENTS
                 && segments.iter().all(|p| {
-                    !p.is_empty() && p.len() <= 64 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                    !p.is_empty()
+                        && p.len() <= 64
+                        && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
                 });
             if ok {
                 Ok(segments)
@@ -199,7 +201,9 @@ mod tests {
         for s in ["tenant", "session_id", "metadata.user", "metadata.org.team-1", "input.repo"] {
             assert_eq!(s.parse::<KeyExpr>().unwrap().to_string(), s);
         }
-        for s in ["", "metadata", "metadata.", "metadata..x", "user", "input.a b", "metadata.a.b.c.d.e.f.g.h.i", "tenant.x"] {
+        for s in
+            ["", "metadata", "metadata.", "metadata..x", "user", "input.a b", "metadata.a.b.c.d.e.f.g.h.i", "tenant.x"]
+        {
             let e = s.parse::<KeyExpr>().unwrap_err();
             assert!(e.message.contains("concurrency_key"), "{s:?}: {e}");
         }

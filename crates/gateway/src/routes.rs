@@ -97,6 +97,7 @@ struct SubmitRequest {
     output_schema: Option<Value>,
     #[serde(default, deserialize_with = "crate::error::object_or_null")]
     webhook: Option<smith_core::TaskWebhook>,
+    concurrency_key: Option<String>,
 }
 
 async fn submit(
@@ -136,6 +137,7 @@ async fn submit(
         workspace: req.workspace,
         output_schema: req.output_schema,
         webhook,
+        concurrency_key: req.concurrency_key,
     };
     if let Some(sid) = &session_id {
         task.validate()?;

@@ -465,6 +465,7 @@ fn schemas_match_the_domain_types() {
         workspace: None,
         output_schema: None,
         webhook: None,
+        concurrency_key: None,
     };
     let v = serde_json::to_value(&task).unwrap();
     assert_shape(&doc, "Task", &v);
@@ -478,6 +479,7 @@ fn schemas_match_the_domain_types() {
     task.usage = Usage { input_tokens: 1, output_tokens: 2, cost_usd: 0.5 };
     task.workspace = Some(smith_core::TaskWorkspace { base: "main".into() });
     task.output_schema = Some(json!({"type": "object"}));
+    task.concurrency_key = Some("user-1".into());
     task.started_at = Some(t);
     task.finished_at = Some(t);
     task.worker = Some("w1".into());
@@ -558,6 +560,8 @@ fn schemas_match_the_domain_types() {
     def.command = Some("cat".into());
     def.cwd = Some("/tmp".into());
     def.env.insert("K".into(), "V".into());
+    def.concurrency_key = Some("metadata.user".into());
+    def.max_per_key = Some(2);
     let mut coder = AgentDef::new("coder", ExecutorKind::Process);
     coder.command = Some("sh".into());
     coder.workspace = Some(

@@ -822,6 +822,15 @@ mod tests {
             ("[agents.x]\nexecutor = \"builtin\"\nbuiltin = \"nope\"", "unknown built-in"),
             ("[agents.x]\nexecutor = \"process\"\ncommand = \"true\"\nconcurrency = 0", "concurrency"),
             ("[agents.x]\nexecutor = \"process\"\ncommand = \"true\"\ntimeout = \"soon\"", "duration"),
+            ("[agents.x]\nexecutor = \"builtin\"\nbuiltin = \"sleep\"\nmax_per_key = 0", "max_per_key must be"),
+            (
+                "[agents.x]\nexecutor = \"builtin\"\nbuiltin = \"sleep\"\nconcurrency_key = \"metadata.u\"",
+                "needs max_per_key",
+            ),
+            (
+                "[agents.x]\nexecutor = \"builtin\"\nbuiltin = \"sleep\"\nmax_per_key = 1\nconcurrency_key = \"user\"",
+                "concurrency_key",
+            ),
         ] {
             let err = parse(text).and_then(|f| agents(&f)).unwrap_err();
             let msg = format!("{err:#}");

@@ -565,7 +565,14 @@ async fn submit_as(store: &S, agent: &str, tenant: &str, priority: u8) -> Task {
 
 async fn claim_capped(store: &S, worker: &str, wants: &[(&str, u32)], caps: &Arc<RunningCaps>) -> Vec<Claimed> {
     let wants = wants.iter().map(|(a, n)| (a.to_string(), *n)).collect();
-    let request = ClaimRequest { worker: worker.into(), lease: LONG, wants, limit: None, caps: caps.clone(), keys: Default::default() };
+    let request = ClaimRequest {
+        worker: worker.into(),
+        lease: LONG,
+        wants,
+        limit: None,
+        caps: caps.clone(),
+        keys: Default::default(),
+    };
     store.claim(&request).await.expect("claim")
 }
 

@@ -193,15 +193,14 @@ async fn running_caps_hold_across_processes() {
         let (s, caps) = (stores[w % 2].clone(), caps.clone());
         workers.spawn(async move {
             let wants = vec![("echo".to_string(), 2), ("sleep".to_string(), 2)];
-            let req =
-                ClaimRequest {
-                    worker: format!("w{w}"),
-                    lease: Duration::from_secs(600),
-                    wants,
-                    limit: None,
-                    caps,
-                    keys: Default::default(),
-                };
+            let req = ClaimRequest {
+                worker: format!("w{w}"),
+                lease: Duration::from_secs(600),
+                wants,
+                limit: None,
+                caps,
+                keys: Default::default(),
+            };
             let mut idle = 0;
             while idle < 50 {
                 let got = s.claim(&req).await.unwrap();

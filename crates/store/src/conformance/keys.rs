@@ -1,7 +1,7 @@
 //! Conformance cases of keyed concurrency: `max_per_key` under concurrent claims, the keys'
 //! turns, tenants, tasks without a key, and keys resolved at submission.
 
-use super::{alive, get, success, S, LONG};
+use super::{alive, get, success, LONG, S};
 use crate::{ClaimRequest, Claimed, KeyCaps, RunningCaps, TaskQuery};
 use serde_json::json;
 use smith_core::{AgentDef, Code, ExecutorKind, NewTask, Task, TaskId, TaskStatus};

@@ -71,7 +71,6 @@ fn keyless_sql(runnable: &str) -> String {
 /// The ids of the tasks up to `n` claims of `agent` take under `max_per_key = cap`, in the
 /// order the rounds took them, counted into `room` (tenants' caps); moves the agent's cursor.
 /// `runnable`: the predicate over `t` every claim adds for a queued task.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn picks(
     conn: &mut PgConnection,
     agent: &str,

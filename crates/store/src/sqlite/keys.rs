@@ -56,9 +56,8 @@ pub(super) fn picks(
     let mut pos: KeyOf = cursor.clone().unwrap_or_default();
     while turns.members() < n as usize {
         let none: Option<&str> = None;
-        let next: Option<KeyOf> = after
-            .query_row(params![agent, pos.0, pos.1, none, none], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+        let next: Option<KeyOf> =
+            after.query_row(params![agent, pos.0, pos.1, none, none], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
         let Some(key) = next else { break };
         pos = key.clone();
         visit(&mut turns, key, &room)?;
