@@ -820,6 +820,8 @@ async fn served_bodies_match_the_schemas() {
             // `echo` has no workspace: null is the value it takes
             "workspace" => Value::Null,
             "output_schema" => json!({"type": "object", "required": ["text"]}),
+            // `echo` has no max_per_key: null is the value it takes
+            "concurrency_key" => Value::Null,
             // a public address (nothing to resolve) and a given secret (not shown back)
             "webhook" => {
                 json!({"url": "https://[100::1]/hook", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
