@@ -20,16 +20,21 @@ use std::collections::HashMap;
 /// A task's concurrency key, as the indexes of migration 0014 spell it.
 const KEY: &str = "(t.options->>'concurrency_key')";
 
-/// Keys of agent `$1` with queued tasks after (`$2`, `$3`) — and up to (`$4`, `$5`) unless `$4`
-/// is null — at most `$6` of them, each offering its best runnable tasks (due by `$12`) up to
-/// its room: `$7` (`max_per_key`) less its running tasks (`$11[i]` for key (`$9[i]`,
-/// `$10[i]`)), at most `$8`. Rows come by walk order, then rank.
-fn walk_sql(runnable: &str) -> String {
+/// Keys of agent `$1` with queued tasks after (`$2`, `$3`) — `bounded`: up to (`$4`, `$5`);
+/// else both are null — at most `$6` of them, each offering its best runnable tasks (due by
+/// `$12`) up to its room: `$7` (`max_per_key`) less its running tasks (`$11[i]` for key
+/// (`$9[i]`, `$10[i]`)), at most `$8`. Rows come by walk order, then rank. Both ends of a probe
+/// are bounds of the index scan, never a filter: a filter would read on past the bound.
+fn walk_sql(runnable: &str, bounded: bool) -> String {
+    let end = if bounded {
+        format!("(t.agent, t.tenant, {KEY}) <= ($1, $4::text, $5::text)")
+    } else {
+        "t.agent <= $1 AND $4::text IS NULL AND $5::text IS NULL".to_string()
+    };
     let next = format!(
         "SELECT t.tenant, {KEY} AS ckey FROM tasks t \
-         WHERE t.status = 'queued' AND {KEY} IS NOT NULL AND t.agent <= $1 \
+         WHERE t.status = 'queued' AND {KEY} IS NOT NULL AND {end} \
          AND (t.agent, t.tenant, {KEY}) > ($1, AFTER_TENANT, AFTER_KEY) \
-         AND ($4::text IS NULL OR (t.tenant, {KEY}) <= ($4::text, $5::text)) \
          ORDER BY t.agent, t.tenant, {KEY} LIMIT 1"
     );
     let first = next.replace("AFTER_TENANT", "$2::text").replace("AFTER_KEY", "$3::text");
@@ -89,7 +94,7 @@ pub(super) async fn picks(
     // a walk looks past the keys at their cap (one probe each) and a few without runnable work
     let reach = i64::from(n) + turns.full_keys() as i64 + 8;
     let (tenants, keys, running) = turns.running_lists();
-    let walk = walk_sql(runnable);
+    let walks = [walk_sql(runnable, false), walk_sql(runnable, true)];
     let parts: [(KeyOf, Option<&KeyOf>); 2] =
         [(cursor.clone().unwrap_or_default(), None), (KeyOf::default(), cursor.as_ref())];
     for (i, (after, upto)) in parts.into_iter().enumerate() {
@@ -105,7 +110,7 @@ pub(super) async fn picks(
         if turns.members() >= n as usize {
             break;
         }
-        let rows = sqlx::query(&walk)
+        let rows = sqlx::query(&walks[usize::from(upto.is_some())])
             .bind(agent)
             .bind(&after.0)
             .bind(&after.1)

@@ -27,13 +27,13 @@ pub(super) fn picks(
         .prepare_cached("SELECT tenant, concurrency_key FROM key_cursors WHERE agent = ?1")?
         .query_row([agent], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    // the next key with queued tasks after (?2, ?3); up to (?4, ?5) when the walk has wrapped
-    let mut after = c.prepare_cached(
-        "SELECT tenant, concurrency_key FROM tasks WHERE status = 'queued' AND agent = ?1 \
-         AND concurrency_key IS NOT NULL AND (tenant, concurrency_key) > (?2, ?3) \
-         AND (?4 IS NULL OR (tenant, concurrency_key) <= (?4, ?5)) \
-         ORDER BY tenant, concurrency_key LIMIT 1",
-    )?;
+    // the next key with queued tasks after (?2, ?3); once the walk has wrapped, up to (?4, ?5)
+    // (both ends bounds of the index scan, never a filter that would read on past the end)
+    let next = "SELECT tenant, concurrency_key FROM tasks WHERE status = 'queued' AND agent = ?1 \
+         AND concurrency_key IS NOT NULL AND (tenant, concurrency_key) > (?2, ?3) END \
+         ORDER BY tenant, concurrency_key LIMIT 1";
+    let mut after = c.prepare_cached(&next.replace("END", ""))?;
+    let mut until = c.prepare_cached(&next.replace("END", "AND (tenant, concurrency_key) <= (?4, ?5)"))?;
     let mut best = c.prepare_cached(&format!(
         "SELECT rowid FROM tasks t WHERE status = 'queued' AND agent = ?1 AND tenant = ?2 AND concurrency_key = ?3 \
          AND run_at <= ?4 AND {runnable} ORDER BY priority DESC, rowid LIMIT ?5"
@@ -55,9 +55,8 @@ pub(super) fn picks(
     // keys after the cursor (every key when there is none) ...
     let mut pos: KeyOf = cursor.clone().unwrap_or_default();
     while turns.members() < n as usize {
-        let none: Option<&str> = None;
         let next: Option<KeyOf> =
-            after.query_row(params![agent, pos.0, pos.1, none, none], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+            after.query_row(params![agent, pos.0, pos.1], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
         let Some(key) = next else { break };
         pos = key.clone();
         visit(&mut turns, key, &room)?;
@@ -70,7 +69,7 @@ pub(super) fn picks(
     if let Some(stop) = cursor.clone() {
         let mut pos: KeyOf = Default::default();
         while turns.members() < n as usize {
-            let next: Option<KeyOf> = after
+            let next: Option<KeyOf> = until
                 .query_row(params![agent, pos.0, pos.1, stop.0, stop.1], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             let Some(key) = next else { break };
