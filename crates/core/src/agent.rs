@@ -335,6 +335,14 @@ pub struct AgentDef {
     /// limits and usage-limit parking are shared by every agent that names it.
     #[serde(default)]
     pub account: Option<String>,
+    /// Where a task's concurrency key comes from when it gives none: `tenant`, `session_id`,
+    /// `metadata.<field>` or `input.<field>` (`core::concurrency`). Needs `max_per_key`.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
+    /// The most tasks of one concurrency key running at once over every worker; every task of
+    /// the agent then has a key.
+    #[serde(default)]
+    pub max_per_key: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -414,6 +422,8 @@ impl AgentDef {
             approval_timeout: default_approval_timeout(),
             on_approval_timeout: crate::approval::Decision::Deny,
             account: None,
+            concurrency_key: None,
+            max_per_key: None,
         }
     }
 
@@ -423,6 +433,7 @@ impl AgentDef {
         if self.concurrency == 0 {
             return what("concurrency must be at least 1".into());
         }
+        crate::concurrency::validate_def(self)?;
         if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS_LIMIT {
             return what(format!("max_attempts must be 1..={}", MAX_ATTEMPTS_LIMIT));
         }

@@ -30,6 +30,7 @@ pub mod agent;
 pub mod approval;
 pub mod artifact;
 pub mod capability;
+pub mod concurrency;
 pub mod error;
 pub mod event;
 pub mod node;

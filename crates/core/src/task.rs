@@ -169,6 +169,9 @@ pub struct Task {
     /// The time to live's end: a task that has not started by then ends `expired`.
     #[serde(default)]
     pub expires_at: Option<Micros>,
+    /// The key its agent's `max_per_key` caps it under, resolved at submission.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
 }
 
 /// What a task sets of its agent's workspace.
@@ -190,6 +193,8 @@ pub struct TaskOptions<W = TaskWorkspace, S = Value> {
     pub output_schema: Option<S>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<crate::webhook::StoredTaskWebhook>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
 }
 
 pub const MAX_PRIORITY: u8 = 9;
@@ -243,6 +248,9 @@ pub struct NewTask {
     pub run_at: Option<Micros>,
     /// A task not started this long after it may start ends `expired`.
     pub ttl: Option<std::time::Duration>,
+    /// The key this task's agent caps running tasks by (`max_per_key`); `None`: the agent's
+    /// `concurrency_key` expression gives it ([`crate::concurrency::resolve`]).
+    pub concurrency_key: Option<String>,
 }
 
 /// The furthest ahead a task may be scheduled.
@@ -270,6 +278,7 @@ impl NewTask {
             webhook: None,
             run_at: None,
             ttl: None,
+            concurrency_key: None,
         }
     }
 
@@ -332,6 +341,8 @@ impl NewTask {
                     MAX_TTL.as_secs() / 86_400
                 )));
             }
+        if let Some(k) = &self.concurrency_key {
+            crate::concurrency::check_key(k)?;
         }
         crate::agent::validate_name(&self.agent)
     }
@@ -344,7 +355,7 @@ impl NewTask {
                 def.name
             )));
         }
-        Ok(())
+        crate::concurrency::resolve(self, def).map(drop)
     }
 }
 
@@ -379,6 +390,7 @@ impl Task {
             webhook: t.webhook.clone(),
             run_at: None,
             expires_at: None,
+            concurrency_key: t.concurrency_key.clone(),
         }
     }
 
@@ -389,13 +401,18 @@ impl Task {
 
     /// The task's `options` as the stores keep them (JSON text); `None` when it sets nothing.
     pub fn options_json(&self) -> Option<String> {
-        if self.workspace.is_none() && self.output_schema.is_none() && self.webhook.is_none() {
+        if self.workspace.is_none()
+            && self.output_schema.is_none()
+            && self.webhook.is_none()
+            && self.concurrency_key.is_none()
+        {
             return None;
         }
         let o = TaskOptions {
             workspace: self.workspace.as_ref(),
             output_schema: self.output_schema.as_ref(),
             webhook: self.webhook.as_ref().map(crate::webhook::StoredTaskWebhook::from),
+            concurrency_key: self.concurrency_key.clone(),
         };
         Some(serde_json::to_string(&o).expect("task options serialize"))
     }
@@ -405,6 +422,7 @@ impl Task {
         self.workspace = stored.workspace;
         self.output_schema = stored.output_schema;
         self.webhook = stored.webhook.map(Into::into);
+        self.concurrency_key = stored.concurrency_key;
     }
 
     /// The first attempt of a new task, running, as a worker hands it to an executor: for

@@ -119,6 +119,7 @@ pub(crate) fn start_time(run_at: Option<Micros>, delay: Option<std::time::Durati
         (None, Some(d)) => Ok(Some(Micros::now().plus(d))),
         (None, None) => Ok(None),
     }
+    concurrency_key: Option<String>,
 }
 
 async fn submit(
@@ -161,6 +162,7 @@ async fn submit(
         webhook,
         run_at,
         ttl: req.ttl,
+        concurrency_key: req.concurrency_key,
     };
     if let Some(sid) = &session_id {
         task.validate()?;

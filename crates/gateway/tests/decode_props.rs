@@ -29,7 +29,7 @@ const CASES: u32 = 1024;
 /// The gateway's body limit here: small, so that a 413 costs little.
 const BODY_LIMIT: usize = 64 * 1024;
 /// The fields of a task submission.
-const FIELDS: [&str; 13] = common::SUBMIT_FIELDS;
+const FIELDS: [&str; 14] = common::SUBMIT_FIELDS;
 const MAX_TIMEOUT_MS: u64 = smith_core::task::MAX_TIMEOUT_MS;
 
 fn config() -> Config {
@@ -323,6 +323,8 @@ fn is_valid_task(v: &Value, parent: TaskId) -> bool {
         && o.get("workspace").is_none_or(Value::is_null)
         && o.get("output_schema").is_none_or(|s| s.is_null() || smith_core::output::Schema::compile(s, "s").is_ok())
         && o.get("webhook").is_none_or(valid_webhook)
+        // `echo` has no max_per_key: a task of it takes no concurrency key
+        && o.get("concurrency_key").is_none_or(Value::is_null)
 }
 
 /// A task's webhook the gateway takes: null, or `{url, secret?}` with a public address (no
@@ -461,6 +463,7 @@ fn field_value(field: &'static str, parent: TaskId) -> BoxedStrategy<Value> {
             1 => json_value(),
         ]
         .boxed(),
+        "concurrency_key" => prop_oneof![2 => keys, 1 => Just(json!(null))].boxed(),
         other => unreachable!("no strategy for {other}"),
     }
 }

@@ -467,6 +467,7 @@ fn schemas_match_the_domain_types() {
         webhook: None,
         run_at: None,
         expires_at: None,
+        concurrency_key: None,
     };
     let v = serde_json::to_value(&task).unwrap();
     assert_shape(&doc, "Task", &v);
@@ -480,6 +481,7 @@ fn schemas_match_the_domain_types() {
     task.usage = Usage { input_tokens: 1, output_tokens: 2, cost_usd: 0.5 };
     task.workspace = Some(smith_core::TaskWorkspace { base: "main".into() });
     task.output_schema = Some(json!({"type": "object"}));
+    task.concurrency_key = Some("user-1".into());
     task.started_at = Some(t);
     task.finished_at = Some(t);
     task.worker = Some("w1".into());
@@ -560,6 +562,8 @@ fn schemas_match_the_domain_types() {
     def.command = Some("cat".into());
     def.cwd = Some("/tmp".into());
     def.env.insert("K".into(), "V".into());
+    def.concurrency_key = Some("metadata.user".into());
+    def.max_per_key = Some(2);
     let mut coder = AgentDef::new("coder", ExecutorKind::Process);
     coder.command = Some("sh".into());
     coder.workspace = Some(
@@ -818,6 +822,8 @@ async fn served_bodies_match_the_schemas() {
             // `echo` has no workspace: null is the value it takes
             "workspace" => Value::Null,
             "output_schema" => json!({"type": "object", "required": ["text"]}),
+            // `echo` has no max_per_key: null is the value it takes
+            "concurrency_key" => Value::Null,
             // a public address (nothing to resolve) and a given secret (not shown back)
             "webhook" => {
                 json!({"url": "https://[100::1]/hook", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
@@ -859,6 +865,7 @@ async fn served_bodies_match_the_schemas() {
         wants: vec![("echo".into(), 10)],
         limit: None,
         caps: Default::default(),
+        keys: Default::default(),
     };
     let claimed = gw.store.claim(&claim).await.unwrap();
     assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), [first]);

@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// name, which no worker may serve (default stream: run the gateway with no worker).
     #[arg(long)]
     agent: Option<String>,
+    /// tasks scenario: give the tasks concurrency keys `k0` … `k<N-1>` in turn (the agent
+    /// needs `max_per_key`: docs/concurrency.md); 0: no keys.
+    #[arg(long, default_value_t = 0)]
+    keys: u64,
     /// Seconds of the latency run, paced at --latency-fraction of the measured rate.
     #[arg(long, default_value_t = 10)]
     latency_seconds: u64,
@@ -168,10 +172,22 @@ async fn feed(http: &reqwest::Client, opts: &ClientOpts, query: &str) -> Result<
     Ok(rx)
 }
 
-async fn submit(http: &reqwest::Client, opts: &ClientOpts, agent: &str) -> Result<(String, Micros)> {
-    let mut r = http
-        .post(format!("{}/v1/tasks", opts.server.trim_end_matches('/')))
-        .json(&json!({"agent": agent, "input": "x"}));
+/// The concurrency key of the `i`th task under `--keys n`.
+fn key_of(i: u64, keys: u64) -> Option<String> {
+    (keys > 0).then(|| format!("k{}", i % keys))
+}
+
+async fn submit(
+    http: &reqwest::Client,
+    opts: &ClientOpts,
+    agent: &str,
+    key: Option<String>,
+) -> Result<(String, Micros)> {
+    let mut body = json!({"agent": agent, "input": "x"});
+    if let Some(k) = key {
+        body["concurrency_key"] = json!(k);
+    }
+    let mut r = http.post(format!("{}/v1/tasks", opts.server.trim_end_matches('/'))).json(&body);
     if let Some(t) = &opts.token {
         r = r.bearer_auth(t);
     }
@@ -368,10 +384,14 @@ async fn tasks(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
     for _ in 0..a.concurrency {
         let (http, opts, agent, next, errors) =
             (http.clone(), opts.clone(), a.agent.clone().unwrap_or_default(), next.clone(), errors.clone());
-        let n = a.tasks;
+        let (n, keys) = (a.tasks, a.keys);
         submitters.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < n {
-                if submit(&http, &opts, &agent).await.is_err() {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                if submit(&http, &opts, &agent, key_of(i, keys)).await.is_err() {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -413,10 +433,10 @@ async fn tasks(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
     for i in 0..total_tasks {
         let due = t0 + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(due.into()).await;
-        let (http, opts, agent, created) =
-            (http.clone(), opts.clone(), a.agent.clone().unwrap_or_default(), created.clone());
+        let (http, opts, agent, created, keys) =
+            (http.clone(), opts.clone(), a.agent.clone().unwrap_or_default(), created.clone(), a.keys);
         inflight.spawn(async move {
-            if let Ok((id, at)) = submit(&http, &opts, &agent).await {
+            if let Ok((id, at)) = submit(&http, &opts, &agent, key_of(i, keys)).await {
                 created.lock().expect("lock").insert(id, at);
             }
         });

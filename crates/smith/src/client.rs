@@ -65,6 +65,9 @@ pub struct SubmitArgs {
     pub max_attempts: Option<u32>,
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// The key the agent's `max_per_key` caps this task under (docs/concurrency.md).
+    #[arg(long)]
+    pub concurrency_key: Option<String>,
     /// Metadata as a JSON object.
     #[arg(long)]
     pub metadata: Option<String>,
@@ -352,6 +355,9 @@ pub async fn task(cmd: TaskCommand, opts: ClientOpts) -> Result<ExitCode> {
             }
             if let Some(k) = &a.idempotency_key {
                 body["idempotency_key"] = json!(k);
+            }
+            if let Some(k) = &a.concurrency_key {
+                body["concurrency_key"] = json!(k);
             }
             if let Some(m) = &a.metadata {
                 body["metadata"] = serde_json::from_str(m).map_err(|e| anyhow!("--metadata is not JSON: {e}"))?;

@@ -411,6 +411,11 @@ pub struct AgentSection {
     /// The provider account the agent's calls count against (docs/scheduling.md): agents that
     /// name one account wait out its usage limit together.
     pub account: Option<String>,
+    /// Where a task's concurrency key comes from (docs/concurrency.md): `metadata.user`,
+    /// `input.repo`, `tenant`, `session_id`. Needs `max_per_key`.
+    pub concurrency_key: Option<String>,
+    /// The most tasks of one concurrency key running at once over every worker.
+    pub max_per_key: Option<u32>,
 }
 
 /// An agent's `output_schema` as the config gives it: inline (a table, or JSON text) or in a file.
@@ -562,6 +567,8 @@ impl AgentSection {
         if let Some(v) = &self.account {
             d.account = Some(v.clone());
         }
+        d.concurrency_key = self.concurrency_key.clone().or(d.concurrency_key);
+        d.max_per_key = self.max_per_key.or(d.max_per_key);
         d.validate().map_err(|e| anyhow!(e.message))?;
         Ok(d)
     }
@@ -821,6 +828,15 @@ mod tests {
             ("[agents.x]\nexecutor = \"builtin\"\nbuiltin = \"nope\"", "unknown built-in"),
             ("[agents.x]\nexecutor = \"process\"\ncommand = \"true\"\nconcurrency = 0", "concurrency"),
             ("[agents.x]\nexecutor = \"process\"\ncommand = \"true\"\ntimeout = \"soon\"", "duration"),
+            ("[agents.x]\nexecutor = \"builtin\"\nbuiltin = \"sleep\"\nmax_per_key = 0", "max_per_key must be"),
+            (
+                "[agents.x]\nexecutor = \"builtin\"\nbuiltin = \"sleep\"\nconcurrency_key = \"metadata.u\"",
+                "needs max_per_key",
+            ),
+            (
+                "[agents.x]\nexecutor = \"builtin\"\nbuiltin = \"sleep\"\nmax_per_key = 1\nconcurrency_key = \"user\"",
+                "concurrency_key",
+            ),
         ] {
             let err = parse(text).and_then(|f| agents(&f)).unwrap_err();
             let msg = format!("{err:#}");

@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod keys;
+pub use keys::*;
+
 type S = Arc<dyn Store>;
 
 /// A lease nobody outlives in a test.
@@ -106,6 +109,9 @@ macro_rules! store_conformance {
             a_parked_attempt_is_unspent_and_holds_its_account,
             webhooks_and_their_deliveries_move_with_the_cursor,
             task_webhooks_live_tells_whether_a_tasks_webhook_may_still_be_due,
+            max_per_key_holds_under_concurrent_claims,
+            keys_take_turns_so_a_busy_key_starves_no_one,
+            keys_count_per_tenant_and_tasks_without_a_key_still_run,
         );
     };
     (skip_unless_env = $var:literal, $factory:expr) => {
@@ -193,6 +199,7 @@ pub fn claim_request(worker: &str, agent: &str, n: u32) -> ClaimRequest {
         wants: vec![(agent.into(), n)],
         limit: None,
         caps: Default::default(),
+        keys: Default::default(),
     }
 }
 
@@ -457,6 +464,7 @@ pub async fn claim_limit_caps_the_total_and_skips_agents_without_work(store: S) 
         wants: vec![("echo".into(), 2), ("stream".into(), 2), ("sleep".into(), 2), ("fail".into(), 2)],
         limit: Some(limit),
         caps: Default::default(),
+        keys: Default::default(),
     };
     // echo and stream have nothing queued: sleep gets the two slots
     let got = store.claim(&req(2)).await.unwrap();
@@ -480,6 +488,7 @@ pub async fn claim_takes_only_wanted_agents_up_to_n(store: S) {
         wants: vec![("echo".into(), 2), ("sleep".into(), 1), ("stream".into(), 5), ("fail".into(), 0)],
         limit: None,
         caps: Default::default(),
+        keys: Default::default(),
     };
     let got = store.claim(&request).await.unwrap();
     let mut per_agent: HashMap<String, usize> = HashMap::new();
@@ -563,7 +572,14 @@ async fn submit_as(store: &S, agent: &str, tenant: &str, priority: u8) -> Task {
 
 async fn claim_capped(store: &S, worker: &str, wants: &[(&str, u32)], caps: &Arc<RunningCaps>) -> Vec<Claimed> {
     let wants = wants.iter().map(|(a, n)| (a.to_string(), *n)).collect();
-    let request = ClaimRequest { worker: worker.into(), lease: LONG, wants, limit: None, caps: caps.clone() };
+    let request = ClaimRequest {
+        worker: worker.into(),
+        lease: LONG,
+        wants,
+        limit: None,
+        caps: caps.clone(),
+        keys: Default::default(),
+    };
     store.claim(&request).await.expect("claim")
 }
 
@@ -2149,6 +2165,7 @@ where
         wants: vec![(agent.into(), 1)],
         limit: None,
         caps: Default::default(),
+        keys: Default::default(),
     };
     let mut custom = AgentDef::new("custom", ExecutorKind::Echo);
     custom.max_attempts = 5;

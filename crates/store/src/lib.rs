@@ -11,6 +11,7 @@ mod caps;
 pub mod conformance;
 mod error;
 mod instrumented;
+mod keys;
 pub mod lifecycle;
 pub mod metrics;
 #[cfg(feature = "postgres")]
@@ -24,6 +25,7 @@ pub use approvals::{ApprovalQuery, Asked, APPROVAL_LIMIT};
 pub use caps::RunningCaps;
 pub use error::{Error, Result};
 pub use instrumented::{instrument, Instrumented};
+pub use keys::KeyCaps;
 pub use metrics::{describe_metrics, record_pool_stats};
 pub use timers::AccountHold;
 
@@ -60,6 +62,10 @@ pub struct Claimed {
 ///
 /// `caps` bounds each tenant's running tasks over every worker: a tenant at its cap gets
 /// nothing, and the tasks behind its own are claimed as if it had none queued.
+///
+/// `keys` names the agents whose running tasks are capped per concurrency key (`max_per_key`):
+/// their claims serve the keys in turn and never start a key's task while it has that many
+/// running (`keys.rs`). Every other agent's claim is as if it were empty.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
     pub worker: String,
@@ -67,6 +73,7 @@ pub struct ClaimRequest {
     pub wants: Vec<(String, u32)>,
     pub limit: Option<u32>,
     pub caps: Arc<RunningCaps>,
+    pub keys: Arc<KeyCaps>,
 }
 
 /// A task's state change and the events it wrote.

@@ -113,6 +113,8 @@ pub enum Refusal {
 pub fn submit(t: &NewTask, def: &AgentDef, now: Micros) -> (Row, Step) {
     let timeout_ms = t.timeout_ms.or(def.timeout.map(|d| d.as_millis() as u64));
     let mut task = Task::queued(t, timeout_ms, t.max_attempts.unwrap_or(def.max_attempts), now);
+    // `NewTask::validate_for` refused a task whose key does not resolve
+    task.concurrency_key = smith_core::concurrency::resolve(t, def).unwrap_or_default();
     let later = t.run_at.filter(|at| *at > now);
     task.expires_at = t.ttl.map(|ttl| later.unwrap_or(now).plus(ttl));
     let (kind, data) = match later {

@@ -135,7 +135,7 @@ async fn migrations_apply_once_however_many_processes_start_at_once() {
         .fetch_all(&mut conn)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     let builtins: i64 = sqlx::query_scalar("SELECT count(*) FROM agents").fetch_one(&mut conn).await.unwrap();
     assert_eq!(builtins as usize, AgentDef::builtins().len());
 
@@ -193,8 +193,14 @@ async fn running_caps_hold_across_processes() {
         let (s, caps) = (stores[w % 2].clone(), caps.clone());
         workers.spawn(async move {
             let wants = vec![("echo".to_string(), 2), ("sleep".to_string(), 2)];
-            let req =
-                ClaimRequest { worker: format!("w{w}"), lease: Duration::from_secs(600), wants, limit: None, caps };
+            let req = ClaimRequest {
+                worker: format!("w{w}"),
+                lease: Duration::from_secs(600),
+                wants,
+                limit: None,
+                caps,
+                keys: Default::default(),
+            };
             let mut idle = 0;
             while idle < 50 {
                 let got = s.claim(&req).await.unwrap();

@@ -17,7 +17,7 @@ mod writes;
 
 use smith_bus::Bus;
 use smith_core::{AgentDef, Micros, Node, NodeRole, NodeStatus, TaskId};
-use smith_store::{ClaimRequest, RunningCaps, Store};
+use smith_store::{ClaimRequest, KeyCaps, RunningCaps, Store};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -187,6 +187,8 @@ pub(crate) struct Shared {
     pub busy_micros: AtomicU64,
     /// Claims made, to rotate which agent is served first.
     pub claims: std::sync::atomic::AtomicUsize,
+    /// The agents whose running tasks are capped per concurrency key (`max_per_key`).
+    pub key_caps: Arc<KeyCaps>,
     pub started_at: Micros,
     /// When the lease keeper last renewed this worker's leases (every lease ends at most
     /// `lease` after it): how long a write of an attempt's outcome is worth retrying.
@@ -233,6 +235,7 @@ impl Worker {
             breakers.insert(d.name.clone(), breaker::Breaker::new(d.breaker_failures, d.breaker_cooldown));
         }
         let pool = pool::Pool::new(opts.min_agents.min(opts.max_agents), opts.max_agents);
+        let key_caps = Arc::new(KeyCaps::of(&opts.agents));
         Worker {
             shared: Arc::new(Shared {
                 opts,
@@ -254,6 +257,7 @@ impl Worker {
                 finished: AtomicU64::new(0),
                 busy_micros: AtomicU64::new(0),
                 claims: Default::default(),
+                key_caps,
                 started_at: Micros::now(),
                 renewed_at: Mutex::new(tokio::time::Instant::now()),
             }),
@@ -401,6 +405,7 @@ impl Worker {
             wants,
             limit: Some(free),
             caps: s.opts.running_caps.clone(),
+            keys: s.key_caps.clone(),
         };
         let claimed = match s.store.claim(&req).await {
             Ok(c) => c,

@@ -1,7 +1,7 @@
 //! What the gateway's test binaries share.
 
 /// The fields of a task submission (`POST /v1/tasks`), as the API documents and decodes them.
-pub const SUBMIT_FIELDS: [&str; 13] = [
+pub const SUBMIT_FIELDS: [&str; 14] = [
     "agent",
     "input",
     "priority",
@@ -15,4 +15,5 @@ pub const SUBMIT_FIELDS: [&str; 13] = [
     "workspace",
     "output_schema",
     "webhook",
+    "concurrency_key",
 ];

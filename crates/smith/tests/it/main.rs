@@ -20,6 +20,7 @@ mod durability;
 mod execution;
 mod hardening;
 mod healing;
+mod keys;
 mod limits;
 mod ops;
 mod plan;

@@ -23,11 +23,17 @@ use std::sync::Arc;
 const MAX_CLAIM: u32 = 1000;
 
 /// A queued task `t` that is no later turn of a session whose earlier turn has not finished, and
-/// not past its time to live (`lifecycle::startable`; `$2` is now).
-const STARTABLE: &str = "(t.expires_at IS NULL OR t.expires_at > $2 OR t.attempt > 0) \
+/// not past its time to live (`lifecycle::startable`). `:now` stands for the statement's
+/// parameter holding now: see [`startable`].
+const STARTABLE: &str = "(t.expires_at IS NULL OR t.expires_at > :now OR t.attempt > 0) \
      AND (t.session_id IS NULL OR NOT EXISTS (SELECT 1 FROM tasks p \
      WHERE p.session_id = t.session_id AND p.tenant = t.tenant AND p.seq < t.seq \
      AND p.status IN ('scheduled', 'queued', 'running', 'waiting_input', 'parked')))";
+
+/// [`STARTABLE`] with `now` (a parameter, `$N`) in place of `:now`.
+fn startable(now: &str) -> String {
+    STARTABLE.replace(":now", now)
+}
 
 /// The slots (`$4` workers, `$5` lease ends, numbered in arrival order and left out when their
 /// worker is quarantined) matched by rank to `picked`, and the claim itself. `$2` is now.
@@ -43,11 +49,12 @@ const MATCH_AND_CLAIM: &str = "slots AS ( \
 
 /// Without caps: the `$3` best runnable tasks of agent `$1`, locked, ranked.
 fn uncapped_sql() -> String {
+    let runnable = startable("$2");
     format!(
         "WITH picked AS ( \
              SELECT pick_id, row_number() OVER (ORDER BY priority DESC, seq) AS k FROM ( \
                  SELECT id AS pick_id, priority, seq FROM tasks t \
-                 WHERE status = 'queued' AND agent = $1 AND run_at <= $2 AND {STARTABLE} \
+                 WHERE status = 'queued' AND agent = $1 AND run_at <= $2 AND {runnable} \
                  ORDER BY priority DESC, seq LIMIT $3 FOR UPDATE SKIP LOCKED) AS q), \
          {MATCH_AND_CLAIM} \
          RETURNING slots.slot AS slot, {TASK_COLS}"
@@ -63,6 +70,7 @@ fn uncapped_sql() -> String {
 /// tenant > previous`: the same rows, but only `tasks_claim_tenant` can start a scan there, so
 /// a generic plan cannot pick `tasks_tenant_active` and wade through other agents' backlogs.
 fn capped_sql() -> String {
+    let runnable = startable("$2");
     format!(
         "WITH RECURSIVE queued AS ( \
              (SELECT t.tenant FROM tasks t WHERE t.status = 'queued' \
@@ -81,7 +89,7 @@ fn capped_sql() -> String {
              SELECT o.id, o.priority, o.seq FROM room CROSS JOIN LATERAL ( \
                  SELECT t.id, t.priority, t.seq FROM tasks t \
                  WHERE t.status = 'queued' AND t.agent = $1 AND t.tenant = room.tenant AND t.run_at <= $2 \
-                 AND {STARTABLE} \
+                 AND {runnable} \
                  ORDER BY t.priority DESC, t.seq LIMIT room.free) AS o \
              WHERE room.free > 0 \
              ORDER BY o.priority DESC, o.seq LIMIT $3), \
@@ -90,6 +98,20 @@ fn capped_sql() -> String {
                  SELECT id AS pick_id, priority, seq FROM tasks \
                  WHERE id IN (SELECT id FROM offered) AND status = 'queued' \
                  ORDER BY priority DESC, seq FOR UPDATE SKIP LOCKED) AS q), \
+         {MATCH_AND_CLAIM} \
+         RETURNING slots.slot AS slot, {TASK_COLS}"
+    )
+}
+
+/// The tasks `$6` (ids in the order a keyed walk took them, `keys.rs`) if still queued, locked,
+/// ranked by that order (`$1` and `$3` repeat the agent and the slots).
+fn keyed_sql() -> String {
+    format!(
+        "WITH picked AS ( \
+             SELECT pick_id, row_number() OVER (ORDER BY ord) AS k FROM ( \
+                 SELECT t.id AS pick_id, w.ord FROM UNNEST($6::uuid[]) WITH ORDINALITY AS w(id, ord) \
+                 JOIN tasks t ON t.id = w.id WHERE t.status = 'queued' AND t.agent = $1 \
+                 ORDER BY w.ord LIMIT $3 FOR UPDATE OF t SKIP LOCKED) AS q), \
          {MATCH_AND_CLAIM} \
          RETURNING slots.slot AS slot, {TASK_COLS}"
     )
@@ -141,7 +163,7 @@ pub(super) async fn claims(conn: &mut PgConnection, ops: &mut [Op], ev: &mut Eve
     let mut got: Vec<Vec<Vec<TaskRow>>> = jobs.iter().map(|j| vec![Vec::new(); j.input.wants.len()]).collect();
     // running tasks by tenant, read once the first capped claim needs them
     let mut running: Option<HashMap<String, u64>> = None;
-    let (uncapped, capped) = (uncapped_sql(), capped_sql());
+    let (uncapped, capped, keyed) = (uncapped_sql(), capped_sql(), keyed_sql());
     for (caps, members) in &groups {
         let mut room = None;
         if !caps.is_unlimited() {
@@ -179,11 +201,25 @@ pub(super) async fn claims(conn: &mut PgConnection, ops: &mut [Op], ev: &mut Eve
             if owners.is_empty() {
                 continue;
             }
-            let sql = if room.is_some() { &capped } else { &uncapped };
+            // capped per key when a claim naming the agent says so (the tightest cap if several do)
+            let key_cap = members.iter().filter_map(|&j| jobs[j].input.keys.cap(agent)).min();
+            let keyed_ids = match key_cap {
+                Some(cap) => {
+                    let n = owners.len() as u32;
+                    Some(super::keys::picks(conn, agent, n, cap, now, room.as_mut(), STARTABLE).await?)
+                }
+                None => None,
+            };
+            let sql = match (&keyed_ids, &room) {
+                (Some(_), _) => &keyed,
+                (None, Some(_)) => &capped,
+                (None, None) => &uncapped,
+            };
             let query = sqlx::query(sql).bind(agent).bind(now.0).bind(owners.len() as i64).bind(&workers).bind(&leases);
-            let query = match &room {
-                None => query,
-                Some(room) => {
+            let query = match (&keyed_ids, &room) {
+                (Some(ids), _) => query.bind(ids),
+                (None, None) => query,
+                (None, Some(room)) => {
                     let (tenants, free) = room.listed();
                     query.bind(tenants).bind(free).bind(room.fresh())
                 }
@@ -201,6 +237,8 @@ pub(super) async fn claims(conn: &mut PgConnection, ops: &mut [Op], ev: &mut Eve
                     return Err(Error::Backend(format!("claim returned unknown slot {slot}")));
                 };
                 match (room.as_mut(), running.as_mut()) {
+                    // the keyed walk counted what it picked into the room already
+                    (Some(_), _) if keyed_ids.is_some() => {}
                     (Some(room), _) => room.take(&row.task.tenant),
                     (None, Some(running)) => *running.entry(row.task.tenant.clone()).or_default() += 1,
                     (None, None) => {}

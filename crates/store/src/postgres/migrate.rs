@@ -21,6 +21,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (8, "approvals", include_str!("../../migrations/postgres/0008_approvals.sql")),
     (9, "webhooks", include_str!("../../migrations/postgres/0009_webhooks.sql")),
     (10, "timers", include_str!("../../migrations/postgres/0010_timers.sql")),
+    (11, "concurrency_keys", include_str!("../../migrations/postgres/0014_concurrency_keys.sql")),
 ];
 
 /// Serialises migrations across every process sharing the database (`"smithmig"`).

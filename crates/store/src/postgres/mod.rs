@@ -16,6 +16,7 @@ mod approvals;
 mod artifacts;
 mod claims;
 mod jobs;
+mod keys;
 mod liveness;
 mod migrate;
 mod phases;

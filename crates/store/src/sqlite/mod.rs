@@ -9,6 +9,7 @@
 mod access;
 mod approvals;
 mod artifacts;
+mod keys;
 mod ops;
 mod timers;
 mod webhooks;
@@ -44,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0009_approvals.sql"),
     include_str!("../../migrations/sqlite/0010_webhooks.sql"),
     include_str!("../../migrations/sqlite/0011_timers.sql"),
+    include_str!("../../migrations/sqlite/0015_concurrency_keys.sql"),
 ];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;

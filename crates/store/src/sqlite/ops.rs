@@ -84,6 +84,7 @@ fn task_row(r: &Row) -> rusqlite::Result<TaskRow> {
         webhook: None,
         run_at: None,
         expires_at: r.get::<_, Option<i64>>(31)?.map(Micros),
+        concurrency_key: None,
     };
     if let Some(options) = opt_json_col(r, 30)? {
         task.set_options(options);
@@ -300,11 +301,17 @@ pub(super) fn list_tasks(c: &Connection, q: &TaskQuery) -> Result<TaskPage> {
 }
 
 /// A queued task `t` that is no later turn of a session whose earlier turn has not finished, and
-/// not past its time to live (`lifecycle::startable`; `?3` is now).
-const STARTABLE: &str = "(t.expires_at IS NULL OR t.expires_at > ?3 OR t.attempt > 0) \
+/// not past its time to live (`lifecycle::startable`).
+/// `:now` stands for the statement's parameter holding now: see [`startable`].
+const STARTABLE: &str = "(t.expires_at IS NULL OR t.expires_at > :now OR t.attempt > 0) \
      AND (t.session_id IS NULL OR NOT EXISTS (SELECT 1 FROM tasks p \
      WHERE p.session_id = t.session_id AND p.tenant = t.tenant AND p.rowid < t.rowid \
      AND p.status IN ('scheduled', 'queued', 'running', 'waiting_input', 'parked')))";
+
+/// [`STARTABLE`] with `now` (a parameter, `?N`) in place of `:now`.
+pub(super) fn startable(now: &str) -> String {
+    STARTABLE.replace(":now", now)
+}
 
 /// Claims a task: `?1` worker, `?2` lease end, `?3` now.
 const CLAIM_SET: &str = "UPDATE tasks SET status = 'running', attempt = attempt + 1, worker = ?1, lease_until = ?2, \
@@ -319,8 +326,9 @@ pub(super) fn claim(c: &Tx, req: &ClaimRequest, now: Micros) -> Result<Vec<Claim
     let lease_until = now.plus(req.lease);
     let sql = format!(
         "{CLAIM_SET} WHERE rowid IN (SELECT rowid FROM tasks t WHERE status = 'queued' AND agent = ?4 AND run_at <= ?3 \
-                                     AND {STARTABLE} ORDER BY priority DESC, rowid LIMIT ?5) \
-         RETURNING {TASK_COLS}"
+                                     AND {} ORDER BY priority DESC, rowid LIMIT ?5) \
+         RETURNING {TASK_COLS}",
+        startable("?3")
     );
     // Under running caps, the tenants' running tasks now (this is the only writer, so nothing
     // else claims until this transaction commits), less what this claim takes as it goes.
@@ -333,6 +341,17 @@ pub(super) fn claim(c: &Tx, req: &ClaimRequest, now: Micros) -> Result<Vec<Claim
             continue;
         }
         let mut rows: Vec<(TaskRow, i64)> = match room.as_mut() {
+            room if req.keys.cap(agent).is_some() => {
+                let cap = req.keys.cap(agent).unwrap_or(u32::MAX);
+                let mut stmt = c.prepare_cached(&format!("{CLAIM_SET} WHERE rowid = ?4 RETURNING {TASK_COLS}"))?;
+                let mut rows = Vec::new();
+                for rowid in super::keys::picks(c, agent, n, cap, now, room, STARTABLE)? {
+                    rows.push(stmt.query_row(params![req.worker, lease_until.0, now.0, rowid], |r| {
+                        Ok((task_row(r)?, r.get::<_, i64>(24)?))
+                    })?);
+                }
+                rows
+            }
             None => {
                 let mut stmt = c.prepare_cached(&sql)?;
                 let it = stmt.query_map(params![req.worker, lease_until.0, now.0, agent, n as i64], |r| {
@@ -390,7 +409,8 @@ fn capped_picks(c: &Connection, agent: &str, n: u32, now: Micros, room: &Room) -
     };
     let mut stmt = c.prepare_cached(&format!(
         "SELECT priority, rowid FROM tasks t WHERE status = 'queued' AND agent = ?1 AND tenant = ?2 AND run_at <= ?3 \
-         AND {STARTABLE} ORDER BY priority DESC, rowid LIMIT ?4"
+         AND {} ORDER BY priority DESC, rowid LIMIT ?4",
+        startable("?3")
     ))?;
     let mut picks: Vec<(i64, i64)> = Vec::new();
     for tenant in &tenants {
