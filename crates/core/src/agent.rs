@@ -331,7 +331,49 @@ pub struct AgentDef {
     /// What an unanswered request becomes when it times out.
     #[serde(default)]
     pub on_approval_timeout: crate::approval::Decision,
+    /// The provider account this agent's calls count against (`[providers.NAME]`): its rate
+    /// limits and usage-limit parking are shared by every agent that names it.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// The rate limit of the agent's own account (an agent with no `account`): every worker's
+    /// calls for it together stay within it (docs/rate-limits.md).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
 }
+
+/// A provider's rate limit, shared by the whole fleet: requests and tokens per minute, each
+/// optional (docs/rate-limits.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+}
+
+impl RateLimit {
+    /// Refuses a limit of 0 (nothing could ever run) and an empty limit, naming the key under `what`.
+    pub fn validate(&self, what: &str) -> Result<()> {
+        for (key, v) in [("requests_per_minute", self.requests_per_minute), ("tokens_per_minute", self.tokens_per_minute)] {
+            if v == Some(0) {
+                return Err(Error::unprocessable(format!("{what}.{key} must be at least 1")));
+            }
+            if v.is_some_and(|v| v > MAX_PER_MINUTE) {
+                return Err(Error::unprocessable(format!("{what}.{key} must be at most {MAX_PER_MINUTE}")));
+            }
+        }
+        if self.requests_per_minute.is_none() && self.tokens_per_minute.is_none() {
+            return Err(Error::unprocessable(format!(
+                "{what} needs requests_per_minute or tokens_per_minute"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The largest per-minute figure a rate limit takes (a billion: far above any provider's).
+pub const MAX_PER_MINUTE: u64 = 1_000_000_000;
 
 fn yes() -> bool {
     true
@@ -404,7 +446,14 @@ impl AgentDef {
             approve: Vec::new(),
             approval_timeout: default_approval_timeout(),
             on_approval_timeout: crate::approval::Decision::Deny,
+            account: None,
+            rate_limit: None,
         }
+    }
+
+    /// The provider account: `account`, or the agent's own name.
+    pub fn account(&self) -> &str {
+        self.account.as_deref().unwrap_or(&self.name)
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -490,6 +539,16 @@ impl AgentDef {
             .map_err(|e| Error::unprocessable(format!("agent {:?}: {}", self.name, e.message)))?;
         if self.approval_timeout.is_zero() {
             return what("approval_timeout must be positive".into());
+        }
+        if let Some(account) = &self.account {
+            validate_name(account)
+                .map_err(|_| Error::unprocessable(format!("agent {:?}: account {account:?} is not a valid name", self.name)))?;
+        }
+        if let Some(limit) = &self.rate_limit {
+            if self.account.is_some() {
+                return what("`rate_limit` and `account` exclude each other: set the limit in [providers.ACCOUNT]".into());
+            }
+            limit.validate("rate_limit").map_err(|e| Error::unprocessable(format!("agent {:?}: {}", self.name, e.message)))?;
         }
         let claude_only = [
             ("allowed_tools", !self.allowed_tools.is_empty()),

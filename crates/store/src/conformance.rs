@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod rates;
+pub use rates::*;
+
 type S = Arc<dyn Store>;
 
 /// A lease nobody outlives in a test.
@@ -104,6 +107,8 @@ macro_rules! store_conformance {
             a_request_parks_its_task_until_answered_once,
             webhooks_and_their_deliveries_move_with_the_cursor,
             task_webhooks_live_tells_whether_a_tasks_webhook_may_still_be_due,
+            rate_buckets_refill_and_never_grant_more_than_they_hold,
+            concurrent_rate_takers_never_exceed_the_rate,
         );
     };
     (skip_unless_env = $var:literal, $factory:expr) => {

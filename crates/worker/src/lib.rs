@@ -10,6 +10,7 @@ mod attempt;
 mod breaker;
 pub mod metrics;
 mod pool;
+mod rates;
 #[cfg(test)]
 mod tests;
 mod writes;
@@ -25,6 +26,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use artifacts::ArtifactOptions;
+pub use rates::{shape as rate_shape, specs as rate_specs, IN_HAND, MAX_SHARE, SHARE_LEASE};
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -63,6 +65,9 @@ pub struct WorkerOptions {
     /// Where agents' artifacts are stored, and their caps (`[artifacts]`). `None`: agents get
     /// no `$SMITH_ARTIFACTS`.
     pub artifacts: Option<ArtifactOptions>,
+    /// Provider rate limits by account (`[providers.NAME] rate_limit`, an agent's own
+    /// `rate_limit`): shared with every worker through the store (docs/rate-limits.md).
+    pub rate_limits: std::collections::BTreeMap<String, smith_core::RateLimit>,
 }
 
 /// Caps on what one attempt writes to the store: its events (the serialized `data` of each
@@ -108,6 +113,7 @@ impl WorkerOptions {
             running_caps: Arc::default(),
             output: OutputLimits::default(),
             artifacts: None,
+            rate_limits: Default::default(),
         }
     }
 }
@@ -166,6 +172,8 @@ pub(crate) struct Shared {
     pub defs: HashMap<String, Arc<AgentDef>>,
     pub executors: HashMap<String, Arc<dyn smith_agents::Executor>>,
     pub breakers: Mutex<HashMap<String, breaker::Breaker>>,
+    /// The rate limits of the accounts this worker's agents name.
+    pub limits: rates::Limits,
     pub running: Mutex<HashMap<TaskId, Running>>,
     /// Signalled when an attempt ends (capacity freed, drain progress).
     pub freed: Notify,
@@ -230,6 +238,7 @@ impl Worker {
             breakers.insert(d.name.clone(), breaker::Breaker::new(d.breaker_failures, d.breaker_cooldown));
         }
         let pool = pool::Pool::new(opts.min_agents.min(opts.max_agents), opts.max_agents);
+        let limits = rates::Limits::new(&store, &opts.rate_limits);
         Worker {
             shared: Arc::new(Shared {
                 opts,
@@ -239,6 +248,7 @@ impl Worker {
                 defs,
                 executors,
                 breakers: Mutex::new(breakers),
+                limits,
                 running: Mutex::new(HashMap::new()),
                 freed: Notify::new(),
                 suspects: Mutex::new(Default::default()),
@@ -307,7 +317,13 @@ impl Worker {
 
     /// Registers the node; call before the components start, so its claims are never orphans.
     pub async fn register(&self) -> smith_store::Result<()> {
-        self.shared.store.heartbeat(&self.node(NodeStatus::Alive)).await.map(drop)
+        self.shared.store.heartbeat(&self.node(NodeStatus::Alive)).await?;
+        // the buckets of this worker's limits, with the shapes its configuration gives them
+        let specs = self.shared.limits.specs();
+        if !specs.is_empty() {
+            self.shared.store.declare_rate_buckets(&specs).await?;
+        }
+        Ok(())
     }
 
     /// The claim loop: claims while there is capacity, waking on bus wake-ups and a poll timer.
@@ -362,6 +378,11 @@ impl Worker {
                 let want = d.concurrency.saturating_sub(used).min(free).min(s.opts.claim_batch);
                 let want = match breakers.get_mut(&d.name) {
                     Some(b) => b.admit(want, now),
+                    None => want,
+                };
+                // an account whose bucket this worker last saw empty: its tasks wait queued
+                let want = match s.limits.get(d.account()) {
+                    Some(account) => account.admit(want),
                     None => want,
                 };
                 if want > 0 {

@@ -23,6 +23,7 @@ mod healing;
 mod limits;
 mod ops;
 mod plan;
+mod ratelimits;
 mod schemathesis;
 mod structured;
 mod tenancy;

@@ -20,6 +20,8 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (7, "artifacts", include_str!("../../migrations/postgres/0007_artifacts.sql")),
     (8, "approvals", include_str!("../../migrations/postgres/0008_approvals.sql")),
     (9, "webhooks", include_str!("../../migrations/postgres/0009_webhooks.sql")),
+    // 0010-0012 are other branches' of issue 20: on this branch the rate limits are version 10
+    (10, "rate_limits", include_str!("../../migrations/postgres/0013_rate_limits.sql")),
 ];
 
 /// Serialises migrations across every process sharing the database (`"smithmig"`).

@@ -10,12 +10,13 @@ mod access;
 mod approvals;
 mod artifacts;
 mod ops;
+mod rates;
 mod webhooks;
 
 use crate::access::{check_audit, check_new_key};
 use crate::{
     AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent,
-    GlobalEventQuery, Held, OpenOptions, PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery,
+    GlobalEventQuery, Held, OpenOptions, PoolStats, QueueStats, RateBucket, RateGrant, RateSpec, RateTake, Result, Session, Store, Submitted, TaskPage, TaskQuery,
     TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
@@ -42,6 +43,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_artifacts.sql"),
     include_str!("../../migrations/sqlite/0009_approvals.sql"),
     include_str!("../../migrations/sqlite/0010_webhooks.sql"),
+    // 0011-0013 are other branches' of issue 20; on this branch the rate limits are the 11th
+    include_str!("../../migrations/sqlite/0014_rate_limits.sql"),
 ];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;
@@ -770,6 +773,24 @@ impl Store for SqliteStore {
 
     async fn task_webhooks_live(&self, since: Micros) -> Result<bool> {
         self.read(move |c| webhooks::task_webhooks_live(c, since)).await
+    }
+
+    async fn declare_rate_buckets(&self, specs: &[RateSpec]) -> Result<()> {
+        for s in specs {
+            crate::rates::check_spec(s)?;
+        }
+        let specs = specs.to_vec();
+        self.write(move |c| rates::declare(c, &specs, Micros::now())).await
+    }
+
+    async fn take_rate(&self, take: &RateTake) -> Result<Option<RateGrant>> {
+        crate::rates::check_take(take)?;
+        let take = take.clone();
+        self.write(move |c| rates::take_one(c, &take, Micros::now())).await
+    }
+
+    async fn rate_buckets(&self) -> Result<Vec<RateBucket>> {
+        self.read(|c| rates::list(c, Micros::now())).await
     }
 }
 
