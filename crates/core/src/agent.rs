@@ -513,6 +513,7 @@ impl AgentDef {
             ("system_prompt", self.system_prompt.is_some()),
             ("base_url", self.base_url.is_some()),
             ("api_key", self.api_key.is_some() || self.api_key_env.is_some()),
+            ("rate_limit", self.rate_limit.is_some()),
         ];
         if !self.executor.is_llm() {
             if let Some((field, _)) = llm_only.iter().find(|(_, set)| *set) {
