@@ -232,7 +232,7 @@ impl Bucket {
     /// What a take for `n` tokens asks: all of them, or the whole bucket when it never holds
     /// that many (the correction takes the rest as debt).
     fn whole_take(&self, n: u64) -> u64 {
-        n.min(self.spec.capacity.floor() as u64).max(1)
+        n.min(self.spec.capacity.floor() as u64)
     }
 
     async fn request(&self, account: &str, cancel: &CancellationToken) -> bool {
@@ -353,6 +353,68 @@ impl Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn account(limit: RateLimit) -> (Arc<Account>, Arc<dyn Store>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let opts = smith_store::OpenOptions { fsync: false, ..Default::default() };
+        let store = smith_store::open(&url, &opts).await.unwrap();
+        let limits = Limits::new(&store, &BTreeMap::from([("team".to_string(), limit)]));
+        store.declare_rate_buckets(&limits.specs()).await.unwrap();
+        (limits.get("team").unwrap().clone(), store, dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_past_the_burst_wait_for_the_refill_and_a_cancel_ends_the_wait() {
+        // 120 a minute: a burst of 118, then two a second
+        let limit = RateLimit { requests_per_minute: Some(120), tokens_per_minute: None };
+        let (account, store, _dir) = account(limit).await;
+        let never = CancellationToken::new();
+        let started = std::time::Instant::now();
+        let mut waiters = Vec::new();
+        for _ in 0..120 {
+            let (account, never) = (account.clone(), never.clone());
+            waiters.push(tokio::spawn(async move { account.acquire(0, &never).await }));
+        }
+        for w in waiters {
+            assert!(w.await.unwrap());
+        }
+        let took = started.elapsed();
+        // the last two needed a second of refill, give or take a share's rounding
+        assert!(took >= Duration::from_millis(700), "120 requests in {took:?}: past the bucket");
+        assert_eq!(account.admit(5), 0, "the bucket was just seen empty: claims wait");
+        let level = store.rate_buckets().await.unwrap()[0].level;
+        assert!(level < 1.0, "{level}");
+        let cancel = CancellationToken::new();
+        let waiting = tokio::spawn({
+            let (account, cancel) = (account.clone(), cancel.clone());
+            async move { account.acquire(0, &cancel).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        cancel.cancel();
+        // cancelled, or let through by a refill first: either way it returns at once
+        let _ = tokio::time::timeout(Duration::from_secs(1), waiting).await.expect("a cancel ends the wait");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tokens_are_taken_by_estimate_and_settled_by_use() {
+        let limit = RateLimit { requests_per_minute: None, tokens_per_minute: Some(6000) };
+        let (account, store, _dir) = account(limit).await;
+        let never = CancellationToken::new();
+        assert!(account.acquire(1000, &never).await);
+        let level = store.rate_buckets().await.unwrap()[0].level;
+        assert!((5000.0..5010.0).contains(&level), "{level}");
+        // it used 3000: 2000 more are taken as debt
+        account.settle(1000, 3000).await;
+        let level = store.rate_buckets().await.unwrap()[0].level;
+        assert!((3000.0..3010.0).contains(&level), "{level}");
+        // an estimate over the bucket takes the whole bucket, and waits for it
+        account.settle(0, 4000).await;
+        assert_eq!(account.admit(3), 0, "the bucket is in debt: claims wait");
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        assert!(!account.acquire(10_000, &cancel).await, "cancelled while waiting");
+    }
 
     #[test]
     fn a_bucket_leaves_room_for_what_refills_while_units_are_in_hand() {
