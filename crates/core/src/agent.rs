@@ -355,7 +355,9 @@ pub struct RateLimit {
 impl RateLimit {
     /// Refuses a limit of 0 (nothing could ever run) and an empty limit, naming the key under `what`.
     pub fn validate(&self, what: &str) -> Result<()> {
-        for (key, v) in [("requests_per_minute", self.requests_per_minute), ("tokens_per_minute", self.tokens_per_minute)] {
+        for (key, v) in
+            [("requests_per_minute", self.requests_per_minute), ("tokens_per_minute", self.tokens_per_minute)]
+        {
             if v == Some(0) {
                 return Err(Error::unprocessable(format!("{what}.{key} must be at least 1")));
             }
@@ -364,9 +366,7 @@ impl RateLimit {
             }
         }
         if self.requests_per_minute.is_none() && self.tokens_per_minute.is_none() {
-            return Err(Error::unprocessable(format!(
-                "{what} needs requests_per_minute or tokens_per_minute"
-            )));
+            return Err(Error::unprocessable(format!("{what} needs requests_per_minute or tokens_per_minute")));
         }
         Ok(())
     }
@@ -542,14 +542,19 @@ impl AgentDef {
             return what("approval_timeout must be positive".into());
         }
         if let Some(account) = &self.account {
-            validate_name(account)
-                .map_err(|_| Error::unprocessable(format!("agent {:?}: account {account:?} is not a valid name", self.name)))?;
+            validate_name(account).map_err(|_| {
+                Error::unprocessable(format!("agent {:?}: account {account:?} is not a valid name", self.name))
+            })?;
         }
         if let Some(limit) = &self.rate_limit {
             if self.account.is_some() {
-                return what("`rate_limit` and `account` exclude each other: set the limit in [providers.ACCOUNT]".into());
+                return what(
+                    "`rate_limit` and `account` exclude each other: set the limit in [providers.ACCOUNT]".into(),
+                );
             }
-            limit.validate("rate_limit").map_err(|e| Error::unprocessable(format!("agent {:?}: {}", self.name, e.message)))?;
+            limit
+                .validate("rate_limit")
+                .map_err(|e| Error::unprocessable(format!("agent {:?}: {}", self.name, e.message)))?;
         }
         let claude_only = [
             ("allowed_tools", !self.allowed_tools.is_empty()),

@@ -86,7 +86,11 @@ pub(crate) fn check_spec(s: &RateSpec) -> Result<()> {
         && s.per_second.is_finite()
         && s.per_second > 0.0;
     if !ok {
-        let m = format!("rate bucket {}/{}: needs an account, capacity >= 1 and a positive rate", s.account, s.kind.as_str());
+        let m = format!(
+            "rate bucket {}/{}: needs an account, capacity >= 1 and a positive rate",
+            s.account,
+            s.kind.as_str()
+        );
         return Err(smith_core::Error::invalid(m).into());
     }
     Ok(())

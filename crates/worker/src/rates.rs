@@ -1,25 +1,28 @@
 //! The fleet's provider rate limits as this worker takes them (docs/rate-limits.md).
 //!
 //! Every account with a limit has a token bucket per kind in the store, shared by every
-//! worker. Requests are taken in leased shares: the first waiting request asks the store for
-//! as many as are waiting here (at most [`MAX_SHARE`], never more than the bucket holds) in one
-//! short write; the rest are handed out locally, and whatever is left when the share's lease
-//! ([`SHARE_LEASE`]) ends is forfeited — lost capacity, never an overrun. A request is let
-//! through only while its share's lease runs, so no unit is spent more than [`IN_HAND`] after
-//! it left the bucket; the bucket's capacity is the limit's burst less what refills in that
-//! time, which keeps the whole fleet inside a provider bucket of the limit's own shape
-//! (capacity: the per-minute figure; refill: a sixtieth of it per second).
+//! worker. Units are taken in leased shares: the request that finds none in hand asks the store,
+//! in one short write, for as many as are waiting here — or as recent shares needed, doubling
+//! while shares are spent within their lease and halving when one is forfeited — at most
+//! [`MAX_SHARE`] requests, never more than the bucket holds; the rest are handed out locally.
+//! What is left of a request share when its lease ([`SHARE_LEASE`]) ends is forfeited — lost
+//! capacity, never an overrun. A request is let through only while its share's lease runs, so
+//! no unit is spent more than [`IN_HAND`] after it left the bucket; the bucket's capacity is
+//! the limit's burst less what refills in that time, which keeps the whole fleet inside a
+//! provider bucket of the limit's own shape (capacity: the per-minute figure; refill: a
+//! sixtieth of it per second).
 //!
-//! Tokens are taken per request: the estimate before it is sent (all of it, or the whole
-//! bucket when the estimate is larger), corrected by the reported usage afterwards (a debt the
-//! next requests wait out, or units given back). A claim skips an agent whose account's
-//! buckets are known to be empty, from this worker's last take, without asking the store.
+//! Tokens are taken by estimate (the estimates of the requests waiting here, at least this
+//! one's whole), and corrected by the reported usage afterwards: a debt is written at once (the
+//! next requests wait it out); units to give back — and what is left of an expired token
+//! share — ride on the next take. A claim skips an agent whose account's buckets are known to
+//! be empty, from this worker's last take, without asking the store.
 
 use crate::metrics;
 use smith_core::RateLimit;
 use smith_store::{RateKind, RateSpec, RateTake, Store};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -146,14 +149,17 @@ impl Account {
         }
     }
 
-    /// Corrects the tokens taken for a request's estimate by what it used.
+    /// Corrects the tokens taken for a request's estimate by what it used. Units to give
+    /// back ride on the next take (held back meanwhile: conservative); a debt is written now.
     pub async fn settle(&self, estimated: u64, used: u64) {
         let Some(t) = &self.tokens else { return };
         let took = t.whole_take(estimated);
         let adjust = took as i64 - used.min(i64::MAX as u64) as i64;
-        if adjust == 0 {
+        if adjust >= 0 {
+            t.give_back.fetch_add(adjust, Ordering::AcqRel);
             return;
         }
+        let adjust = adjust + t.give_back.swap(0, Ordering::AcqRel);
         let take = RateTake { account: self.name.clone(), kind: RateKind::Tokens, want: 0, min: 0, adjust };
         match t.store.take_rate(&take).await {
             Ok(Some(g)) => t.note(g.level),
@@ -193,6 +199,12 @@ struct Bucket {
     share: tokio::sync::Mutex<Share>,
     /// Requests waiting for a unit, the one taking included: how many the next take asks for.
     waiting: AtomicUsize,
+    /// How many requests a share asks for at least: doubled when a share is spent before its
+    /// lease ends, halved when one is forfeited (a busy worker asks the store less often).
+    ask: AtomicU64,
+    /// Tokens to give back with the next take (estimates above what requests used, and the
+    /// rest of expired token shares).
+    give_back: AtomicI64,
     known: Mutex<Known>,
 }
 
@@ -205,6 +217,8 @@ impl Bucket {
             spec,
             share: tokio::sync::Mutex::new(Share { left: 0, until: now }),
             waiting: AtomicUsize::new(0),
+            ask: AtomicU64::new(1),
+            give_back: AtomicI64::new(0),
         }
     }
 
@@ -260,14 +274,22 @@ impl Bucket {
             let now = Instant::now();
             if share.left > 0 && now < share.until {
                 share.left -= 1;
+                if share.left == 0 {
+                    // spent within its lease: ask for more next time
+                    let ask = self.ask.load(Ordering::Acquire);
+                    self.ask.store((ask * 2).min(MAX_SHARE), Ordering::Release);
+                }
                 break true;
             }
             if share.left > 0 {
                 metrics::rate_forfeited(account, self.kind(), share.left);
                 share.left = 0;
+                let ask = self.ask.load(Ordering::Acquire);
+                self.ask.store((ask / 2).max(1), Ordering::Release);
             }
-            // this request, and those queued behind it
-            let want = (self.waiting.load(Ordering::Acquire) as u64).clamp(1, MAX_SHARE);
+            // this request and those queued behind it, or what recent shares say it will need
+            let waiting = self.waiting.load(Ordering::Acquire) as u64;
+            let want = waiting.max(self.ask.load(Ordering::Acquire)).clamp(1, MAX_SHARE);
             let take = RateTake { account: account.to_string(), kind: self.spec.kind, want, min: 1, adjust: 0 };
             let wait = match self.take(&take).await {
                 Some(g) if g.granted > 0 => {
@@ -293,7 +315,16 @@ impl Bucket {
 
     async fn tokens(&self, account: &str, n: u64, cancel: &CancellationToken) -> bool {
         let n = self.whole_take(n);
-        let _turn = tokio::select! {
+        // counted like requests: a take asks for the estimates of every request waiting here
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&self.waiting);
+        let mut share = tokio::select! {
             biased;
             _ = cancel.cancelled() => return false,
             share = self.share.lock() => share,
@@ -301,14 +332,31 @@ impl Bucket {
         let mut waited: Option<Instant> = None;
         let ok = loop {
             let now = Instant::now();
-            let take = RateTake { account: account.to_string(), kind: self.spec.kind, want: n, min: n, adjust: 0 };
+            if share.left >= n && now < share.until {
+                share.left -= n;
+                break true;
+            }
+            // an expired (or too small) token share goes back with the next take
+            if share.left > 0 {
+                self.give_back.fetch_add(share.left as i64, Ordering::AcqRel);
+                share.left = 0;
+            }
+            let waiting = (self.waiting.load(Ordering::Acquire) as u64).max(1);
+            let want = n.saturating_mul(waiting).min(self.whole_take(u64::MAX)).max(n);
+            let adjust = self.give_back.swap(0, Ordering::AcqRel);
+            let take = RateTake { account: account.to_string(), kind: self.spec.kind, want, min: n, adjust };
             let wait = match self.take(&take).await {
                 Some(g) if g.granted > 0 => {
                     metrics::rate_taken(account, self.kind(), g.granted);
+                    *share = Share { left: g.granted - n, until: Instant::now() + SHARE_LEASE };
                     break true;
                 }
                 Some(g) => self.wait_for(n as f64, g.level),
-                None => ERROR_WAIT,
+                None => {
+                    // not written: keep it for the next take
+                    self.give_back.fetch_add(adjust, Ordering::AcqRel);
+                    ERROR_WAIT
+                }
             };
             waited.get_or_insert(now);
             tokio::select! {

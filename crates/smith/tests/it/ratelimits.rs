@@ -69,7 +69,8 @@ async fn messages(State(b): State<Arc<Bucket>>) -> Response {
         if refilled < 1.0 {
             *level = (refilled, now);
             b.refused.fetch_add(1, Ordering::SeqCst);
-            let err = json!({"type": "error", "error": {"type": "rate_limit_error", "message": "mock: over the limit"}});
+            let err =
+                json!({"type": "error", "error": {"type": "rate_limit_error", "message": "mock: over the limit"}});
             return (axum::http::StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], axum::Json(err))
                 .into_response();
         }

@@ -25,14 +25,7 @@ pub(super) async fn declare(pool: &PgPool, specs: &[RateSpec]) -> Result<()> {
                  + greatest(0, excluded.updated_at - rate_buckets.updated_at)::float8 / 1e6 * rate_buckets.per_second), \
              updated_at = greatest(excluded.updated_at, rate_buckets.updated_at)"
     );
-    sqlx::query(&sql)
-        .bind(accounts)
-        .bind(kinds)
-        .bind(capacities)
-        .bind(rates)
-        .execute(pool)
-        .await
-        .map_err(db_error)?;
+    sqlx::query(&sql).bind(accounts).bind(kinds).bind(capacities).bind(rates).execute(pool).await.map_err(db_error)?;
     Ok(())
 }
 
@@ -63,7 +56,8 @@ pub(super) async fn list(pool: &PgPool) -> Result<Vec<RateBucket>> {
         sqlx::query_as(&sql).fetch_all(pool).await.map_err(db_error)?;
     let mut out = Vec::with_capacity(rows.len());
     for (account, kind, capacity, per_second, level, at) in rows {
-        let kind = RateKind::parse(&kind).ok_or_else(|| Error::Backend(format!("unknown rate bucket kind {kind:?}")))?;
+        let kind =
+            RateKind::parse(&kind).ok_or_else(|| Error::Backend(format!("unknown rate bucket kind {kind:?}")))?;
         out.push(RateBucket { account, kind, capacity, per_second, level, at: Micros(at) });
     }
     Ok(out)

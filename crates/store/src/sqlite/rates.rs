@@ -56,7 +56,8 @@ pub(super) fn list(c: &Connection, now: Micros) -> Result<Vec<RateBucket>> {
         .collect::<rusqlite::Result<Vec<(String, String, f64, f64, f64, i64)>>>()?;
     let mut out = Vec::with_capacity(rows.len());
     for (account, kind, capacity, per_second, level, at) in rows {
-        let kind = RateKind::parse(&kind).ok_or_else(|| Error::Backend(format!("unknown rate bucket kind {kind:?}")))?;
+        let kind =
+            RateKind::parse(&kind).ok_or_else(|| Error::Backend(format!("unknown rate bucket kind {kind:?}")))?;
         let level = refill(level, capacity, per_second, now.0 - at);
         out.push(RateBucket { account, kind, capacity, per_second, level, at: now });
     }
