@@ -6,6 +6,7 @@
 
 mod builtin;
 pub mod claude;
+pub mod limit;
 pub mod llm;
 pub mod process;
 pub mod rss;
@@ -229,12 +230,26 @@ pub struct RunContext {
     pub artifacts: Option<std::path::PathBuf>,
     /// Set when the previous attempt parked for a person and was answered.
     pub resume: Option<Resume>,
+    /// The fleet's rate limit of the agent's provider account, when it has one: the
+    /// `anthropic` and `openai` executors wait on it before every request.
+    pub limiter: Option<Arc<dyn limit::RateLimiter>>,
 }
 
 impl RunContext {
     /// A context with no session, no platform tools, no work dir and no artifact dir.
     pub fn new(task: Task, def: Arc<AgentDef>, events: Emitter, cancel: CancellationToken) -> Self {
-        RunContext { task, def, events, cancel, session: None, mcp: None, workdir: None, artifacts: None, resume: None }
+        RunContext {
+            task,
+            def,
+            events,
+            cancel,
+            session: None,
+            mcp: None,
+            workdir: None,
+            artifacts: None,
+            resume: None,
+            limiter: None,
+        }
     }
 
     /// The JSON Schema the attempt's output must match: the task's, else its agent's.

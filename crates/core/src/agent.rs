@@ -343,7 +343,45 @@ pub struct AgentDef {
     /// the agent then has a key.
     #[serde(default)]
     pub max_per_key: Option<u32>,
+    /// The rate limit of the agent's own account (an agent with no `account`): every worker's
+    /// calls for it together stay within it (docs/rate-limits.md).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
 }
+
+/// A provider's rate limit, shared by the whole fleet: requests and tokens per minute, each
+/// optional (docs/rate-limits.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+}
+
+impl RateLimit {
+    /// Refuses a limit of 0 (nothing could ever run) and an empty limit, naming the key under `what`.
+    pub fn validate(&self, what: &str) -> Result<()> {
+        for (key, v) in
+            [("requests_per_minute", self.requests_per_minute), ("tokens_per_minute", self.tokens_per_minute)]
+        {
+            if v == Some(0) {
+                return Err(Error::unprocessable(format!("{what}.{key} must be at least 1")));
+            }
+            if v.is_some_and(|v| v > MAX_PER_MINUTE) {
+                return Err(Error::unprocessable(format!("{what}.{key} must be at most {MAX_PER_MINUTE}")));
+            }
+        }
+        if self.requests_per_minute.is_none() && self.tokens_per_minute.is_none() {
+            return Err(Error::unprocessable(format!("{what} needs requests_per_minute or tokens_per_minute")));
+        }
+        Ok(())
+    }
+}
+
+/// The largest per-minute figure a rate limit takes (a billion: far above any provider's).
+pub const MAX_PER_MINUTE: u64 = 1_000_000_000;
 
 fn yes() -> bool {
     true
@@ -424,6 +462,7 @@ impl AgentDef {
             account: None,
             concurrency_key: None,
             max_per_key: None,
+            rate_limit: None,
         }
     }
 
@@ -439,11 +478,6 @@ impl AgentDef {
         }
         if self.timeout == Some(Duration::ZERO) {
             return what("timeout must be positive".into());
-        }
-        if let Some(a) = &self.account {
-            if validate_name(a).is_err() {
-                return what(format!("account {a:?} must be a name like an agent's (letters, digits, '-', '_', '.')"));
-            }
         }
         match (self.executor, &self.command) {
             (ExecutorKind::Process, None) => return what("executor \"process\" needs `command`".into()),
@@ -490,6 +524,7 @@ impl AgentDef {
             ("system_prompt", self.system_prompt.is_some()),
             ("base_url", self.base_url.is_some()),
             ("api_key", self.api_key.is_some() || self.api_key_env.is_some()),
+            ("rate_limit", self.rate_limit.is_some()),
         ];
         if !self.executor.is_llm() {
             if let Some((field, _)) = llm_only.iter().find(|(_, set)| *set) {
@@ -516,6 +551,21 @@ impl AgentDef {
             .map_err(|e| Error::unprocessable(format!("agent {:?}: {}", self.name, e.message)))?;
         if self.approval_timeout.is_zero() {
             return what("approval_timeout must be positive".into());
+        }
+        if let Some(account) = &self.account {
+            validate_name(account).map_err(|_| {
+                Error::unprocessable(format!("agent {:?}: account {account:?} is not a valid name", self.name))
+            })?;
+        }
+        if let Some(limit) = &self.rate_limit {
+            if self.account.is_some() {
+                return what(
+                    "`rate_limit` and `account` exclude each other: set the limit in [providers.ACCOUNT]".into(),
+                );
+            }
+            limit
+                .validate("rate_limit")
+                .map_err(|e| Error::unprocessable(format!("agent {:?}: {}", self.name, e.message)))?;
         }
         let claude_only = [
             ("allowed_tools", !self.allowed_tools.is_empty()),

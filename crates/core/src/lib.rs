@@ -43,7 +43,9 @@ pub mod webhook;
 pub mod workspace;
 
 pub use access::{ApiKey, AuditQuery, AuditRecord, NewApiKey, NewAuditRecord, Scope, ALL_TENANTS};
-pub use agent::{AgentDef, AgentSummary, BreakerState, Budget, ExecutorKind, InputMode, Pricing, Secret, Usage};
+pub use agent::{
+    AgentDef, AgentSummary, BreakerState, Budget, ExecutorKind, InputMode, Pricing, RateLimit, Secret, Usage,
+};
 pub use approval::{Approval, ApprovalStatus, Decision, RequestKind};
 pub use artifact::Artifact;
 pub use capability::{Capability, CapabilityKey};

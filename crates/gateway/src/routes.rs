@@ -46,6 +46,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/agents", get(agents))
         .route("/v1/nodes", get(nodes))
         .route("/v1/scaling", get(scaling))
+        .route("/v1/providers", get(providers))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -604,6 +605,31 @@ async fn scaling(State(s): State<Arc<AppState>>) -> ApiResult<Response> {
     let mut body = n.load["scaling"].clone();
     body["age_seconds"] = json!(smith_core::Micros::now().since(n.heartbeat_at).max(0) as f64 / 1e6);
     Ok(Json(body).into_response())
+}
+
+/// The provider accounts' fleet-wide rate limits and how full their buckets are now
+/// (docs/rate-limits.md). Accounts are the operator's and their levels show every tenant's
+/// traffic, so only the platform reads them; a tenant's credential gets 403.
+async fn providers(State(s): State<Arc<AppState>>, Extension(who): Extension<Principal>) -> ApiResult<Response> {
+    if !who.all_tenants() {
+        return Err(ApiError::new(
+            Code::PermissionDenied,
+            "provider accounts and their rate limits are the operator's: read them with the platform credential",
+        ));
+    }
+    let mut items: Vec<Value> = Vec::new();
+    for b in s.store.rate_buckets().await? {
+        if items.last().is_none_or(|i| i["account"] != b.account.as_str()) {
+            items.push(json!({"account": b.account, "requests": null, "tokens": null}));
+        }
+        let bucket = json!({
+            "per_minute": (b.per_second * 60.0).round(),
+            "capacity": b.capacity,
+            "level": b.level,
+        });
+        items.last_mut().expect("pushed above")[b.kind.as_str()] = bucket;
+    }
+    Ok(Json(json!({"items": items})).into_response())
 }
 
 async fn healthz() -> Response {

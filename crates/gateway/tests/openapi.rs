@@ -40,6 +40,7 @@ const ROUTES: &[(&str, &str, bool, bool)] = &[
     ("get", "/v1/agents", false, true),
     ("get", "/v1/nodes", false, true),
     ("get", "/v1/scaling", false, true),
+    ("get", "/v1/providers", false, true),
     ("get", "/healthz", false, false),
     ("get", "/readyz", false, false),
     ("get", "/metrics", false, true),

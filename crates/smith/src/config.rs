@@ -47,6 +47,51 @@ pub struct FileConfig {
     /// Webhook deliveries: retries, timeouts, and where they may go (docs/webhooks.md).
     #[serde(default)]
     pub webhooks: WebhooksSection,
+    /// Provider accounts agents name with `account`: their shared rate limits
+    /// (docs/rate-limits.md).
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderSection>,
+}
+
+/// `[providers.NAME]`: a provider account that agents share.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    /// `{ requests_per_minute, tokens_per_minute }`, enforced by every worker together.
+    pub rate_limit: Option<smith_core::RateLimit>,
+}
+
+/// The rate limits by provider account: each `[providers.NAME]` limit, and each agent's own
+/// `rate_limit` (for its own account). An agent naming an account no `[providers]` section
+/// defines is refused, as is an agent's own limit on an account a section already limits.
+pub fn rate_limits(file: &FileConfig, agents: &[AgentDef]) -> Result<BTreeMap<String, smith_core::RateLimit>> {
+    let mut out = BTreeMap::new();
+    for (name, p) in &file.providers {
+        smith_core::agent::validate_name(name).map_err(|_| {
+            anyhow!("providers.{name}: an account name is 1-64 letters, digits, '_' or '-', starting with a letter or digit")
+        })?;
+        if let Some(limit) = p.rate_limit {
+            limit.validate(&format!("providers.{name}.rate_limit")).map_err(|e| anyhow!(e.message))?;
+            out.insert(name.clone(), limit);
+        }
+    }
+    for d in agents {
+        if let Some(account) = &d.account {
+            if !file.providers.contains_key(account) {
+                bail!("agents.{}.account: no [providers.{account}] section defines account {account:?}", d.name);
+            }
+        }
+        if let Some(limit) = d.rate_limit {
+            if out.contains_key(&d.name) {
+                bail!(
+                    "agents.{0}.rate_limit: account {0:?} is limited by [providers.{0}] already; set one of them",
+                    d.name
+                );
+            }
+            out.insert(d.name.clone(), limit);
+        }
+    }
+    Ok(out)
 }
 
 /// `[webhooks]`: every key optional.
@@ -408,14 +453,17 @@ pub struct AgentSection {
     pub approval_timeout: Option<Duration>,
     /// `deny` (the default) or `allow`: what an unanswered request becomes at its timeout.
     pub on_approval_timeout: Option<smith_core::Decision>,
-    /// The provider account the agent's calls count against (docs/scheduling.md): agents that
-    /// name one account wait out its usage limit together.
-    pub account: Option<String>,
     /// Where a task's concurrency key comes from (docs/concurrency.md): `metadata.user`,
     /// `input.repo`, `tenant`, `session_id`. Needs `max_per_key`.
     pub concurrency_key: Option<String>,
     /// The most tasks of one concurrency key running at once over every worker.
     pub max_per_key: Option<u32>,
+    /// The provider account (`[providers.NAME]`) whose limits this agent's calls count against,
+    /// and whose usage limit it waits out with every other agent naming it (docs/rate-limits.md,
+    /// docs/scheduling.md).
+    pub account: Option<String>,
+    /// The rate limit of the agent's own account, when it names none (docs/rate-limits.md).
+    pub rate_limit: Option<smith_core::RateLimit>,
 }
 
 /// An agent's `output_schema` as the config gives it: inline (a table, or JSON text) or in a file.
@@ -564,11 +612,10 @@ impl AgentSection {
         if let Some(v) = self.on_approval_timeout {
             d.on_approval_timeout = v;
         }
-        if let Some(v) = &self.account {
-            d.account = Some(v.clone());
-        }
         d.concurrency_key = self.concurrency_key.clone().or(d.concurrency_key);
         d.max_per_key = self.max_per_key.or(d.max_per_key);
+        d.account = self.account.clone();
+        d.rate_limit = self.rate_limit;
         d.validate().map_err(|e| anyhow!(e.message))?;
         Ok(d)
     }
@@ -615,6 +662,7 @@ pub fn worker_options(
     file.quotas.validate().map_err(|e| anyhow!(e))?;
     worker.running_caps = std::sync::Arc::new(file.quotas.running_caps());
     worker.output = file.limits.output()?;
+    worker.rate_limits = rate_limits(file, &worker.agents)?;
     // checked here, opened by the role (it may need the network)
     file.artifacts.url()?;
     file.artifacts.caps()?;
@@ -708,7 +756,10 @@ pub fn agents(file: &FileConfig) -> Result<Vec<AgentDef>> {
         let def = section.resolve(name).with_context(|| "in [agents]".to_string())?;
         out.insert(name.clone(), def);
     }
-    Ok(out.into_values().collect())
+    let defs: Vec<AgentDef> = out.into_values().collect();
+    // every role checks the accounts, not only the workers that enforce them
+    rate_limits(file, &defs)?;
+    Ok(defs)
 }
 
 #[cfg(test)]
@@ -817,6 +868,43 @@ mod tests {
         let sleep = defs.iter().find(|d| d.name == "sleep").unwrap();
         assert_eq!((sleep.executor, sleep.concurrency), (ExecutorKind::Sleep, 7));
         assert!(defs.iter().any(|d| d.name == "echo"));
+    }
+
+    #[test]
+    fn rate_limits_come_from_providers_and_agents_and_name_the_key() {
+        let f = parse(
+            "[providers.team]\nrate_limit = { requests_per_minute = 60, tokens_per_minute = 100000 }\n\
+             [agents.a]\nexecutor = \"anthropic\"\nmodel = \"m\"\naccount = \"team\"\n\
+             [agents.b]\nexecutor = \"openai\"\nmodel = \"m\"\nrate_limit = { requests_per_minute = 5 }\n",
+        )
+        .unwrap();
+        let defs = agents(&f).unwrap();
+        let a = defs.iter().find(|d| d.name == "a").unwrap();
+        assert_eq!(a.account(), "team");
+        let limits = rate_limits(&f, &defs).unwrap();
+        assert_eq!(limits["team"].requests_per_minute, Some(60));
+        assert_eq!(limits["team"].tokens_per_minute, Some(100_000));
+        assert_eq!(limits["b"].requests_per_minute, Some(5));
+        assert_eq!(limits.len(), 2);
+        assert_eq!(worker_options(&f, defs, None, None).unwrap().rate_limits, limits);
+        for (text, needle) in [
+            ("[agents.a]\nexecutor = \"anthropic\"\nmodel = \"m\"\naccount = \"nope\"", "agents.a.account"),
+            ("[providers.p]\nrate_limit = { requests_per_minute = 0 }", "providers.p.rate_limit.requests_per_minute"),
+            ("[providers.p]\nrate_limit = {}", "providers.p.rate_limit needs"),
+            ("[providers.p]\n[agents.a]\nexecutor = \"anthropic\"\nmodel = \"m\"\naccount = \"p\"\nrate_limit = { requests_per_minute = 1 }", "exclude"),
+            ("[providers.a]\nrate_limit = { requests_per_minute = 1 }\n[agents.a]\nexecutor = \"anthropic\"\nmodel = \"m\"\nrate_limit = { requests_per_minute = 2 }", "agents.a.rate_limit"),
+            ("[agents.a]\nexecutor = \"anthropic\"\nmodel = \"m\"\nrate_limit = { tokens_per_minute = 0 }", "rate_limit.tokens_per_minute"),
+        ] {
+            let err = parse(text).and_then(|f| agents(&f)).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains(needle), "{needle}: {msg}");
+        }
+        for (text, key) in [
+            ("[providers.p]\nrate_limits = 1", "rate_limits"),
+            ("[providers.p]\nrate_limit = { requests_per_second = 1 }", "requests_per_second"),
+        ] {
+            assert!(parse(text).unwrap_err().to_string().contains(key), "{key}");
+        }
     }
 
     #[test]

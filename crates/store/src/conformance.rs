@@ -25,6 +25,8 @@ use std::time::Duration;
 
 mod keys;
 pub use keys::*;
+mod rates;
+pub use rates::*;
 
 type S = Arc<dyn Store>;
 
@@ -112,6 +114,8 @@ macro_rules! store_conformance {
             max_per_key_holds_under_concurrent_claims,
             keys_take_turns_so_a_busy_key_starves_no_one,
             keys_count_per_tenant_and_tasks_without_a_key_still_run,
+            rate_buckets_refill_and_never_grant_more_than_they_hold,
+            concurrent_rate_takers_never_exceed_the_rate,
         );
     };
     (skip_unless_env = $var:literal, $factory:expr) => {

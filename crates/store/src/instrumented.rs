@@ -6,7 +6,8 @@
 use crate::metrics::{ERRORS, OPERATION_DURATION};
 use crate::{
     ApprovalQuery, Asked, Change, ClaimRequest, Claimed, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held,
-    PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
+    PoolStats, QueueStats, RateBucket, RateGrant, RateSpec, RateTake, Result, Session, Store, Submitted, TaskPage,
+    TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -317,6 +318,18 @@ impl Store for Instrumented {
 
     async fn task_webhooks_live(&self, since: Micros) -> Result<bool> {
         timed("task_webhooks_live", self.0.task_webhooks_live(since)).await
+    }
+
+    async fn declare_rate_buckets(&self, specs: &[RateSpec]) -> Result<()> {
+        timed("declare_rate_buckets", self.0.declare_rate_buckets(specs)).await
+    }
+
+    async fn take_rate(&self, take: &RateTake) -> Result<Option<RateGrant>> {
+        timed("take_rate", self.0.take_rate(take)).await
+    }
+
+    async fn rate_buckets(&self) -> Result<Vec<RateBucket>> {
+        timed("rate_buckets", self.0.rate_buckets()).await
     }
 }
 
@@ -630,6 +643,15 @@ mod tests {
             no()
         }
         async fn task_webhooks_live(&self, _: Micros) -> Result<bool> {
+            no()
+        }
+        async fn declare_rate_buckets(&self, _: &[RateSpec]) -> Result<()> {
+            no()
+        }
+        async fn take_rate(&self, _: &RateTake) -> Result<Option<RateGrant>> {
+            no()
+        }
+        async fn rate_buckets(&self) -> Result<Vec<RateBucket>> {
             no()
         }
     }

@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod metrics;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod rates;
 pub mod sqlite;
 pub mod timers;
 mod webhooks;
@@ -28,6 +29,7 @@ pub use instrumented::{instrument, Instrumented};
 pub use keys::KeyCaps;
 pub use metrics::{describe_metrics, record_pool_stats};
 pub use timers::AccountHold;
+pub use rates::{RateBucket, RateGrant, RateKind, RateSpec, RateTake};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -555,6 +557,21 @@ pub trait Store: Send + Sync + 'static {
     /// (one probe of a partial index): when none is and nobody subscribes, the dispatcher
     /// passes the feed over unread.
     async fn task_webhooks_live(&self, since: Micros) -> Result<bool>;
+
+    // Provider rate limits: fleet-wide token buckets (docs/rate-limits.md).
+
+    /// Creates each bucket full, or gives an existing one its new capacity and rate (its
+    /// level refilled to now at the old rate, then held to the new capacity).
+    async fn declare_rate_buckets(&self, specs: &[RateSpec]) -> Result<()>;
+
+    /// One short write: refills the bucket to now (the store's clock), applies the take's
+    /// correction, then grants up to `want` whole units if at least `min` are there. `None`
+    /// when the bucket was never declared. Concurrent takes never grant more than the bucket
+    /// held.
+    async fn take_rate(&self, take: &RateTake) -> Result<Option<RateGrant>>;
+
+    /// Every bucket, its level brought to now, by account and kind.
+    async fn rate_buckets(&self) -> Result<Vec<RateBucket>>;
 }
 
 /// The task-list cursor of a query: list positions below it (`i64::MAX` for the first page).

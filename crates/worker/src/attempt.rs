@@ -352,7 +352,18 @@ async fn run(s: &Arc<Shared>, task: smith_core::Task, running: Running, started_
         }
     };
     ctx.artifacts = artifact_dir.as_ref().map(|d| d.path().to_path_buf());
+    let account = s.limits.get(def.account()).cloned();
+    let claude = def.executor == ExecutorKind::ClaudeCode;
+    if matches!(def.executor, ExecutorKind::Anthropic | ExecutorKind::Openai) {
+        ctx.limiter = account.clone().map(|a| a as Arc<dyn smith_agents::limit::RateLimiter>);
+    }
     let mut exec = tokio::spawn(async move {
+        if let (Some(account), true, None) = (&account, claude, &unavailable) {
+            // the CLI makes its own calls: an attempt takes one request as it starts
+            if !account.acquire(0, &ctx.cancel).await {
+                return Err(smith_agents::Failure::new("cancelled", "stopped", false));
+            }
+        }
         match unavailable {
             Some(f) => Err(f),
             None => executor.run(ctx).await,

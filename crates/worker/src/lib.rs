@@ -11,6 +11,7 @@ mod breaker;
 mod holds;
 pub mod metrics;
 mod pool;
+mod rates;
 #[cfg(test)]
 mod tests;
 mod writes;
@@ -26,6 +27,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use artifacts::ArtifactOptions;
+pub use rates::{shape as rate_shape, specs as rate_specs, IN_HAND, MAX_SHARE, SHARE_LEASE};
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -64,6 +66,9 @@ pub struct WorkerOptions {
     /// Where agents' artifacts are stored, and their caps (`[artifacts]`). `None`: agents get
     /// no `$SMITH_ARTIFACTS`.
     pub artifacts: Option<ArtifactOptions>,
+    /// Provider rate limits by account (`[providers.NAME] rate_limit`, an agent's own
+    /// `rate_limit`): shared with every worker through the store (docs/rate-limits.md).
+    pub rate_limits: std::collections::BTreeMap<String, smith_core::RateLimit>,
 }
 
 /// Caps on what one attempt writes to the store: its events (the serialized `data` of each
@@ -109,6 +114,7 @@ impl WorkerOptions {
             running_caps: Arc::default(),
             output: OutputLimits::default(),
             artifacts: None,
+            rate_limits: Default::default(),
         }
     }
 }
@@ -169,6 +175,8 @@ pub(crate) struct Shared {
     pub breakers: Mutex<HashMap<String, breaker::Breaker>>,
     /// Provider accounts at their usage limit: their agents' tasks are not claimed.
     pub(crate) holds: holds::Holds,
+    /// The rate limits of the accounts this worker's agents name.
+    pub limits: rates::Limits,
     pub running: Mutex<HashMap<TaskId, Running>>,
     /// Signalled when an attempt ends (capacity freed, drain progress).
     pub freed: Notify,
@@ -236,6 +244,7 @@ impl Worker {
         }
         let pool = pool::Pool::new(opts.min_agents.min(opts.max_agents), opts.max_agents);
         let key_caps = Arc::new(KeyCaps::of(&opts.agents));
+        let limits = rates::Limits::new(&store, &opts.rate_limits);
         Worker {
             shared: Arc::new(Shared {
                 opts,
@@ -246,6 +255,7 @@ impl Worker {
                 executors,
                 breakers: Mutex::new(breakers),
                 holds: holds::Holds::default(),
+                limits,
                 running: Mutex::new(HashMap::new()),
                 freed: Notify::new(),
                 suspects: Mutex::new(Default::default()),
@@ -315,7 +325,13 @@ impl Worker {
 
     /// Registers the node; call before the components start, so its claims are never orphans.
     pub async fn register(&self) -> smith_store::Result<()> {
-        self.shared.store.heartbeat(&self.node(NodeStatus::Alive)).await.map(drop)
+        self.shared.store.heartbeat(&self.node(NodeStatus::Alive)).await?;
+        // the buckets of this worker's limits, with the shapes its configuration gives them
+        let specs = self.shared.limits.specs();
+        if !specs.is_empty() {
+            self.shared.store.declare_rate_buckets(&specs).await?;
+        }
+        Ok(())
     }
 
     /// The claim loop: claims while there is capacity, waking on bus wake-ups and a poll timer.
@@ -382,6 +398,11 @@ impl Worker {
                 let want = d.concurrency.saturating_sub(used).min(free).min(s.opts.claim_batch);
                 let want = match breakers.get_mut(&d.name) {
                     Some(b) => b.admit(want, now),
+                    None => want,
+                };
+                // an account whose bucket this worker last saw empty: its tasks wait queued
+                let want = match s.limits.get(d.account()) {
+                    Some(account) => account.admit(want),
                     None => want,
                 };
                 if want > 0 {

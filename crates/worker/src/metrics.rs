@@ -18,6 +18,10 @@ pub const SLOTS_TARGET: &str = "smith_agent_slots_target";
 pub const SLOTS_MAX: &str = "smith_agent_slots_max";
 pub const UTILIZATION: &str = "smith_agent_utilization";
 pub const WRITE_RETRIES: &str = "smith_attempt_write_retries_total";
+pub const RATE_TAKEN: &str = "smith_rate_limit_taken_total";
+pub const RATE_WAITS: &str = "smith_rate_limit_waits_total";
+pub const RATE_WAIT_SECONDS: &str = "smith_rate_limit_wait_seconds";
+pub const RATE_FORFEITED: &str = "smith_rate_limit_forfeited_total";
 
 pub fn describe() {
     metrics::describe_counter!(TASKS_DISPATCHED, "Tasks claimed and started, by agent");
@@ -38,6 +42,22 @@ pub fn describe() {
     metrics::describe_counter!(
         WRITE_RETRIES,
         "Writes of an attempt's events or outcome retried after a transient store error, by op (append, complete)"
+    );
+    metrics::describe_counter!(
+        RATE_TAKEN,
+        "Units taken from the fleet's rate-limit buckets by this worker, by account and kind (requests, tokens)"
+    );
+    metrics::describe_counter!(
+        RATE_WAITS,
+        "Requests (or claims of Claude Code tasks) that waited for their account's rate limit, by account and kind"
+    );
+    metrics::describe_gauge!(
+        RATE_WAIT_SECONDS,
+        "Seconds spent waiting for rate limits since start, by account and kind (only grows)"
+    );
+    metrics::describe_counter!(
+        RATE_FORFEITED,
+        "Request units of leased shares that ended unspent (capacity lost, never an overrun), by account and kind"
     );
     metrics::describe_gauge!(BREAKER_OPEN, "1 while an agent's circuit breaker is open (0.5 half-open), by agent");
 }
@@ -97,4 +117,18 @@ pub(crate) fn pool(busy: usize, slots: usize, target: usize, max: usize) {
 
 pub(crate) fn write_retried(op: &'static str) {
     metrics::counter!(WRITE_RETRIES, "op" => op).increment(1);
+}
+
+pub(crate) fn rate_taken(account: &str, kind: &'static str, n: u64) {
+    metrics::counter!(RATE_TAKEN, "account" => account.to_string(), "kind" => kind).increment(n);
+}
+
+pub(crate) fn rate_forfeited(account: &str, kind: &'static str, n: u64) {
+    metrics::counter!(RATE_FORFEITED, "account" => account.to_string(), "kind" => kind).increment(n);
+}
+
+pub(crate) fn rate_waited(account: &str, kind: &'static str, took: Duration) {
+    metrics::counter!(RATE_WAITS, "account" => account.to_string(), "kind" => kind).increment(1);
+    // a float that only grows: a gauge, as the crate's counters are integers
+    metrics::gauge!(RATE_WAIT_SECONDS, "account" => account.to_string(), "kind" => kind).increment(took.as_secs_f64());
 }

@@ -297,6 +297,18 @@ impl Store for Flaky {
     async fn task_webhooks_live(&self, since: Micros) -> Result<bool> {
         self.inner.task_webhooks_live(since).await
     }
+
+    async fn declare_rate_buckets(&self, specs: &[smith_store::RateSpec]) -> Result<()> {
+        self.inner.declare_rate_buckets(specs).await
+    }
+
+    async fn take_rate(&self, take: &smith_store::RateTake) -> Result<Option<smith_store::RateGrant>> {
+        self.inner.take_rate(take).await
+    }
+
+    async fn rate_buckets(&self) -> Result<Vec<smith_store::RateBucket>> {
+        self.inner.rate_buckets().await
+    }
 }
 
 struct Setup {

@@ -58,7 +58,18 @@ pub(super) async fn exchange<A: Api>(
     let mut body = Some(body);
     loop {
         tries += 1;
+        // every try is a request the provider counts: each waits for room in the account's
+        // rate limit, and what it used settles the estimate it was let through with
+        let estimate = crate::limit::estimate(body.as_ref().map_or(0, Bytes::len), cfg.max_tokens);
+        if let Some(limiter) = &ctx.limiter {
+            if !limiter.acquire(estimate, &ctx.cancel).await {
+                return Err(cancelled());
+            }
+        }
         let outcome = one_try(api, cfg, &mut body, ctx, meter, text).await;
+        if let Some(limiter) = &ctx.limiter {
+            limiter.settle(estimate, meter.current.input.saturating_add(meter.current.output)).await;
+        }
         meter.commit();
         let (why, retry_after) = match outcome {
             Ok(reply) => return Ok(reply),

@@ -24,6 +24,7 @@ mod keys;
 mod limits;
 mod ops;
 mod plan;
+mod ratelimits;
 mod schemathesis;
 mod structured;
 mod tenancy;

@@ -86,6 +86,8 @@ const RULES: &[(&str, &str, Rule)] = &[
     ("GET", "/v1/agents", Rule::Catalog),
     ("GET", "/v1/nodes", Rule::Fleet),
     ("GET", "/v1/scaling", Rule::Fleet),
+    // accounts are operator config and their levels every tenant's traffic: the platform's alone
+    ("GET", "/v1/providers", Rule::Fleet),
     ("GET", "/v1/usage", Rule::TenantList),
     ("POST", "/mcp", Rule::AgentFacing),
     ("GET", "/mcp", Rule::AgentFacing),
@@ -820,7 +822,7 @@ async fn probe(w: &World, f: &mut Findings, op: &str, rule: Rule) {
         }
         "GET /v1/events" => streams(w, f, op, rule).await,
         "GET /v1/agents" => catalog(w, f, op, rule).await,
-        "GET /v1/nodes" | "GET /v1/scaling" | "GET /metrics" => {
+        "GET /v1/nodes" | "GET /v1/scaling" | "GET /v1/providers" | "GET /metrics" => {
             let path = op.split_once(' ').expect("method and path").1;
             for (who, b) in w.bs() {
                 let r = b.send(b.request(Method::GET, path)).await;

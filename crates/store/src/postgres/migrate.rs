@@ -22,6 +22,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (9, "webhooks", include_str!("../../migrations/postgres/0009_webhooks.sql")),
     (10, "timers", include_str!("../../migrations/postgres/0010_timers.sql")),
     (11, "concurrency_keys", include_str!("../../migrations/postgres/0014_concurrency_keys.sql")),
+    (12, "rate_limits", include_str!("../../migrations/postgres/0013_rate_limits.sql")),
 ];
 
 /// Serialises migrations across every process sharing the database (`"smithmig"`).

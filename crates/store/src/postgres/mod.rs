@@ -20,6 +20,7 @@ mod keys;
 mod liveness;
 mod migrate;
 mod phases;
+mod rates;
 mod reads;
 mod rows;
 mod timers;
@@ -29,8 +30,8 @@ mod writer;
 use crate::access::{check_audit, check_new_key};
 use crate::{
     AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent,
-    GlobalEventQuery, Held, OpenOptions, PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery,
-    TenantLoad, UsageBy,
+    GlobalEventQuery, Held, OpenOptions, PoolStats, QueueStats, RateBucket, RateGrant, RateSpec, RateTake, Result,
+    Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use jobs::{
@@ -633,6 +634,22 @@ impl Store for PgStore {
 
     async fn task_webhooks_live(&self, since: Micros) -> Result<bool> {
         webhooks::task_webhooks_live(&self.pool, since).await
+    }
+
+    async fn declare_rate_buckets(&self, specs: &[RateSpec]) -> Result<()> {
+        for s in specs {
+            crate::rates::check_spec(s)?;
+        }
+        rates::declare(&self.pool, specs).await
+    }
+
+    async fn take_rate(&self, take: &RateTake) -> Result<Option<RateGrant>> {
+        crate::rates::check_take(take)?;
+        rates::take(&self.pool, take).await
+    }
+
+    async fn rate_buckets(&self) -> Result<Vec<RateBucket>> {
+        rates::list(&self.pool).await
     }
 }
 

@@ -11,14 +11,15 @@ mod approvals;
 mod artifacts;
 mod keys;
 mod ops;
+mod rates;
 mod timers;
 mod webhooks;
 
 use crate::access::{check_audit, check_new_key};
 use crate::{
     AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent,
-    GlobalEventQuery, Held, OpenOptions, PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery,
-    TenantLoad, UsageBy,
+    GlobalEventQuery, Held, OpenOptions, PoolStats, QueueStats, RateBucket, RateGrant, RateSpec, RateTake, Result,
+    Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
@@ -46,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0010_webhooks.sql"),
     include_str!("../../migrations/sqlite/0011_timers.sql"),
     include_str!("../../migrations/sqlite/0015_concurrency_keys.sql"),
+    include_str!("../../migrations/sqlite/0014_rate_limits.sql"),
 ];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;
@@ -797,6 +799,24 @@ impl Store for SqliteStore {
 
     async fn task_webhooks_live(&self, since: Micros) -> Result<bool> {
         self.read(move |c| webhooks::task_webhooks_live(c, since)).await
+    }
+
+    async fn declare_rate_buckets(&self, specs: &[RateSpec]) -> Result<()> {
+        for s in specs {
+            crate::rates::check_spec(s)?;
+        }
+        let specs = specs.to_vec();
+        self.write(move |c| rates::declare(c, &specs, Micros::now())).await
+    }
+
+    async fn take_rate(&self, take: &RateTake) -> Result<Option<RateGrant>> {
+        crate::rates::check_take(take)?;
+        let take = take.clone();
+        self.write(move |c| rates::take_one(c, &take, Micros::now())).await
+    }
+
+    async fn rate_buckets(&self) -> Result<Vec<RateBucket>> {
+        self.read(|c| rates::list(c, Micros::now())).await
     }
 }
 
