@@ -5,12 +5,13 @@
 
 use crate::metrics::{ERRORS, OPERATION_DURATION};
 use crate::{
-    ApprovalQuery, Asked, Change, ClaimRequest, Claimed, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held,
+    ApprovalQuery, Asked, Change, ClaimRequest, Claimed, FeedFilter, Fire, FeedPage, GlobalEvent, GlobalEventQuery, Held,
     PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use serde_json::Value;
 use smith_core::approval::{Answer, NewRequest};
+use smith_core::schedule::Schedule;
 use smith_core::{
     AgentDef, AgentSummary, ApiKey, Approval, Artifact, AttemptOutcome, AuditQuery, AuditRecord, Delivery, Event,
     EventDraft, Micros, NewApiKey, NewAuditRecord, NewDelivery, NewTask, Node, NodeStatus, Outcome, Task, TaskId,
@@ -299,6 +300,38 @@ impl Store for Instrumented {
 
     async fn task_webhooks_live(&self, since: Micros) -> Result<bool> {
         timed("task_webhooks_live", self.0.task_webhooks_live(since)).await
+    }
+
+    async fn create_schedule(&self, schedule: &Schedule) -> Result<()> {
+        timed("create_schedule", self.0.create_schedule(schedule)).await
+    }
+
+    async fn get_schedule(&self, id: &str) -> Result<Option<Schedule>> {
+        timed("get_schedule", self.0.get_schedule(id)).await
+    }
+
+    async fn schedules(&self, tenant: Option<&str>) -> Result<Vec<Schedule>> {
+        timed("schedules", self.0.schedules(tenant)).await
+    }
+
+    async fn set_schedule_paused(&self, id: &str, paused: bool, next_fire_at: Option<Micros>) -> Result<Option<Schedule>> {
+        timed("set_schedule_paused", self.0.set_schedule_paused(id, paused, next_fire_at)).await
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<bool> {
+        timed("delete_schedule", self.0.delete_schedule(id)).await
+    }
+
+    async fn due_schedules(&self, now: Micros, limit: usize) -> Result<Vec<Schedule>> {
+        timed("due_schedules", self.0.due_schedules(now, limit)).await
+    }
+
+    async fn next_schedule_fire(&self) -> Result<Option<Micros>> {
+        timed("next_schedule_fire", self.0.next_schedule_fire()).await
+    }
+
+    async fn fire_schedule(&self, fire: Fire) -> Result<Option<Submitted>> {
+        timed("fire_schedule", self.0.fire_schedule(fire)).await
     }
 }
 
@@ -603,6 +636,30 @@ mod tests {
             no()
         }
         async fn task_webhooks_live(&self, _: Micros) -> Result<bool> {
+            no()
+        }
+        async fn create_schedule(&self, _: &Schedule) -> Result<()> {
+            no()
+        }
+        async fn get_schedule(&self, _: &str) -> Result<Option<Schedule>> {
+            no()
+        }
+        async fn schedules(&self, _: Option<&str>) -> Result<Vec<Schedule>> {
+            no()
+        }
+        async fn set_schedule_paused(&self, _: &str, _: bool, _: Option<Micros>) -> Result<Option<Schedule>> {
+            no()
+        }
+        async fn delete_schedule(&self, _: &str) -> Result<bool> {
+            no()
+        }
+        async fn due_schedules(&self, _: Micros, _: usize) -> Result<Vec<Schedule>> {
+            no()
+        }
+        async fn next_schedule_fire(&self) -> Result<Option<Micros>> {
+            no()
+        }
+        async fn fire_schedule(&self, _: crate::Fire) -> Result<Option<Submitted>> {
             no()
         }
     }

@@ -20,6 +20,8 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (7, "artifacts", include_str!("../../migrations/postgres/0007_artifacts.sql")),
     (8, "approvals", include_str!("../../migrations/postgres/0008_approvals.sql")),
     (9, "webhooks", include_str!("../../migrations/postgres/0009_webhooks.sql")),
+    // issue 20 numbers this 0011 (the lead's 0010 comes first once merged); version 10 until then
+    (10, "schedules", include_str!("../../migrations/postgres/0011_schedules.sql")),
 ];
 
 /// Serialises migrations across every process sharing the database (`"smithmig"`).
