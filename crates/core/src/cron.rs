@@ -75,10 +75,7 @@ impl Field {
         }
         let v: u32 = s.parse().map_err(|_| Error::invalid(format!("{} field: {s:?} is not a number", self.name)))?;
         if v < self.min || v > self.max {
-            return Err(Error::invalid(format!(
-                "{} field: {v} is out of range {}-{}",
-                self.name, self.min, self.max
-            )));
+            return Err(Error::invalid(format!("{} field: {v} is out of range {}-{}", self.name, self.min, self.max)));
         }
         Ok(v)
     }
@@ -92,11 +89,9 @@ impl Field {
         for part in text.split(',') {
             let (range, step) = match part.split_once('/') {
                 Some((r, s)) => {
-                    let step: u32 = s
-                        .parse()
-                        .ok()
-                        .filter(|s| *s > 0)
-                        .ok_or_else(|| Error::invalid(format!("{} field: step {s:?} must be a positive number", self.name)))?;
+                    let step: u32 = s.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                        Error::invalid(format!("{} field: step {s:?} must be a positive number", self.name))
+                    })?;
                     (r, Some(step))
                 }
                 None => (part, None),

@@ -7,6 +7,7 @@
 mod approvals;
 mod baseline;
 mod fanout;
+mod schedules;
 mod webhooks;
 
 use crate::client::{sse_parser, SseFrame};
@@ -61,6 +62,9 @@ pub struct BenchArgs {
     /// `webhooks`: a receiver in this process subscribed to every event, `echo` tasks paced to
     /// add --rate events/s to the feed for --seconds: deliveries/s and commit → receiver latency
     /// (the server needs `[webhooks] allow_private = true`; docs in bench/webhooks.rs).
+    /// `schedules`: --tasks schedules of `echo`, each every minute at its own second, watched for
+    /// --seconds: fire accuracy (task created − fire time) p50/p99, missing or repeated fires,
+    /// and the server's memory (docs in bench/schedules.rs).
     #[arg(long, default_value = "tasks")]
     scenario: String,
     /// events scenario: output events per task.
@@ -199,8 +203,11 @@ pub async fn run(mut a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
         "fanout" => fanout::run(a, opts).await,
         "approvals" => approvals::run(a, opts).await,
         "webhooks" => webhooks::run(a, opts).await,
+        "schedules" => schedules::run(a, opts).await,
         other => {
-            bail!("unknown --scenario {other:?}: use tasks, events, burst, baseline, fanout, approvals or webhooks")
+            bail!(
+                "unknown --scenario {other:?}: use tasks, events, burst, baseline, fanout, approvals, webhooks or schedules"
+            )
         }
     }
 }

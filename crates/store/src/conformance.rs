@@ -3084,6 +3084,12 @@ pub async fn a_schedule_fires_each_fire_time_once_with_its_cursor(store: S) {
         skipped: false,
         missed: 0,
     };
+    // a fire whose task is refused (its agent is gone) moves nothing
+    let mut ghost = a.task_for(t0);
+    ghost.agent = "nobody".into();
+    let refused = store.fire_schedule(Fire { task: Some(ghost), ..fire(t0, false) }).await;
+    assert!(matches!(&refused, Err(e) if e.code() == Code::Unprocessable), "{refused:?}");
+    assert_eq!(store.get_schedule("sch-a").await.unwrap().unwrap().next_fire_at, Some(t0), "refused: nothing moved");
     let first = store.fire_schedule(fire(t0, true)).await.unwrap().expect("a fire that ran");
     assert!(first.created);
     assert_eq!(first.task.idempotency_key.as_deref(), Some(smith_core::schedule::fire_key("sch-a", t0).as_str()));
@@ -3120,7 +3126,12 @@ pub async fn a_schedule_fires_each_fire_time_once_with_its_cursor(store: S) {
     // paused: no cursor, not due, not fired; resumed at the cursor given
     let paused = store.set_schedule_paused("sch-a", true, None).await.unwrap().unwrap();
     assert!(paused.paused && paused.next_fire_at.is_none());
-    assert!(store.due_schedules(t0.plus(Duration::from_secs(86_400)), 10).await.unwrap().iter().all(|s| s.id != "sch-a"));
+    assert!(store
+        .due_schedules(t0.plus(Duration::from_secs(86_400)), 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|s| s.id != "sch-a"));
     let late = store.fire_schedule(fire(t2.plus(two), true)).await;
     assert!(matches!(&late, Err(e) if e.code() == Code::Conflict), "{late:?}");
     let t9 = t0.plus(Duration::from_secs(90));

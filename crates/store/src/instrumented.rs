@@ -5,8 +5,8 @@
 
 use crate::metrics::{ERRORS, OPERATION_DURATION};
 use crate::{
-    ApprovalQuery, Asked, Change, ClaimRequest, Claimed, FeedFilter, Fire, FeedPage, GlobalEvent, GlobalEventQuery, Held,
-    PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
+    ApprovalQuery, Asked, Change, ClaimRequest, Claimed, FeedFilter, FeedPage, Fire, GlobalEvent, GlobalEventQuery,
+    Held, PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -314,7 +314,12 @@ impl Store for Instrumented {
         timed("schedules", self.0.schedules(tenant)).await
     }
 
-    async fn set_schedule_paused(&self, id: &str, paused: bool, next_fire_at: Option<Micros>) -> Result<Option<Schedule>> {
+    async fn set_schedule_paused(
+        &self,
+        id: &str,
+        paused: bool,
+        next_fire_at: Option<Micros>,
+    ) -> Result<Option<Schedule>> {
         timed("set_schedule_paused", self.0.set_schedule_paused(id, paused, next_fire_at)).await
     }
 

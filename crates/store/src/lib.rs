@@ -15,17 +15,17 @@ pub mod lifecycle;
 pub mod metrics;
 #[cfg(feature = "postgres")]
 pub mod postgres;
-pub mod sqlite;
 mod schedules;
+pub mod sqlite;
 mod webhooks;
 
 pub use access::AUDIT_LIMIT;
 pub use approvals::{ApprovalQuery, Asked, APPROVAL_LIMIT};
 pub use caps::RunningCaps;
-pub use schedules::Fire;
 pub use error::{Error, Result};
 pub use instrumented::{instrument, Instrumented};
 pub use metrics::{describe_metrics, record_pool_stats};
+pub use schedules::Fire;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -545,7 +545,12 @@ pub trait Store: Send + Sync + 'static {
     /// Pauses a schedule (`next_fire_at: None`: its cursor is cleared, so nothing fires) or
     /// resumes it with the cursor given (the first fire after now: fires missed while paused
     /// are not run). Returns it as it is now; `None` for an unknown id.
-    async fn set_schedule_paused(&self, id: &str, paused: bool, next_fire_at: Option<Micros>) -> Result<Option<Schedule>>;
+    async fn set_schedule_paused(
+        &self,
+        id: &str,
+        paused: bool,
+        next_fire_at: Option<Micros>,
+    ) -> Result<Option<Schedule>>;
 
     /// Deletes a schedule (its fired tasks stay); whether it existed.
     async fn delete_schedule(&self, id: &str) -> Result<bool>;

@@ -3,6 +3,7 @@
 //! restart, escalation and requeue as a `system` event.
 
 pub mod scaling;
+pub mod schedules;
 pub mod tree;
 
 use scaling::{Autoscaler, Scaling, ScalingOptions};

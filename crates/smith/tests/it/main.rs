@@ -23,6 +23,7 @@ mod healing;
 mod limits;
 mod ops;
 mod plan;
+mod schedules;
 mod schemathesis;
 mod structured;
 mod tenancy;

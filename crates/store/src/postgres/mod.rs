@@ -564,7 +564,12 @@ impl Store for PgStore {
         schedules::list(&self.pool, tenant).await
     }
 
-    async fn set_schedule_paused(&self, id: &str, paused: bool, next_fire_at: Option<Micros>) -> Result<Option<Schedule>> {
+    async fn set_schedule_paused(
+        &self,
+        id: &str,
+        paused: bool,
+        next_fire_at: Option<Micros>,
+    ) -> Result<Option<Schedule>> {
         schedules::set_paused(&self.pool, id, paused, next_fire_at).await
     }
 

@@ -8,7 +8,7 @@ use super::jobs::{Job, Op, Submission};
 use crate::schedules::{conflict, json_of, overlap_of, Fire, COLS};
 use crate::{Result, Submitted};
 use smith_core::schedule::Schedule;
-use smith_core::{Micros, TaskStatus};
+use smith_core::{Code, Micros, TaskStatus};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 use std::time::Duration;
@@ -78,7 +78,9 @@ pub(super) async fn create(pool: &PgPool, s: &Schedule) -> Result<()> {
     .await
     .map_err(db_error)?;
     if done.rows_affected() == 0 {
-        return Err(smith_core::Error::new(smith_core::Code::Conflict, format!("schedule {} already exists", s.id)).into());
+        return Err(
+            smith_core::Error::new(smith_core::Code::Conflict, format!("schedule {} already exists", s.id)).into()
+        );
     }
     Ok(())
 }
@@ -98,7 +100,12 @@ pub(super) async fn list(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<Sche
     rows.iter().map(row).collect()
 }
 
-pub(super) async fn set_paused(pool: &PgPool, id: &str, paused: bool, next: Option<Micros>) -> Result<Option<Schedule>> {
+pub(super) async fn set_paused(
+    pool: &PgPool,
+    id: &str,
+    paused: bool,
+    next: Option<Micros>,
+) -> Result<Option<Schedule>> {
     let done = sqlx::query("UPDATE schedules SET paused = $2, next_fire_at = $3, updated_at = $4 WHERE id = $1")
         .bind(id)
         .bind(paused)
@@ -182,13 +189,20 @@ pub(super) async fn advance(conn: &mut PgConnection, ops: &mut [Op]) -> Result<(
     Ok(())
 }
 
-/// After the batch's submissions: a fire whose key named an existing task points at it.
+/// After the batch's submissions: a fire whose key named an existing task points at it; a fire
+/// whose task was refused after its cursor moved fails the batch, so that run alone (in its
+/// savepoint) it is refused whole and its cursor stays where it was.
 pub(super) async fn link(conn: &mut PgConnection, ops: &mut [Op]) -> Result<()> {
     for op in ops.iter_mut() {
         let Op::Submit(j) = op else { continue };
-        let Job { input: Submission { fire: Some(f), task, .. }, out: Some(Ok(Submitted { task: got, .. })), .. } = j
-        else {
+        let Job { input: Submission { fire: Some(f), task, .. }, out: Some(out), .. } = j else {
             continue;
+        };
+        let got = match out {
+            Ok(Submitted { task: got, .. }) => got,
+            // refused by its cursor in `advance`: nothing moved
+            Err(e) if e.code() == Code::Conflict => continue,
+            Err(e) => return Err(smith_core::Error::new(e.code(), e.to_string()).into()),
         };
         if got.id != task.id {
             sqlx::query("UPDATE schedules SET last_task_id = $2::uuid WHERE id = $1")

@@ -15,7 +15,7 @@ mod webhooks;
 
 use crate::access::{check_audit, check_new_key};
 use crate::{
-    AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, Fire, FeedPage, GlobalEvent,
+    AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, Fire, GlobalEvent,
     GlobalEventQuery, Held, OpenOptions, PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery,
     TenantLoad, UsageBy,
 };
@@ -792,7 +792,12 @@ impl Store for SqliteStore {
         self.read(move |c| schedules::list(c, tenant.as_deref())).await
     }
 
-    async fn set_schedule_paused(&self, id: &str, paused: bool, next_fire_at: Option<Micros>) -> Result<Option<Schedule>> {
+    async fn set_schedule_paused(
+        &self,
+        id: &str,
+        paused: bool,
+        next_fire_at: Option<Micros>,
+    ) -> Result<Option<Schedule>> {
         let id = id.to_string();
         self.write(move |c| schedules::set_paused(c, &id, paused, next_fire_at)).await
     }

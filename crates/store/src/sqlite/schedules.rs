@@ -89,7 +89,9 @@ pub(super) fn create(c: &Tx, s: &Schedule) -> Result<()> {
             s.created_at.0,
         ])?;
     if n == 0 {
-        return Err(smith_core::Error::new(smith_core::Code::Conflict, format!("schedule {} already exists", s.id)).into());
+        return Err(
+            smith_core::Error::new(smith_core::Code::Conflict, format!("schedule {} already exists", s.id)).into()
+        );
     }
     Ok(())
 }
