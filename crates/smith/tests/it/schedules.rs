@@ -147,7 +147,11 @@ async fn pause_resume_delete_bad_input_and_tenant_walls() {
     let id = created["id"].as_str().unwrap().to_string();
     common::cluster::eventually("a first run", WAIT, || async {
         let n = runs(&acme, "echo", &id).await.len();
-        (n > 0).then_some(())
+        if n > 0 {
+            Ok(())
+        } else {
+            Err("no run yet".to_string())
+        }
     })
     .await;
     let (status, paused) = acme.post(&format!("/v1/schedules/{id}/pause"), &json!({})).await;
@@ -161,7 +165,11 @@ async fn pause_resume_delete_bad_input_and_tenant_walls() {
     assert!(micros(&resumed["next_fire_at"]) > resumed_at, "no fire from the pause is run: {resumed}");
     let tasks = common::cluster::eventually("a run after resuming", WAIT, || async {
         let tasks = runs(&acme, "echo", &id).await;
-        (tasks.len() > before).then_some(tasks)
+        if tasks.len() > before {
+            Ok(tasks)
+        } else {
+            Err(format!("{} runs", tasks.len()))
+        }
     })
     .await;
     let fires: Vec<i64> = tasks.iter().map(|t| micros(&t["metadata"]["fire_time"])).collect();
@@ -250,7 +258,10 @@ async fn distributed_kill_9_of_the_leader_neither_skips_nor_repeats_a_fire_time(
     let _worker = cluster.start(Role::Worker).await;
     let gateway = cluster.start(Role::Gateway).await;
     let api = gateway.api();
-    let first = common::cluster::eventually("a leader", WAIT, || leader(&api)).await;
+    let first = common::cluster::eventually("a leader", WAIT, || async {
+        leader(&api).await.ok_or_else(|| "no supervisor leads".to_string())
+    })
+    .await;
     let created = create(
         &api,
         json!({"agent": "echo", "input": "pulse", "cron": "*/2 * * * * *", "overlap": "enqueue", "catchup": "1m"}),
