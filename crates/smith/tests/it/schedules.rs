@@ -254,7 +254,7 @@ async fn leader(api: &Api) -> Option<String> {
 async fn distributed_kill_9_of_the_leader_neither_skips_nor_repeats_a_fire_time() {
     let Some(services) = Services::from_env() else { return };
     let cluster = Cluster::new(&services, "[store]\npool_size = 4\n").await;
-    let mut sups = vec![cluster.start(Role::Supervisor).await, cluster.start(Role::Supervisor).await];
+    let mut sups = [cluster.start(Role::Supervisor).await, cluster.start(Role::Supervisor).await];
     let _worker = cluster.start(Role::Worker).await;
     let gateway = cluster.start(Role::Gateway).await;
     let api = gateway.api();
