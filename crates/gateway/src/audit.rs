@@ -138,6 +138,10 @@ fn action(method: &str, route: &str) -> String {
         ("POST", "/mcp") => "mcp.call",
         ("POST", "/v1/keys") => "key.create",
         ("POST", "/v1/keys/{id}/revoke") => "key.revoke",
+        ("POST", "/v1/schedules") => "schedule.create",
+        ("POST", "/v1/schedules/{id}/pause") => "schedule.pause",
+        ("POST", "/v1/schedules/{id}/resume") => "schedule.resume",
+        ("DELETE", "/v1/schedules/{id}") => "schedule.delete",
         _ => return format!("{} {route}", method.to_ascii_lowercase()),
     }
     .to_string()

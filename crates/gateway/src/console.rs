@@ -54,6 +54,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/pages/nodes.js", JS),
     asset!("js/pages/overview.js", JS),
     asset!("js/pages/scaling.js", JS),
+    asset!("js/pages/schedules.js", JS),
     asset!("js/pages/session.js", JS),
     asset!("js/pages/sessions.js", JS),
     asset!("js/pages/task.js", JS),

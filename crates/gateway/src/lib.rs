@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod origin;
 pub mod quota;
 mod routes;
+mod schedules;
 mod server;
 mod sessions;
 mod stream;

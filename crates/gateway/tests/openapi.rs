@@ -55,13 +55,20 @@ const ROUTES: &[(&str, &str, bool, bool)] = &[
     ("delete", "/v1/webhooks/{id}", true, true),
     ("get", "/v1/webhooks/{id}/deliveries", true, true),
     ("post", "/v1/webhooks/{id}/deliveries/{delivery}/replay", true, true),
+    ("post", "/v1/schedules", true, true),
+    ("get", "/v1/schedules", false, true),
+    ("get", "/v1/schedules/{id}", true, true),
+    ("delete", "/v1/schedules/{id}", true, true),
+    ("post", "/v1/schedules/{id}/pause", true, true),
+    ("post", "/v1/schedules/{id}/resume", true, true),
 ];
 
 /// Operations that never succeed: `GET /mcp` only says that the server offers no stream (405).
 const NO_SUCCESS: &[(&str, &str)] = &[("get", "/mcp")];
 
 /// Success answers without a body: (method, path, status).
-const BODILESS: &[(&str, &str, &str)] = &[("post", "/mcp", "202"), ("delete", "/v1/webhooks/{id}", "204")];
+const BODILESS: &[(&str, &str, &str)] =
+    &[("post", "/mcp", "202"), ("delete", "/v1/webhooks/{id}", "204"), ("delete", "/v1/schedules/{id}", "204")];
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 

@@ -8,6 +8,7 @@ mod approvals;
 mod baseline;
 mod delayed;
 mod fanout;
+mod schedules;
 mod webhooks;
 
 use crate::client::{sse_parser, SseFrame};
@@ -69,6 +70,9 @@ pub struct BenchArgs {
     /// `delayed`: --tasks tasks submitted with a `run_at` each, spread over --seconds once all
     /// are submitted: memory while all are scheduled, and how late after its `run_at` each was
     /// queued and started.
+    /// `schedules`: --tasks schedules of `echo`, each every minute at its own second, watched for
+    /// --seconds: fire accuracy (task created − fire time) p50/p99, missing or repeated fires,
+    /// and the server's memory (docs in bench/schedules.rs).
     #[arg(long, default_value = "tasks")]
     scenario: String,
     /// events scenario: output events per task.
@@ -221,9 +225,11 @@ pub async fn run(mut a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
         "approvals" => approvals::run(a, opts).await,
         "webhooks" => webhooks::run(a, opts).await,
         "delayed" => delayed::run(a, opts).await,
+        "schedules" => schedules::run(a, opts).await,
         other => {
             bail!(
-                "unknown --scenario {other:?}: use tasks, events, burst, baseline, fanout, approvals, webhooks or delayed"
+                "unknown --scenario {other:?}: use tasks, events, burst, baseline, fanout, approvals, webhooks, delayed \
+                 or schedules"
             )
         }
     }

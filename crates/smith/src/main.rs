@@ -10,6 +10,7 @@ mod node;
 mod plan;
 mod procmetrics;
 mod roles;
+mod schedules;
 mod up;
 mod webhooks;
 
@@ -91,6 +92,11 @@ enum Command {
         #[command(subcommand)]
         command: webhooks::WebhooksCommand,
     },
+    /// Cron schedules: create, list, get (with the next fire times), pause, resume, delete.
+    Schedule {
+        #[command(subcommand)]
+        command: schedules::ScheduleCommand,
+    },
     /// Capacity and monthly AWS cost for N agents; `--emit` writes the deployment.
     Plan(plan::PlanArgs),
 }
@@ -134,6 +140,7 @@ fn main() -> ExitCode {
             Command::Keys { command } => keys::keys(command, client).await,
             Command::Audit(args) => keys::audit(args, client).await,
             Command::Webhooks { command } => webhooks::webhooks(command, client).await,
+            Command::Schedule { command } => schedules::schedule(command, client).await,
         }
     });
     match result {

@@ -149,6 +149,7 @@ pub fn install_metrics() -> Result<Metrics> {
     smith_worker::metrics::describe();
     smith_gateway::metrics::describe();
     smith_supervisor::describe_metrics();
+    smith_supervisor::schedules::describe_metrics();
     smith_agents::rss::describe_agent_metrics();
     smith_store::describe_metrics();
     smith_bus::describe_metrics();
@@ -269,6 +270,7 @@ pub fn supervisor_tree(sup: &Supervisor) -> SupervisorSpec {
         .child(child("timers", sup, |s, t| Box::pin(s.timer_loop(t))))
         .child(child("supervisor-heartbeat", sup, |s, t| Box::pin(s.heartbeat_loop(t))))
         .child(child("autoscaler", sup, |s, t| Box::pin(s.scaling_loop(t))))
+        .child(child("schedules", sup, |s, t| Box::pin(s.schedule_loop(t))))
 }
 
 /// The webhook dispatcher: it works only where it holds its lease, so every supervisor runs one.

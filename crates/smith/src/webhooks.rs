@@ -154,7 +154,7 @@ pub async fn webhooks(cmd: WebhooksCommand, opts: ClientOpts) -> Result<ExitCode
 }
 
 /// A path segment, percent-encoded.
-fn encode(segment: &str) -> String {
+pub(crate) fn encode(segment: &str) -> String {
     let mut url = reqwest::Url::parse("http://x/").expect("a valid URL");
     url.path_segments_mut().expect("a base URL").push(segment);
     url.path().trim_start_matches('/').to_string()

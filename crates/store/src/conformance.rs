@@ -116,6 +116,7 @@ macro_rules! store_conformance {
             keys_count_per_tenant_and_tasks_without_a_key_still_run,
             rate_buckets_refill_and_never_grant_more_than_they_hold,
             concurrent_rate_takers_never_exceed_the_rate,
+            a_schedule_fires_each_fire_time_once_with_its_cursor,
         );
     };
     (skip_unless_env = $var:literal, $factory:expr) => {
@@ -3161,4 +3162,125 @@ pub async fn a_parked_attempt_is_unspent_and_holds_its_account(store: S) {
     assert_eq!((again.task.id, again.task.attempt), (t.id, 2));
     let done = store.complete(t.id, 2, vec![], failure(true)).await.unwrap();
     assert_eq!(done.task.status, TaskStatus::Failed, "one attempt spent of one allowed");
+pub async fn a_schedule_fires_each_fire_time_once_with_its_cursor(store: S) {
+    use crate::Fire;
+    use smith_core::schedule::{Overlap, Schedule};
+    let t0 = Micros(1_800_000_000_000_000);
+    let two = Duration::from_secs(2);
+    let schedule = |id: &str, tenant: &str| Schedule {
+        id: id.into(),
+        tenant: tenant.into(),
+        name: format!("{id} every 2 s"),
+        agent: "echo".into(),
+        input: json!({"n": 1}),
+        metadata: json!({"team": "a"}),
+        priority: 3,
+        timeout_ms: Some(60_000),
+        max_attempts: Some(2),
+        cron: "*/2 * * * * *".into(),
+        timezone: "Europe/Berlin".into(),
+        overlap: Overlap::Skip,
+        catchup: Duration::from_secs(60),
+        paused: false,
+        next_fire_at: Some(t0),
+        last_fire_at: None,
+        last_task_id: None,
+        last_task_status: None,
+        skipped: 0,
+        last_skipped_at: None,
+        missed: 0,
+        created_at: Micros(1_000_000),
+        updated_at: Micros(1_000_000),
+    };
+    let a = schedule("sch-a", "acme");
+    let b = Schedule { next_fire_at: Some(t0.plus(Duration::from_secs(3600))), ..schedule("sch-b", "globex") };
+    store.create_schedule(&a).await.unwrap();
+    store.create_schedule(&b).await.unwrap();
+    let dup = store.create_schedule(&a).await;
+    assert!(matches!(&dup, Err(e) if e.code() == Code::Conflict), "{dup:?}");
+    let bad = Schedule { cron: "* *".into(), ..schedule("sch-c", "acme") };
+    assert!(store.create_schedule(&bad).await.is_err(), "a malformed cron is refused");
+    assert_eq!(store.get_schedule("sch-a").await.unwrap().as_ref(), Some(&a), "every field");
+    assert_eq!(store.schedules(Some("acme")).await.unwrap(), vec![a.clone()]);
+    assert_eq!(store.schedules(None).await.unwrap(), vec![a.clone(), b.clone()], "oldest first");
+    assert!(store.get_schedule("nope").await.unwrap().is_none());
+
+    // due: by the cursor, earliest first
+    assert!(store.due_schedules(Micros(t0.0 - 1), 10).await.unwrap().is_empty());
+    assert_eq!(store.next_schedule_fire().await.unwrap(), Some(t0));
+    let due = store.due_schedules(t0, 10).await.unwrap();
+    assert_eq!(due.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["sch-a"]);
+
+    // a fire submits its task and moves the cursor in one write; a second try of it does neither
+    let fire = |from: Micros, task: bool| Fire {
+        schedule: "sch-a".into(),
+        from,
+        to: Some(from.plus(two)),
+        fire_at: from,
+        task: task.then(|| a.task_for(from)),
+        skipped: false,
+        missed: 0,
+    };
+    // a fire whose task is refused (its agent is gone) moves nothing
+    let mut ghost = a.task_for(t0);
+    ghost.agent = "nobody".into();
+    let refused = store.fire_schedule(Fire { task: Some(ghost), ..fire(t0, false) }).await;
+    assert!(matches!(&refused, Err(e) if e.code() == Code::Unprocessable), "{refused:?}");
+    assert_eq!(store.get_schedule("sch-a").await.unwrap().unwrap().next_fire_at, Some(t0), "refused: nothing moved");
+    let first = store.fire_schedule(fire(t0, true)).await.unwrap().expect("a fire that ran");
+    assert!(first.created);
+    assert_eq!(first.task.idempotency_key.as_deref(), Some(smith_core::schedule::fire_key("sch-a", t0).as_str()));
+    assert_eq!((first.task.tenant.as_str(), first.task.priority), ("acme", 3));
+    assert_eq!(first.task.metadata["schedule_id"], json!("sch-a"));
+    let again = store.fire_schedule(fire(t0, true)).await;
+    assert!(matches!(&again, Err(e) if e.code() == Code::Conflict), "a fire time fires once: {again:?}");
+
+    // two leaders firing the next fire time at once: one wins, the other writes nothing
+    let t1 = t0.plus(two);
+    let (x, y) = tokio::join!(store.fire_schedule(fire(t1, true)), store.fire_schedule(fire(t1, true)));
+    let won: Vec<_> = [&x, &y].into_iter().filter(|r| r.is_ok()).collect();
+    assert_eq!(won.len(), 1, "exactly one fire of {t1:?}: {x:?} {y:?}");
+    assert!([&x, &y].iter().any(|r| matches!(r, Err(e) if e.code() == Code::Conflict)));
+    let page = store.list_tasks(&TaskQuery { tenant: Some("acme".into()), limit: 10, ..Default::default() }).await;
+    let keys: HashSet<String> = page.unwrap().items.into_iter().filter_map(|t| t.idempotency_key).collect();
+    assert_eq!(keys.len(), 2, "one task per fire time: {keys:?}");
+    let now = store.get_schedule("sch-a").await.unwrap().unwrap();
+    let second = match (&x, &y) {
+        (Ok(Some(s)), _) | (_, Ok(Some(s))) => s.task.id,
+        _ => unreachable!("one fire won"),
+    };
+    assert_eq!((now.next_fire_at, now.last_fire_at, now.last_task_id), (Some(t1.plus(two)), Some(t1), Some(second)));
+    assert_eq!(now.last_task_status, Some(TaskStatus::Queued), "the last run's status is read with it");
+
+    // a skipped fire and missed ones move the cursor and are counted; no task
+    let t2 = t1.plus(two);
+    let skip = Fire { skipped: true, missed: 3, task: None, ..fire(t2, false) };
+    assert!(store.fire_schedule(skip).await.unwrap().is_none());
+    let now = store.get_schedule("sch-a").await.unwrap().unwrap();
+    assert_eq!((now.skipped, now.missed, now.last_skipped_at), (1, 3, Some(t2)));
+    assert_eq!((now.next_fire_at, now.last_task_id), (Some(t2.plus(two)), Some(second)), "the last run stays");
+
+    // paused: no cursor, not due, not fired; resumed at the cursor given
+    let paused = store.set_schedule_paused("sch-a", true, None).await.unwrap().unwrap();
+    assert!(paused.paused && paused.next_fire_at.is_none());
+    assert!(store
+        .due_schedules(t0.plus(Duration::from_secs(86_400)), 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|s| s.id != "sch-a"));
+    let late = store.fire_schedule(fire(t2.plus(two), true)).await;
+    assert!(matches!(&late, Err(e) if e.code() == Code::Conflict), "{late:?}");
+    let t9 = t0.plus(Duration::from_secs(90));
+    let resumed = store.set_schedule_paused("sch-a", false, Some(t9)).await.unwrap().unwrap();
+    assert_eq!((resumed.paused, resumed.next_fire_at), (false, Some(t9)));
+    assert!(store.set_schedule_paused("nope", true, None).await.unwrap().is_none());
+
+    // deleted: gone, its tasks stay
+    assert!(store.delete_schedule("sch-a").await.unwrap());
+    assert!(!store.delete_schedule("sch-a").await.unwrap());
+    assert!(store.get_schedule("sch-a").await.unwrap().is_none());
+    assert!(store.get_task(first.task.id).await.unwrap().is_some());
+    let gone = store.fire_schedule(fire(t9, true)).await;
+    assert!(matches!(&gone, Err(e) if e.code() == Code::Conflict), "{gone:?}");
 }

@@ -5,13 +5,14 @@
 
 use crate::metrics::{ERRORS, OPERATION_DURATION};
 use crate::{
-    ApprovalQuery, Asked, Change, ClaimRequest, Claimed, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held,
-    PoolStats, QueueStats, RateBucket, RateGrant, RateSpec, RateTake, Result, Session, Store, Submitted, TaskPage,
-    TaskQuery, TenantLoad, UsageBy,
+    ApprovalQuery, Asked, Change, ClaimRequest, Claimed, FeedFilter, FeedPage, Fire, GlobalEvent, GlobalEventQuery,
+    Held, PoolStats, QueueStats, RateBucket, RateGrant, RateSpec, RateTake, Result, Session, Store, Submitted,
+    TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use serde_json::Value;
 use smith_core::approval::{Answer, NewRequest};
+use smith_core::schedule::Schedule;
 use smith_core::{
     AgentDef, AgentSummary, ApiKey, Approval, Artifact, AttemptOutcome, AuditQuery, AuditRecord, Delivery, Event,
     EventDraft, Micros, NewApiKey, NewAuditRecord, NewDelivery, NewTask, Node, NodeStatus, Outcome, Task, TaskId,

@@ -17,6 +17,7 @@ pub mod metrics;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod rates;
+mod schedules;
 pub mod sqlite;
 pub mod timers;
 mod webhooks;
@@ -30,10 +31,12 @@ pub use keys::KeyCaps;
 pub use metrics::{describe_metrics, record_pool_stats};
 pub use timers::AccountHold;
 pub use rates::{RateBucket, RateGrant, RateKind, RateSpec, RateTake};
+pub use schedules::Fire;
 
 use async_trait::async_trait;
 use serde_json::Value;
 use smith_core::approval::{Answer, NewRequest};
+use smith_core::schedule::Schedule;
 use smith_core::{
     AgentDef, AgentSummary, ApiKey, Approval, Artifact, AttemptOutcome, AuditQuery, AuditRecord, Delivery, Event,
     EventDraft, EventKind, Micros, NewApiKey, NewAuditRecord, NewDelivery, NewTask, Node, NodeStatus, Outcome, Task,
@@ -572,6 +575,42 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every bucket, its level brought to now, by account and kind.
     async fn rate_buckets(&self) -> Result<Vec<RateBucket>>;
+    // Schedules: cron timetables the leader fires (docs/schedules.md).
+
+    /// Records a schedule as given (its cursor computed by the caller); `Conflict` if its id
+    /// exists, `InvalidArgument` for what [`smith_core::schedule::check`] refuses.
+    async fn create_schedule(&self, schedule: &Schedule) -> Result<()>;
+
+    /// A schedule, with its last fired task's status.
+    async fn get_schedule(&self, id: &str) -> Result<Option<Schedule>>;
+
+    /// Schedules of one tenant (every tenant with `None`), oldest first.
+    async fn schedules(&self, tenant: Option<&str>) -> Result<Vec<Schedule>>;
+
+    /// Pauses a schedule (`next_fire_at: None`: its cursor is cleared, so nothing fires) or
+    /// resumes it with the cursor given (the first fire after now: fires missed while paused
+    /// are not run). Returns it as it is now; `None` for an unknown id.
+    async fn set_schedule_paused(
+        &self,
+        id: &str,
+        paused: bool,
+        next_fire_at: Option<Micros>,
+    ) -> Result<Option<Schedule>>;
+
+    /// Deletes a schedule (its fired tasks stay); whether it existed.
+    async fn delete_schedule(&self, id: &str) -> Result<bool>;
+
+    /// Unpaused schedules whose next fire is at or before `now`, earliest first, at most `limit`.
+    async fn due_schedules(&self, now: Micros, limit: usize) -> Result<Vec<Schedule>>;
+
+    /// The earliest next fire of any unpaused schedule: when the firing loop must look again.
+    async fn next_schedule_fire(&self) -> Result<Option<Micros>>;
+
+    /// One firing step ([`Fire`]): moves the schedule's cursor from `fire.from` to `fire.to`,
+    /// records the fire (or the skip and the missed fires), and submits its task, all in one
+    /// write. `Conflict` (nothing written) when the cursor is no longer at `from` — another
+    /// leader fired it, or it was paused or deleted. Returns the submission, if the fire ran.
+    async fn fire_schedule(&self, fire: Fire) -> Result<Option<Submitted>>;
 }
 
 /// The task-list cursor of a query: list positions below it (`i64::MAX` for the first page).

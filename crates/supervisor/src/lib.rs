@@ -4,6 +4,7 @@
 
 pub mod scaling;
 mod timers;
+pub mod schedules;
 pub mod tree;
 
 pub use timers::TIMER_EVERY;

@@ -308,6 +308,41 @@ impl Store for Flaky {
 
     async fn rate_buckets(&self) -> Result<Vec<smith_store::RateBucket>> {
         self.inner.rate_buckets().await
+    async fn create_schedule(&self, schedule: &smith_core::schedule::Schedule) -> Result<()> {
+        self.inner.create_schedule(schedule).await
+    }
+
+    async fn get_schedule(&self, id: &str) -> Result<Option<smith_core::schedule::Schedule>> {
+        self.inner.get_schedule(id).await
+    }
+
+    async fn schedules(&self, tenant: Option<&str>) -> Result<Vec<smith_core::schedule::Schedule>> {
+        self.inner.schedules(tenant).await
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        id: &str,
+        paused: bool,
+        next_fire_at: Option<Micros>,
+    ) -> Result<Option<smith_core::schedule::Schedule>> {
+        self.inner.set_schedule_paused(id, paused, next_fire_at).await
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<bool> {
+        self.inner.delete_schedule(id).await
+    }
+
+    async fn due_schedules(&self, now: Micros, limit: usize) -> Result<Vec<smith_core::schedule::Schedule>> {
+        self.inner.due_schedules(now, limit).await
+    }
+
+    async fn next_schedule_fire(&self) -> Result<Option<Micros>> {
+        self.inner.next_schedule_fire().await
+    }
+
+    async fn fire_schedule(&self, fire: smith_store::Fire) -> Result<Option<Submitted>> {
+        self.inner.fire_schedule(fire).await
     }
 }
 

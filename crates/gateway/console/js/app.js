@@ -15,6 +15,7 @@ import * as nodes from './pages/nodes.js';
 import * as scaling from './pages/scaling.js';
 import * as approvals from './pages/approvals.js';
 import * as webhooks from './pages/webhooks.js';
+import * as schedules from './pages/schedules.js';
 
 const ROUTES = [
   [/^\/?$/, overview, 'overview'],
@@ -27,6 +28,7 @@ const ROUTES = [
   [/^\/scaling$/, scaling, 'scaling'],
   [/^\/approvals$/, approvals, 'approvals'],
   [/^\/webhooks$/, webhooks, 'webhooks'],
+  [/^\/schedules$/, schedules, 'schedules'],
 ];
 
 /** What a page gets: its root, an abort signal, timers and cleanups that end with the page. */

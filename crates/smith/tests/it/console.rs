@@ -520,6 +520,25 @@ async fn the_console_watches_and_drives_the_fleet() {
     b.until("its deliveries", "document.querySelectorAll('#delivery-log tr[data-delivery]').length >= 3").await;
     b.shot("webhooks").await;
 
+    // schedules: listed with the next fire; Pause and Resume from the page
+    let (status, sch) = api
+        .post(
+            "/v1/schedules",
+            &json!({"name": "nightly report", "agent": "echo", "cron": "0 30 2 * * *", "timezone": "Europe/Berlin"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{sch}");
+    let sch_path = format!("/v1/schedules/{}", sch["id"].as_str().unwrap());
+    b.show("#/schedules").await;
+    b.until("the schedule with its next fire", "document.querySelector('#schedule-rows').textContent.includes('nightly report') && !!document.querySelector('#schedule-rows .next-fire').textContent.trim()").await;
+    b.shot("schedules").await;
+    b.click("#schedule-rows .schedule-pause").await;
+    b.until("paused", "!!document.querySelector('#schedule-rows .schedule-resume')").await;
+    assert_eq!(api.get(&sch_path).await.1["paused"], true, "the page paused it");
+    b.click("#schedule-rows .schedule-resume").await;
+    b.until("resumed", "!!document.querySelector('#schedule-rows .schedule-pause')").await;
+    assert_eq!(api.get(&sch_path).await.1["paused"], false, "the page resumed it");
+
     // the overview, under some load: its charts have the samples taken since the page loaded
     b.show("#/").await;
     b.until("charts with lines", "document.querySelectorAll('svg.chart path.line').length >= 3").await;

@@ -25,6 +25,7 @@ mod limits;
 mod ops;
 mod plan;
 mod ratelimits;
+mod schedules;
 mod schemathesis;
 mod structured;
 mod tenancy;

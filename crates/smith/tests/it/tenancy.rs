@@ -106,6 +106,12 @@ const RULES: &[(&str, &str, Rule)] = &[
     ("DELETE", "/v1/webhooks/{id}", Rule::OwnObject),
     ("GET", "/v1/webhooks/{id}/deliveries", Rule::OwnObject),
     ("POST", "/v1/webhooks/{id}/deliveries/{delivery}/replay", Rule::OwnObject),
+    ("POST", "/v1/schedules", Rule::Create),
+    ("GET", "/v1/schedules", Rule::TenantList),
+    ("GET", "/v1/schedules/{id}", Rule::OwnObject),
+    ("DELETE", "/v1/schedules/{id}", Rule::OwnObject),
+    ("POST", "/v1/schedules/{id}/pause", Rule::OwnObject),
+    ("POST", "/v1/schedules/{id}/resume", Rule::OwnObject),
 ];
 
 /// `(METHOD, path)` of every operation in an OpenAPI document, by path.
@@ -345,6 +351,8 @@ struct World {
     /// A's webhook subscription (its description holds the marker) and one of its deliveries.
     a_webhook: String,
     a_delivery: String,
+    /// A's schedule (paused; its name and input hold the marker).
+    a_schedule: String,
     /// B's own echo task: B's streams and lists must show it (they work at all).
     b_task: String,
     b_marker: String,
@@ -480,6 +488,11 @@ async fn setup(root: Api, agents: &Agents, stop: &CancellationToken) -> World {
     let (status, body) = a.post("/v1/webhooks", &hook).await;
     assert_eq!(status, 201, "A subscribes a webhook: {body}");
     let a_webhook = body["id"].as_str().expect("webhook id").to_string();
+    let schedule = json!({"name": format!("{marker} schedule"), "agent": "echo", "input": format!("{marker} scheduled"),
+                          "cron": "0 0 1 1 *", "timezone": "Europe/Berlin", "paused": true});
+    let (status, body) = a.post("/v1/schedules", &schedule).await;
+    assert_eq!(status, 201, "A creates a schedule: {body}");
+    let a_schedule = body["id"].as_str().expect("schedule id").to_string();
     let a_task = a
         .submit_id(json!({"agent": "echo", "input": format!("{marker} task"), "idempotency_key": a_idempotency_key}))
         .await;
@@ -550,6 +563,7 @@ async fn setup(root: Api, agents: &Agents, stop: &CancellationToken) -> World {
             ("A's admin key", a_admin_id.clone()),
             ("A's webhook", a_webhook.clone()),
             ("A's webhook delivery", a_delivery.clone()),
+            ("A's schedule", a_schedule.clone()),
         ],
     };
     World {
@@ -568,6 +582,7 @@ async fn setup(root: Api, agents: &Agents, stop: &CancellationToken) -> World {
         a_idempotency_key,
         a_webhook,
         a_delivery,
+        a_schedule,
         b_task,
         b_marker,
         b_streams,
@@ -849,6 +864,7 @@ async fn probe(w: &World, f: &mut Findings, op: &str, rule: Rule) {
         "POST /v1/keys" | "GET /v1/keys" | "POST /v1/keys/{id}/revoke" | "GET /v1/audit" => admin(w, f, op, rule).await,
         "POST /mcp" | "GET /mcp" => agent_facing(w, f, op, rule).await,
         op if op.contains("/v1/webhooks") => webhooks(w, f, op, rule).await,
+        op if op.contains("/v1/schedules") => schedules(w, f, op, rule).await,
         _ => f.fail(op, rule, "a rule but no probe in crates/smith/tests/it/tenancy.rs: write one".into()),
     }
 }
@@ -1205,5 +1221,73 @@ async fn webhooks(w: &World, f: &mut Findings, op: &str, rule: Rule) {
             f.check(status != 404, op, rule, || format!("sanity: A's replay finds nothing: {status} {body}"));
         }
         _ => f.fail(op, rule, "a webhook route without a probe: write one".into()),
+    }
+}
+
+/// Schedules: B never sees, pauses, resumes or deletes A's schedule; B's own schedule is B's;
+/// A's and the platform's answers show A's (the checks bite).
+async fn schedules(w: &World, f: &mut Findings, op: &str, rule: Rule) {
+    let s = &w.secrets;
+    let path = format!("/v1/schedules/{}", w.a_schedule);
+    let not_found = |f: &mut Findings, who: &str, (status, body): (reqwest::StatusCode, Value)| {
+        f.clean(op, rule, who, &body.to_string(), s, &[&w.a_schedule]);
+        f.check(status == 404 && body["error"]["code"] == "not_found", op, rule, || {
+            format!("{who} got {status} (want 404 not_found, as for a missing object): {}", clip(&body.to_string()))
+        });
+    };
+    // A's schedule as A sees it: still there, still paused
+    let a_sees = async || {
+        let (status, body) = w.a.get(&path).await;
+        (status, body)
+    };
+    match op {
+        "POST /v1/schedules" => {
+            let body = json!({"agent": "echo", "input": "globex", "cron": "0 0 1 1 *", "paused": true});
+            let (status, created) = w.b.post("/v1/schedules", &body).await;
+            f.clean(op, rule, "B", &created.to_string(), s, &[]);
+            f.check(status == 201 && created["tenant"] == "globex", op, rule, || {
+                format!("B's new schedule is not B's: {status} {created}")
+            });
+        }
+        "GET /v1/schedules" => {
+            for (who, b) in w.bs() {
+                let (status, body) = b.get("/v1/schedules").await;
+                f.clean(op, rule, who, &body.to_string(), s, &[]);
+                f.check(status == 200, op, rule, || format!("{who}'s schedules: {status} {body}"));
+            }
+            for (who, api) in [("A", &w.a), ("the platform token", &w.root)] {
+                let (_, body) = api.get("/v1/schedules").await;
+                f.check(body.to_string().contains(&w.a_schedule), op, rule, || {
+                    format!("sanity: {who}'s schedules lack A's: {body}")
+                });
+            }
+        }
+        "GET /v1/schedules/{id}" => {
+            for (who, b) in w.bs() {
+                not_found(f, who, b.get(&path).await);
+            }
+            let (status, body) = a_sees().await;
+            f.check(status == 200 && body.to_string().contains(&w.a_schedule), op, rule, || {
+                format!("sanity: A cannot read its schedule: {status} {}", clip(&body.to_string()))
+            });
+        }
+        "DELETE /v1/schedules/{id}" => {
+            for (who, b) in w.bs() {
+                not_found(f, who, b.send(b.request(Method::DELETE, &path)).await);
+            }
+            let (status, _) = a_sees().await;
+            f.check(status == 200, op, rule, || format!("B's delete removed A's schedule: {status}"));
+        }
+        "POST /v1/schedules/{id}/pause" | "POST /v1/schedules/{id}/resume" => {
+            let verb = if op.ends_with("pause") { "pause" } else { "resume" };
+            for (who, b) in w.bs() {
+                not_found(f, who, b.post(&format!("{path}/{verb}"), &json!({})).await);
+            }
+            let (status, body) = a_sees().await;
+            f.check(status == 200 && body["paused"] == true, op, rule, || {
+                format!("B's {verb} changed A's schedule: {status} {}", clip(&body.to_string()))
+            });
+        }
+        _ => f.fail(op, rule, "a schedule route without a probe: write one".into()),
     }
 }

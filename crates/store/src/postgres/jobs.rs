@@ -33,6 +33,9 @@ pub(super) struct Submission {
     pub task: Box<NewTask>,
     /// Boxed: most submissions carry none, and the job stays small in the queue.
     pub audit: Option<Box<NewAuditRecord>>,
+    /// The schedule step this task is the fire of (its `task` moved out to `task`): its cursor
+    /// moves in the same transaction, and the task is not inserted when the cursor moved on.
+    pub fire: Option<Box<crate::Fire>>,
 }
 
 pub(super) struct AppendJob {

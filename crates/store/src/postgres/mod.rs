@@ -24,6 +24,7 @@ mod rates;
 mod reads;
 mod rows;
 mod timers;
+mod schedules;
 mod webhooks;
 mod writer;
 
@@ -38,6 +39,7 @@ use jobs::{
     AnswerJob, AppendJob, CompleteJob, Job, LeaseJob, Op, ParkJob, ReapJob, ReleaseJob, Submission, TimersJob, WaitJob,
 };
 use smith_core::approval::{Answer, NewRequest};
+use smith_core::schedule::Schedule;
 use smith_core::{
     AgentDef, ApiKey, Approval, Artifact, AttemptOutcome, AuditQuery, AuditRecord, Delivery, Event, EventDraft, Micros,
     NewApiKey, NewAuditRecord, NewDelivery, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage, Webhook,
@@ -291,13 +293,13 @@ fn stopped() -> Error {
 impl Store for PgStore {
     async fn submit(&self, task: NewTask) -> Result<Submitted> {
         task.validate()?;
-        self.write(Op::Submit, Submission { task: Box::new(task), audit: None }).await
+        self.write(Op::Submit, Submission { task: Box::new(task), audit: None, fire: None }).await
     }
 
     async fn submit_audited(&self, task: NewTask, audit: NewAuditRecord) -> Result<Submitted> {
         task.validate()?;
         check_audit(&audit)?;
-        self.write(Op::Submit, Submission { task: Box::new(task), audit: Some(Box::new(audit)) }).await
+        self.write(Op::Submit, Submission { task: Box::new(task), audit: Some(Box::new(audit)), fire: None }).await
     }
 
     async fn get_task(&self, id: TaskId) -> Result<Option<Task>> {
@@ -575,6 +577,50 @@ impl Store for PgStore {
             return Err(stopped());
         }
         Ok(())
+    }
+
+    async fn create_schedule(&self, schedule: &Schedule) -> Result<()> {
+        crate::schedules::check(schedule)?;
+        schedules::create(&self.pool, schedule).await
+    }
+
+    async fn get_schedule(&self, id: &str) -> Result<Option<Schedule>> {
+        schedules::get(&self.pool, id).await
+    }
+
+    async fn schedules(&self, tenant: Option<&str>) -> Result<Vec<Schedule>> {
+        schedules::list(&self.pool, tenant).await
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        id: &str,
+        paused: bool,
+        next_fire_at: Option<Micros>,
+    ) -> Result<Option<Schedule>> {
+        schedules::set_paused(&self.pool, id, paused, next_fire_at).await
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<bool> {
+        schedules::delete(&self.pool, id).await
+    }
+
+    async fn due_schedules(&self, now: Micros, limit: usize) -> Result<Vec<Schedule>> {
+        schedules::due(&self.pool, now, limit).await
+    }
+
+    async fn next_schedule_fire(&self) -> Result<Option<Micros>> {
+        schedules::next_fire(&self.pool).await
+    }
+
+    async fn fire_schedule(&self, mut fire: crate::Fire) -> Result<Option<Submitted>> {
+        let Some(task) = fire.task.take() else {
+            schedules::pass_over(&self.pool, &fire).await?;
+            return Ok(None);
+        };
+        task.validate()?;
+        let job = Submission { task: Box::new(task), audit: None, fire: Some(Box::new(fire)) };
+        self.write(Op::Submit, job).await.map(Some)
     }
 
     async fn create_webhook(&self, hook: &Webhook) -> Result<()> {

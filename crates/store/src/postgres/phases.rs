@@ -202,7 +202,9 @@ struct NewRows {
 
 /// The batch's submissions, and the audit records of those that carry one.
 async fn submit(conn: &mut PgConnection, ops: &mut [Op], out: &mut Appends, ctx: &mut Ctx) -> Result<()> {
+    super::schedules::advance(conn, ops).await?;
     submit_tasks(conn, ops, &mut out.events, ctx).await?;
+    super::schedules::link(conn, ops).await?;
     for op in ops.iter_mut() {
         if let Op::Submit(j) = op {
             if let (Some(audit), Some(Ok(submitted))) = (&j.input.audit, &j.out) {
@@ -214,8 +216,12 @@ async fn submit(conn: &mut PgConnection, ops: &mut [Op], out: &mut Appends, ctx:
 }
 
 async fn submit_tasks(conn: &mut PgConnection, ops: &mut [Op], ev: &mut EventBuf, ctx: &mut Ctx) -> Result<()> {
-    let mut jobs: Vec<&mut Job<Submission, Submitted>> =
-        ops.iter_mut().filter_map(|op| if let Op::Submit(j) = op { Some(j) } else { None }).collect();
+    // a fire refused by its schedule's cursor is answered already
+    let mut jobs: Vec<&mut Job<Submission, Submitted>> = ops
+        .iter_mut()
+        .filter_map(|op| if let Op::Submit(j) = op { Some(j) } else { None })
+        .filter(|j| j.out.is_none())
+        .collect();
     if jobs.is_empty() {
         return Ok(());
     }

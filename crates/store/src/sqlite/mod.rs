@@ -12,18 +12,20 @@ mod artifacts;
 mod keys;
 mod ops;
 mod rates;
+mod schedules;
 mod timers;
 mod webhooks;
 
 use crate::access::{check_audit, check_new_key};
 use crate::{
-    AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent,
+    AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, Fire, GlobalEvent,
     GlobalEventQuery, Held, OpenOptions, PoolStats, QueueStats, RateBucket, RateGrant, RateSpec, RateTake, Result,
     Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use smith_core::approval::{Answer, NewRequest};
+use smith_core::schedule::Schedule;
 use smith_core::{
     AgentDef, ApiKey, Approval, Artifact, AttemptOutcome, AuditQuery, AuditRecord, Delivery, Event, EventDraft, Micros,
     NewApiKey, NewAuditRecord, NewDelivery, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage, Webhook,
@@ -48,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0011_timers.sql"),
     include_str!("../../migrations/sqlite/0015_concurrency_keys.sql"),
     include_str!("../../migrations/sqlite/0014_rate_limits.sql"),
+    include_str!("../../migrations/sqlite/0012_schedules.sql"),
 ];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;
@@ -817,6 +820,50 @@ impl Store for SqliteStore {
 
     async fn rate_buckets(&self) -> Result<Vec<RateBucket>> {
         self.read(|c| rates::list(c, Micros::now())).await
+    async fn create_schedule(&self, schedule: &Schedule) -> Result<()> {
+        crate::schedules::check(schedule)?;
+        let schedule = schedule.clone();
+        self.write(move |c| schedules::create(c, &schedule)).await
+    }
+
+    async fn get_schedule(&self, id: &str) -> Result<Option<Schedule>> {
+        let id = id.to_string();
+        self.read(move |c| schedules::get(c, &id)).await
+    }
+
+    async fn schedules(&self, tenant: Option<&str>) -> Result<Vec<Schedule>> {
+        let tenant = tenant.map(str::to_string);
+        self.read(move |c| schedules::list(c, tenant.as_deref())).await
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        id: &str,
+        paused: bool,
+        next_fire_at: Option<Micros>,
+    ) -> Result<Option<Schedule>> {
+        let id = id.to_string();
+        self.write(move |c| schedules::set_paused(c, &id, paused, next_fire_at)).await
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        self.write(move |c| schedules::delete(c, &id)).await
+    }
+
+    async fn due_schedules(&self, now: Micros, limit: usize) -> Result<Vec<Schedule>> {
+        self.read(move |c| schedules::due(c, now, limit)).await
+    }
+
+    async fn next_schedule_fire(&self) -> Result<Option<Micros>> {
+        self.read(schedules::next_fire).await
+    }
+
+    async fn fire_schedule(&self, fire: Fire) -> Result<Option<Submitted>> {
+        if let Some(t) = &fire.task {
+            t.validate()?;
+        }
+        self.write(move |c| schedules::fire(c, &fire)).await
     }
 }
 
