@@ -5,8 +5,8 @@
 
 use crate::metrics::{ERRORS, OPERATION_DURATION};
 use crate::{
-    ApprovalQuery, Asked, Change, ClaimRequest, Claimed, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held,
-    PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
+    ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Cutoff, Expired, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held,
+    PoolStats, Purged, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -299,6 +299,26 @@ impl Store for Instrumented {
 
     async fn task_webhooks_live(&self, since: Micros) -> Result<bool> {
         timed("task_webhooks_live", self.0.task_webhooks_live(since)).await
+    }
+
+    async fn expired_tasks(&self, cutoff: &Cutoff, limit: usize) -> Result<Vec<Expired>> {
+        timed("expired_tasks", self.0.expired_tasks(cutoff, limit)).await
+    }
+
+    async fn purge_tasks(&self, ids: Vec<TaskId>) -> Result<Purged> {
+        timed("purge_tasks", self.0.purge_tasks(ids)).await
+    }
+
+    async fn expired_artifacts(&self, cutoff: &Cutoff, limit: usize) -> Result<Vec<Expired>> {
+        timed("expired_artifacts", self.0.expired_artifacts(cutoff, limit)).await
+    }
+
+    async fn purge_artifacts(&self, records: Vec<(TaskId, String)>) -> Result<u64> {
+        timed("purge_artifacts", self.0.purge_artifacts(records)).await
+    }
+
+    async fn purge_audit(&self, cutoff: &Cutoff, limit: usize) -> Result<u64> {
+        timed("purge_audit", self.0.purge_audit(cutoff, limit)).await
     }
 }
 
@@ -603,6 +623,21 @@ mod tests {
             no()
         }
         async fn task_webhooks_live(&self, _: Micros) -> Result<bool> {
+            no()
+        }
+        async fn expired_tasks(&self, _: &Cutoff, _: usize) -> Result<Vec<Expired>> {
+            no()
+        }
+        async fn purge_tasks(&self, _: Vec<TaskId>) -> Result<Purged> {
+            no()
+        }
+        async fn expired_artifacts(&self, _: &Cutoff, _: usize) -> Result<Vec<Expired>> {
+            no()
+        }
+        async fn purge_artifacts(&self, _: Vec<(TaskId, String)>) -> Result<u64> {
+            no()
+        }
+        async fn purge_audit(&self, _: &Cutoff, _: usize) -> Result<u64> {
             no()
         }
     }

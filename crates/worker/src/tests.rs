@@ -9,6 +9,7 @@ use smith_core::{
     NewApiKey, NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use smith_core::{AttemptOutcome, Delivery, NewDelivery, Webhook};
+use smith_store::{Cutoff, Expired, Purged};
 use smith_store::{
     ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery,
     Held, PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
@@ -296,6 +297,26 @@ impl Store for Flaky {
 
     async fn task_webhooks_live(&self, since: Micros) -> Result<bool> {
         self.inner.task_webhooks_live(since).await
+    }
+
+    async fn expired_tasks(&self, cutoff: &Cutoff, limit: usize) -> Result<Vec<Expired>> {
+        self.inner.expired_tasks(cutoff, limit).await
+    }
+
+    async fn purge_tasks(&self, ids: Vec<TaskId>) -> Result<Purged> {
+        self.inner.purge_tasks(ids).await
+    }
+
+    async fn expired_artifacts(&self, cutoff: &Cutoff, limit: usize) -> Result<Vec<Expired>> {
+        self.inner.expired_artifacts(cutoff, limit).await
+    }
+
+    async fn purge_artifacts(&self, records: Vec<(TaskId, String)>) -> Result<u64> {
+        self.inner.purge_artifacts(records).await
+    }
+
+    async fn purge_audit(&self, cutoff: &Cutoff, limit: usize) -> Result<u64> {
+        self.inner.purge_audit(cutoff, limit).await
     }
 }
 

@@ -23,6 +23,7 @@ mod healing;
 mod limits;
 mod ops;
 mod plan;
+mod retention;
 mod schemathesis;
 mod structured;
 mod tenancy;
