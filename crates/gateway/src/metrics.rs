@@ -28,7 +28,10 @@ pub fn describe() {
     metrics::describe_gauge!(SSE_CONNECTIONS, "Open SSE streams, by kind");
     metrics::describe_counter!(SSE_SLOW_READERS, "SSE readers cut off for not reading");
     metrics::describe_counter!(SSE_LAGGED, "SSE streams that fell behind the live feed and re-read the store");
-    metrics::describe_counter!(SSE_RETENTION, "Feed readers told (a `retention` event) that their cursor was below the retention horizon");
+    metrics::describe_counter!(
+        SSE_RETENTION,
+        "Feed readers told (a `retention` event) that their cursor was below the retention horizon"
+    );
     metrics::describe_counter!(MCP_TOOL_CALLS, "Platform MCP tool calls, by tool and outcome");
     metrics::describe_counter!(DISCOVERIES, "Discoveries shared by agents, by agent");
     // rare events start at 0, so that rate() and increase() see their first occurrence

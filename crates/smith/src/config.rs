@@ -820,6 +820,42 @@ mod tests {
     }
 
     #[test]
+    fn retention_ages_merge_by_tenant_and_bad_values_name_their_key() {
+        assert!(RetentionSection::default().options(None).unwrap().is_none(), "kept forever by default");
+        let f = parse(
+            "[retention]\ntasks = \"30d\"\naudit = \"1y\"\nbatch_size = 50\n\
+             [retention.tenant.acme]\ntasks = \"2d\"\n[retention.tenant.legal]\ntasks = \"forever\"\n",
+        )
+        .unwrap();
+        let o = f.retention.options(None).unwrap().expect("something is deleted");
+        let day = Duration::from_secs(86_400);
+        assert_eq!((o.default.tasks, o.default.artifacts), (Some(day * 30), None));
+        assert_eq!((o.batch, o.every), (50, Duration::from_secs(10)));
+        assert_eq!(o.tenants["acme"].tasks, Some(day * 2));
+        assert_eq!(o.tenants["acme"].audit, o.default.audit, "a key left out takes the default's");
+        assert_eq!(o.tenants["legal"].tasks, None, "forever");
+        for (text, needle) in [
+            ("[retention]\ntasks = \"0s\"", "retention.tasks"),
+            ("[retention]\naudit = \"0s\"", "retention.audit"),
+            ("[retention.tenant.acme]\nartifacts = \"0s\"", "retention.tenant.acme.artifacts"),
+            ("[retention]\nbatch_size = 0", "retention.batch_size"),
+            ("[retention]\nbatch_size = 5001", "retention.batch_size"),
+            ("[retention]\ninterval = 0", "retention.interval"),
+        ] {
+            let err = parse(text).unwrap().retention.options(None).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        for (text, needle) in [
+            ("[retention]\ntasks = \"soon\"", "soon"),
+            ("[retention]\nevents = \"1d\"", "events"),
+            ("[retention.tenant.acme]\nbatch_size = 3", "batch_size"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn limits_have_defaults_and_refuse_zero_and_unknown_keys() {
         let none = LimitsSection::default().output().unwrap();
         assert_eq!((none.bytes, none.events), (64 << 20, 100_000));

@@ -4,8 +4,8 @@
 use anyhow::{anyhow, bail, Context, Result};
 use smith_gateway::tls::ServerCert;
 use smith_gateway::{Gateway, ServeOptions};
-use smith_supervisor::tree::{self, Backoff, ChildSpec, Intensity, Restart, Strategy, SupervisorSpec};
 use smith_supervisor::retention::Retention;
+use smith_supervisor::tree::{self, Backoff, ChildSpec, Intensity, Restart, Strategy, SupervisorSpec};
 use smith_supervisor::Supervisor;
 use smith_worker::Worker;
 use std::net::SocketAddr;

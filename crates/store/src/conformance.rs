@@ -7,8 +7,8 @@
 
 use crate::lifecycle;
 use crate::{
-    ClaimRequest, Claimed, Cutoff, Error, FeedFilter, GlobalEvent, GlobalEventQuery, RunningCaps, Session, Store, TaskQuery,
-    TenantLoad, UsageBy, AUDIT_LIMIT,
+    ClaimRequest, Claimed, Cutoff, Error, FeedFilter, GlobalEvent, GlobalEventQuery, RunningCaps, Session, Store,
+    TaskQuery, TenantLoad, UsageBy, AUDIT_LIMIT,
 };
 use serde_json::{json, Value};
 use smith_core::task::DEFAULT_TENANT;
@@ -3152,7 +3152,10 @@ pub async fn retention_purges_finished_tasks_and_keeps_usage_totals(store: S) {
     let g = store.purge_tasks(vec![g1.id]).await.unwrap();
     assert_eq!(g.tasks, 1);
     assert!(store.feed(0, &reader("globex"), 1000).await.unwrap().horizon > 0);
-    assert_eq!(store.feed(head_before, &FeedFilter::default(), 10).await.unwrap().horizon, g.horizon.max(purged.horizon));
+    assert_eq!(
+        store.feed(head_before, &FeedFilter::default(), 10).await.unwrap().horizon,
+        g.horizon.max(purged.horizon)
+    );
 }
 
 pub async fn retention_never_deletes_the_feeds_newest_event(store: S) {
@@ -3213,8 +3216,13 @@ pub async fn retention_alone_deletes_audit_records(store: S) {
     assert_eq!(acme(50, 2).await, 2, "the limit holds");
     assert_eq!(acme(50, 10).await, 1);
     assert_eq!(acme(50, 10).await, 0);
-    let left: Vec<(i64, String)> =
-        store.audit(&AuditQuery::default()).await.unwrap().into_iter().map(|r| (r.entry.at.0, r.entry.tenant)).collect();
+    let left: Vec<(i64, String)> = store
+        .audit(&AuditQuery::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.entry.at.0, r.entry.tenant))
+        .collect();
     assert_eq!(left, [(at(1).0, "globex".to_string()), (at(100).0, "acme".to_string())], "oldest of acme's went");
     assert_eq!(store.purge_audit(&cutoff(None, &["globex"], at(50)), 10).await.unwrap(), 0, "globex has its own");
     assert_eq!(store.purge_audit(&cutoff(None, &[], at(50)), 10).await.unwrap(), 1);

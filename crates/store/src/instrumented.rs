@@ -5,8 +5,9 @@
 
 use crate::metrics::{ERRORS, OPERATION_DURATION};
 use crate::{
-    ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Cutoff, Expired, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery, Held,
-    PoolStats, Purged, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
+    ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Cutoff, Expired, FeedFilter, FeedPage, GlobalEvent,
+    GlobalEventQuery, Held, PoolStats, Purged, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery,
+    TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use serde_json::Value;

@@ -125,7 +125,7 @@ impl Retention {
                 _ = stop.cancelled() => return Ok(()),
                 pass = self.pass(Micros::now()) => {
                     if pass != Pass::default() {
-                        tracing::info!(?pass, "retention pass deleted expired records");
+                        tracing::debug!(?pass, "retention pass deleted expired records");
                     }
                 }
             }

@@ -46,7 +46,11 @@ async fn usage(root: &Api) -> BTreeMap<String, (u64, u64, f64)> {
         assert_eq!(status, 200, "{body}");
         for i in body["items"].as_array().expect("items") {
             let k = format!("{by}:{}", i["key"].as_str().unwrap());
-            let v = (i["input_tokens"].as_u64().unwrap(), i["output_tokens"].as_u64().unwrap(), i["cost_usd"].as_f64().unwrap());
+            let v = (
+                i["input_tokens"].as_u64().unwrap(),
+                i["output_tokens"].as_u64().unwrap(),
+                i["cost_usd"].as_f64().unwrap(),
+            );
             out.insert(k, v);
         }
     }
@@ -172,7 +176,12 @@ async fn assert_counted(root: &Api) {
         let n: f64 = metrics
             .lines()
             .find_map(|l| l.strip_prefix(&line))
-            .unwrap_or_else(|| panic!("no {line} in the scrape: {:?}", metrics.lines().filter(|l| l.contains("retention")).collect::<Vec<_>>()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {line} in the scrape: {:?}",
+                    metrics.lines().filter(|l| l.contains("retention")).collect::<Vec<_>>()
+                )
+            })
             .parse()
             .unwrap();
         assert!(n > 0.0, "{line}{n}");
@@ -244,7 +253,9 @@ async fn the_sqlite_file_stops_growing_under_a_steady_load() {
         let burst: Vec<_> = (0..25)
             .map(|i| {
                 let api = api.clone();
-                async move { api.post("/v1/tasks", &json!({"agent": "echo", "input": {"n": i, "pad": "x".repeat(512)}})).await }
+                async move {
+                    api.post("/v1/tasks", &json!({"agent": "echo", "input": {"n": i, "pad": "x".repeat(512)}})).await
+                }
             })
             .collect();
         for (status, body) in futures_util::future::join_all(burst).await {
@@ -257,7 +268,8 @@ async fn the_sqlite_file_stops_growing_under_a_steady_load() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let window = |from: f64, to: f64| sizes.iter().filter(|(t, _)| *t >= from && *t < to).map(|s| s.1).max().unwrap_or(0);
+    let window =
+        |from: f64, to: f64| sizes.iter().filter(|(t, _)| *t >= from && *t < to).map(|s| s.1).max().unwrap_or(0);
     let (middle, last) = (window(12.0, 21.0), window(21.0, 31.0));
     let (_, totals) = api.get("/v1/tasks?limit=1").await;
     assert!(totals["items"].is_array());

@@ -27,9 +27,9 @@ mod writer;
 
 use crate::access::{check_audit, check_new_key};
 use crate::{
-    AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Cutoff, Error, Expired, FeedFilter, FeedPage, GlobalEvent,
-    GlobalEventQuery, Held, OpenOptions, PoolStats, Purged, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery,
-    TenantLoad, UsageBy,
+    AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Cutoff, Error, Expired, FeedFilter, FeedPage,
+    GlobalEvent, GlobalEventQuery, Held, OpenOptions, PoolStats, Purged, QueueStats, Result, Session, Store, Submitted,
+    TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use jobs::{AnswerJob, AppendJob, CompleteJob, Job, LeaseJob, Op, ReapJob, ReleaseJob, Submission, WaitJob};

@@ -86,11 +86,10 @@ pub(super) async fn purge_tasks(pool: &PgPool, ids: &[TaskId]) -> Result<Purged>
     );
     let finished: Vec<String> = sqlx::query_scalar(&sql).bind(&asked).fetch_all(&mut *tx).await.map_err(db_error)?;
     // positions are max + 1: the feed's newest event stays, and with it its task for now
-    let head: Option<Option<String>> =
-        sqlx::query_scalar("SELECT task_id::text FROM events ORDER BY pos DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error)?;
+    let head: Option<Option<String>> = sqlx::query_scalar("SELECT task_id::text FROM events ORDER BY pos DESC LIMIT 1")
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
     let head = head.flatten();
     let gone: Vec<String> = finished.into_iter().filter(|id| head.as_ref() != Some(id)).collect();
     let mut out = Purged { kept: (asked.len() - gone.len()) as u64, ..Purged::default() };
@@ -157,10 +156,7 @@ pub(super) async fn purge_artifacts(pool: &PgPool, records: &[(TaskId, String)])
 pub(super) async fn purge_audit(pool: &PgPool, cutoff: &Cutoff, n: usize) -> Result<u64> {
     let mut tx = pool.begin().await.map_err(db_error)?;
     // the trigger lets a DELETE through only while this transaction-local setting is on
-    sqlx::query("SELECT set_config('smith.retention_delete', 'on', true)")
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+    sqlx::query("SELECT set_config('smith.retention_delete', 'on', true)").execute(&mut *tx).await.map_err(db_error)?;
     let sql = format!(
         "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < $1{} \
          AND id < (SELECT max(id) FROM audit) ORDER BY at LIMIT $3)",

@@ -15,9 +15,9 @@ mod webhooks;
 
 use crate::access::{check_audit, check_new_key};
 use crate::{
-    AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Cutoff, Error, Expired, FeedFilter, FeedPage, GlobalEvent,
-    GlobalEventQuery, Held, OpenOptions, PoolStats, Purged, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery,
-    TenantLoad, UsageBy,
+    AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Cutoff, Error, Expired, FeedFilter, FeedPage,
+    GlobalEvent, GlobalEventQuery, Held, OpenOptions, PoolStats, Purged, QueueStats, Result, Session, Store, Submitted,
+    TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
@@ -826,22 +826,26 @@ mod tests {
         assert!(plan.iter().all(|step| !step.starts_with("SCAN")), "{plan:#?}");
     }
 
-    /// The audit log is append-only in the schema too, whatever SQL a future change adds.
-    #[tokio::test]
-    async fn audit_records_cannot_be_changed_or_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = OpenOptions { fsync: false, readers: 1, pool_size: 1 };
-        let store = SqliteStore::open(&dir.path().join("s.db"), &options).await.unwrap();
-        let record = smith_core::NewAuditRecord {
-            at: Micros(1),
+    /// A submission's audit record of tenant acme, dated `at`.
+    fn audit_record(at: i64) -> smith_core::NewAuditRecord {
+        smith_core::NewAuditRecord {
+            at: Micros(at),
             actor: "token".into(),
             tenant: "acme".into(),
             action: "task.submit".into(),
             target: None,
             source: "127.0.0.1:1".into(),
             status: 201,
-        };
-        store.append_audit(record).await.unwrap();
+        }
+    }
+
+    /// The audit log is append-only in the schema too, whatever SQL a future change adds.
+    #[tokio::test]
+    async fn audit_records_cannot_be_changed_or_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = OpenOptions { fsync: false, readers: 1, pool_size: 1 };
+        let store = SqliteStore::open(&dir.path().join("s.db"), &options).await.unwrap();
+        store.append_audit(audit_record(1)).await.unwrap();
         for sql in ["UPDATE audit SET status = 200", "DELETE FROM audit"] {
             let err = store.write(move |c| Ok(c.execute(sql, [])?)).await.unwrap_err();
             assert!(err.to_string().contains("append-only"), "{sql}: {err}");
@@ -859,16 +863,7 @@ mod tests {
         let path = dir.path().join("s.db");
         let store = SqliteStore::open(&path, &options).await.unwrap();
         for at in [1, 2] {
-            let record = smith_core::NewAuditRecord {
-                at: Micros(at),
-                actor: "token".into(),
-                tenant: "acme".into(),
-                action: "task.submit".into(),
-                target: None,
-                source: "127.0.0.1:1".into(),
-                status: 201,
-            };
-            store.append_audit(record).await.unwrap();
+            store.append_audit(audit_record(at)).await.unwrap();
         }
         let other = Connection::open(&path).unwrap();
         for sql in ["DELETE FROM audit", "UPDATE audit SET status = 200"] {

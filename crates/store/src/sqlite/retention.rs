@@ -138,7 +138,10 @@ pub(super) fn purge_tasks(c: &Tx, ids: &[TaskId]) -> Result<Purged> {
         .query_row([], |r| r.get(0))
         .optional()?
         .flatten();
-    let sql = format!("SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?1)) AND status IN ({})", terminal_sql());
+    let sql = format!(
+        "SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?1)) AND status IN ({})",
+        terminal_sql()
+    );
     let finished: Vec<String> = c
         .prepare_cached(&sql)?
         .query_map([serde_json::to_string(&asked).expect("ids serialize")], |r| r.get::<_, String>(0))?
@@ -160,9 +163,9 @@ pub(super) fn purge_tasks(c: &Tx, ids: &[TaskId]) -> Result<Purged> {
         out.tasks = delete("tasks", "id")?;
         reclaim(c)?;
     }
-    out.horizon =
-        c.prepare_cached("SELECT coalesce(max(pos), 0) FROM retention_horizons")?.query_row([], |r| r.get::<_, i64>(0))?
-            as u64;
+    out.horizon = c
+        .prepare_cached("SELECT coalesce(max(pos), 0) FROM retention_horizons")?
+        .query_row([], |r| r.get::<_, i64>(0))? as u64;
     Ok(out)
 }
 
