@@ -6,6 +6,7 @@ pub const TASKS_SUBMITTED: &str = "smith_tasks_submitted_total";
 pub const SSE_CONNECTIONS: &str = "smith_sse_connections";
 pub const SSE_SLOW_READERS: &str = "smith_sse_slow_readers_cut_total";
 pub const SSE_LAGGED: &str = "smith_sse_lagged_total";
+pub const SSE_RETENTION: &str = "smith_sse_retention_events_total";
 pub const MCP_TOOL_CALLS: &str = "smith_mcp_tool_calls_total";
 pub const DISCOVERIES: &str = "smith_discoveries_total";
 pub const EVENT_DELIVERY: &str = "smith_event_delivery_seconds";
@@ -27,11 +28,16 @@ pub fn describe() {
     metrics::describe_gauge!(SSE_CONNECTIONS, "Open SSE streams, by kind");
     metrics::describe_counter!(SSE_SLOW_READERS, "SSE readers cut off for not reading");
     metrics::describe_counter!(SSE_LAGGED, "SSE streams that fell behind the live feed and re-read the store");
+    metrics::describe_counter!(
+        SSE_RETENTION,
+        "Feed readers told (a `retention` event) that their cursor was below the retention horizon"
+    );
     metrics::describe_counter!(MCP_TOOL_CALLS, "Platform MCP tool calls, by tool and outcome");
     metrics::describe_counter!(DISCOVERIES, "Discoveries shared by agents, by agent");
     // rare events start at 0, so that rate() and increase() see their first occurrence
     metrics::counter!(SSE_SLOW_READERS).absolute(0);
     metrics::counter!(SSE_LAGGED).absolute(0);
+    metrics::counter!(SSE_RETENTION).absolute(0);
     metrics::describe_counter!(AUDIT_FAILURES, "Audit records that could not be written (the request's effect stands)");
     metrics::counter!(AUDIT_FAILURES).absolute(0);
     metrics::describe_gauge!(
@@ -104,6 +110,10 @@ pub(crate) fn submitted(agent: &str) {
 
 pub(crate) fn slow_reader_cut() {
     metrics::counter!(SSE_SLOW_READERS).increment(1);
+}
+
+pub(crate) fn retention_told() {
+    metrics::counter!(SSE_RETENTION).increment(1);
 }
 
 pub(crate) fn lagged() {

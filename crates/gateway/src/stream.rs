@@ -1,5 +1,6 @@
 //! Server-Sent-Event streams without gaps or duplicates: a task's events (`id` = seq) and the
-//! all-events feed (`id` = commit-ordered position).
+//! all-events feed (`id` = commit-ordered position). A feed reader whose cursor is below the
+//! retention horizon gets a `retention` event instead of silently missing deleted events.
 //!
 //! Each stream hooks into the hub *first*, then replays from the store, then goes live,
 //! dropping events already sent and filling any gap from the store before sending past it.
@@ -36,6 +37,21 @@ pub type SseBody = Sse<axum::response::sse::KeepAliveStream<ReceiverStream<Frame
 fn frame(id: u64, kind: EventKind, json: &[u8]) -> Frame {
     let data = std::str::from_utf8(json).unwrap_or("{}");
     Ok(SseEvent::default().id(id.to_string()).event(kind.as_str()).data(data))
+}
+
+/// The `retention` event (docs/retention.md): the reader asked for events after `after`, but
+/// retention may have deleted any at or below `horizon`; the stream goes on after it. Its id is
+/// the horizon, so a reader that resumes with it is not told again.
+fn retention_frame(after: u64, horizon: u64) -> Frame {
+    crate::metrics::retention_told();
+    let data = serde_json::json!({
+        "type": "retention",
+        "after": after,
+        "horizon": horizon,
+        "first_position": horizon + 1,
+        "message": "events at or below the horizon may have been deleted by retention; the stream continues after it",
+    });
+    Ok(SseEvent::default().id(horizon.to_string()).event("retention").data(data.to_string()))
 }
 
 fn encode(ev: &Event) -> Bytes {
@@ -337,6 +353,14 @@ async fn replay_feed(state: &AppState, cursor: &mut u64, filter: &FeedFilter, tx
                 return false;
             }
         };
+        if page.horizon > *cursor {
+            // retention deleted events this reader has not seen: say so, and go on from the
+            // horizon (whatever is still stored below it is skipped, as the event says)
+            if !send(tx, retention_frame(*cursor, page.horizon), slow).await {
+                return false;
+            }
+            *cursor = page.horizon;
+        }
         for ev in &page.events {
             if ev.pos <= *cursor {
                 continue;

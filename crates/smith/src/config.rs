@@ -51,6 +51,9 @@ pub struct FileConfig {
     /// (docs/rate-limits.md).
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSection>,
+    /// How long finished tasks, artifacts and audit records are kept (docs/retention.md).
+    #[serde(default)]
+    pub retention: RetentionSection,
 }
 
 /// `[providers.NAME]`: a provider account that agents share.
@@ -92,6 +95,104 @@ pub fn rate_limits(file: &FileConfig, agents: &[AgentDef]) -> Result<BTreeMap<St
         }
     }
     Ok(out)
+}
+
+/// An age limit as written: a duration (`"30d"`, `"12h"`) or `"forever"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Age {
+    Keep(Duration),
+    Forever,
+}
+
+impl<'de> Deserialize<'de> for Age {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Age, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim() == "forever" {
+            return Ok(Age::Forever);
+        }
+        humantime::parse_duration(s.trim()).map(Age::Keep).map_err(|e| {
+            serde::de::Error::custom(format!("invalid age {s:?}: {e} (use e.g. \"30d\", \"12h\", or \"forever\")"))
+        })
+    }
+}
+
+/// The ages of one scope: `[retention]` itself, or `[retention.tenant.NAME]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionAges {
+    /// Finished tasks, with their events, artifacts, approvals and webhook deliveries.
+    pub tasks: Option<Age>,
+    /// Artifacts of finished tasks (records and stored objects); the task stays.
+    pub artifacts: Option<Age>,
+    /// Audit records.
+    pub audit: Option<Age>,
+}
+
+/// `[retention]`: every key optional; unset ages keep everything forever (the default).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    pub tasks: Option<Age>,
+    pub artifacts: Option<Age>,
+    pub audit: Option<Age>,
+    /// Rows one batch deletes at most (default 500, at most 5000).
+    pub batch_size: Option<usize>,
+    /// How often the leading supervisor looks for expired rows (default 10s).
+    #[serde(default, with = "opt_duration")]
+    pub interval: Option<Duration>,
+    /// Ages of one tenant, each replacing the default's (`"forever"` keeps that tenant's).
+    #[serde(default)]
+    pub tenant: BTreeMap<String, RetentionAges>,
+}
+
+impl RetentionSection {
+    /// The leader's retention options, validated; `None` when nothing is ever deleted.
+    pub fn options(
+        &self,
+        storage: Option<std::sync::Arc<dyn smith_artifacts::Storage>>,
+    ) -> Result<Option<smith_supervisor::retention::RetentionOptions>> {
+        use smith_supervisor::retention::{Ages, RetentionOptions};
+        let age = |key: String, a: Option<Age>, default: Option<Duration>| -> Result<Option<Duration>> {
+            match a {
+                None => Ok(default),
+                Some(Age::Forever) => Ok(None),
+                Some(Age::Keep(d)) if d.is_zero() => bail!("{key} must be more than 0 (or \"forever\")"),
+                Some(Age::Keep(d)) => Ok(Some(d)),
+            }
+        };
+        let default = Ages {
+            tasks: age("retention.tasks".into(), self.tasks, None)?,
+            artifacts: age("retention.artifacts".into(), self.artifacts, None)?,
+            audit: age("retention.audit".into(), self.audit, None)?,
+        };
+        let mut tenants = BTreeMap::new();
+        for (name, t) in &self.tenant {
+            if name.is_empty() {
+                bail!("retention.tenant: a tenant name must not be empty");
+            }
+            let key = |k: &str| format!("retention.tenant.{name}.{k}");
+            let ages = Ages {
+                tasks: age(key("tasks"), t.tasks, default.tasks)?,
+                artifacts: age(key("artifacts"), t.artifacts, default.artifacts)?,
+                audit: age(key("audit"), t.audit, default.audit)?,
+            };
+            tenants.insert(name.clone(), ages);
+        }
+        let batch = match self.batch_size {
+            None => 500,
+            Some(n) if n == 0 || n > smith_store::PURGE_LIMIT => {
+                bail!("retention.batch_size must be between 1 and {}, got {n}", smith_store::PURGE_LIMIT)
+            }
+            Some(n) => n,
+        };
+        let every = match self.interval {
+            None => Duration::from_secs(10),
+            Some(d) if d.is_zero() => bail!("retention.interval must be more than 0"),
+            Some(d) => d,
+        };
+        let opts = RetentionOptions { default, tenants, batch, every, storage };
+        Ok((!opts.is_empty()).then_some(opts))
+    }
 }
 
 /// `[webhooks]`: every key optional.
@@ -779,6 +880,42 @@ mod tests {
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn retention_ages_merge_by_tenant_and_bad_values_name_their_key() {
+        assert!(RetentionSection::default().options(None).unwrap().is_none(), "kept forever by default");
+        let f = parse(
+            "[retention]\ntasks = \"30d\"\naudit = \"1y\"\nbatch_size = 50\n\
+             [retention.tenant.acme]\ntasks = \"2d\"\n[retention.tenant.legal]\ntasks = \"forever\"\n",
+        )
+        .unwrap();
+        let o = f.retention.options(None).unwrap().expect("something is deleted");
+        let day = Duration::from_secs(86_400);
+        assert_eq!((o.default.tasks, o.default.artifacts), (Some(day * 30), None));
+        assert_eq!((o.batch, o.every), (50, Duration::from_secs(10)));
+        assert_eq!(o.tenants["acme"].tasks, Some(day * 2));
+        assert_eq!(o.tenants["acme"].audit, o.default.audit, "a key left out takes the default's");
+        assert_eq!(o.tenants["legal"].tasks, None, "forever");
+        for (text, needle) in [
+            ("[retention]\ntasks = \"0s\"", "retention.tasks"),
+            ("[retention]\naudit = \"0s\"", "retention.audit"),
+            ("[retention.tenant.acme]\nartifacts = \"0s\"", "retention.tenant.acme.artifacts"),
+            ("[retention]\nbatch_size = 0", "retention.batch_size"),
+            ("[retention]\nbatch_size = 5001", "retention.batch_size"),
+            ("[retention]\ninterval = 0", "retention.interval"),
+        ] {
+            let err = parse(text).unwrap().retention.options(None).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        for (text, needle) in [
+            ("[retention]\ntasks = \"soon\"", "soon"),
+            ("[retention]\nevents = \"1d\"", "events"),
+            ("[retention.tenant.acme]\nbatch_size = 3", "batch_size"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
         }
     }
 

@@ -4,6 +4,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use smith_gateway::tls::ServerCert;
 use smith_gateway::{Gateway, ServeOptions};
+use smith_supervisor::retention::Retention;
 use smith_supervisor::tree::{self, Backoff, ChildSpec, Intensity, Restart, Strategy, SupervisorSpec};
 use smith_supervisor::Supervisor;
 use smith_worker::Worker;
@@ -263,14 +264,19 @@ fn role(name: &str, strategy: Strategy) -> SupervisorSpec {
     SupervisorSpec::new(name, strategy).intensity(INTENSITY).backoff(BACKOFF)
 }
 
-pub fn supervisor_tree(sup: &Supervisor) -> SupervisorSpec {
-    role("supervisor", Strategy::OneForOne)
+/// The supervisor role's loops; `retention` (docs/retention.md) when `[retention]` deletes anything.
+pub fn supervisor_tree(sup: &Supervisor, retention: Option<&Retention>) -> SupervisorSpec {
+    let spec = role("supervisor", Strategy::OneForOne)
         .child(child("system-events", sup, |s, t| Box::pin(s.system_event_loop(t))))
         .child(child("reaper", sup, |s, t| Box::pin(s.reaper_loop(t))))
         .child(child("timers", sup, |s, t| Box::pin(s.timer_loop(t))))
         .child(child("supervisor-heartbeat", sup, |s, t| Box::pin(s.heartbeat_loop(t))))
         .child(child("autoscaler", sup, |s, t| Box::pin(s.scaling_loop(t))))
-        .child(child("schedules", sup, |s, t| Box::pin(s.schedule_loop(t))))
+        .child(child("schedules", sup, |s, t| Box::pin(s.schedule_loop(t))));
+    match retention {
+        Some(r) => spec.child(child("retention", r, |r, t| Box::pin(r.run_loop(t)))),
+        None => spec,
+    }
 }
 
 /// The webhook dispatcher: it works only where it holds its lease, so every supervisor runs one.

@@ -181,9 +181,13 @@ pub async fn supervisor(args: SupervisorArgs) -> Result<ExitCode> {
     let listener = node::metrics_listener(args.metrics_listen.as_deref(), &b.file, "127.0.0.1:9464").await?;
     let sampler = node::sampler_tree(b.store.clone(), &metrics);
     let hooks = smith_webhooks::Dispatcher::new(b.file.webhooks.options(opts.node_id.clone())?, b.store.clone())?;
+    // retention deletes artifacts' objects from the storage the workers store them in
+    let storage = if b.file.retention.options(None)?.is_some() { b.file.artifacts.open(None).await? } else { None };
+    let retention_opts = b.file.retention.options(storage)?;
     let sup = Supervisor::new(opts, b.store, b.bus);
+    let retention = retention_opts.map(|o| sup.retention(o));
     tracing::info!("smith supervisor running");
-    let mut roles = vec![node::supervisor_tree(&sup), node::webhooks_tree(&hooks), sampler];
+    let mut roles = vec![node::supervisor_tree(&sup, retention.as_ref()), node::webhooks_tree(&hooks), sampler];
     roles.extend(node::metrics_tree(listener, metrics.render.clone()));
     node::run(node::root(roles), sup.observer(), None, Duration::ZERO).await
 }

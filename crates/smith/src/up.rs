@@ -198,6 +198,7 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     sopts.scaling = s.scaling.clone();
     let hooks = smith_webhooks::Dispatcher::new(s.file.webhooks.options(sopts.node_id.clone())?, store.clone())?;
     let supervisor = Supervisor::new(sopts, store.clone(), bus.clone());
+    let retention = s.file.retention.options(artifacts.clone())?.map(|o| supervisor.retention(o));
     // the worker's agent pool follows the autoscaler
     worker.set_target(s.worker.min_agents);
     let follower = worker.clone();
@@ -214,7 +215,7 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     let gateway = Gateway::new(gopts, store.clone(), bus.clone());
 
     let spec = node::root(vec![
-        node::supervisor_tree(&supervisor),
+        node::supervisor_tree(&supervisor, retention.as_ref()),
         node::webhooks_tree(&hooks),
         node::worker_tree(&worker),
         node::gateway_tree(&gateway, listener, serve),

@@ -7,8 +7,8 @@
 
 use crate::lifecycle;
 use crate::{
-    ClaimRequest, Claimed, Error, FeedFilter, GlobalEvent, GlobalEventQuery, RunningCaps, Session, Store, TaskQuery,
-    TenantLoad, UsageBy, AUDIT_LIMIT,
+    ClaimRequest, Claimed, Cutoff, Error, FeedFilter, GlobalEvent, GlobalEventQuery, RunningCaps, Session, Store,
+    TaskQuery, TenantLoad, UsageBy, AUDIT_LIMIT,
 };
 use serde_json::{json, Value};
 use smith_core::task::DEFAULT_TENANT;
@@ -117,6 +117,10 @@ macro_rules! store_conformance {
             rate_buckets_refill_and_never_grant_more_than_they_hold,
             concurrent_rate_takers_never_exceed_the_rate,
             a_schedule_fires_each_fire_time_once_with_its_cursor,
+            retention_purges_finished_tasks_and_keeps_usage_totals,
+            retention_never_deletes_the_feeds_newest_event,
+            retention_purges_artifact_records_of_finished_tasks_only,
+            retention_alone_deletes_audit_records,
         );
     };
     (skip_unless_env = $var:literal, $factory:expr) => {
@@ -3283,4 +3287,209 @@ pub async fn a_schedule_fires_each_fire_time_once_with_its_cursor(store: S) {
     assert!(store.get_task(first.task.id).await.unwrap().is_some());
     let gone = store.fire_schedule(fire(t9, true)).await;
     assert!(matches!(&gone, Err(e) if e.code() == Code::Conflict), "{gone:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retention
+
+/// The cutoff of every tenant at `before`, or of one tenant.
+fn cutoff(tenant: Option<&str>, except: &[&str], before: Micros) -> Cutoff {
+    Cutoff { tenant: tenant.map(str::to_string), except: except.iter().map(|e| e.to_string()).collect(), before }
+}
+
+/// Submits a task of `tenant`, runs it as attempt 1 and finishes it having spent `usage`, with
+/// artifacts named `artifacts` recorded by the attempt.
+async fn finished_with(store: &S, tenant: &str, usage: Usage, artifacts: &[&str]) -> Task {
+    let t = submit_as(store, "llm", tenant, 0).await;
+    let c = claim(store, "w", "llm", 1, LONG).await;
+    assert_eq!(c.first().map(|c| c.task.id), Some(t.id), "the only queued task");
+    let arts: Vec<Artifact> = artifacts
+        .iter()
+        .map(|n| Artifact { name: n.to_string(), size: 2, sha256: "c".repeat(64), created_at: Micros::now() })
+        .collect();
+    if !arts.is_empty() {
+        store.put_artifacts(t.id, 1, arts).await.unwrap();
+    }
+    store.append(t.id, 1, vec![output(1)]).await.unwrap();
+    store.complete(t.id, 1, vec![], Outcome::Succeeded { result: json!(1), usage }).await.unwrap();
+    get(store, t.id).await
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+fn same_usage(a: &[(String, Usage)], b: &[(String, Usage)]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|((ka, ua), (kb, ub))| {
+            ka == kb
+                && ua.input_tokens == ub.input_tokens
+                && ua.output_tokens == ub.output_tokens
+                && close(ua.cost_usd, ub.cost_usd)
+        })
+}
+
+pub async fn retention_purges_finished_tasks_and_keeps_usage_totals(store: S) {
+    alive(&store, "w").await;
+    store.put_agents(&[agent("llm", 1, 10)]).await.unwrap();
+    let spend = |i: u64, o: u64, c: f64| Usage { input_tokens: i, output_tokens: o, cost_usd: c };
+    let a1 = finished_with(&store, "acme", spend(10, 5, 0.5), &["out.txt", "b/c.bin"]).await;
+    let a2 = finished_with(&store, "acme", spend(1, 2, 0.125), &[]).await;
+    let g1 = finished_with(&store, "globex", spend(7, 7, 0.25), &[]).await;
+    let running = submit_as(&store, "llm", "acme", 0).await;
+    claim_one(&store, "w", "llm", LONG).await;
+    store.append(running.id, 1, vec![output(1)]).await.unwrap();
+    let queued = submit_as(&store, "llm", "acme", 0).await;
+    // the newest event is a fleet event: no task of the test holds it
+    store.append_system(json!({"type": "test"})).await.unwrap();
+    let agents_before = store.usage_totals(UsageBy::Agent).await.unwrap();
+    let tenants_before = store.usage_totals(UsageBy::Tenant).await.unwrap();
+    let acme_agents_before: Vec<(String, Usage)> =
+        store.tenant_agents("acme").await.unwrap().into_iter().map(|a| (a.def.name, a.usage)).collect();
+    let day = 86_400_000_000i64;
+    let midnight = Micros(Micros::now().0 - Micros::now().0.rem_euclid(day));
+    let load_before = store.tenant_load("acme", midnight).await.unwrap();
+    assert_eq!(load_before.tokens, 18, "{load_before:?}");
+    let head_before = store.feed_head().await.unwrap();
+    let later = Micros(Micros::now().0 + 1_000_000);
+
+    // candidates: finished only, oldest first, in the cutoff's scope, with their artifacts
+    let every = store.expired_tasks(&cutoff(None, &[], later), 100).await.unwrap();
+    let listed: Vec<TaskId> = every.iter().map(|e| e.id).collect();
+    assert_eq!(listed, [a1.id, a2.id, g1.id], "finished tasks only, oldest first");
+    assert_eq!(every[0].artifacts, ["b/c.bin", "out.txt"]);
+    assert_eq!(every[0].tenant, "acme");
+    assert_eq!(store.expired_tasks(&cutoff(None, &[], later), 1).await.unwrap().len(), 1, "the limit holds");
+    let acme: Vec<TaskId> =
+        store.expired_tasks(&cutoff(Some("acme"), &[], later), 100).await.unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(acme, [a1.id, a2.id], "one tenant's");
+    let others: Vec<TaskId> =
+        store.expired_tasks(&cutoff(None, &["acme"], later), 100).await.unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(others, [g1.id], "every tenant but those with their own ages");
+    let earlier = Micros(a1.finished_at.unwrap().0);
+    assert!(store.expired_tasks(&cutoff(None, &[], earlier), 100).await.unwrap().is_empty(), "finished before");
+
+    // the purge: unfinished tasks are left alone
+    let purged = store.purge_tasks(vec![a1.id, a2.id, running.id, queued.id]).await.unwrap();
+    assert_eq!((purged.tasks, purged.kept, purged.artifacts), (2, 2, 2), "{purged:?}");
+    assert!(purged.events >= 8, "queued, started, output, succeeded of each: {purged:?}");
+    for id in [a1.id, a2.id] {
+        assert!(store.get_task(id).await.unwrap().is_none(), "deleted");
+        assert!(store.events(id, 0, 100).await.unwrap().is_empty());
+        assert!(store.artifacts(id).await.unwrap().is_empty());
+    }
+    assert_eq!(get(&store, running.id).await.status, TaskStatus::Running);
+    assert_eq!(get(&store, queued.id).await.status, TaskStatus::Queued);
+    assert_eq!(store.events(running.id, 0, 100).await.unwrap().len(), 3, "a running task's events stay");
+    assert_eq!(store.tenant_artifact_bytes("acme").await.unwrap(), 0);
+
+    // usage totals did not move: the rollups and the live rows add up to what they were
+    let agents_after = store.usage_totals(UsageBy::Agent).await.unwrap();
+    let tenants_after = store.usage_totals(UsageBy::Tenant).await.unwrap();
+    assert!(same_usage(&agents_before, &agents_after), "{agents_before:?} / {agents_after:?}");
+    assert!(same_usage(&tenants_before, &tenants_after), "{tenants_before:?} / {tenants_after:?}");
+    let acme_agents_after: Vec<(String, Usage)> =
+        store.tenant_agents("acme").await.unwrap().into_iter().map(|a| (a.def.name, a.usage)).collect();
+    assert!(same_usage(&acme_agents_before, &acme_agents_after), "{acme_agents_before:?} / {acme_agents_after:?}");
+    let load_after = store.tenant_load("acme", midnight).await.unwrap();
+    assert_eq!((load_after.tokens, load_after.queued, load_after.running), (18, 1, 1), "{load_after:?}");
+    assert!(close(load_after.cost_usd, load_before.cost_usd), "{load_after:?}");
+    let tomorrow = Micros(midnight.0 + day);
+    assert_eq!(store.tenant_load("acme", tomorrow).await.unwrap().tokens, 0, "rolled up by day");
+    // a second purge of the same ids finds nothing, and the rollups do not count twice
+    let again = store.purge_tasks(vec![a1.id, a2.id]).await.unwrap();
+    assert_eq!((again.tasks, again.kept), (0, 2));
+    assert!(same_usage(&tenants_before, &store.usage_totals(UsageBy::Tenant).await.unwrap()));
+
+    // the feed: positions stand, and each reader is told its own horizon
+    assert_eq!(store.feed_head().await.unwrap(), head_before, "the head never moves back");
+    let platform = store.feed(0, &FeedFilter::default(), 1000).await.unwrap();
+    assert!(purged.horizon > 0 && platform.horizon == purged.horizon, "{purged:?} {platform:?}");
+    assert!(platform.events.iter().all(|e| e.task_id != Some(a1.id) && e.task_id != Some(a2.id)));
+    assert!(platform.events.iter().any(|e| e.task_id == Some(g1.id)), "another tenant's events stay");
+    let reader = |t: &str| FeedFilter { tenant: Some(t.into()), ..Default::default() };
+    assert_eq!(store.feed(0, &reader("acme"), 1000).await.unwrap().horizon, purged.horizon);
+    assert_eq!(store.feed(0, &reader("globex"), 1000).await.unwrap().horizon, 0, "globex lost nothing");
+    let g = store.purge_tasks(vec![g1.id]).await.unwrap();
+    assert_eq!(g.tasks, 1);
+    assert!(store.feed(0, &reader("globex"), 1000).await.unwrap().horizon > 0);
+    assert_eq!(
+        store.feed(head_before, &FeedFilter::default(), 10).await.unwrap().horizon,
+        g.horizon.max(purged.horizon)
+    );
+}
+
+pub async fn retention_never_deletes_the_feeds_newest_event(store: S) {
+    alive(&store, "w").await;
+    store.put_agents(&[agent("llm", 1, 10)]).await.unwrap();
+    let first = finished_with(&store, "acme", Usage::default(), &[]).await;
+    let last = finished_with(&store, "acme", Usage::default(), &[]).await;
+    let head = store.feed_head().await.unwrap();
+    let purged = store.purge_tasks(vec![first.id, last.id]).await.unwrap();
+    assert_eq!((purged.tasks, purged.kept), (1, 1), "the task holding the newest event waits: {purged:?}");
+    assert!(store.get_task(first.id).await.unwrap().is_none());
+    assert_eq!(get(&store, last.id).await.status, TaskStatus::Succeeded);
+    assert_eq!(store.feed_head().await.unwrap(), head);
+    // once a newer event exists it goes, and the next position is still past every old one
+    let e = store.append_system(json!({"type": "later"})).await.unwrap();
+    assert_eq!(e.pos, head + 1, "no position is handed out twice");
+    assert_eq!(store.purge_tasks(vec![last.id]).await.unwrap().tasks, 1);
+    let e = store.append_system(json!({"type": "later"})).await.unwrap();
+    assert_eq!(e.pos, head + 2);
+}
+
+pub async fn retention_purges_artifact_records_of_finished_tasks_only(store: S) {
+    alive(&store, "w").await;
+    store.put_agents(&[agent("llm", 1, 10)]).await.unwrap();
+    let done = finished_with(&store, "acme", Usage::default(), &["a", "b"]).await;
+    let plain = finished_with(&store, "acme", Usage::default(), &[]).await;
+    let running = submit_as(&store, "llm", "acme", 0).await;
+    claim_one(&store, "w", "llm", LONG).await;
+    let art = Artifact { name: "r".into(), size: 1, sha256: "d".repeat(64), created_at: Micros::now() };
+    store.put_artifacts(running.id, 1, vec![art]).await.unwrap();
+    let later = Micros(Micros::now().0 + 1_000_000);
+    let expired = store.expired_artifacts(&cutoff(None, &[], later), 100).await.unwrap();
+    assert_eq!(expired.len(), 1, "finished tasks with artifacts only: {expired:?}");
+    assert_eq!((expired[0].id, expired[0].artifacts.clone()), (done.id, vec!["a".to_string(), "b".to_string()]));
+    assert!(store.expired_artifacts(&cutoff(Some("globex"), &[], later), 100).await.unwrap().is_empty());
+    let n = store
+        .purge_artifacts(vec![(done.id, "a".into()), (done.id, "b".into()), (running.id, "r".into())])
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "a running task's records stay");
+    assert!(store.artifacts(done.id).await.unwrap().is_empty());
+    assert_eq!(store.artifacts(running.id).await.unwrap().len(), 1);
+    assert_eq!(get(&store, done.id).await.status, TaskStatus::Succeeded, "the task itself stays");
+    assert!(store.get_task(plain.id).await.unwrap().is_some());
+    assert!(store.expired_artifacts(&cutoff(None, &[], later), 100).await.unwrap().is_empty());
+}
+
+pub async fn retention_alone_deletes_audit_records(store: S) {
+    let t = Micros(1_700_000_000_000_000);
+    let at = |s: i64| Micros(t.0 + s * 1_000_000);
+    for (s, tenant) in [(0, "acme"), (1, "globex"), (2, "acme"), (3, "acme"), (100, "acme")] {
+        store.append_audit(audit_record(at(s), "token", tenant, "task.submit", None, 201)).await.unwrap();
+    }
+    let acme = |before: i64, limit: usize| {
+        let store = store.clone();
+        async move { store.purge_audit(&cutoff(Some("acme"), &[], at(before)), limit).await.unwrap() }
+    };
+    assert_eq!(acme(50, 2).await, 2, "the limit holds");
+    assert_eq!(acme(50, 10).await, 1);
+    assert_eq!(acme(50, 10).await, 0);
+    let left: Vec<(i64, String)> = store
+        .audit(&AuditQuery::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.entry.at.0, r.entry.tenant))
+        .collect();
+    assert_eq!(left, [(at(1).0, "globex".to_string()), (at(100).0, "acme".to_string())], "oldest of acme's went");
+    assert_eq!(store.purge_audit(&cutoff(None, &["globex"], at(50)), 10).await.unwrap(), 0, "globex has its own");
+    assert_eq!(store.purge_audit(&cutoff(None, &[], at(50)), 10).await.unwrap(), 1);
+    // the newest record stays whatever its age, so appends go on numbered past every deleted one
+    assert_eq!(store.purge_audit(&cutoff(None, &[], at(1000)), 10).await.unwrap(), 0, "the newest stays");
+    let r = store.append_audit(audit_record(at(200), "token", "acme", "task.submit", None, 201)).await.unwrap();
+    assert_eq!(r.id, 6, "{r:?}");
+    assert_eq!(store.purge_audit(&cutoff(None, &[], at(1000)), 10).await.unwrap(), 1);
 }

@@ -5,9 +5,9 @@
 
 use crate::metrics::{ERRORS, OPERATION_DURATION};
 use crate::{
-    ApprovalQuery, Asked, Change, ClaimRequest, Claimed, FeedFilter, FeedPage, Fire, GlobalEvent, GlobalEventQuery,
-    Held, PoolStats, QueueStats, RateBucket, RateGrant, RateSpec, RateTake, Result, Session, Store, Submitted,
-    TaskPage, TaskQuery, TenantLoad, UsageBy,
+    ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Cutoff, Expired, FeedFilter, FeedPage, Fire, GlobalEvent,
+    GlobalEventQuery, Held, PoolStats, Purged, QueueStats, RateBucket, RateGrant, RateSpec, RateTake, Result, Session,
+    Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -332,6 +332,63 @@ impl Store for Instrumented {
     async fn rate_buckets(&self) -> Result<Vec<RateBucket>> {
         timed("rate_buckets", self.0.rate_buckets()).await
     }
+
+    async fn create_schedule(&self, schedule: &Schedule) -> Result<()> {
+        timed("create_schedule", self.0.create_schedule(schedule)).await
+    }
+
+    async fn get_schedule(&self, id: &str) -> Result<Option<Schedule>> {
+        timed("get_schedule", self.0.get_schedule(id)).await
+    }
+
+    async fn schedules(&self, tenant: Option<&str>) -> Result<Vec<Schedule>> {
+        timed("schedules", self.0.schedules(tenant)).await
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        id: &str,
+        paused: bool,
+        next_fire_at: Option<Micros>,
+    ) -> Result<Option<Schedule>> {
+        timed("set_schedule_paused", self.0.set_schedule_paused(id, paused, next_fire_at)).await
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<bool> {
+        timed("delete_schedule", self.0.delete_schedule(id)).await
+    }
+
+    async fn due_schedules(&self, now: Micros, limit: usize) -> Result<Vec<Schedule>> {
+        timed("due_schedules", self.0.due_schedules(now, limit)).await
+    }
+
+    async fn next_schedule_fire(&self) -> Result<Option<Micros>> {
+        timed("next_schedule_fire", self.0.next_schedule_fire()).await
+    }
+
+    async fn fire_schedule(&self, fire: Fire) -> Result<Option<Submitted>> {
+        timed("fire_schedule", self.0.fire_schedule(fire)).await
+    }
+
+    async fn expired_tasks(&self, cutoff: &Cutoff, limit: usize) -> Result<Vec<Expired>> {
+        timed("expired_tasks", self.0.expired_tasks(cutoff, limit)).await
+    }
+
+    async fn purge_tasks(&self, ids: Vec<TaskId>) -> Result<Purged> {
+        timed("purge_tasks", self.0.purge_tasks(ids)).await
+    }
+
+    async fn expired_artifacts(&self, cutoff: &Cutoff, limit: usize) -> Result<Vec<Expired>> {
+        timed("expired_artifacts", self.0.expired_artifacts(cutoff, limit)).await
+    }
+
+    async fn purge_artifacts(&self, records: Vec<(TaskId, String)>) -> Result<u64> {
+        timed("purge_artifacts", self.0.purge_artifacts(records)).await
+    }
+
+    async fn purge_audit(&self, cutoff: &Cutoff, limit: usize) -> Result<u64> {
+        timed("purge_audit", self.0.purge_audit(cutoff, limit)).await
+    }
 }
 
 #[cfg(test)]
@@ -653,6 +710,45 @@ mod tests {
             no()
         }
         async fn rate_buckets(&self) -> Result<Vec<RateBucket>> {
+            no()
+        }
+        async fn create_schedule(&self, _: &Schedule) -> Result<()> {
+            no()
+        }
+        async fn get_schedule(&self, _: &str) -> Result<Option<Schedule>> {
+            no()
+        }
+        async fn schedules(&self, _: Option<&str>) -> Result<Vec<Schedule>> {
+            no()
+        }
+        async fn set_schedule_paused(&self, _: &str, _: bool, _: Option<Micros>) -> Result<Option<Schedule>> {
+            no()
+        }
+        async fn delete_schedule(&self, _: &str) -> Result<bool> {
+            no()
+        }
+        async fn due_schedules(&self, _: Micros, _: usize) -> Result<Vec<Schedule>> {
+            no()
+        }
+        async fn next_schedule_fire(&self) -> Result<Option<Micros>> {
+            no()
+        }
+        async fn fire_schedule(&self, _: crate::Fire) -> Result<Option<Submitted>> {
+            no()
+        }
+        async fn expired_tasks(&self, _: &Cutoff, _: usize) -> Result<Vec<Expired>> {
+            no()
+        }
+        async fn purge_tasks(&self, _: Vec<TaskId>) -> Result<Purged> {
+            no()
+        }
+        async fn expired_artifacts(&self, _: &Cutoff, _: usize) -> Result<Vec<Expired>> {
+            no()
+        }
+        async fn purge_artifacts(&self, _: Vec<(TaskId, String)>) -> Result<u64> {
+            no()
+        }
+        async fn purge_audit(&self, _: &Cutoff, _: usize) -> Result<u64> {
             no()
         }
     }

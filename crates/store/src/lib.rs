@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod postgres;
 mod rates;
 mod schedules;
+mod retention;
 pub mod sqlite;
 pub mod timers;
 mod webhooks;
@@ -32,6 +33,7 @@ pub use metrics::{describe_metrics, record_pool_stats};
 pub use timers::AccountHold;
 pub use rates::{RateBucket, RateGrant, RateKind, RateSpec, RateTake};
 pub use schedules::Fire;
+pub use retention::{Cutoff, Expired, Purged, PURGE_LIMIT};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -192,6 +194,11 @@ pub struct FeedPage {
     pub cursor: u64,
     /// True when the page was cut by the limit and more events may follow at once.
     pub more: bool,
+    /// The reader's retention horizon, read in the page's snapshot: every event of the
+    /// reader's tenant (every tenant's, for the platform) at or below it may have been deleted
+    /// (docs/retention.md). 0 while retention has deleted nothing. A reader whose cursor is
+    /// below it is told so, and continues from it.
+    pub horizon: u64,
 }
 
 /// A session: a multi-turn conversation with one agent. Its turns are the tasks carrying its id.
@@ -364,7 +371,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_session(&self, id: &str) -> Result<Option<Session>>;
 
-    /// Token and cost totals of finished and running attempts, grouped.
+    /// Token and cost totals of finished and running attempts, grouped: the live tasks' usage
+    /// plus the rollups of tasks retention deleted, read in one snapshot.
     async fn usage_totals(&self, by: UsageBy) -> Result<Vec<(String, Usage)>>;
 
     /// What a tenant has in flight and has used since `since` (for quotas): its queued and
@@ -372,8 +380,9 @@ pub trait Store: Send + Sync + 'static {
     /// usage last grew at or after `since` — the usage [`Store::usage_totals`] sums, dated by
     /// the end of the last attempt that spent (a task retried across `since` counts whole).
     /// Its `output_bytes` are the bytes of event data and results (as stored) its tasks wrote
-    /// on the UTC day of `since` or later (counted by day: see [`output_day`]). Cheap: index
-    /// lookups only.
+    /// on the UTC day of `since` or later (counted by day: see [`output_day`]). Usage of tasks
+    /// retention deleted counts from their rollups, by day: a rollup of the UTC day of `since`
+    /// or later counts whole. Cheap: index lookups only.
     async fn tenant_load(&self, tenant: &str, since: Micros) -> Result<TenantLoad>;
 
     /// Records artifacts of a task whose bytes are stored, fenced like [`Store::append`]: only
@@ -510,6 +519,35 @@ pub trait Store: Send + Sync + 'static {
     async fn size_bytes(&self) -> Result<Option<u64>> {
         Ok(None)
     }
+
+    // Retention (docs/retention.md): the leading supervisor's batched deletes.
+
+    /// Finished tasks ([`TaskStatus::is_terminal`]) in the cutoff's scope that finished before
+    /// its time, oldest first, at most `limit` (and [`PURGE_LIMIT`]), each with its artifacts'
+    /// names.
+    async fn expired_tasks(&self, cutoff: &Cutoff, limit: usize) -> Result<Vec<Expired>>;
+
+    /// Deletes finished tasks in one write: first their usage is added to the per
+    /// tenant/agent/day rollups and each tenant's feed horizon is raised to the highest position
+    /// of their events, then the tasks go with their events, artifact records, approvals and
+    /// webhook deliveries. A task not finished is left alone, and so is the task holding the
+    /// feed's newest event (positions are `max + 1`: deleting the newest would hand its
+    /// position out again); both count as [`Purged::kept`].
+    async fn purge_tasks(&self, ids: Vec<TaskId>) -> Result<Purged>;
+
+    /// Finished tasks in the cutoff's scope that finished before its time and still have
+    /// artifact records, oldest first, at most `limit` (and [`PURGE_LIMIT`]), with their names.
+    async fn expired_artifacts(&self, cutoff: &Cutoff, limit: usize) -> Result<Vec<Expired>>;
+
+    /// Deletes artifact records (task, name) of finished tasks (a running task's are left);
+    /// returns how many went.
+    async fn purge_artifacts(&self, records: Vec<(TaskId, String)>) -> Result<u64>;
+
+    /// Deletes up to `limit` (and [`PURGE_LIMIT`]) audit records in the cutoff's scope dated
+    /// before its time, oldest first, in one write: the only deletion the audit log allows
+    /// (its triggers refuse every other UPDATE and DELETE). The newest record always stays, so
+    /// ids (`max + 1`) are never handed out twice. Returns how many went.
+    async fn purge_audit(&self, cutoff: &Cutoff, limit: usize) -> Result<u64>;
 
     // Webhooks: subscriptions, the dispatcher's cursor and its deliveries.
 

@@ -135,7 +135,7 @@ async fn migrations_apply_once_however_many_processes_start_at_once() {
         .fetch_all(&mut conn)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
     let builtins: i64 = sqlx::query_scalar("SELECT count(*) FROM agents").fetch_one(&mut conn).await.unwrap();
     assert_eq!(builtins as usize, AgentDef::builtins().len());
 

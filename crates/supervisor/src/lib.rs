@@ -2,6 +2,7 @@
 //! the fleet duties — detecting dead workers, reaping expired leases, and recording every
 //! restart, escalation and requeue as a `system` event.
 
+pub mod retention;
 pub mod scaling;
 mod timers;
 pub mod schedules;
@@ -116,6 +117,11 @@ impl Supervisor {
             follower: Default::default(),
             heard: Default::default(),
         }
+    }
+
+    /// The retention loop (docs/retention.md), deleting only while this supervisor leads.
+    pub fn retention(&self, opts: retention::RetentionOptions) -> retention::Retention {
+        retention::Retention::new(opts, self.store.clone(), self.leader.clone())
     }
 
     /// Has `f` told every desired slot count the autoscaler computes.
@@ -537,6 +543,7 @@ impl Supervisor {
 /// Describes the supervisor's metrics.
 pub fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge};
+    retention::describe_metrics();
     describe_counter!("smith_supervisor_restarts_total", "Component restarts by the supervision tree, by strategy");
     describe_counter!("smith_supervisor_escalations_total", "Supervisors that gave up and escalated, by strategy");
     describe_gauge!("smith_supervisor_leader", "1 while this supervisor is the leader");

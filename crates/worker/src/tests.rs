@@ -9,6 +9,7 @@ use smith_core::{
     NewApiKey, NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use smith_core::{AttemptOutcome, Delivery, NewDelivery, Webhook};
+use smith_store::{Cutoff, Expired, Purged};
 use smith_store::{
     ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery,
     Held, PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
@@ -160,6 +161,44 @@ impl Store for Flaky {
         self.inner.expired_approvals(now, limit).await
     }
 
+    async fn advance_timers(&self, now: Micros, limit: usize) -> Result<Vec<Change>> {
+        self.inner.advance_timers(now, limit).await
+    }
+
+    async fn park(
+        &self,
+        id: TaskId,
+        attempt: u32,
+        drafts: Vec<EventDraft>,
+        park: smith_store::lifecycle::Park,
+    ) -> Result<Change> {
+        self.inner.park(id, attempt, drafts, park).await
+    }
+
+    async fn account_holds(&self, now: Micros) -> Result<Vec<smith_store::AccountHold>> {
+        self.inner.account_holds(now).await
+    }
+
+    async fn expired_tasks(&self, cutoff: &Cutoff, limit: usize) -> Result<Vec<Expired>> {
+        self.inner.expired_tasks(cutoff, limit).await
+    }
+
+    async fn purge_tasks(&self, ids: Vec<TaskId>) -> Result<Purged> {
+        self.inner.purge_tasks(ids).await
+    }
+
+    async fn expired_artifacts(&self, cutoff: &Cutoff, limit: usize) -> Result<Vec<Expired>> {
+        self.inner.expired_artifacts(cutoff, limit).await
+    }
+
+    async fn purge_artifacts(&self, records: Vec<(TaskId, String)>) -> Result<u64> {
+        self.inner.purge_artifacts(records).await
+    }
+
+    async fn purge_audit(&self, cutoff: &Cutoff, limit: usize) -> Result<u64> {
+        self.inner.purge_audit(cutoff, limit).await
+    }
+
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {
         self.inner.create_api_key(key).await
     }
@@ -308,6 +347,8 @@ impl Store for Flaky {
 
     async fn rate_buckets(&self) -> Result<Vec<smith_store::RateBucket>> {
         self.inner.rate_buckets().await
+    }
+
     async fn create_schedule(&self, schedule: &smith_core::schedule::Schedule) -> Result<()> {
         self.inner.create_schedule(schedule).await
     }

@@ -26,6 +26,7 @@ mod ops;
 mod plan;
 mod ratelimits;
 mod schedules;
+mod retention;
 mod schemathesis;
 mod structured;
 mod tenancy;

@@ -105,15 +105,19 @@ pub(super) async fn audit(pool: &PgPool, q: &AuditQuery) -> Result<Vec<AuditReco
 
 /// Index lookups only: `tasks_tenant_active` for each count (scheduled and parked tasks,
 /// `tasks_tenant_waiting`, count as queued), `tasks_tenant_spent` for the sums, `tenant_output`'s
-/// key for the bytes written from the day of `since` on.
+/// key for the bytes written from the day of `since` on, `usage_rollups`' key for what retention
+/// rolled up from that day on.
 pub(super) async fn tenant_load(pool: &PgPool, tenant: &str, since: Micros) -> Result<TenantLoad> {
     let row = sqlx::query_as(
         "SELECT (SELECT count(*) FROM tasks WHERE tenant = $1 AND status = 'queued') \
                     + (SELECT count(*) FROM tasks WHERE tenant = $1 AND status IN ('scheduled', 'parked')), \
                 (SELECT count(*) FROM tasks WHERE tenant = $1 AND status = 'running'), \
                 (SELECT coalesce(sum(bytes), 0)::int8 FROM tenant_output WHERE tenant = $1 AND day >= $3), \
-                coalesce(sum((usage->>'input_tokens')::int8 + (usage->>'output_tokens')::int8), 0)::int8, \
+                (coalesce(sum((usage->>'input_tokens')::int8 + (usage->>'output_tokens')::int8), 0) \
+                    + (SELECT coalesce(sum(input_tokens + output_tokens), 0) FROM usage_rollups \
+                        WHERE tenant = $1 AND day >= $3))::int8, \
                 coalesce(sum((usage->>'cost_usd')::float8), 0) \
+                    + (SELECT coalesce(sum(cost_usd), 0) FROM usage_rollups WHERE tenant = $1 AND day >= $3) \
          FROM tasks WHERE tenant = $1 AND usage IS NOT NULL AND spent_at >= $2",
     )
     .bind(tenant)

@@ -24,6 +24,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (11, "concurrency_keys", include_str!("../../migrations/postgres/0014_concurrency_keys.sql")),
     (12, "rate_limits", include_str!("../../migrations/postgres/0013_rate_limits.sql")),
     (13, "schedules", include_str!("../../migrations/postgres/0011_schedules.sql")),
+    (14, "retention", include_str!("../../migrations/postgres/0012_retention.sql")),
 ];
 
 /// Serialises migrations across every process sharing the database (`"smithmig"`).

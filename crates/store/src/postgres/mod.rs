@@ -22,6 +22,7 @@ mod migrate;
 mod phases;
 mod rates;
 mod reads;
+mod retention;
 mod rows;
 mod timers;
 mod schedules;
@@ -30,9 +31,9 @@ mod writer;
 
 use crate::access::{check_audit, check_new_key};
 use crate::{
-    AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent,
-    GlobalEventQuery, Held, OpenOptions, PoolStats, QueueStats, RateBucket, RateGrant, RateSpec, RateTake, Result,
-    Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
+    AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Cutoff, Error, Expired, FeedFilter, FeedPage,
+    GlobalEvent, GlobalEventQuery, Held, OpenOptions, PoolStats, Purged, QueueStats, RateBucket, RateGrant,
+    RateSpec, RateTake, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use jobs::{
@@ -546,6 +547,26 @@ impl Store for PgStore {
             .await
             .map_err(db_error)?;
         Ok(Some(size.max(0) as u64))
+    }
+
+    async fn expired_tasks(&self, cutoff: &Cutoff, limit: usize) -> Result<Vec<Expired>> {
+        retention::expired_tasks(&self.pool, cutoff, limit).await
+    }
+
+    async fn purge_tasks(&self, ids: Vec<TaskId>) -> Result<Purged> {
+        retention::purge_tasks(&self.pool, &ids).await
+    }
+
+    async fn expired_artifacts(&self, cutoff: &Cutoff, limit: usize) -> Result<Vec<Expired>> {
+        retention::expired_artifacts(&self.pool, cutoff, limit).await
+    }
+
+    async fn purge_artifacts(&self, records: Vec<(TaskId, String)>) -> Result<u64> {
+        retention::purge_artifacts(&self.pool, &records).await
+    }
+
+    async fn purge_audit(&self, cutoff: &Cutoff, limit: usize) -> Result<u64> {
+        retention::purge_audit(&self.pool, cutoff, limit).await
     }
 
     async fn maintain(&self) -> Result<Option<String>> {

@@ -109,48 +109,48 @@ pub(super) async fn events(pool: &PgPool, id: TaskId, after: u64, n: usize) -> R
 /// position up to the mark is committed and visible in it.
 pub(super) async fn feed(pool: &PgPool, cursor: u64, filter: &FeedFilter, n: usize) -> Result<FeedPage> {
     let mut sql = format!(
-        "WITH head AS (SELECT coalesce(max(pos), 0) AS pos FROM events) \
-         SELECT head.pos AS head, e.* FROM head LEFT JOIN LATERAL ( \
+        "WITH head AS (SELECT coalesce(max(pos), 0) AS pos FROM events), \
+         hz AS (SELECT coalesce(max(pos), 0)::int8 AS pos FROM retention_horizons WHERE $3::text IS NULL OR tenant = $3) \
+         SELECT head.pos AS head, hz.pos AS horizon, e.* FROM head CROSS JOIN hz LEFT JOIN LATERAL ( \
              SELECT {EVENT_COLS} FROM events WHERE pos > $1 AND pos <= head.pos"
     );
-    let mut next = 3;
+    let mut next = 4;
     if !filter.kinds.is_empty() {
         sql.push_str(&format!(" AND kind = ANY(${next}::text[])"));
         next += 1;
     }
     if filter.agent.is_some() {
         sql.push_str(&format!(" AND agent = ${next}"));
-        next += 1;
     }
     if filter.tenant.is_some() {
-        sql.push_str(&format!(" AND {}", crate::visible_sql(&format!("${next}"))));
+        // the reader's tenant is $3, bound for the horizon too
+        sql.push_str(&format!(" AND {}", crate::visible_sql("$3")));
     }
     sql.push_str(" ORDER BY pos LIMIT $2) e ON true ORDER BY e.pos");
     let from = i64::try_from(cursor).unwrap_or(i64::MAX);
-    let mut query = sqlx::query(&sql).bind(from).bind(limit(n));
+    let mut query = sqlx::query(&sql).bind(from).bind(limit(n)).bind(&filter.tenant);
     if !filter.kinds.is_empty() {
         query = query.bind(filter.kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>());
     }
     if let Some(a) = &filter.agent {
         query = query.bind(a);
     }
-    if let Some(t) = &filter.tenant {
-        query = query.bind(t);
-    }
     let rows = query.fetch_all(pool).await.map_err(db_error)?;
     let mut high = 0u64;
+    let mut horizon = 0u64;
     let mut events = Vec::with_capacity(rows.len());
     for r in &rows {
         high = r.try_get::<i64, _>("head").map_err(db_error)? as u64;
+        horizon = r.try_get::<i64, _>("horizon").map_err(db_error)? as u64;
         if r.try_get::<Option<i64>, _>("pos").map_err(db_error)?.is_some() {
             events.push(event_row(r)?);
         }
     }
     if events.len() == n {
         let last = events.last().map(|e| e.pos).unwrap_or(cursor);
-        return Ok(FeedPage { events, cursor: last, more: true });
+        return Ok(FeedPage { events, cursor: last, more: true, horizon });
     }
-    Ok(FeedPage { events, cursor: cursor.max(high), more: false })
+    Ok(FeedPage { events, cursor: cursor.max(high), more: false, horizon })
 }
 
 pub(super) async fn feed_head(pool: &PgPool) -> Result<u64> {
@@ -198,9 +198,12 @@ pub(super) async fn usage_totals(pool: &PgPool, by: UsageBy) -> Result<Vec<(Stri
         UsageBy::Tenant => "tenant",
     };
     let sql = format!(
-        "SELECT {col}, coalesce(sum((usage->>'input_tokens')::int8), 0)::int8, \
-         coalesce(sum((usage->>'output_tokens')::int8), 0)::int8, coalesce(sum((usage->>'cost_usd')::float8), 0) \
-         FROM tasks WHERE usage IS NOT NULL GROUP BY {col} ORDER BY {col}"
+        "SELECT k, sum(i)::int8, sum(o)::int8, sum(c)::float8 FROM ( \
+             SELECT {col} AS k, coalesce(sum((usage->>'input_tokens')::int8), 0) AS i, \
+                 coalesce(sum((usage->>'output_tokens')::int8), 0) AS o, coalesce(sum((usage->>'cost_usd')::float8), 0) AS c \
+             FROM tasks WHERE usage IS NOT NULL GROUP BY {col} \
+             UNION ALL SELECT {col}, sum(input_tokens), sum(output_tokens), sum(cost_usd) FROM usage_rollups GROUP BY {col}) u \
+         GROUP BY k ORDER BY k"
     );
     let rows: Vec<(String, i64, i64, f64)> = sqlx::query_as(&sql).fetch_all(pool).await.map_err(db_error)?;
     Ok(rows
@@ -213,9 +216,13 @@ pub(super) async fn usage_totals(pool: &PgPool, by: UsageBy) -> Result<Vec<(Stri
 /// One tenant's token and cost totals by agent.
 async fn tenant_usage_by_agent(pool: &PgPool, tenant: &str) -> Result<Vec<(String, Usage)>> {
     let rows: Vec<(String, i64, i64, f64)> = sqlx::query_as(
-        "SELECT agent, coalesce(sum((usage->>'input_tokens')::int8), 0)::int8, \
-         coalesce(sum((usage->>'output_tokens')::int8), 0)::int8, coalesce(sum((usage->>'cost_usd')::float8), 0) \
-         FROM tasks WHERE usage IS NOT NULL AND tenant = $1 GROUP BY agent",
+        "SELECT k, sum(i)::int8, sum(o)::int8, sum(c)::float8 FROM ( \
+             SELECT agent AS k, coalesce(sum((usage->>'input_tokens')::int8), 0) AS i, \
+                 coalesce(sum((usage->>'output_tokens')::int8), 0) AS o, coalesce(sum((usage->>'cost_usd')::float8), 0) AS c \
+             FROM tasks WHERE usage IS NOT NULL AND tenant = $1 GROUP BY agent \
+             UNION ALL SELECT agent, sum(input_tokens), sum(output_tokens), sum(cost_usd) FROM usage_rollups \
+                 WHERE tenant = $1 GROUP BY agent) u \
+         GROUP BY k",
     )
     .bind(tenant)
     .fetch_all(pool)

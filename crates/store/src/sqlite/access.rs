@@ -116,14 +116,17 @@ pub(super) fn audit(c: &Connection, q: &AuditQuery) -> Result<Vec<AuditRecord>> 
 /// A tenant's queued and running tasks, what it spent since `?2`, and the bytes its tasks wrote
 /// from day `?3` on (scheduled and parked tasks count as queued). Index lookups only:
 /// `tasks_tenant_active` for each count, `tasks_tenant_waiting` for the waiting ones,
-/// `tasks_tenant_spent` for the sums, `tenant_output`'s key for the bytes (see the test).
+/// `tasks_tenant_spent` for the sums, `tenant_output`'s key for the bytes and `usage_rollups`'
+/// key for what retention rolled up from day `?3` on (see the test).
 pub(super) const TENANT_LOAD: &str = "SELECT \
         (SELECT count(*) FROM tasks WHERE tenant = ?1 AND status = 'queued') \
             + (SELECT count(*) FROM tasks WHERE tenant = ?1 AND status IN ('scheduled', 'parked')), \
         (SELECT count(*) FROM tasks WHERE tenant = ?1 AND status = 'running'), \
         (SELECT coalesce(sum(bytes), 0) FROM tenant_output WHERE tenant = ?1 AND day >= ?3), \
-        coalesce(sum(json_extract(usage, '$.input_tokens') + json_extract(usage, '$.output_tokens')), 0), \
+        coalesce(sum(json_extract(usage, '$.input_tokens') + json_extract(usage, '$.output_tokens')), 0) \
+            + (SELECT coalesce(sum(input_tokens + output_tokens), 0) FROM usage_rollups WHERE tenant = ?1 AND day >= ?3), \
         coalesce(sum(json_extract(usage, '$.cost_usd')), 0.0) \
+            + (SELECT coalesce(sum(cost_usd), 0.0) FROM usage_rollups WHERE tenant = ?1 AND day >= ?3) \
     FROM tasks WHERE tenant = ?1 AND usage IS NOT NULL AND spent_at >= ?2";
 
 pub(super) fn tenant_load(c: &Connection, tenant: &str, since: Micros) -> Result<TenantLoad> {

@@ -12,15 +12,16 @@ mod artifacts;
 mod keys;
 mod ops;
 mod rates;
+mod retention;
 mod schedules;
 mod timers;
 mod webhooks;
 
 use crate::access::{check_audit, check_new_key};
 use crate::{
-    AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, Fire, GlobalEvent,
-    GlobalEventQuery, Held, OpenOptions, PoolStats, QueueStats, RateBucket, RateGrant, RateSpec, RateTake, Result,
-    Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
+    AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Cutoff, Error, Expired, FeedFilter, FeedPage,
+    Fire, GlobalEvent, GlobalEventQuery, Held, OpenOptions, PoolStats, Purged, QueueStats, RateBucket, RateGrant,
+    RateSpec, RateTake, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
@@ -51,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0015_concurrency_keys.sql"),
     include_str!("../../migrations/sqlite/0014_rate_limits.sql"),
     include_str!("../../migrations/sqlite/0012_schedules.sql"),
+    include_str!("../../migrations/sqlite/0013_retention.sql"),
 ];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;
@@ -307,6 +309,8 @@ impl SqliteStore {
         let p = path.clone();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
             let mut conn = open_conn(&p, false, fsync)?;
+            retention::prepare_new(&conn)?;
+            retention::register(&conn)?;
             migrate(&mut conn)?;
             ops::put_agents(&conn, &[])?;
             Ok(conn)
@@ -714,6 +718,29 @@ impl Store for SqliteStore {
         Ok(None)
     }
 
+    async fn expired_tasks(&self, cutoff: &Cutoff, limit: usize) -> Result<Vec<Expired>> {
+        let cutoff = cutoff.clone();
+        self.read(move |c| retention::expired_tasks(c, &cutoff, limit)).await
+    }
+
+    async fn purge_tasks(&self, ids: Vec<TaskId>) -> Result<Purged> {
+        self.write(move |c| retention::purge_tasks(c, &ids)).await
+    }
+
+    async fn expired_artifacts(&self, cutoff: &Cutoff, limit: usize) -> Result<Vec<Expired>> {
+        let cutoff = cutoff.clone();
+        self.read(move |c| retention::expired_artifacts(c, &cutoff, limit)).await
+    }
+
+    async fn purge_artifacts(&self, records: Vec<(TaskId, String)>) -> Result<u64> {
+        self.write(move |c| retention::purge_artifacts(c, &records)).await
+    }
+
+    async fn purge_audit(&self, cutoff: &Cutoff, limit: usize) -> Result<u64> {
+        let cutoff = cutoff.clone();
+        self.write(move |c| retention::purge_audit(c, &cutoff, limit)).await
+    }
+
     async fn size_bytes(&self) -> Result<Option<u64>> {
         let pages: u64 = self
             .read(|c| {
@@ -893,27 +920,56 @@ mod tests {
         assert!(plan.iter().all(|step| !step.starts_with("SCAN")), "{plan:#?}");
     }
 
-    /// The audit log is append-only in the schema too, whatever SQL a future change adds.
-    #[tokio::test]
-    async fn audit_records_cannot_be_changed_or_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = OpenOptions { fsync: false, readers: 1, pool_size: 1 };
-        let store = SqliteStore::open(&dir.path().join("s.db"), &options).await.unwrap();
-        let record = smith_core::NewAuditRecord {
-            at: Micros(1),
+    /// A submission's audit record of tenant acme, dated `at`.
+    fn audit_record(at: i64) -> smith_core::NewAuditRecord {
+        smith_core::NewAuditRecord {
+            at: Micros(at),
             actor: "token".into(),
             tenant: "acme".into(),
             action: "task.submit".into(),
             target: None,
             source: "127.0.0.1:1".into(),
             status: 201,
-        };
-        store.append_audit(record).await.unwrap();
+        }
+    }
+
+    /// The audit log is append-only in the schema too, whatever SQL a future change adds.
+    #[tokio::test]
+    async fn audit_records_cannot_be_changed_or_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = OpenOptions { fsync: false, readers: 1, pool_size: 1 };
+        let store = SqliteStore::open(&dir.path().join("s.db"), &options).await.unwrap();
+        store.append_audit(audit_record(1)).await.unwrap();
         for sql in ["UPDATE audit SET status = 200", "DELETE FROM audit"] {
             let err = store.write(move |c| Ok(c.execute(sql, [])?)).await.unwrap_err();
             assert!(err.to_string().contains("append-only"), "{sql}: {err}");
         }
         assert_eq!(store.audit(&AuditQuery::default()).await.unwrap().len(), 1);
+    }
+
+    /// Retention's guard: only the store's writer, inside the audit purge, may delete an audit
+    /// record; any other connection to the file is refused (it lacks the trigger's function).
+    /// A new file vacuums incrementally.
+    #[tokio::test]
+    async fn only_the_purge_deletes_audit_records_and_new_files_vacuum_incrementally() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = OpenOptions { fsync: false, readers: 1, pool_size: 1 };
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(&path, &options).await.unwrap();
+        for at in [1, 2] {
+            store.append_audit(audit_record(at)).await.unwrap();
+        }
+        let other = Connection::open(&path).unwrap();
+        for sql in ["DELETE FROM audit", "UPDATE audit SET status = 200"] {
+            let err = other.execute(sql, []).unwrap_err().to_string();
+            assert!(err.contains("smith_retention_delete") || err.contains("append-only"), "{sql}: {err}");
+        }
+        let cutoff = crate::Cutoff { tenant: None, except: vec![], before: Micros(10) };
+        assert_eq!(store.purge_audit(&cutoff, 10).await.unwrap(), 1, "the newest stays");
+        let err = store.write(|c| Ok(c.execute("DELETE FROM audit", [])?)).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "the flag is down again: {err}");
+        let mode: i64 = other.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, 2, "incremental");
     }
 
     /// A fresh store with a scratch table `t (v INTEGER NOT NULL)`; the dir lives as long as it.

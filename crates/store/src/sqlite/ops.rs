@@ -596,8 +596,12 @@ pub(super) fn feed(c: &Connection, cursor: u64, filter: &FeedFilter, limit: usiz
 fn feed_in_snapshot(c: &Connection, cursor: u64, filter: &FeedFilter, limit: usize) -> Result<FeedPage> {
     let high: i64 = c.prepare_cached("SELECT coalesce(max(pos), 0) FROM events")?.query_row([], |r| r.get(0))?;
     let high = high as u64;
+    let horizon: i64 = c
+        .prepare_cached("SELECT coalesce(max(pos), 0) FROM retention_horizons WHERE ?1 IS NULL OR tenant = ?1")?
+        .query_row([&filter.tenant], |r| r.get(0))?;
+    let horizon = horizon as u64;
     if high <= cursor {
-        return Ok(FeedPage { events: Vec::new(), cursor: cursor.max(high), more: false });
+        return Ok(FeedPage { events: Vec::new(), cursor: cursor.max(high), more: false, horizon });
     }
     let mut sql = format!("SELECT {EVENT_COLS} FROM events WHERE pos > ?1 AND pos <= ?2");
     if !filter.kinds.is_empty() {
@@ -622,9 +626,9 @@ fn feed_in_snapshot(c: &Connection, cursor: u64, filter: &FeedFilter, limit: usi
         .collect::<rusqlite::Result<_>>()?;
     if events.len() == limit {
         let last = events.last().map(|e| e.pos).unwrap_or(cursor);
-        return Ok(FeedPage { events, cursor: last, more: true });
+        return Ok(FeedPage { events, cursor: last, more: true, horizon });
     }
-    Ok(FeedPage { events, cursor: high, more: false })
+    Ok(FeedPage { events, cursor: high, more: false, horizon })
 }
 
 pub(super) fn append_global(c: &Connection, e: &GlobalEvent, now: Micros) -> Result<Event> {
@@ -710,8 +714,12 @@ pub(super) fn usage_totals(c: &Connection, by: UsageBy) -> Result<Vec<(String, U
         UsageBy::Tenant => "tenant",
     };
     let sql = format!(
-        "SELECT {col}, sum(json_extract(usage, '$.input_tokens')), sum(json_extract(usage, '$.output_tokens')), \
-         sum(json_extract(usage, '$.cost_usd')) FROM tasks WHERE usage IS NOT NULL GROUP BY {col} ORDER BY {col}"
+        "SELECT k, sum(i), sum(o), sum(c) FROM ( \
+             SELECT {col} AS k, sum(json_extract(usage, '$.input_tokens')) AS i, \
+                 sum(json_extract(usage, '$.output_tokens')) AS o, sum(json_extract(usage, '$.cost_usd')) AS c \
+             FROM tasks WHERE usage IS NOT NULL GROUP BY {col} \
+             UNION ALL SELECT {col}, sum(input_tokens), sum(output_tokens), sum(cost_usd) FROM usage_rollups GROUP BY {col}) \
+         GROUP BY k ORDER BY k"
     );
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt.query_map([], named_usage)?;
@@ -721,8 +729,13 @@ pub(super) fn usage_totals(c: &Connection, by: UsageBy) -> Result<Vec<(String, U
 /// One tenant's token and cost totals by agent.
 fn tenant_usage_by_agent(c: &Connection, tenant: &str) -> Result<Vec<(String, Usage)>> {
     let mut stmt = c.prepare_cached(
-        "SELECT agent, sum(json_extract(usage, '$.input_tokens')), sum(json_extract(usage, '$.output_tokens')), \
-         sum(json_extract(usage, '$.cost_usd')) FROM tasks WHERE usage IS NOT NULL AND tenant = ?1 GROUP BY agent",
+        "SELECT k, sum(i), sum(o), sum(c) FROM ( \
+             SELECT agent AS k, sum(json_extract(usage, '$.input_tokens')) AS i, \
+                 sum(json_extract(usage, '$.output_tokens')) AS o, sum(json_extract(usage, '$.cost_usd')) AS c \
+             FROM tasks WHERE usage IS NOT NULL AND tenant = ?1 GROUP BY agent \
+             UNION ALL SELECT agent, sum(input_tokens), sum(output_tokens), sum(cost_usd) FROM usage_rollups \
+                 WHERE tenant = ?1 GROUP BY agent) \
+         GROUP BY k",
     )?;
     let rows = stmt.query_map([tenant], named_usage)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
