@@ -17,7 +17,7 @@ use smith_core::Micros;
 use sqlx::{PgConnection, Row};
 use std::collections::HashMap;
 
-/// A task's concurrency key, as the indexes of migration 0014 spell it.
+/// A task's concurrency key, as the indexes of migration 0011 spell it.
 const KEY: &str = "(t.options->>'concurrency_key')";
 
 /// Keys of agent `$1` with queued tasks after (`$2`, `$3`) — `bounded`: up to (`$4`, `$5`);

@@ -21,10 +21,10 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (8, "approvals", include_str!("../../migrations/postgres/0008_approvals.sql")),
     (9, "webhooks", include_str!("../../migrations/postgres/0009_webhooks.sql")),
     (10, "timers", include_str!("../../migrations/postgres/0010_timers.sql")),
-    (11, "concurrency_keys", include_str!("../../migrations/postgres/0014_concurrency_keys.sql")),
-    (12, "rate_limits", include_str!("../../migrations/postgres/0013_rate_limits.sql")),
-    (13, "schedules", include_str!("../../migrations/postgres/0011_schedules.sql")),
-    (14, "retention", include_str!("../../migrations/postgres/0012_retention.sql")),
+    (11, "concurrency_keys", include_str!("../../migrations/postgres/0011_concurrency_keys.sql")),
+    (12, "rate_limits", include_str!("../../migrations/postgres/0012_rate_limits.sql")),
+    (13, "schedules", include_str!("../../migrations/postgres/0013_schedules.sql")),
+    (14, "retention", include_str!("../../migrations/postgres/0014_retention.sql")),
 ];
 
 /// Serialises migrations across every process sharing the database (`"smithmig"`).

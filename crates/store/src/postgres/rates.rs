@@ -1,6 +1,6 @@
 //! Fleet-wide rate buckets in the PostgreSQL store: each call one short statement on the pool,
 //! never queued behind the writer's batches, dated on the database's clock. A take is
-//! `smith_rate_take` (migration 0013), which locks the bucket's row, so concurrent takers
+//! `smith_rate_take` (migration 0012), which locks the bucket's row, so concurrent takers
 //! from every process are serialized on it and never grant more than it held.
 
 use super::db_error;

@@ -49,10 +49,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0009_approvals.sql"),
     include_str!("../../migrations/sqlite/0010_webhooks.sql"),
     include_str!("../../migrations/sqlite/0011_timers.sql"),
-    include_str!("../../migrations/sqlite/0015_concurrency_keys.sql"),
-    include_str!("../../migrations/sqlite/0014_rate_limits.sql"),
-    include_str!("../../migrations/sqlite/0012_schedules.sql"),
-    include_str!("../../migrations/sqlite/0013_retention.sql"),
+    include_str!("../../migrations/sqlite/0012_concurrency_keys.sql"),
+    include_str!("../../migrations/sqlite/0013_rate_limits.sql"),
+    include_str!("../../migrations/sqlite/0014_schedules.sql"),
+    include_str!("../../migrations/sqlite/0015_retention.sql"),
 ];
 /// Closures per transaction at most; bounds one batch's latency.
 const MAX_BATCH: usize = 512;
