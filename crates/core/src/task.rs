@@ -341,6 +341,7 @@ impl NewTask {
                     MAX_TTL.as_secs() / 86_400
                 )));
             }
+        }
         if let Some(k) = &self.concurrency_key {
             crate::concurrency::check_key(k)?;
         }

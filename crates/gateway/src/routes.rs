@@ -110,6 +110,7 @@ struct SubmitRequest {
     /// End `expired` if not started this long after it may start.
     #[serde(default, with = "smith_core::time::duration::option")]
     ttl: Option<std::time::Duration>,
+    concurrency_key: Option<String>,
 }
 
 /// When a submission asks to start: `run_at`, or `delay` from now; never both.
@@ -124,7 +125,6 @@ pub(crate) fn start_time(run_at: Option<Micros>, delay: Option<std::time::Durati
         (None, Some(d)) => Ok(Some(Micros::now().plus(d))),
         (None, None) => Ok(None),
     }
-    concurrency_key: Option<String>,
 }
 
 async fn submit(

@@ -3166,6 +3166,8 @@ pub async fn a_parked_attempt_is_unspent_and_holds_its_account(store: S) {
     assert_eq!((again.task.id, again.task.attempt), (t.id, 2));
     let done = store.complete(t.id, 2, vec![], failure(true)).await.unwrap();
     assert_eq!(done.task.status, TaskStatus::Failed, "one attempt spent of one allowed");
+}
+
 pub async fn a_schedule_fires_each_fire_time_once_with_its_cursor(store: S) {
     use crate::Fire;
     use smith_core::schedule::{Overlap, Schedule};

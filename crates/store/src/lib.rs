@@ -17,8 +17,8 @@ pub mod metrics;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod rates;
-mod schedules;
 mod retention;
+mod schedules;
 pub mod sqlite;
 pub mod timers;
 mod webhooks;
@@ -30,10 +30,10 @@ pub use error::{Error, Result};
 pub use instrumented::{instrument, Instrumented};
 pub use keys::KeyCaps;
 pub use metrics::{describe_metrics, record_pool_stats};
-pub use timers::AccountHold;
 pub use rates::{RateBucket, RateGrant, RateKind, RateSpec, RateTake};
-pub use schedules::Fire;
 pub use retention::{Cutoff, Expired, Purged, PURGE_LIMIT};
+pub use schedules::Fire;
+pub use timers::AccountHold;
 
 use async_trait::async_trait;
 use serde_json::Value;

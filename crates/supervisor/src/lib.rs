@@ -4,8 +4,8 @@
 
 pub mod retention;
 pub mod scaling;
-mod timers;
 pub mod schedules;
+mod timers;
 pub mod tree;
 
 pub use timers::TIMER_EVERY;

@@ -9,11 +9,11 @@ use smith_core::{
     NewApiKey, NewAuditRecord, NewTask, Node, NodeStatus, Outcome, Task, TaskId, Usage,
 };
 use smith_core::{AttemptOutcome, Delivery, NewDelivery, Webhook};
-use smith_store::{Cutoff, Expired, Purged};
 use smith_store::{
     ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Error, FeedFilter, FeedPage, GlobalEvent, GlobalEventQuery,
     Held, PoolStats, QueueStats, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
+use smith_store::{Cutoff, Expired, Purged};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

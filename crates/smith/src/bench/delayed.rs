@@ -34,7 +34,7 @@ pub(super) async fn run(a: BenchArgs, opts: ClientOpts) -> Result<ExitCode> {
     // the first run_at leaves room to submit them all at the planned rate
     let first = Micros::now().plus(Duration::from_secs_f64(10.0 + n as f64 / PLANNED_RATE));
     let step = window.as_micros() as i64 / n.max(1) as i64;
-    let run_at = |i: usize| Micros(first.0 + step * i as i64);
+    let run_at = move |i: usize| Micros(first.0 + step * i as i64);
 
     let begun = Instant::now();
     let mut submitters = tokio::task::JoinSet::new();

@@ -24,16 +24,16 @@ mod rates;
 mod reads;
 mod retention;
 mod rows;
-mod timers;
 mod schedules;
+mod timers;
 mod webhooks;
 mod writer;
 
 use crate::access::{check_audit, check_new_key};
 use crate::{
     AgentSummary, ApprovalQuery, Asked, Change, ClaimRequest, Claimed, Cutoff, Error, Expired, FeedFilter, FeedPage,
-    GlobalEvent, GlobalEventQuery, Held, OpenOptions, PoolStats, Purged, QueueStats, RateBucket, RateGrant,
-    RateSpec, RateTake, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
+    GlobalEvent, GlobalEventQuery, Held, OpenOptions, PoolStats, Purged, QueueStats, RateBucket, RateGrant, RateSpec,
+    RateTake, Result, Session, Store, Submitted, TaskPage, TaskQuery, TenantLoad, UsageBy,
 };
 use async_trait::async_trait;
 use jobs::{

@@ -847,6 +847,8 @@ impl Store for SqliteStore {
 
     async fn rate_buckets(&self) -> Result<Vec<RateBucket>> {
         self.read(|c| rates::list(c, Micros::now())).await
+    }
+
     async fn create_schedule(&self, schedule: &Schedule) -> Result<()> {
         crate::schedules::check(schedule)?;
         let schedule = schedule.clone();
