@@ -146,7 +146,8 @@ async fn a_claude_run_at_its_usage_limit_parks_and_resumes_its_session() {
     let dir = tempfile::tempdir().unwrap();
     let claude = fake_claude(dir.path());
     let config = format!(
-        "[agents.coder]\nexecutor = \"claude-code\"\ncommand = \"{claude}\"\nmax_attempts = 1\naccount = \"team-max\"\n"
+        "[providers.team-max]\n\n[agents.coder]\nexecutor = \"claude-code\"\ncommand = \"{claude}\"\nmax_attempts = 1\n\
+         account = \"team-max\"\n"
     );
     let smith = Smith::start(Opts::new().config(&config)).await;
     let api = smith.api();
@@ -187,7 +188,8 @@ async fn a_provider_limit_parks_every_task_of_its_account_until_the_reset() {
             mock.url
         )
     };
-    let smith = Smith::start(Opts::new().config(&format!("{}{}", agent("writer"), agent("reviewer")))).await;
+    let config = format!("[providers.shared-key]\n\n{}{}", agent("writer"), agent("reviewer"));
+    let smith = Smith::start(Opts::new().config(&config)).await;
     let api = smith.api();
     let id = api.submit_id(json!({"agent": "writer", "input": "LIMIT one"})).await;
     let parked = api.wait_status(&id, "parked", WAIT).await;
