@@ -334,8 +334,8 @@ async fn messages(State(state): State<Arc<MockState>>, Json(body): Json<Value>) 
     let first = first_user(&body);
     if first.contains("LIMIT") {
         let mut limited = state.limited.lock().unwrap();
-        if !limited.contains_key(&first) {
-            limited.insert(first, std::time::Instant::now());
+        if let std::collections::hash_map::Entry::Vacant(e) = limited.entry(first) {
+            e.insert(std::time::Instant::now());
             let err = json!({"type": "error", "error": {"type": "rate_limit_error", "message": "usage limit reached"}});
             return (axum::http::StatusCode::TOO_MANY_REQUESTS, [("retry-after", "3")], Json(err)).into_response();
         }
