@@ -3349,7 +3349,9 @@ pub async fn retention_purges_finished_tasks_and_keeps_usage_totals(store: S) {
     let acme_agents_before: Vec<(String, Usage)> =
         store.tenant_agents("acme").await.unwrap().into_iter().map(|a| (a.def.name, a.usage)).collect();
     let day = 86_400_000_000i64;
-    let midnight = Micros(Micros::now().0 - Micros::now().0.rem_euclid(day));
+    // one reading of the clock: two would put "midnight" a microsecond before the day began
+    let now = Micros::now().0;
+    let midnight = Micros(now - now.rem_euclid(day));
     let load_before = store.tenant_load("acme", midnight).await.unwrap();
     assert_eq!(load_before.tokens, 18, "{load_before:?}");
     let head_before = store.feed_head().await.unwrap();
