@@ -139,12 +139,12 @@ impl Account {
     /// cancelled first.
     pub async fn acquire(&self, tokens: u64, cancel: &CancellationToken) -> bool {
         if let Some(r) = &self.requests {
-            if !r.request(&self.name, cancel).await {
+            if !r.units(&self.name, 1, cancel).await {
                 return false;
             }
         }
         match (&self.tokens, tokens) {
-            (Some(t), n) if n > 0 => t.tokens(&self.name, n, cancel).await,
+            (Some(t), n) if n > 0 => t.units(&self.name, t.whole_take(n), cancel).await,
             _ => true,
         }
     }
@@ -249,8 +249,11 @@ impl Bucket {
         n.min(self.spec.capacity.floor() as u64)
     }
 
-    async fn request(&self, account: &str, cancel: &CancellationToken) -> bool {
-        // counted until this request is let through or gives up, dropped futures included
+    /// Waits for `n` units (a request is one), taken from this worker's share or, when it has
+    /// too few, from the store; false when cancelled first.
+    async fn units(&self, account: &str, n: u64, cancel: &CancellationToken) -> bool {
+        // counted until let through or given up (dropped futures included): a take asks for
+        // every waiting caller's units
         struct Waiting<'a>(&'a AtomicUsize);
         impl Drop for Waiting<'_> {
             fn drop(&mut self) {
@@ -259,71 +262,7 @@ impl Bucket {
         }
         self.waiting.fetch_add(1, Ordering::AcqRel);
         let _waiting = Waiting(&self.waiting);
-        self.request_waiting(account, cancel).await
-    }
-
-    async fn request_waiting(&self, account: &str, cancel: &CancellationToken) -> bool {
-        let locked = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => None,
-            share = self.share.lock() => Some(share),
-        };
-        let Some(mut share) = locked else { return false };
-        let mut waited: Option<Instant> = None;
-        let ok = loop {
-            let now = Instant::now();
-            if share.left > 0 && now < share.until {
-                share.left -= 1;
-                if share.left == 0 {
-                    // spent within its lease: ask for more next time
-                    let ask = self.ask.load(Ordering::Acquire);
-                    self.ask.store((ask * 2).min(MAX_SHARE), Ordering::Release);
-                }
-                break true;
-            }
-            if share.left > 0 {
-                metrics::rate_forfeited(account, self.kind(), share.left);
-                share.left = 0;
-                let ask = self.ask.load(Ordering::Acquire);
-                self.ask.store((ask / 2).max(1), Ordering::Release);
-            }
-            // this request and those queued behind it, or what recent shares say it will need
-            let waiting = self.waiting.load(Ordering::Acquire) as u64;
-            let want = waiting.max(self.ask.load(Ordering::Acquire)).clamp(1, MAX_SHARE);
-            let take = RateTake { account: account.to_string(), kind: self.spec.kind, want, min: 1, adjust: 0 };
-            let wait = match self.take(&take).await {
-                Some(g) if g.granted > 0 => {
-                    metrics::rate_taken(account, self.kind(), g.granted);
-                    *share = Share { left: g.granted - 1, until: Instant::now() + SHARE_LEASE };
-                    break true;
-                }
-                Some(g) => self.wait_for(1.0, g.level),
-                None => ERROR_WAIT,
-            };
-            waited.get_or_insert(now);
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => break false,
-                _ = tokio::time::sleep(wait) => {}
-            }
-        };
-        if let Some(since) = waited {
-            metrics::rate_waited(account, self.kind(), since.elapsed());
-        }
-        ok
-    }
-
-    async fn tokens(&self, account: &str, n: u64, cancel: &CancellationToken) -> bool {
-        let n = self.whole_take(n);
-        // counted like requests: a take asks for the estimates of every request waiting here
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-        let _waiting = Waiting(&self.waiting);
+        let requests = self.spec.kind == RateKind::Requests;
         let mut share = tokio::select! {
             biased;
             _ = cancel.cancelled() => return false,
@@ -334,15 +273,28 @@ impl Bucket {
             let now = Instant::now();
             if share.left >= n && now < share.until {
                 share.left -= n;
+                if requests && share.left == 0 {
+                    // spent within its lease: ask for more next time
+                    self.ask.store((self.ask.load(Ordering::Acquire) * 2).min(MAX_SHARE), Ordering::Release);
+                }
                 break true;
             }
-            // an expired (or too small) token share goes back with the next take
-            if share.left > 0 {
+            if share.left > 0 && requests {
+                // a request unit is only good within its lease: forfeited, and the ask halved
+                metrics::rate_forfeited(account, self.kind(), share.left);
+                self.ask.store((self.ask.load(Ordering::Acquire) / 2).max(1), Ordering::Release);
+            } else if share.left > 0 {
+                // tokens are estimates, never in hand: what is left goes back with the next take
                 self.give_back.fetch_add(share.left as i64, Ordering::AcqRel);
-                share.left = 0;
             }
+            share.left = 0;
+            // the units of every caller waiting here, or (requests) what recent shares needed
             let waiting = (self.waiting.load(Ordering::Acquire) as u64).max(1);
-            let want = n.saturating_mul(waiting).min(self.whole_take(u64::MAX)).max(n);
+            let want = if requests {
+                waiting.max(self.ask.load(Ordering::Acquire)).min(MAX_SHARE)
+            } else {
+                n.saturating_mul(waiting).min(self.whole_take(u64::MAX)).max(n)
+            };
             let adjust = self.give_back.swap(0, Ordering::AcqRel);
             let take = RateTake { account: account.to_string(), kind: self.spec.kind, want, min: n, adjust };
             let wait = match self.take(&take).await {
@@ -353,7 +305,7 @@ impl Bucket {
                 }
                 Some(g) => self.wait_for(n as f64, g.level),
                 None => {
-                    // not written: keep it for the next take
+                    // not written: kept for the next take
                     self.give_back.fetch_add(adjust, Ordering::AcqRel);
                     ERROR_WAIT
                 }
