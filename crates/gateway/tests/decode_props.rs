@@ -29,7 +29,7 @@ const CASES: u32 = 1024;
 /// The gateway's body limit here: small, so that a 413 costs little.
 const BODY_LIMIT: usize = 64 * 1024;
 /// The fields of a task submission.
-const FIELDS: [&str; 14] = common::SUBMIT_FIELDS;
+const FIELDS: [&str; 17] = common::SUBMIT_FIELDS;
 const MAX_TIMEOUT_MS: u64 = smith_core::task::MAX_TIMEOUT_MS;
 
 fn config() -> Config {
@@ -239,7 +239,11 @@ fn submit_and_check(
     let text = |k: &str| field(k).and_then(Value::as_str).map(str::to_string);
     prop_assert_eq!(&task.agent, "echo");
     prop_assert_eq!(&task.input, &sent["input"]);
-    prop_assert_eq!(task.status, TaskStatus::Queued);
+    // a positive delay schedules the task; a past run_at or a zero delay queues it at once
+    let later = field("delay").is_some_and(|d| *d != json!(0));
+    prop_assert_eq!(task.status, if later { TaskStatus::Scheduled } else { TaskStatus::Queued });
+    prop_assert_eq!(task.run_at.is_some(), later);
+    prop_assert_eq!(task.expires_at.is_some(), field("ttl").is_some());
     prop_assert_eq!(u64::from(task.priority), int("priority").unwrap_or(0));
     prop_assert_eq!(task.timeout_ms, int("timeout_ms"));
     prop_assert_eq!(u64::from(task.max_attempts), int("max_attempts").unwrap_or(3));
@@ -325,7 +329,15 @@ fn is_valid_task(v: &Value, parent: TaskId) -> bool {
         && o.get("webhook").is_none_or(valid_webhook)
         // `echo` has no max_per_key: a task of it takes no concurrency key
         && o.get("concurrency_key").is_none_or(Value::is_null)
+        && o.get("run_at").is_none_or(|v| v.is_null() || *v == json!(PAST))
+        && o.get("delay").is_none_or(|v| v.is_null() || *v == json!("2s") || *v == json!(1500) || *v == json!(0))
+        && o.get("ttl").is_none_or(|v| v.is_null() || *v == json!("10m") || *v == json!(1000))
+        // a start time is `run_at` or `delay`, never both
+        && !(o.get("run_at").is_some_and(|v| !v.is_null()) && o.get("delay").is_some_and(|v| !v.is_null()))
 }
+
+/// A `run_at` the gateway takes (a past one starts at once).
+const PAST: &str = "2020-01-01T00:00:00Z";
 
 /// A task's webhook the gateway takes: null, or `{url, secret?}` with a public address (no
 /// name: nothing is resolved here) and a well-formed secret.
@@ -464,6 +476,38 @@ fn field_value(field: &'static str, parent: TaskId) -> BoxedStrategy<Value> {
         ]
         .boxed(),
         "concurrency_key" => prop_oneof![2 => keys, 1 => Just(json!(null))].boxed(),
+        // valid: null, PAST; refused: centuries ahead, not a time, not a string
+        "run_at" => prop::sample::select(vec![
+            json!(null),
+            json!(PAST),
+            json!("2999-01-01T00:00:00Z"),
+            json!("tomorrow"),
+            json!(5),
+        ])
+        .boxed(),
+        // valid: null, "2s", 1500, 0; refused: not a duration, negative, over a year, a float
+        "delay" => prop::sample::select(vec![
+            json!(null),
+            json!("2s"),
+            json!(1500),
+            json!(0),
+            json!("soon"),
+            json!(-1),
+            json!("400d"),
+            json!(1.5),
+        ])
+        .boxed(),
+        // valid: null, "10m", 1000; refused: zero, not a duration, over a year
+        "ttl" => prop::sample::select(vec![
+            json!(null),
+            json!("10m"),
+            json!(1000),
+            json!(0),
+            json!("0s"),
+            json!("forever"),
+            json!("400d"),
+        ])
+        .boxed(),
         other => unreachable!("no strategy for {other}"),
     }
 }

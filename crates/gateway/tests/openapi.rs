@@ -832,6 +832,10 @@ async fn served_bodies_match_the_schemas() {
             "output_schema" => json!({"type": "object", "required": ["text"]}),
             // `echo` has no max_per_key: null is the value it takes
             "concurrency_key" => Value::Null,
+            // `run_at` and `delay` exclude each other: a zero delay starts the task at once
+            "run_at" => Value::Null,
+            "delay" => json!(0),
+            "ttl" => json!("1h"),
             // a public address (nothing to resolve) and a given secret (not shown back)
             "webhook" => {
                 json!({"url": "https://[100::1]/hook", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})

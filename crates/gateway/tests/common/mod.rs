@@ -1,7 +1,7 @@
 //! What the gateway's test binaries share.
 
 /// The fields of a task submission (`POST /v1/tasks`), as the API documents and decodes them.
-pub const SUBMIT_FIELDS: [&str; 14] = [
+pub const SUBMIT_FIELDS: [&str; 17] = [
     "agent",
     "input",
     "priority",
@@ -16,4 +16,7 @@ pub const SUBMIT_FIELDS: [&str; 14] = [
     "output_schema",
     "webhook",
     "concurrency_key",
+    "run_at",
+    "delay",
+    "ttl",
 ];
