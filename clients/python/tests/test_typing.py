@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def mypy(*args: str) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *args],
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", "/dev/null", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
