@@ -290,6 +290,11 @@ def _text(response: httpx.Response) -> str:
     return response.text
 
 
+def feed_params(agent: str | None, kinds: Sequence[str] | None) -> list[tuple[str, str]]:
+    """The query of ``streamEvents``: an agent, and event kinds comma-separated."""
+    return _query(agent=agent, kind=None if kinds is None else list(kinds))
+
+
 # --- tasks ------------------------------------------------------------------------------
 
 

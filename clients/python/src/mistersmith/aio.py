@@ -111,7 +111,7 @@ class AsyncClient(Operations):
         after: int | None = None,
     ) -> AsyncGenerator[Event | Retention, None]:
         """Every event as it is committed, for ever; see :meth:`mistersmith.Client.events`."""
-        params = _ops._query(agent=agent, kind=None if kinds is None else list(kinds))
+        params = _ops.feed_params(agent, kinds)
         path = _ops.path_of("streamEvents", {})
         stream = self._stream(path, params, Resume(after), None, "the event feed")
         try:

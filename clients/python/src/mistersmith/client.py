@@ -130,7 +130,7 @@ class Client(Operations):
         Disconnects are resumed like :meth:`follow`. A resume point below the retention
         horizon yields a :class:`~mistersmith.Retention` notice first.
         """
-        params = _ops._query(agent=agent, kind=None if kinds is None else list(kinds))
+        params = _ops.feed_params(agent, kinds)
         path = _ops.path_of("streamEvents", {})
         yield from self._stream(path, params, Resume(after), None, "the event feed")
 
