@@ -105,6 +105,3 @@ class Backoff:
             return httpx.Timeout(connect, read=read)
         left = max(0.05, self.deadline - time.monotonic())
         return httpx.Timeout(min(connect, left), read=min(read, left))
-
-    def expired(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline

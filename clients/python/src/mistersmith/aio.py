@@ -152,8 +152,7 @@ class AsyncClient(Operations):
                 if not retryable(e):
                     raise
                 error = e
-            if backoff.expired():
-                raise WaitTimeout(f"{what}: not finished in time") from error
+            # the stream ended before its end (a restart, a cut, a silence): resume after a pause
             await asyncio.sleep(backoff.delay(error, what))
 
     async def wait(self, task_id: str, timeout: float | None = None) -> Task:
