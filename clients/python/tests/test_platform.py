@@ -18,9 +18,8 @@ def test_fleet(client: Client) -> None:
     assert agents["artifact"].executor == "process" and agents["artifact"].command == "sh"
     assert agents["echo"].breaker == "closed" and agents["echo"].queued >= 0
 
-    roles = {n.role for n in client.list_nodes()}
-    assert roles == {"supervisor", "worker", "gateway"}
-    assert all(n.status == "alive" for n in client.list_nodes())
+    nodes = client.list_nodes()
+    assert {n.role for n in nodes if n.status == "alive"} == {"supervisor", "worker", "gateway"}
 
     deadline = time.monotonic() + 10
     while True:  # the leading supervisor's first heartbeat carries the first decision

@@ -68,19 +68,19 @@ def test_idempotency_key_returns_the_same_task(client: Client) -> None:
 
 def test_list_filters_and_pages(client: Client) -> None:
     parent = client.run("echo", "parent", timeout=30)
-    ids = {client.submit("echo", i, parent_id=parent.id).id for i in range(5)}
-    for task_id in ids:
+    submitted = [client.submit("echo", i, parent_id=parent.id).id for i in range(5)]
+    ids = set(submitted)
+    for task_id in submitted:
         client.wait(task_id, timeout=30)
 
     page = client.list_tasks(parent_id=parent.id, limit=2)
     assert len(page.items) == 2 and page.next_cursor is not None
     assert all(isinstance(t, mistersmith.TaskListItem) for t in page.items)
-    assert page.items[0].id > page.items[1].id  # newest first: UUIDv7 ids sort by time
+    assert [t.id for t in page.items] == [submitted[4], submitted[3]]
     assert not page.items[0].input_omitted
 
     every = list(client.iter_tasks(parent_id=parent.id, page_size=2))
-    assert {t.id for t in every} == ids
-    assert [t.id for t in every] == sorted(ids, reverse=True)
+    assert [t.id for t in every] == submitted[::-1]  # newest first
     assert all(t.parent_id == parent.id and t.status == "succeeded" for t in every)
 
     succeeded = client.list_tasks(status="succeeded", agent="echo", limit=1000)
