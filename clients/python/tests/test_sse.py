@@ -43,3 +43,27 @@ def test_an_unfinished_frame_waits() -> None:
     parser = SseParser()
     assert parser.feed(b"\xef\xbb\xbfid: 5\ndata: x\n") == []
     assert parser.feed(b"\n") == [Frame(event="message", data="x", id="5")]
+
+
+def test_resume_drops_what_was_delivered_and_reads_retention() -> None:
+    from mistersmith import Event, Retention
+    from mistersmith._stream import Resume
+
+    resume = Resume(after=5)
+    assert resume.headers() == {"Last-Event-ID": "5"}
+    notice = resume.accept(
+        Frame(
+            event="retention",
+            data='{"type":"retention","after":5,"horizon":100,"first_position":101,"message":"deleted"}',
+            id="100",
+        )
+    )
+    assert isinstance(notice, Retention) and notice.horizon == 100 and resume.last == 100
+    event = (
+        '{"task_id":null,"seq":0,"kind":"system","at":"2025-11-27T12:20:00.123456Z","data":{},'
+        '"agent":null,"tenant":null,"attempt":0,"pos":%d}'
+    )
+    assert resume.accept(Frame(event="system", data=event % 100, id="100")) is None
+    got = resume.accept(Frame(event="system", data=event % 101, id="101"))
+    assert isinstance(got, Event) and got.pos == 101 and got.at.microsecond == 123456
+    assert resume.headers() == {"Last-Event-ID": "101"}

@@ -138,7 +138,7 @@ class Call(Generic[T]):
         return path_of(self.operation, self.path_params)
 
     def request_kwargs(self) -> dict[str, Any]:
-        """Arguments for ``httpx.Client.build_request`` (relative to the base URL)."""
+        """Arguments for ``httpx.Client.request`` besides method and path (relative to the base URL)."""
         kwargs: dict[str, Any] = {"params": list(self.params), "headers": dict(self.headers)}
         if self.body is not _NO_BODY:
             kwargs["content"] = json.dumps(self.body, separators=(",", ":")).encode()
