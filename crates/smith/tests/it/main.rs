@@ -24,6 +24,7 @@ mod keys;
 mod limits;
 mod ops;
 mod plan;
+mod python_client;
 mod ratelimits;
 mod retention;
 mod schedules;
