@@ -233,6 +233,9 @@ pub struct RunContext {
     /// The fleet's rate limit of the agent's provider account, when it has one: the
     /// `anthropic` and `openai` executors wait on it before every request.
     pub limiter: Option<Arc<dyn limit::RateLimiter>>,
+    /// The W3C trace context the agent's own spans join (`TRACEPARENT` in its environment):
+    /// its executor's span, or the task's context when the worker traces nothing.
+    pub traceparent: Option<String>,
 }
 
 impl RunContext {
@@ -249,6 +252,7 @@ impl RunContext {
             artifacts: None,
             resume: None,
             limiter: None,
+            traceparent: None,
         }
     }
 

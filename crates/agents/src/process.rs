@@ -222,9 +222,9 @@ pub fn inherited(name: &str) -> bool {
 
 /// The agent's environment and working directory, from a cleared environment: the allowlisted
 /// variables of the server's ([`INHERITED_ENV`]), then its definition's `env`, then the task's
-/// identity (`SMITH_TASK_ID`, `SMITH_ATTEMPT`, `SMITH_AGENT`; [`run_group`] adds `SMITH_RUN`)
-/// and the attempt's artifact directory (`SMITH_ARTIFACTS`, when it has one); and its `cwd` or
-/// the worker's work dir.
+/// identity (`SMITH_TASK_ID`, `SMITH_ATTEMPT`, `SMITH_AGENT`; [`run_group`] adds `SMITH_RUN`),
+/// the attempt's artifact directory (`SMITH_ARTIFACTS`, when it has one) and its trace context
+/// (`TRACEPARENT`, when the task has one); and its `cwd` or the worker's work dir.
 pub fn agent_env(cmd: &mut Command, ctx: &RunContext) {
     if let Some(dir) = ctx.def.cwd.as_ref().map(PathBuf::from).or_else(|| ctx.workdir.clone()) {
         cmd.current_dir(dir);
@@ -242,7 +242,14 @@ pub fn agent_env(cmd: &mut Command, ctx: &RunContext) {
     if let Some(dir) = &ctx.artifacts {
         cmd.env(ARTIFACTS_ENV, dir);
     }
+    if let Some(tp) = &ctx.traceparent {
+        cmd.env(TRACEPARENT_ENV, tp);
+    }
 }
+
+/// The trace context an agent's own spans join (W3C `traceparent`; OpenTelemetry SDKs and
+/// Claude Code's telemetry read it from the environment).
+pub const TRACEPARENT_ENV: &str = "TRACEPARENT";
 
 /// The platform's MCP endpoint, for a `process` agent that collaborates.
 pub const MCP_URL_ENV: &str = "SMITH_MCP_URL";

@@ -41,6 +41,7 @@ pub mod schedule;
 pub mod sse;
 pub mod task;
 pub mod time;
+pub mod trace;
 pub mod webhook;
 pub mod workspace;
 

@@ -172,6 +172,10 @@ pub struct Task {
     /// The key its agent's `max_per_key` caps it under, resolved at submission.
     #[serde(default)]
     pub concurrency_key: Option<String>,
+    /// The W3C trace context its spans hang under (the submitting request's span, or the
+    /// client's own `traceparent`), and its agent's `TRACEPARENT` ([`crate::trace`]).
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 /// What a task sets of its agent's workspace.
@@ -195,6 +199,8 @@ pub struct TaskOptions<W = TaskWorkspace, S = Value> {
     pub webhook: Option<crate::webhook::StoredTaskWebhook>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 pub const MAX_PRIORITY: u8 = 9;
@@ -251,6 +257,8 @@ pub struct NewTask {
     /// The key this task's agent caps running tasks by (`max_per_key`); `None`: the agent's
     /// `concurrency_key` expression gives it ([`crate::concurrency::resolve`]).
     pub concurrency_key: Option<String>,
+    /// The trace the task's spans join: a valid W3C `traceparent` ([`crate::trace`]).
+    pub traceparent: Option<String>,
 }
 
 /// The furthest ahead a task may be scheduled.
@@ -279,6 +287,7 @@ impl NewTask {
             run_at: None,
             ttl: None,
             concurrency_key: None,
+            traceparent: None,
         }
     }
 
@@ -392,6 +401,7 @@ impl Task {
             run_at: None,
             expires_at: None,
             concurrency_key: t.concurrency_key.clone(),
+            traceparent: t.traceparent.clone(),
         }
     }
 
@@ -406,6 +416,7 @@ impl Task {
             && self.output_schema.is_none()
             && self.webhook.is_none()
             && self.concurrency_key.is_none()
+            && self.traceparent.is_none()
         {
             return None;
         }
@@ -414,6 +425,7 @@ impl Task {
             output_schema: self.output_schema.as_ref(),
             webhook: self.webhook.as_ref().map(crate::webhook::StoredTaskWebhook::from),
             concurrency_key: self.concurrency_key.clone(),
+            traceparent: self.traceparent.clone(),
         };
         Some(serde_json::to_string(&o).expect("task options serialize"))
     }
@@ -424,6 +436,7 @@ impl Task {
         self.output_schema = stored.output_schema;
         self.webhook = stored.webhook.map(Into::into);
         self.concurrency_key = stored.concurrency_key;
+        self.traceparent = stored.traceparent;
     }
 
     /// The first attempt of a new task, running, as a worker hands it to an executor: for

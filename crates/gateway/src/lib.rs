@@ -21,6 +21,7 @@ mod sessions;
 mod stream;
 mod submit;
 pub mod tls;
+mod trace;
 mod webhooks;
 
 pub use error::{status_of, ApiError, ConfigError};
@@ -180,7 +181,11 @@ impl Gateway {
 
     pub fn router(&self) -> axum::Router {
         let state = self.state.clone();
-        let api = routes::router(state.clone())
+        let mut api = routes::router(state.clone());
+        if smith_core::trace::enabled() {
+            api = api.layer(axum::middleware::from_fn(trace::layer));
+        }
+        let api = api
             .layer(axum::middleware::from_fn_with_state(state, guard))
             .layer(axum::Extension(error::BodyLimit(self.state.opts.max_body_bytes)));
         // the console's static files hold no data (it reads the API with the operator's

@@ -611,6 +611,8 @@ async fn spawn_task(s: &AppState, caller: &Caller, args: &Map<String, Value>) ->
     }
     if let Some(parent) = &caller.task {
         task.priority = parent.priority;
+        // the child joins its parent's trace
+        task.traceparent = parent.traceparent.clone();
     }
     let submitted = submit_task(s, task, None).await?;
     Ok(json!({"id": submitted.task.id, "agent": submitted.task.agent, "status": submitted.task.status}))

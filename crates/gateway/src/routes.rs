@@ -131,6 +131,7 @@ async fn submit(
     State(s): State<Arc<AppState>>,
     Extension(p): Extension<Principal>,
     audit: Option<Extension<crate::audit::Pending>>,
+    crate::trace::TraceParent(traceparent): crate::trace::TraceParent,
     JsonBody(req): JsonBody<SubmitRequest>,
 ) -> ApiResult<Response> {
     let parent_id = req
@@ -168,6 +169,7 @@ async fn submit(
         run_at,
         ttl: req.ttl,
         concurrency_key: req.concurrency_key,
+        traceparent,
     };
     if let Some(sid) = &session_id {
         task.validate()?;

@@ -6,6 +6,7 @@
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, JsonBody, PathText};
 use crate::submit::submit_task;
+use crate::trace::TraceParent;
 use crate::AppState;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
@@ -55,6 +56,7 @@ pub(crate) struct TurnRequest {
 pub(crate) async fn start(
     State(s): State<Arc<AppState>>,
     Extension(p): Extension<Principal>,
+    TraceParent(traceparent): TraceParent,
     JsonBody(req): JsonBody<StartRequest>,
 ) -> ApiResult<Response> {
     smith_core::agent::validate_name(&req.agent)?;
@@ -75,6 +77,7 @@ pub(crate) async fn start(
         Some(input) => {
             let mut t = turn_task(&session, input, req.timeout_ms, req.budget, None, None);
             t.output_schema = req.output_schema;
+            t.traceparent = traceparent;
             t.validate()?;
             (t.webhook, secret) = crate::webhooks::prepare_task_webhook(&s, req.webhook).await?;
             Some(t)
@@ -132,11 +135,13 @@ pub(crate) async fn add_turn(
     State(s): State<Arc<AppState>>,
     Extension(p): Extension<Principal>,
     PathText(id): PathText,
+    TraceParent(traceparent): TraceParent,
     JsonBody(req): JsonBody<TurnRequest>,
 ) -> ApiResult<Response> {
     let session = load(&s, &p, &id).await?;
     let mut task = turn_task(&session, req.input, req.timeout_ms, req.budget, req.idempotency_key, req.metadata);
     task.output_schema = req.output_schema;
+    task.traceparent = traceparent;
     task.validate()?;
     let (webhook, secret) = match req.webhook {
         Some(w) => crate::webhooks::prepare_task_webhook(&s, Some(w)).await?,

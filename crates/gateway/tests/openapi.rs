@@ -282,13 +282,15 @@ fn statuses_match_the_handlers() {
             ("query", "parent_id"),
             ("query", "limit"),
             ("query", "cursor"),
-            ("query", "full")
+            ("query", "full"),
+            ("header", "traceparent")
         ])
     );
     assert_eq!(params("/v1/usage"), pset(&[("query", "by")]));
     assert_eq!(params("/mcp"), pset(&[("header", "x-smith-task")]));
     assert_eq!(params("/v1/sessions/{id}"), pset(&[("path", "id")]));
-    assert_eq!(params("/v1/sessions/{id}/turns"), pset(&[("path", "id")]));
+    assert_eq!(params("/v1/sessions/{id}/turns"), pset(&[("path", "id"), ("header", "traceparent")]));
+    assert_eq!(params("/v1/sessions"), pset(&[("header", "traceparent")]));
 }
 
 #[test]
@@ -476,6 +478,7 @@ fn schemas_match_the_domain_types() {
         run_at: None,
         expires_at: None,
         concurrency_key: None,
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
     };
     let v = serde_json::to_value(&task).unwrap();
     assert_shape(&doc, "Task", &v);

@@ -54,6 +54,9 @@ pub struct FileConfig {
     /// How long finished tasks, artifacts and audit records are kept (docs/retention.md).
     #[serde(default)]
     pub retention: RetentionSection,
+    /// Traces exported over OTLP (docs/telemetry.md); off unless an endpoint is configured.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetrySection,
 }
 
 /// `[providers.NAME]`: a provider account that agents share.

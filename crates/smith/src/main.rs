@@ -11,6 +11,7 @@ mod plan;
 mod procmetrics;
 mod roles;
 mod schedules;
+mod telemetry;
 mod up;
 mod webhooks;
 

@@ -167,6 +167,7 @@ fn heartbeat(file: &FileConfig) -> Duration {
 pub async fn supervisor(args: SupervisorArgs) -> Result<ExitCode> {
     crate::init_logging();
     let b = open(&args.shared).await?;
+    let telemetry = crate::telemetry::install(&b.file.telemetry, "supervisor")?;
     let metrics = node::install_metrics()?;
     let mut opts = SupervisorOptions::new(format!("supervisor-{}", node::instance_id()));
     opts.heartbeat = heartbeat(&b.file);
@@ -189,7 +190,9 @@ pub async fn supervisor(args: SupervisorArgs) -> Result<ExitCode> {
     tracing::info!("smith supervisor running");
     let mut roles = vec![node::supervisor_tree(&sup, retention.as_ref()), node::webhooks_tree(&hooks), sampler];
     roles.extend(node::metrics_tree(listener, metrics.render.clone()));
-    node::run(node::root(roles), sup.observer(), None, Duration::ZERO).await
+    let code = node::run(node::root(roles), sup.observer(), None, Duration::ZERO).await;
+    crate::telemetry::shutdown(telemetry).await;
+    code
 }
 
 pub async fn worker(args: WorkerArgs) -> Result<ExitCode> {
@@ -198,6 +201,7 @@ pub async fn worker(args: WorkerArgs) -> Result<ExitCode> {
     // validated before anything connects: a bad setting is one clear line, not a half-started node
     let mut w = config::worker_options(&file, agents.clone(), args.max_agents, args.min_agents)?;
     crate::init_logging();
+    let telemetry = crate::telemetry::install(&file.telemetry, "worker")?;
     node::prepare_process_agents(&args.data_dir.join("run"));
     let b = open(&args.shared).await?;
     let metrics = node::install_metrics()?;
@@ -223,7 +227,9 @@ pub async fn worker(args: WorkerArgs) -> Result<ExitCode> {
         vec![node::worker_tree(&worker), system_events_only(&sup), node::sampler_tree(worker_store, &metrics)];
     roles.extend(node::metrics_tree(listener, metrics.render.clone()));
     let spec = node::root(roles);
-    node::run(spec, sup.observer(), Some(worker), drain).await
+    let code = node::run(spec, sup.observer(), Some(worker), drain).await;
+    crate::telemetry::shutdown(telemetry).await;
+    code
 }
 
 /// Just the system-event writer of a supervisor handle, for roles that are not supervisors.
@@ -249,6 +255,7 @@ pub async fn gateway(args: GatewayArgs, token: Option<String>) -> Result<ExitCod
     let settings = config::listener(&file, &args.tls)?;
     file.artifacts.url()?;
     crate::init_logging();
+    let telemetry = crate::telemetry::install(&file.telemetry, "gateway")?;
     let serve = node::serve_options(&settings).await?;
     let b = open(&args.shared).await?;
     let token = token.or(b.file.server.token.clone()).filter(|t| !t.is_empty());
@@ -267,7 +274,9 @@ pub async fn gateway(args: GatewayArgs, token: Option<String>) -> Result<ExitCod
     tracing::info!(addr = %bound, "smith gateway running");
     let gateway = node::gateway_tree(&gateway, listener, serve);
     let spec = node::root(vec![gateway, system_events_only(&sup), node::sampler_tree(b_store, &metrics)]);
-    node::run(spec, sup.observer(), None, Duration::ZERO).await
+    let code = node::run(spec, sup.observer(), None, Duration::ZERO).await;
+    crate::telemetry::shutdown(telemetry).await;
+    code
 }
 
 pub async fn migrate(args: MigrateArgs) -> Result<ExitCode> {

@@ -151,6 +151,7 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     // errors before logging is up go to stderr by the caller
     let s = settings(args, token)?;
     crate::init_logging();
+    let telemetry = crate::telemetry::install(&s.file.telemetry, "up")?;
     let serve = node::serve_options(&s.listener).await?;
     let scheme = node::scheme(&serve);
     let _lock = lock_data_dir(&s.data_dir)?;
@@ -223,5 +224,7 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     ]);
     println!("smith listening on {scheme}://{bound}");
     tracing::info!(addr = %bound, data_dir = %s.data_dir.display(), agents = s.agents.len(), "smith up");
-    node::run(spec, supervisor.observer(), Some(worker), s.drain_timeout).await
+    let code = node::run(spec, supervisor.observer(), Some(worker), s.drain_timeout).await;
+    crate::telemetry::shutdown(telemetry).await;
+    code
 }

@@ -6,6 +6,7 @@ use crate::breaker::Transition;
 use crate::writes::Writes;
 use crate::{artifacts, metrics, OutputLimits, Running, Shared, StopReason};
 use smith_agents::{Emitter, RunContext, RunResult, SessionContext, Turn};
+use smith_core::trace::{Kind, Span};
 use smith_core::{
     AgentDef, BreakerState, EventDraft, EventKind, ExecutorKind, Micros, Outcome, Task, TaskError, TaskId, TaskStatus,
     Usage,
@@ -43,8 +44,10 @@ fn capability(task: &Task, def: &AgentDef) -> smith_core::Capability {
     }
 }
 
-/// Records a claimed attempt as running (so the lease keeper renews it from now on).
-pub(crate) fn register(shared: &Shared, claimed: &Claimed) {
+/// Records a claimed attempt as running (so the lease keeper renews it from now on), and, when
+/// this process traces (`claim_started`: when the claim was asked), the task's time queued and
+/// its claim.
+pub(crate) fn register(shared: &Shared, claimed: &Claimed, claim_started: Option<Micros>) {
     let task = &claimed.task;
     shared.running.lock().expect("running lock").insert(
         task.id,
@@ -56,6 +59,25 @@ pub(crate) fn register(shared: &Shared, claimed: &Claimed) {
         },
     );
     metrics::dispatched(&task.agent, claimed.event.at.since(task.created_at));
+    if let Some(asked) = claim_started {
+        trace_claim(task, claimed.event.at, asked, &shared.opts.node_id);
+    }
+}
+
+/// The spans of a claim, recorded once it returned: the task's time queued (a first attempt's,
+/// from its submission; a scheduled task's includes its wait) and the claim's store call.
+fn trace_claim(task: &Task, started: Micros, asked: Micros, worker: &str) {
+    let parent = task.traceparent.as_deref();
+    if task.attempt == 1 {
+        let mut queued = Span::started_at("task.queued", Kind::Internal, parent, task.created_at);
+        queued.attr("smith.task.id", task.id.to_string());
+        queued.attr("smith.agent", task.agent.clone());
+        queued.end_at(started);
+    }
+    let mut claim = Span::started_at("store.claim", Kind::Client, parent, asked);
+    claim.attr("smith.task.id", task.id.to_string());
+    claim.attr("smith.worker", worker.to_string());
+    claim.end_at(Micros::now());
 }
 
 /// Runs a registered attempt to its end, in the slot that took it.
@@ -339,6 +361,18 @@ async fn run(s: &Arc<Shared>, task: smith_core::Task, running: Running, started_
     let started = tokio::time::Instant::now();
     let deadline = task.timeout_ms.map(|ms| started + Duration::from_millis(ms));
     tracing::debug!(task_id = %id, attempt, agent, "attempt started");
+    let mut span = Span::start("task.attempt", Kind::Consumer, task.traceparent.as_deref());
+    if span.is_some() {
+        span.attr("smith.task.id", id.to_string());
+        span.attr("smith.attempt", i64::from(attempt));
+        span.attr("smith.agent", agent.clone());
+        span.attr("smith.tenant", tenant.clone());
+        span.attr("smith.worker", s.opts.node_id.clone());
+    }
+    let mut exec_span = span.child("executor.run", Kind::Internal);
+    if exec_span.is_some() {
+        exec_span.attr("smith.executor", def.executor.as_str());
+    }
     let budget = task.budget.tighter(def.budget);
     let (tx, mut rx) = mpsc::channel::<EventDraft>(EVENT_BUFFER);
     let emitter = Emitter::new(tx);
@@ -352,6 +386,9 @@ async fn run(s: &Arc<Shared>, task: smith_core::Task, running: Running, started_
         }
     };
     ctx.artifacts = artifact_dir.as_ref().map(|d| d.path().to_path_buf());
+    // the agent's own spans join the trace under its executor's span (or the client's context
+    // when this process traces nothing)
+    ctx.traceparent = exec_span.traceparent().or_else(|| ctx.task.traceparent.clone());
     let account = s.limits.get(def.account()).cloned();
     let claude = def.executor == ExecutorKind::ClaudeCode;
     if matches!(def.executor, ExecutorKind::Anthropic | ExecutorKind::Openai) {
@@ -364,10 +401,14 @@ async fn run(s: &Arc<Shared>, task: smith_core::Task, running: Running, started_
                 return Err(smith_agents::Failure::new("cancelled", "stopped", false));
             }
         }
-        match unavailable {
+        let result = match unavailable {
             Some(f) => Err(f),
             None => executor.run(ctx).await,
+        };
+        if let Err(f) = &result {
+            exec_span.fail(format!("{}: {}", f.error.code, f.error.message));
         }
+        result
     });
 
     let writes = Writes { s, id, attempt, running: &running, started };
@@ -435,12 +476,21 @@ async fn run(s: &Arc<Shared>, task: smith_core::Task, running: Running, started_
         dir.remove().await;
     }
     let label = outcome.label();
+    span.attr("smith.outcome", label);
     // A successful outcome dropped on a transient error would have the task run again (its
     // side effects and spend repeated): the completion is retried until the lease is over.
+    let mut write = span.child("store.complete", Kind::Client);
     let completed = at.writes.retry("complete", || s.store.complete(id, attempt, buf.clone(), outcome.clone())).await;
+    if let Err(e) = &completed {
+        write.fail(e.to_string());
+        span.fail(e.to_string());
+    }
+    drop(write);
     match completed {
         Ok(change) => {
+            let publish = span.child("bus.publish", Kind::Producer);
             smith_bus::publish_events(s.bus.as_ref(), &change.events).await;
+            drop(publish);
             metrics::finished(&agent, label, started.elapsed());
             metrics::dead_letter(&change.task);
             if let Some((dir, true)) = &task_dir {

@@ -428,6 +428,7 @@ impl Worker {
             caps: s.opts.running_caps.clone(),
             keys: s.key_caps.clone(),
         };
+        let claim_started = smith_core::trace::enabled().then(Micros::now);
         let claimed = match s.store.claim(&req).await {
             Ok(c) => c,
             Err(e) => {
@@ -439,7 +440,7 @@ impl Worker {
         };
         let got = claimed.len() as u32;
         for c in &claimed {
-            attempt::register(s, c);
+            attempt::register(s, c, claim_started);
         }
         // slots first, so every task handed over has one to run it
         pool::resize(&self.shared, self.load().running);

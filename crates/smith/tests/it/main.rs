@@ -34,5 +34,6 @@ mod tenancy;
 mod tenancy_live;
 mod timers;
 mod tls;
+mod traces;
 mod webhooks;
 mod workspace;

@@ -95,6 +95,7 @@ pub(super) fn task_row(r: &PgRow) -> Result<TaskRow> {
         run_at: None,
         expires_at: get::<Option<i64>>(r, "expires_at")?.map(Micros),
         concurrency_key: None,
+        traceparent: None,
     };
     if let Some(options) = opt_json(r, "options")? {
         task.set_options(options);

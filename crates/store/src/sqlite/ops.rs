@@ -85,6 +85,7 @@ fn task_row(r: &Row) -> rusqlite::Result<TaskRow> {
         run_at: None,
         expires_at: r.get::<_, Option<i64>>(31)?.map(Micros),
         concurrency_key: None,
+        traceparent: None,
     };
     if let Some(options) = opt_json_col(r, 30)? {
         task.set_options(options);
