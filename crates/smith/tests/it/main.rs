@@ -20,6 +20,7 @@ mod durability;
 mod execution;
 mod hardening;
 mod healing;
+mod image;
 mod keys;
 mod limits;
 mod ops;
