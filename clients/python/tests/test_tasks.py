@@ -126,3 +126,14 @@ def test_patch_of_a_task_without_workspace_is_a_conflict(client: Client) -> None
     with pytest.raises(mistersmith.Conflict) as e:
         client.get_patch(task.id)
     assert e.value.status == 409 and e.value.code == "conflict"
+
+
+def test_a_traceparent_travels_with_the_task(client: Client) -> None:
+    sent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    # this smith up exports no traces: the task keeps the caller's own context
+    task = client.submit("echo", "traced", traceparent=sent)
+    assert task.traceparent == sent
+    assert client.wait(task.id, timeout=30).traceparent == sent
+    # a malformed one is ignored, not refused
+    assert client.submit("echo", "untraced", traceparent="not-a-traceparent").traceparent is None
+    assert client.submit("echo", "plain").traceparent is None

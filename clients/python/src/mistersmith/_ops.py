@@ -298,6 +298,11 @@ def feed_params(agent: str | None, kinds: Sequence[str] | None) -> list[tuple[st
 # --- tasks ------------------------------------------------------------------------------
 
 
+def _trace(traceparent: str | None) -> dict[str, str]:
+    """The ``traceparent`` header, when one is given."""
+    return {} if traceparent is None else {"traceparent": traceparent}
+
+
 @operation("submitTask")
 def submit(
     agent: str,
@@ -318,8 +323,12 @@ def submit(
     delay: Duration | None = None,
     ttl: Duration | None = None,
     concurrency_key: str | None = None,
+    traceparent: str | None = None,
 ) -> Call[Task]:
     """Submit a task for ``agent`` with ``input`` (any JSON value) and return it, queued.
+
+    ``traceparent`` (a W3C trace context) makes the task's spans and its agent's join the
+    caller's trace (docs/telemetry.md); a malformed one is ignored by the server.
 
     A repeated ``idempotency_key`` returns the task it named instead of creating one.
     ``budget`` is ``{"max_tokens": N, "max_cost_usd": X}``; ``webhook`` is ``{"url": …,
@@ -343,7 +352,7 @@ def submit(
         ttl=None if ttl is None else _duration(ttl),
         concurrency_key=concurrency_key,
     )
-    return Call("submitTask", _model(Task), body={"agent": agent, "input": input, **body})
+    return Call("submitTask", _model(Task), body={"agent": agent, "input": input, **body}, headers=_trace(traceparent))
 
 
 @operation("listTasks")
@@ -469,6 +478,7 @@ def start_session(
     budget: Mapping[str, Any] | None = None,
     output_schema: Mapping[str, Any] | None = None,
     webhook: Mapping[str, Any] | None = None,
+    traceparent: str | None = None,
 ) -> Call[NewSession]:
     """Start a session with ``agent``; with an ``input`` (not ``None``) its first turn is queued.
 
@@ -483,7 +493,7 @@ def start_session(
         output_schema=output_schema,
         webhook=webhook,
     )
-    return Call("startSession", _model(NewSession), body=body)
+    return Call("startSession", _model(NewSession), body=body, headers=_trace(traceparent))
 
 
 @operation("getSession")
@@ -503,6 +513,7 @@ def add_turn(
     metadata: Mapping[str, Any] | None = None,
     output_schema: Mapping[str, Any] | None = None,
     webhook: Mapping[str, Any] | None = None,
+    traceparent: str | None = None,
 ) -> Call[Task]:
     """Queue the session's next turn with ``input``; returns the turn's task.
 
@@ -516,7 +527,9 @@ def add_turn(
         output_schema=output_schema,
         webhook=webhook,
     )
-    return Call("addTurn", _model(Task), {"id": session_id}, body={"input": input, **body})
+    return Call(
+        "addTurn", _model(Task), {"id": session_id}, body={"input": input, **body}, headers=_trace(traceparent)
+    )
 
 
 # --- fleet ------------------------------------------------------------------------------

@@ -183,6 +183,8 @@ class Task(Model):
     run_at: dt.datetime | None
     expires_at: dt.datetime | None
     concurrency_key: str | None
+    #: The W3C trace context the task's spans (and its agent's) join; ``None`` when untraced.
+    traceparent: str | None
 
     @property
     def terminal(self) -> bool:
