@@ -607,19 +607,70 @@ pub async fn agents(opts: ClientOpts) -> Result<ExitCode> {
     .await
 }
 
+/// `smith nodes`: one row per node with its load as columns (`--json`: the raw answer, the
+/// whole `load` object included).
 pub async fn nodes(opts: ClientOpts) -> Result<ExitCode> {
-    let header = format!("{:<40} {:<11} {:<9} {:<30} LOAD", "NODE", "ROLE", "STATUS", "HEARTBEAT");
-    list(&opts, "/v1/nodes", &header, |n| {
-        println!(
-            "{:<40} {:<11} {:<9} {:<30} {}",
-            n["id"].as_str().unwrap_or(""),
-            n["role"].as_str().unwrap_or(""),
-            n["status"].as_str().unwrap_or(""),
-            n["heartbeat_at"].as_str().unwrap_or(""),
-            n["load"]
-        )
-    })
-    .await
+    let header = format!(
+        "{:<40} {:<10} {:<11} {:>9} {:>9} {:>6} {:>7} {:>5}  {}",
+        "NODE", "ROLE", "STATUS", "HEARTBEAT", "RUNNING", "LEADER", "QUEUED", "SSE", "NOTES"
+    );
+    let now = smith_core::Micros::now();
+    list(&opts, "/v1/nodes", &header, |n| println!("{}", node_row(n, now))).await
+}
+
+/// One node's row of `smith nodes`: a worker's running tasks of its slots, whether a
+/// supervisor leads (the leader also shows the fleet's queue), a gateway's SSE readers, and
+/// what needs a look (open breakers). `-` where a figure is not the role's.
+fn node_row(n: &Value, now: smith_core::Micros) -> String {
+    let load = &n["load"];
+    let dash = || "-".to_string();
+    let num = |v: &Value| v.as_u64().map(|x| x.to_string());
+    let role = n["role"].as_str().unwrap_or("");
+    let age = n["heartbeat_at"]
+        .as_str()
+        .and_then(smith_core::Micros::parse_rfc3339)
+        .map(|at| {
+            let secs = (now.0 - at.0).max(0) as f64 / 1e6;
+            if secs < 100.0 {
+                format!("{secs:.1}s ago")
+            } else {
+                format!("{}m ago", (secs / 60.0).round())
+            }
+        })
+        .unwrap_or_else(dash);
+    let running = match (num(&load["running"]), num(&load["slots"])) {
+        (Some(r), Some(s)) if role == "worker" => format!("{r}/{s}"),
+        _ => dash(),
+    };
+    let leader = match load["leader"].as_bool() {
+        Some(true) => "yes".to_string(),
+        Some(false) => "no".to_string(),
+        None => dash(),
+    };
+    let queued = num(&load["scaling"]["queued"]).filter(|_| load["leader"] == true).unwrap_or_else(dash);
+    let sse = num(&load["sse_connections"]).unwrap_or_else(dash);
+    let notes = match load["breakers"].as_object() {
+        Some(b) if !b.is_empty() => {
+            let open: Vec<String> =
+                b.iter().map(|(agent, state)| format!("{agent} {}", state.as_str().unwrap_or("?"))).collect();
+            format!("breaker: {}", open.join(", "))
+        }
+        _ => String::new(),
+    };
+    format!(
+        "{:<40} {:<10} {:<11} {:>9} {:>9} {:>6} {:>7} {:>5}  {}",
+        n["id"].as_str().unwrap_or(""),
+        role,
+        n["status"].as_str().unwrap_or(""),
+        age,
+        running,
+        leader,
+        queued,
+        sse,
+        notes
+    )
+    .trim_end()
+    .to_string()
 }
 
 /// `GET path`: the JSON as it came with `--json`, else `header` and `row` of each item.
@@ -637,6 +688,30 @@ async fn list(opts: &ClientOpts, path: &str, header: &str, row: impl Fn(&Value))
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_row_shows_each_roles_load_as_columns() {
+        let now = smith_core::Micros::parse_rfc3339("2026-12-07T10:00:02Z").unwrap();
+        let worker = serde_json::json!({"id": "worker-1", "role": "worker", "status": "alive",
+            "heartbeat_at": "2026-12-07T10:00:00.500Z",
+            "load": {"running": 3, "slots": 8, "capacity": 64, "breakers": {"writer": "open"}}});
+        let row = node_row(&worker, now);
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols[..8], ["worker-1", "worker", "alive", "1.5s", "ago", "3/8", "-", "-"], "{row}");
+        assert!(row.ends_with("breaker: writer open"), "{row}");
+        let leader = serde_json::json!({"id": "supervisor-1", "role": "supervisor", "status": "alive",
+            "heartbeat_at": "2026-12-07T09:50:00Z", "load": {"leader": true, "scaling": {"queued": 12}}});
+        let cols: Vec<String> = node_row(&leader, now).split_whitespace().map(String::from).collect();
+        assert_eq!(cols, ["supervisor-1", "supervisor", "alive", "10m", "ago", "-", "yes", "12", "-"]);
+        let follower = serde_json::json!({"id": "supervisor-2", "role": "supervisor", "status": "alive",
+            "heartbeat_at": "2026-12-07T10:00:01Z", "load": {"leader": false, "scaling": {"queued": 12}}});
+        let cols: Vec<String> = node_row(&follower, now).split_whitespace().map(String::from).collect();
+        assert_eq!(cols[5..], ["-", "no", "-", "-"], "only the leader's queue is the fleet's");
+        let gateway = serde_json::json!({"id": "gateway-1", "role": "gateway", "status": "dead",
+            "heartbeat_at": "bad", "load": {"sse_connections": 4}});
+        let cols: Vec<String> = node_row(&gateway, now).split_whitespace().map(String::from).collect();
+        assert_eq!(cols, ["gateway-1", "gateway", "dead", "-", "-", "-", "-", "4"]);
+    }
 
     #[test]
     fn sse_parser_handles_split_frames_comments_and_multiline_data() {

@@ -27,6 +27,7 @@ mod ops;
 mod plan;
 mod python_client;
 mod ratelimits;
+mod readme;
 mod retention;
 mod schedules;
 mod schemathesis;
