@@ -56,6 +56,7 @@ pub(crate) fn register(shared: &Shared, claimed: &Claimed, claim_started: Option
             agent: task.agent.clone(),
             cancel: CancellationToken::new(),
             reason: Arc::new(Mutex::new(None)),
+            settled: Arc::default(),
         },
     );
     metrics::dispatched(&task.agent, claimed.event.at.since(task.created_at));
@@ -421,6 +422,7 @@ async fn run(s: &Arc<Shared>, task: smith_core::Task, running: Running, started_
         over_budget: None,
     };
     let result = at.gather(&mut exec, &mut rx, deadline, def.kill_grace).await;
+    running.settled.store(true, std::sync::atomic::Ordering::Release);
     let mut settled = at.settle(&mut rx, result);
     metrics::usage(&agent, &tenant, &settled.usage);
     let outage = matches!(&settled.result, Some(Err(f)) if f.is_provider_outage()) && settled.why.is_none();

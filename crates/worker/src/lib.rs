@@ -144,6 +144,9 @@ pub(crate) struct Running {
     pub agent: String,
     pub cancel: CancellationToken,
     pub reason: Arc<Mutex<Option<StopReason>>>,
+    /// Set once the executor has finished: the attempt only writes its outcome now, and a
+    /// renewal that no longer holds its task (the outcome just committed) lost nothing.
+    pub settled: Arc<AtomicBool>,
 }
 
 impl Running {
@@ -195,6 +198,8 @@ pub(crate) struct Shared {
     pub busy_micros: AtomicU64,
     /// Claims made, to rotate which agent is served first.
     pub claims: std::sync::atomic::AtomicUsize,
+    /// Attempts the lease keeper stopped because the store no longer held their task.
+    pub leases_lost: AtomicU64,
     /// The agents whose running tasks are capped per concurrency key (`max_per_key`).
     pub key_caps: Arc<KeyCaps>,
     pub started_at: Micros,
@@ -267,6 +272,7 @@ impl Worker {
                 finished: AtomicU64::new(0),
                 busy_micros: AtomicU64::new(0),
                 claims: Default::default(),
+                leases_lost: AtomicU64::new(0),
                 key_caps,
                 started_at: Micros::now(),
                 renewed_at: Mutex::new(tokio::time::Instant::now()),
@@ -496,6 +502,10 @@ impl Worker {
             let running = s.running.lock().expect("running lock");
             for (id, attempt) in &before {
                 let Some(r) = running.get(id).filter(|r| r.attempt == *attempt) else { continue };
+                if r.settled.load(Ordering::Acquire) {
+                    // its outcome is being written (a lost lease fences that write)
+                    continue;
+                }
                 match held.get(id) {
                     Some((attempt, _)) if *attempt != r.attempt => r.stop(StopReason::Lost),
                     Some((_, true)) => r.stop(StopReason::Cancelled),
@@ -503,6 +513,7 @@ impl Worker {
                     None => {
                         tracing::warn!(task_id = %id, attempt = r.attempt, "lease lost; stopping the attempt");
                         metrics::lease_lost();
+                        s.leases_lost.fetch_add(1, Ordering::Relaxed);
                         r.stop(StopReason::Lost)
                     }
                 }

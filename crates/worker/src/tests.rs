@@ -28,6 +28,8 @@ struct Flaky {
     appends: AtomicU32,
     completes: AtomicU32,
     completes_called: AtomicU32,
+    /// How long a completion that committed takes to return (ms): a slow store's answer.
+    complete_lag_ms: AtomicU32,
 }
 
 impl Flaky {
@@ -66,7 +68,12 @@ impl Store for Flaky {
         if self.fail(&self.completes) {
             return Err(Error::Unavailable("flaky: complete refused".into()));
         }
-        self.inner.complete(id, attempt, drafts, outcome).await
+        let done = self.inner.complete(id, attempt, drafts, outcome).await;
+        let lag = self.complete_lag_ms.load(Ordering::SeqCst);
+        if lag > 0 {
+            tokio::time::sleep(Duration::from_millis(lag.into())).await;
+        }
+        done
     }
 
     async fn renew(&self, worker: &str, lease: Duration) -> Result<Vec<Held>> {
@@ -390,6 +397,7 @@ impl Store for Flaky {
 struct Setup {
     store: Arc<dyn Store>,
     flaky: Arc<Flaky>,
+    worker: Worker,
     stop: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -404,6 +412,7 @@ async fn setup(appends: u32, completes: u32, output: OutputLimits) -> Setup {
         appends: AtomicU32::new(appends),
         completes: AtomicU32::new(completes),
         completes_called: AtomicU32::new(0),
+        complete_lag_ms: AtomicU32::new(0),
     });
     let store: Arc<dyn Store> = flaky.clone();
     let bus = smith_bus::open("memory://").await.unwrap();
@@ -415,8 +424,8 @@ async fn setup(appends: u32, completes: u32, output: OutputLimits) -> Setup {
     worker.register().await.unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(worker.clone().claim_loop(stop.clone()));
-    tokio::spawn(worker.lease_keeper(stop.clone()));
-    Setup { store, flaky, stop, _dir: dir }
+    tokio::spawn(worker.clone().lease_keeper(stop.clone()));
+    Setup { store, flaky, worker, stop, _dir: dir }
 }
 
 impl Setup {
@@ -456,6 +465,20 @@ async fn a_completion_refused_transiently_is_retried_and_recorded_once() {
     assert_eq!(count(&events, EventKind::Started), 1, "{events:?}");
     assert_eq!(count(&events, EventKind::Succeeded), 1, "{events:?}");
     assert_eq!(s.flaky.completes_called.load(Ordering::SeqCst), 4, "three refusals, then the write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_racing_a_committed_completion_loses_no_lease() {
+    // the outcome commits, then the store's answer takes five lease renewals to come back:
+    // the renewals no longer hold the task, and that is the completion, not a lost lease
+    let s = setup(0, 0, OutputLimits::default()).await;
+    s.flaky.complete_lag_ms.store(500, Ordering::SeqCst);
+    for i in 0..3 {
+        let (task, _) = s.run("echo", serde_json::json!(i)).await;
+        assert_eq!(task.status, TaskStatus::Succeeded);
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(s.worker.shared.leases_lost.load(Ordering::Relaxed), 0, "no attempt was stopped as lost");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
