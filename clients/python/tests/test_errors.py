@@ -56,8 +56,8 @@ def test_unprocessable_submission_changes_nothing(
     assert [t.id for t in client.list_tasks(limit=5).items] == before
 
 
-def test_bad_schedule_is_invalid_argument(client: Client) -> None:
-    with pytest.raises(mistersmith.InvalidArgument) as e:
+def test_bad_schedule_is_unprocessable(client: Client) -> None:
+    with pytest.raises(mistersmith.Unprocessable) as e:
         client.create_schedule("echo", "not a cron")
     assert "cron" in e.value.message
 

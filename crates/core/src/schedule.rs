@@ -121,23 +121,26 @@ pub fn fire_key(schedule: &str, fire_at: Micros) -> String {
 /// Checks a schedule's own fields (the agent's existence is the caller's), each error naming
 /// its field; returns its timetable.
 pub fn check(s: &Schedule) -> Result<Timetable> {
-    let field = |name: &str, e: Error| Error::invalid(format!("{name}: {}", e.message));
+    let field = |name: &str, e: Error| Error::unprocessable(format!("{name}: {}", e.message));
     if s.name.is_empty() || s.name.len() > MAX_NAME_LEN || s.name.chars().any(char::is_control) {
-        return Err(Error::invalid(format!("name must be 1..={MAX_NAME_LEN} bytes without control characters")));
+        return Err(Error::unprocessable(format!("name must be 1..={MAX_NAME_LEN} bytes without control characters")));
     }
     if s.agent.is_empty() || s.agent.len() > 128 {
-        return Err(Error::invalid("agent must name an agent"));
+        return Err(Error::unprocessable("agent must name an agent"));
     }
     let cron = crate::cron::Cron::parse(&s.cron).map_err(|e| field("cron", e))?;
     let zone = crate::cron::zone(&s.timezone).map_err(|e| field("timezone", e))?;
     if s.catchup > MAX_CATCHUP {
-        return Err(Error::invalid(format!("catchup must be at most {}", humantime::format_duration(MAX_CATCHUP))));
+        return Err(Error::unprocessable(format!(
+            "catchup must be at most {}",
+            humantime::format_duration(MAX_CATCHUP)
+        )));
     }
     if !s.metadata.is_object() {
-        return Err(Error::invalid("metadata must be an object"));
+        return Err(Error::unprocessable("metadata must be an object"));
     }
     if s.priority > crate::task::MAX_PRIORITY {
-        return Err(Error::invalid(format!("priority must be 0..={}", crate::task::MAX_PRIORITY)));
+        return Err(Error::unprocessable(format!("priority must be 0..={}", crate::task::MAX_PRIORITY)));
     }
     // the fired tasks' own checks, on a task of a fire now
     s.task_for(Micros::now()).validate()?;

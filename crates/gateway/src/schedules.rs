@@ -1,5 +1,5 @@
 //! `/v1/schedules`: a tenant's cron schedules (docs/schedules.md) — create (every field checked,
-//! a 400 naming the field), list, show with the next fire times, pause, resume, delete. The
+//! a 422 naming the field), list, show with the next fire times, pause, resume, delete. The
 //! leading supervisor fires them; another tenant's schedule is a 404 like a missing one.
 
 use crate::auth::Principal;
@@ -38,7 +38,7 @@ pub(crate) struct CreateSchedule {
 }
 
 fn catchup_of(v: Option<Value>) -> ApiResult<std::time::Duration> {
-    let bad = || ApiError::invalid("catchup must be a duration such as \"30s\" or \"10m\", or milliseconds");
+    let bad = || ApiError::unprocessable("catchup must be a duration such as \"30s\" or \"10m\", or milliseconds");
     match v {
         None | Some(Value::Null) => Ok(std::time::Duration::ZERO),
         Some(Value::Number(n)) => n.as_u64().map(std::time::Duration::from_millis).ok_or_else(bad),
@@ -54,7 +54,7 @@ pub(crate) async fn create(
 ) -> ApiResult<Response> {
     let overlap = match &req.overlap {
         None => Overlap::default(),
-        Some(o) => o.parse::<Overlap>().map_err(|e| ApiError::invalid(format!("overlap: {}", e.message)))?,
+        Some(o) => o.parse::<Overlap>().map_err(|e| ApiError::unprocessable(format!("overlap: {}", e.message)))?,
     };
     let now = Micros::now();
     let paused = req.paused.unwrap_or(false);
@@ -85,13 +85,13 @@ pub(crate) async fn create(
     };
     let table = smith_core::schedule::check(&schedule)?;
     if !s.store.agents().await?.iter().any(|a| a.def.name == schedule.agent) {
-        return Err(ApiError::invalid(format!(
+        return Err(ApiError::unprocessable(format!(
             "agent: unknown agent {:?}",
             smith_core::task::truncate(&schedule.agent, 64)
         )));
     }
     let Some(first) = table.next_after(now) else {
-        return Err(ApiError::invalid("cron: the expression never fires"));
+        return Err(ApiError::unprocessable("cron: the expression never fires"));
     };
     schedule.next_fire_at = (!paused).then_some(first);
     s.store.create_schedule(&schedule).await?;

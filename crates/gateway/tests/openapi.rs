@@ -563,6 +563,13 @@ fn schemas_match_the_domain_types() {
     let frame = schema(&doc, "EventFrame");
     assert_eq!(frame["required"], json!(["id", "event", "data"]));
     assert_eq!(frame["properties"]["event"]["$ref"], "#/components/schemas/EventKind");
+    // the data pattern's kinds are exactly the platform's
+    let pattern = frame["properties"]["data"]["pattern"].as_str().unwrap();
+    let (_, rest) = pattern.split_once("\"kind\":\"(").expect("a kind group in the data pattern");
+    let (group, _) = rest.split_once(')').unwrap();
+    let in_pattern: BTreeSet<String> = group.split('|').map(|k| k.replace("\\.", ".")).collect();
+    let kinds: BTreeSet<String> = EventKind::ALL.iter().map(|k| k.as_str().to_string()).collect();
+    assert_eq!(in_pattern, kinds, "EventFrame's data pattern names every event kind");
     for path in ["/v1/tasks/{id}/events", "/v1/events"] {
         let r = &doc["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"]["schema"]["$ref"];
         assert_eq!(r, "#/components/schemas/EventFrame", "{path}");

@@ -1,6 +1,6 @@
 //! Cron schedules through the real binary (docs/schedules.md): a schedule every 2 s on `smith
 //! up` fires once per fire time; `skip` never runs two at once and records its skips; pause,
-//! resume and delete over the API and the CLI; bad input is a 400 naming the field and creates
+//! resume and delete over the API and the CLI; bad input is a 422 naming the field and creates
 //! nothing; another tenant sees none of it; and on PostgreSQL + NATS, a `kill -9` of the leading
 //! supervisor neither skips nor repeats a fire time.
 
@@ -124,7 +124,7 @@ async fn pause_resume_delete_bad_input_and_tenant_walls() {
     };
     let (acme, globex) = (key("acme").await, key("globex").await);
 
-    // bad input: a 400 naming the field, and nothing created
+    // bad input: a 422 naming the field (valid JSON, an invalid value), and nothing created
     for (body, field) in [
         (json!({"agent": "echo", "cron": "* * *"}), "cron"),
         (json!({"agent": "echo", "cron": "61 * * * *"}), "cron"),
@@ -135,7 +135,7 @@ async fn pause_resume_delete_bad_input_and_tenant_walls() {
         (json!({"agent": "echo", "cron": "* * * * *", "catchup": "soon"}), "catchup"),
     ] {
         let (status, err) = acme.post("/v1/schedules", &body).await;
-        assert_eq!(status, 400, "{body}: {err}");
+        assert_eq!(status, 422, "{body}: {err}");
         let message = err["error"]["message"].as_str().unwrap_or_default();
         assert!(message.starts_with(field), "{body}: the error names {field}: {message}");
     }
