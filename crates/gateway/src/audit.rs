@@ -68,8 +68,15 @@ impl Pending {
                 .and_then(|l| l.rsplit('/').next())
                 .map(str::to_string)
         });
+        // the platform acting on one tenant's objects is filed under that tenant, where its
+        // admins read it (the platform reads every tenant's)
+        let affected = resp.extensions().get::<Affected>().map(|a| a.0.clone());
+        let tenant = match (who, affected) {
+            (Some(p), Some(t)) if p.all_tenants() => Some(t),
+            _ => None,
+        };
         // (the response, whose body is not Sync, is not held across the write)
-        self.write(state, who, target, resp.status().as_u16())
+        self.write(state, who, target, resp.status().as_u16(), tenant)
     }
 
     /// A mutating request refused before authentication: no record of its own; a summary of
@@ -77,14 +84,21 @@ impl Pending {
     pub async fn refused(self, state: &AppState, status: u16) {
         let Some(count) = state.refusals.note() else { return };
         let target = Some(count.to_string());
-        Pending { action: "auth.refused".to_string(), ..self }.write(state, None, target, status).await
+        Pending { action: "auth.refused".to_string(), ..self }.write(state, None, target, status, None).await
     }
 
-    async fn write(self, state: &AppState, who: Option<&Principal>, target: Option<String>, status: u16) {
+    async fn write(
+        self,
+        state: &AppState,
+        who: Option<&Principal>,
+        target: Option<String>,
+        status: u16,
+        tenant: Option<String>,
+    ) {
         let record = NewAuditRecord {
             at: self.at,
             actor: who.map_or_else(|| "unauthenticated".to_string(), |p| p.actor.clone()),
-            tenant: who.map_or_else(|| "-".to_string(), |p| p.tenant.clone()),
+            tenant: tenant.unwrap_or_else(|| who.map_or_else(|| "-".to_string(), |p| p.tenant.clone())),
             action: self.action,
             target,
             source: self.source,
@@ -96,6 +110,11 @@ impl Pending {
         }
     }
 }
+
+/// The one tenant whose objects a request changed (a key the platform made or revoked for it):
+/// a platform actor's record of it is filed under that tenant.
+#[derive(Clone)]
+pub(crate) struct Affected(pub String);
 
 /// Marks a response whose request's audit record its handler already wrote.
 #[derive(Clone, Copy)]

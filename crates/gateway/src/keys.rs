@@ -76,8 +76,11 @@ pub(crate) async fn create(
     let (new, secret) = mint_key(&tenant, scopes, req.name);
     let key = s.store.create_api_key(new).await?;
     let location = format!("/v1/keys/{}", key.id);
-    Ok((StatusCode::CREATED, [(axum::http::header::LOCATION, location)], Json(json!({"key": key, "secret": secret})))
-        .into_response())
+    let mut resp =
+        (StatusCode::CREATED, [(axum::http::header::LOCATION, location)], Json(json!({"key": key, "secret": secret})))
+            .into_response();
+    resp.extensions_mut().insert(crate::audit::Affected(key.tenant.clone()));
+    Ok(resp)
 }
 
 /// The tenant filter of a listing: `Some(None)` is every tenant (the platform), `Some(Some(t))`
@@ -122,7 +125,10 @@ pub(crate) async fn revoke(
         _ => return Err(missing()),
     }
     let key = s.store.revoke_api_key(&id, Micros::now()).await?.ok_or_else(missing)?;
-    Ok(Json(key).into_response())
+    let tenant = key.tenant.clone();
+    let mut resp = Json(key).into_response();
+    resp.extensions_mut().insert(crate::audit::Affected(tenant));
+    Ok(resp)
 }
 
 #[derive(Deserialize)]

@@ -115,8 +115,19 @@ async fn tenants_are_walls_on_every_endpoint() {
     assert_eq!(status, 403, "nor for every tenant");
     let (_, audit) = a_admin.get("/v1/audit").await;
     assert!(items(&audit).iter().all(|r| r["tenant"] == "acme") && !items(&audit).is_empty(), "{audit}");
-    // b's key still works: nothing above touched it
-    assert_eq!(b.get(&format!("/v1/tasks/{tb}")).await.0, 200);
+    // the platform's keys for acme are in acme's log (by the platform), globex's are not
+    let made: Vec<Value> =
+        items(&audit).into_iter().filter(|r| r["action"] == "key.create" && r["actor"] == "token").collect();
+    assert_eq!(made.len(), 3, "the platform made three keys for acme: {audit}");
+    assert!(made.iter().all(|r| r["status"] == 201), "{made:?}");
+    let (status, _) = root.post(&format!("/v1/keys/{b_id}/revoke"), &json!({})).await;
+    assert_eq!(status, 200);
+    let (_, audit) = a_admin.get("/v1/audit?action=key.revoke&actor=token").await;
+    assert!(items(&audit).is_empty(), "globex's revocation is not acme's to read: {audit}");
+    let (_, audit) = root.get("/v1/audit?action=key.revoke&actor=token&tenant=globex").await;
+    assert_eq!(items(&audit).len(), 1, "filed under globex: {audit}");
+    // b's key was revoked by the platform just above
+    assert_eq!(b.get(&format!("/v1/tasks/{tb}")).await.0, 401);
     assert_eq!(a.cancel(&long).await.0, 202);
 }
 
@@ -216,7 +227,8 @@ async fn the_audit_log_holds_one_record_per_mutating_call() {
         })
         .collect();
     let want = vec![
-        ("token".into(), "*".into(), "key.create".into(), Some(a_id.clone()), 201),
+        // the platform's key for acme is filed under acme
+        ("token".into(), "acme".into(), "key.create".into(), Some(a_id.clone()), 201),
         (actor.clone(), "acme".into(), "task.submit".into(), Some(t1.clone()), 201),
         (actor.clone(), "acme".into(), "task.cancel".into(), Some(t1.clone()), 202),
         (actor.clone(), "acme".into(), "task.submit".into(), None, 422),
