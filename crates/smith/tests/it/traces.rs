@@ -5,7 +5,8 @@
 //! and its agent gets `TRACEPARENT` naming its executor's span; an unsampled caller is
 //! followed. With no exporter configured no span is built: the agent gets the caller's own
 //! context, unchanged. On PostgreSQL + NATS the gateway and the worker are two processes and the
-//! trace still joins up through the store.
+//! trace still joins up through the store. The real Claude Code CLI, its telemetry turned on by
+//! its agent's `env`, exports its own spans into the task's trace under `executor.run`.
 
 use crate::common::cluster::{Cluster, Role, Services};
 use crate::common::{Api, Opts, Smith};
@@ -345,5 +346,59 @@ async fn a_task_is_one_trace_across_the_gateway_and_worker_processes() {
         ("store.complete", "worker"),
     ] {
         assert_eq!(role(name), by, "{name}");
+    }
+}
+
+/// The real Claude Code CLI as the agent, its own telemetry turned on by its definition's `env`
+/// (the worker's collector settings are never handed over): its spans land in the task's trace
+/// under the `executor.run` span, through the `TRACEPARENT` the worker gives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claude_code_agents_own_spans_join_the_tasks_trace() {
+    let Some(claude) = crate::common::claude_cli() else { return };
+    let mock = crate::common::anthropic_mock::Mock::start().await;
+    let rx = Receiver::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[agents.coder]\nexecutor = \"claude-code\"\ncommand = \"{claude}\"\nmax_attempts = 1\n\
+         model = \"claude-sonnet-4-5\"\n\
+         [agents.coder.env]\nANTHROPIC_BASE_URL = \"{}\"\nANTHROPIC_API_KEY = \"test-key\"\n\
+         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\"\nDISABLE_AUTOUPDATER = \"1\"\nHOME = \"{}\"\n\
+         CLAUDE_CODE_ENABLE_TELEMETRY = \"1\"\nCLAUDE_CODE_ENHANCED_TELEMETRY_BETA = \"1\"\n\
+         OTEL_TRACES_EXPORTER = \"otlp\"\nOTEL_METRICS_EXPORTER = \"none\"\nOTEL_LOGS_EXPORTER = \"none\"\n\
+         OTEL_EXPORTER_OTLP_PROTOCOL = \"http/protobuf\"\nOTEL_EXPORTER_OTLP_ENDPOINT = \"{}\"\n\
+         OTEL_TRACES_EXPORT_INTERVAL = \"200\"\nOTEL_BSP_SCHEDULE_DELAY = \"200\"\n\
+         [telemetry]\nendpoint = \"{}\"\n",
+        mock.url,
+        home.path().display(),
+        rx.url,
+        rx.url
+    );
+    let smith = Smith::start(Opts::new().config(&config).env("OTEL_BSP_SCHEDULE_DELAY", "100")).await;
+    let api = smith.api();
+    let (trace, span) = caller();
+    let r = api
+        .request(reqwest::Method::POST, "/v1/tasks")
+        .header("traceparent", format!("00-{trace}-{span}-01"))
+        .json(&json!({"agent": "coder", "input": "PLAIN say hello"}));
+    let (status, task) = api.send(r).await;
+    assert_eq!(status, 201, "{task}");
+    let done = api.wait_terminal(&crate::common::cluster::id_of(&task), Duration::from_secs(90)).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}\n{}", smith.stderr());
+    let ours = rx.wait_for(&trace, &["task.attempt", "executor.run"]).await;
+    let exec = ours.iter().find(|s| s.name == "executor.run").unwrap().id.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let spans = rx.of_trace(&trace);
+        let theirs: Vec<&Got> = spans.iter().filter(|s| s.service != "smith").collect();
+        // e.g. `claude_code.llm_request` (gen_ai.provider.name = anthropic), a child of ours
+        if theirs.iter().any(|s| s.parent == exec && s.service == "claude-code" && s.name.starts_with("claude_code.")) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no span of the CLI under executor.run {exec}: {spans:#?}\nall: {:#?}",
+            rx.spans.lock().unwrap().iter().filter(|s| s.service != "smith").collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
