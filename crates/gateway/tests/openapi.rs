@@ -570,10 +570,16 @@ fn schemas_match_the_domain_types() {
     let in_pattern: BTreeSet<String> = group.split('|').map(|k| k.replace("\\.", ".")).collect();
     let kinds: BTreeSet<String> = EventKind::ALL.iter().map(|k| k.as_str().to_string()).collect();
     assert_eq!(in_pattern, kinds, "EventFrame's data pattern names every event kind");
-    for path in ["/v1/tasks/{id}/events", "/v1/events"] {
-        let r = &doc["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"]["schema"]["$ref"];
-        assert_eq!(r, "#/components/schemas/EventFrame", "{path}");
-    }
+    let stream =
+        |path: &str| doc["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"]["schema"].clone();
+    assert_eq!(stream("/v1/tasks/{id}/events")["$ref"], "#/components/schemas/EventFrame");
+    // the feed also sends a retention notice (docs/retention.md)
+    assert_eq!(
+        stream("/v1/events")["oneOf"],
+        json!([{"$ref": "#/components/schemas/EventFrame"}, {"$ref": "#/components/schemas/RetentionFrame"}])
+    );
+    let retention = schema(&doc, "RetentionFrame");
+    assert_eq!(retention["properties"]["event"]["enum"], json!(["retention"]));
 
     let mut def = AgentDef::new("proc", ExecutorKind::Process);
     def.timeout = Some(std::time::Duration::from_secs(90));
