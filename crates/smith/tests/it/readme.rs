@@ -1,7 +1,8 @@
 //! The README as a new user reads it: every `curl` line of its shell blocks runs as written
 //! (curl itself, through `sh`) against a `smith up` configured with the README's own agent
-//! block, with only the host and the placeholders filled in; and `smith nodes` shows load as
-//! columns, `--json` the raw answer.
+//! block, with only the host and the placeholders filled in; the quick start's `smith task …`,
+//! `smith agents` and `smith nodes` lines run as written too (`smith` on `PATH`, the server in
+//! `SMITH_SERVER`); and `smith nodes` shows load as columns, `--json` the raw answer.
 
 use crate::common::{self, Opts, Smith};
 use serde_json::Value;
@@ -93,6 +94,56 @@ async fn every_readme_curl_line_works_as_written() {
     assert!(!task.is_empty(), "a README line submits a task");
     let done = smith.wait_terminal(&task, Duration::from_secs(30)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
+}
+
+/// The README's block that starts with `first`, its commands as written (comments kept: `sh`
+/// drops them).
+fn block_starting(first: &str) -> Vec<String> {
+    let all = shell_commands();
+    let at = all.iter().position(|l| l.starts_with(first)).unwrap_or_else(|| panic!("no README line {first:?}"));
+    all[at..].iter().take_while(|l| l.starts_with("smith ")).cloned().collect()
+}
+
+#[tokio::test]
+async fn the_quick_starts_smith_lines_work_as_written() {
+    let lines = block_starting("smith task submit echo");
+    assert_eq!(lines.len(), 7, "{lines:#?}");
+    let smith = Smith::start(Opts::new()).await;
+    // `smith` on PATH is this build's
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(common::BIN, bin.path().join("smith")).unwrap();
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+    let mut id = String::new();
+    for line in &lines {
+        let cmd = line.replace("<ID>", &id);
+        let out = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .env("PATH", &path)
+            .env("SMITH_SERVER", &smith.base)
+            .env_remove("SMITH_TOKEN")
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(60), out).await.expect("finished").expect("ran");
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let code = out.status.code().unwrap_or(-1);
+        // the watch of the task cancelled on the line before: its outcome, cancelled, is exit 3
+        let want = if line.starts_with("smith task watch") { 3 } else { 0 };
+        assert_eq!(code, want, "{cmd}\n{stdout}\n{stderr}");
+        if line.starts_with("smith task submit sleep") {
+            id = stdout.trim().to_string();
+            assert_eq!(id.len(), 36, "the task id: {stdout}");
+        }
+        if line.starts_with("smith task submit echo") {
+            assert!(stdout.contains("task.succeeded"), "the stream: {stdout}");
+        }
+        if line.starts_with("smith task list") {
+            assert!(stdout.contains(&id), "the running sleep task is listed: {stdout}");
+        }
+        if line.starts_with("smith agents") {
+            assert!(stdout.lines().any(|l| l.starts_with("echo ")), "{stdout}");
+        }
+    }
 }
 
 #[tokio::test]
