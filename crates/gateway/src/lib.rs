@@ -179,6 +179,13 @@ impl Gateway {
         }
     }
 
+    /// Whether tenant `tenant` may submit another task now: its quotas and the store-size guard,
+    /// as this gateway applies them to submissions (`Err`: why not). For the tasks the leader
+    /// submits on a tenant's behalf in the same process (`smith up`'s schedule fires).
+    pub async fn admit(&self, tenant: &str) -> Result<(), String> {
+        self.state.quotas.admit(self.state.store.as_ref(), tenant).await.map_err(|e| e.message)
+    }
+
     pub fn router(&self) -> axum::Router {
         let state = self.state.clone();
         let mut api = routes::router(state.clone());

@@ -119,7 +119,7 @@ impl Quotas {
 }
 
 /// The quotas and each tenant's token bucket.
-pub(crate) struct Enforcer {
+pub struct Enforcer {
     quotas: Quotas,
     buckets: Mutex<HashMap<String, Bucket>>,
     /// `[limits] store_max_bytes`, and the store's size at its last measure.

@@ -185,7 +185,18 @@ pub async fn supervisor(args: SupervisorArgs) -> Result<ExitCode> {
     // retention deletes artifacts' objects from the storage the workers store them in
     let storage = if b.file.retention.options(None)?.is_some() { b.file.artifacts.open(None).await? } else { None };
     let retention_opts = b.file.retention.options(storage)?;
+    // schedule fires are submissions: the tenants' quotas admit them, as the gateways do theirs
+    b.file.quotas.validate()?;
+    let quotas = std::sync::Arc::new(smith_gateway::quota::Enforcer::new(
+        b.file.quotas.clone(),
+        b.file.limits.store_max_bytes()?,
+    ));
+    let quota_store = b.store.clone();
     let sup = Supervisor::new(opts, b.store, b.bus);
+    sup.admit_fires(std::sync::Arc::new(move |tenant: String| {
+        let (quotas, store) = (quotas.clone(), quota_store.clone());
+        Box::pin(async move { quotas.admit(store.as_ref(), &tenant).await.map_err(|e| e.message) })
+    }));
     let retention = retention_opts.map(|o| sup.retention(o));
     tracing::info!("smith supervisor running");
     let mut roles = vec![node::supervisor_tree(&sup, retention.as_ref()), node::webhooks_tree(&hooks), sampler];

@@ -214,6 +214,12 @@ pub async fn run(args: UpArgs, token: Option<String>) -> Result<ExitCode> {
     gopts.capability_key = Some(capability_key);
     gopts.artifacts = artifacts;
     let gateway = Gateway::new(gopts, store.clone(), bus.clone());
+    // schedule fires are submissions: the gateway's quotas admit them
+    let admitting = gateway.clone();
+    supervisor.admit_fires(std::sync::Arc::new(move |tenant: String| {
+        let g = admitting.clone();
+        Box::pin(async move { g.admit(&tenant).await })
+    }));
 
     let spec = node::root(vec![
         node::supervisor_tree(&supervisor, retention.as_ref()),

@@ -92,10 +92,16 @@ pub struct Supervisor {
     follower: Arc<Mutex<Option<Follower>>>,
     /// Quarantined nodes heard from again, and since when.
     heard: Arc<Mutex<HashMap<String, tokio::time::Instant>>>,
+    /// Admits (or refuses, saying why) a task the leader submits for a tenant: a schedule's fire.
+    admission: Arc<Mutex<Option<Admission>>>,
 }
 
 /// Receives the autoscaler's desired slot count.
 pub type Follower = Arc<dyn Fn(usize) + Send + Sync>;
+
+/// The tenant's quotas, as its gateways apply them to submissions, for the tasks the leader
+/// submits on a tenant's behalf: `Err` says why the tenant may not have another now.
+pub type Admission = Arc<dyn Fn(String) -> futures_util::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// System events waiting to be written at most; beyond that they are logged only.
 const SYSTEM_BACKLOG: usize = 1024;
@@ -116,7 +122,14 @@ impl Supervisor {
             scaling: Default::default(),
             follower: Default::default(),
             heard: Default::default(),
+            admission: Default::default(),
         }
+    }
+
+    /// Has schedule fires admitted by `a` (the tenant quotas): a refused fire is passed over and
+    /// counted as missed. Without one, fires are admitted as they come.
+    pub fn admit_fires(&self, a: Admission) {
+        *self.admission.lock().expect("admission lock") = Some(a);
     }
 
     /// The retention loop (docs/retention.md), deleting only while this supervisor leads.

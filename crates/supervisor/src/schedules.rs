@@ -108,10 +108,25 @@ impl Supervisor {
                 missed: step.missed,
             };
             if step.action == Action::Fire {
-                if s.overlap == Overlap::CancelPrevious && s.previous_unfinished() {
-                    self.cancel_previous(&s).await;
+                // the tenant's quotas first: a fire is a submission like any other
+                let admit = self.admission.lock().expect("admission lock").clone();
+                let refused = match admit {
+                    Some(admit) => admit(s.tenant.clone()).await.err(),
+                    None => None,
+                };
+                match refused {
+                    Some(why) => {
+                        tracing::warn!(schedule = %s.id, tenant = %s.tenant, fire_time = %step.fire_at.rfc3339(), reason = %why, "schedule fire refused by the tenant's quota");
+                        count("refused", 1);
+                        fire.missed += 1;
+                    }
+                    None => {
+                        if s.overlap == Overlap::CancelPrevious && s.previous_unfinished() {
+                            self.cancel_previous(&s).await;
+                        }
+                        fire.task = Some(s.task_for(step.fire_at));
+                    }
                 }
-                fire.task = Some(s.task_for(step.fire_at));
             }
             let result = match self.store.fire_schedule(fire.clone()).await {
                 // the agent is gone or the task no longer valid: the fire cannot run, and is
@@ -175,13 +190,13 @@ impl Supervisor {
 pub fn describe_metrics() {
     metrics::describe_counter!(
         "smith_schedule_fires_total",
-        "Schedule fires by outcome: fired (task submitted), skipped (previous run unfinished), missed (older than the catch-up window), failed (the task could not be submitted)"
+        "Schedule fires by outcome: fired (task submitted), skipped (previous run unfinished), missed (older than the catch-up window), failed (the task could not be submitted), refused (the tenant's quota)"
     );
     metrics::describe_histogram!(
         "smith_schedule_fire_delay_seconds",
         "From a schedule fire's intended time to its task's creation"
     );
-    for outcome in ["fired", "skipped", "missed", "failed"] {
+    for outcome in ["fired", "skipped", "missed", "failed", "refused"] {
         metrics::counter!("smith_schedule_fires_total", "outcome" => outcome).absolute(0);
     }
 }

@@ -109,6 +109,39 @@ async fn skip_never_overlaps_a_slow_run_and_records_the_skips() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_over_the_tenants_quota_is_refused_and_counted_missed() {
+    // one slot and at most two tasks waiting: the schedule's fires fill the queue, and the
+    // fires after that are refused as a submission over the quota would be
+    let config = "[quotas]\nmax_queued = 2\n\
+                  [agents.solo]\nexecutor = \"builtin\"\nbuiltin = \"sleep\"\nconcurrency = 1\n";
+    let s = Smith::start(Opts::new().config(config)).await;
+    let api = s.api();
+    let created =
+        create(&api, json!({"agent": "solo", "input": 60_000, "cron": "* * * * * *", "overlap": "enqueue"})).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    api.post(&format!("/v1/schedules/{id}/pause"), &json!({})).await;
+    let tasks = runs(&api, "solo", &id).await;
+    let waiting = tasks.iter().filter(|t| t["status"] == "queued").count();
+    assert_eq!(tasks.len(), 3, "one running and two queued, no more: {tasks:#?}");
+    assert_eq!(waiting, 2, "{tasks:#?}");
+    let (_, now) = api.get(&format!("/v1/schedules/{id}")).await;
+    assert!(now["missed"].as_u64().unwrap() >= 3, "the refused fires are counted missed: {now}");
+    // as a submission of the tenant's is refused
+    let (status, _) = api.post("/v1/tasks", &json!({"agent": "solo", "input": 1})).await;
+    assert_eq!(status, 429);
+    let (_, metrics) = api.get("/metrics").await;
+    let refused = metrics
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("smith_schedule_fires_total{outcome=\"refused\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or_default();
+    assert!(refused >= 3.0, "smith_schedule_fires_total{{outcome=\"refused\"}} = {refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_delete_bad_input_and_tenant_walls() {
     let s = Smith::start(Opts::new().token("root-token")).await;
     let root = s.api();
