@@ -9,6 +9,7 @@ use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde_json::Value;
 use smith_core::sse::SseParser;
+use smith_core::trace::{Kind, Span};
 use smith_core::EventKind;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -66,7 +67,28 @@ pub(super) async fn exchange<A: Api>(
                 return Err(cancelled());
             }
         }
+        // a client span per request (OpenTelemetry's GenAI conventions), under the executor's
+        let mut span = match smith_core::trace::enabled() {
+            true => Span::start(format!("chat {}", cfg.model), Kind::Client, ctx.traceparent.as_deref()),
+            false => Span::none(),
+        };
+        if span.is_some() {
+            span.attr("gen_ai.operation.name", "chat");
+            span.attr("gen_ai.provider.name", A::NAME);
+            span.attr("gen_ai.request.model", cfg.model.clone());
+            span.attr("smith.try", i64::from(tries));
+        }
         let outcome = one_try(api, cfg, &mut body, ctx, meter, text).await;
+        if span.is_some() {
+            span.attr("gen_ai.usage.input_tokens", meter.current.input as i64);
+            span.attr("gen_ai.usage.output_tokens", meter.current.output as i64);
+            match &outcome {
+                Ok(_) => {}
+                Err(TryError::Retry { why, .. }) => span.fail(why.clone()),
+                Err(TryError::Fail(f)) => span.fail(format!("{}: {}", f.error.code, f.error.message)),
+            }
+        }
+        drop(span);
         if let Some(limiter) = &ctx.limiter {
             limiter.settle(estimate, meter.current.input.saturating_add(meter.current.output)).await;
         }

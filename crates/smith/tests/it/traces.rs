@@ -402,3 +402,41 @@ async fn a_claude_code_agents_own_spans_join_the_tasks_trace() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// An `anthropic` agent against the mock Messages API: each request to the provider is a client
+/// span under `executor.run`, named and attributed by OpenTelemetry's GenAI conventions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_agents_provider_requests_are_client_spans_under_its_executor() {
+    let mock = crate::common::anthropic_mock::Mock::start().await;
+    let rx = Receiver::start().await;
+    let config = format!(
+        "[agents.writer]\nexecutor = \"anthropic\"\nmodel = \"claude-sonnet-4-5\"\nbase_url = \"{}\"\n\
+         api_key = \"sk-test-secret\"\nmax_attempts = 1\n[telemetry]\nendpoint = \"{}\"\n",
+        mock.url, rx.url
+    );
+    let smith = Smith::start(Opts::new().config(&config).env("OTEL_BSP_SCHEDULE_DELAY", "100")).await;
+    let api = smith.api();
+    let (trace, span) = caller();
+    let r = api
+        .request(reqwest::Method::POST, "/v1/tasks")
+        .header("traceparent", format!("00-{trace}-{span}-01"))
+        .json(&json!({"agent": "writer", "input": "say hello"}));
+    let (status, task) = api.send(r).await;
+    assert_eq!(status, 201, "{task}");
+    let done = api.wait_terminal(&crate::common::cluster::id_of(&task), WAIT).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let spans = rx.wait_for(&trace, &["executor.run", "chat claude-sonnet-4-5"]).await;
+    let exec = spans.iter().find(|s| s.name == "executor.run").unwrap();
+    let chat = spans.iter().find(|s| s.name == "chat claude-sonnet-4-5").unwrap();
+    assert_eq!(chat.parent, exec.id, "the request is the executor's child");
+    assert_eq!(chat.kind, 3, "a client span (SPAN_KIND_CLIENT)");
+    let attr = |k: &str| chat.attrs.get(k).cloned().unwrap_or_default();
+    assert_eq!(
+        (attr("gen_ai.provider.name").as_str(), attr("gen_ai.request.model").as_str()),
+        ("anthropic", "claude-sonnet-4-5")
+    );
+    let used = done["usage"]["input_tokens"].as_u64().unwrap();
+    assert_eq!(attr("gen_ai.usage.input_tokens"), used.to_string(), "{chat:?} against {done}");
+    // the key never leaves: not in any attribute
+    assert!(spans.iter().all(|s| s.attrs.values().all(|v| !v.contains("sk-test-secret"))), "{spans:#?}");
+}
