@@ -9,6 +9,7 @@
 use crate::Supervisor;
 use futures_util::StreamExt;
 use smith_core::schedule::{plan, Action, Overlap, Schedule};
+use smith_core::trace::{Kind, Span};
 use smith_core::{Code, Micros, TaskStatus};
 use smith_store::Fire;
 use std::sync::atomic::Ordering;
@@ -124,7 +125,16 @@ impl Supervisor {
                         if s.overlap == Overlap::CancelPrevious && s.previous_unfinished() {
                             self.cancel_previous(&s).await;
                         }
-                        fire.task = Some(s.task_for(step.fire_at));
+                        let mut task = s.task_for(step.fire_at);
+                        // the fired task's trace starts at its fire
+                        let mut span = Span::start("schedule.fire", Kind::Producer, None);
+                        if span.is_some() {
+                            span.attr("smith.schedule.id", s.id.clone());
+                            span.attr("smith.tenant", s.tenant.clone());
+                            span.attr("smith.fire_time", step.fire_at.rfc3339());
+                            task.traceparent = span.traceparent();
+                        }
+                        fire.task = Some(task);
                     }
                 }
             }

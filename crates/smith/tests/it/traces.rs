@@ -440,3 +440,35 @@ async fn an_llm_agents_provider_requests_are_client_spans_under_its_executor() {
     // the key never leaves: not in any attribute
     assert!(spans.iter().all(|s| s.attrs.values().all(|v| !v.contains("sk-test-secret"))), "{spans:#?}");
 }
+
+/// A schedule's fire starts its task's trace: the task's spans hang under `schedule.fire`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_tasks_trace_starts_at_its_fire() {
+    let rx = Receiver::start().await;
+    let config = format!("{TRACER}[telemetry]\nendpoint = \"{}\"\n", rx.url);
+    let smith = Smith::start(Opts::new().config(&config).env("OTEL_BSP_SCHEDULE_DELAY", "100")).await;
+    let api = smith.api();
+    let (status, created) =
+        api.post("/v1/schedules", &json!({"agent": "tracer", "input": null, "cron": "* * * * * *"})).await;
+    assert_eq!(status, 201, "{created}");
+    let schedule = created["id"].as_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let task = loop {
+        let (_, page) = api.get("/v1/tasks?agent=tracer&status=succeeded").await;
+        if let Some(t) = page["items"].as_array().and_then(|i| i.first()).cloned() {
+            break t;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no fired task succeeded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    api.post(&format!("/v1/schedules/{schedule}/pause"), &json!({})).await;
+    let tp = task["traceparent"].as_str().unwrap_or_else(|| panic!("a fired task carries a trace: {task}"));
+    let trace = tp.split('-').nth(1).unwrap().to_string();
+    let spans = rx.wait_for(&trace, &["schedule.fire", "task.attempt", "executor.run"]).await;
+    let fire = spans.iter().find(|s| s.name == "schedule.fire").unwrap();
+    assert_eq!(fire.parent, "", "the fire is the trace's root: {fire:?}");
+    assert_eq!(fire.attrs.get("smith.schedule.id"), Some(&schedule));
+    assert_eq!(tp, format!("00-{}-{}-01", fire.trace, fire.id), "the task hangs under the fire");
+    let attempt = spans.iter().find(|s| s.name == "task.attempt").unwrap();
+    assert_eq!(attempt.parent, fire.id);
+}
