@@ -68,48 +68,10 @@ client=$b_bin
 echo "A = $a_name ($a_bin)"
 echo "B = $b_name ($b_bin)"
 
-pids=()
-stop_all() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
-trap stop_all EXIT
-
-wait_http() {
-  for _ in $(seq 1 200); do
-    if curl -fsS "$1/healthz" >/dev/null 2>&1; then return 0; fi
-    sleep 0.05
-  done
-  echo "server at $1 did not come up" >&2
-  return 1
-}
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 
 port=$((18300 + RANDOM % 500))
-
-# CPU ticks (user + system) used so far by the given processes.
-ticks() {
-  local p t=0
-  for p in "$@"; do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo "$t"
-}
-
-# Runs the bench client; prints "TPS P99 N": N is every task it ran, the latency run's too.
-bench() {
-  local url=$1 tasks=$2 conc=$3 out
-  out=$("$client" --server "$url" bench --tasks "$tasks" --concurrency "$conc" --latency-seconds "$LATENCY_SECONDS" 2>&1) || {
-    echo "$out" >&2
-    echo "nan nan $tasks"
-    return
-  }
-  local tps p99 paced
-  tps=$(sed -n 's/.* = \([0-9.]*\) tasks\/s.*/\1/p' <<<"$out" | head -n1)
-  p99=$(sed -n 's/.*p99 \([0-9.]*\) ms.*/\1/p' <<<"$out" | head -n1)
-  paced=$(sed -n 's/^dispatch latency at .* (\([0-9]*\) tasks).*/\1/p' <<<"$out" | head -n1)
-  echo "${tps:-nan} ${p99:-nan} $((tasks + ${paced:-0}))"
-}
 
 embedded() {
   local bin=$1 dir url
@@ -122,16 +84,6 @@ embedded() {
   measured "$url" "$TASKS" "$CONC"
   stop_all
   rm -rf "$dir"
-}
-
-# Runs the bench against the servers in `pids`; prints "TPS P99 CPU" (CPU: µs of their
-# user + system time per task over the bench, the latency run's tasks counted too).
-measured() {
-  local t0 tps p99 n
-  t0=$(ticks "${pids[@]}")
-  read -r tps p99 n < <(bench "$1" "$2" "$3")
-  awk -v r="$tps $p99" -v t0="$t0" -v t1="$(ticks "${pids[@]}")" -v hz="$(getconf CLK_TCK)" -v n="$n" \
-    'BEGIN { printf "%s %.1f\n", r, (t1 - t0) / hz * 1e6 / n }'
 }
 
 distributed() {
@@ -158,8 +110,6 @@ distributed() {
   psql "$SMITH_TEST_POSTGRES_URL" -qc "DROP DATABASE $db WITH (FORCE)" >/dev/null
   rm -rf "$dir"
 }
-
-median() { sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 
 # Alternates the builds; prints each run and the summary of one mode.
 compare() {

@@ -38,55 +38,15 @@ echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') 
 echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "binary: $bin; keyed: $KEYS keys, max_per_key = $MAX_PER_KEY"
 
-pids=()
-stop_all() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
-trap stop_all EXIT
-
-wait_http() {
-  for _ in $(seq 1 200); do
-    if curl -fsS "$1/healthz" >/dev/null 2>&1; then return 0; fi
-    sleep 0.05
-  done
-  echo "server at $1 did not come up" >&2
-  return 1
-}
+client=$bin
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 port=$((18800 + RANDOM % 500))
 
-ticks() {
-  local p t=0
-  for p in "$@"; do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo "$t"
-}
-
-# Runs the bench client for one load ("plain" or "keyed"); prints "TPS P99 N".
-bench() {
-  local url=$1 load=$2 tasks=$3 conc=$4 out args=()
-  if [ "$load" = keyed ]; then args=(--agent keyed --keys "$KEYS"); fi
-  out=$("$bin" --server "$url" bench --tasks "$tasks" --concurrency "$conc" --latency-seconds "$LATENCY_SECONDS" "${args[@]}" 2>&1) || {
-    echo "$out" >&2
-    echo "nan nan $tasks"
-    return
-  }
-  local tps p99 paced
-  tps=$(sed -n 's/.* = \([0-9.]*\) tasks\/s.*/\1/p' <<<"$out" | head -n1)
-  p99=$(sed -n 's/.*p99 \([0-9.]*\) ms.*/\1/p' <<<"$out" | head -n1)
-  paced=$(sed -n 's/^dispatch latency at .* (\([0-9]*\) tasks).*/\1/p' <<<"$out" | head -n1)
-  echo "${tps:-nan} ${p99:-nan} $((tasks + ${paced:-0}))"
-}
-
-measured() {
-  local t0 tps p99 n
-  t0=$(ticks "${pids[@]}")
-  read -r tps p99 n < <(bench "$1" "$2" "$3" "$4")
-  awk -v r="$tps $p99" -v t0="$t0" -v t1="$(ticks "${pids[@]}")" -v hz="$(getconf CLK_TCK)" -v n="$n" \
-    'BEGIN { printf "%s %.1f\n", r, (t1 - t0) / hz * 1e6 / n }'
+# The bench's arguments for one load ("plain" or "keyed").
+load_args() {
+  if [ "$1" = keyed ]; then echo "--agent keyed --keys $KEYS"; fi
 }
 
 embedded() {
@@ -97,7 +57,8 @@ embedded() {
   "$bin" up --config "$config" --listen "127.0.0.1:$port" --data-dir "$dir/data" >"$dir/server.log" 2>&1 &
   pids+=($!)
   wait_http "$url"
-  measured "$url" "$load" "$TASKS" "$CONC"
+  # shellcheck disable=SC2046 # the load's arguments, split
+  measured "$url" "$TASKS" "$CONC" $(load_args "$load")
   stop_all
   rm -rf "$dir"
 }
@@ -120,14 +81,13 @@ distributed() {
   "$bin" gateway --listen "127.0.0.1:$port" >"$dir/gw.log" 2>&1 &
   pids+=($!)
   wait_http "$url"
-  measured "$url" "$load" "$DIST_TASKS" "$DIST_CONC"
+  # shellcheck disable=SC2046 # the load's arguments, split
+  measured "$url" "$DIST_TASKS" "$DIST_CONC" $(load_args "$load")
   stop_all
   unset SMITH_STORE SMITH_BUS SMITH_CONFIG
   psql "$SMITH_TEST_POSTGRES_URL" -qc "DROP DATABASE $db WITH (FORCE)" >/dev/null
   rm -rf "$dir"
 }
-
-median() { sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 
 # Alternates the loads (keyed first on odd runs, plain first on even ones).
 compare() {
