@@ -13,10 +13,10 @@
 //! emits and one the agent's configuration sends). Nothing here deploys: there is no AWS account
 //! or cluster.
 
-use crate::common::cluster::Database;
+use crate::common::{self, cluster::Database};
 use smith_plan::emit::{cpu_quantity, memory_quantity};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::{json, Value};
@@ -30,14 +30,6 @@ const K8S_VERSIONS: [&str; 2] = ["1.29", "1.37"];
 
 fn smith(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_smith")).args(args).output().expect("run smith")
-}
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
 fn plan_json(profile: &str, agents: u64) -> Value {
@@ -86,30 +78,9 @@ fn dir_files(dir: &Path) -> BTreeMap<String, String> {
     let Ok(entries) = std::fs::read_dir(dir) else { return files };
     for e in entries {
         let e = e.unwrap();
-        files.insert(e.file_name().to_string_lossy().into_owned(), read(&e.path()));
+        files.insert(e.file_name().to_string_lossy().into_owned(), common::read(&e.path()));
     }
     files
-}
-
-/// The tool `var` names, else `name` on PATH, else in .ci/tools/venv (where .ci/run puts it).
-/// CI sets the service URLs and installs the tools: there a missing one is a failure.
-fn tool(var: &str, name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os(var)
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .filter(|p| p.is_file())
-        .or_else(|| {
-            let path = std::env::var_os("PATH")?;
-            std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
-        })
-        .or_else(|| Some(repo(".ci/tools/venv/bin").join(name)).filter(|p| p.is_file()));
-    if found.is_none() {
-        if std::env::var_os("SMITH_TEST_POSTGRES_URL").is_some() {
-            panic!("{name} not installed: set {var} or run .ci/run's install step (.ci/tools/venv)");
-        }
-        println!("skipped: {name} not installed ({var} unset); the structural checks still ran");
-    }
-    found
 }
 
 fn run_tool(tool: &Path, args: &[&str]) -> (bool, String) {
@@ -120,7 +91,7 @@ fn run_tool(tool: &Path, args: &[&str]) -> (bool, String) {
 
 /// The seed's twelve alert names: group `smith` of deploy/prometheus/alerts.yml.
 fn seed_alerts() -> BTreeSet<String> {
-    let text = read(&repo("deploy/prometheus/alerts.yml"));
+    let text = common::read(&common::repo("deploy/prometheus/alerts.yml"));
     let mut group = String::new();
     let mut alerts = BTreeSet::new();
     for line in text.lines().map(str::trim) {
@@ -179,7 +150,7 @@ fn expand(selector: &str) -> Vec<String> {
 fn cloudformation_templates_follow_the_plan_and_pass_cfn_lint() {
     let tmp = tempfile::tempdir().unwrap();
     let seeds = seed_alerts();
-    let metrics_doc = read(&repo("docs/metrics.md"));
+    let metrics_doc = common::read(&common::repo("docs/metrics.md"));
     let mut templates = Vec::new();
     for (profile, agents) in PROFILES {
         let (plan, files) = planned("cloudformation", profile, agents, tmp.path());
@@ -344,7 +315,10 @@ fn cloudformation_templates_follow_the_plan_and_pass_cfn_lint() {
             attrs.iter().find(|a| a["Key"] == "idle_timeout.timeout_seconds").unwrap()["Value"].as_str().unwrap();
         assert!(idle.parse::<u64>().unwrap() >= 300, "idle timeout {idle} must be far above the 15 s SSE keep-alive");
         let health = r["TargetGroup"]["Properties"]["HealthCheckPath"].as_str().unwrap();
-        assert!(read(&repo("crates/gateway/src/routes.rs")).contains(&format!(".route(\"{health}\"")), "{health}");
+        assert!(
+            common::read(&common::repo("crates/gateway/src/routes.rs")).contains(&format!(".route(\"{health}\"")),
+            "{health}"
+        );
         for out in ["ApiUrl", "ClusterName", "StoreUrlSecretArn", "BusUrlSecretArn", "TokenSecretArn"] {
             assert!(t["Outputs"].get(out).is_some(), "{ctx}: output {out}");
         }
@@ -360,7 +334,7 @@ fn cloudformation_templates_follow_the_plan_and_pass_cfn_lint() {
         templates.push(dir.join(&file));
     }
 
-    let Some(cfn_lint) = tool("SMITH_TEST_CFN_LINT", "cfn-lint") else { return };
+    let Some(cfn_lint) = common::tool("SMITH_TEST_CFN_LINT", "cfn-lint", "venv") else { return };
     let mut args = vec!["--"];
     args.extend(templates.iter().map(|p| p.to_str().unwrap()));
     let (ok, text) = run_tool(&cfn_lint, &args);
@@ -478,7 +452,8 @@ fn kubernetes_manifests_follow_the_plan_and_validate() {
             assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
             assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
             // probes on the routes the process serves
-            let routes = read(&repo("crates/gateway/src/routes.rs")) + &read(&repo("crates/gateway/src/lib.rs"));
+            let routes = common::read(&common::repo("crates/gateway/src/routes.rs"))
+                + &common::read(&common::repo("crates/gateway/src/lib.rs"));
             for probe in ["readinessProbe", "livenessProbe"] {
                 let path = c[probe]["httpGet"]["path"].as_str().unwrap();
                 assert!(routes.contains(&format!(".route(\"{path}\"")), "{ctx}: {role} {probe} {path}");
@@ -542,7 +517,7 @@ fn kubernetes_manifests_follow_the_plan_and_validate() {
         }
     }
 
-    let Some(validate) = tool("SMITH_TEST_K8S_VALIDATE", "kubernetes-validate") else { return };
+    let Some(validate) = common::tool("SMITH_TEST_K8S_VALIDATE", "kubernetes-validate", "venv") else { return };
     for version in K8S_VERSIONS {
         let mut args = vec!["--strict", "-k", version];
         args.extend(all_files.iter().map(|p| p.to_str().unwrap()));
@@ -571,7 +546,7 @@ fn checked_in_copies_are_what_smith_plan_writes() {
         for (target, folder) in [("cloudformation", "aws"), ("k8s", "k8s")] {
             let dir = tmp.path().join(format!("{folder}-{profile}"));
             let fresh = emit(target, profile, agents, &dir);
-            let copy_dir = repo(&format!("deploy/{folder}/{profile}"));
+            let copy_dir = common::repo(&format!("deploy/{folder}/{profile}"));
             let copy = dir_files(&copy_dir);
             let regenerate = format!(
                 "deploy/{folder}/{profile} differs from what smith writes now; regenerate it:\n  rm -rf deploy/{folder}/{profile} && cargo run --release -p smith -- plan --agents {agents} --profile {profile} --model seed --emit {target} deploy/{folder}/{profile}"

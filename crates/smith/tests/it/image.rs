@@ -45,14 +45,6 @@ const CLAUDE_IN_CONTEXT: &str = "target/claude-code/node_modules/@anthropic-ai/c
 const CLAUDE_LABEL: &str = "io.github.mistersmith.claude-code.version";
 const TASK: Duration = Duration::from_secs(30);
 
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
 /// The default of `ARG name=…` in a Containerfile.
 fn arg_default(containerfile: &str, name: &str) -> Option<String> {
     let prefix = format!("ARG {name}=");
@@ -61,30 +53,9 @@ fn arg_default(containerfile: &str, name: &str) -> Option<String> {
 
 /// The Claude Code CLI version .ci/run installs (`CLAUDE_VERSION=`).
 fn pinned_claude() -> String {
-    let run = read(&repo(".ci/run"));
+    let run = common::read(&common::repo(".ci/run"));
     let line = run.lines().find_map(|l| l.strip_prefix("CLAUDE_VERSION="));
     line.expect("CLAUDE_VERSION= in .ci/run").trim().to_string()
-}
-
-/// The tool `var` names, else `name` on PATH, else in .ci/tools/image-venv (where .ci/run
-/// puts hadolint). CI sets the service URLs and installs the tools: there a missing one fails.
-fn tool(var: &str, name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os(var)
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .filter(|p| p.is_file())
-        .or_else(|| {
-            let path = std::env::var_os("PATH")?;
-            std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
-        })
-        .or_else(|| Some(repo(".ci/tools/image-venv/bin").join(name)).filter(|p| p.is_file()));
-    if found.is_none() {
-        if std::env::var_os("SMITH_TEST_POSTGRES_URL").is_some() {
-            panic!("{name} not installed: set {var} or run .ci/run's install step");
-        }
-        println!("skipped: {name} not installed ({var} unset)");
-    }
-    found
 }
 
 /// chroot and mounts need root; CI runs as root, so there its absence fails.
@@ -123,17 +94,17 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn the_image_is_named_by_the_crate_version_everywhere() {
-    let containerfile = read(&repo("Containerfile"));
+    let containerfile = common::read(&common::repo("Containerfile"));
     assert_eq!(arg_default(&containerfile, "VERSION").as_deref(), Some(VERSION), "Containerfile's ARG VERSION");
     assert_eq!(smith_plan::emit::default_image(), format!("{IMAGE}:{VERSION}"), "smith plan's default --image");
 
     let claude = format!("{VERSION}-claude-code");
-    let mut files = vec![repo("README.md"), repo("deploy/README.md"), repo("Containerfile")];
-    files_under(&repo("deploy/k8s"), &mut files);
-    files_under(&repo("deploy/aws"), &mut files);
+    let mut files = vec![common::repo("README.md"), common::repo("deploy/README.md"), common::repo("Containerfile")];
+    files_under(&common::repo("deploy/k8s"), &mut files);
+    files_under(&common::repo("deploy/aws"), &mut files);
     let mut named = 0;
     for file in &files {
-        for tag in tags(&read(file)) {
+        for tag in tags(&common::read(file)) {
             assert!(
                 tag == VERSION || tag == claude || tag == "VERSION",
                 "{} names the image with tag {tag:?}: the build tags {VERSION} (and {claude})",
@@ -148,7 +119,7 @@ fn the_image_is_named_by_the_crate_version_everywhere() {
     let pinned = pinned_claude();
     assert_eq!(arg_default(&containerfile, "CLAUDE_CODE_VERSION"), Some(pinned.clone()), "Containerfile vs .ci/run");
     for file in ["Containerfile", "deploy/README.md"] {
-        let text = read(&repo(file));
+        let text = common::read(&common::repo(file));
         let installs: Vec<&str> = text.split("@anthropic-ai/claude-code@").skip(1).collect();
         assert!(!installs.is_empty(), "{file} says how to get the Claude Code CLI");
         for rest in installs {
@@ -160,17 +131,21 @@ fn the_image_is_named_by_the_crate_version_everywhere() {
     }
 
     // Docker reads one, buildah and Podman the other
-    assert_eq!(read(&repo(".containerignore")), read(&repo(".dockerignore")), ".containerignore and .dockerignore");
+    assert_eq!(
+        common::read(&common::repo(".containerignore")),
+        common::read(&common::repo(".dockerignore")),
+        ".containerignore and .dockerignore"
+    );
 }
 
 #[test]
 fn containerfile_passes_hadolint() {
-    let Some(hadolint) = tool("SMITH_TEST_HADOLINT", "hadolint") else { return };
+    let Some(hadolint) = common::tool("SMITH_TEST_HADOLINT", "hadolint", "image-venv") else { return };
     let lint = |file: &Path| {
         let out = Command::new(&hadolint)
             .arg("--no-color")
             .arg("--config")
-            .arg(repo(".ci/image/hadolint.yaml"))
+            .arg(common::repo(".ci/image/hadolint.yaml"))
             .arg(file)
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", hadolint.display()));
@@ -179,14 +154,14 @@ fn containerfile_passes_hadolint() {
             format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
         )
     };
-    let containerfile = repo("Containerfile");
+    let containerfile = common::repo("Containerfile");
     let (ok, text) = lint(&containerfile);
     assert!(ok, "hadolint found problems in the Containerfile:\n{text}");
 
     // the settings are in force: without a required OCI label the same file fails
     let dir = tempfile::tempdir().expect("temp dir");
     let unlabelled = dir.path().join("Containerfile");
-    let text = read(&containerfile);
+    let text = common::read(&containerfile);
     let kept: Vec<&str> = text.lines().filter(|l| !l.contains("org.opencontainers.image.source=")).collect();
     assert!(kept.len() < text.lines().count(), "the Containerfile sets org.opencontainers.image.source");
     std::fs::write(&unlabelled, kept.join("\n")).expect("write Containerfile");
@@ -321,7 +296,7 @@ fn in_image(
     argv: &[&str],
 ) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new("/bin/sh");
-    cmd.arg(repo(".ci/image/run-rootfs.sh")).arg(rootfs).arg(USER);
+    cmd.arg(common::repo(".ci/image/run-rootfs.sh")).arg(rootfs).arg(USER);
     for v in volumes {
         let ro = if v.read_only { ":ro" } else { "" };
         cmd.arg(format!("{}:{}{ro}", v.host.display(), v.path));
@@ -377,14 +352,14 @@ fn mount_options(pid: u32, point: &str) -> Option<String> {
 }
 
 fn git_revision() -> Option<String> {
-    let out = Command::new("git").arg("-C").arg(repo("")).args(["rev-parse", "HEAD"]).output().ok()?;
+    let out = Command::new("git").arg("-C").arg(common::repo("")).args(["rev-parse", "HEAD"]).output().ok()?;
     let rev = String::from_utf8_lossy(&out.stdout).trim().to_string();
     (out.status.success() && rev.len() == 40).then_some(rev)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_serves_smith_up_as_65532_on_a_read_only_root() {
-    let Some(bin) = tool("SMITH_TEST_BUILDAH", "buildah") else { return };
+    let Some(bin) = common::tool("SMITH_TEST_BUILDAH", "buildah", "image-venv") else { return };
     if !root() {
         return;
     }
@@ -395,7 +370,7 @@ async fn the_image_serves_smith_up_as_65532_on_a_read_only_root() {
 
     // the base: the host's loader, libraries, CA certificates and users
     let base = "localhost/smith-ci-base:test";
-    let script = repo(".ci/image/build-base.sh");
+    let script = common::repo(".ci/image/build-base.sh");
     let mut args = vec![script.to_str().unwrap(), base, common::BIN];
     if let Some(c) = &claude {
         args.push(c.to_str().unwrap());
@@ -405,12 +380,12 @@ async fn the_image_serves_smith_up_as_65532_on_a_read_only_root() {
     // the build context: the binaries where the Containerfile looks by default, the ignore file
     let context = buildah.path("context");
     std::fs::create_dir(&context).expect("mkdir context");
-    std::fs::copy(repo(".containerignore"), context.join(".containerignore")).expect("copy .containerignore");
+    std::fs::copy(common::repo(".containerignore"), context.join(".containerignore")).expect("copy .containerignore");
     place(smith, &context.join(SMITH_IN_CONTEXT));
     if let Some(c) = &claude {
         place(c, &context.join(CLAUDE_IN_CONTEXT));
     }
-    let containerfile = repo("Containerfile");
+    let containerfile = common::repo("Containerfile");
     let revision = git_revision();
     let build = |tag: &str, target: Option<&str>| {
         let mut args = vec!["build".to_string(), "--isolation".into(), "chroot".into(), "--quiet".into()];

@@ -159,17 +159,19 @@ fn caller() -> (String, String) {
 
 /// Submits a `tracer` task with `traceparent`, waits for it, returns (task, what its agent got).
 async fn traced_task(api: &Api, traceparent: &str) -> (Value, String) {
-    let r = api
-        .request(reqwest::Method::POST, "/v1/tasks")
-        .header("traceparent", traceparent)
-        .json(&json!({"agent": "tracer", "input": null}));
-    let (status, task) = api.send(r).await;
-    assert_eq!(status, 201, "{task}");
-    let id = crate::common::cluster::id_of(&task);
-    let done = api.wait_terminal(&id, WAIT).await;
-    assert_eq!(done["status"], "succeeded", "{done}");
+    let done = run_traced(api, json!({"agent": "tracer", "input": null}), traceparent, WAIT).await;
     let got = done["result"].as_str().unwrap_or_else(|| panic!("a text result: {done}")).to_string();
     (done, got)
+}
+
+/// Submits `body` with `traceparent` and returns the task once it succeeded.
+async fn run_traced(api: &Api, body: Value, traceparent: &str, within: Duration) -> Value {
+    let r = api.request(reqwest::Method::POST, "/v1/tasks").header("traceparent", traceparent).json(&body);
+    let (status, task) = api.send(r).await;
+    assert_eq!(status, 201, "{task}");
+    let done = api.wait_terminal(&crate::common::cluster::id_of(&task), within).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    done
 }
 
 /// The spans one traced task must leave, from the request to the agent's executor.
@@ -376,14 +378,8 @@ async fn a_claude_code_agents_own_spans_join_the_tasks_trace() {
     let smith = Smith::start(Opts::new().config(&config).env("OTEL_BSP_SCHEDULE_DELAY", "100")).await;
     let api = smith.api();
     let (trace, span) = caller();
-    let r = api
-        .request(reqwest::Method::POST, "/v1/tasks")
-        .header("traceparent", format!("00-{trace}-{span}-01"))
-        .json(&json!({"agent": "coder", "input": "PLAIN say hello"}));
-    let (status, task) = api.send(r).await;
-    assert_eq!(status, 201, "{task}");
-    let done = api.wait_terminal(&crate::common::cluster::id_of(&task), Duration::from_secs(90)).await;
-    assert_eq!(done["status"], "succeeded", "{done:#}\n{}", smith.stderr());
+    let body = json!({"agent": "coder", "input": "PLAIN say hello"});
+    run_traced(&api, body, &format!("00-{trace}-{span}-01"), Duration::from_secs(90)).await;
     let ours = rx.wait_for(&trace, &["task.attempt", "executor.run"]).await;
     let exec = ours.iter().find(|s| s.name == "executor.run").unwrap().id.clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -417,14 +413,8 @@ async fn an_llm_agents_provider_requests_are_client_spans_under_its_executor() {
     let smith = Smith::start(Opts::new().config(&config).env("OTEL_BSP_SCHEDULE_DELAY", "100")).await;
     let api = smith.api();
     let (trace, span) = caller();
-    let r = api
-        .request(reqwest::Method::POST, "/v1/tasks")
-        .header("traceparent", format!("00-{trace}-{span}-01"))
-        .json(&json!({"agent": "writer", "input": "say hello"}));
-    let (status, task) = api.send(r).await;
-    assert_eq!(status, 201, "{task}");
-    let done = api.wait_terminal(&crate::common::cluster::id_of(&task), WAIT).await;
-    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let body = json!({"agent": "writer", "input": "say hello"});
+    let done = run_traced(&api, body, &format!("00-{trace}-{span}-01"), WAIT).await;
     let spans = rx.wait_for(&trace, &["executor.run", "chat claude-sonnet-4-5"]).await;
     let exec = spans.iter().find(|s| s.name == "executor.run").unwrap();
     let chat = spans.iter().find(|s| s.name == "chat claude-sonnet-4-5").unwrap();

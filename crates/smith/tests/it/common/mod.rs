@@ -740,3 +740,35 @@ pub fn claude_cli() -> Option<String> {
         }
     }
 }
+
+/// A path in the repository.
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+/// A file's text; panics naming the file.
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// A test tool: the path `var` names, else `name` on PATH, else in the virtualenv `venv` of
+/// .ci/tools (where .ci/run installs it). CI sets the service URLs and installs the tools:
+/// there a missing one fails; elsewhere the test says it is skipped.
+pub fn tool(var: &str, name: &str, venv: &str) -> Option<PathBuf> {
+    let found = std::env::var_os(var)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .or_else(|| {
+            let path = std::env::var_os("PATH")?;
+            std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
+        })
+        .or_else(|| Some(repo(&format!(".ci/tools/{venv}/bin")).join(name)).filter(|p| p.is_file()));
+    if found.is_none() {
+        if std::env::var_os("SMITH_TEST_POSTGRES_URL").is_some() {
+            panic!("{name} not installed: set {var} or run .ci/run's install step (.ci/tools/{venv})");
+        }
+        println!("skipped: {name} not installed ({var} unset)");
+    }
+    found
+}
